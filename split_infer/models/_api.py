@@ -1,0 +1,231 @@
+"""Model registry and the splittable-model abstraction.
+
+Every registered backbone is wrapped in a :class:`SplittableModel`: the original ``nn.Module``
+(which owns the parameters, so its ``state_dict`` keys stay those of the upstream
+implementation) plus an ordered list of *blocks*. Block boundaries are the candidate split
+points; residual blocks are always kept whole, as in the seed papers::
+
+    input ─▶ [stem] ─▶ [block 1] ─▶ ... ─▶ [block n] ─▶ [classifier] ─▶ logits
+                     ▲            ▲               ▲
+               split point 1  split point 2  ...  split point n
+
+``split(model, point)`` returns ``(head, tail)`` whose composition equals ``model(x)``.
+The registry API mirrors torchvision's ``models/_api.py``: ``register_model``,
+``get_model`` and ``list_models``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ModelSpec",
+    "SplitPoint",
+    "SplittableModel",
+    "register_model",
+    "get_model",
+    "get_model_spec",
+    "list_models",
+    "split",
+    "load_weights",
+    "save_weights",
+]
+
+
+@dataclass(frozen=True)
+class SplitPoint:
+    """A cut between two blocks: the head holds ``index`` blocks, named up to ``name``."""
+
+    index: int
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SplittableModel(nn.Module):
+    """A CNN seen as a flat sequence of named blocks.
+
+    ``net`` is the upstream module and owns every parameter; ``blocks`` are views onto its
+    submodules (or tiny wrappers around them) that, run in order, reproduce ``net.forward``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        net: nn.Module,
+        blocks: list[tuple[str, nn.Module]],
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+    ) -> None:
+        super().__init__()
+        if len(blocks) < 2:
+            raise ValueError(f"{name}: a splittable model needs at least two blocks")
+        names = [block_name for block_name, _ in blocks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{name}: block names must be unique, got {names}")
+        self.model_name = name
+        self.net = net
+        # Kept out of the module tree: the blocks share parameters with ``net`` and would
+        # otherwise duplicate every key in ``state_dict``.
+        object.__setattr__(self, "_blocks", list(blocks))
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+
+    @property
+    def block_names(self) -> list[str]:
+        return [block_name for block_name, _ in self._blocks]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _, block in self._blocks:
+            x = block(x)
+        return x
+
+    def split_points(self) -> list[SplitPoint]:
+        """Every boundary strictly inside the network (input and logits are not splits)."""
+        return [
+            SplitPoint(index=i, name=self._blocks[i - 1][0]) for i in range(1, len(self._blocks))
+        ]
+
+    def split_point(self, point: int | str | SplitPoint) -> SplitPoint:
+        """Resolve a split point given by index, block name or :class:`SplitPoint`."""
+        points = self.split_points()
+        if isinstance(point, SplitPoint):
+            point = point.index
+        if isinstance(point, str) and not point.lstrip("-").isdigit():
+            for candidate in points:
+                if candidate.name == point:
+                    return candidate
+            raise KeyError(
+                f"{self.model_name} has no split point {point!r}; choose one of "
+                f"{[p.name for p in points]}"
+            )
+        index = int(point)
+        for candidate in points:
+            if candidate.index == index:
+                return candidate
+        raise KeyError(
+            f"{self.model_name} has no split point {index}; valid indices are "
+            f"{points[0].index}..{points[-1].index}"
+        )
+
+    def head_tail(self, point: int | str | SplitPoint) -> tuple[nn.Sequential, nn.Sequential]:
+        resolved = self.split_point(point)
+        # The wrappers inherit the model's mode: a fresh nn.Sequential is in training mode and
+        # exporters that "restore" it would flip the shared BatchNorms back to batch stats.
+        head = _sequential(self._blocks[: resolved.index]).train(self.training)
+        tail = _sequential(self._blocks[resolved.index :]).train(self.training)
+        return head, tail
+
+
+def _sequential(blocks: list[tuple[str, nn.Module]]) -> nn.Sequential:
+    # Module names may not contain dots, block names ("layer1.0") do.
+    return nn.Sequential(OrderedDict((name.replace(".", "_"), block) for name, block in blocks))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about a model before building it."""
+
+    name: str
+    builder: Callable[..., SplittableModel]
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    family: str
+    description: str
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    family: str,
+    description: str,
+) -> Callable[[Callable[..., SplittableModel]], Callable[..., SplittableModel]]:
+    """Decorator that adds a builder to the registry under ``name``."""
+
+    def wrapper(builder: Callable[..., SplittableModel]) -> Callable[..., SplittableModel]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        _MODELS[name] = ModelSpec(name, builder, input_shape, num_classes, family, description)
+        return builder
+
+    return wrapper
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Names of all registered models, optionally only one family (``cifar``/``imagenet``)."""
+    return sorted(n for n, spec in _MODELS.items() if family is None or spec.family == family)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; registered models: {list_models()}") from None
+
+
+def get_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    weights: str | Path | None = None,
+    **kwargs: object,
+) -> SplittableModel:
+    """Build a registered model, optionally loading safetensors ``weights``.
+
+    The model is returned in eval mode. ``num_classes`` overrides the registry default.
+    """
+    spec = get_model_spec(name)
+    model = spec.builder(num_classes=num_classes or spec.num_classes, **kwargs)
+    if weights is not None:
+        load_weights(model, weights)
+    return model.eval()
+
+
+def split(
+    model: SplittableModel, point: int | str | SplitPoint
+) -> tuple[nn.Sequential, nn.Sequential]:
+    """Cut ``model`` at ``point`` into ``(head, tail)`` with ``tail(head(x)) == model(x)``."""
+    return model.head_tail(point)
+
+
+def save_weights(model: SplittableModel, path: str | Path) -> None:
+    """Write the upstream module's ``state_dict`` as safetensors."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
+    save_file(tensors, str(path), metadata={"model": model.model_name})
+
+
+def load_weights(model: SplittableModel, path: str | Path) -> None:
+    """Load safetensors weights (never pickle) into the upstream module, strictly."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: weights must be a .safetensors file (pickle is never loaded)")
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        state = load_file(str(path))
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a valid safetensors file ({exc})") from None
+    missing, unexpected = model.net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not fit {model.model_name}: missing keys {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}"
+        )
