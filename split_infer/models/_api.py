@@ -16,6 +16,7 @@ The registry API mirrors torchvision's ``models/_api.py``: ``register_model``,
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,13 +29,13 @@ __all__ = [
     "ModelSpec",
     "SplitPoint",
     "SplittableModel",
-    "register_model",
     "get_model",
     "get_model_spec",
     "list_models",
-    "split",
     "load_weights",
+    "register_model",
     "save_weights",
+    "split",
 ]
 
 
@@ -78,6 +79,18 @@ class SplittableModel(nn.Module):
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
 
+    def train(self, mode: bool = True) -> SplittableModel:
+        """Set the mode of ``net`` and of every block, like ``nn.Module.train``.
+
+        Blocks may wrap ``net``'s layers in modules of their own (a stem ``nn.Sequential``, a
+        classifier with a ``Flatten``) that are outside the module tree, so the default
+        recursion would leave their flags stale.
+        """
+        super().train(mode)
+        for _, block in self._blocks:
+            block.train(mode)
+        return self
+
     @property
     def block_names(self) -> list[str]:
         return [block_name for block_name, _ in self._blocks]
@@ -97,7 +110,12 @@ class SplittableModel(nn.Module):
         """Resolve a split point given by index, block name or :class:`SplitPoint`."""
         points = self.split_points()
         if isinstance(point, SplitPoint):
-            point = point.index
+            # A SplitPoint of another model may share the index but cut somewhere else.
+            if point not in points:
+                raise KeyError(
+                    f"{self.model_name} has no split point {point.index} named {point.name!r}"
+                )
+            return point
         if isinstance(point, str) and not point.lstrip("-").isdigit():
             for candidate in points:
                 if candidate.name == point:
@@ -106,7 +124,11 @@ class SplittableModel(nn.Module):
                 f"{self.model_name} has no split point {point!r}; choose one of "
                 f"{[p.name for p in points]}"
             )
-        index = int(point)
+        # operator.index takes Python and NumPy integers and rejects floats; bools are ints
+        # to it, so they are refused first.
+        if isinstance(point, bool):
+            raise TypeError(f"split point must be an index or a block name, got {point!r}")
+        index = int(point) if isinstance(point, str) else operator.index(point)
         for candidate in points:
             if candidate.index == index:
                 return candidate
@@ -116,11 +138,15 @@ class SplittableModel(nn.Module):
         )
 
     def head_tail(self, point: int | str | SplitPoint) -> tuple[nn.Sequential, nn.Sequential]:
+        """``(head, tail)`` sharing this model's modules, cut at ``point``."""
         resolved = self.split_point(point)
         # The wrappers inherit the model's mode: a fresh nn.Sequential is in training mode and
         # exporters that "restore" it would flip the shared BatchNorms back to batch stats.
-        head = _sequential(self._blocks[: resolved.index]).train(self.training)
-        tail = _sequential(self._blocks[resolved.index :]).train(self.training)
+        # Only the wrappers' own flag is set: .train() would recurse into the shared blocks
+        # and undo modes set on purpose (e.g. BatchNorms frozen in eval while fine-tuning).
+        head = _sequential(self._blocks[: resolved.index])
+        tail = _sequential(self._blocks[resolved.index :])
+        head.training = tail.training = self.training
         return head, tail
 
 
@@ -169,6 +195,7 @@ def list_models(family: str | None = None) -> list[str]:
 
 
 def get_model_spec(name: str) -> ModelSpec:
+    """The registry entry of ``name``; the error for an unknown name lists the valid ones."""
     try:
         return _MODELS[name]
     except KeyError:
@@ -187,7 +214,11 @@ def get_model(
     The model is returned in eval mode. ``num_classes`` overrides the registry default.
     """
     spec = get_model_spec(name)
-    model = spec.builder(num_classes=num_classes or spec.num_classes, **kwargs)
+    if num_classes is None:
+        num_classes = spec.num_classes
+    elif num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    model = spec.builder(num_classes=num_classes, **kwargs)
     if weights is not None:
         load_weights(model, weights)
     return model.eval()
@@ -222,10 +253,25 @@ def load_weights(model: SplittableModel, path: str | Path) -> None:
         state = load_file(str(path))
     except SafetensorError as exc:
         raise ValueError(f"{path}: not a valid safetensors file ({exc})") from None
-    missing, unexpected = model.net.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    # Checked before loading anything: load_state_dict copies tensor by tensor and would leave
+    # a half-overwritten model behind when it fails (size mismatches raise RuntimeError).
+    expected = model.net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or mismatched:
         raise ValueError(
-            f"{path} does not fit {model.model_name}: missing keys {missing[:5]}"
-            f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
-            f"{'...' if len(unexpected) > 5 else ''}"
+            f"{path} does not fit {model.model_name}: {_listing('missing keys', missing)}, "
+            f"{_listing('unexpected keys', unexpected)}, "
+            f"{_listing('shape mismatches', mismatched)}"
         )
+    model.net.load_state_dict(state, strict=True)
+
+
+def _listing(what: str, items: list[str], limit: int = 5) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return f"{len(items)} {what} {items[:limit]}{more}"

@@ -25,13 +25,13 @@ import numpy as np
 
 __all__ = [
     "ArrayDataset",
-    "Preprocessing",
     "DatasetError",
+    "Preprocessing",
     "default_cifar_zip",
     "load_cifar10",
+    "load_dataset",
     "load_fashion_mnist",
     "load_image_folder",
-    "load_dataset",
 ]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -255,7 +255,7 @@ def load_image_folder(
 
 
 def load_dataset(name: str, split: str, path: str | Path | None = None) -> ArrayDataset:
-    """``cifar10``, ``fashion_mnist``, or ``folder`` (``path`` is ``root`` containing the split)."""
+    """``cifar10``, ``fashion_mnist`` or ``folder`` (``path`` holds ``<split>/`` or classes)."""
     if name == "cifar10":
         return load_cifar10(split, path)
     if name == "fashion_mnist":

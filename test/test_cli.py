@@ -1,0 +1,69 @@
+"""The split-infer command: listings, user errors, and the offline main job end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from split_infer.cli import main
+from split_infer.models import get_model, save_weights
+from split_infer.training.data import default_cifar_zip
+
+needs_cifar = pytest.mark.skipif(not default_cifar_zip().is_file(),
+                                 reason=f"CIFAR-10 zip not found at {default_cifar_zip()}")
+
+
+def test_models_lists_every_family(capsys):
+    assert main(["models", "-v"]) == 0
+    out = capsys.readouterr().out
+    for name in ("resnet20_cifar", "mobilenet_v2", "resnet50", "mobilenet_v2_x0_5_cifar"):
+        assert name in out
+    assert "split points: 1:stem" in out
+
+
+def test_codecs_listing_mentions_every_byte_stage(capsys):
+    assert main(["codecs"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("float16", "quant", "zstd", "lz4", "rans", "png", "jpeg"):
+        assert stage in out
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["profile", "no_such_model"], "unknown model"),
+    (["demo", "--codec", "quant:bits=99"], "bits"),
+    (["demo", "--split", "nowhere", "--weights", "missing.safetensors"], "not found"),
+])
+def test_user_errors_exit_2_with_one_line(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_console_script_runs_without_traceback():
+    result = subprocess.run([sys.executable, "-m", "split_infer.cli", "profile", "nope"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+@needs_cifar
+@pytest.mark.parametrize("codec", ["float32", "quant:bits=8+zstd"])
+def test_offline_demo_reports_accuracy_and_bytes(tmp_path, codec):
+    weights = tmp_path / "r8.safetensors"
+    save_weights(get_model("resnet8_cifar"), weights)
+    out = tmp_path / "demo"
+    code = main(["demo", "--model", "resnet8_cifar", "--weights", str(weights), "--split", "2",
+                 "--codec", codec, "--images", "20", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    summary = report["summary"]
+    assert summary["frames"] == 20 and len(report["frame_bytes"]) == 20
+    if codec == "float32":
+        # Lossless features: the split pipeline decides exactly like the unsplit model.
+        assert summary["agreement_with_unsplit_percent"] == 100.0
+        assert summary["bytes_per_frame_mean"] > summary["float32_feature_bytes"]
+    else:
+        assert summary["bytes_per_frame_mean"] < summary["float32_feature_bytes"] / 3
