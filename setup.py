@@ -30,6 +30,10 @@ setup(
     entry_points={
         "console_scripts": [
             "split-infer = split_infer.cli:main",
+            "edge_node = split_infer.ros.edge_node:main",
+            "cloud_node = split_infer.ros.cloud_node:main",
+            "bandwidth_monitor = split_infer.ros.bandwidth_monitor:main",
+            "scheduler = split_infer.ros.scheduler:main",
         ],
     },
 )

@@ -4,82 +4,177 @@
 
     camera frame (preprocessed, 1×3×H×W)
           │
-    EdgeEngine.encode ── head backend ─▶ features ─▶ codec.compress ─▶ wire.pack ─▶ bytes
-                                                                                  │
-    CloudEngine.decode ◀─ tail backend ◀─ codec.decompress ◀─ wire.unpack ◀───────┘
+    EdgeEngine.encode ─ edge part ─▶ features ─▶ [first k channels] ─▶ codec ─▶ wire.pack ─▶ bytes
+                                                                                           │
+    CloudEngine.decode ◀─ cloud part ◀─ [fill channels k..C] ◀─ codec ◀─ wire.unpack ◀─────┘
           │
       logits (1×classes)
 
-Every frame names its configuration (split point, codec id, ratio), so the cloud picks the
-matching decoder and tail per frame: switching needs no handshake and survives reordering.
+Every frame names its configuration (split point, ratio), so the cloud picks the matching
+decoder and tail per frame: switching needs no handshake and survives reordering. A rateless
+configuration sends a channel prefix; the cloud fills the missing channels with calibrated
+per-channel means (the thesis's §3.2 concealment), or zeros when the bundle has none.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..bundle import Bundle, BundleConfiguration
 from ..codecs import Codec
 from ..errors import FrameError
 from ..wire import Frame, pack, unpack
-from .backends import Backend
+from .backends import Backend, OrtBackend
 
-__all__ = ["CloudEngine", "EdgeEngine", "Route"]
+__all__ = ["CloudEngine", "EdgeEngine", "EdgeConfig", "Route"]
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """What the edge needs for one configuration."""
+
+    part: Backend
+    codec: Codec
+    split_point: int
+    ratio: float = 1.0
+    keep_channels: int | None = None
 
 
 class EdgeEngine:
-    """Head + encoder of one configuration."""
+    """Edge part + encoder; holds every preloaded configuration, one of them active.
 
-    def __init__(self, head: Backend, codec: Codec, split_point: int, ratio: float = 1.0) -> None:
-        self.head = head
-        self.codec = codec
-        self.split_point = split_point
-        self.ratio = ratio
+    Switching (:meth:`activate`) only swaps a reference, so it is safe between two frames.
+    """
 
-    def features(self, x: np.ndarray) -> np.ndarray:
-        """Head output for one preprocessed frame ``(1, 3, H, W)`` → ``(C, H', W')``."""
-        return self.head(x)[0]
+    def __init__(self, configs: dict[tuple[int, float], EdgeConfig],
+                 active: tuple[int, float] | None = None) -> None:
+        if not configs:
+            raise ValueError("EdgeEngine needs at least one configuration")
+        self._configs = dict(configs)
+        self._active = self._configs[active] if active is not None else next(iter(configs.values()))
 
-    def encode(self, x: np.ndarray, seq: int, stamp_ns: int) -> bytes:
-        """One preprocessed frame → one wire frame."""
-        return pack(
-            self.codec,
-            self.features(x),
-            split_point=self.split_point,
-            ratio=self.ratio,
-            seq=seq,
-            stamp_ns=stamp_ns,
-        )
+    @classmethod
+    def single(cls, part: Backend, codec: Codec, split_point: int, ratio: float = 1.0,
+               keep_channels: int | None = None) -> EdgeEngine:
+        config = EdgeConfig(part, codec, split_point, ratio, keep_channels)
+        return cls({(split_point, float(np.float32(ratio))): config})
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, configs: Iterable[BundleConfiguration] | None = None,
+                    threads: int | None = None) -> EdgeEngine:
+        """Preload ONNX parts (shared parts load once) and codecs of ``configs`` (default all)."""
+        sessions: dict[str, OrtBackend] = {}
+        loaded = {}
+        for config in configs if configs is not None else bundle.configurations:
+            if config.edge_onnx not in sessions:
+                sessions[config.edge_onnx] = OrtBackend(bundle.file(config.edge_onnx), threads)
+            loaded[config.key] = EdgeConfig(sessions[config.edge_onnx], bundle.codec(config),
+                                            config.split_point, config.ratio,
+                                            config.keep_channels)
+        return cls(loaded)
+
+    @property
+    def active(self) -> EdgeConfig:
+        return self._active
+
+    @property
+    def available(self) -> list[tuple[int, float]]:
+        return sorted(self._configs)
+
+    def activate(self, split_point: int, ratio: float) -> EdgeConfig:
+        key = (int(split_point), float(np.float32(ratio)))
+        config = self._configs.get(key)
+        if config is None:
+            raise KeyError(f"configuration split={split_point}, ratio={ratio} is not loaded; "
+                           f"loaded: {self.available}")
+        self._active = config
+        return config
+
+    def features(self, x: np.ndarray, config: EdgeConfig | None = None) -> np.ndarray:
+        """Edge-part output for one preprocessed frame ``(1, 3, H, W)`` → what goes on the wire."""
+        config = config or self._active
+        out = config.part(x)[0]
+        if config.keep_channels is not None:
+            out = out[: config.keep_channels]
+        return out
+
+    def encode(self, x: np.ndarray, seq: int, stamp_ns: int,
+               config: EdgeConfig | None = None) -> bytes:
+        """One preprocessed frame → one wire frame, with the active (or given) configuration."""
+        config = config or self._active
+        return pack(config.codec, self.features(x, config), split_point=config.split_point,
+                    ratio=config.ratio, seq=seq, stamp_ns=stamp_ns)
 
 
 @dataclass(frozen=True)
 class Route:
     codec: Codec
-    tail: Backend
+    part: Backend
+    full_channels: int | None = None  # rateless: channels the cloud part expects
+    fill: np.ndarray | None = None  # per-channel values for the channels not sent
 
 
 class CloudEngine:
-    """Decoder + tail for every configuration it was given, chosen per frame."""
+    """Decoder + cloud part for every configuration it was given, chosen per frame."""
 
     def __init__(self) -> None:
-        self._routes: dict[tuple[int, int], Route] = {}
+        self._routes: dict[tuple[int, float], Route] = {}
 
-    def add_route(self, split_point: int, codec: Codec, tail: Backend) -> None:
-        self._routes[(split_point, codec.codec_id)] = Route(codec, tail)
+    def add_route(self, split_point: int, ratio: float, route: Route) -> None:
+        self._routes[(int(split_point), float(np.float32(ratio)))] = route
 
-    def _resolve(self, frame: Frame) -> Codec:
-        route = self._routes.get((frame.split_point, frame.codec_id))
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, configs: Iterable[BundleConfiguration] | None = None,
+                    threads: int | None = None) -> CloudEngine:
+        engine = cls()
+        sessions: dict[str, OrtBackend] = {}
+        for config in configs if configs is not None else bundle.configurations:
+            if config.cloud_onnx not in sessions:
+                sessions[config.cloud_onnx] = OrtBackend(bundle.file(config.cloud_onnx), threads)
+            full = config.feature_shape[0] if config.keep_channels is not None else None
+            engine.add_route(config.split_point, config.ratio,
+                             Route(bundle.codec(config), sessions[config.cloud_onnx], full,
+                                   bundle.fill_values(config)))
+        return engine
+
+    @property
+    def routes(self) -> list[tuple[int, float]]:
+        return sorted(self._routes)
+
+    def _route(self, frame: Frame) -> Route:
+        route = self._routes.get(frame.config)
         if route is None:
             raise FrameError(
                 "unknown_config",
-                f"no decoder for split point {frame.split_point} with codec id "
-                f"{frame.codec_id:#06x}",
+                f"no decoder for split point {frame.split_point}, ratio {frame.ratio:g}; "
+                f"loaded: {self.routes}",
             )
-        return route.codec
+        if route.codec.codec_id != frame.codec_id:
+            raise FrameError(
+                "unknown_codec",
+                f"configuration {frame.config} uses codec {route.codec.codec_id:#06x}, "
+                f"the frame says {frame.codec_id:#06x}",
+            )
+        return route
+
+    def features(self, data: bytes) -> tuple[Frame, np.ndarray]:
+        """Wire bytes → (header, features the cloud part takes ``(1, C, H, W)``)."""
+        frame, features = unpack(data, lambda f: self._route(f).codec)
+        route = self._route(frame)
+        if route.full_channels is not None and features.shape[0] < route.full_channels:
+            missing = route.full_channels - features.shape[0]
+            if route.fill is not None:
+                fill = np.broadcast_to(route.fill[features.shape[0]:, None, None],
+                                       (missing, *features.shape[1:]))
+            else:
+                fill = np.zeros((missing, *features.shape[1:]), np.float32)
+            features = np.concatenate([features, fill.astype(np.float32)], axis=0)
+        return frame, features[None]
 
     def decode(self, data: bytes) -> tuple[Frame, np.ndarray]:
-        """Wire bytes → (frame header, logits ``(1, classes)``); FrameError on bad input."""
-        frame, features = unpack(data, self._resolve)
-        tail = self._routes[(frame.split_point, frame.codec_id)].tail
-        return frame, tail(features[None])
+        """Wire bytes → (header, logits ``(1, classes)``); FrameError on bad input."""
+        frame, features = self.features(data)
+        return frame, self._route(frame).part(features)

@@ -20,7 +20,7 @@ from ..models import get_model, split
 from ..training.data import load_dataset
 from ..training.features import head_features
 from .backends import make_backend
-from .engine import CloudEngine, EdgeEngine
+from .engine import CloudEngine, EdgeEngine, Route
 
 __all__ = ["run_offline_demo"]
 
@@ -51,9 +51,9 @@ def run_offline_demo(
         codec.calibrate(head_features(head, calibration, progress=progress))
 
     example = torch.from_numpy(test.preprocessing(test.images[:1]))
-    edge = EdgeEngine(make_backend(backend, head, example), codec, point.index)
+    edge = EdgeEngine.single(make_backend(backend, head, example), codec, point.index)
     cloud = CloudEngine()
-    cloud.add_route(point.index, codec, make_backend(backend, tail, head(example)))
+    cloud.add_route(point.index, 1.0, Route(codec, make_backend(backend, tail, head(example))))
     full = make_backend(backend, model, example)
 
     frame_bytes, edge_ms, cloud_ms = [], [], []

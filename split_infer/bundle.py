@@ -1,0 +1,259 @@
+"""Bundles: a trained, deployable set of split configurations in one directory.
+
+::
+
+    BUNDLE/
+      manifest.json                      what is in here, measured accuracy, sha256 of every file
+      weights/backbone.safetensors       backbone weights (never pickle)
+      weights/<codec>.safetensors        learned encoder/decoder weights, when any
+      calibration/<config>.safetensors   codec calibration (quantizer statistics, entropy model)
+      onnx/<part>.onnx                   edge part: input image → features sent on the wire
+                                         cloud part: received features → logits
+
+A *configuration* is one (split point, ratio) pair: the edge ONNX part it runs, the codec
+spec that turns its output into wire bytes, and the cloud ONNX part that finishes the job.
+Several configurations may share ONNX parts (a rateless codec serves every ratio from one
+model: the edge sends the first ``keep_channels`` channels and the cloud fills the rest).
+
+Loading verifies the sha256 of every file against the manifest and refuses files the
+manifest does not list, so a tampered or unexpected file never reaches ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .codecs import Codec, get_codec
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "Bundle",
+    "BundleConfiguration",
+    "BundleError",
+    "sha256_file",
+    "write_bundle",
+]
+
+BUNDLE_FORMAT = "split_infer.bundle/1"
+MANIFEST = "manifest.json"
+
+
+class BundleError(ValueError):
+    """A bundle is missing, malformed, tampered with, or does not have what was asked."""
+
+
+@dataclass(frozen=True)
+class BundleConfiguration:
+    """One deployable (split point, ratio) configuration."""
+
+    id: str
+    split_point: int
+    split_name: str
+    ratio: float
+    codec: str
+    feature_shape: tuple[int, ...]  # what the edge part outputs, (C, H, W)
+    edge_onnx: str
+    cloud_onnx: str
+    method: str = "baseline"  # baseline | bottlenet | hu_ae | aecnn | bbnet | rateless
+    keep_channels: int | None = None  # rateless: channels sent; None = all
+    calibration: str | None = None
+    fill: str | None = None  # rateless/concealment: per-channel fill values (calibration file)
+    accuracy: float | None = None  # top-1 fraction measured from real wire frames
+    bytes_per_frame: float | None = None  # mean serialized wire-frame size
+    edge_ms: float | None = None
+    cloud_ms: float | None = None
+
+    @property
+    def wire_shape(self) -> tuple[int, ...]:
+        """Shape of the tensor inside the wire frame (rateless sends a channel prefix)."""
+        if self.keep_channels is None:
+            return tuple(self.feature_shape)
+        return (self.keep_channels, *self.feature_shape[1:])
+
+    @property
+    def key(self) -> tuple[int, float]:
+        """The wire configuration id ``(split_point, ratio)``, ratio at float32 precision."""
+        return self.split_point, float(np.float32(self.ratio))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["feature_shape"] = list(self.feature_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BundleConfiguration:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise BundleError(f"configuration {d.get('id')!r}: unknown fields {sorted(unknown)}")
+        try:
+            values = dict(d)
+            values["feature_shape"] = tuple(int(v) for v in d["feature_shape"])
+            config = cls(**values)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"configuration {d.get('id')!r} is malformed: {exc}") from None
+        if not (math.isfinite(config.ratio) and config.ratio > 0):
+            raise BundleError(f"configuration {config.id!r}: ratio must be > 0")
+        return config
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _safe_relative(bundle_dir: Path, relative: str) -> Path:
+    """Resolve a manifest path, refusing anything that escapes the bundle directory."""
+    if not relative or os.path.isabs(relative) or ".." in Path(relative).parts:
+        raise BundleError(f"manifest path {relative!r} must be relative and stay in the bundle")
+    return bundle_dir / relative
+
+
+@dataclass
+class Bundle:
+    """A loaded, verified bundle."""
+
+    path: Path
+    manifest: dict[str, Any]
+    configurations: list[BundleConfiguration] = field(default_factory=list)
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True) -> Bundle:
+        """Read ``path/manifest.json``; with ``verify``, check every file's sha256 and refuse
+        files the manifest does not list."""
+        bundle_dir = Path(path)
+        manifest_path = bundle_dir / MANIFEST
+        if not manifest_path.is_file():
+            raise BundleError(f"{bundle_dir} is not a bundle: {MANIFEST} not found")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"{manifest_path}: format must be {BUNDLE_FORMAT!r}, got "
+                              f"{manifest.get('format') if isinstance(manifest, dict) else None!r}")
+        for key in ("model", "preprocessing", "classes", "configurations", "files"):
+            if key not in manifest:
+                raise BundleError(f"{manifest_path}: missing {key!r}")
+        if verify:
+            cls._verify(bundle_dir, manifest["files"])
+        configurations = [BundleConfiguration.from_dict(c) for c in manifest["configurations"]]
+        bundle = cls(bundle_dir, manifest, configurations)
+        for config in configurations:
+            for relative in (config.edge_onnx, config.cloud_onnx, config.calibration, config.fill):
+                if relative is not None and relative not in manifest["files"]:
+                    raise BundleError(f"configuration {config.id!r} names {relative}, which the "
+                                      "manifest's file list does not hold")
+        keys = [c.key for c in configurations]
+        if len(set(keys)) != len(keys):
+            raise BundleError(f"{manifest_path}: two configurations share a (split, ratio) id")
+        return bundle
+
+    @staticmethod
+    def _verify(bundle_dir: Path, files: Mapping[str, str]) -> None:
+        listed = set()
+        for relative, expected in files.items():
+            path = _safe_relative(bundle_dir, relative)
+            if not path.is_file():
+                raise BundleError(f"{bundle_dir}: {relative} is listed but missing")
+            actual = sha256_file(path)
+            if actual != expected:
+                raise BundleError(f"{bundle_dir}: sha256 mismatch for {relative} (tampered or "
+                                  f"corrupt): manifest {expected[:12]}…, file {actual[:12]}…")
+            listed.add(path.resolve())
+        for path in bundle_dir.rglob("*"):
+            if path.is_file() and path.name != MANIFEST and path.resolve() not in listed:
+                raise BundleError(f"{bundle_dir}: unknown file "
+                                  f"{path.relative_to(bundle_dir)} is not in the manifest")
+
+    # -- queries -----------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.manifest["model"]["name"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def split_points(self) -> list[int]:
+        return sorted({c.split_point for c in self.configurations})
+
+    def ratios(self, split_point: int) -> list[float]:
+        return sorted(c.ratio for c in self.configurations if c.split_point == split_point)
+
+    def file(self, relative: str) -> Path:
+        return _safe_relative(self.path, relative)
+
+    def configuration(self, split_point: int, ratio: float) -> BundleConfiguration:
+        """The configuration with exactly this wire id; BundleError listing the valid ones."""
+        key = (int(split_point), float(np.float32(ratio)))
+        for config in self.configurations:
+            if config.key == key:
+                return config
+        raise BundleError(f"no configuration for split {split_point}, ratio {ratio}; the bundle "
+                          f"has {sorted(c.key for c in self.configurations)}")
+
+    def configuration_by_id(self, config_id: str) -> BundleConfiguration:
+        for config in self.configurations:
+            if config.id == config_id:
+                return config
+        raise BundleError(f"no configuration {config_id!r}; the bundle has "
+                          f"{[c.id for c in self.configurations]}")
+
+    def codec(self, config: BundleConfiguration) -> Codec:
+        """The configuration's codec with its calibration loaded."""
+        codec = get_codec(config.codec, shape=config.wire_shape)
+        if config.calibration is not None:
+            from safetensors.numpy import load_file
+
+            codec.load_state_dict(load_file(str(self.file(config.calibration))))
+        return codec
+
+    def fill_values(self, config: BundleConfiguration) -> np.ndarray | None:
+        """Per-channel fill values for channels the edge did not send (dataset means)."""
+        if config.fill is None:
+            return None
+        from safetensors.numpy import load_file
+
+        return load_file(str(self.file(config.fill)))["channel_mean"].astype(np.float32)
+
+
+def write_bundle(
+    out_dir: str | Path,
+    manifest: dict[str, Any],
+    configurations: Iterable[BundleConfiguration],
+) -> Bundle:
+    """Finish a bundle whose files are already in ``out_dir``: hash every file, write the
+    manifest, and load it back verified. ``manifest`` holds everything but ``format``,
+    ``configurations`` and ``files``."""
+    bundle_dir = Path(out_dir)
+    files = {}
+    for path in sorted(bundle_dir.rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            files[path.relative_to(bundle_dir).as_posix()] = sha256_file(path)
+    full = {
+        "format": BUNDLE_FORMAT,
+        "split_infer_version": __version__,
+        **manifest,
+        "configurations": [c.to_dict() for c in configurations],
+        "files": files,
+    }
+    tmp = bundle_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(full, indent=2) + "\n")
+    tmp.replace(bundle_dir / MANIFEST)
+    return Bundle.load(bundle_dir)

@@ -1,0 +1,1 @@
+"""Thin rclpy nodes over the ROS-free runtime (split_infer.runtime)."""
