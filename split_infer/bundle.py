@@ -143,9 +143,9 @@ class Bundle:
             manifest = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-            raise BundleError(f"{manifest_path}: format must be {BUNDLE_FORMAT!r}, got "
-                              f"{manifest.get('format') if isinstance(manifest, dict) else None!r}")
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        if found != BUNDLE_FORMAT:
+            raise BundleError(f"{manifest_path}: format must be {BUNDLE_FORMAT!r}, got {found!r}")
         for key in ("model", "preprocessing", "classes", "configurations", "files"):
             if key not in manifest:
                 raise BundleError(f"{manifest_path}: missing {key!r}")

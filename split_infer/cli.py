@@ -102,6 +102,79 @@ def cmd_bench_codecs(args: argparse.Namespace) -> int:
     return 0 if rows else 1
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training.baseline import build_baseline_bundle
+
+    _set_threads(args.threads)
+    bundle = build_baseline_bundle(
+        args.model,
+        args.out,
+        weights=args.weights,
+        dataset=args.dataset,
+        data_path=args.data,
+        split_points=args.split or None,
+        codecs=args.codec or None,
+        calibration_images=args.calibration_images,
+        eval_images=args.eval_images or None,
+        force=args.force,
+    )
+    print(format_configurations(bundle))
+    print(f"\nwrote bundle {bundle.path}")
+    return 0
+
+
+def format_configurations(bundle, rows: list[dict] | None = None) -> str:
+    """Aligned table of a bundle's configurations (or of fresh evaluation ``rows``)."""
+    entries = rows or [c.to_dict() for c in bundle.configurations]
+    header = f"{'id':14s} {'split':>14s} {'ratio':>7s} {'top-1 %':>8s} {'bytes/frame':>11s}  codec"
+    lines = [header, "-" * (len(header) + 30)]
+    for e in entries:
+        split_label = f"{e['split_point']}:{e['split_name']}"
+        accuracy = "-" if e.get("accuracy") is None else f"{100 * e['accuracy']:.2f}"
+        size = "-" if e.get("bytes_per_frame") is None else f"{e['bytes_per_frame']:.1f}"
+        lines.append(f"{e['id']:14s} {split_label:>14s} {e['ratio']:7.3g} {accuracy:>8s} "
+                     f"{size:>11s}  {e['codec']}")
+    references = {
+        "client_only": "whole model on the edge",
+        "server_only": "input image as JPEG q{jpeg_quality} into the whole model",
+    }
+    for key, description in references.items():
+        ref = bundle.manifest.get(key)
+        if ref and rows is None:  # references were measured on the manifest's image set
+            size = f"{ref.get('bytes_per_frame', 0.0):.1f}"
+            lines.append(f"{key:14s} {'':>14s} {'':>7s} {100 * ref['accuracy']:8.2f} "
+                         f"{size:>11s}  {description.format(**ref)}")
+    return "\n".join(lines)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .bundle import Bundle
+    from .runtime.evaluate import evaluate_bundle, evaluate_client_only
+    from .training.data import load_dataset
+
+    _set_threads(args.threads)
+    bundle = Bundle.load(args.bundle)
+    dataset_name = bundle.manifest.get("dataset", {}).get("name", "cifar10")
+    test = load_dataset(dataset_name, "test", args.data)
+    if args.images:
+        test = test.subset(args.images, seed=1)
+    configs = ([bundle.configuration_by_id(i) for i in args.config] if args.config
+               else bundle.configurations)
+    rows = evaluate_bundle(bundle, test, configs)
+    full_onnx = bundle.manifest.get("client_only", {}).get("onnx")
+    client = evaluate_client_only(bundle.file(full_onnx), test) if full_onnx else None
+    print(f"{bundle.path}: {len(test)} {dataset_name} test images, real wire frames")
+    print(format_configurations(bundle, rows))
+    if client:
+        print(f"unsplit model top-1 on the same images: {100 * client['accuracy']:.2f} %")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"bundle": str(bundle.path), "images": len(test),
+                                        "rows": rows, "unsplit": client}, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .runtime.offline import run_offline_demo
 
@@ -167,6 +240,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_bench_codecs)
 
+    p = sub.add_parser("train", help="calibrate codecs at split points and write a bundle")
+    p.add_argument("model")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="backbone safetensors (default: the shipped CIFAR-10 weights)")
+    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "fashion_mnist", "folder"])
+    p.add_argument("--data", type=Path, default=None, help="data path (zip, IDX dir, folder)")
+    p.add_argument("--split", action="append", help="split point index or name (repeatable)")
+    p.add_argument("--codec", action="append", help="codec spec (repeatable)")
+    p.add_argument("--calibration-images", type=int, default=512)
+    p.add_argument("--eval-images", type=int, default=1000, help="0 = the whole test split")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="re-measure a bundle from real wire frames")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--images", type=int, default=0, help="test images (0 = all)")
+    p.add_argument("--config", action="append", help="configuration id (repeatable)")
+    p.add_argument("--data", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_eval)
+
     p = sub.add_parser("demo", help="run the main job: edge → codec → cloud over test images")
     p.add_argument("--model", default="resnet20_cifar")
     p.add_argument("--weights", type=Path, default=None)
@@ -190,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError, DatasetError, FrameError, EncodeError) as exc:
+    except (KeyError, ValueError, OSError, DatasetError, FrameError, EncodeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"split-infer {args.command}: error: {message}", file=sys.stderr)
         return 2

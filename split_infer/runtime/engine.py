@@ -29,7 +29,7 @@ from ..errors import FrameError
 from ..wire import Frame, pack, unpack
 from .backends import Backend, OrtBackend
 
-__all__ = ["CloudEngine", "EdgeEngine", "EdgeConfig", "Route"]
+__all__ = ["CloudEngine", "EdgeConfig", "EdgeEngine", "Route"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ class EdgeEngine:
         if not configs:
             raise ValueError("EdgeEngine needs at least one configuration")
         self._configs = dict(configs)
-        self._active = self._configs[active] if active is not None else next(iter(configs.values()))
+        first = next(iter(self._configs.values()))
+        self._active = self._configs[active] if active is not None else first
 
     @classmethod
     def single(cls, part: Backend, codec: Codec, split_point: int, ratio: float = 1.0,
@@ -105,7 +106,13 @@ class EdgeEngine:
                config: EdgeConfig | None = None) -> bytes:
         """One preprocessed frame → one wire frame, with the active (or given) configuration."""
         config = config or self._active
-        return pack(config.codec, self.features(x, config), split_point=config.split_point,
+        return self.pack_features(config, self.features(x, config), seq, stamp_ns)
+
+    @staticmethod
+    def pack_features(config: EdgeConfig, features: np.ndarray, seq: int,
+                      stamp_ns: int) -> bytes:
+        """Features already cut to what is sent → one wire frame naming ``config``."""
+        return pack(config.codec, features, split_point=config.split_point,
                     ratio=config.ratio, seq=seq, stamp_ns=stamp_ns)
 
 

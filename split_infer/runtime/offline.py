@@ -47,8 +47,7 @@ def run_offline_demo(
     test = load_dataset(dataset, "test").subset(images, seed=1)
     calibration = load_dataset(dataset, "train").subset(calibration_images, seed=2)
 
-    if codec.needs_calibration:
-        codec.calibrate(head_features(head, calibration, progress=progress))
+    codec.calibrate(head_features(head, calibration, progress=progress))
 
     example = torch.from_numpy(test.preprocessing(test.images[:1]))
     edge = EdgeEngine.single(make_backend(backend, head, example), codec, point.index)

@@ -1,0 +1,210 @@
+"""Build a bundle of baseline (non-learned) configurations from a trained backbone.
+
+::
+
+    backbone weights ─▶ split at each chosen point ─▶ head ONNX (edge) / tail ONNX (cloud)
+                                │
+         calibration images ─▶ head features ─▶ codec.calibrate ─▶ calibration/*.safetensors
+                                │
+         test images ─▶ real wire frames ─▶ accuracy + bytes per frame ─▶ manifest.json
+
+Each (split point, codec) pair becomes one configuration whose ratio is the measured
+compression ratio against float32 features on the calibration set. The manifest also holds
+the model profile (ONNX Runtime latency per split) and the client-only / server-only
+references (the whole model on the edge; the input image as JPEG into the whole model in
+the cloud) so the planner can compare every strategy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..bundle import Bundle, BundleConfiguration, write_bundle
+from ..codecs import get_codec
+from ..defaults import resolve_weights
+from ..models import get_model, save_weights, split
+from ..models.profile import ModelProfile, profile_model
+from ..runtime.backends import export_onnx
+from ..runtime.evaluate import evaluate_bundle, evaluate_client_only
+from ..wire import pack
+from .data import ArrayDataset, load_dataset
+from .features import head_features
+
+__all__ = ["DEFAULT_BASELINE_CODECS", "build_baseline_bundle", "default_split_points",
+           "server_only_reference"]
+
+DEFAULT_BASELINE_CODECS = (
+    "quant:bits=8,per=channel+zstd",
+    "quant:bits=4,per=channel+rans",
+    "quant:bits=2,per=channel+rans",
+)
+
+
+def default_split_points(model, count: int = 3) -> list[int]:
+    """``count`` split points spread evenly over the network (the last one included)."""
+    points = [p.index for p in model.split_points()]
+    picks = np.linspace(0, len(points) - 1, num=min(count, len(points)) + 1)[1:]
+    return sorted({points[round(i)] for i in picks})
+
+
+def server_only_reference(dataset: ArrayDataset, full_onnx: Path, quality: int = 90) -> dict:
+    """The input image as JPEG (what ``image_transport/compressed`` sends) into the full model."""
+    import cv2
+
+    sizes, decoded = [], []
+    for image in dataset.images:
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise RuntimeError("OpenCV could not encode a JPEG")
+        sizes.append(len(buf))
+        decoded.append(cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+    jpeg_set = ArrayDataset(dataset.name, np.stack(decoded), dataset.labels, dataset.classes,
+                            dataset.preprocessing)
+    result = evaluate_client_only(full_onnx, jpeg_set)
+    return {"jpeg_quality": quality, "bytes_per_frame": float(np.mean(sizes)),
+            "accuracy": result["accuracy"], "frames": result["frames"]}
+
+
+def _measured_ratio(codec, features: np.ndarray, taken: set[float]) -> float:
+    """float32 bytes / mean wire-frame bytes on calibration features, 3 significant digits,
+    nudged so that it is unique at its split point (it is part of the wire config id)."""
+    sample = features[: min(len(features), 32)]
+    frame_bytes = np.mean([len(pack(codec, f, split_point=0, ratio=1.0, seq=0, stamp_ns=0))
+                           for f in sample])
+    ratio = float(f"{features[0].nbytes / frame_bytes:.3g}")
+    while float(np.float32(ratio)) in taken:
+        ratio = float(f"{ratio * 1.01:.4g}")
+    taken.add(float(np.float32(ratio)))
+    return ratio
+
+
+def build_baseline_bundle(
+    model_name: str,
+    out_dir: str | Path,
+    *,
+    weights: str | Path | None = None,
+    dataset: str = "cifar10",
+    data_path: str | Path | None = None,
+    split_points: list[int | str] | None = None,
+    codecs: list[str] | None = None,
+    calibration_images: int = 256,
+    eval_images: int | None = 1000,
+    profile_repeats: int = 10,
+    force: bool = False,
+    progress: bool = True,
+) -> Bundle:
+    """Calibrate ``codecs`` at ``split_points`` of a trained backbone and write a bundle.
+
+    ``weights`` defaults to the shipped CIFAR-10 weights of ``model_name``. Accuracy and
+    bytes per frame are measured from real wire frames on ``eval_images`` test images
+    (None = the whole test split).
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"{out} exists and is not empty (use --force to replace it)")
+        shutil.rmtree(out)
+    codec_specs = list(codecs or DEFAULT_BASELINE_CODECS)
+    probes = [get_codec(spec) for spec in codec_specs]  # bad specs fail before heavy work
+    del probes
+
+    model = get_model(model_name, weights=resolve_weights(model_name, weights))
+    points = [model.split_point(p) for p in (split_points or default_split_points(model))]
+    train = load_dataset(dataset, "train", data_path)
+    test = load_dataset(dataset, "test", data_path)
+    if eval_images is not None:
+        test = test.subset(eval_images, seed=1)
+    calibration = train.subset(calibration_images, seed=2)
+    if len(train.classes) != model.num_classes:
+        raise ValueError(f"{model_name} has {model.num_classes} outputs but {dataset} has "
+                         f"{len(train.classes)} classes")
+
+    (out / "weights").mkdir(parents=True)
+    (out / "onnx").mkdir()
+    (out / "calibration").mkdir()
+    save_weights(model, out / "weights" / "backbone.safetensors")
+    input_shape = model.input_shape
+    example = torch.from_numpy(test.preprocessing(test.images[:1]))
+    export_onnx(model, example, out / "onnx" / "full.onnx")
+
+    from safetensors.numpy import save_file
+
+    configurations: list[BundleConfiguration] = []
+    split_info = []
+    for point in points:
+        head, tail = split(model, point)
+        with torch.no_grad():
+            feature_example = head(example)
+        feature_shape = tuple(int(d) for d in feature_example.shape[1:])
+        split_info.append({"index": point.index, "name": point.name,
+                           "shape": list(feature_shape),
+                           "float32_bytes": int(np.prod(feature_shape)) * 4})
+        edge_onnx = f"onnx/split{point.index}_edge.onnx"
+        cloud_onnx = f"onnx/split{point.index}_cloud.onnx"
+        export_onnx(head, example, out / edge_onnx)
+        export_onnx(tail, feature_example, out / cloud_onnx)
+        features = head_features(head, calibration, progress=progress)
+        taken: set[float] = set()
+        for j, spec in enumerate(codec_specs):
+            # Calibrate every codec that has state (quant works uncalibrated, sending per-frame
+            # min/max, but calibrated statistics are both smaller and better, thesis §2.1).
+            codec = get_codec(spec).calibrate(features)
+            calibration_file = None
+            if codec.state_dict():
+                calibration_file = f"calibration/split{point.index}_c{j}.safetensors"
+                save_file(codec.state_dict(), str(out / calibration_file))
+            configurations.append(BundleConfiguration(
+                id=f"split{point.index}_c{j}", split_point=point.index, split_name=point.name,
+                ratio=_measured_ratio(codec, features, taken), codec=codec.spec,
+                feature_shape=feature_shape, edge_onnx=edge_onnx, cloud_onnx=cloud_onnx,
+                method="baseline", calibration=calibration_file))
+
+    profile = profile_model(model, backends=("onnxruntime",), repeats=profile_repeats,
+                            progress=progress, threads=1)
+    manifest = {
+        "model": {"name": model_name, "num_classes": model.num_classes,
+                  "input_shape": list(input_shape), "weights": "weights/backbone.safetensors"},
+        "dataset": {"name": dataset, "calibration_images": len(calibration),
+                    "eval_images": len(test)},
+        "preprocessing": test.preprocessing.to_dict(),
+        "classes": list(test.classes),
+        "split_points": split_info,
+        "profile": profile.to_dict(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    bundle = write_bundle(out, manifest, configurations)
+    return measure_bundle(bundle, test, progress=progress)
+
+
+def measure_bundle(bundle: Bundle, test: ArrayDataset, progress: bool = True) -> Bundle:
+    """Re-measure every configuration and the references on ``test`` and rewrite the manifest."""
+    rows = {row["id"]: row for row in evaluate_bundle(bundle, test, progress=progress)}
+    profile = ModelProfile.from_dict(bundle.manifest["profile"])
+    measured = []
+    for config in bundle.configurations:
+        row = rows[config.id]
+        timing = profile.split(config.split_point)
+        measured.append(BundleConfiguration.from_dict({
+            **config.to_dict(),
+            "accuracy": row["accuracy"],
+            "bytes_per_frame": row["bytes_per_frame"],
+            "edge_ms": timing.head["onnxruntime"].median_ms + row["encode_ms"],
+            "cloud_ms": timing.tail["onnxruntime"].median_ms + row["decode_ms"],
+        }))
+    full = bundle.file("onnx/full.onnx")
+    full_ms = profile.full["onnxruntime"].median_ms
+    client = evaluate_client_only(full, test)
+    manifest = {k: v for k, v in bundle.manifest.items()
+                if k not in ("format", "split_infer_version", "configurations", "files")}
+    manifest["client_only"] = {"onnx": "onnx/full.onnx", "accuracy": client["accuracy"],
+                               "edge_ms": full_ms}
+    manifest["server_only"] = {"onnx": "onnx/full.onnx", "cloud_ms": full_ms,
+                               **server_only_reference(test, full)}
+    manifest["dataset"] = {**manifest["dataset"], "eval_images": len(test)}
+    return write_bundle(bundle.path, manifest, measured)
