@@ -34,6 +34,7 @@ setup(
             "cloud_node = split_infer.ros.cloud_node:main",
             "bandwidth_monitor = split_infer.ros.bandwidth_monitor:main",
             "scheduler = split_infer.ros.scheduler:main",
+            "bag_player = split_infer.ros.bag_player:main",
         ],
     },
 )
