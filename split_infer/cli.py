@@ -175,6 +175,91 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bag_make(args: argparse.Namespace) -> int:
+    from .runtime.bag import write_dataset_bag
+    from .training.data import load_dataset
+
+    dataset = load_dataset(args.dataset, args.split, args.data).subset(args.count, seed=args.seed)
+    path = write_dataset_bag(args.out, dataset, rate_hz=args.rate)
+    print(f"wrote {len(dataset)} frames of {args.dataset}/{args.split} at {args.rate} Hz "
+          f"to {path}")
+    return 0
+
+
+def cmd_bag_info(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from .runtime.bag import read_bag_raw
+
+    counts: Counter = Counter()
+    types, first, last = {}, None, None
+    for topic, msgtype, stamp, _ in read_bag_raw(args.bag):
+        counts[topic] += 1
+        types[topic] = msgtype
+        first = stamp if first is None else first
+        last = stamp
+    print(f"{args.bag}: {sum(counts.values())} messages over "
+          f"{((last or 0) - (first or 0)) / 1e9:.2f} s")
+    for topic, count in sorted(counts.items()):
+        print(f"  {topic:32s} {types[topic]:40s} {count}")
+    return 0
+
+
+def _spin_until(node, done, timeout_s: float | None) -> None:
+    """Spin ``node`` until ``done()`` is true, ``timeout_s`` passes, or Ctrl-C."""
+    import time
+
+    import rclpy
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while rclpy.ok() and not done():
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        rclpy.spin_once(node, timeout_sec=0.1)
+
+
+def cmd_bag_play(args: argparse.Namespace) -> int:
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from .ros.bag_player import BagPlayer
+
+    rclpy.init()
+    node = None
+    try:
+        node = BagPlayer(parameter_overrides=[
+            Parameter("bag", value=str(args.bag)), Parameter("rate", value=args.rate),
+            Parameter("loop", value=args.loop), Parameter("start_delay", value=args.delay)])
+        _spin_until(node, node.finished.is_set, None)
+        print(f"published {node.published} messages")
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def cmd_bag_record(args: argparse.Namespace) -> int:
+    import rclpy
+
+    from .ros.bag_recorder import BagRecorder
+
+    rclpy.init()
+    node = None
+    try:
+        node = BagRecorder(args.out, args.topic)
+        _spin_until(node, lambda: False, args.duration)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if node is not None:
+            path = node.close()
+            print(f"wrote {path}: " + ", ".join(f"{t} {n}" for t, n in node.counts.items()))
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .runtime.offline import run_offline_demo
 
@@ -264,6 +349,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_eval)
 
+    bag = sub.add_parser("bag", help="rosbag2 (MCAP) camera bags without ros2bag")
+    bag_sub = bag.add_subparsers(dest="bag_command", required=True, metavar="BAG_COMMAND")
+    p = bag_sub.add_parser("make", help="write dataset images + labels as a camera bag")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "fashion_mnist", "folder"])
+    p.add_argument("--data", type=Path, default=None)
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--count", type=int, default=300)
+    p.add_argument("--rate", type=float, default=30.0, help="frames per second")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_bag_make)
+    p = bag_sub.add_parser("info", help="topics, types and counts of a bag")
+    p.add_argument("bag", type=Path)
+    p.set_defaults(func=cmd_bag_info)
+    p = bag_sub.add_parser("play", help="publish a bag's topics at the recorded pace")
+    p.add_argument("bag", type=Path)
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed")
+    p.add_argument("--loop", action="store_true")
+    p.add_argument("--delay", type=float, default=1.0,
+                   help="seconds before the first message (lets subscribers connect)")
+    p.set_defaults(func=cmd_bag_play)
+    p = bag_sub.add_parser("record", help="record live topics into a bag")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--topic", action="append", required=True, help="topic (repeatable)")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: Ctrl-C)")
+    p.set_defaults(func=cmd_bag_record)
+
     p = sub.add_parser("demo", help="run the main job: edge → codec → cloud over test images")
     p.add_argument("--model", default="resnet20_cifar")
     p.add_argument("--weights", type=Path, default=None)
@@ -288,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (KeyError, ValueError, OSError, DatasetError, FrameError, EncodeError) as exc:
+        # BundleError and BagError are ValueErrors: one line, no traceback.
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"split-infer {args.command}: error: {message}", file=sys.stderr)
         return 2

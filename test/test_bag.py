@@ -49,6 +49,7 @@ def test_bag_player_replays_every_frame_with_paired_restamped_labels(tmp_path):
     from sensor_msgs.msg import Image
 
     from split_infer.ros.bag_player import BagPlayer
+    from split_infer.ros.bag_recorder import BagRecorder
 
     write_dataset_bag(tmp_path / "bag", _dataset(15), rate_hz=100.0, progress=False)
     context = rclpy.Context()
@@ -57,8 +58,11 @@ def test_bag_player_replays_every_frame_with_paired_restamped_labels(tmp_path):
     listener = rclpy.create_node("listener", context=context)
     listener.create_subscription(Image, "/camera/image_raw", images.append, 50)
     listener.create_subscription(DiagnosticArray, "/camera/labels", labels.append, 50)
+    recorder = BagRecorder(tmp_path / "recorded", ["/camera/image_raw", "/camera/labels"],
+                           context=context)
     executor = MultiThreadedExecutor(context=context)
     executor.add_node(listener)
+    executor.add_node(recorder)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     player = None
@@ -66,7 +70,8 @@ def test_bag_player_replays_every_frame_with_paired_restamped_labels(tmp_path):
         time.sleep(0.3)  # discovery before the first frame, so none is missed
         started = time.time_ns()
         player = BagPlayer(context=context, parameter_overrides=[
-            Parameter("bag", value=str(tmp_path / "bag")), Parameter("rate", value=2.0)])
+            Parameter("bag", value=str(tmp_path / "bag")), Parameter("rate", value=2.0),
+            Parameter("start_delay", value=0.5)])
         executor.add_node(player)
         assert player.finished.wait(10.0)
         deadline = time.monotonic() + 5.0
@@ -78,7 +83,14 @@ def test_bag_player_replays_every_frame_with_paired_restamped_labels(tmp_path):
         assert image_stamps == label_stamps
         assert image_stamps[0] >= started  # restamped onto the live clock
         assert np.asarray(images[3].data).size == 24 * 20 * 3
+        recorder.close()
+        recorded = read_camera_bag(tmp_path / "recorded")
+        assert [f.label for f in recorded] == [int(v) for v in _dataset(15).labels]
+        np.testing.assert_array_equal(np.asarray(recorded[7].image.data),
+                                      _dataset(15).images[7].reshape(-1))
     finally:
+        recorder.close()
+        recorder.destroy_node()
         executor.shutdown()
         if player is not None:
             player.destroy_node()

@@ -6,7 +6,7 @@ one offset per pass, so end-to-end latency is measured against the live clock wh
 and their labels keep identical stamps and still pair up.
 
 Parameters: ``bag`` (path), ``rate`` (playback speed, 1.0 = recorded), ``loop``,
-``restamp``, ``topics`` (empty = all). Publishes ``metrics/frames_published``.
+``restamp``, ``start_delay`` (s), ``topics`` (empty = all). Publishes ``metrics/frames_published``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ class BagPlayer(Node):
         self._loop = declare_bool(self, "loop", False, "start again at the end", read_only=True)
         self._restamp = declare_bool(self, "restamp", True,
                                      "shift header stamps to the live clock", read_only=True)
+        self._start_delay = declare_float(
+            self, "start_delay", 0.0, 0.0, 60.0,
+            "seconds to wait before the first message, so subscribers can be discovered",
+            read_only=True)
         self.declare_parameter("topics", [""])
         wanted = [t for t in self.get_parameter("topics").value if t] or None
         if not self._bag:
@@ -69,6 +73,8 @@ class BagPlayer(Node):
                                f"at {self._rate}x{' in a loop' if self._loop else ''}")
 
     def _play(self) -> None:
+        if self._stop.wait(self._start_delay):
+            return
         first = self._messages[0][2]
         span = self._messages[-1][2] - first
         period = span / max(len(self._messages) - 1, 1)
