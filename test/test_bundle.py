@@ -83,13 +83,13 @@ def test_tampered_file_is_refused(copy):
     data = bytearray(onnx.read_bytes())
     data[len(data) // 2] ^= 0xFF
     onnx.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match="sha256 mismatch for onnx/split2_edge.onnx"):
+    with pytest.raises(BundleError, match=r"sha256 mismatch for onnx/split2_edge\.onnx"):
         Bundle.load(copy)
 
 
 def test_unknown_file_is_refused(copy):
     (copy / "onnx" / "extra.onnx").write_bytes(b"not in the manifest")
-    with pytest.raises(BundleError, match="unknown file onnx/extra.onnx"):
+    with pytest.raises(BundleError, match=r"unknown file onnx/extra\.onnx"):
         Bundle.load(copy)
 
 
