@@ -1,26 +1,49 @@
 """Small helpers every split_infer node shares: parameter descriptors, QoS, metrics,
-diagnostics. Nothing here knows about models or codecs."""
+diagnostics, topic names, counters. Nothing here knows about models or codecs."""
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
-from std_msgs.msg import Float64
+from std_msgs.msg import Float64, Float64MultiArray, MultiArrayDimension
 
 __all__ = [
+    "BACKENDS",
     "CAMERA_QOS",
+    "DIAGNOSTICS_QOS",
+    "DIAGNOSTICS_TOPIC",
     "FEATURE_QOS",
+    "RECEIPT_FIELDS",
+    "RECEIPT_LABEL",
+    "RESULT_QOS",
+    "SUPPORTED_BACKENDS",
     "MetricPublishers",
+    "NodeConfigError",
+    "ReasonCounts",
+    "backend_problem",
     "declare_bool",
     "declare_float",
     "declare_int",
     "declare_str",
+    "declare_str_array",
     "diagnostic_status",
+    "join_topic",
+    "make_receipt",
+    "parse_receipts",
     "publish_diagnostics",
+    "rejected",
 ]
 
 #: Camera input: sensor-data QoS, keep only the newest frame (stale frames are worthless).
@@ -35,6 +58,88 @@ CAMERA_QOS = QoSProfile(
 #: edge's backpressure keeps at most a frame or two in flight, so reliability costs no
 #: staleness, while best effort lost most large samples in DESIGN.md's measurement.
 FEATURE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4)
+
+#: Results and receipts: reliable, a few frames deep (small messages; the bandwidth monitor
+#: and the edge's backpressure need every receipt).
+RESULT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10)
+
+#: ``/diagnostics`` is absolute: diagnostic aggregators listen there whatever the namespace.
+DIAGNOSTICS_TOPIC = "/diagnostics"
+DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10)
+
+
+#: Columns of a receipt row, in order. The cloud publishes one row per received frame on
+#: ``<ns>/receipts`` (``std_msgs/Float64MultiArray``, ``layout.dim[0].label`` = RECEIPT_LABEL);
+#: the edge's backpressure and the bandwidth monitor consume them. Stamps are seconds of the
+#: ROS clock: ``send_stamp_s`` is the wire frame's stamp (edge clock, just before packing),
+#: ``receive_stamp_s`` the cloud's clock at callback entry; ``cloud_ms`` is decode + tail.
+RECEIPT_FIELDS: tuple[str, ...] = (
+    "seq", "bytes", "send_stamp_s", "receive_stamp_s", "split_point", "ratio", "cloud_ms",
+)
+RECEIPT_LABEL = ",".join(RECEIPT_FIELDS)
+
+
+def make_receipt(values: Iterable[float]) -> Float64MultiArray:
+    """One receipt row (the values of :data:`RECEIPT_FIELDS`, in order) as a message."""
+    row = [float(v) for v in values]
+    if len(row) != len(RECEIPT_FIELDS):
+        raise ValueError(f"a receipt has {len(RECEIPT_FIELDS)} values, got {len(row)}")
+    msg = Float64MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=RECEIPT_LABEL, size=len(row), stride=len(row))]
+    msg.data = row
+    return msg
+
+
+def parse_receipts(msg: Float64MultiArray) -> list[dict[str, float]]:
+    """The rows of a receipt message as dicts; ValueError if it is not a receipt.
+
+    Accepts several rows in one message (``len(data)`` a multiple of the row length) so a
+    batching publisher stays compatible.
+    """
+    dims = msg.layout.dim
+    if not dims or dims[0].label != RECEIPT_LABEL:
+        raise ValueError(f"layout.dim[0].label must be {RECEIPT_LABEL!r}")
+    data = list(msg.data)
+    width = len(RECEIPT_FIELDS)
+    if not data or len(data) % width:
+        raise ValueError(f"{len(data)} values is not a whole number of {width}-value rows")
+    return [dict(zip(RECEIPT_FIELDS, data[i:i + width])) for i in range(0, len(data), width)]
+
+
+#: Values of the nodes' ``backend`` parameter; only SUPPORTED_BACKENDS can run a bundle today.
+BACKENDS = ("onnxruntime", "torch")
+SUPPORTED_BACKENDS = ("onnxruntime",)
+
+
+def backend_problem(backend: str) -> str | None:
+    """Why ``backend`` cannot run a bundle's parts, or None when it can."""
+    if backend in SUPPORTED_BACKENDS:
+        return None
+    if backend == "torch":
+        return ("backend 'torch' is not supported for bundles yet: a bundle ships ONNX parts "
+                "and the engine builds ONNX Runtime sessions only; use 'onnxruntime'")
+    return f"unknown backend {backend!r}; choose one of {list(BACKENDS)}"
+
+
+class NodeConfigError(ValueError):
+    """A node cannot start with the parameters it was given (the message says which and why).
+
+    ``main`` catches it, logs it as fatal and exits non-zero instead of printing a traceback.
+    """
+
+
+def rejected(reason: str) -> SetParametersResult:
+    """A parameter-callback result that refuses the change with ``reason``."""
+    return SetParametersResult(successful=False, reason=reason)
+
+
+def join_topic(namespace: str, name: str) -> str:
+    """``name`` under ``namespace``: ``""`` keeps it relative to the node, ``"/"`` puts it at
+    the root, ``"/r1"``/``"r1"`` prefix it (absolute or relative to the node's namespace)."""
+    if namespace == "":
+        return name
+    stripped = namespace.rstrip("/")
+    return f"{stripped}/{name}" if stripped else f"/{name}"
 
 
 def _descriptor(name: str, description: str, read_only: bool = False,
@@ -69,6 +174,18 @@ def declare_str(node: Node, name: str, default: str, description: str,
     return str(node.get_parameter(name).value)
 
 
+def declare_str_array(node: Node, name: str, default: list[str], description: str,
+                      read_only: bool = False) -> list[str]:
+    """Declare a string-array parameter. ``default`` must not be empty: ROS cannot type an
+    empty list (neither rclpy nor the YAML parameter parser), so use a sentinel entry."""
+    if not default:
+        raise ValueError(f"{name}: an empty default cannot be typed; use a sentinel entry")
+    descriptor = _descriptor(name, description, read_only)
+    descriptor.type = ParameterType.PARAMETER_STRING_ARRAY
+    node.declare_parameter(name, [str(v) for v in default], descriptor)
+    return [str(v) for v in node.get_parameter(name).value]
+
+
 def declare_bool(node: Node, name: str, default: bool, description: str,
                  read_only: bool = False) -> bool:
     node.declare_parameter(name, bool(default), _descriptor(name, description, read_only))
@@ -85,6 +202,34 @@ class MetricPublishers:
     def publish(self, **values: float) -> None:
         for name, value in values.items():
             self._publishers[name].publish(Float64(data=float(value)))
+
+
+class ReasonCounts:
+    """Thread-safe event counts by reason (drops, rejects), for diagnostics.
+
+    Callbacks on different executor threads add to the same counts, so every access holds a
+    lock; :meth:`snapshot` returns a copy the diagnostics timer can format at leisure.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self._counts[reason] += count
+
+    def __getitem__(self, reason: str) -> int:
+        with self._lock:
+            return self._counts[reason]
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(sorted(self._counts.items()))
 
 
 def diagnostic_status(node: Node, name: str, level: bytes, message: str,

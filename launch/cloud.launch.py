@@ -1,0 +1,59 @@
+"""Launch split_infer's cloud node (decoder + tail), serving one or more robots.
+
+    ros2 launch split_infer cloud.launch.py bundle:=/path/to/bundle robots:="r1 r2"
+
+For each robot namespace ``<ns>`` in ``robots`` (space or comma separated; empty = the cloud
+node's own namespace) the node subscribes ``<ns>/features`` and publishes ``<ns>/results``,
+``<ns>/receipts`` and ``<ns>/metrics/*``. Robot namespaces are made absolute (``r1`` →
+``/r1``) so they match edges launched with ``namespace:=r1``. Tuning lives in
+``config/cloud.yaml`` (``params_file``).
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+
+def robot_namespaces(text):
+    """'r1 r2' or 'r1,/r2' → ['/r1', '/r2']; '' → [] (the cloud's own namespace)."""
+    names = text.replace(",", " ").split()
+    return ["/" + name.strip("/") for name in names]
+
+
+def cloud_node(context):
+    parameters = [
+        LaunchConfiguration("params_file"),
+        {"bundle": ParameterValue(LaunchConfiguration("bundle"), value_type=str)},
+    ]
+    namespaces = robot_namespaces(LaunchConfiguration("robots").perform(context))
+    if namespaces:
+        parameters.append({"edge_namespaces": namespaces})
+    return [Node(
+        package="split_infer",
+        executable="cloud_node",
+        name="cloud_node",
+        namespace=LaunchConfiguration("namespace"),
+        parameters=parameters,
+        output="screen",
+        emulate_tty=True,
+    )]
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        DeclareLaunchArgument("bundle", description="path of the bundle directory"),
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="the cloud node's namespace"),
+        DeclareLaunchArgument("robots", default_value="",
+                              description="robot namespaces to serve, e.g. 'r1 r2'; empty: "
+                                          "the cloud node's own namespace"),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=PathJoinSubstitution([FindPackageShare("split_infer"), "config",
+                                                "cloud.yaml"]),
+            description="YAML file with the cloud node's tuning parameters"),
+        OpaqueFunction(function=cloud_node),
+    ])

@@ -1,0 +1,261 @@
+"""Backpressure-aware frame dropping (Ulhaq's thesis §4.3, ``should_process_frame``), ROS-free.
+
+The thesis's rule, applied when a camera frame arrives and *before* any edge compute is spent
+on it::
+
+    client_remain    = estimate_client_process_latency()          EWMA of measured edge time
+    server_remain    = last_send_time + server_rate_limit - now   rate limit: receipts' cloud
+                                                                   time (EWMA) or explicit
+    bandwidth_remain = estimate_unreceived_bytes() / bandwidth    see below; bandwidth from
+                                                                   the monitor (bit/s)
+    drop if client_remain < server_remain or client_remain < bandwidth_remain
+
+i.e. a frame is worth processing only if, by the time the edge has finished it, the server
+will be free and the bytes already on the link will have drained; otherwise it would only
+queue behind them and arrive stale. Until a bandwidth estimate exists (or when the last one is
+older than ``bandwidth_stale_s``) the bandwidth term is replaced by a cap on unacknowledged
+frames in flight (``max_in_flight``, 2 by default).
+
+``estimate_unreceived_bytes`` starts from the bytes sent and not yet receipted, as the thesis
+suggests, and accounts for the receipt's latency as it also suggests: those frames are drained
+first-in first-out at the estimated bandwidth from their send times, and only what the link
+cannot have delivered yet counts. Counting every unreceipted byte would charge a frame's
+link time again while the server works on it and the receipt travels back (the server rule
+already covers the server), halving throughput on a fast link with a slow server.
+
+Acknowledgements are the cloud's receipts (one per frame, matched by sequence number). A
+frame that is never receipted (lost, or the cloud restarted) is forgotten after
+``ack_timeout_s`` so it cannot hold the pipeline shut forever.
+
+All methods take ``now`` (seconds, any monotonic clock) so the logic is testable with a fake
+clock; a lock makes the object safe to share between the camera callback and the receipt
+and bandwidth callbacks of a multi-threaded executor. :class:`RateLimiter` is the simpler
+``max_rate`` cap the edge applies first.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+__all__ = ["DROP_REASONS", "Backpressure", "Decision", "RateLimiter"]
+
+#: Why :meth:`Backpressure.should_process_frame` drops a frame.
+DROP_REASONS: dict[str, str] = {
+    "server": "the server will still be busy with the previous frame when this one is ready",
+    "bandwidth": "bytes already sent will not have drained by the time this frame is ready",
+    "in_flight": "no bandwidth estimate yet and max_in_flight frames are unacknowledged",
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one :meth:`Backpressure.should_process_frame` call (seconds)."""
+
+    process: bool
+    reason: str | None  # a DROP_REASONS key when dropped
+    client_remain: float
+    server_remain: float
+    bandwidth_remain: float  # NaN while falling back to the in-flight cap
+
+
+class Backpressure:
+    """State and decision of the thesis's ``should_process_frame``.
+
+    ``server_rate_limit_s`` fixes the server's per-frame time; when None it is learnt from
+    receipts (EWMA of the cloud time they report). ``latency_alpha`` weights new samples in
+    both EWMAs.
+    """
+
+    def __init__(self, *, max_in_flight: int = 2, ack_timeout_s: float = 1.0,
+                 bandwidth_stale_s: float = 5.0, latency_alpha: float = 0.2,
+                 server_rate_limit_s: float | None = None, max_tracked: int = 4096) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        if not 0.0 < latency_alpha <= 1.0:
+            raise ValueError("latency_alpha must be in (0, 1]")
+        if ack_timeout_s <= 0 or bandwidth_stale_s <= 0:
+            raise ValueError("timeouts must be > 0")
+        self.max_in_flight = int(max_in_flight)
+        self.ack_timeout_s = float(ack_timeout_s)
+        self.bandwidth_stale_s = float(bandwidth_stale_s)
+        self._alpha = float(latency_alpha)
+        self._explicit_server_s = server_rate_limit_s
+        self._max_tracked = int(max_tracked)
+        self._lock = threading.Lock()
+        self._client_s: float | None = None
+        self._server_s: float | None = None
+        self._last_send: float | None = None
+        self._bandwidth_bps: float | None = None
+        self._bandwidth_at = -math.inf
+        self._in_flight: OrderedDict[int, tuple[float, int]] = OrderedDict()  # seq → (t, bytes)
+        self.acknowledged = 0
+        self.expired = 0
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def frame_processed(self, edge_latency_s: float) -> None:
+        """Feed one measured edge processing time (arrival → ready to send)."""
+        if math.isfinite(edge_latency_s) and edge_latency_s >= 0:
+            with self._lock:
+                self._client_s = _ewma(self._client_s, edge_latency_s, self._alpha)
+
+    def frame_sent(self, seq: int, nbytes: int, now: float) -> None:
+        """A frame of ``nbytes`` left the edge at ``now``."""
+        with self._lock:
+            self._last_send = now
+            self._in_flight[int(seq)] = (now, int(nbytes))
+            self._in_flight.move_to_end(int(seq))
+            while len(self._in_flight) > self._max_tracked:  # bound memory whatever happens
+                self._in_flight.popitem(last=False)
+                self.expired += 1
+
+    def receipt(self, seq: int, cloud_s: float | None = None) -> bool:
+        """The server received frame ``seq`` (and spent ``cloud_s`` on it); False if the frame
+        was not in flight (a duplicate, a timed-out frame, or another edge's)."""
+        with self._lock:
+            if cloud_s is not None and math.isfinite(cloud_s) and cloud_s >= 0:
+                self._server_s = _ewma(self._server_s, cloud_s, self._alpha)
+            if self._in_flight.pop(int(seq), None) is None:
+                return False
+            self.acknowledged += 1
+            return True
+
+    def set_bandwidth(self, bits_per_second: float, now: float) -> bool:
+        """A bandwidth estimate (bit/s) arrived; non-finite or non-positive ones are ignored
+        (False), so the in-flight fallback stays in charge rather than dividing by zero."""
+        if not (math.isfinite(bits_per_second) and bits_per_second > 0):
+            return False
+        with self._lock:
+            self._bandwidth_bps = float(bits_per_second)
+            self._bandwidth_at = now
+        return True
+
+    def set_server_rate_limit(self, seconds: float | None) -> None:
+        """Fix the server's per-frame time (None: learn it from receipts again)."""
+        with self._lock:
+            self._explicit_server_s = seconds
+
+    # -- estimates ------------------------------------------------------------------------------
+    def _expire(self, now: float) -> None:
+        while self._in_flight:
+            seq, (sent, _) = next(iter(self._in_flight.items()))
+            if now - sent < self.ack_timeout_s:
+                break
+            del self._in_flight[seq]
+            self.expired += 1
+
+    def _bandwidth(self, now: float) -> float | None:
+        if self._bandwidth_bps is None or now - self._bandwidth_at > self.bandwidth_stale_s:
+            return None
+        return self._bandwidth_bps
+
+    def _link_remain(self, now: float, bandwidth_bps: float) -> float:
+        """Seconds until the unreceipted frames have crossed a FIFO link of ``bandwidth_bps``."""
+        free_at = -math.inf
+        for sent, nbytes in self._in_flight.values():  # in send order
+            free_at = max(free_at, sent) + nbytes * 8.0 / bandwidth_bps
+        return max(0.0, free_at - now)
+
+    def unreceived_bytes(self, now: float) -> float:
+        """estimate_unreceived_bytes(): with a bandwidth estimate, the unreceipted bytes the
+        link cannot have delivered by ``now``; without one, every unreceipted byte."""
+        with self._lock:
+            self._expire(now)
+            bandwidth = self._bandwidth(now)
+            if bandwidth is None:
+                return float(sum(b for _, b in self._in_flight.values()))
+            return self._link_remain(now, bandwidth) * bandwidth / 8.0
+
+    @property
+    def client_latency_s(self) -> float | None:
+        """EWMA of the measured edge latency, None before the first frame."""
+        return self._client_s
+
+    @property
+    def server_rate_limit_s(self) -> float | None:
+        """The explicit server rate limit, else the receipts' EWMA, else None."""
+        return self._explicit_server_s if self._explicit_server_s is not None else self._server_s
+
+    def bandwidth_bps(self, now: float) -> float | None:
+        """The current (non-stale) bandwidth estimate in bit/s, or None."""
+        with self._lock:
+            return self._bandwidth(now)
+
+    def in_flight(self, now: float) -> tuple[int, int]:
+        """(frames, bytes) sent and not yet receipted nor timed out."""
+        with self._lock:
+            self._expire(now)
+            return len(self._in_flight), sum(b for _, b in self._in_flight.values())
+
+    # -- the decision ---------------------------------------------------------------------------
+    def should_process_frame(self, now: float) -> Decision:
+        """The thesis's rule: process unless the server or the link won't be free in time."""
+        with self._lock:
+            self._expire(now)
+            client = self._client_s if self._client_s is not None else 0.0
+            rate_limit = self.server_rate_limit_s
+            if self._last_send is None or rate_limit is None:
+                server = -math.inf
+            else:
+                server = self._last_send + rate_limit - now
+            bandwidth = self._bandwidth(now)
+            if bandwidth is None:
+                link = math.nan
+                link_busy = len(self._in_flight) >= self.max_in_flight
+            else:
+                link = self._link_remain(now, bandwidth)
+                link_busy = client < link
+        if client < server:
+            return Decision(False, "server", client, server, link)
+        if link_busy:
+            return Decision(False, "bandwidth" if bandwidth is not None else "in_flight",
+                            client, server, link)
+        return Decision(True, None, client, server, link)
+
+
+def _ewma(previous: float | None, sample: float, alpha: float) -> float:
+    return sample if previous is None else (1.0 - alpha) * previous + alpha * sample
+
+
+class RateLimiter:
+    """At most ``max_rate_hz`` accepted frames per second (0 = unlimited).
+
+    The schedule keeps its phase (the next slot is one period after the previous slot, not
+    after the frame), and a frame up to ``tolerance`` of a period early is accepted, so a
+    camera running at exactly the cap with some jitter is not halved.
+    """
+
+    def __init__(self, max_rate_hz: float = 0.0, tolerance: float = 0.1) -> None:
+        if not 0.0 <= tolerance < 1.0:
+            raise ValueError("tolerance must be in [0, 1)")
+        self._tolerance = tolerance
+        self._lock = threading.Lock()
+        self._next: float | None = None
+        self._period = 0.0
+        self.set_rate(max_rate_hz)
+
+    @property
+    def max_rate_hz(self) -> float:
+        return 0.0 if self._period == 0.0 else 1.0 / self._period
+
+    def set_rate(self, max_rate_hz: float) -> None:
+        if not (math.isfinite(max_rate_hz) and max_rate_hz >= 0):
+            raise ValueError(f"max_rate_hz must be finite and >= 0, got {max_rate_hz}")
+        with self._lock:
+            self._period = 0.0 if max_rate_hz == 0 else 1.0 / max_rate_hz
+            self._next = None
+
+    def allow(self, now: float) -> bool:
+        """True if a frame arriving at ``now`` may be processed (and books its slot)."""
+        with self._lock:
+            if self._period == 0.0:
+                return True
+            if self._next is not None and now < self._next - self._tolerance * self._period:
+                return False
+            if self._next is None or now - self._next >= self._period:
+                self._next = now + self._period  # idle for a while: restart the schedule
+            else:
+                self._next += self._period
+            return True

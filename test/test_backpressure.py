@@ -1,0 +1,199 @@
+"""The thesis's should_process_frame and the rate limiter, on a fake clock."""
+
+import math
+
+import pytest
+
+from split_infer.runtime.backpressure import DROP_REASONS, Backpressure, RateLimiter
+
+
+def test_first_frame_is_always_processed():
+    decision = Backpressure().should_process_frame(now=0.0)
+    assert decision.process and decision.reason is None
+
+
+def test_server_rule_drops_until_the_server_is_free():
+    bp = Backpressure(server_rate_limit_s=0.050)
+    bp.frame_processed(0.010)  # the edge needs 10 ms per frame
+    bp.frame_sent(0, 1000, now=1.0)
+    bp.receipt(0)
+    # server_remain = 1.0 + 0.050 - now; drop while it exceeds client_remain (0.010)
+    decision = bp.should_process_frame(now=1.030)
+    assert not decision.process and decision.reason == "server"
+    assert decision.server_remain == pytest.approx(0.020)
+    assert decision.client_remain == pytest.approx(0.010)
+    assert bp.should_process_frame(now=1.0401).process  # server free before the frame is
+    assert bp.should_process_frame(now=1.045).process
+
+
+def test_server_rate_limit_is_learnt_from_receipts_cloud_time():
+    bp = Backpressure(latency_alpha=1.0)  # no smoothing: the last sample is the estimate
+    assert bp.server_rate_limit_s is None
+    bp.frame_sent(0, 100, now=0.0)
+    assert bp.receipt(0, cloud_s=0.040)
+    assert bp.server_rate_limit_s == pytest.approx(0.040)
+    bp.frame_sent(1, 100, now=1.0)
+    bp.receipt(1, cloud_s=0.040)
+    assert bp.should_process_frame(now=1.010).reason == "server"
+    bp.set_server_rate_limit(0.005)  # an explicit limit wins over the learnt one
+    assert bp.should_process_frame(now=1.010).process
+    bp.set_server_rate_limit(None)
+    assert bp.should_process_frame(now=1.010).reason == "server"
+
+
+def test_bandwidth_rule_uses_unreceived_bytes_over_the_estimate():
+    bp = Backpressure(ack_timeout_s=10.0)
+    bp.set_bandwidth(8_000_000, now=0.0)  # 1 MB/s
+    bp.frame_processed(0.005)
+    bp.frame_sent(0, 20_000, now=0.0)  # 20 ms of link time
+    decision = bp.should_process_frame(now=0.001)
+    assert not decision.process and decision.reason == "bandwidth"
+    assert decision.bandwidth_remain == pytest.approx(0.019)
+    assert bp.unreceived_bytes(now=0.001) == pytest.approx(19_000)
+    # 16 ms in, 4 ms of bytes are left: they drain before this frame (5 ms) is ready.
+    assert bp.should_process_frame(now=0.016).process
+    bp.receipt(0)  # acknowledged: nothing left on the link
+    decision = bp.should_process_frame(now=0.002)
+    assert decision.process and decision.bandwidth_remain == 0.0
+    assert bp.unreceived_bytes(now=0.002) == 0.0
+
+
+def test_frames_drain_first_in_first_out():
+    bp = Backpressure(ack_timeout_s=10.0)
+    bp.set_bandwidth(8_000, now=0.0)  # 1000 bytes/s
+    bp.frame_sent(0, 1000, now=0.0)  # on the link 0..1 s
+    bp.frame_sent(1, 1000, now=0.5)  # queued behind it: 1..2 s
+    assert bp.should_process_frame(now=0.5).bandwidth_remain == pytest.approx(1.5)
+    assert bp.unreceived_bytes(now=1.5) == pytest.approx(500)
+    bp.receipt(0)  # receipted: only frame 1 is left, on the link since it was sent
+    assert bp.should_process_frame(now=1.2).bandwidth_remain == pytest.approx(0.3)
+
+
+def test_bandwidth_rule_processes_when_the_link_drains_in_time():
+    bp = Backpressure(ack_timeout_s=10.0)
+    bp.set_bandwidth(8_000_000, now=0.0)
+    bp.frame_processed(0.030)  # a slow edge: 30 ms per frame
+    bp.frame_sent(0, 20_000, now=0.0)  # 20 ms of link time: drained before the next is ready
+    assert bp.should_process_frame(now=0.001).process
+
+
+def test_without_an_estimate_at_most_n_frames_are_in_flight():
+    bp = Backpressure(max_in_flight=2, ack_timeout_s=10.0)
+    bp.frame_sent(0, 10, now=0.0)
+    assert bp.should_process_frame(now=0.0).process
+    bp.frame_sent(1, 10, now=0.0)
+    decision = bp.should_process_frame(now=0.0)
+    assert decision.reason == "in_flight" and math.isnan(decision.bandwidth_remain)
+    bp.receipt(0)
+    assert bp.should_process_frame(now=0.0).process
+    assert bp.in_flight(now=0.0) == (1, 10)
+
+
+def test_stale_or_invalid_estimates_fall_back_to_the_in_flight_cap():
+    bp = Backpressure(max_in_flight=1, bandwidth_stale_s=2.0, ack_timeout_s=100.0)
+    assert not bp.set_bandwidth(0.0, now=0.0)
+    assert not bp.set_bandwidth(float("nan"), now=0.0)
+    assert not bp.set_bandwidth(-5.0, now=0.0)
+    assert bp.bandwidth_bps(now=0.0) is None
+    assert bp.set_bandwidth(1e9, now=0.0)
+    bp.frame_sent(0, 10, now=0.0)
+    assert bp.should_process_frame(now=1.0).process  # fast link: 10 bytes drained long ago
+    assert bp.unreceived_bytes(now=1.0) == 0.0
+    assert bp.bandwidth_bps(now=3.0) is None
+    assert bp.should_process_frame(now=3.0).reason == "in_flight"
+    assert bp.unreceived_bytes(now=3.0) == 10.0
+
+
+def test_unacknowledged_frames_expire():
+    bp = Backpressure(max_in_flight=1, ack_timeout_s=0.5)
+    bp.frame_sent(7, 100, now=0.0)
+    assert bp.should_process_frame(now=0.4).reason == "in_flight"
+    assert bp.should_process_frame(now=0.5).process
+    assert bp.expired == 1
+    assert not bp.receipt(7)  # a late receipt for a forgotten frame is ignored
+    assert bp.acknowledged == 0
+
+
+def test_duplicate_and_foreign_receipts_are_ignored():
+    bp = Backpressure()
+    bp.frame_sent(1, 100, now=0.0)
+    assert bp.receipt(1)
+    assert not bp.receipt(1)
+    assert not bp.receipt(99)
+    assert bp.acknowledged == 1
+
+
+def test_client_latency_is_an_ewma_of_measurements():
+    bp = Backpressure(latency_alpha=0.5)
+    assert bp.client_latency_s is None
+    bp.frame_processed(0.010)
+    bp.frame_processed(0.030)
+    assert bp.client_latency_s == pytest.approx(0.020)
+    bp.frame_processed(float("nan"))
+    bp.frame_processed(-1.0)
+    assert bp.client_latency_s == pytest.approx(0.020)
+
+
+def test_tracking_is_bounded():
+    bp = Backpressure(max_tracked=3, ack_timeout_s=100.0)
+    for seq in range(5):
+        bp.frame_sent(seq, 1, now=0.0)
+    assert bp.in_flight(now=0.0) == (3, 3)
+    assert bp.expired == 2
+
+
+def test_every_drop_reason_is_documented():
+    reasons = set()
+    bp = Backpressure(max_in_flight=1, server_rate_limit_s=1.0, ack_timeout_s=100.0)
+    bp.frame_sent(0, 10, now=0.0)
+    reasons.add(bp.should_process_frame(now=0.0).reason)
+    bp.set_server_rate_limit(None)
+    reasons.add(bp.should_process_frame(now=0.0).reason)
+    bp.set_bandwidth(8.0, now=0.0)  # 1 byte/s: 10 bytes take 10 s
+    reasons.add(bp.should_process_frame(now=0.0).reason)
+    assert reasons == set(DROP_REASONS)
+
+
+@pytest.mark.parametrize("kwargs", [{"max_in_flight": 0}, {"latency_alpha": 0.0},
+                                    {"ack_timeout_s": 0.0}, {"bandwidth_stale_s": -1.0}])
+def test_bad_settings_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        Backpressure(**kwargs)
+
+
+# -- rate limiter -------------------------------------------------------------------------------
+
+
+def accepted(limiter: RateLimiter, times) -> list[float]:
+    return [t for t in times if limiter.allow(t)]
+
+
+def test_unlimited_rate_accepts_everything():
+    assert accepted(RateLimiter(0.0), [0.0, 0.0, 0.001]) == [0.0, 0.0, 0.001]
+
+
+def test_rate_limit_keeps_every_third_frame_of_a_30hz_camera_at_10hz():
+    times = [i / 30 for i in range(30)]
+    assert len(accepted(RateLimiter(10.0), times)) == 10
+
+
+def test_jitter_at_the_cap_is_tolerated():
+    jitter = [0.0, 0.098, 0.203, 0.297, 0.401, 0.499]  # ±3 ms around 10 Hz
+    assert accepted(RateLimiter(10.0), jitter) == jitter
+
+
+def test_schedule_restarts_after_a_pause():
+    limiter = RateLimiter(10.0)
+    assert accepted(limiter, [0.0, 5.0, 5.05, 5.1]) == [0.0, 5.0, 5.1]
+
+
+def test_set_rate_takes_effect_and_validates():
+    limiter = RateLimiter(1.0)
+    assert accepted(limiter, [0.0, 0.5]) == [0.0]
+    limiter.set_rate(0.0)
+    assert accepted(limiter, [0.6, 0.7]) == [0.6, 0.7]
+    assert limiter.max_rate_hz == 0.0
+    with pytest.raises(ValueError):
+        limiter.set_rate(-1.0)
+    with pytest.raises(ValueError):
+        limiter.set_rate(float("inf"))

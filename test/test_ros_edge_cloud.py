@@ -1,0 +1,525 @@
+"""Edge and cloud nodes in one process, on one MultiThreadedExecutor, over real DDS topics.
+
+Every check is on *what* arrives (frame by frame against an offline run of the same bundle),
+never on how fast.
+"""
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from ros_fixtures import (  # noqa: F401  (fixtures: ros_context, tiny_bundle)
+    random_images,
+    ros_context_fixture,
+    ros_domain_id,
+    spin,
+    tiny_bundle_fixture,
+    wait_for,
+)
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float64MultiArray
+
+from split_infer.bundle import BundleError
+from split_infer.ros import cloud_node, edge_node
+from split_infer.ros.cloud_node import CloudNode, softmax
+from split_infer.ros.common import (
+    CAMERA_QOS,
+    RECEIPT_FIELDS,
+    NodeConfigError,
+    make_receipt,
+    parse_receipts,
+)
+from split_infer.ros.edge_node import EdgeNode
+from split_infer.runtime.engine import CloudEngine, EdgeEngine
+from split_infer.runtime.images import rgb_to_image
+from split_infer.training.data import Preprocessing
+from split_infer.wire import decode_frame, format_string, pack
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def make_edge(context, bundle, namespace=None, **params):
+    overrides = [Parameter("bundle", value=str(bundle.path))]
+    overrides += [Parameter(k, value=v) for k, v in params.items()]
+    kwargs = {"namespace": namespace} if namespace else {}
+    return EdgeNode(context=context, parameter_overrides=overrides, **kwargs)
+
+
+def make_cloud(context, bundle, **params):
+    overrides = [Parameter("bundle", value=str(bundle.path))]
+    overrides += [Parameter(k, value=v) for k, v in params.items()]
+    return CloudNode(context=context, parameter_overrides=overrides)
+
+
+def image_msg(rgb, sec, nanosec=0, frame_id="camera"):
+    raw = rgb_to_image(rgb)
+    msg = Image(height=raw.height, width=raw.width, encoding=raw.encoding,
+                is_bigendian=raw.is_bigendian, step=raw.step)
+    msg.data = raw.data
+    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def stamp_of(msg):
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+class Probe:
+    """A test-side node: publishes camera frames, records everything the graph publishes."""
+
+    def __init__(self, context, namespace=""):
+        self.node = Node("probe", context=context, namespace=namespace or "/")
+        self.features, self.results, self.receipts, self.diagnostics = [], [], [], []
+        self.lock = threading.Lock()
+        self.node.create_subscription(CompressedImage, "features", self._add(self.features), 50)
+        self.node.create_subscription(DiagnosticArray, "results", self._add(self.results), 50)
+        self.node.create_subscription(Float64MultiArray, "receipts", self._add(self.receipts),
+                                      50)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics",
+                                      self._add(self.diagnostics), 50)
+        self.images = self.node.create_publisher(Image, "image", CAMERA_QOS)
+        self.raw_features = self.node.create_publisher(CompressedImage, "features", 10)
+
+    def _add(self, target):
+        def callback(msg):
+            with self.lock:
+                target.append(msg)
+        return callback
+
+    def count(self, target):
+        with self.lock:
+            return len(target)
+
+    def wait_matched(self, publisher, count=1):
+        assert wait_for(lambda: publisher.get_subscription_count() >= count), "no subscriber"
+
+
+def offline(bundle):
+    pre = Preprocessing.from_dict(bundle.manifest["preprocessing"])
+    return pre, EdgeEngine.from_bundle(bundle), CloudEngine.from_bundle(bundle)
+
+
+def result_entries(msg):
+    """[(class_id, score, seq, split, ratio, label, message)] of a result message."""
+    out = []
+    for status in msg.status:
+        values = {kv.key: kv.value for kv in status.values}
+        out.append((int(values["class_id"]), float(values["score"]), int(values["seq"]),
+                    int(values["split_point"]), float(values["ratio"]), status.name,
+                    status.message))
+    return out
+
+
+def assert_result_matches(msg, logits, classes, top_k):
+    probabilities = softmax(logits)
+    expected = list(np.argsort(-probabilities, kind="stable")[:top_k])
+    entries = result_entries(msg)
+    assert [e[0] for e in entries] == expected
+    for rank, (class_id, score, _, _, _, label, message) in enumerate(entries, start=1):
+        assert score == pytest.approx(probabilities[class_id], rel=1e-5, abs=1e-7)
+        assert label == classes[class_id] and message == f"rank {rank}"
+
+
+def publish_paced(probe, publisher, messages, sink, timeout=20.0):
+    """Publish one message, wait until ``sink`` grew by one, repeat: with a depth-1 camera
+    queue and backpressure off, no frame can be overwritten."""
+    for i, msg in enumerate(messages):
+        publisher.publish(msg)
+        assert wait_for(lambda i=i: probe.count(sink) >= i + 1, timeout), f"frame {i} lost"
+
+
+# -- tests ----------------------------------------------------------------------------------------
+
+
+def test_results_match_offline_frame_by_frame(ros_context, tiny_bundle):
+    edge = make_edge(ros_context, tiny_bundle, backpressure=False, split_point=3, ratio=8.0)
+    cloud = make_cloud(ros_context, tiny_bundle, top_k=3)
+    probe = Probe(ros_context)
+    pre, ref_edge, ref_cloud = offline(tiny_bundle)
+    ref_edge.activate(3, 8.0)
+    images = random_images(8, seed=11)
+    with spin(ros_context, edge, cloud, probe.node):
+        probe.wait_matched(probe.images)
+        messages = [image_msg(im, sec=100 + i, nanosec=7 * i) for i, im in enumerate(images)]
+        publish_paced(probe, probe.images, messages, probe.results)
+        assert wait_for(lambda: probe.count(probe.receipts) >= len(images))
+
+    by_stamp = {stamp_of(m): m for m in probe.results}
+    assert len(by_stamp) == len(images)
+    predicted = set()
+    for i, image in enumerate(images):
+        result = by_stamp[(100 + i, 7 * i)]
+        assert result.header.frame_id == "camera"
+        _, logits = ref_cloud.decode(ref_edge.encode(pre(image), seq=i, stamp_ns=0))
+        assert_result_matches(result, logits, tiny_bundle.classes, top_k=3)
+        entries = result_entries(result)
+        assert {(e[2], e[3], e[4]) for e in entries} == {(i, 3, 8.0)}
+        predicted.add(entries[0][0])
+    assert len(predicted) > 1, "every image got the same class: the comparison is too weak"
+
+    for feature in probe.features:  # the camera header rides along unchanged
+        frame = decode_frame(feature.data)
+        assert stamp_of(feature) == (100 + frame.seq, 7 * frame.seq)
+        assert feature.format == format_string(ref_edge.active.codec.spec)
+    rows = [row for msg in probe.receipts for row in parse_receipts(msg)]
+    assert sorted(int(r["seq"]) for r in rows) == list(range(len(images)))
+    sizes = {decode_frame(f.data).seq: len(f.data) for f in probe.features}
+    for row in rows:
+        assert row["bytes"] == sizes[int(row["seq"])]
+        assert (row["split_point"], row["ratio"]) == (3.0, 8.0)
+        assert row["cloud_ms"] > 0 and row["send_stamp_s"] > 0 and row["receive_stamp_s"] > 0
+    assert edge.stats()["sent"] == len(images)
+    assert edge.stats()["acknowledged"] == len(images)  # the receipts reached the edge
+
+
+def test_live_switching_loses_nothing_and_labels_every_frame(ros_context, tiny_bundle):
+    edge = make_edge(ros_context, tiny_bundle, backpressure=False)
+    cloud = make_cloud(ros_context, tiny_bundle, top_k=2)
+    probe = Probe(ros_context)
+    scheduler = Node("scheduler", context=ros_context)
+    client = AsyncParameterClient(scheduler, "edge_node")
+    pre, ref_edge, ref_cloud = offline(tiny_bundle)
+    configs = [(2, 8.0), (3, 16.0), (3, 4.0), (2, 4.0), (3, 8.0), (2, 8.0)]
+    images = random_images(40, seed=5)
+    done = threading.Event()
+
+    def camera():  # paced on the features topic, so switches land while frames flow
+        for i, image in enumerate(images):
+            probe.images.publish(image_msg(image, sec=500 + i))
+            if not wait_for(lambda i=i: probe.count(probe.features) >= i + 1, 20.0):
+                break
+        done.set()
+
+    with spin(ros_context, edge, cloud, probe.node, scheduler):
+        probe.wait_matched(probe.images)
+        assert client.wait_for_services(timeout_sec=20.0)
+        thread = threading.Thread(target=camera)
+        thread.start()
+        try:
+            for split, ratio in configs:
+                before = probe.count(probe.features)
+                future = client.set_parameters_atomically([
+                    Parameter("split_point", Parameter.Type.INTEGER, split),
+                    Parameter("ratio", Parameter.Type.DOUBLE, ratio)])
+                assert wait_for(future.done)
+                assert future.result().result.successful, future.result().result.reason
+                wait_for(lambda b=before: probe.count(probe.features) >= b + 3 or done.is_set())
+        finally:
+            thread.join(timeout=60.0)
+        assert wait_for(lambda: probe.count(probe.results) >= len(images))
+
+    assert len(probe.features) == len(images), "a frame was lost"
+    assert len(probe.results) == len(images)
+    results = {stamp_of(m): m for m in probe.results}
+    used = []
+    for feature in probe.features:
+        frame = decode_frame(feature.data)
+        index = feature.header.stamp.sec - 500
+        # Re-encode the same image offline with the configuration the header names: the
+        # payload and codec params must be identical, so the whole frame used that config.
+        ref_edge.activate(*frame.config)
+        reference = decode_frame(ref_edge.encode(pre(images[index]), seq=frame.seq,
+                                                 stamp_ns=frame.stamp_ns))
+        assert (frame.payload, frame.params, frame.codec_id) == \
+            (reference.payload, reference.params, reference.codec_id)
+        assert feature.format == format_string(ref_edge.active.codec.spec)
+        result = results[stamp_of(feature)]
+        assert {(e[3], e[4]) for e in result_entries(result)} == {frame.config}
+        _, logits = ref_cloud.decode(bytes(feature.data))
+        assert_result_matches(result, logits, tiny_bundle.classes, top_k=2)
+        used.append(frame.config)
+    assert set(used) == {(s, float(np.float32(r))) for s, r in configs}
+    # Switches happen in order: the configurations appear as runs in the requested order.
+    runs = [c for i, c in enumerate(used) if i == 0 or c != used[i - 1]]
+    assert runs[-1] == (2, 8.0)
+    assert edge.get_parameter("split_point").value == 2
+    assert edge.get_parameter("ratio").value == 8.0
+
+
+def test_invalid_parameters_are_rejected_with_reasons(ros_context, tiny_bundle):
+    edge = make_edge(ros_context, tiny_bundle, split_point=2, ratio=4.0)
+    cloud = make_cloud(ros_context, tiny_bundle)
+    tool = Node("tool", context=ros_context)
+    edge_client = AsyncParameterClient(tool, "edge_node")
+    cloud_client = AsyncParameterClient(tool, "cloud_node")
+
+    def atomically(client, **values):
+        future = client.set_parameters_atomically([Parameter(k, value=v)
+                                                   for k, v in values.items()])
+        assert wait_for(future.done)
+        return future.result().result
+
+    def one_by_one(client, **values):
+        future = client.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+        assert wait_for(future.done)
+        return future.result().results
+
+    with spin(ros_context, edge, cloud, tool):
+        assert edge_client.wait_for_services(timeout_sec=20.0)
+        assert cloud_client.wait_for_services(timeout_sec=20.0)
+        result = atomically(edge_client, split_point=2, ratio=16.0)  # (2, 16) does not exist
+        assert not result.successful
+        assert "valid (split_point, ratio) pairs" in result.reason and "(3, 16)" in result.reason
+        # One at a time (the SetParameters service applies them separately), a ratio that
+        # only exists for another split point is refused, with the way to do it right.
+        (result,) = one_by_one(edge_client, ratio=16.0)
+        assert not result.successful and "set_parameters_atomically" in result.reason
+        assert not atomically(edge_client, ratio=-1.0).successful  # out of the declared range
+        assert not atomically(edge_client, max_rate=-5.0).successful
+        assert not atomically(edge_client, split_point=70000).successful
+        assert not atomically(edge_client, split_point=-1).successful  # start-up only
+        result = atomically(edge_client, backend="torch")
+        assert not result.successful and "torch" in result.reason
+        assert not atomically(edge_client, backend="tensorrt").successful
+        assert not atomically(edge_client, bundle="/elsewhere").successful  # read-only
+        assert not atomically(edge_client, split_point="3").successful  # wrong type
+        # A rejected atomic call changes nothing, even its valid parts.
+        assert not atomically(edge_client, max_rate=5.0, backend="torch").successful
+        assert edge.get_parameter("max_rate").value == 0.0
+        assert (edge.active.split_point, edge.active.ratio) == (2, 4.0)
+        # Valid changes still go through, alone or together.
+        assert all(r.successful for r in one_by_one(edge_client, split_point=3))
+        assert (edge.active.split_point, edge.active.ratio) == (3, 4.0)
+        assert atomically(edge_client, max_rate=5.0, backpressure=False).successful
+        assert edge.get_parameter("max_rate").value == 5.0
+
+        assert not atomically(cloud_client, top_k=0).successful
+        assert not atomically(cloud_client, top_k=len(tiny_bundle.classes) + 1).successful
+        assert not atomically(cloud_client, backend="torch").successful
+        assert not atomically(cloud_client, edge_namespaces=["/x"]).successful  # read-only
+        assert atomically(cloud_client, top_k=1).successful
+
+
+def test_two_robots_get_their_own_results(ros_context, tiny_bundle):
+    edges = [make_edge(ros_context, tiny_bundle, namespace=ns, backpressure=False,
+                       split_point=split, ratio=ratio)
+             for ns, split, ratio in (("/r1", 2, 4.0), ("/r2", 3, 16.0))]
+    cloud = make_cloud(ros_context, tiny_bundle, edge_namespaces=["/r1", "/r2"], top_k=1)
+    probes = [Probe(ros_context, "/r1"), Probe(ros_context, "/r2")]
+    pre, ref_edge, ref_cloud = offline(tiny_bundle)
+    images = {"/r1": random_images(4, seed=21), "/r2": random_images(4, seed=22)}
+    with spin(ros_context, *edges, cloud, *(p.node for p in probes)):
+        for probe in probes:
+            probe.wait_matched(probe.images)
+        for i in range(4):  # interleave the robots
+            for base, (ns, probe) in zip((1000, 2000), zip(("/r1", "/r2"), probes)):
+                probe.images.publish(image_msg(images[ns][i], sec=base + i))
+                assert wait_for(lambda p=probe, i=i: p.count(p.results) >= i + 1)
+        for probe in probes:
+            assert wait_for(lambda p=probe: p.count(p.receipts) >= 4)
+
+    for (ns, base, config), probe in zip((("/r1", 1000, (2, 4.0)), ("/r2", 2000, (3, 16.0))),
+                                         probes):
+        assert sorted(m.header.stamp.sec for m in probe.results) == [base + i for i in range(4)]
+        assert len(probe.receipts) == 4
+        ref_edge.activate(*config)
+        for msg in probe.results:
+            i = msg.header.stamp.sec - base
+            _, logits = ref_cloud.decode(ref_edge.encode(pre(images[ns][i]), 0, 0))
+            assert_result_matches(msg, logits, tiny_bundle.classes, top_k=1)
+            assert msg.status[0].hardware_id == ns
+    stats = cloud.stats()
+    assert stats["/r1/features"]["frames"] == 4 and stats["/r2/features"]["frames"] == 4
+    assert stats["/r1/features"]["last_config"] == (2, 4.0)
+
+
+def test_malformed_frames_are_counted_and_the_cloud_keeps_working(ros_context, tiny_bundle):
+    cloud = make_cloud(ros_context, tiny_bundle)
+    probe = Probe(ros_context)
+    pre, ref_edge, _ = offline(tiny_bundle)
+    ref_edge.activate(2, 8.0)
+    x = pre(random_images(1, seed=3)[0])
+    stamp = time.time_ns()
+    good = ref_edge.encode(x, seq=1, stamp_ns=stamp)
+    spec = ref_edge.active.codec.spec
+    features = ref_edge.features(x)
+    unknown = pack(ref_edge.active.codec, features, split_point=7, ratio=8.0, seq=2,
+                   stamp_ns=stamp + 1)
+    other = ref_edge.activate(2, 4.0)  # right configuration id, wrong codec for it
+    wrong_codec = pack(other.codec, ref_edge.features(x), split_point=2, ratio=8.0, seq=3,
+                       stamp_ns=stamp + 2)
+    corrupt = bytearray(ref_edge.encode(x, seq=4, stamp_ns=stamp + 3))
+    corrupt[60] ^= 0xFF
+    stale = ref_edge.encode(x, seq=5, stamp_ns=stamp - 60 * 10**9)  # a minute old
+    ref_edge.activate(2, 8.0)
+    after = ref_edge.encode(x, seq=6, stamp_ns=stamp + 4)
+
+    def frame(data, fmt=None, sec=1):
+        msg = CompressedImage(format=format_string(spec) if fmt is None else fmt)
+        msg.data = bytes(data)
+        msg.header.stamp.sec = sec
+        return msg
+
+    sequence = [
+        (frame(good), None),
+        (frame(good[:-5]), "truncated"),
+        (frame(b""), "truncated"),
+        (frame(corrupt), "crc_mismatch"),
+        (frame(good), "replayed"),
+        (frame(stale), "replayed"),
+        (frame(unknown), "unknown_config"),
+        (frame(wrong_codec), "unknown_codec"),
+        (frame(good, fmt="jpeg"), "bad_format"),
+        (frame(good, fmt="split_infer/9; quant:bits=8"), "bad_version"),
+        (frame(b"SPIF" + bytes(60)), "bad_version"),
+        (frame(after, sec=2), None),
+    ]
+    expected: dict[str, int] = {}
+    for _, reason in sequence:
+        if reason:
+            expected[reason] = expected.get(reason, 0) + 1
+    with spin(ros_context, cloud, probe.node):
+        probe.wait_matched(probe.raw_features)
+        for msg, _ in sequence:
+            probe.raw_features.publish(msg)
+            time.sleep(0.02)  # keep the reliable depth-4 queue from overflowing
+        assert wait_for(lambda: probe.count(probe.results) >= 2)
+        assert wait_for(lambda: sum(cloud.stats()["/features"]["rejects"].values())
+                        >= sum(expected.values()))
+
+        def reported():
+            with probe.lock:
+                messages = list(probe.diagnostics)
+            for msg in reversed(messages):
+                for status in msg.status:
+                    if status.name.endswith("stream /features"):
+                        return {kv.key: kv.value for kv in status.values}
+            return {}
+
+        assert wait_for(lambda: reported().get("rejected") == str(sum(expected.values())))
+    stats = cloud.stats()["/features"]
+    assert stats["rejects"] == expected
+    assert stats["frames"] == 2
+    assert sorted(m.header.stamp.sec for m in probe.results) == [1, 2]
+    values = reported()
+    for reason, count in expected.items():
+        assert values[f"rejects.{reason}"] == str(count)
+    # Receipts for every frame whose header decoded, except replays: good, unknown_config,
+    # unknown_codec and the last one.
+    seqs = sorted(int(row["seq"]) for m in probe.receipts for row in parse_receipts(m))
+    assert seqs == [1, 2, 3, 6]
+    assert len(RECEIPT_FIELDS) == len(probe.receipts[0].data)
+
+
+def test_edge_counts_bad_images_and_keeps_going(ros_context, tiny_bundle):
+    edge = make_edge(ros_context, tiny_bundle, backpressure=False)
+    probe = Probe(ros_context)
+    good = image_msg(random_images(1, seed=9)[0], sec=9)
+    bad_encoding = image_msg(random_images(1)[0], sec=1)
+    bad_encoding.encoding = "yuv_unknown"
+    empty = Image(height=0, width=0, encoding="rgb8", step=0)
+    short = image_msg(random_images(1)[0], sec=3)
+    short.data = bytes(short.data)[:-1]
+    huge = Image(height=9000, width=1, encoding="mono8", step=1)
+    huge.data = bytes(9000)
+    with spin(ros_context, edge, probe.node):
+        probe.wait_matched(probe.images)
+        for msg in (bad_encoding, empty, short, huge):
+            before = edge.stats()["received"]
+            probe.images.publish(msg)
+            assert wait_for(lambda b=before: edge.stats()["received"] > b)
+        probe.images.publish(good)
+        assert wait_for(lambda: probe.count(probe.features) >= 1)
+    assert edge.stats()["drops"] == {"image_unsupported_encoding": 1, "image_empty": 1,
+                                     "image_size_mismatch": 1, "image_too_large": 1}
+    assert edge.stats()["sent"] == 1 and stamp_of(probe.features[0]) == (9, 0)
+
+
+def test_compressed_input(ros_context, tiny_bundle):
+    edge = make_edge(ros_context, tiny_bundle, backpressure=False, input_type="compressed")
+    probe = Probe(ros_context)
+    publisher = probe.node.create_publisher(CompressedImage, "image/compressed", CAMERA_QOS)
+    image = random_images(1, seed=4)[0]
+    _, png = cv2.imencode(".png", image[:, :, ::-1].copy())
+    pre, ref_edge, _ = offline(tiny_bundle)
+    with spin(ros_context, edge, probe.node):
+        probe.wait_matched(publisher)
+        garbage = CompressedImage(format="png")
+        garbage.data = b"not an image"
+        publisher.publish(garbage)
+        assert wait_for(lambda: edge.stats()["received"] >= 1)
+        msg = CompressedImage(format="png")
+        msg.data = png.tobytes()
+        msg.header.stamp.sec = 42
+        publisher.publish(msg)
+        assert wait_for(lambda: probe.count(probe.features) >= 1)
+    assert edge.stats()["drops"] == {"image_unsupported_format": 1}
+    frame = decode_frame(probe.features[0].data)
+    reference = decode_frame(ref_edge.encode(pre(image), 0, 0))
+    assert frame.payload == reference.payload and stamp_of(probe.features[0]) == (42, 0)
+
+
+def test_backpressure_holds_frames_until_receipts_arrive(ros_context, tiny_bundle):
+    edge = make_edge(ros_context, tiny_bundle, max_in_flight=2, ack_timeout=60.0)
+    probe = Probe(ros_context)
+    receipts = probe.node.create_publisher(Float64MultiArray, "receipts", 10)
+    images = random_images(6, seed=8)
+
+    def send(i):
+        before = edge.stats()["received"]
+        probe.images.publish(image_msg(images[i], sec=i))
+        assert wait_for(lambda: edge.stats()["received"] > before)
+
+    with spin(ros_context, edge, probe.node):  # no cloud: nothing acknowledges the frames
+        probe.wait_matched(probe.images)
+        probe.wait_matched(receipts)
+        for i in range(4):
+            send(i)
+        assert wait_for(lambda: probe.count(probe.features) >= 2)
+        assert edge.stats()["drops"] == {"backpressure_in_flight": 2}
+        # A receipt for frame 0 frees one slot (a malformed one is ignored, not raised).
+        bad = Float64MultiArray()
+        bad.data = [1.0, 2.0]
+        receipts.publish(bad)
+        receipts.publish(make_receipt([0, 100, 1.0, 1.0, 2, 4.0, 1.0]))
+        assert wait_for(lambda: edge.stats()["acknowledged"] == 1)
+        send(4)
+        send(5)
+        assert wait_for(lambda: probe.count(probe.features) >= 3)
+    assert edge.stats()["drops"] == {"backpressure_in_flight": 3}
+    assert edge.stats()["ignored"] == {"bad_receipt": 1}
+    assert [decode_frame(f.data).seq for f in probe.features] == [0, 1, 2]
+
+
+def test_startup_errors_are_clear(ros_context, tiny_bundle, tmp_path):
+    cases = [
+        ({}, NodeConfigError, "'bundle' is required"),
+        ({"bundle": str(tmp_path)}, BundleError, "manifest.json"),
+        ({"bundle": str(tiny_bundle.path), "backend": "torch"}, NodeConfigError, "torch"),
+        ({"bundle": str(tiny_bundle.path), "preload": ["9:1.0"]}, NodeConfigError, "9:1.0"),
+        ({"bundle": str(tiny_bundle.path), "split_point": 2, "ratio": 16.0}, NodeConfigError,
+         "(3, 16)"),
+        ({"bundle": str(tiny_bundle.path), "input_type": "video"}, NodeConfigError, "video"),
+    ]
+    for params, error, text in cases:
+        with pytest.raises(error) as info:
+            EdgeNode(context=ros_context,
+                     parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        assert text in str(info.value)
+    with pytest.raises(NodeConfigError, match="duplicates"):
+        make_cloud(ros_context, tiny_bundle, edge_namespaces=["/a", "/a"])
+    with pytest.raises(NodeConfigError, match="edge_namespaces"):
+        make_cloud(ros_context, tiny_bundle, edge_namespaces=["bad name!"])
+    # Preloading a subset: only those configurations can be activated.
+    edge = make_edge(ros_context, tiny_bundle, preload=["3:8", "3:16"])
+    try:
+        assert (edge.active.split_point, edge.active.ratio) == (3, 8.0)
+        assert not edge.set_parameters_atomically([Parameter("split_point", value=2)]).successful
+        assert edge.set_parameters_atomically([Parameter("ratio", value=16.0)]).successful
+    finally:
+        edge.destroy_node()
+
+
+@pytest.mark.parametrize("module", [edge_node, cloud_node])
+def test_main_exits_nonzero_on_a_bad_bundle(module, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros_domain_id()))
+    assert module.main(["--ros-args", "-p", f"bundle:={tmp_path}"]) == 2
+    assert module.main(["--ros-args", "-p", "backend:=torch",
+                        "-p", f"bundle:={tmp_path}"]) == 2
