@@ -1,0 +1,459 @@
+"""Scheduler node: bandwidth and RTT estimates in, the edge's (split point, ratio) out.
+
+A thin rclpy shell over :class:`split_infer.runtime.scheduling.SchedulingLoop`, which holds
+the policy (``planning.choose_configuration`` + ``planning.Hysteresis``, lower-bound handling,
+probing, rejection back-off, override).
+
+Topics (relative names, one namespace per robot):
+
+* subscribes ``bandwidth_bps``, ``rtt_ms`` (``std_msgs/Float64``) and
+  ``bandwidth_lower_bound`` (``std_msgs/Bool``) from the bandwidth monitor, and
+  ``/parameter_events`` (to follow what the edge really runs, whoever changed it);
+* publishes ``metrics/split_point``, ``metrics/ratio``,
+  ``metrics/predicted_effective_accuracy``, ``metrics/predicted_latency_ms``,
+  ``metrics/decision_bandwidth_bps``, ``metrics/rtt_ms``, ``metrics/probing``,
+  ``metrics/switches``, ``metrics/rejections`` (``std_msgs/Float64``) and ``/diagnostics``.
+
+It applies a decision by setting the edge node's ``split_point`` (int) and ``ratio`` (double)
+**in one SetParametersAtomically request**, so the edge's parameter callback sees both values
+together and validates the pair. (rclpy's plain ``set_parameters`` service sets the listed
+parameters one by one: the edge would see a new split with the old ratio first.)
+
+Parameters: ``bundle`` (path), ``edge_node`` (read-only; relative names resolve in this node's
+namespace), ``objective`` (``effective_accuracy`` | ``latency`` | ``accuracy``),
+``frame_rate`` (T_gen, Hz), ``deadline_ms`` (0 = none), ``margin``, ``min_dwell_s``,
+``override`` (``"split:ratio"`` or empty), ``probe_interval_s`` (0 = never), ``probe_gain``,
+``retry_backoff_s``, ``max_accuracy_loss`` (1 = no constraint), ``period_s``,
+``request_timeout_s``, ``estimate_timeout_s``. All but ``edge_node`` are live-changeable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import ParameterEvent, ParameterType, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_parameter_events
+from rclpy.task import Future
+from std_msgs.msg import Bool, Float64
+
+from ..bundle import Bundle
+from ..planning.policy import OBJECTIVES
+from ..runtime.scheduling import (
+    LinkState,
+    SchedulerSettings,
+    SchedulingLoop,
+    Step,
+    configurations_from_bundle,
+    parse_override,
+)
+from .common import (
+    MetricPublishers,
+    declare_float,
+    declare_str,
+    diagnostic_status,
+    publish_diagnostics,
+)
+
+__all__ = ["Scheduler", "main"]
+
+#: Volatile reliable: compatible with the monitor's latched publishers and any other.
+ESTIMATE_SUB_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+
+METRICS = ("split_point", "ratio", "predicted_effective_accuracy", "predicted_latency_ms",
+           "decision_bandwidth_bps", "rtt_ms", "probing", "switches", "rejections")
+
+_SETTINGS_FLOATS = {
+    # parameter: (default, low, high, description)
+    "frame_rate": (10.0, 0.01, 1000.0, "camera frame rate T_gen (Hz)"),
+    "deadline_ms": (0.0, 0.0, 3.6e6, "latency deadline (ms); 0 = none"),
+    "margin": (0.01, 0.0, 1.0, "hysteresis: score gain needed to switch (objective units)"),
+    "min_dwell_s": (2.0, 0.0, 3600.0, "hysteresis: least time between switches (s)"),
+    "probe_interval_s": (10.0, 0.0, 3600.0, "probe for more bandwidth this often (s); 0 = never"),
+    "probe_gain": (2.0, 1.01, 16.0, "a probe looks up by this factor per rung (> 1)"),
+    "retry_backoff_s": (5.0, 0.01, 600.0, "first back-off after the edge refuses (s)"),
+    "max_accuracy_loss": (1.0, 0.0, 1.0, "exclude configs this far below the best; 1 = off"),
+}
+_NODE_FLOATS = {
+    "period_s": (0.5, 0.01, 60.0, "decision period (s)"),
+    "request_timeout_s": (5.0, 0.05, 600.0, "give up on an unanswered parameter request (s)"),
+    "estimate_timeout_s": (5.0, 0.05, 3600.0, "ignore bandwidth estimates older than this (s)"),
+}
+
+
+def _settings_from(values: dict[str, object]) -> SchedulerSettings:
+    deadline_ms = float(values["deadline_ms"])  # type: ignore[arg-type]
+    loss = float(values["max_accuracy_loss"])  # type: ignore[arg-type]
+    retry = float(values["retry_backoff_s"])  # type: ignore[arg-type]
+    return SchedulerSettings(
+        objective=str(values["objective"]),
+        frame_rate_hz=float(values["frame_rate"]),  # type: ignore[arg-type]
+        deadline_s=deadline_ms / 1e3 if deadline_ms > 0 else None,
+        margin=float(values["margin"]),  # type: ignore[arg-type]
+        min_dwell_s=float(values["min_dwell_s"]),  # type: ignore[arg-type]
+        probe_interval_s=float(values["probe_interval_s"]),  # type: ignore[arg-type]
+        probe_gain=float(values["probe_gain"]),  # type: ignore[arg-type]
+        retry_backoff_s=retry,
+        max_retry_backoff_s=max(60.0, retry),
+        max_accuracy_loss=loss if loss < 1.0 else None,
+    )
+
+
+class Scheduler(Node):
+    """Chooses the edge's split point and ratio from the live estimates and the bundle."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("scheduler", **kwargs)
+        self._values: dict[str, object] = {
+            name: declare_float(self, name, *spec) for name, spec in _SETTINGS_FLOATS.items()}
+        self._values["objective"] = declare_str(
+            self, "objective", "effective_accuracy",
+            "effective_accuracy (Hu & K ν_eff), latency (thesis eq. 4.1) or accuracy",
+            choices=OBJECTIVES)
+        self._node_values = {name: declare_float(self, name, *spec)
+                             for name, spec in _NODE_FLOATS.items()}
+        bundle_path = declare_str(self, "bundle", "", "path of the bundle directory")
+        edge_node = declare_str(self, "edge_node", "edge_node",
+                                "the edge node whose split_point/ratio are set", read_only=True)
+        override = declare_str(self, "override", "",
+                               "pin a configuration: 'split:ratio', or empty for the policy")
+        self._settings = _settings_from(self._values)  # ValueError here: bad launch values
+
+        self._loop: SchedulingLoop | None = None
+        self._staged: tuple[SchedulingLoop, list[str]] | None = None
+        self._bundle_error = ""
+        self._skipped: list[str] = []
+        if bundle_path:
+            try:
+                self._loop, self._skipped = self._load(bundle_path)
+            except Exception as exc:  # a bad path must not kill the node: say so, stay up
+                self._bundle_error = str(exc)
+                self.get_logger().error(f"cannot use bundle {bundle_path!r}: {exc}")
+        else:
+            self._bundle_error = "parameter 'bundle' is empty"
+        if override and self._loop is not None:
+            try:
+                self._loop.set_override(parse_override(override))
+            except (KeyError, ValueError) as exc:
+                self.get_logger().error(f"ignoring override {override!r}: {exc}")
+
+        self._edge_fqn = self._resolve(edge_node)
+        self._client = AsyncParameterClient(self, edge_node)
+        self._bandwidth: tuple[float, float] | None = None  # (bps, received at)
+        self._rtt_s = 0.0
+        self._lower_bound = False
+        self._request: tuple[int, Future, float] | None = None  # (id, future, sent at)
+        self._request_ids = 0
+        self._edge_params: dict[str, float] = {}
+        self._reading_edge = False
+        self._last_step: Step | None = None
+        self._last_error = ""
+
+        self.create_subscription(Float64, "bandwidth_bps", self._on_bandwidth, ESTIMATE_SUB_QOS)
+        self.create_subscription(Float64, "rtt_ms", self._on_rtt, ESTIMATE_SUB_QOS)
+        self.create_subscription(Bool, "bandwidth_lower_bound", self._on_lower_bound,
+                                 ESTIMATE_SUB_QOS)
+        self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameter_event,
+                                 qos_profile_parameter_events)
+        self._metrics = MetricPublishers(self, METRICS)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._timer = self.create_timer(float(self._node_values["period_s"]), self._tick)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _resolve(self, name: str) -> str:
+        if name.startswith("/"):
+            return name
+        namespace = self.get_namespace().rstrip("/")
+        return f"{namespace}/{name}"
+
+    def _load(self, path: str) -> tuple[SchedulingLoop, list[str]]:
+        bundle = Bundle.load(Path(path))
+        configs, skipped = configurations_from_bundle(bundle)
+        if skipped:
+            self.get_logger().warning(f"bundle configurations without measured numbers are not "
+                                      f"scheduled: {', '.join(skipped)}")
+        return SchedulingLoop(configs, self._settings), skipped
+
+    @property
+    def loop(self) -> SchedulingLoop | None:
+        """The decision loop (None while no usable bundle is loaded)."""
+        return self._loop
+
+    # -- parameters ----------------------------------------------------------------------
+    def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        try:
+            values = dict(self._values)
+            for p in parameters:
+                if p.name in values:
+                    values[p.name] = p.value
+            _settings_from(values)
+            for p in parameters:
+                if p.name == "bundle":
+                    # Load now, so a bad path is refused instead of leaving the node without one.
+                    self._staged = self._load(str(p.value)) if p.value else None
+                elif p.name == "override":
+                    key = parse_override(str(p.value))
+                    loop = self._staged_loop(parameters)
+                    if key is not None and (loop is None or loop.lookup(*key) is None):
+                        known = ([f"{c.split_point}:{c.ratio:g}" for c in loop.configurations]
+                                 if loop is not None else [])
+                        return SetParametersResult(
+                            successful=False,
+                            reason=f"no configuration {p.value!r} in the bundle; known: {known}")
+        except Exception as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _staged_loop(self, parameters: list[Parameter]) -> SchedulingLoop | None:
+        if any(p.name == "bundle" for p in parameters):
+            return self._staged[0] if self._staged else None
+        return self._loop
+
+    def _apply_parameters(self, parameters: list[Parameter]) -> None:
+        try:
+            for p in parameters:
+                if p.name in self._values:
+                    self._values[p.name] = p.value
+                elif p.name in self._node_values:
+                    self._node_values[p.name] = float(p.value)
+            self._settings = _settings_from(self._values)
+            names = {p.name for p in parameters}
+            if "bundle" in names:
+                staged = self._staged
+                self._loop, self._skipped = staged if staged else (None, [])
+                self._bundle_error = "" if staged else "parameter 'bundle' is empty"
+                self._staged = None
+                override = str(self.get_parameter("override").value)
+                if self._loop is not None and "override" not in names and override:
+                    key = parse_override(override)
+                    if key is not None and self._loop.lookup(*key) is not None:
+                        self._loop.set_override(key)
+                self._observe_edge()  # what the edge runs, in the new bundle's terms
+            if self._loop is not None:
+                self._loop.update_settings(self._settings)
+            for p in parameters:
+                if p.name == "override" and self._loop is not None:
+                    self._loop.set_override(parse_override(str(p.value)))
+                elif p.name == "period_s":
+                    self.destroy_timer(self._timer)
+                    self._timer = self.create_timer(float(p.value), self._tick)
+        except Exception as exc:  # validated already; never let a callback raise
+            self._last_error = f"applying parameters failed: {exc}"
+            self.get_logger().error(self._last_error)
+
+    # -- inputs --------------------------------------------------------------------------
+    def _on_bandwidth(self, msg: Float64) -> None:
+        self._bandwidth = (float(msg.data), self._now_s())
+
+    def _on_rtt(self, msg: Float64) -> None:
+        self._rtt_s = float(msg.data) / 1e3
+
+    def _on_lower_bound(self, msg: Bool) -> None:
+        self._lower_bound = bool(msg.data)
+
+    def _on_parameter_event(self, event: ParameterEvent) -> None:
+        try:
+            if event.node != self._edge_fqn:
+                return
+            for p in list(event.new_parameters) + list(event.changed_parameters):
+                if p.name == "split_point" and p.value.type == ParameterType.PARAMETER_INTEGER:
+                    self._edge_params["split_point"] = p.value.integer_value
+                elif p.name == "ratio" and p.value.type == ParameterType.PARAMETER_DOUBLE:
+                    self._edge_params["ratio"] = p.value.double_value
+            self._observe_edge()
+        except Exception as exc:
+            self._last_error = f"parameter event: {exc}"
+
+    def _observe_edge(self) -> None:
+        if self._loop is None or len(self._edge_params) < 2:
+            return
+        config = self._loop.observe_edge(self._now_s(), int(self._edge_params["split_point"]),
+                                         float(self._edge_params["ratio"]))
+        if config is None:
+            self._last_error = (f"the edge runs split {self._edge_params['split_point']}, ratio "
+                                f"{self._edge_params['ratio']:g}, which the bundle does not have")
+
+    def _read_edge(self) -> None:
+        """Ask the edge once what it runs (parameter events only tell about changes)."""
+        self._reading_edge = True
+
+        def done(future: Future) -> None:
+            self._reading_edge = False
+            try:
+                values = future.result().values
+                if len(values) == 2 and values[0].type == ParameterType.PARAMETER_INTEGER:
+                    self._edge_params = {"split_point": values[0].integer_value,
+                                         "ratio": values[1].double_value}
+                    self._observe_edge()
+            except Exception as exc:
+                self._last_error = f"reading the edge's parameters failed: {exc}"
+
+        self._client.get_parameters(["split_point", "ratio"], done)
+
+    # -- the decision tick ---------------------------------------------------------------
+    def _link_state(self, now_s: float) -> LinkState | None:
+        if self._bandwidth is None:
+            return None
+        bps, at = self._bandwidth
+        if now_s - at > float(self._node_values["estimate_timeout_s"]):
+            return None
+        return LinkState(bps, self._rtt_s, self._lower_bound)
+
+    def _tick(self) -> None:
+        try:
+            self._decide()
+        except Exception as exc:  # never let the timer die
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"decision failed: {self._last_error}",
+                                    throttle_duration_sec=5.0)
+        try:
+            self._publish()
+        except Exception as exc:
+            self.get_logger().error(f"publishing failed: {exc}", throttle_duration_sec=5.0)
+
+    def _decide(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        now = self._now_s()
+        if self._request is not None:
+            _, future, sent = self._request
+            if now - sent > float(self._node_values["request_timeout_s"]):
+                future.cancel()
+                self._request = None
+                if loop.pending is not None:
+                    loop.request_done(now, loop.pending, False, "no answer (timeout)")
+            return
+        if not self._client.services_are_ready():
+            return  # diagnostics report the edge as unreachable
+        if loop.active is None and not self._reading_edge:
+            self._read_edge()
+        step = loop.step(now, self._link_state(now))
+        self._last_step = step
+        if step.apply and step.target is not None:
+            self._send(step)
+
+    def _send(self, step: Step) -> None:
+        loop = self._loop
+        target = step.target
+        assert loop is not None and target is not None
+        now = self._now_s()
+        loop.request_sent(now, target)
+        self._request_ids += 1
+        request_id = self._request_ids
+        parameters = [
+            Parameter("split_point", Parameter.Type.INTEGER, int(target.split_point or 0)),
+            Parameter("ratio", Parameter.Type.DOUBLE, float(target.ratio)),
+        ]
+
+        def done(future: Future) -> None:
+            try:
+                if self._request is None or self._request[0] != request_id or loop.pending is None:
+                    return  # timed out already, or the bundle was swapped meanwhile
+                self._request = None
+                when = self._now_s()
+                if future.cancelled() or future.exception() is not None:
+                    loop.request_done(when, target, False, f"request failed: "
+                                      f"{future.exception() or 'cancelled'}")
+                    return
+                result = future.result().result
+                loop.request_done(when, target, bool(result.successful), result.reason)
+                if result.successful:
+                    self.get_logger().info(
+                        f"edge now runs split {target.split_point}, ratio {target.ratio:g} "
+                        f"({step.reason})")
+                else:
+                    self.get_logger().warning(
+                        f"edge refused split {target.split_point}, ratio {target.ratio:g}: "
+                        f"{result.reason or 'no reason given'}; backing off")
+            except Exception as exc:
+                self._last_error = f"handling the edge's answer failed: {exc}"
+
+        future = self._client.set_parameters_atomically(parameters)
+        self._request = (request_id, future, now)
+        future.add_done_callback(done)
+
+    # -- output --------------------------------------------------------------------------
+    def _publish(self) -> None:
+        step = self._last_step
+        loop = self._loop
+        if step is not None and loop is not None and step.target is not None:
+            target = step.target
+            values: dict[str, float] = {
+                "split_point": float(target.split_point or 0), "ratio": target.ratio,
+                "probing": float(step.probing), "switches": float(loop.switches),
+                "rejections": float(loop.rejections),
+            }
+            if step.bandwidth_bps is not None:
+                values["decision_bandwidth_bps"] = step.bandwidth_bps
+                nu = step.predicted_effective_accuracy(self._settings.frame_rate_hz)
+                if nu is not None:
+                    values["predicted_effective_accuracy"] = nu
+            if step.decision is not None:
+                values["predicted_latency_ms"] = step.decision.latency_s * 1e3
+            if step.rtt_s is not None:
+                values["rtt_ms"] = step.rtt_s * 1e3
+            self._metrics.publish(**values)
+        publish_diagnostics(self, self._diagnostics_pub, [self.diagnostics()])
+
+    def diagnostics(self) -> DiagnosticStatus:
+        """The scheduler's state as one status (also published on ``/diagnostics``)."""
+        loop = self._loop
+        if loop is None:
+            return diagnostic_status(self, "scheduler", DiagnosticStatus.ERROR,
+                                     f"no bundle: {self._bundle_error}",
+                                     {"edge_node": self._edge_fqn})
+        step = self._last_step
+        values: dict[str, object] = {
+            "edge_node": self._edge_fqn, "objective": self._settings.objective,
+            "active": loop.active.name if loop.active else "unknown",
+            "target": step.target.name if step and step.target else "",
+            "reason": step.reason if step else "",
+            "override": loop.override.name if loop.override else "",
+            "bandwidth_lower_bound": self._lower_bound, "switches": loop.switches,
+            "probes": loop.probes, "failed_probes": loop.failed_probes,
+            "rejections": loop.rejections, "last_rejection": loop.last_rejection,
+            "unscheduled_configurations": ",".join(self._skipped),
+        }
+        if self._last_error:
+            values["last_error"] = self._last_error
+        level = DiagnosticStatus.OK
+        message = step.reason if step else "starting"
+        if self._bandwidth is None and loop.override is None:
+            level, message = DiagnosticStatus.WARN, "no bandwidth estimate yet"
+        elif not self._client.services_are_ready():
+            level, message = DiagnosticStatus.WARN, f"{self._edge_fqn} is not reachable"
+        elif loop.last_rejection and (step is None or step.target != loop.active):
+            level = DiagnosticStatus.WARN
+            message = f"edge refused {loop.last_rejection}"
+        return diagnostic_status(self, "scheduler", level, message, values)
+
+
+def main(args: list[str] | None = None) -> None:
+    """``ros2 run split_infer scheduler``."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = Scheduler()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,469 @@
+"""Bandwidth and RTT estimation from the cloud's per-frame receipts. No ROS in here.
+
+The cloud publishes one receipt per received feature frame (:data:`RECEIPT_COLUMNS`): the
+frame's size, the edge's send stamp and the cloud's receive stamp. That is the thesis's
+"confirmation upon the reception of a chunk of tensor data ... the total number of bytes
+received, a unique identifier ... and the time it is received at" (Ulhaq §4.3), and what
+Hu & Krishnamachari's Algorithm 2 needs ("measure current bandwidth b_i"). Neither says how to
+turn receipts into a bandwidth; this module does, as follows (all beyond the papers).
+
+**Capacity from dispersion, only when frames queued.** The bottleneck is modelled as a FIFO
+that drains at capacity ``C``: frame ``i`` leaves at ``dep_i = max(t_i, dep_{i-1}) + 8·s_i/C``
+and arrives ``prop`` later. When frame ``i`` was sent *before* frame ``i-1`` left the
+bottleneck (``t_i < dep_{i-1}``) the two left back to back, so their arrival gap is exactly the
+serialization time ``8·s_i/C``. The test is ``t_i < a_{i-1} − prop_hat``, with ``prop_hat``
+the minimum over the delay window of each earlier frame's *floor*: its one-way delay
+``d_j = a_j − t_j`` if it found the queue empty (propagation + its own serialization), or
+``a_{j-1} − t_j`` (propagation + its wait) if it queued. Both are ``>= prop``, so a pair the
+test accepts really was queued; and a queued frame's floor exceeds ``prop_hat`` by the test's
+own condition, so queued frames can never lower it — no feedback from a misjudged pair. A
+standing queue would still inflate a plain sliding minimum (every recent frame waited), so while
+frames keep queueing the window stays anchored where the busy period began, for at most
+``max_busy_s`` (if the path delay grew meanwhile, a too small ``prop_hat`` only lets idle gaps
+count: an underestimate). The window ages in *active* time — a gap longer than
+``silence_min_s`` counts as ``silence_min_s`` — so an outage does not flush the history and
+leave only frames that all queued behind it. Over
+the pairs of the last ``window_s`` the capacity is ``Σ 8·s_i / Σ gap_i``: a ratio, not a mean
+of per-pair rates, because the sum of consecutive gaps telescopes to first-to-last arrival, so
+receive-stamp jitter of the frames in between cancels instead of inflating the estimate. The
+ratio over the newest ``min_pairs`` pairs is taken instead when it is smaller, so a drop shows
+within a few frames while a rise waits for the window: asymmetric on purpose, since an
+overestimate is the costly error (frames queue and arrive stale). A
+frame lost between two queued frames only widens a gap (an underestimate, never an
+overestimate). The test and the gaps use differences of stamps only, so **capacity does not
+need synchronised clocks** (a constant edge–cloud offset cancels).
+
+**Throughput is a lower bound, and reported as one.** When the link is not saturated, arrivals
+mirror sends: the delivered rate ``Σ 8·s_i / (a_last − a_first)`` says how much the sender
+offered, not what the link could carry. It is reported with ``lower_bound=True``. The last
+dispersion measurement is *held* (``source="held"``) while the link stays unsaturated, because
+nothing since has contradicted it: a capacity that dropped below the offered load would queue
+frames and be measured at once; only a capacity *increase* goes unseen, so the value is also
+flagged ``lower_bound``. If the delivered rate exceeds the held value, the held value is
+obsolete and the throughput is reported instead. Nothing here invents capacity; whoever wants
+to find out whether more is available must offer more (the scheduler probes, see
+:mod:`.scheduling`).
+
+**Silence.** If no receipt has arrived for longer than ``max(silence_min_s, silence_factor ×
+the mean inter-arrival)``, the link may be down (an outage) or the sender idle; the two look the
+same from here. The estimate is then capped at "one typical frame in the silence",
+``8·s_last / silence``, which falls towards 0 as the silence lasts (``source="silence"``,
+``stale=True``), so the planner moves to the most compressed configuration during an outage.
+After the outage the queued frames drain back to back and re-measure the capacity.
+
+**Server-bound pairs are not link measurements.** If the cloud's receive stamp is taken in its
+subscription callback, a busy cloud delays it; two frames stamped ``cloud_ms`` apart measured the
+server, not the link. Pairs with ``gap <= cloud_s_{i-1} + server_margin_s`` are skipped
+(counted in ``server_bound_pairs``).
+
+**RTT** = ``2 × prop_hat``, the same corrected minimum the queueing test uses: over the window,
+the one-way delay ``d_i`` (receive − send stamp) of a frame that found the queue empty, or
+``a_{i-1} − t_i`` (propagation plus its wait) for one that queued. When the capacity is measured
+now, the serialization ``8·s/C`` of the minimum's frame is taken off, which the latency model
+counts separately as ``D/B``. What is left is the propagation delay without the queue the sender
+built itself, doubled for the way back, where only a small result travels. Without a measured
+capacity the RTT errs high by up to two serializations — the safe side for a latency budget.
+It needs synchronised clocks (true in-process, and with chrony/PTP between machines); a
+negative one-way delay flags ``clock_suspect``.
+
+Times are seconds; sizes bytes in, bits/s out. The estimator is a pure class: every clock value
+is passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "RECEIPT_COLUMNS",
+    "RECEIPT_LABEL",
+    "BandwidthEstimate",
+    "BandwidthEstimator",
+    "EstimatorConfig",
+    "Receipt",
+    "ReceiptError",
+    "parse_receipts",
+    "receipt_rows",
+]
+
+#: Columns of the cloud's ``receipts`` topic (``std_msgs/Float64MultiArray``), one row per frame.
+RECEIPT_COLUMNS: tuple[str, ...] = (
+    "seq", "bytes", "send_stamp_s", "receive_stamp_s", "split_point", "ratio", "cloud_ms",
+)
+#: ``layout.dim[0].label`` of a receipts message.
+RECEIPT_LABEL = ",".join(RECEIPT_COLUMNS)
+
+
+class ReceiptError(ValueError):
+    """A receipts message does not have the documented layout."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """One received frame, in seconds and bytes."""
+
+    seq: int
+    nbytes: int
+    send_s: float
+    receive_s: float
+    split_point: int = -1
+    ratio: float = 0.0
+    cloud_s: float = 0.0
+
+    @property
+    def delay_s(self) -> float:
+        """One-way delay, receive − send stamp (needs synchronised clocks to mean anything)."""
+        return self.receive_s - self.send_s
+
+
+def parse_receipts(data: Sequence[float], label: str | None = None) -> tuple[list[Receipt], int]:
+    """Rows of a receipts message; returns ``(receipts, rows_skipped)``.
+
+    ``label`` is ``layout.dim[0].label`` (``None`` skips the check). A wrong label or a length
+    that is not a multiple of 7 raises :class:`ReceiptError`; rows with a non-finite value,
+    ``bytes <= 0`` or a negative ``cloud_ms`` are skipped and counted.
+    """
+    if label is not None and label.replace(" ", "") != RECEIPT_LABEL:
+        raise ReceiptError(f"receipts label must be {RECEIPT_LABEL!r}, got {label!r}")
+    width = len(RECEIPT_COLUMNS)
+    if len(data) % width:
+        raise ReceiptError(f"receipts hold {len(data)} values, not a multiple of {width}")
+    receipts: list[Receipt] = []
+    skipped = 0
+    for k in range(0, len(data), width):
+        seq, nbytes, send_s, receive_s, split_point, ratio, cloud_ms = (
+            float(v) for v in data[k:k + width]
+        )
+        if not all(math.isfinite(v) for v in (seq, nbytes, send_s, receive_s, split_point,
+                                               ratio, cloud_ms)) or nbytes <= 0 or cloud_ms < 0:
+            skipped += 1
+            continue
+        receipts.append(Receipt(int(seq), int(nbytes), send_s, receive_s, int(split_point),
+                                ratio, cloud_ms / 1e3))
+    return receipts, skipped
+
+
+def receipt_rows(receipts: Iterable[Receipt]) -> list[float]:
+    """The inverse of :func:`parse_receipts`: flat row-major values for a message."""
+    out: list[float] = []
+    for r in receipts:
+        out += [float(r.seq), float(r.nbytes), r.send_s, r.receive_s, float(r.split_point),
+                float(r.ratio), r.cloud_s * 1e3]
+    return out
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """Tuning of :class:`BandwidthEstimator` (seconds)."""
+
+    window_s: float = 1.0  # capacity and throughput window
+    max_window_s: float = 10.0  # how far back a slow, still-saturated link may reach
+    min_pairs: int = 3  # queued pairs needed for a capacity measurement
+    rtt_window_s: float = 10.0  # min-filter window of the one-way delay
+    max_busy_s: float = 60.0  # how long a busy period may hold that window's start
+    silence_min_s: float = 1.0
+    silence_factor: float = 4.0  # × mean inter-arrival
+    server_margin_s: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not 0 < self.window_s <= self.max_window_s:
+            raise ValueError("need 0 < window_s <= max_window_s")
+        if self.min_pairs < 1:
+            raise ValueError("min_pairs must be >= 1")
+        if min(self.rtt_window_s, self.silence_min_s, self.silence_factor) <= 0:
+            raise ValueError("rtt_window_s, silence_min_s and silence_factor must be > 0")
+        if self.max_busy_s < 0:
+            raise ValueError("max_busy_s must be >= 0")
+        if self.server_margin_s < 0:
+            raise ValueError("server_margin_s must be >= 0")
+
+
+@dataclass(frozen=True)
+class BandwidthEstimate:
+    """What the estimator knows now.
+
+    ``bandwidth_bps`` is the value to plan with (``None`` until there is one). ``lower_bound``
+    says the true capacity may be higher than it (no saturation in the window). ``source`` is
+    ``"dispersion"`` (measured capacity), ``"held"`` (last measurement, link unsaturated
+    since), ``"throughput"`` (delivered rate only) or ``"silence"`` (capped during silence).
+
+    The rest, for diagnostics: ``capacity_bps`` (dispersion in the window, or None),
+    ``held_capacity_bps`` (last measured), ``throughput_bps`` (delivered rate in the window),
+    ``rtt_s``, ``base_delay_s`` (one-way delay of the frame that set the propagation floor),
+    ``one_way_delay_s`` (newest frame), ``pairs`` (queued pairs behind ``capacity_bps``),
+    ``receipts`` and ``queued_fraction`` (in the window), ``silence_s`` (since the last
+    receipt, caller's clock), ``stale`` (silence), ``clock_suspect`` (negative one-way delay).
+    """
+
+    bandwidth_bps: float | None
+    lower_bound: bool
+    source: str
+    capacity_bps: float | None
+    held_capacity_bps: float | None
+    throughput_bps: float | None
+    rtt_s: float | None
+    base_delay_s: float | None
+    one_way_delay_s: float | None
+    pairs: int
+    receipts: int
+    queued_fraction: float
+    silence_s: float
+    stale: bool
+    clock_suspect: bool
+
+
+@dataclass(frozen=True)
+class _Sample:
+    receive_s: float
+    bits: float
+    delay_s: float
+    cloud_s: float
+
+
+class _MinWindow:
+    """Sliding-window minimum (monotonic deque), O(1) amortised per sample. Queries must use
+    non-decreasing window starts (older entries are dropped for good)."""
+
+    def __init__(self) -> None:
+        self._q: deque[tuple[float, float, tuple[float, float]]] = deque()  # (t, value, payload)
+
+    def push(self, t: float, value: float, payload: tuple[float, float]) -> None:
+        while self._q and self._q[-1][1] >= value:
+            self._q.pop()
+        self._q.append((t, value, payload))
+
+    def min_since(self, t_from: float) -> tuple[float, tuple[float, float]] | None:
+        """``(value, payload)`` of the minimum over entries at ``t >= t_from``."""
+        while self._q and self._q[0][0] < t_from:
+            self._q.popleft()
+        return (self._q[0][1], self._q[0][2]) if self._q else None
+
+
+class BandwidthEstimator:
+    """Capacity, delivered throughput and RTT from receipts (design in the module docstring).
+
+    Feed receipts with :meth:`add` (or :meth:`add_many`) in arrival order, ask with
+    :meth:`estimate`. ``now_s`` arguments are the caller's clock, used only to measure silence;
+    windows are anchored at the newest receive stamp, so the caller's clock and the cloud's need
+    not agree for the bandwidth.
+    """
+
+    _SEEN_MEMORY = 4096
+
+    def __init__(self, config: EstimatorConfig | None = None) -> None:
+        self.config = config or EstimatorConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (counters included)."""
+        self._samples: deque[_Sample] = deque()
+        self._pairs: deque[tuple[float, float, float]] = deque()  # (receive_s, bits, gap_s)
+        self._min_delay = _MinWindow()
+        self._last: _Sample | None = None
+        self._last_queued = False
+        self._busy_since: float | None = None
+        self._active_s = 0.0
+        self._last_local_s: float | None = None
+        self._held: float | None = None
+        self._seen_order: deque[tuple[int, float]] = deque()
+        self._seen: set[tuple[int, float]] = set()
+        self.received = 0
+        self.duplicates = 0
+        self.out_of_order = 0
+        self.queued_pairs = 0
+        self.server_bound_pairs = 0
+
+    def reconfigure(self, config: EstimatorConfig) -> None:
+        """New tuning; history is kept."""
+        self.config = config
+
+    # -- input -------------------------------------------------------------------------------
+    def add_many(self, receipts: Iterable[Receipt], now_s: float | None = None) -> None:
+        """Add a batch, sorted by receive stamp first."""
+        for receipt in sorted(receipts, key=lambda r: r.receive_s):
+            self.add(receipt, now_s)
+
+    def add(self, receipt: Receipt, now_s: float | None = None) -> None:
+        """Add one receipt. ``now_s`` is the caller's clock now (default: the receive stamp)."""
+        # A duplicate is the same frame twice: same seq *and* send stamp (an edge that
+        # restarts numbers its frames from 0 again; those are new frames).
+        key = (receipt.seq, receipt.send_s)
+        if key in self._seen:
+            self.duplicates += 1
+            return
+        self._remember(key)
+        if self._last is not None and receipt.receive_s < self._last.receive_s:
+            # One subscription stamps in arrival order; anything else cannot be placed in the
+            # FIFO model, so it is only counted.
+            self.out_of_order += 1
+            return
+        self.received += 1
+        self._last_local_s = receipt.receive_s if now_s is None else now_s
+        cfg = self.config
+        sample = _Sample(receipt.receive_s, 8.0 * receipt.nbytes, receipt.delay_s,
+                         receipt.cloud_s)
+        previous = self._last
+        # The delay history ages in *active* time: a gap longer than silence_min_s counts as
+        # silence_min_s, so an outage does not flush the pre-outage delays and leave only
+        # frames that all queued behind it.
+        if previous is not None:
+            self._active_s += min(sample.receive_s - previous.receive_s, cfg.silence_min_s)
+        # prop_hat from the frames before this one: this frame's own delay would make the test
+        # below impossible to pass.
+        base = self._min_delay.min_since(self._prop_window_start(self._active_s))
+        self._last_queued = False
+        # What this frame tells about the propagation delay: its whole one-way delay if it found
+        # the queue empty (its serialization included: unknown, so left in), or, if it queued,
+        # a_{i-1} - t_i = prop + the time it waited. The latter exceeds prop_hat by the test's
+        # own condition, so a queued frame can never pull prop_hat down: no feedback loop.
+        floor, unsubtracted_bits = sample.delay_s, sample.bits
+        if previous is not None and base is not None:
+            gap = sample.receive_s - previous.receive_s
+            queued = receipt.send_s < previous.receive_s - base[0]
+            if not queued:
+                self._busy_since = None
+            else:
+                floor, unsubtracted_bits = previous.receive_s - receipt.send_s, 0.0
+                if gap <= 0:
+                    pass  # same stamp: no dispersion to measure
+                elif previous.cloud_s > 0 and gap <= previous.cloud_s + cfg.server_margin_s:
+                    self.server_bound_pairs += 1
+                else:
+                    self._pairs.append((sample.receive_s, sample.bits, gap))
+                    self.queued_pairs += 1
+                    self._last_queued = True
+                    if self._busy_since is None:
+                        self._busy_since = self._active_s
+        self._min_delay.push(self._active_s, floor, (sample.delay_s, unsubtracted_bits))
+        self._samples.append(sample)
+        self._last = sample
+        self._trim(sample.receive_s)
+        capacity, _ = self._capacity(sample.receive_s)
+        if capacity is not None:
+            throughput = self._throughput(sample.receive_s)[0]
+            self._held = max(capacity, throughput or 0.0)
+
+    def _prop_window_start(self, active_s: float) -> float:
+        """Start of the delay window, in active time."""
+        cfg = self.config
+        start = active_s - cfg.rtt_window_s
+        if self._busy_since is not None:
+            start = max(min(start, self._busy_since - cfg.rtt_window_s),
+                        active_s - cfg.rtt_window_s - cfg.max_busy_s)
+        return start
+
+    def _remember(self, key: tuple[int, float]) -> None:
+        self._seen_order.append(key)
+        self._seen.add(key)
+        if len(self._seen_order) > self._SEEN_MEMORY:
+            self._seen.discard(self._seen_order.popleft())
+
+    def _trim(self, latest: float) -> None:
+        horizon = latest - self.config.max_window_s
+        while self._samples and self._samples[0].receive_s < horizon:
+            self._samples.popleft()
+        while self._pairs and self._pairs[0][0] < latest - self.config.max_window_s:
+            self._pairs.popleft()
+
+    # -- measurements ------------------------------------------------------------------------
+    @staticmethod
+    def _newer_than(items: deque, t_from: float) -> list:
+        """Items (time-ordered, time first) with time > ``t_from``; walks from the new end."""
+        out = []
+        for item in reversed(items):
+            if (item[0] if isinstance(item, tuple) else item.receive_s) <= t_from:
+                break
+            out.append(item)
+        out.reverse()
+        return out
+
+    def _capacity(self, latest: float) -> tuple[float | None, int]:
+        cfg = self.config
+        recent = self._newer_than(self._pairs, latest - cfg.window_s)
+        if len(recent) < cfg.min_pairs and self._last_queued:
+            # A slow link that is still saturated: reach back for min_pairs pairs.
+            recent = list(self._pairs)[-cfg.min_pairs:]
+        if len(recent) < cfg.min_pairs:
+            return None, len(recent)
+        bits = sum(p[1] for p in recent)
+        span = sum(p[2] for p in recent)
+        # A drop shows in the newest pairs before it dominates the window; take the smaller.
+        newest = recent[-cfg.min_pairs:]
+        fast = sum(p[1] for p in newest) / sum(p[2] for p in newest)
+        return min(bits / span, fast), len(recent)
+
+    def _window_samples(self, latest: float) -> list[_Sample]:
+        recent = self._newer_than(self._samples, latest - self.config.window_s)
+        if len(recent) < 2:
+            recent = list(self._samples)[-2:]  # the deque already stops at max_window_s
+        return recent
+
+    def _throughput(self, latest: float) -> tuple[float | None, list[_Sample]]:
+        recent = self._window_samples(latest)
+        if len(recent) < 2:
+            return None, recent
+        span = recent[-1].receive_s - recent[0].receive_s
+        if span <= 0:
+            return None, recent
+        return sum(s.bits for s in recent[1:]) / span, recent
+
+    def estimate(self, now_s: float | None = None) -> BandwidthEstimate:
+        """The current estimate. ``now_s`` (the caller's clock, as passed to :meth:`add`)
+        measures silence; without it there is none."""
+        cfg = self.config
+        if self._last is None:
+            return BandwidthEstimate(None, True, "none", None, None, None, None, None, None,
+                                     0, 0, 0.0, 0.0, False, False)
+        latest = self._last.receive_s
+        capacity, pairs = self._capacity(latest)
+        throughput, recent = self._throughput(latest)
+        if capacity is not None:
+            value: float | None = max(capacity, throughput or 0.0)
+            source, lower = "dispersion", False
+        elif self._held is not None and (throughput is None or throughput <= self._held):
+            value, source, lower = self._held, "held", True
+        elif throughput is not None:
+            value, source, lower = throughput, "throughput", True
+        else:
+            value, source, lower = None, "none", True
+
+        silence = 0.0 if now_s is None or self._last_local_s is None else max(
+            now_s - self._last_local_s, 0.0)
+        mean_gap = ((recent[-1].receive_s - recent[0].receive_s) / (len(recent) - 1)
+                    if len(recent) >= 2 else 0.0)
+        stale = silence > max(cfg.silence_min_s, cfg.silence_factor * mean_gap)
+        if stale:
+            bound = self._last.bits / silence
+            value = bound if value is None else min(value, bound)
+            source, lower = "silence", False
+
+        base = self._min_delay.min_since(self._prop_window_start(self._active_s))
+        rtt = None
+        if base is not None:
+            floor, (_, bits) = base
+            if capacity is not None:
+                floor -= bits / capacity  # that frame's serialization, now that C is known
+            rtt = 2.0 * max(floor, 0.0)
+        in_window = [s for s in recent if s.receive_s > latest - cfg.window_s]
+        window_pairs = len(self._newer_than(self._pairs, latest - cfg.window_s))
+        queued_fraction = window_pairs / (len(in_window) - 1) if len(in_window) > 1 else 0.0
+        return BandwidthEstimate(
+            bandwidth_bps=value,
+            lower_bound=lower,
+            source=source,
+            capacity_bps=capacity,
+            held_capacity_bps=self._held,
+            throughput_bps=throughput,
+            rtt_s=rtt,
+            base_delay_s=None if base is None else base[1][0],
+            one_way_delay_s=self._last.delay_s,
+            pairs=pairs,
+            receipts=len(in_window),
+            queued_fraction=min(queued_fraction, 1.0),
+            silence_s=silence,
+            stale=stale,
+            clock_suspect=base is not None and base[1][0] < 0,
+        )

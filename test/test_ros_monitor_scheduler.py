@@ -1,0 +1,298 @@
+"""In-process ROS graph: simulated link → receipts → bandwidth monitor → scheduler → edge.
+
+A fake edge node declares ``split_point``/``ratio`` and validates every request the way the
+real edge must (the pair has to exist in the bundle; a test can make it refuse one). It sends
+frames of its current configuration's size through a :class:`LinkShaper`; the deliveries become
+the cloud's ``receipts``. Every node runs on simulated time (``use_sim_time`` + ``/clock``
+published by the test), so dwell times and link time pass without sleeping.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from builtin_interfaces.msg import Time  # noqa: E402
+from rcl_interfaces.msg import SetParametersResult  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from std_msgs.msg import Bool, Float64, Float64MultiArray, MultiArrayDimension  # noqa: E402
+from test_scheduler import T_GEN, make_bundle  # noqa: E402
+
+from split_infer.runtime.estimator import RECEIPT_COLUMNS, RECEIPT_LABEL  # noqa: E402
+from split_infer.runtime.link import LinkShaper, Trace, step_trace  # noqa: E402
+from split_infer.runtime.scheduling import config_key, configurations_from_bundle  # noqa: E402
+
+# One DDS domain per test process, so parallel runs never see each other's graphs.
+DOMAIN_ID = 100 + os.getpid() % 100
+NAMESPACE = "/robot1"
+SIM = [Parameter("use_sim_time", value=True)]
+
+
+class FakeEdge(Node):
+    """Declares the edge's two parameters and validates the pair like the real edge."""
+
+    def __init__(self, allowed: set[tuple[int, float]], **kwargs) -> None:
+        super().__init__("edge_node", **kwargs)
+        self.declare_parameter("split_point", 2)
+        self.declare_parameter("ratio", 1.0)
+        self.allowed = allowed
+        self.refuse: set[tuple[int, float]] = set()
+        self.requests: list[tuple[float, tuple[int, float], int, bool]] = []
+        self.applied: list[tuple[float, tuple[int, float]]] = []
+        self.add_on_set_parameters_callback(self._validate)
+        self.add_post_set_parameters_callback(self._record)
+
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    @property
+    def key(self) -> tuple[int, float]:
+        return config_key(self.get_parameter("split_point").value,
+                          self.get_parameter("ratio").value)
+
+    def _validate(self, parameters: list[Parameter]) -> SetParametersResult:
+        names = {p.name for p in parameters}
+        if not names & {"split_point", "ratio"}:
+            return SetParametersResult(successful=True)
+        split, ratio = self.key
+        for p in parameters:
+            if p.name == "split_point":
+                split = p.value
+            elif p.name == "ratio":
+                ratio = p.value
+        pair = config_key(split, ratio)
+        ok = pair in self.allowed and pair not in self.refuse
+        self.requests.append((self.now_s(), pair, len(parameters), ok))
+        return SetParametersResult(successful=ok,
+                                   reason="" if ok else f"refusing {pair} (test edge)")
+
+    def _record(self, parameters: list[Parameter]) -> None:
+        if {p.name for p in parameters} & {"split_point", "ratio"}:
+            self.applied.append((self.now_s(), self.key))
+
+
+class Harness:
+    """The graph plus a simulated link and the clock that drives everything."""
+
+    def __init__(self, context: Context, bundle_dir: Path, trace: Trace,
+                 **scheduler_params) -> None:
+        from split_infer.ros.bandwidth_monitor import BandwidthMonitor
+        from split_infer.ros.scheduler import Scheduler
+
+        bundle = make_bundle(bundle_dir)
+        configs, _ = configurations_from_bundle(bundle)
+        self.by_key = {config_key(c.split_point, c.ratio): c for c in configs}
+        common = dict(context=context, namespace=NAMESPACE)
+        self.driver = Node("driver", context=context, namespace=NAMESPACE)
+        self.edge = FakeEdge(set(self.by_key), parameter_overrides=SIM, **common)
+        self.monitor = BandwidthMonitor(parameter_overrides=SIM, **common)
+        params = {"bundle": str(bundle_dir), "frame_rate": T_GEN, "min_dwell_s": 3.0,
+                  "period_s": 0.25, "probe_interval_s": 10.0, "retry_backoff_s": 4.0,
+                  **scheduler_params}
+        self.scheduler = Scheduler(
+            parameter_overrides=SIM + [Parameter(k, value=v) for k, v in params.items()],
+            **common)
+        self.nodes = [self.driver, self.edge, self.monitor, self.scheduler]
+        self.executor = SingleThreadedExecutor(context=context)
+        for node in self.nodes:
+            self.executor.add_node(node)
+        self.clock_pub = self.driver.create_publisher(Clock, "/clock", 10)
+        self.receipts_pub = self.driver.create_publisher(Float64MultiArray, "receipts", 100)
+        self.bandwidth: list[tuple[float, float]] = []
+        self.lower_bound: list[bool] = []
+        self.driver.create_subscription(
+            Float64, "bandwidth_bps", lambda m: self.bandwidth.append((self.t, m.data)), 10)
+        self.driver.create_subscription(
+            Bool, "bandwidth_lower_bound", lambda m: self.lower_bound.append(m.data), 10)
+        self.shaper = LinkShaper(trace, queue_limit_bytes=200_000)
+        self.t = 0.0
+        self.seq = 0
+        self.in_flight: list[tuple[float, int, int, float]] = []
+
+    def run_until(self, end_s: float, dt: float = 0.05) -> None:
+        while self.t < end_s - 1e-9:
+            self.t += dt
+            sec = int(self.t)
+            self.clock_pub.publish(Clock(clock=Time(sec=sec, nanosec=int((self.t - sec) * 1e9))))
+            while self.seq / T_GEN <= self.t + 1e-9:
+                sent = self.seq / T_GEN
+                size = int(self.by_key[self.edge.key].bytes_per_frame)
+                arrival = self.shaper.send(sent, size)
+                if arrival is not None and math.isfinite(arrival):
+                    self.in_flight.append((arrival, self.seq, size, sent))
+                self.seq += 1
+            due = [f for f in self.in_flight if f[0] <= self.t]
+            self.in_flight = [f for f in self.in_flight if f[0] > self.t]
+            if due:
+                self.publish_receipts(due)
+            for _ in range(4):
+                self.executor.spin_once(timeout_sec=0.002)
+
+    def publish_receipts(self, due) -> None:
+        split, ratio = self.edge.key
+        msg = Float64MultiArray()
+        msg.layout.dim = [MultiArrayDimension(label=RECEIPT_LABEL, size=len(due),
+                                              stride=len(due) * len(RECEIPT_COLUMNS)),
+                          MultiArrayDimension(label="value", size=len(RECEIPT_COLUMNS),
+                                              stride=len(RECEIPT_COLUMNS))]
+        for arrival, seq, size, sent in sorted(due):
+            msg.data.extend([float(seq), float(size), sent, arrival, float(split), ratio, 5.0])
+        self.receipts_pub.publish(msg)
+
+    def edge_config_name(self) -> str:
+        return self.by_key[self.edge.key].name
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        for node in self.nodes:
+            node.destroy_node()
+
+
+@pytest.fixture
+def ros_context():
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    context = Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    try:
+        yield context
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture
+def harness_factory(ros_context, tmp_path):
+    made: list[Harness] = []
+
+    def make(trace: Trace, **params) -> Harness:
+        harness = Harness(ros_context, tmp_path / f"bundle{len(made)}", trace, **params)
+        made.append(harness)
+        return harness
+
+    try:
+        yield make
+    finally:
+        for harness in made:
+            harness.close()
+
+
+def test_a_bandwidth_drop_moves_the_edge_to_fewer_bytes_respecting_the_dwell(harness_factory):
+    h = harness_factory(step_trace([(0, 8e6), (15, 1e6)]))
+    h.run_until(14.5)
+    assert h.edge_config_name() == "s2g1"  # 6.4 Mbit/s fits the 8 Mbit/s link
+    assert h.bandwidth and h.lower_bound[-1]  # not saturated: only a lower bound so far
+    h.run_until(30.0)
+    final = h.by_key[h.edge.key]
+    assert final.bytes_per_frame < h.by_key[(2, 1.0)].bytes_per_frame
+    assert final.split_point > 2 or final.ratio > 1.0
+    assert final.bytes_per_frame * 8 * T_GEN <= 1e6
+    late = [bps for t, bps in h.bandwidth if t > 22]
+    assert late and all(abs(bps / 1e6 - 1) < 0.15 for bps in late)
+    scheduler_requests = [r for r in h.edge.requests if r[0] > 0]
+    assert scheduler_requests and all(n == 2 for _, _, n, _ in scheduler_requests)  # atomic
+    times = [t for t, _ in h.edge.applied]
+    assert all(b - a >= 3.0 - 1e-6 for a, b in itertools.pairwise(times))  # min_dwell_s
+    loop = h.scheduler.loop
+    assert loop.active == final and loop.rejections == 0
+
+
+def test_override_pins_and_refusals_back_off(harness_factory):
+    h = harness_factory(step_trace([(0, 8e6)]), probe_interval_s=5.0)
+    h.run_until(5.0)
+    assert h.edge_config_name() == "s2g1"
+
+    bad = h.scheduler.set_parameters([Parameter("override", value="7:1")])[0]
+    assert not bad.successful and "no configuration" in bad.reason
+    assert h.scheduler.set_parameters([Parameter("override", value="3:4")])[0].successful
+    h.run_until(8.0)
+    assert h.edge.key == (3, 4.0)
+    h.run_until(18.0)
+    assert h.edge.key == (3, 4.0)  # pinned although 8 Mbit/s would call for s2g1
+
+    # The edge refuses the next pin: the scheduler backs off instead of hammering.
+    h.edge.refuse.add((2, 8.0))
+    asked_before = len(h.edge.requests)
+    assert h.scheduler.set_parameters([Parameter("override", value="2:8")])[0].successful
+    h.run_until(28.0)
+    refused = [r for r in h.edge.requests[asked_before:] if r[1] == (2, 8.0)]
+    assert 1 <= len(refused) <= 3 and not any(ok for *_, ok in refused)
+    assert h.edge.key == (3, 4.0) and h.scheduler.loop.rejections == len(refused)
+    assert "refused" in h.scheduler.diagnostics().message
+
+    # Unpinned, the policy takes over. The link never saturated, so all it knows is a lower
+    # bound (the 0.64 Mbit/s s3g4 needs); it climbs back one probe at a time.
+    assert h.scheduler.set_parameters([Parameter("override", value="")])[0].successful
+    probes_before = h.scheduler.loop.probes
+    h.run_until(45.0)
+    assert h.edge_config_name() == "s2g1"
+    assert h.scheduler.loop.probes - probes_before == 3  # s2g4, s2g2, s2g1
+
+
+def test_live_parameters_are_validated_and_bad_receipts_counted(harness_factory):
+    h = harness_factory(step_trace([(0, 8e6)]))
+    results = h.scheduler.set_parameters([
+        Parameter("objective", value="speed"), Parameter("frame_rate", value=-1.0),
+        Parameter("bundle", value="/nonexistent/bundle"), Parameter("edge_node", value="x"),
+    ])
+    assert not any(r.successful for r in results)
+    assert h.scheduler.set_parameters([Parameter("objective", value="latency")])[0].successful
+    assert h.scheduler.loop.settings.objective == "latency"
+    bad = h.monitor.set_parameters([Parameter("window_s", value=30.0)])[0]
+    assert not bad.successful  # larger than max_window_s
+    assert h.monitor.set_parameters([Parameter("publish_period_s", value=0.5)])[0].successful
+    h.run_until(3.0)
+    assert h.bandwidth  # still publishing on the new timer
+
+    # Receipts with the wrong layout are counted, never fatal.
+    wrong = Float64MultiArray(data=[1.0, 2.0, 3.0])
+    wrong.layout.dim = [MultiArrayDimension(label="seq,bytes,stamp", size=1, stride=3)]
+    h.receipts_pub.publish(wrong)
+    h.run_until(4.0)
+    values = {kv.key: kv.value for kv in h.monitor.diagnostics().values}
+    assert values["malformed_messages"] == "1" and "label" in values["last_error"]
+    h.run_until(5.0)
+    assert h.bandwidth[-1][0] > 4.0  # and it carries on
+
+
+def test_the_shipped_parameter_files_load(ros_context, tmp_path):
+    import yaml
+
+    from split_infer.ros.bandwidth_monitor import BandwidthMonitor
+    from split_infer.ros.scheduler import Scheduler
+
+    config = Path(__file__).resolve().parents[1] / "config"
+    nodes = []
+    try:
+        for cls, name in ((BandwidthMonitor, "bandwidth_monitor"), (Scheduler, "scheduler")):
+            document = yaml.safe_load((config / f"{name}.yaml").read_text())
+            values = document[f"/**/{name}"]["ros__parameters"]
+            node = cls(context=ros_context, namespace=NAMESPACE,
+                       cli_args=["--ros-args", "--params-file", str(config / f"{name}.yaml")])
+            nodes.append(node)
+            for key, value in values.items():
+                assert node.has_parameter(key), f"{name}.yaml: {key} is not a parameter"
+                assert node.get_parameter(key).value == value
+        # The files really apply (wildcard namespace included): a changed copy changes the node.
+        document = yaml.safe_load((config / "bandwidth_monitor.yaml").read_text())
+        document["/**/bandwidth_monitor"]["ros__parameters"]["min_pairs"] = 5
+        changed = tmp_path / "monitor.yaml"
+        changed.write_text(yaml.safe_dump(document))
+        node = BandwidthMonitor(context=ros_context, namespace="/robot7",
+                                cli_args=["--ros-args", "--params-file", str(changed)])
+        nodes.append(node)
+        assert node.get_parameter("min_pairs").value == 5
+        scheduler = nodes[1]
+        assert scheduler.loop is None  # the shipped file names no bundle: it waits and says so
+        assert "no bundle" in scheduler.diagnostics().message
+    finally:
+        for node in nodes:
+            node.destroy_node()

@@ -1,0 +1,383 @@
+"""split_infer.runtime.scheduling: the scheduler's decision logic, without ROS.
+
+Decisions are checked against ``planning.choose_configuration`` (one implementation), the
+hysteresis, lower-bound, probing, rejection and override rules on a simulated clock, and a
+closed loop — simulated edge → LinkShaper → BandwidthEstimator → SchedulingLoop — on the
+committed step trace.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from split_infer.bundle import BundleConfiguration, write_bundle
+from split_infer.planning import Configuration, choose_configuration
+from split_infer.runtime.estimator import BandwidthEstimator, Receipt
+from split_infer.runtime.link import LinkShaper, load_trace
+from split_infer.runtime.scheduling import (
+    LinkState,
+    SchedulerSettings,
+    SchedulingLoop,
+    configurations_from_bundle,
+    format_override,
+    parse_override,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+T_GEN = 10.0
+
+# (id, split, ratio, kB per frame, accuracy): Hu & K-like ladders at two split points. At
+# 10 frames/s the split-2 ladder needs 6.4 / 3.2 / 1.6 / 0.8 Mbit/s, split 3 γ4 0.64 Mbit/s.
+LADDER = [
+    ("s2g1", 2, 1.0, 80, 0.92), ("s2g2", 2, 2.0, 40, 0.90), ("s2g4", 2, 4.0, 20, 0.87),
+    ("s2g8", 2, 8.0, 10, 0.82), ("s3g4", 3, 4.0, 8, 0.85),
+]
+
+
+def _tiny_onnx(path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "part", [x], [y])
+    onnx.save(helper.make_model(graph), str(path))
+
+
+def make_bundle(directory: Path, ladder=LADDER, extra=()):
+    """A real bundle (tiny real ONNX parts, sha256-listed) with the given measured numbers."""
+    (directory / "onnx").mkdir(parents=True)
+    configs = []
+    for cid, split, ratio, kbytes, accuracy in ladder:
+        for side in ("edge", "cloud"):
+            part = directory / "onnx" / f"{side}_{split}.onnx"
+            if not part.exists():
+                _tiny_onnx(part)
+        configs.append(BundleConfiguration(
+            id=cid, split_point=split, split_name=f"layer{split}", ratio=ratio,
+            codec="quant:bits=8", feature_shape=(64, 8, 8), edge_onnx=f"onnx/edge_{split}.onnx",
+            cloud_onnx=f"onnx/cloud_{split}.onnx", accuracy=accuracy,
+            bytes_per_frame=kbytes * 1000.0, edge_ms=5.0, cloud_ms=5.0))
+    for config in extra:
+        for part in (config.edge_onnx, config.cloud_onnx):
+            if not (directory / part).exists():
+                _tiny_onnx(directory / part)
+        configs.append(config)
+    manifest = {"model": {"name": "resnet8_cifar"}, "dataset": "cifar10",
+                "preprocessing": {"mean": [0.5] * 3, "std": [0.25] * 3},
+                "classes": [str(k) for k in range(10)]}
+    return write_bundle(directory, manifest, configs)
+
+
+@pytest.fixture
+def configs(tmp_path) -> list[Configuration]:
+    usable, skipped = configurations_from_bundle(make_bundle(tmp_path / "b"))
+    assert skipped == []
+    return usable
+
+
+def settings(**overrides) -> SchedulerSettings:
+    base = dict(frame_rate_hz=T_GEN, margin=0.01, min_dwell_s=2.0, probe_interval_s=10.0)
+    return SchedulerSettings(**{**base, **overrides})
+
+
+def apply(loop: SchedulingLoop, now: float, link: LinkState | None, ok: bool = True):
+    """One tick; a requested switch is answered at once (``ok``)."""
+    step = loop.step(now, link)
+    if step.apply:
+        loop.request_sent(now, step.target)
+        loop.request_done(now, step.target, ok, "" if ok else "edge says no")
+    return step
+
+
+def measured(mbps: float, rtt_s: float = 0.02) -> LinkState:
+    return LinkState(mbps * 1e6, rtt_s, lower_bound=False)
+
+
+def lower(mbps: float) -> LinkState:
+    return LinkState(mbps * 1e6, 0.02, lower_bound=True)
+
+
+# -- bundle → configurations ---------------------------------------------------------------
+
+def test_bundle_configurations_carry_the_measured_numbers(tmp_path):
+    unmeasured = BundleConfiguration(
+        id="s4g1", split_point=4, split_name="layer4", ratio=1.0, codec="float32",
+        feature_shape=(8, 4, 4), edge_onnx="onnx/edge_4.onnx", cloud_onnx="onnx/cloud_4.onnx")
+    server = BundleConfiguration(
+        id="server", split_point=0, split_name="input", ratio=1.0, codec="quant:bits=8",
+        feature_shape=(3, 32, 32), edge_onnx="onnx/edge_0.onnx", cloud_onnx="onnx/cloud_0.onnx",
+        accuracy=0.93, bytes_per_frame=3200.0, edge_ms=0.5, cloud_ms=9.0)
+    local = BundleConfiguration(
+        id="local", split_point=9, split_name="fc", ratio=1.0, codec="float32",
+        feature_shape=(10,), edge_onnx="onnx/edge_9.onnx", cloud_onnx="onnx/cloud_9.onnx",
+        method="client_only", accuracy=0.93, bytes_per_frame=0.0, edge_ms=40.0, cloud_ms=0.0)
+    bundle = make_bundle(tmp_path / "b", extra=[unmeasured, server, local])
+    usable, skipped = configurations_from_bundle(bundle)
+    assert skipped == ["s4g1"]
+    by_name = {c.name: c for c in usable}
+    c = by_name["s2g4"]
+    assert (c.split_point, c.ratio, c.bytes_per_frame, c.accuracy) == (2, 4.0, 20_000, 0.87)
+    assert (c.edge_s, c.cloud_s, c.kind) == (0.005, 0.005, "split")
+    assert by_name["server"].kind == "server_only"
+    assert by_name["local"].kind == "client_only" and not by_name["local"].transmits
+
+
+def test_a_bundle_without_measured_numbers_is_refused(tmp_path):
+    bare = [BundleConfiguration(
+        id="x", split_point=1, split_name="l1", ratio=1.0, codec="float32",
+        feature_shape=(4,), edge_onnx="onnx/edge_1.onnx", cloud_onnx="onnx/cloud_1.onnx")]
+    bundle = make_bundle(tmp_path / "b", ladder=[], extra=bare)
+    with pytest.raises(ValueError, match="no configuration has measured"):
+        configurations_from_bundle(bundle)
+
+
+def test_override_strings():
+    assert parse_override("") is None and parse_override("  ") is None
+    assert parse_override("3:4") == (3, 4.0)
+    assert parse_override(" 2:0.5 ") == (2, 0.5)
+    assert parse_override(format_override(2, 1.5)) == (2, 1.5)
+    for bad in ("3", "3:4:5", "a:4", "3:x", "-1:2", "3:0", "3:nan"):
+        with pytest.raises(ValueError):
+            parse_override(bad)
+
+
+# -- decisions --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("objective", ["effective_accuracy", "latency", "accuracy"])
+def test_decisions_are_the_planners(configs, objective):
+    for mbps in np.geomspace(0.1, 20, 25):
+        loop = SchedulingLoop(configs, settings(objective=objective, deadline_s=0.5))
+        step = loop.step(0.0, measured(mbps))
+        expected = choose_configuration(configs, mbps * 1e6, 0.02, objective,
+                                        deadline_s=0.5, t_gen_hz=T_GEN).configuration
+        assert step.target == expected and step.apply
+
+
+def test_a_bandwidth_drop_moves_to_fewer_bytes_only_after_the_dwell(configs):
+    loop = SchedulingLoop(configs, settings(min_dwell_s=2.0))
+    assert apply(loop, 0.0, measured(8)).target.name == "s2g1"
+    step = apply(loop, 1.0, measured(1))
+    assert not step.apply and loop.active.name == "s2g1"  # dwell: 1 s < 2 s
+    step = apply(loop, 2.0, measured(1))
+    assert step.apply and loop.active.name == "s3g4"  # the deeper split wins at 1 Mbit/s
+    assert loop.switches == 2
+
+
+def test_the_margin_keeps_a_near_tie(configs):
+    loop = SchedulingLoop(configs, settings(margin=0.05, min_dwell_s=0.0))
+    apply(loop, 0.0, measured(1))
+    assert loop.active.name == "s3g4"
+    # At 2 Mbit/s s2g4 scores 0.87 against 0.85: better, but by less than the margin.
+    assert not apply(loop, 1.0, measured(2)).apply and loop.active.name == "s3g4"
+    assert apply(loop, 2.0, measured(4)).apply and loop.active.name == "s2g2"
+
+
+def test_a_lower_bound_never_means_fewer_bytes(configs):
+    loop = SchedulingLoop(configs, settings(probe_interval_s=0.0, min_dwell_s=0.0))
+    apply(loop, 0.0, measured(8))
+    for t in range(1, 20):
+        step = apply(loop, float(t), lower(1))
+        assert not step.apply
+    assert loop.active.name == "s2g1"
+    apply(loop, 20.0, measured(1))
+    assert loop.active.name == "s3g4"
+    # A higher delivered rate is proof enough to send more.
+    assert apply(loop, 21.0, lower(2)).apply and loop.active.name == "s2g4"
+
+
+def test_probing_climbs_one_rung_and_backs_off_after_a_failure(configs):
+    loop = SchedulingLoop(configs, settings(probe_interval_s=10.0, min_dwell_s=2.0))
+    apply(loop, 0.0, measured(0.7))
+    assert loop.active.name == "s3g4"
+    t = 1.0
+    while t < 10.5:
+        assert not apply(loop, t, lower(0.64)).apply
+        t += 0.5
+    step = apply(loop, 11.0, lower(0.64))
+    assert step.probing and step.apply and loop.active.name == "s2g4"
+    # 2 × 0.64 changes nothing (s2g8 is worse than s3g4 even with room); 4 × does.
+    assert step.bandwidth_bps == pytest.approx(4 * 0.64e6)
+    # The link could not carry it: saturated at 1 Mbit/s.
+    for t in (11.5, 12.0, 12.5):
+        assert not apply(loop, t, measured(1)).apply  # dwell
+    assert apply(loop, 13.0, measured(1)).apply and loop.active.name == "s3g4"
+    assert loop.failed_probes == 1
+    # Unsaturated again: the next probe waits twice the interval.
+    t, probed_at = 13.5, None
+    while t < 60 and probed_at is None:
+        if apply(loop, t, lower(0.64)).probing:
+            probed_at = t
+        t += 0.5
+    assert probed_at is not None and probed_at >= 13.5 + 20.0
+
+
+def test_a_successful_probe_stays_and_resets_the_interval(configs):
+    loop = SchedulingLoop(configs, settings(probe_interval_s=5.0, min_dwell_s=1.0))
+    apply(loop, 0.0, measured(1))
+    assert loop.active.name == "s3g4"
+    names, t = [], 0.5
+    while t < 40:
+        # The link is fast; each configuration is delivered at its own demand (lower bound).
+        demand = loop.active.bytes_per_frame * 8 * T_GEN / 1e6
+        step = apply(loop, t, lower(demand))
+        if step.apply:
+            names.append((t, loop.active.name, step.probing))
+        t += 0.5
+    assert [n for _, n, _ in names] == ["s2g4", "s2g2", "s2g1"]
+    assert all(probing for _, _, probing in names)
+    gaps = np.diff([at for at, _, _ in names])
+    assert np.all(gaps <= 5.5) and loop.failed_probes == 0
+
+
+def test_no_probe_without_a_better_rung(configs):
+    loop = SchedulingLoop(configs, settings(probe_interval_s=1.0, min_dwell_s=0.0))
+    apply(loop, 0.0, measured(50))
+    assert loop.active.name == "s2g1"
+    for t in range(1, 30):
+        assert not apply(loop, float(t), lower(6.4)).apply
+    assert loop.probes == 0
+
+
+def test_a_refused_configuration_is_backed_off_and_retried(configs):
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, retry_backoff_s=4.0))
+    apply(loop, 0.0, measured(8))
+    step = apply(loop, 1.0, measured(1), ok=False)
+    assert step.target.name == "s3g4" and loop.active.name == "s2g1"
+    assert loop.rejections == 1 and "edge says no" in loop.last_rejection
+    assert loop.hysteresis.current == "s2g1"  # rolled back to what the edge runs
+    assert loop.blocked_until(step.target) == pytest.approx(5.0)
+    # Meanwhile the best of the rest.
+    assert apply(loop, 2.0, measured(1), ok=True).target.name == "s2g8"
+    assert apply(loop, 4.9, measured(1)).target.name == "s2g8"
+    retry = apply(loop, 5.0, measured(1), ok=False)
+    assert retry.apply and retry.target.name == "s3g4"
+    assert loop.blocked_until(retry.target) == pytest.approx(5.0 + 8.0)  # doubled
+    assert apply(loop, 13.0, measured(1), ok=True).target.name == "s3g4"
+    assert loop.active.name == "s3g4" and loop.blocked_until(loop.active) is None
+
+
+def test_override_pins_and_releases(configs):
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0))
+    apply(loop, 0.0, measured(8))
+    loop.set_override((3, 4.0))
+    for t, mbps in ((1.0, 50), (2.0, 0.1), (3.0, 8)):
+        step = apply(loop, t, measured(mbps))
+        assert step.target.name == "s3g4" and loop.active.name == "s3g4"
+    assert apply(loop, 4.0, None).target.name == "s3g4"  # no estimate needed
+    with pytest.raises(KeyError):
+        loop.set_override((7, 3.0))
+    loop.set_override(None)
+    assert apply(loop, 5.0, measured(8)).target.name == "s2g1"
+
+
+def test_a_refused_override_waits_for_its_back_off(configs):
+    loop = SchedulingLoop(configs, settings(retry_backoff_s=3.0))
+    apply(loop, 0.0, measured(8))
+    loop.set_override((2, 8.0))
+    assert apply(loop, 1.0, measured(8), ok=False).target.name == "s2g8"
+    held = apply(loop, 2.0, measured(8))
+    assert not held.apply and "refused" in held.reason and loop.active.name == "s2g1"
+    assert apply(loop, 4.0, measured(8)).apply and loop.active.name == "s2g8"
+
+
+def test_edge_changes_from_elsewhere_are_followed(configs):
+    loop = SchedulingLoop(configs, settings(min_dwell_s=5.0))
+    assert loop.observe_edge(0.0, 2, 4.0).name == "s2g4"
+    assert loop.active.name == "s2g4" and loop.hysteresis.current == "s2g4"
+    assert not apply(loop, 1.0, measured(8)).apply  # the dwell counts from the change
+    assert apply(loop, 5.0, measured(8)).target.name == "s2g1"
+    assert loop.observe_edge(6.0, 9, 9.0) is None and loop.active.name == "s2g1"
+
+
+def test_pending_requests_block_new_decisions(configs):
+    loop = SchedulingLoop(configs, settings())
+    step = loop.step(0.0, measured(8))
+    loop.request_sent(0.0, step.target)
+    again = loop.step(1.0, measured(0.1))
+    assert not again.apply and again.target == step.target and "waiting" in again.reason
+
+
+def test_latency_objective_with_a_deadline_and_a_client_only_option(tmp_path):
+    local = BundleConfiguration(
+        id="local", split_point=9, split_name="fc", ratio=1.0, codec="float32",
+        feature_shape=(10,), edge_onnx="onnx/edge_9.onnx", cloud_onnx="onnx/cloud_9.onnx",
+        method="client_only", accuracy=0.93, bytes_per_frame=0.0, edge_ms=60.0, cloud_ms=0.0)
+    usable, _ = configurations_from_bundle(make_bundle(tmp_path / "b", extra=[local]))
+    loop = SchedulingLoop(usable, settings(objective="latency", deadline_s=0.1))
+    assert apply(loop, 0.0, measured(0.1)).target.name == "local"  # nothing else is fast
+    step = apply(loop, 3.0, measured(100))
+    assert step.target.name != "local" and step.decision.latency_s < 0.06
+
+
+def test_settings_are_validated():
+    for bad in (dict(objective="speed"), dict(frame_rate_hz=0), dict(deadline_s=0),
+                dict(margin=-1), dict(probe_gain=1.0), dict(probe_steps=0),
+                dict(retry_backoff_s=10, max_retry_backoff_s=5)):
+        with pytest.raises(ValueError):
+            SchedulerSettings(**bad)
+
+
+def test_duplicate_configuration_ids_are_refused(configs):
+    with pytest.raises(ValueError, match="share"):
+        SchedulingLoop([*configs, configs[0]], settings())
+
+
+# -- closed loop --------------------------------------------------------------------------------
+
+def closed_loop(configs, trace_path: Path, duration: float, **knobs):
+    """Edge at T_GEN with the active configuration → shaper → receipts → estimator → loop."""
+    trace = load_trace(trace_path)
+    shaper = LinkShaper(trace, queue_limit_bytes=200_000)
+    estimator = BandwidthEstimator()
+    loop = SchedulingLoop(configs, settings(**knobs))
+    loop.observe_edge(0.0, 2, 1.0)
+    in_flight: list[tuple[float, Receipt]] = []
+    history: list[tuple[float, str, bool]] = []
+    dt, seq = 0.01, 0
+    for tick in range(int(duration / dt)):
+        t = tick * dt
+        if tick % int(1 / (T_GEN * dt)) == 0:
+            size = int(loop.active.bytes_per_frame)
+            arrival = shaper.send(t, size)
+            if arrival is not None and math.isfinite(arrival):
+                in_flight.append((arrival, Receipt(seq, size, t, arrival)))
+            seq += 1
+        while in_flight and in_flight[0][0] <= t:
+            estimator.add(in_flight.pop(0)[1], now_s=t)
+        if tick % 50 == 0:
+            e = estimator.estimate(now_s=t)
+            link = None if e.bandwidth_bps is None else LinkState(
+                e.bandwidth_bps, e.rtt_s or 0.0, e.lower_bound)
+            step = apply(loop, t, link)
+            if step.apply:
+                history.append((t, loop.active.name, step.probing))
+    return loop, history
+
+
+def test_closed_loop_on_the_step_trace(configs):
+    # config/traces/step_8_1_4mbps.csv: 8 Mbit/s, 1 Mbit/s from 30 s, 4 Mbit/s from 60 s.
+    loop, history = closed_loop(configs, REPO / "config/traces/step_8_1_4mbps.csv", 110.0)
+    by_name = {c.name: c for c in configs}
+
+    def running(at: float) -> Configuration:
+        name = "s2g1"
+        for t, n, _ in history:
+            if t <= at:
+                name = n
+        return by_name[name]
+
+    assert running(29.9).name == "s2g1"  # 6.4 Mbit/s fits in 8
+    after_drop = running(34.0)
+    assert after_drop.bytes_per_frame < by_name["s2g1"].bytes_per_frame
+    assert after_drop.split_point > 2 or after_drop.ratio > 1.0
+    assert after_drop.bytes_per_frame * 8 * T_GEN <= 1e6  # fits the new link
+    # 4 Mbit/s is only seen by probing; the loop climbs back to s2g2 (3.2 Mbit/s).
+    assert running(109.0).name == "s2g2"
+    assert any(probing for t, _, probing in history if t > 60)
+    switch_times = np.array([t for t, _, _ in history])
+    assert np.all(np.diff(switch_times) >= 2.0 - 1e-9)  # min_dwell_s
+    assert len(history) <= 12 and loop.rejections == 0
