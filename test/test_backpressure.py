@@ -197,3 +197,18 @@ def test_set_rate_takes_effect_and_validates():
         limiter.set_rate(-1.0)
     with pytest.raises(ValueError):
         limiter.set_rate(float("inf"))
+
+
+def test_a_lower_bound_estimate_does_not_pace_the_edge():
+    bp = Backpressure(ack_timeout_s=10.0, max_in_flight=2)
+    bp.frame_processed(0.005)
+    bp.set_bandwidth(8_000, now=0.0)  # a capacity of 1000 bytes/s: the frame takes 1 s
+    bp.frame_sent(0, 1000, now=0.0)
+    assert bp.should_process_frame(now=0.1).reason == "bandwidth"
+    # The same number flagged as a lower bound (the link was not saturated) is not a
+    # capacity: only the in-flight cap applies, and one frame in flight is below it.
+    assert bp.set_bandwidth(8_000, now=0.1, lower_bound=True)
+    assert bp.bandwidth_bps(now=0.1) is None
+    assert bp.should_process_frame(now=0.1).process
+    bp.frame_sent(1, 1000, now=0.1)
+    assert not bp.should_process_frame(now=0.2).process

@@ -19,6 +19,8 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
 from std_msgs.msg import Float64, Float64MultiArray, MultiArrayDimension
 
+from ..runtime.estimator import RECEIPT_COLUMNS, RECEIPT_LABEL
+
 __all__ = [
     "BACKENDS",
     "CAMERA_QOS",
@@ -73,10 +75,8 @@ DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10)
 #: the edge's backpressure and the bandwidth monitor consume them. Stamps are seconds of the
 #: ROS clock: ``send_stamp_s`` is the wire frame's stamp (edge clock, just before packing),
 #: ``receive_stamp_s`` the cloud's clock at callback entry; ``cloud_ms`` is decode + tail.
-RECEIPT_FIELDS: tuple[str, ...] = (
-    "seq", "bytes", "send_stamp_s", "receive_stamp_s", "split_point", "ratio", "cloud_ms",
-)
-RECEIPT_LABEL = ",".join(RECEIPT_FIELDS)
+#: One definition of the columns, in the ROS-free estimator that consumes them.
+RECEIPT_FIELDS: tuple[str, ...] = RECEIPT_COLUMNS
 
 
 def make_receipt(values: Iterable[float]) -> Float64MultiArray:

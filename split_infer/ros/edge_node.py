@@ -19,7 +19,9 @@ Topics (relative, so one namespace per robot works):
 
 * subscribes ``image`` (``input_type:=raw``) or ``image/compressed`` (``input_type:=compressed``,
   PNG/JPEG), ``receipts`` (from the cloud: acknowledgements and server time) and
-  ``bandwidth_bps`` (the bandwidth monitor's estimate, bit/s);
+  ``bandwidth_bps`` (the bandwidth monitor's estimate, bit/s) and ``bandwidth_lower_bound``
+  (``std_msgs/Bool``: the estimate is only what an unsaturated link delivered, so it is not
+  used for pacing);
 * publishes ``features``, ``metrics/{fps,bytes_per_frame,drop_rate,active_split,active_ratio,
   edge_ms}`` (``std_msgs/Float64``) and ``/diagnostics`` at 1 Hz.
 
@@ -53,7 +55,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Float64, Float64MultiArray
+from std_msgs.msg import Bool, Float64, Float64MultiArray
 
 from ..bundle import Bundle, BundleConfiguration, BundleError
 from ..errors import EncodeError
@@ -211,6 +213,10 @@ class EdgeNode(Node):
         self._bandwidth_sub = self.create_subscription(
             Float64, "bandwidth_bps", self._on_bandwidth, _ESTIMATE_QOS,
             callback_group=self._aux_group)
+        self._bandwidth_is_lower_bound = False
+        self._lower_bound_sub = self.create_subscription(
+            Bool, "bandwidth_lower_bound", self._on_lower_bound, _ESTIMATE_QOS,
+            callback_group=self._aux_group)
         self._timer = self.create_timer(1.0, self._on_timer, callback_group=self._aux_group)
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -366,8 +372,12 @@ class EdgeNode(Node):
                                       throttle_duration_sec=_LOG_THROTTLE_S)
 
     def _on_bandwidth(self, msg: Float64) -> None:
-        if not self._pressure.set_bandwidth(float(msg.data), time.monotonic()):
+        if not self._pressure.set_bandwidth(float(msg.data), time.monotonic(),
+                                            lower_bound=self._bandwidth_is_lower_bound):
             self._ignored.add("bad_bandwidth")
+
+    def _on_lower_bound(self, msg: Bool) -> None:
+        self._bandwidth_is_lower_bound = bool(msg.data)
 
     # -- reporting ------------------------------------------------------------------------------
     def _on_timer(self) -> None:

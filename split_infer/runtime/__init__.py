@@ -1,14 +1,10 @@
-"""ROS-free runtime: inference backends (and, later, the edge/cloud pipelines)."""
+"""ROS-free runtime: backends, edge/cloud engines, estimator, link emulation, scheduling.
 
-from .backends import (
-    BACKENDS,
-    Backend,
-    OrtBackend,
-    TorchBackend,
-    eval_mode,
-    export_onnx,
-    make_backend,
-)
+Submodules are imported on demand: the bandwidth monitor and scheduler nodes use the
+estimator and scheduling loop and should not pay for importing torch.
+"""
+
+from importlib import import_module
 
 __all__ = [
     "BACKENDS",
@@ -19,3 +15,9 @@ __all__ = [
     "export_onnx",
     "make_backend",
 ]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        return getattr(import_module(".backends", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -122,11 +122,20 @@ class Backpressure:
             self.acknowledged += 1
             return True
 
-    def set_bandwidth(self, bits_per_second: float, now: float) -> bool:
+    def set_bandwidth(self, bits_per_second: float, now: float,
+                      lower_bound: bool = False) -> bool:
         """A bandwidth estimate (bit/s) arrived; non-finite or non-positive ones are ignored
-        (False), so the in-flight fallback stays in charge rather than dividing by zero."""
+        (False), so the in-flight fallback stays in charge rather than dividing by zero.
+
+        A ``lower_bound`` estimate (an unsaturated link shows only what was offered) is not a
+        capacity: pacing to it would ratchet the rate down, so the in-flight cap decides.
+        """
         if not (math.isfinite(bits_per_second) and bits_per_second > 0):
             return False
+        if lower_bound:
+            with self._lock:
+                self._bandwidth_bps = None
+            return True
         with self._lock:
             self._bandwidth_bps = float(bits_per_second)
             self._bandwidth_at = now
