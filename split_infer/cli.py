@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .defaults import DEFAULT_BUNDLE, DEMO_BAG, DEMO_TRACE
 
 __all__ = ["main"]
 
@@ -261,19 +262,34 @@ def cmd_bag_record(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .runtime.offline import run_offline_demo
-
     _set_threads(args.threads)
-    report = run_offline_demo(
-        model_name=args.model,
-        weights=args.weights,
-        split_point=args.split,
-        codec_spec=args.codec,
-        images=args.images,
-        backend=args.backend,
-        out_dir=args.out,
-    )
+    if args.offline:
+        from .runtime.offline import run_offline_demo
+
+        report = run_offline_demo(
+            model_name=args.model,
+            weights=args.weights,
+            split_point=args.split,
+            codec_spec=args.codec,
+            images=args.images,
+            backend=args.backend,
+            out_dir=args.out,
+        )
+        print(json.dumps(report["summary"], indent=2))
+        return 0
+    from .defaults import find_trace
+    from .ros.demo import DemoSettings, run_demo
+
+    if args.duration <= 0:
+        raise ValueError("--duration must be positive")
+    settings = DemoSettings(bundle=args.bundle, bag=args.bag, trace=find_trace(args.trace),
+                            duration_s=args.duration, out_dir=args.out,
+                            objective=args.objective, frame_rate=args.frame_rate)
+    print(f"split-infer demo: {settings.bundle.name} bundle, bag {settings.bag.name}, "
+          f"trace {settings.trace.name}, {settings.duration_s:g} s")
+    report = run_demo(settings)
     print(json.dumps(report["summary"], indent=2))
+    print(f"wrote {settings.out_dir / 'report.json'} and {settings.out_dir / 'timeline.png'}")
     return 0
 
 
@@ -376,15 +392,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="seconds (default: Ctrl-C)")
     p.set_defaults(func=cmd_bag_record)
 
-    p = sub.add_parser("demo", help="run the main job: edge → codec → cloud over test images")
-    p.add_argument("--model", default="resnet20_cifar")
-    p.add_argument("--weights", type=Path, default=None)
-    p.add_argument("--split", default="layer2.2")
-    p.add_argument("--codec", default="quant:bits=4,per=channel+rans")
-    p.add_argument("--images", type=int, default=500, help="number of CIFAR-10 test images")
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="onnxruntime")
+    p = sub.add_parser("demo", help="run the main job: the whole ROS graph in one process")
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    p.add_argument("--bag", type=Path, default=DEMO_BAG, help="camera bag with labels")
+    p.add_argument("--trace", default=DEMO_TRACE,
+                   help="bandwidth trace: a file, or a name in config/traces/")
+    p.add_argument("--duration", type=float, default=45.0, help="seconds")
+    p.add_argument("--objective", default="effective_accuracy",
+                   choices=["effective_accuracy", "latency", "accuracy"])
+    p.add_argument("--frame-rate", type=float, default=30.0,
+                   help="camera rate T_gen the scheduler plans for")
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p.add_argument("--threads", type=int, default=None)
+    offline = p.add_argument_group("--offline: edge → codec → cloud without ROS, on test images")
+    offline.add_argument("--offline", action="store_true")
+    offline.add_argument("--model", default="resnet20_cifar")
+    offline.add_argument("--weights", type=Path, default=None)
+    offline.add_argument("--split", default="layer2.2")
+    offline.add_argument("--codec", default="quant:bits=4,per=channel+rans")
+    offline.add_argument("--images", type=int, default=500, help="CIFAR-10 test images")
+    offline.add_argument("--backend", choices=["torch", "onnxruntime"], default="onnxruntime")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -7,6 +7,38 @@ from pathlib import Path
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = "resnet20_cifar"
 DEFAULT_SPLIT = "layer2.2"
+DEFAULT_BUNDLE = ASSETS_DIR / "default_bundle"
+DEMO_BAG = ASSETS_DIR / "cifar10_demo_bag"
+DEMO_TRACE = "demo_step.csv"
+
+
+def find_trace(name: str | Path) -> Path:
+    """A trace file by path, or by name from the package's ``config/traces``.
+
+    Looks in the source tree (editable installs) and in ``share/split_infer/config/traces``
+    of the install prefix (colcon and pip installs).
+    """
+    import sys
+
+    path = Path(name)
+    if path.is_file():
+        return path
+    candidates = [
+        ASSETS_DIR.parent.parent / "config" / "traces" / path.name,
+        Path(sys.prefix) / "share" / "split_infer" / "config" / "traces" / path.name,
+    ]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        share = Path(get_package_share_directory("split_infer"))
+        candidates.append(share / "config" / "traces" / path.name)
+    except Exception:  # no ament index, or the package is not installed there
+        pass
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"trace {name} not found (looked in "
+                            f"{', '.join(str(c.parent) for c in candidates)})")
 
 
 def shipped_weights(model_name: str) -> Path | None:

@@ -31,8 +31,10 @@ def test_codecs_listing_mentions_every_byte_stage(capsys):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["profile", "no_such_model"], "unknown model"),
-    (["demo", "--codec", "quant:bits=99"], "bits"),
-    (["demo", "--split", "nowhere", "--weights", "missing.safetensors"], "not found"),
+    (["demo", "--offline", "--codec", "quant:bits=99"], "bits"),
+    (["demo", "--offline", "--split", "nowhere", "--weights", "missing.safetensors"],
+     "not found"),
+    (["demo", "--bundle", "/nonexistent"], "not a bundle"),
 ])
 def test_user_errors_exit_2_with_one_line(argv, fragment, capsys):
     assert main(argv) == 2
@@ -55,8 +57,8 @@ def test_offline_demo_reports_accuracy_and_bytes(tmp_path, codec):
     weights = tmp_path / "r8.safetensors"
     save_weights(get_model("resnet8_cifar"), weights)
     out = tmp_path / "demo"
-    code = main(["demo", "--model", "resnet8_cifar", "--weights", str(weights), "--split", "2",
-                 "--codec", codec, "--images", "20", "--out", str(out)])
+    code = main(["demo", "--offline", "--model", "resnet8_cifar", "--weights", str(weights),
+                 "--split", "2", "--codec", codec, "--images", "20", "--out", str(out)])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     summary = report["summary"]

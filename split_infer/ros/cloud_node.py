@@ -53,6 +53,7 @@ from rclpy.exceptions import (
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64MultiArray
 
@@ -118,7 +119,8 @@ class _Stream:
         self.topic = node.resolve_topic_name(join_topic(namespace, "features"))
         self.subscription = node.create_subscription(
             CompressedImage, join_topic(namespace, "features"),
-            lambda msg: node._on_features(self, msg), FEATURE_QOS, callback_group=self.group)
+            lambda msg, info: node._on_features(self, msg, info), FEATURE_QOS,
+            callback_group=self.group)
         self.rejects = ReasonCounts()
         self.frames = 0
         self.last_config: tuple[int, float] | None = None
@@ -216,8 +218,13 @@ class CloudNode(Node):
         return SetParametersResult(successful=True)
 
     # -- frames ---------------------------------------------------------------------------------
-    def _on_features(self, stream: _Stream, msg: CompressedImage) -> None:
-        receive_ns = self.get_clock().now().nanoseconds  # first thing: the receipt's stamp
+    def _on_features(self, stream: _Stream, msg: CompressedImage,
+                     info: MessageInfo | None = None) -> None:
+        # The receipt's stamp is when the middleware received the sample, not when the
+        # executor got round to this callback: on a busy host callbacks bunch up, and
+        # bunched stamps would make the bandwidth monitor see a faster link than there is.
+        received = (info or {}).get("received_timestamp") or 0
+        receive_ns = received if received > 0 else self.get_clock().now().nanoseconds
         start = time.perf_counter()
         try:
             self._handle(stream, msg, receive_ns, start)

@@ -1,0 +1,379 @@
+"""``split-infer demo``: the whole graph in one process on a MultiThreadedExecutor.
+
+::
+
+    bag_player ──/robot/image──▶ edge_node ──features_uplink──▶ link (trace-shaped FIFO)
+       │  (loop, restamped)        ▲     ▲                               │
+       │                           │     │ bandwidth_bps              features
+       └──/robot/labels──┐         │     └───────── bandwidth_monitor ◀─ receipts ─┐
+                         │         │ SetParametersAtomically                       │
+                         │         └──────────────── scheduler                 cloud_node
+                         ▼                                                         │
+                   demo recorder ◀──────────────── results, metrics ───────────────┘
+
+The link between the edge and the cloud is an in-process token-bucket/FIFO model that follows
+a bandwidth trace from ``config/traces/`` (``runtime.link``); every other piece is the real
+node a robot runs. The recorder pairs each camera frame's label with the result that came
+back for it (by header stamp), so a frame that was dropped anywhere counts as wrong: the
+effective accuracy ν_eff = T·ν/T_gen of Hu & Krishnamachari.
+
+It prints a status line every second and writes ``report.json`` and ``timeline.png``
+(bandwidth, configuration, latency and ν_eff over time) to the output directory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import CompressedImage
+from std_msgs.msg import Bool, Float64
+
+from ..bundle import Bundle
+from ..runtime.link import EmulatedLink, LinkShaper, Trace, load_trace
+from .bag_player import BagPlayer
+from .bandwidth_monitor import BandwidthMonitor
+from .cloud_node import CloudNode
+from .common import FEATURE_QOS
+from .edge_node import EdgeNode
+from .scheduler import Scheduler
+
+__all__ = ["DemoSettings", "run_demo"]
+
+ROBOT = "robot"
+
+
+@dataclass
+class DemoSettings:
+    bundle: Path
+    bag: Path
+    trace: Path
+    duration_s: float = 45.0
+    out_dir: Path = Path("out/demo")
+    objective: str = "effective_accuracy"
+    frame_rate: float = 30.0
+    playback_rate: float = 1.0
+    window_s: float = 2.0
+    status: bool = True
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class LinkRelay(Node):
+    """Carries feature frames from the edge to the cloud through the trace-shaped link."""
+
+    def __init__(self, trace: Trace, **kwargs) -> None:
+        super().__init__("link", namespace=ROBOT, **kwargs)
+        self.trace = trace
+        self._out = self.create_publisher(CompressedImage, "features", FEATURE_QOS)
+        self.link = EmulatedLink(LinkShaper(trace), deliver=self._out.publish)
+        self.sent = self.dropped = 0
+        self.create_subscription(CompressedImage, "features_uplink", self._on_frame,
+                                 FEATURE_QOS)
+        self.create_timer(0.002, self.link.poll)
+
+    def elapsed_s(self) -> float:
+        """Seconds since the trace started (the demo's time axis)."""
+        return self.link.now_s()
+
+    def _on_frame(self, msg: CompressedImage) -> None:
+        self.sent += 1
+        if self.link.send(msg, len(msg.data)) is None:
+            self.dropped += 1
+
+
+@dataclass
+class _Sample:
+    t: float
+    rate_bps: float
+    estimate_bps: float | None
+    lower_bound: bool
+    split_point: float | None
+    ratio: float | None
+    generated: int
+    correct: int
+    delivered: int
+
+
+@dataclass
+class _Record:
+    labels: dict = field(default_factory=dict)  # stamp → class id
+    label_time: dict = field(default_factory=dict)  # stamp → elapsed s
+    results: dict = field(default_factory=dict)  # stamp → (class id, split, ratio, latency ms)
+    bytes: list = field(default_factory=list)
+
+
+class DemoRecorder(Node):
+    """Listens to labels, results and estimates; keeps the timeline the report is made of."""
+
+    def __init__(self, relay: LinkRelay, **kwargs) -> None:
+        super().__init__("demo_recorder", namespace=ROBOT, **kwargs)
+        self.relay = relay
+        self.record = _Record()
+        self.samples: list[_Sample] = []
+        self._lock = threading.Lock()
+        self._estimate: float | None = None
+        self._lower_bound = False
+        self._split: float | None = None
+        self._ratio: float | None = None
+        qos = QoSProfile(depth=100)
+        self.create_subscription(DiagnosticArray, "labels", self._on_label, qos)
+        self.create_subscription(DiagnosticArray, "results", self._on_result, qos)
+        self.create_subscription(CompressedImage, "features_uplink",
+                                 lambda m: self.record.bytes.append(len(m.data)), FEATURE_QOS)
+        self.create_subscription(Float64, "bandwidth_bps", self._on_estimate, qos)
+        self.create_subscription(Bool, "bandwidth_lower_bound",
+                                 lambda m: setattr(self, "_lower_bound", bool(m.data)), qos)
+        self.create_subscription(Float64, "metrics/active_split",
+                                 lambda m: setattr(self, "_split", m.data), qos)
+        self.create_subscription(Float64, "metrics/active_ratio",
+                                 lambda m: setattr(self, "_ratio", m.data), qos)
+        self.create_timer(0.5, self._sample)
+
+    def _on_estimate(self, msg: Float64) -> None:
+        self._estimate = float(msg.data)
+
+    def _on_label(self, msg: DiagnosticArray) -> None:
+        values = {kv.key: kv.value for status in msg.status for kv in status.values}
+        if "class_id" in values:
+            with self._lock:
+                stamp = _stamp_ns(msg.header)
+                self.record.labels[stamp] = int(values["class_id"])
+                self.record.label_time[stamp] = self.relay.elapsed_s()
+
+    def _on_result(self, msg: DiagnosticArray) -> None:
+        top = next((s for s in msg.status if s.message == "rank 1"), None)
+        if top is None:
+            return
+        values = {kv.key: kv.value for kv in top.values}
+        latency_ms = (self.get_clock().now().nanoseconds - _stamp_ns(msg.header)) / 1e6
+        with self._lock:
+            self.record.results[_stamp_ns(msg.header)] = (
+                int(values["class_id"]), float(values["split_point"]), float(values["ratio"]),
+                latency_ms)
+
+    def counts(self, since_s: float = 0.0) -> tuple[int, int, int]:
+        """(generated, delivered, correct) for frames labelled after ``since_s``."""
+        with self._lock:
+            stamps = [s for s, t in self.record.label_time.items() if t >= since_s]
+            delivered = [s for s in stamps if s in self.record.results]
+            correct = sum(self.record.results[s][0] == self.record.labels[s] for s in delivered)
+        return len(stamps), len(delivered), correct
+
+    def _sample(self) -> None:
+        now = self.relay.elapsed_s()
+        generated, delivered, correct = self.counts(0.0)
+        self.samples.append(_Sample(now, self.relay.trace.rate_at(now), self._estimate,
+                                    self._lower_bound, self._split, self._ratio, generated,
+                                    correct, delivered))
+
+
+def _window_series(samples: list[_Sample], window_s: float) -> list[dict]:
+    rows = []
+    for sample in samples:
+        past = [s for s in samples if sample.t - window_s <= s.t <= sample.t]
+        first = past[0]
+        generated = sample.generated - first.generated
+        delivered = sample.delivered - first.delivered
+        correct = sample.correct - first.correct
+        span = max(sample.t - first.t, 1e-9)
+        rows.append({
+            "t_s": round(sample.t, 3),
+            "link_rate_bps": sample.rate_bps,
+            "estimate_bps": sample.estimate_bps,
+            "estimate_is_lower_bound": sample.lower_bound,
+            "split_point": sample.split_point,
+            "ratio": sample.ratio,
+            "delivered_fps": delivered / span if sample.t > first.t else None,
+            "effective_accuracy": correct / generated if generated else None,
+        })
+    return rows
+
+
+def _plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["timeline"]
+    t = [r["t_s"] for r in rows]
+    fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
+    axes[0].plot(t, [r["link_rate_bps"] / 1e6 for r in rows], label="shaped link rate",
+                 drawstyle="steps-post")
+    axes[0].plot(t, [(r["estimate_bps"] or np.nan) / 1e6 for r in rows],
+                 label="monitor estimate")
+    axes[0].set(ylabel="Mbit/s", title="bandwidth")
+    axes[0].legend(loc="upper right")
+    axes[1].plot(t, [r["split_point"] if r["split_point"] is not None else np.nan
+                     for r in rows], drawstyle="steps-post", color="C2", label="split point")
+    axes[1].set_ylabel("split point")
+    twin = axes[1].twinx()
+    twin.plot(t, [r["ratio"] if r["ratio"] is not None else np.nan for r in rows],
+              drawstyle="steps-post", color="C3", label="ratio")
+    twin.set_ylabel("ratio")
+    axes[1].set_title("active configuration (split point green, ratio red)")
+    frames = report["frames"]
+    axes[2].plot([f["t_s"] for f in frames if f["latency_ms"] is not None],
+                 [f["latency_ms"] for f in frames if f["latency_ms"] is not None],
+                 ".", markersize=2)
+    axes[2].set(ylabel="ms", title="end-to-end latency per delivered frame", yscale="log")
+    axes[3].plot(t, [r["effective_accuracy"] if r["effective_accuracy"] is not None else np.nan
+                     for r in rows], label="ν_eff (window)")
+    axes[3].set(ylabel="ν_eff", xlabel="time (s)", ylim=(0, 1),
+                title=f"effective accuracy over {report['settings']['window_s']:g}-s windows")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _status_line(recorder: DemoRecorder, window_s: float) -> str:
+    sample = recorder.samples[-1] if recorder.samples else None
+    generated, delivered, correct = recorder.counts(recorder.relay.elapsed_s() - window_s)
+    if sample is None:
+        return "starting…"
+    estimate = "-" if sample.estimate_bps is None else f"{sample.estimate_bps / 1e6:.2f}"
+    bound = "≥" if sample.lower_bound else ""
+    nu = f"{correct / generated:.2f}" if generated else "-"
+    size = f"{np.mean(recorder.record.bytes[-30:]):.0f}" if recorder.record.bytes else "-"
+    split = "-" if sample.split_point is None else f"{sample.split_point:.0f}"
+    ratio = "-" if sample.ratio is None else f"{sample.ratio:.3g}"
+    return (f"t={sample.t:5.1f}s link {sample.rate_bps / 1e6:5.2f} Mbit/s "
+            f"est {bound}{estimate} | split {split} ratio {ratio} | "
+            f"{delivered / window_s:4.1f} fps | {size} B/frame | ν_eff {nu}")
+
+
+def run_demo(settings: DemoSettings) -> dict:
+    """Run the graph for ``settings.duration_s`` and write the report; returns it."""
+    bundle = Bundle.load(settings.bundle)  # fail fast, with the bundle's own error
+    trace = load_trace(settings.trace)
+    out = Path(settings.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = MultiThreadedExecutor(num_threads=6, context=context)
+    nodes: list[Node] = []
+    spinner: threading.Thread | None = None
+    try:
+        common = {"context": context}
+        relay = LinkRelay(trace, **common)
+        recorder = DemoRecorder(relay, **common)
+        nodes += [relay, recorder]
+        nodes.append(CloudNode(namespace=ROBOT, parameter_overrides=[
+            Parameter("bundle", value=str(settings.bundle))], **common))
+        nodes.append(BandwidthMonitor(namespace=ROBOT, **common))
+        nodes.append(EdgeNode(namespace=ROBOT, parameter_overrides=[
+            Parameter("bundle", value=str(settings.bundle))],
+            cli_args=["--ros-args", "-r", "features:=features_uplink"], **common))
+        nodes.append(Scheduler(namespace=ROBOT, parameter_overrides=[
+            Parameter("bundle", value=str(settings.bundle)),
+            Parameter("objective", value=settings.objective),
+            Parameter("frame_rate", value=float(settings.frame_rate))], **common))
+        for node in nodes:
+            executor.add_node(node)
+        spinning = threading.Event()
+        spinning.set()
+
+        def spin() -> None:
+            while spinning.is_set():
+                executor.spin_once(timeout_sec=0.05)
+
+        spinner = threading.Thread(target=spin, name="demo_executor", daemon=True)
+        spinner.start()
+        player = BagPlayer(parameter_overrides=[
+            Parameter("bag", value=str(settings.bag)), Parameter("loop", value=True),
+            Parameter("rate", value=float(settings.playback_rate)),
+            Parameter("start_delay", value=0.5)],
+            cli_args=["--ros-args", "-r", f"/camera/image_raw:=/{ROBOT}/image",
+                      "-r", f"/camera/labels:=/{ROBOT}/labels"], **common)
+        nodes.append(player)
+        executor.add_node(player)
+        relay.link.restart()
+        tty = sys.stdout.isatty()
+        last_print = 0.0
+        while relay.elapsed_s() < settings.duration_s:
+            time.sleep(0.2)
+            if settings.status and relay.elapsed_s() - last_print >= (1.0 if tty else 5.0):
+                last_print = relay.elapsed_s()
+                line = _status_line(recorder, settings.window_s)
+                print(f"\r{line}\033[K" if tty else line, end="" if tty else "\n", flush=True)
+        if settings.status and tty:
+            print()
+        report = _report(settings, bundle, recorder, relay)
+    finally:
+        # Stop taking new work, let the callbacks in flight finish, and only then destroy the
+        # nodes: a handle destroyed under a queued callback fails that callback's task.
+        if spinner is not None:
+            spinning.clear()
+            spinner.join(timeout=5.0)
+        executor.shutdown(timeout_sec=5.0)
+        for node in reversed(nodes):
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    _plot(report, out / "timeline.png")
+    return report
+
+
+def _report(settings: DemoSettings, bundle: Bundle, recorder: DemoRecorder,
+            relay: LinkRelay) -> dict:
+    record = recorder.record
+    # Frames labelled in the last second may still be in flight: leave them out.
+    cutoff = relay.elapsed_s() - 1.0
+    stamps = sorted(s for s, t in record.label_time.items() if t <= cutoff)
+    frames = []
+    for stamp in stamps:
+        result = record.results.get(stamp)
+        frames.append({
+            "t_s": round(record.label_time[stamp], 3),
+            "label": record.labels[stamp],
+            "predicted": None if result is None else result[0],
+            "split_point": None if result is None else result[1],
+            "ratio": None if result is None else result[2],
+            "latency_ms": None if result is None else round(result[3], 3),
+        })
+    delivered = [f for f in frames if f["predicted"] is not None]
+    correct = sum(f["predicted"] == f["label"] for f in delivered)
+    latencies = [f["latency_ms"] for f in delivered]
+    configs = [(f["split_point"], f["ratio"]) for f in delivered]
+    switches = sum(1 for a, b in itertools.pairwise(configs) if a != b)
+    summary = {
+        "bundle": str(settings.bundle),
+        "model": bundle.model_name,
+        "trace": str(settings.trace),
+        "duration_s": settings.duration_s,
+        "frames_generated": len(frames),
+        "frames_delivered": len(delivered),
+        "delivered_fps": round(len(delivered) / max(cutoff, 1e-9), 2),
+        "top1_on_delivered_percent": round(100 * correct / len(delivered), 2) if delivered
+        else None,
+        "effective_accuracy": round(correct / len(frames), 4) if frames else None,
+        "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
+        "latency_ms_p99": round(float(np.percentile(latencies, 99)), 2) if latencies else None,
+        "bytes_per_frame_mean": round(float(np.mean(record.bytes)), 1) if record.bytes
+        else None,
+        "link_frames_dropped": relay.dropped,
+        "configuration_switches": switches,
+        "configurations_used": sorted({f"{s:.0f}:{r:g}" for s, r in configs}),
+    }
+    return {"summary": summary,
+            "settings": {k: str(v) if isinstance(v, Path) else v
+                         for k, v in settings.__dict__.items()},
+            "timeline": _window_series(recorder.samples, settings.window_s),
+            "frames": frames}
