@@ -186,6 +186,13 @@ class Bundle:
         return self.manifest["model"]["name"]
 
     @property
+    def preprocessing(self):
+        """The :class:`~split_infer.training.data.Preprocessing` the model was trained with."""
+        from .training.data import Preprocessing
+
+        return Preprocessing.from_dict(self.manifest["preprocessing"])
+
+    @property
     def classes(self) -> list[str]:
         return list(self.manifest["classes"])
 

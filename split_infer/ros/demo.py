@@ -67,6 +67,8 @@ class DemoSettings:
     playback_rate: float = 1.0
     window_s: float = 2.0
     status: bool = True
+    domain_id: int | None = None  # None: ROS_DOMAIN_ID from the environment
+    override: str = ""  # pin the scheduler to "split:ratio" (empty: adapt)
 
 
 def _stamp_ns(header) -> int:
@@ -112,6 +114,7 @@ class _Sample:
 @dataclass
 class _Record:
     labels: dict = field(default_factory=dict)  # stamp → class id
+    index: dict = field(default_factory=dict)  # stamp → frame index in the bag
     label_time: dict = field(default_factory=dict)  # stamp → elapsed s
     results: dict = field(default_factory=dict)  # stamp → (class id, split, ratio, latency ms)
     bytes: list = field(default_factory=list)
@@ -153,6 +156,7 @@ class DemoRecorder(Node):
             with self._lock:
                 stamp = _stamp_ns(msg.header)
                 self.record.labels[stamp] = int(values["class_id"])
+                self.record.index[stamp] = int(values.get("index", -1))
                 self.record.label_time[stamp] = self.relay.elapsed_s()
 
     def _on_result(self, msg: DiagnosticArray) -> None:
@@ -266,7 +270,10 @@ def run_demo(settings: DemoSettings) -> dict:
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     context = rclpy.Context()
-    rclpy.init(context=context)
+    if settings.domain_id is None:
+        rclpy.init(context=context)
+    else:
+        rclpy.init(context=context, domain_id=settings.domain_id)
     executor = MultiThreadedExecutor(num_threads=6, context=context)
     nodes: list[Node] = []
     spinner: threading.Thread | None = None
@@ -284,7 +291,8 @@ def run_demo(settings: DemoSettings) -> dict:
         nodes.append(Scheduler(namespace=ROBOT, parameter_overrides=[
             Parameter("bundle", value=str(settings.bundle)),
             Parameter("objective", value=settings.objective),
-            Parameter("frame_rate", value=float(settings.frame_rate))], **common))
+            Parameter("frame_rate", value=float(settings.frame_rate)),
+            Parameter("override", value=settings.override)], **common))
         for node in nodes:
             executor.add_node(node)
         spinning = threading.Event()
@@ -342,6 +350,7 @@ def _report(settings: DemoSettings, bundle: Bundle, recorder: DemoRecorder,
         result = record.results.get(stamp)
         frames.append({
             "t_s": round(record.label_time[stamp], 3),
+            "bag_index": record.index[stamp],
             "label": record.labels[stamp],
             "predicted": None if result is None else result[0],
             "split_point": None if result is None else result[1],

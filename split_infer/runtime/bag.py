@@ -27,6 +27,7 @@ __all__ = [
     "LABEL_TOPIC",
     "BagError",
     "BagFrame",
+    "bag_dataset",
     "read_bag_messages",
     "read_bag_raw",
     "read_camera_bag",
@@ -183,3 +184,18 @@ def read_camera_bag(path: str | Path, image_topic: str = IMAGE_TOPIC,
         label, name = labels.get(stamp_ns, (None, None))
         frames.append(BagFrame(index, stamp_ns, image, label, name))
     return frames
+
+
+def bag_dataset(path: str | Path, classes: list[str], preprocessing=None,
+                image_topic: str = IMAGE_TOPIC, label_topic: str = LABEL_TOPIC) -> ArrayDataset:
+    """A camera bag as an :class:`ArrayDataset` (frames in bag order), for offline
+    evaluation of exactly what a replay feeds the graph. Unlabelled frames get label -1."""
+    from .images import image_to_rgb
+
+    frames = read_camera_bag(path, image_topic, label_topic)
+    images = np.stack([image_to_rgb(frame.image) for frame in frames])
+    labels = np.asarray([-1 if f.label is None else f.label for f in frames], np.int64)
+    dataset = ArrayDataset(Path(path).name, images, labels, list(classes))
+    if preprocessing is not None:
+        dataset.preprocessing = preprocessing
+    return dataset
