@@ -176,6 +176,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .planning.report import plan_bundle
+
+    if any(b <= 0 for b in args.bandwidth):
+        raise ValueError("--bandwidth values must be positive (Mbit/s)")
+    report = plan_bundle(
+        args.bundle,
+        bandwidths_bps=tuple(b * 1e6 for b in args.bandwidth),
+        rtt_s=args.rtt_ms / 1e3,
+        frame_rate_hz=args.frame_rate,
+        deadline_s=args.deadline_ms / 1e3 if args.deadline_ms else None,
+        edge_time_scale=args.edge_time_scale,
+        cloud_time_scale=args.cloud_time_scale,
+        out_dir=args.out,
+    )
+    print(report.format_text())
+    return 0
+
+
 def cmd_bag_make(args: argparse.Namespace) -> int:
     from .runtime.bag import write_dataset_bag
     from .training.data import load_dataset
@@ -364,6 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plan", help="latency and effective-accuracy analysis of a bundle")
+    p.add_argument("bundle", type=Path, nargs="?", default=DEFAULT_BUNDLE)
+    p.add_argument("--bandwidth", type=float, nargs="+", default=[0.1, 1.0, 10.0],
+                   help="bandwidths to plan for, Mbit/s")
+    p.add_argument("--rtt-ms", type=float, default=20.0)
+    p.add_argument("--frame-rate", type=float, default=30.0, help="camera rate T_gen, Hz")
+    p.add_argument("--deadline-ms", type=float, default=0.0, help="latency deadline (0: none)")
+    p.add_argument("--edge-time-scale", type=float, default=1.0,
+                   help="multiply the profiled edge times (a robot slower than this machine)")
+    p.add_argument("--cloud-time-scale", type=float, default=1.0,
+                   help="multiply the profiled cloud times")
+    p.add_argument("--out", type=Path, default=Path("out/plan"))
+    p.set_defaults(func=cmd_plan)
 
     bag = sub.add_parser("bag", help="rosbag2 (MCAP) camera bags without ros2bag")
     bag_sub = bag.add_subparsers(dest="bag_command", required=True, metavar="BAG_COMMAND")

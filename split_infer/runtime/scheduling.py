@@ -43,6 +43,7 @@ from ..planning.effective_accuracy import effective_accuracy, pipeline_throughpu
 from ..planning.policy import OBJECTIVES
 
 __all__ = [
+    "REFERENCE_FIELDS",
     "LinkState",
     "SchedulerSettings",
     "SchedulingLoop",
@@ -52,7 +53,14 @@ __all__ = [
     "configurations_from_bundle",
     "format_override",
     "parse_override",
+    "reference_configuration",
 ]
+
+#: The manifest's whole-model references (``manifest[kind]``) and the measured fields each needs.
+REFERENCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "client_only": ("accuracy", "edge_ms"),
+    "server_only": ("accuracy", "bytes_per_frame", "cloud_ms"),
+}
 
 
 def config_key(split_point: int, ratio: float) -> tuple[int, float]:
@@ -111,9 +119,60 @@ def configuration_from_bundle(config: BundleConfiguration) -> Configuration:
     )
 
 
-def configurations_from_bundle(bundle: Bundle) -> tuple[list[Configuration], list[str]]:
+def reference_configuration(bundle: Bundle, kind: str) -> Configuration | None:
+    """The manifest's ``client_only`` or ``server_only`` reference as a planning Configuration.
+
+    These are the thesis's other two strategies (Ulhaq §4.2): client-only, eq. 4.4 — the whole
+    model on the edge, ``I_t = I_c^(c)`` (``edge_ms``), nothing sent; server-only, eq. 4.3 — the
+    input image as JPEG (``bytes_per_frame``) into the whole model in the cloud (``cloud_ms``).
+    ``E_c^(s)``, the JPEG encoding on the edge, is ``manifest["server_only"]["edge_ms"]`` when the
+    manifest has it and 0 otherwise (the baseline builder does not measure it). The server-only
+    ratio is the float32 input size (``profile.input_bytes``) over the JPEG bytes, comparable with
+    the split ratios (float32 features over wire bytes); client-only's ratio is 1.
+
+    ``name`` is ``kind`` (``kind + "_reference"`` if a bundle configuration already has that id);
+    ``split_point`` is None: the edge node cannot be switched to a reference, and
+    :class:`SchedulingLoop` refuses configurations without a split point. Returns None if the
+    manifest has no such entry; ValueError naming the missing fields if it is incomplete.
+    """
+    if kind not in REFERENCE_FIELDS:
+        raise ValueError(f"kind must be one of {sorted(REFERENCE_FIELDS)}, got {kind!r}")
+    entry = bundle.manifest.get(kind)
+    if entry is None:
+        return None
+    missing = [f for f in REFERENCE_FIELDS[kind]
+               if not isinstance(entry, dict) or entry.get(f) is None]
+    if missing:
+        raise ValueError(f"reference {kind!r} lacks measured {', '.join(missing)}")
+    ids = {c.id for c in bundle.configurations}
+    name = kind if kind not in ids else f"{kind}_reference"
+    accuracy = float(entry["accuracy"])
+    if kind == "client_only":
+        return Configuration(
+            name=name, kind="client_only", split_name="full model", codec="",
+            bytes_per_frame=0.0, accuracy=accuracy,
+            edge_s=float(entry["edge_ms"]) / 1e3, cloud_s=0.0)
+    nbytes = float(entry["bytes_per_frame"])
+    input_bytes = (bundle.manifest.get("profile") or {}).get("input_bytes")
+    quality = entry.get("jpeg_quality")
+    return Configuration(
+        name=name, kind="server_only", split_name="input",
+        codec="jpeg" if quality is None else f"jpeg:quality={quality}",
+        ratio=float(input_bytes) / nbytes if input_bytes and nbytes > 0 else 1.0,
+        bytes_per_frame=nbytes, accuracy=accuracy,
+        edge_s=float(entry.get("edge_ms") or 0.0) / 1e3,
+        cloud_s=float(entry["cloud_ms"]) / 1e3)
+
+
+def configurations_from_bundle(
+    bundle: Bundle, *, include_references: bool = False
+) -> tuple[list[Configuration], list[str]]:
     """Every configuration of ``bundle`` the scheduler can reason about, and the ids of those
-    skipped because a measured number is missing. ValueError if none is usable."""
+    skipped because a measured number is missing. ValueError if none is usable.
+
+    With ``include_references`` (for planning, not for the scheduler: the edge cannot run them),
+    the manifest's client-only and server-only references (:func:`reference_configuration`) are
+    appended when present; an incomplete one is skipped and reported by its kind."""
     usable: list[Configuration] = []
     skipped: list[str] = []
     for config in bundle.configurations:
@@ -124,6 +183,15 @@ def configurations_from_bundle(bundle: Bundle) -> tuple[list[Configuration], lis
     if not usable:
         raise ValueError(f"{bundle.path}: no configuration has measured accuracy, "
                          "bytes_per_frame, edge_ms and cloud_ms")
+    if include_references:
+        for kind in REFERENCE_FIELDS:
+            try:
+                reference = reference_configuration(bundle, kind)
+            except ValueError:
+                skipped.append(kind)
+                continue
+            if reference is not None:
+                usable.append(reference)
     return usable, skipped
 
 
