@@ -1,10 +1,27 @@
 """ament_python setup for split_infer (also installs with plain pip into a venv)."""
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 package_name = "split_infer"
+
+
+def tree_data_files(source, target):
+    """data_files entries installing every file under ``source`` to ``target`` with the same
+    sub-directory layout: one (directory, files) entry per directory that holds files, since
+    setuptools copies each entry's files flat into its directory. Nothing when ``source`` is
+    absent or empty. Every file is copied: a bundle refuses to load with a listed file
+    missing or an unlisted one present."""
+    entries = []
+    for directory, _, files in os.walk(source):
+        if files:
+            relative = os.path.relpath(directory, source)
+            entries.append((os.path.normpath(os.path.join(target, relative)),
+                            [os.path.join(directory, f) for f in sorted(files)]))
+    return sorted(entries)
+
 
 setup(
     name=package_name,
@@ -18,6 +35,9 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
         ("share/" + package_name + "/config/traces", glob("config/traces/*")),
+        # The default bundle, also as share data (the launch files' default `bundle`).
+        *tree_data_files(os.path.join(package_name, "assets", "default_bundle"),
+                         "share/" + package_name + "/bundles/default"),
     ],
     python_requires=">=3.10",
     install_requires=["setuptools", "numpy", "pyyaml"],

@@ -1,12 +1,14 @@
 """Launch split_infer's cloud node (decoder + tail), serving one or more robots.
 
+    ros2 launch split_infer cloud.launch.py robots:="r1 r2"
     ros2 launch split_infer cloud.launch.py bundle:=/path/to/bundle robots:="r1 r2"
 
 For each robot namespace ``<ns>`` in ``robots`` (space or comma separated; empty = the cloud
 node's own namespace) the node subscribes ``<ns>/features`` and publishes ``<ns>/results``,
 ``<ns>/receipts`` and ``<ns>/metrics/*``. Robot namespaces are made absolute (``r1`` →
-``/r1``) so they match edges launched with ``namespace:=r1``. Tuning lives in
-``config/cloud.yaml`` (``params_file``).
+``/r1``) so they match edges launched with ``namespace:=r1``. ``bundle`` defaults to the
+bundle the package installs (``share/split_infer/bundles/default``); it must be the edges'
+bundle. Tuning lives in ``config/cloud.yaml`` (``params_file``).
 """
 
 from launch import LaunchDescription
@@ -44,7 +46,11 @@ def cloud_node(context):
 
 def generate_launch_description():
     return LaunchDescription([
-        DeclareLaunchArgument("bundle", description="path of the bundle directory"),
+        DeclareLaunchArgument(
+            "bundle",
+            default_value=PathJoinSubstitution([FindPackageShare("split_infer"), "bundles",
+                                                "default"]),
+            description="path of the bundle directory; default: the bundle the package ships"),
         DeclareLaunchArgument("namespace", default_value="",
                               description="the cloud node's namespace"),
         DeclareLaunchArgument("robots", default_value="",

@@ -1,26 +1,109 @@
-"""Launch split_infer's edge node (head + encoder) for one robot.
+"""Launch one robot's side of split_infer: the edge node (head + encoder) and, by default, the
+bandwidth monitor and scheduler that adapt it.
 
-    ros2 launch split_infer edge.launch.py bundle:=/path/to/bundle namespace:=r1 \
-        image_topic:=/camera/image_raw
+    ros2 launch split_infer edge.launch.py namespace:=r1 image_topic:=/camera/image_raw
+    ros2 launch split_infer edge.launch.py bundle:=/path/to/bundle namespace:=r1 adaptive:=false
 
-Topics are relative to ``namespace`` (``image`` or ``image/compressed`` in, ``features`` out,
-``receipts`` and ``bandwidth_bps`` back); ``image_topic`` remaps the camera input. Tuning lives
-in ``config/edge.yaml`` (``params_file``); the deployment-specific values (bundle, input type,
-initial split point and ratio) are launch arguments.
+Everything runs in ``namespace`` with relative topics: the edge takes ``image`` (or
+``image/compressed``) and publishes ``features``; the cloud answers on ``receipts``; the
+monitor turns the receipts into ``bandwidth_bps``, ``rtt_ms`` and ``bandwidth_lower_bound``,
+which the edge's backpressure and the scheduler consume; the scheduler sets the edge's
+``split_point`` and ``ratio`` through its parameter services. ``image_topic`` remaps the
+camera input.
+
+The monitor and scheduler only need the cloud's ``<ns>/receipts`` and the edge's parameter
+services, so they could run on either host; they are cheap and belong to one robot, so they
+start here, with the edge, and ``edge.launch.py`` alone gives an adaptive robot.
+``adaptive:=false`` leaves them out: the edge then stays on ``split_point``/``ratio`` unless
+someone sets them (``ros2 param set``).
+
+``bundle`` defaults to the bundle the package installs (``share/split_infer/bundles/default``).
+Tuning lives in ``config/edge.yaml``, ``config/bandwidth_monitor.yaml`` and
+``config/scheduler.yaml`` (``params_file``, ``monitor_params_file``,
+``scheduler_params_file``); the deployment values (bundle, input type, initial split point
+and ratio, the scheduler's objective, frame rate and override) are launch arguments.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, GroupAction
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+#: The edge node's name; the scheduler addresses it by this name, relative to the namespace
+#: both run in.
+EDGE_NODE = "edge_node"
+
+
+def config_file(name):
+    return PathJoinSubstitution([FindPackageShare("split_infer"), "config", name])
+
 
 def generate_launch_description():
+    namespace = LaunchConfiguration("namespace")
     image_topic = LaunchConfiguration("image_topic")
+    edge = Node(
+        package="split_infer",
+        executable="edge_node",
+        name=EDGE_NODE,
+        namespace=namespace,
+        parameters=[
+            LaunchConfiguration("params_file"),
+            {
+                # Typed explicitly: launch parses untyped substitutions as YAML, which
+                # would turn "8" into an int for a double parameter (and a numeric path
+                # into a number).
+                "bundle": ParameterValue(LaunchConfiguration("bundle"), value_type=str),
+                "input_type": ParameterValue(LaunchConfiguration("input_type"), value_type=str),
+                "split_point": ParameterValue(LaunchConfiguration("split_point"),
+                                              value_type=int),
+                "ratio": ParameterValue(LaunchConfiguration("ratio"), value_type=float),
+            },
+        ],
+        remappings=[
+            ("image", image_topic),
+            ("image/compressed", [image_topic, "/compressed"]),
+        ],
+        output="screen",
+        emulate_tty=True,
+    )
+    monitor = Node(
+        package="split_infer",
+        executable="bandwidth_monitor",
+        name="bandwidth_monitor",
+        namespace=namespace,
+        parameters=[LaunchConfiguration("monitor_params_file")],
+        output="screen",
+        emulate_tty=True,
+    )
+    scheduler = Node(
+        package="split_infer",
+        executable="scheduler",
+        name="scheduler",
+        namespace=namespace,
+        parameters=[
+            LaunchConfiguration("scheduler_params_file"),
+            {
+                "bundle": ParameterValue(LaunchConfiguration("bundle"), value_type=str),
+                # Relative: resolved in the scheduler's namespace, which is the edge's.
+                "edge_node": EDGE_NODE,
+                "objective": ParameterValue(LaunchConfiguration("objective"), value_type=str),
+                "frame_rate": ParameterValue(LaunchConfiguration("frame_rate"),
+                                             value_type=float),
+                "override": ParameterValue(LaunchConfiguration("override"), value_type=str),
+            },
+        ],
+        output="screen",
+        emulate_tty=True,
+    )
     return LaunchDescription([
-        DeclareLaunchArgument("bundle", description="path of the bundle directory"),
+        DeclareLaunchArgument(
+            "bundle",
+            default_value=PathJoinSubstitution([FindPackageShare("split_infer"), "bundles",
+                                                "default"]),
+            description="path of the bundle directory; default: the bundle the package ships"),
         DeclareLaunchArgument("namespace", default_value="",
                               description="robot namespace (one per robot)"),
         DeclareLaunchArgument("image_topic", default_value="image",
@@ -34,35 +117,25 @@ def generate_launch_description():
         DeclareLaunchArgument("ratio", default_value="0.0",
                               description="initial ratio; 0: the first preloaded one for the "
                                           "split point"),
-        DeclareLaunchArgument(
-            "params_file",
-            default_value=PathJoinSubstitution([FindPackageShare("split_infer"), "config",
-                                                "edge.yaml"]),
-            description="YAML file with the edge node's tuning parameters"),
-        Node(
-            package="split_infer",
-            executable="edge_node",
-            name="edge_node",
-            namespace=LaunchConfiguration("namespace"),
-            parameters=[
-                LaunchConfiguration("params_file"),
-                {
-                    # Typed explicitly: launch parses untyped substitutions as YAML, which
-                    # would turn "8" into an int for a double parameter (and a numeric path
-                    # into a number).
-                    "bundle": ParameterValue(LaunchConfiguration("bundle"), value_type=str),
-                    "input_type": ParameterValue(LaunchConfiguration("input_type"),
-                                                 value_type=str),
-                    "split_point": ParameterValue(LaunchConfiguration("split_point"),
-                                                  value_type=int),
-                    "ratio": ParameterValue(LaunchConfiguration("ratio"), value_type=float),
-                },
-            ],
-            remappings=[
-                ("image", image_topic),
-                ("image/compressed", [image_topic, "/compressed"]),
-            ],
-            output="screen",
-            emulate_tty=True,
-        ),
+        DeclareLaunchArgument("adaptive", default_value="true",
+                              description="also start the bandwidth monitor and the scheduler "
+                                          "(true/false)"),
+        DeclareLaunchArgument("objective", default_value="effective_accuracy",
+                              choices=["effective_accuracy", "latency", "accuracy"],
+                              description="what the scheduler optimises"),
+        DeclareLaunchArgument("frame_rate", default_value="10.0",
+                              description="camera frame rate (Hz) the scheduler plans for"),
+        DeclareLaunchArgument("override", default_value="",
+                              description="'split:ratio' pins the scheduler to one "
+                                          "configuration; empty: its policy decides"),
+        DeclareLaunchArgument("params_file", default_value=config_file("edge.yaml"),
+                              description="YAML file with the edge node's tuning parameters"),
+        DeclareLaunchArgument("monitor_params_file",
+                              default_value=config_file("bandwidth_monitor.yaml"),
+                              description="YAML file with the bandwidth monitor's parameters"),
+        DeclareLaunchArgument("scheduler_params_file",
+                              default_value=config_file("scheduler.yaml"),
+                              description="YAML file with the scheduler's tuning parameters"),
+        edge,
+        GroupAction([monitor, scheduler], condition=IfCondition(LaunchConfiguration("adaptive"))),
     ])

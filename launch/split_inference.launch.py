@@ -1,12 +1,16 @@
-"""Launch a whole split-inference graph on one host: the cloud node and one edge node per robot.
+"""Launch a whole adaptive split-inference graph on one host: the cloud node and, per robot, an
+edge node with its bandwidth monitor and scheduler.
 
-    ros2 launch split_infer split_inference.launch.py bundle:=/path/to/bundle
+    ros2 launch split_infer split_inference.launch.py
     ros2 launch split_infer split_inference.launch.py bundle:=/path/to/bundle robots:="r1 r2"
 
-With ``robots`` empty, one edge node and the cloud share the launch namespace; otherwise each
-robot gets an edge node in ``/<robot>`` (camera on ``/<robot>/image`` unless ``image_topic``
-is given, relative to the robot) and the cloud serves all of them. It includes
-``edge.launch.py`` and ``cloud.launch.py`` so the per-node arguments stay in one place.
+With ``robots`` empty, one robot (edge node, bandwidth monitor, scheduler) and the cloud share
+the launch namespace; otherwise each robot gets its three nodes in ``/<robot>`` (camera on
+``/<robot>/image`` unless ``image_topic`` is given, relative to the robot) and the one cloud
+node serves all of them. ``adaptive:=false`` leaves out the monitors and schedulers (fixed
+``split_point``/``ratio``). ``bundle`` defaults to the bundle the package installs. It
+includes ``edge.launch.py`` (once per robot) and ``cloud.launch.py`` so the per-node arguments
+stay in one place; their params files keep the defaults given there.
 """
 
 from pathlib import Path
@@ -19,7 +23,8 @@ from launch.actions import (
     OpaqueFunction,
 )
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.substitutions import FindPackageShare
 
 LAUNCH_DIR = Path(__file__).resolve().parent
 
@@ -46,15 +51,24 @@ def graph(context):
             "input_type": LaunchConfiguration("input_type"),
             "split_point": LaunchConfiguration("split_point"),
             "ratio": LaunchConfiguration("ratio"),
+            "adaptive": LaunchConfiguration("adaptive"),
+            "objective": LaunchConfiguration("objective"),
+            "frame_rate": LaunchConfiguration("frame_rate"),
+            "override": LaunchConfiguration("override"),
         }))
     return actions
 
 
 def generate_launch_description():
     return LaunchDescription([
-        DeclareLaunchArgument("bundle", description="path of the bundle directory"),
+        DeclareLaunchArgument(
+            "bundle",
+            default_value=PathJoinSubstitution([FindPackageShare("split_infer"), "bundles",
+                                                "default"]),
+            description="path of the bundle directory (edges and cloud); default: the "
+                        "bundle the package ships"),
         DeclareLaunchArgument("robots", default_value="",
-                              description="robot namespaces, e.g. 'r1 r2'; empty: one edge "
+                              description="robot namespaces, e.g. 'r1 r2'; empty: one robot "
                                           "in the launch namespace"),
         DeclareLaunchArgument("image_topic", default_value="image",
                               description="camera topic of every edge, relative to its robot"),
@@ -64,5 +78,16 @@ def generate_launch_description():
                               description="initial split point of every edge"),
         DeclareLaunchArgument("ratio", default_value="0.0",
                               description="initial ratio of every edge"),
+        DeclareLaunchArgument("adaptive", default_value="true",
+                              description="start a bandwidth monitor and a scheduler per robot "
+                                          "(true/false)"),
+        DeclareLaunchArgument("objective", default_value="effective_accuracy",
+                              choices=["effective_accuracy", "latency", "accuracy"],
+                              description="what every robot's scheduler optimises"),
+        DeclareLaunchArgument("frame_rate", default_value="10.0",
+                              description="camera frame rate (Hz) the schedulers plan for"),
+        DeclareLaunchArgument("override", default_value="",
+                              description="'split:ratio' pins every scheduler to one "
+                                          "configuration; empty: their policy decides"),
         OpaqueFunction(function=graph),
     ])

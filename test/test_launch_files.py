@@ -1,24 +1,43 @@
-"""Static checks of the launch files and their YAML configs (``launch`` cannot run here).
+"""Checks of the launch files, their YAML configs and setup.py (``launch`` cannot run here).
 
 The launch files are parsed with ``ast`` and checked against the real nodes: executables
 exist in setup.py, every parameter a launch file or config file sets is one the node
-declares (names extracted from the node source, and the extraction itself checked against
-instantiated nodes), values typed where launch would otherwise guess, launch arguments
-declared where used and passed where included, and only launch/launch_ros API that exists
-(the names below were read from ros2/launch and ros2/launch_ros).
+declares (read from instantiated nodes), values typed where launch would otherwise guess,
+launch arguments declared where used and passed where included, the per-robot wiring
+(monitor and scheduler beside the edge they adapt), and only launch/launch_ros API that exists
+(the names below were read from ros2/launch and ros2/launch_ros). Each node is then started
+the way launch_ros would start it with the default launch arguments (``-r __node:=``,
+``-r __ns:=``, ``--params-file`` config, ``--params-file`` of the launch file's values) and
+must take every value. setup.py is run with ``setuptools.setup`` captured to check what it
+installs.
 """
 
 import ast
+import contextlib
+import os
+import runpy
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-from rclpy.parameter import Parameter
-from ros_fixtures import ros_context_fixture, tiny_bundle_fixture  # noqa: F401  (fixtures)
+from ros_fixtures import ros_domain_id, tiny_bundle_fixture  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 CONFIG_DIR = REPO / "config"
+PACKAGE = "split_infer"
+#: Where setup.py installs the default bundle, and where the launch files' default points.
+DEFAULT_BUNDLE_SOURCE = f"{PACKAGE}/assets/default_bundle"
+DEFAULT_BUNDLE_SHARE = f"share/{PACKAGE}/bundles/default"
+#: The nodes ``split_inference.launch.py`` must bring up.
+GRAPH_EXECUTABLES = {"edge_node", "cloud_node", "bandwidth_monitor", "scheduler"}
+#: The per-robot nodes (edge.launch.py), which share one namespace.
+ROBOT_EXECUTABLES = {"edge_node", "bandwidth_monitor", "scheduler"}
+ADAPTIVE_EXECUTABLES = {"bandwidth_monitor", "scheduler"}
+#: Parameters whose launch default is a sentinel the node replaces with what it resolved
+#: (split_point -1 / ratio 0: the bundle's first preloaded configuration).
+RESOLVED_BY_NODE = {"edge_node": {"split_point", "ratio"}}
 
 # Public names of the launch / launch_ros modules the launch files may import from.
 KNOWN_API = {
@@ -63,8 +82,6 @@ NODE_KWARGS = {
     "condition"}
 DECLARE_ARGUMENT_KWARGS = {"default_value", "description", "choices", "condition"}
 PARAMETER_VALUE_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
-# Parameters every rclpy node has, never declared by our code.
-IMPLICIT_PARAMETERS = {"use_sim_time", "start_type_description_service"}
 
 
 # -- extraction ----------------------------------------------------------------------------------
@@ -103,19 +120,6 @@ def node_source(executable: str) -> Path:
     return REPO / (module.replace(".", "/") + ".py")
 
 
-def declared_parameters(source: Path) -> set[str]:
-    """Parameter names a node module declares: the first string argument of every
-    ``declare_*(...)`` helper call or ``declare_parameter(...)`` call."""
-    names = set()
-    for call in ast.walk(ast.parse(source.read_text())):
-        name = call_name(call)
-        if name and name.startswith("declare_"):
-            first = next((const_str(a) for a in call.args if const_str(a) is not None), None)
-            assert first is not None, f"{source.name}:{call.lineno}: parameter name not literal"
-            names.add(first)
-    return names
-
-
 def subscribed_topics(source: Path) -> set[str]:
     """Literal topic names the node module subscribes to."""
     topics = set()
@@ -127,6 +131,23 @@ def subscribed_topics(source: Path) -> set[str]:
     return topics
 
 
+def coerce(text: str, value_type: type):
+    """What ``ParameterValue(<launch argument>, value_type=...)`` makes of the argument's text
+    (launch.utilities.type_utils.coerce_to_type)."""
+    if value_type is str:
+        return text
+    if value_type in (int, float):
+        return value_type(text)
+    value = yaml.safe_load({"1": "true", "0": "false"}.get(text, text))
+    assert isinstance(value, bool), f"{text!r} is no bool"
+    return value
+
+
+#: A launch value that depends on the launch context (a package path, an OpaqueFunction's
+#: result): its key is checked, its value is not known statically.
+UNRESOLVED = object()
+
+
 class LaunchFile:
     """What a launch file declares, uses and passes, from its syntax tree."""
 
@@ -136,6 +157,10 @@ class LaunchFile:
         self.calls = [c for c in ast.walk(self.tree) if isinstance(c, ast.Call)]
         self.functions = {f.name: f for f in ast.walk(self.tree)
                           if isinstance(f, ast.FunctionDef)}
+        # Module-level NAME = <constant>.
+        self.constants = {t.id: n.value.value for n in self.tree.body
+                          if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+                          for t in n.targets if isinstance(t, ast.Name)}
 
     def named(self, name: str) -> list[ast.Call]:
         return [c for c in self.calls if call_name(c) == name]
@@ -163,39 +188,103 @@ class LaunchFile:
     def nodes(self) -> list[ast.Call]:
         return self.named("Node")
 
-    def parameter_dicts(self, node: ast.Call) -> list[ast.Dict]:
-        """Dict literals a Node gets in ``parameters``, following a list variable built in
-        the same function (``params = [...]`` then ``params.append({...})``)."""
+    def executable(self, node: ast.Call) -> str:
+        executable = const_str(keyword(node, "executable"))
+        assert executable is not None, f"{self.path.name}:{node.lineno}: executable not literal"
+        return executable
+
+    def literal(self, value: ast.AST | None):
+        """A constant, or a module-level constant's value; UNRESOLVED otherwise."""
+        if isinstance(value, ast.Constant):
+            return value.value
+        if isinstance(value, ast.Name) and value.id in self.constants:
+            return self.constants[value.id]
+        return UNRESOLVED
+
+    def node_name(self, node: ast.Call) -> str:
+        name = self.literal(keyword(node, "name"))
+        assert isinstance(name, str), f"{self.path.name}:{node.lineno}: give Node a literal name"
+        return name
+
+    def parameter_elements(self, node: ast.Call) -> list[ast.AST]:
+        """What a Node gets in ``parameters``, following a list variable built in the same
+        function (``params = [...]`` then ``params.append({...})``)."""
         value = keyword(node, "parameters")
         if value is None:
             return []
-        elements: list[ast.AST] = []
         if isinstance(value, ast.List):
-            elements = list(value.elts)
-        elif isinstance(value, ast.Name):
-            function = self.enclosing_function(node)
-            for stmt in ast.walk(function):
-                if isinstance(stmt, ast.Assign) and any(
-                        isinstance(t, ast.Name) and t.id == value.id for t in stmt.targets):
-                    assert isinstance(stmt.value, ast.List), "parameters must be a list"
-                    elements.extend(stmt.value.elts)
-                if (isinstance(stmt, ast.Call) and call_name(stmt) == "append"
-                        and isinstance(stmt.func.value, ast.Name)
-                        and stmt.func.value.id == value.id):
-                    elements.extend(stmt.args)
-        else:
+            return list(value.elts)
+        if not isinstance(value, ast.Name):
             raise AssertionError(f"{self.path.name}: unsupported parameters expression")
-        return [e for e in elements if isinstance(e, ast.Dict)]
+        elements: list[ast.AST] = []
+        for stmt in ast.walk(self.enclosing_function(node)):
+            if isinstance(stmt, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == value.id for t in stmt.targets):
+                assert isinstance(stmt.value, ast.List), "parameters must be a list"
+                elements.extend(stmt.value.elts)
+            if (isinstance(stmt, ast.Call) and call_name(stmt) == "append"
+                    and isinstance(stmt.func.value, ast.Name)
+                    and stmt.func.value.id == value.id):
+                elements.extend(stmt.args)
+        return elements
+
+    def parameter_dicts(self, node: ast.Call) -> list[ast.Dict]:
+        return [e for e in self.parameter_elements(node) if isinstance(e, ast.Dict)]
+
+    def config_files(self, node: ast.Call) -> list[str]:
+        """The config/*.yaml files a Node loads: every non-dict ``parameters`` entry must be a
+        launch argument whose default names one."""
+        files = []
+        for element in self.parameter_elements(node):
+            if isinstance(element, ast.Dict):
+                continue
+            assert call_name(element) == "LaunchConfiguration", \
+                f"{self.path.name}:{element.lineno}: params files come from launch arguments"
+            argument = self.declared_arguments()[const_str(element.args[0])]
+            default = keyword(argument, "default_value")
+            names = [s for a in ast.walk(default) if (s := const_str(a)) and s.endswith(".yaml")]
+            assert len(names) == 1, f"{self.path.name}:{argument.lineno}: default names no yaml"
+            files.append(names[0])
+        return files
+
+    def launch_values(self, node: ast.Call) -> dict[str, object]:
+        """The parameters a Node's dicts set, valued as launch would with every launch
+        argument at its default: a typed launch argument coerced, a literal as it is."""
+        values: dict[str, object] = {}
+        for params in self.parameter_dicts(node):
+            for key, value in zip(params.keys, params.values):
+                name = const_str(key)
+                values[name] = self.literal(value)
+                if call_name(value) == "ParameterValue":
+                    argument, value_type = value.args[0], keyword(value, "value_type")
+                    values[name] = UNRESOLVED
+                    if call_name(argument) == "LaunchConfiguration":
+                        declared = self.declared_arguments()[const_str(argument.args[0])]
+                        default = const_str(keyword(declared, "default_value"))
+                        if default is not None:
+                            values[name] = coerce(default, PARAMETER_VALUE_TYPES[value_type.id])
+        return values
+
+    def conditions(self, target: ast.Call) -> list[ast.AST]:
+        """The ``condition=`` of ``target`` and of every call that contains it, directly or
+        through the variable it is assigned to (``monitor = Node(...)``, then
+        ``GroupAction([monitor], condition=...)``)."""
+        references: list[ast.AST] = [target]
+        function = self.enclosing_function(target)
+        for stmt in ast.walk(function):
+            if isinstance(stmt, ast.Assign) and stmt.value is target:
+                names = {t.id for t in stmt.targets if isinstance(t, ast.Name)}
+                references += [n for n in ast.walk(function) if isinstance(n, ast.Name)
+                               and n.id in names and isinstance(n.ctx, ast.Load)]
+        return [condition for call in self.calls
+                if (condition := keyword(call, "condition")) is not None
+                and any(n is r for n in ast.walk(call) for r in references)]
 
     def enclosing_function(self, target: ast.AST) -> ast.FunctionDef:
         for function in self.functions.values():
             if any(n is target for n in ast.walk(function)):
                 return function
         raise AssertionError("node outside any function")
-
-    def yaml_files(self) -> set[str]:
-        return {s for c in self.calls for a in ast.walk(c)
-                if (s := const_str(a)) is not None and s.endswith(".yaml")}
 
     def includes(self) -> list[tuple[str, dict[str, ast.AST]]]:
         """(included launch file name, launch arguments) for every call that names a
@@ -214,13 +303,24 @@ def launch_files() -> list[LaunchFile]:
     return [LaunchFile(p) for p in LAUNCH_FILES]
 
 
-def config_parameters(name: str) -> dict:
+def launch_file(name: str) -> LaunchFile:
+    return LaunchFile(REPO / "launch" / name)
+
+
+def config_parameters(name: str, node_name: str) -> dict:
+    """A config file's parameters; its one key must match ``node_name`` in any namespace."""
     data = yaml.safe_load((CONFIG_DIR / name).read_text())
-    assert list(data) == ["/**"], f"{name}: use the '/**' wildcard so any namespace works"
-    return data["/**"]["ros__parameters"]
+    keys = ("/**", f"/**/{node_name}")
+    assert len(data) == 1 and next(iter(data)) in keys, \
+        f"{name}: use one of {keys} so that {node_name} in any namespace gets it"
+    return next(iter(data.values()))["ros__parameters"]
 
 
-# -- tests ---------------------------------------------------------------------------------------
+def launched_nodes() -> list[tuple[LaunchFile, ast.Call]]:
+    return [(launch, call) for launch in launch_files() for call in launch.nodes()]
+
+
+# -- static checks -------------------------------------------------------------------------------
 
 
 def test_the_three_launch_files_exist():
@@ -257,6 +357,12 @@ def test_imports_only_real_launch_api(launch):
         choices, default = keyword(call, "choices"), keyword(call, "default_value")
         if choices is not None and const_str(default) is not None:
             assert const_str(default) in ast.literal_eval(choices)
+    for call in launch.named("GroupAction"):
+        # GroupAction(actions, *, scoped, forwarding, launch_configurations, condition)
+        assert len(call.args) == 1, "GroupAction takes one positional argument (the actions)"
+        unknown = {k.arg for k in call.keywords} - {"scoped", "forwarding",
+                                                    "launch_configurations", "condition"}
+        assert not unknown, f"{launch.path.name}: GroupAction() has no {unknown}"
     for call in launch.named("OpaqueFunction"):
         function = const_str(keyword(call, "function")) or getattr(
             keyword(call, "function"), "id", None)
@@ -268,8 +374,8 @@ def test_imports_only_real_launch_api(launch):
 def test_executables_exist_in_setup_py(launch):
     scripts = console_scripts()
     for call in launch.nodes():
-        assert const_str(keyword(call, "package")) == "split_infer"
-        executable = const_str(keyword(call, "executable"))
+        assert const_str(keyword(call, "package")) == PACKAGE
+        executable = launch.executable(call)
         assert executable in scripts, f"{launch.path.name}: no console script {executable!r}"
         assert node_source(executable).is_file()
 
@@ -294,28 +400,91 @@ def test_included_files_get_the_arguments_they_declare():
             f"{parent.path.name} does not pass {child.required_arguments() - passed} to {name}"
 
 
+def test_shared_arguments_agree_with_the_included_files():
+    """An argument the parent declares and passes on has the child's default and choices, so
+    that ``ros2 launch --show-args`` on either file tells the same story."""
+    parent = launch_file("split_inference.launch.py")
+    declared = parent.declared_arguments()
+    for name, arguments in parent.includes():
+        child = launch_file(name).declared_arguments()
+        for argument, value in arguments.items():
+            if call_name(value) != "LaunchConfiguration" or argument not in declared:
+                continue
+            assert const_str(value.args[0]) == argument, f"{argument} passed under another name"
+            for field in ("default_value", "choices"):
+                ours, theirs = keyword(declared[argument], field), keyword(child[argument], field)
+                assert (ours is None) == (theirs is None), f"{argument}: {field} differs"
+                if ours is not None:
+                    assert ast.dump(ours) == ast.dump(theirs), f"{argument}: {field} differs " \
+                                                               f"from {name}'s"
+
+
+def test_split_inference_brings_up_the_whole_adaptive_graph():
+    by_name = {f.path.name: f for f in launch_files()}
+
+    def executables(launch: LaunchFile) -> set[str]:
+        found = {launch.executable(c) for c in launch.nodes()}
+        for name, _ in launch.includes():
+            found |= executables(by_name[name])
+        return found
+
+    assert executables(by_name["split_inference.launch.py"]) == GRAPH_EXECUTABLES
+    edge_includes = [args for name, args in by_name["split_inference.launch.py"].includes()
+                     if name == "edge.launch.py"]
+    assert edge_includes and all("namespace" in args and "adaptive" in args
+                                 for args in edge_includes)
+
+
+def test_each_robot_gets_a_monitor_and_a_scheduler_for_its_edge():
+    """edge.launch.py: edge, monitor and scheduler in the robot's namespace; the scheduler sets
+    that edge (by the name the edge is launched under) and reads the same bundle; the monitor
+    and scheduler start unless ``adaptive`` is false, the edge always."""
+    launch = launch_file("edge.launch.py")
+    nodes = {launch.executable(c): c for c in launch.nodes()}
+    assert set(nodes) == ROBOT_EXECUTABLES
+    namespaces = {ast.dump(keyword(c, "namespace")) for c in nodes.values()
+                  if keyword(c, "namespace") is not None}
+    assert len(namespaces) == 1 and all(keyword(c, "namespace") is not None
+                                        for c in nodes.values()), "one namespace per robot"
+    edge, scheduler = nodes["edge_node"], nodes["scheduler"]
+    edge_name = launch.node_name(edge)
+    target = launch.launch_values(scheduler)["edge_node"]
+    assert target == edge_name, f"the scheduler sets {target!r}, the edge is {edge_name!r}"
+    assert not target.startswith("/"), "relative: the edge in the scheduler's own namespace"
+
+    def bundle_expression(node: ast.Call) -> str:
+        dicts = launch.parameter_dicts(node)
+        return next(ast.dump(v) for d in dicts for k, v in zip(d.keys, d.values)
+                    if const_str(k) == "bundle")
+
+    assert bundle_expression(scheduler) == bundle_expression(edge)
+    assert launch.conditions(edge) == []
+    adaptive = ast.dump(ast.parse('IfCondition(LaunchConfiguration("adaptive"))',
+                                  mode="eval").body)
+    for executable in ADAPTIVE_EXECUTABLES:
+        assert [ast.dump(c) for c in launch.conditions(nodes[executable])] == [adaptive]
+    assert const_str(keyword(launch.declared_arguments()["adaptive"], "default_value")) == "true"
+
+
 @pytest.mark.parametrize("launch", launch_files(), ids=lambda f: f.path.name)
-def test_node_parameters_and_configs_are_declared_by_the_node(launch):
-    for call in launch.nodes():
-        source = node_source(const_str(keyword(call, "executable")))
-        declared = declared_parameters(source)
-        launch_keys = set()
-        for params in launch.parameter_dicts(call):
-            for key, value in zip(params.keys, params.values):
-                name = const_str(key)
-                assert name in declared, f"{launch.path.name}: {source.stem} has no {name!r}"
-                launch_keys.add(name)
-                # Launch parses a bare substitution as YAML ("8" → int, a numeric path →
-                # number): anything from a launch argument must be typed explicitly.
-                assert call_name(value) != "LaunchConfiguration", \
-                    f"{launch.path.name}: wrap {name!r} in ParameterValue(..., value_type=)"
-        for config in launch.yaml_files():
-            keys = set(config_parameters(config))
-            assert keys <= declared, f"{config}: {source.stem} has no {keys - declared}"
-            # The dict comes after the file and wins: a key in both would silently
-            # make the file's value dead.
-            assert not keys & launch_keys, f"{config} and {launch.path.name} both set " \
-                                           f"{keys & launch_keys}"
+def test_objective_choices_are_the_policys(launch):
+    from split_infer.planning.policy import OBJECTIVES
+
+    argument = launch.declared_arguments().get("objective")
+    if argument is None:
+        return
+    assert ast.literal_eval(keyword(argument, "choices")) == list(OBJECTIVES)
+
+
+@pytest.mark.parametrize("launch", launch_files(), ids=lambda f: f.path.name)
+def test_bundle_defaults_to_the_installed_default_bundle(launch):
+    argument = launch.declared_arguments()["bundle"]
+    default = keyword(argument, "default_value")
+    assert call_name(default) == "PathJoinSubstitution", "default: the package's share bundle"
+    package, *parts = default.args[0].elts
+    assert call_name(package) == "FindPackageShare" and const_str(package.args[0]) == PACKAGE
+    assert "/".join(f"share/{PACKAGE}/{const_str(p)}" if i == 0 else const_str(p)
+                    for i, p in enumerate(parts)) == DEFAULT_BUNDLE_SHARE
 
 
 @pytest.mark.parametrize("launch", launch_files(), ids=lambda f: f.path.name)
@@ -324,17 +493,78 @@ def test_remappings_name_topics_the_node_subscribes(launch):
         remappings = keyword(call, "remappings")
         if remappings is None:
             continue
-        topics = subscribed_topics(node_source(const_str(keyword(call, "executable"))))
+        topics = subscribed_topics(node_source(launch.executable(call)))
         for rule in remappings.elts:
             assert const_str(rule.elts[0]) in topics, f"remapping of unknown topic in " \
                                                       f"{launch.path.name}"
 
 
-def test_config_files_exist_and_are_loaded():
-    referenced = set().union(*(f.yaml_files() for f in launch_files()))
-    assert referenced >= {"edge.yaml", "cloud.yaml"}
-    for name in referenced:
-        assert (CONFIG_DIR / name).is_file(), f"a launch file loads missing config/{name}"
+def test_every_config_file_is_loaded_by_a_node():
+    referenced = {name for launch, call in launched_nodes()
+                  for name in launch.config_files(call)}
+    assert referenced == {p.name for p in CONFIG_DIR.glob("*.yaml")}
+
+
+# -- setup.py ------------------------------------------------------------------------------------
+
+
+def run_setup(directory: Path, monkeypatch) -> dict:
+    """setup.py's keyword arguments when run in ``directory`` (setuptools.setup captured)."""
+    import setuptools
+
+    captured: dict = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
+    monkeypatch.chdir(directory)
+    runpy.run_path(str(REPO / "setup.py"))
+    assert captured, "setup.py did not call setup()"
+    return captured
+
+
+def test_setup_installs_the_launch_and_config_files(monkeypatch):
+    installed = {os.path.join(target, os.path.basename(f)): f
+                 for target, files in run_setup(REPO, monkeypatch)["data_files"]
+                 for f in files}
+    for path in [*LAUNCH_FILES, *CONFIG_DIR.glob("*.yaml")]:
+        relative = path.relative_to(REPO).as_posix()
+        assert installed.get(f"share/{PACKAGE}/{relative}") == relative
+    for target, source in installed.items():
+        assert (REPO / source).is_file(), f"{target}: {source} is not a file"
+
+
+@pytest.mark.parametrize("layout", ["absent", "empty"])
+def test_setup_works_without_a_default_bundle(layout, tmp_path, monkeypatch):
+    if layout == "empty":
+        (tmp_path / DEFAULT_BUNDLE_SOURCE).mkdir(parents=True)
+    data_files = run_setup(tmp_path, monkeypatch)["data_files"]
+    assert not [t for t, _ in data_files if t.startswith(DEFAULT_BUNDLE_SHARE)]
+
+
+def test_setup_installs_the_default_bundle_as_share_data(measured_bundle, tmp_path, monkeypatch):
+    """With a real bundle (weights/, onnx/, calibration/) as the package's default bundle, the
+    share copy setup.py installs keeps the layout and loads verified (every listed file
+    present with its hash, nothing unlisted)."""
+    from split_infer.bundle import Bundle
+
+    source = tmp_path / "src"
+    shutil.copytree(measured_bundle.path, source / DEFAULT_BUNDLE_SOURCE)
+    (source / DEFAULT_BUNDLE_SOURCE / "onnx" / "extra").mkdir()
+    (source / DEFAULT_BUNDLE_SOURCE / "onnx" / "extra" / "deeper.bin").write_bytes(b"x")
+    data_files = run_setup(source, monkeypatch)["data_files"]
+    targets = [t for t, _ in data_files]
+    assert len(targets) == len(set(targets)), "one data_files entry per target directory"
+    prefix = tmp_path / "prefix"
+    for target, entries in data_files:
+        assert not os.path.isabs(target) and not any(os.path.isabs(e) for e in entries)
+        if target.startswith(DEFAULT_BUNDLE_SHARE):
+            for entry in entries:  # what setuptools' install_data does with an entry
+                (prefix / target).mkdir(parents=True, exist_ok=True)
+                shutil.copy(source / entry, prefix / target)
+    installed = prefix / DEFAULT_BUNDLE_SHARE
+    assert (installed / "onnx" / "extra" / "deeper.bin").read_bytes() == b"x"
+    (installed / "onnx" / "extra" / "deeper.bin").unlink()  # not the bundle's: it is refused
+    bundle = Bundle.load(installed)
+    assert {"weights", "onnx", "calibration"} <= {p.name for p in installed.iterdir()}
+    assert bundle.manifest["files"] == measured_bundle.manifest["files"]
 
 
 # -- against instantiated nodes ------------------------------------------------------------------
@@ -354,29 +584,112 @@ def node_class(executable: str):
     return classes[0]
 
 
-@pytest.mark.parametrize(("executable", "config"), [("edge_node", "edge.yaml"),
-                                                    ("cloud_node", "cloud.yaml")])
-def test_extraction_and_configs_against_real_nodes(executable, config, ros_context,
-                                                   tiny_bundle):
-    """The AST extraction finds exactly what the node declares; the YAML config (with its
-    value types) is accepted by the node; launch-typed values match the declared types."""
-    overrides = [Parameter("bundle", value=str(tiny_bundle.path))]
-    overrides += [Parameter(k, value=v) for k, v in config_parameters(config).items()]
-    node = node_class(executable)(context=ros_context, parameter_overrides=overrides)
+@pytest.fixture(scope="module")
+def measured_bundle(tiny_bundle, tmp_path_factory):
+    """The tiny bundle with measured numbers filled in, which the scheduler needs."""
+    from split_infer.bundle import BundleConfiguration, write_bundle
+
+    path = tmp_path_factory.mktemp("measured") / "bundle"
+    shutil.copytree(tiny_bundle.path, path)
+    manifest = {k: v for k, v in tiny_bundle.manifest.items()
+                if k not in ("format", "split_infer_version", "configurations", "files")}
+    configurations = [BundleConfiguration.from_dict({
+        **c.to_dict(), "accuracy": 0.5, "bytes_per_frame": 100.0 * c.ratio, "edge_ms": 1.0,
+        "cloud_ms": 1.0}) for c in tiny_bundle.configurations]
+    return write_bundle(path, manifest, configurations)
+
+
+@pytest.fixture(scope="module")
+def ros_module_context():
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context, domain_id=ros_domain_id())
     try:
-        actual = set(node._parameters) - IMPLICIT_PARAMETERS
-        assert declared_parameters(node_source(executable)) == actual
-        for name, value in config_parameters(config).items():
-            assert node.get_parameter(name).value == value
-        types = {name: type(node.get_parameter(name).value) for name in actual}
+        yield context
+    finally:
+        with contextlib.suppress(Exception):
+            rclpy.shutdown(context=context)
+
+
+@pytest.fixture(scope="module")
+def declared_parameters(ros_module_context, measured_bundle) -> dict[str, dict[str, type]]:
+    """executable → {parameter name: type} as the instantiated node declares them (some nodes
+    declare in loops over tables, so the names cannot be read from the source)."""
+    from rclpy.parameter import Parameter
+
+    declared = {}
+    for executable in {launch.executable(call) for launch, call in launched_nodes()}:
+        node = node_class(executable)(
+            context=ros_module_context,
+            parameter_overrides=[Parameter("bundle", value=str(measured_bundle.path))])
+        try:
+            declared[executable] = {name: type(p.value) for name, p in node._parameters.items()}
+        finally:
+            node.destroy_node()
+    return declared
+
+
+@pytest.mark.parametrize("launch", launch_files(), ids=lambda f: f.path.name)
+def test_node_parameters_and_configs_are_declared_by_the_node(launch, declared_parameters):
+    for call in launch.nodes():
+        executable = launch.executable(call)
+        declared = set(declared_parameters[executable])
+        launch_keys = set()
+        for params in launch.parameter_dicts(call):
+            for key, value in zip(params.keys, params.values):
+                name = const_str(key)
+                assert name in declared, f"{launch.path.name}: {executable} has no {name!r}"
+                launch_keys.add(name)
+                # Launch parses a bare substitution as YAML ("8" → int, a numeric path →
+                # number): anything from a launch argument must be typed explicitly.
+                assert call_name(value) != "LaunchConfiguration", \
+                    f"{launch.path.name}: wrap {name!r} in ParameterValue(..., value_type=)"
+        for config in launch.config_files(call):
+            keys = set(config_parameters(config, launch.node_name(call)))
+            assert keys <= declared, f"{config}: {executable} has no {keys - declared}"
+            # The dict comes after the file and wins: a key in both would silently
+            # make the file's value dead.
+            assert not keys & launch_keys, f"{config} and {launch.path.name} both set " \
+                                           f"{keys & launch_keys}"
+
+
+@pytest.mark.parametrize(("launch", "call"), launched_nodes(),
+                         ids=[f"{f.path.name}:{f.executable(c)}" for f, c in launched_nodes()])
+def test_nodes_take_what_the_launch_file_gives_them(launch, call, ros_module_context,
+                                                    measured_bundle, tmp_path):
+    """Start the node as launch_ros would with the default launch arguments (the bundle
+    replaced by a test bundle): name and namespace remapped, the config file, then the launch
+    file's values keyed by the node's full name. It must come up with exactly those values,
+    of the declared types."""
+    executable, name, namespace = launch.executable(call), launch.node_name(call), "/r1"
+    values = {k: v for k, v in launch.launch_values(call).items() if v is not UNRESOLVED}
+    if "bundle" in launch.launch_values(call):
+        values["bundle"] = str(measured_bundle.path)
+    launch_yaml = tmp_path / "launch_params.yaml"
+    launch_yaml.write_text(yaml.dump({f"{namespace}/{name}": {"ros__parameters": values}}))
+    configs = launch.config_files(call)
+    cli_args = ["--ros-args", "-r", f"__node:={name}", "-r", f"__ns:={namespace}"]
+    for config in configs:
+        cli_args += ["--params-file", str(CONFIG_DIR / config)]
+    cli_args += ["--params-file", str(launch_yaml)]
+    expected = {}
+    for config in configs:
+        expected.update(config_parameters(config, name))
+    expected.update(values)
+
+    node = node_class(executable)(context=ros_module_context, cli_args=cli_args)
+    try:
+        assert node.get_fully_qualified_name() == f"{namespace}/{name}"
+        for key, value in expected.items():
+            actual = node.get_parameter(key).value
+            assert type(actual) is type(value), \
+                f"{executable}.{key}: {actual!r}, launch/config give {value!r}"
+            if key not in RESOLVED_BY_NODE.get(executable, ()):
+                assert actual == value, \
+                    f"{executable}.{key}: {actual!r}, launch/config give {value!r}"
+        if executable == "scheduler":
+            assert node.loop is not None, "the scheduler found no usable bundle"
     finally:
         node.destroy_node()
-    for launch in launch_files():
-        for call in launch.nodes():
-            if const_str(keyword(call, "executable")) != executable:
-                continue
-            for params in launch.parameter_dicts(call):
-                for key, value in zip(params.keys, params.values):
-                    if call_name(value) == "ParameterValue":
-                        value_type = keyword(value, "value_type")
-                        assert PARAMETER_VALUE_TYPES[value_type.id] is types[const_str(key)]
