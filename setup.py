@@ -34,7 +34,8 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
-        ("share/" + package_name + "/config/traces", glob("config/traces/*")),
+        ("share/" + package_name + "/config/traces",
+         glob("config/traces/*.csv") + glob("config/traces/*.py")),
         # The default bundle, also as share data (the launch files' default `bundle`).
         *tree_data_files(os.path.join(package_name, "assets", "default_bundle"),
                          "share/" + package_name + "/bundles/default"),
