@@ -15,14 +15,12 @@ import importlib
 import threading
 import time
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.serialization import deserialize_message
 
 from ..runtime.bag import BagError, read_bag_raw
-from .common import MetricPublishers, declare_bool, declare_float, declare_str
+from .common import MetricPublishers, declare_bool, declare_float, declare_str, run_node
 
 __all__ = ["BagPlayer", "main"]
 
@@ -108,21 +106,10 @@ class BagPlayer(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = BagPlayer()
-        rclpy.spin(node)
-    except BagError as exc:
-        print(f"bag_player: {exc}")
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run split_infer bag_player --ros-args -p bag:=DIR``."""
+    return run_node(BagPlayer, "bag_player", args)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -50,6 +48,7 @@ from .common import (
     declare_int,
     diagnostic_status,
     publish_diagnostics,
+    run_node,
 )
 
 __all__ = ["ESTIMATE_QOS", "RECEIPTS_QOS", "BandwidthMonitor", "main"]
@@ -230,20 +229,10 @@ class BandwidthMonitor(Node):
             self.get_logger().error(f"diagnostics failed: {exc}", throttle_duration_sec=5.0)
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None) -> int:
     """``ros2 run split_infer bandwidth_monitor``."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = BandwidthMonitor()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    return run_node(BandwidthMonitor, "bandwidth_monitor", args)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -41,23 +41,19 @@ import time
 from collections import OrderedDict
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import (
-    InvalidParameterTypeException,
-    InvalidParameterValueException,
     InvalidTopicNameException,
 )
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64MultiArray
 
-from ..bundle import Bundle, BundleError
+from ..bundle import Bundle
 from ..errors import FrameError
 from ..runtime.engine import CloudEngine
 from ..wire import Frame, decode_frame, parse_format
@@ -80,6 +76,7 @@ from .common import (
     make_receipt,
     publish_diagnostics,
     rejected,
+    run_node,
 )
 
 __all__ = ["CloudNode", "main", "softmax", "top_k"]
@@ -340,24 +337,7 @@ class CloudNode(Node):
 def main(args: list[str] | None = None) -> int:
     """``ros2 run split_infer cloud_node --ros-args -p bundle:=DIR``; exit status 2 on a bad
     configuration (fatal log, no traceback)."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = CloudNode()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (BundleError, NodeConfigError, InvalidParameterTypeException,
-            InvalidParameterValueException) as exc:
-        rclpy.logging.get_logger("cloud_node").fatal(f"cannot start: {exc}")
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(CloudNode, "cloud_node", args, multithreaded=True)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ __all__ = [
     "parse_receipts",
     "publish_diagnostics",
     "rejected",
+    "run_node",
 ]
 
 #: Camera input: sensor-data QoS, keep only the newest frame (stale frames are worthless).
@@ -244,3 +245,43 @@ def publish_diagnostics(node: Node, publisher, statuses: list[DiagnosticStatus])
     msg = DiagnosticArray(status=statuses)
     msg.header.stamp = node.get_clock().now().to_msg()
     publisher.publish(msg)
+
+
+def run_node(node_class: type[Node], name: str, args: list[str] | None = None,
+             multithreaded: bool = False) -> int:
+    """The ``main`` of every split_infer node: init, spin until Ctrl-C or shutdown, clean up.
+
+    A configuration problem found while constructing the node (a bad bundle or bag path, an
+    out-of-range or mistyped parameter: all ``ValueError``s) is logged as fatal and gives exit
+    status 2 instead of a traceback.
+    """
+    import rclpy
+    from rclpy.exceptions import (
+        InvalidParameterTypeException,
+        InvalidParameterValueException,
+    )
+    from rclpy.executors import (
+        ExternalShutdownException,
+        MultiThreadedExecutor,
+        SingleThreadedExecutor,
+    )
+
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_class()
+        executor = MultiThreadedExecutor() if multithreaded else SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (ValueError, InvalidParameterTypeException, InvalidParameterValueException) as exc:
+        if node is not None:  # a runtime failure, not a configuration problem
+            raise
+        rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -45,12 +45,9 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -84,6 +81,7 @@ from .common import (
     parse_receipts,
     publish_diagnostics,
     rejected,
+    run_node,
 )
 
 __all__ = ["EdgeNode", "main", "parse_preload"]
@@ -445,24 +443,7 @@ class EdgeNode(Node):
 def main(args: list[str] | None = None) -> int:
     """``ros2 run split_infer edge_node --ros-args -p bundle:=DIR``; exit status 2 on a bad
     configuration (fatal log, no traceback)."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = EdgeNode()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (BundleError, NodeConfigError, InvalidParameterTypeException,
-            InvalidParameterValueException) as exc:
-        rclpy.logging.get_logger("edge_node").fatal(f"cannot start: {exc}")
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(EdgeNode, "edge_node", args, multithreaded=True)
 
 
 if __name__ == "__main__":

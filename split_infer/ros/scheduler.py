@@ -31,10 +31,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import ParameterEvent, ParameterType, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
@@ -58,6 +56,7 @@ from .common import (
     declare_str,
     diagnostic_status,
     publish_diagnostics,
+    run_node,
 )
 
 __all__ = ["Scheduler", "main"]
@@ -439,21 +438,11 @@ class Scheduler(Node):
         return diagnostic_status(self, "scheduler", level, message, values)
 
 
-def main(args: list[str] | None = None) -> None:
-    """``ros2 run split_infer scheduler``."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = Scheduler()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run split_infer scheduler --ros-args -p bundle:=DIR``."""
+    return run_node(Scheduler, "scheduler", args)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
 
