@@ -103,6 +103,32 @@ def cmd_bench_codecs(args: argparse.Namespace) -> int:
     return 0 if rows else 1
 
 
+def cmd_train_backbone(args: argparse.Namespace) -> int:
+    from .models import get_model, save_weights
+    from .training.backbone import TrainConfig, train_backbone
+    from .training.data import load_dataset
+
+    _set_threads(args.threads)
+    if args.epochs < 1:
+        raise ValueError("--epochs must be at least 1")
+    train = load_dataset(args.dataset, "train", args.data)
+    test = load_dataset(args.dataset, "test", args.data)
+    if args.train_images:
+        train = train.subset(args.train_images, seed=args.seed)
+    if args.test_images:
+        test = test.subset(args.test_images, seed=args.seed)
+    model = get_model(args.model, num_classes=len(train.classes))
+    checkpoint = args.out.with_suffix(".checkpoint.safetensors")
+    history = train_backbone(model.net, train, test,
+                             TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                                         lr=args.lr, seed=args.seed), checkpoint)
+    model.eval()
+    save_weights(model, args.out)
+    print(f"wrote {args.out}: test top-1 {history[-1]['top1']:.2f}% after {len(history)} epochs "
+          f"(resume state in {checkpoint})")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .training.baseline import build_baseline_bundle
 
@@ -359,6 +385,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_bench_codecs)
+
+    p = sub.add_parser("train-backbone", help="train a backbone classifier (resumable)")
+    p.add_argument("model")
+    p.add_argument("--out", type=Path, required=True, help="weights file (.safetensors)")
+    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "fashion_mnist", "folder"])
+    p.add_argument("--data", type=Path, default=None)
+    p.add_argument("--epochs", type=int, default=18)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1, help="peak one-cycle learning rate")
+    p.add_argument("--train-images", type=int, default=0, help="random subset (0 = all)")
+    p.add_argument("--test-images", type=int, default=0, help="random subset (0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_train_backbone)
 
     p = sub.add_parser("train", help="calibrate codecs at split points and write a bundle")
     p.add_argument("model")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,8 +91,11 @@ def train_backbone(
         saved = json.loads(state_path.read_text())
         history = saved["history"]
         start_epoch = len(history)
-        for _ in range(start_epoch * steps_per_epoch):
-            scheduler.step()
+        with warnings.catch_warnings():
+            # Fast-forwarding the schedule to where the run stopped: no optimizer step is due.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            for _ in range(start_epoch * steps_per_epoch):
+                scheduler.step()
         print(f"resuming from epoch {start_epoch} ({checkpoint})")
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(config.seed)
@@ -109,7 +113,7 @@ def train_backbone(
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total_loss += float(loss) * len(y)
+            total_loss += float(loss.detach()) * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}")
         top1 = evaluate_top1(model, test)
