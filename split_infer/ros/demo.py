@@ -228,9 +228,9 @@ def _plot(report: dict, path: Path) -> None:
     axes[1].set_ylabel("split point")
     twin = axes[1].twinx()
     twin.plot(t, [r["ratio"] if r["ratio"] is not None else np.nan for r in rows],
-              drawstyle="steps-post", color="C3", label="ratio")
+              drawstyle="steps-post", color="C3", linestyle="--", label="ratio")
     twin.set_ylabel("ratio")
-    axes[1].set_title("active configuration (split point green, ratio red)")
+    axes[1].set_title("active configuration (split point: green, ratio: red dashed)")
     frames = report["frames"]
     axes[2].plot([f["t_s"] for f in frames if f["latency_ms"] is not None],
                  [f["latency_ms"] for f in frames if f["latency_ms"] is not None],
