@@ -18,14 +18,17 @@ __all__ = ["bench_codecs", "format_codec_table", "plot_codec_bench"]
 
 def format_codec_table(rows: list[dict]) -> str:
     header = (
-        f"{'codec':44s} {'bytes/frame':>11s} {'ratio':>7s} {'enc ms':>7s} {'dec ms':>7s} "
+        f"{'codec':50s} {'bytes/frame':>11s} {'ratio':>7s} {'enc ms':>7s} {'dec ms':>7s} "
         f"{'bits/sym':>8s} {'H (bits)':>8s} {'mse':>9s}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
+        if "error" in r:
+            lines.append(f"{r['spec'][:50]:50s} not applicable: {r['error']}")
+            continue
         entropy = r.get("empirical_entropy_bits")
         lines.append(
-            f"{r['spec'][:44]:44s} {r['bytes_per_frame']:11.1f} {r['compression_ratio']:7.1f} "
+            f"{r['spec'][:50]:50s} {r['bytes_per_frame']:11.1f} {r['ratio']:7.1f} "
             f"{r['encode_ms']:7.3f} {r['decode_ms']:7.3f} {r['bits_per_symbol']:8.3f} "
             f"{'-' if entropy is None else f'{entropy:.3f}':>8s} {r['mse']:9.2e}"
         )
@@ -38,6 +41,7 @@ def plot_codec_bench(rows: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if "error" not in r]
     fig, (ax_rate, ax_time) = plt.subplots(1, 2, figsize=(13, 5.5))
     for r in rows:
         ax_rate.scatter(r["bytes_per_frame"], max(r["mse"], 1e-12), s=18)
