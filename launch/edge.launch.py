@@ -112,11 +112,11 @@ def generate_launch_description():
         DeclareLaunchArgument("input_type", default_value="raw", choices=["raw", "compressed"],
                               description="raw Image or CompressedImage (PNG/JPEG) input"),
         DeclareLaunchArgument("split_point", default_value="-1",
-                              description="initial split point; -1: the bundle's first "
-                                          "preloaded configuration"),
+                              description="initial split point; -1: the preloaded "
+                                          "configuration with the smallest frames"),
         DeclareLaunchArgument("ratio", default_value="0.0",
-                              description="initial ratio; 0: the first preloaded one for the "
-                                          "split point"),
+                              description="initial ratio; 0: the one with the smallest "
+                                          "frames at the split point"),
         DeclareLaunchArgument("adaptive", default_value="true",
                               description="also start the bandwidth monitor and the scheduler "
                                           "(true/false)"),

@@ -452,6 +452,7 @@ def test_compressed_input(ros_context, tiny_bundle):
         assert wait_for(lambda: probe.count(probe.features) >= 1)
     assert edge.stats()["drops"] == {"image_unsupported_format": 1}
     frame = decode_frame(probe.features[0].data)
+    ref_edge.activate(frame.split_point, frame.ratio)
     reference = decode_frame(ref_edge.encode(pre(image), 0, 0))
     assert frame.payload == reference.payload and stamp_of(probe.features[0]) == (42, 0)
 
@@ -510,9 +511,10 @@ def test_startup_errors_are_clear(ros_context, tiny_bundle, tmp_path):
     # Preloading a subset: only those configurations can be activated.
     edge = make_edge(ros_context, tiny_bundle, preload=["3:8", "3:16"])
     try:
-        assert (edge.active.split_point, edge.active.ratio) == (3, 8.0)
+        # Unmeasured configurations: the start is the highest ratio (the smallest frames).
+        assert (edge.active.split_point, edge.active.ratio) == (3, 16.0)
         assert not edge.set_parameters_atomically([Parameter("split_point", value=2)]).successful
-        assert edge.set_parameters_atomically([Parameter("ratio", value=16.0)]).successful
+        assert edge.set_parameters_atomically([Parameter("ratio", value=8.0)]).successful
     finally:
         edge.destroy_node()
 

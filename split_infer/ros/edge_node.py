@@ -133,11 +133,12 @@ class EdgeNode(Node):
         bundle_path = declare_str(self, "bundle", "", "path of the bundle directory (required)",
                                   read_only=True)
         split_point = declare_int(self, "split_point", -1, -1, 0xFFFF,
-                                  "active split point; -1 at start-up: the first preloaded "
-                                  "configuration (or the first with the given ratio)")
+                                  "active split point; -1 at start-up: the preloaded "
+                                  "configuration with the smallest frames (for the given "
+                                  "ratio, if any)")
         ratio = declare_float(self, "ratio", 0.0, 0.0, 1e6,
-                              "active compression ratio; 0 at start-up: the first preloaded "
-                              "configuration with the given split point")
+                              "active compression ratio; 0 at start-up: the configuration "
+                              "with the smallest frames (at the given split point, if any)")
         backend = declare_str(self, "backend", "onnxruntime", "inference backend",
                               choices=BACKENDS)
         input_type = declare_str(self, "input_type", "raw", "raw: sensor_msgs/Image on "
@@ -238,7 +239,11 @@ class EdgeNode(Node):
             raise NodeConfigError(
                 f"no preloaded configuration matches split_point={split_point}, "
                 f"ratio={ratio:g}; preloaded (split_point, ratio): {self._valid_pairs()}")
-        return candidates[0]
+        # Before anything is known about the link, start with the smallest frames (measured
+        # bytes per frame, else the highest ratio): they cannot congest it, and the scheduler
+        # moves up as soon as it has an estimate.
+        return min(candidates, key=lambda c: (c.bytes_per_frame is None,
+                                              c.bytes_per_frame or 0.0, -c.ratio))
 
     def _valid_pairs(self) -> str:
         return ", ".join(f"({s}, {r:g})" for s, r in self._engine.available)
