@@ -7,13 +7,14 @@
 
 See :mod:`split_infer.codecs._api` for the architecture and the registry,
 :mod:`~split_infer.codecs.quant`, :mod:`~split_infer.codecs.floats`,
+:mod:`~split_infer.codecs.fixed` (BBNet's tanh quantizer),
 :mod:`~split_infer.codecs.bytestages`, :mod:`~split_infer.codecs.entropy` and
 :mod:`~split_infer.codecs.image` for the built-in stages, and
 :mod:`split_infer.codecs.benchmark` for measuring them on real features.
 """
 
 # Importing the stage modules registers the built-in stages (ids are part of the wire format).
-from split_infer.codecs import bytestages, entropy, floats, image, quant
+from split_infer.codecs import bytestages, entropy, fixed, floats, image, quant
 from split_infer.codecs._api import (
     DEFAULT_MAX_TENSOR_BYTES,
     EXAMPLE_SPECS,
@@ -52,6 +53,7 @@ __all__ = [
     "canonical_spec",
     "codec_from_id",
     "entropy",
+    "fixed",
     "floats",
     "get_codec",
     "image",

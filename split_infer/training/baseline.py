@@ -35,7 +35,8 @@ from ..wire import pack
 from .data import ArrayDataset, load_dataset
 from .features import head_features
 
-__all__ = ["DEFAULT_BASELINE_CODECS", "build_baseline_bundle", "default_split_points",
+__all__ = ["DEFAULT_BASELINE_CODECS", "build_baseline_bundle", "bundle_manifest",
+           "default_split_points", "export_baseline_split", "measure_bundle",
            "server_only_reference"]
 
 DEFAULT_BASELINE_CODECS = (
@@ -71,13 +72,17 @@ def server_only_reference(dataset: ArrayDataset, full_onnx: Path, quality: int =
             "accuracy": result["accuracy"], "frames": result["frames"]}
 
 
-def _measured_ratio(codec, features: np.ndarray, taken: set[float]) -> float:
+def _measured_ratio(codec, features: np.ndarray, taken: set[float],
+                    reference_nbytes: int | None = None) -> float:
     """float32 bytes / mean wire-frame bytes on calibration features, 3 significant digits,
-    nudged so that it is unique at its split point (it is part of the wire config id)."""
+    nudged so that it is unique at its split point (it is part of the wire config id).
+    ``reference_nbytes`` is the float32 size to compare with when ``features`` are not the
+    split's features themselves (a learned encoder's output)."""
     sample = features[: min(len(features), 32)]
     frame_bytes = np.mean([len(pack(codec, f, split_point=0, ratio=1.0, seq=0, stamp_ns=0))
                            for f in sample])
-    ratio = float(f"{features[0].nbytes / frame_bytes:.3g}")
+    reference = features[0].nbytes if reference_nbytes is None else reference_nbytes
+    ratio = float(f"{reference / frame_bytes:.3g}")
     while float(np.float32(ratio)) in taken:
         ratio = float(f"{ratio * 1.01:.4g}")
     taken.add(float(np.float32(ratio)))
@@ -129,48 +134,83 @@ def build_baseline_bundle(
     (out / "onnx").mkdir()
     (out / "calibration").mkdir()
     save_weights(model, out / "weights" / "backbone.safetensors")
-    input_shape = model.input_shape
     example = torch.from_numpy(test.preprocessing(test.images[:1]))
     export_onnx(model, example, out / "onnx" / "full.onnx")
 
-    from safetensors.numpy import save_file
-
     configurations: list[BundleConfiguration] = []
     split_info = []
+    taken_by_split: dict[int, set[float]] = {}
     for point in points:
         head, tail = split(model, point)
-        with torch.no_grad():
-            feature_example = head(example)
-        feature_shape = tuple(int(d) for d in feature_example.shape[1:])
-        split_info.append({"index": point.index, "name": point.name,
-                           "shape": list(feature_shape),
-                           "float32_bytes": int(np.prod(feature_shape)) * 4})
-        edge_onnx = f"onnx/split{point.index}_edge.onnx"
-        cloud_onnx = f"onnx/split{point.index}_cloud.onnx"
-        export_onnx(head, example, out / edge_onnx)
-        export_onnx(tail, feature_example, out / cloud_onnx)
         features = head_features(head, calibration, progress=progress)
-        taken: set[float] = set()
-        for j, spec in enumerate(codec_specs):
-            # Calibrate every codec that has state (quant works uncalibrated, sending per-frame
-            # min/max, but calibrated statistics are both smaller and better, thesis §2.1).
-            codec = get_codec(spec).calibrate(features)
-            calibration_file = None
-            if codec.state_dict():
-                calibration_file = f"calibration/split{point.index}_c{j}.safetensors"
-                save_file(codec.state_dict(), str(out / calibration_file))
-            configurations.append(BundleConfiguration(
-                id=f"split{point.index}_c{j}", split_point=point.index, split_name=point.name,
-                ratio=_measured_ratio(codec, features, taken), codec=codec.spec,
-                feature_shape=feature_shape, edge_onnx=edge_onnx, cloud_onnx=cloud_onnx,
-                method="baseline", calibration=calibration_file))
+        entry, configs = export_baseline_split(out, point, head, tail, example, features,
+                                               codec_specs, taken_by_split.setdefault(
+                                                   point.index, set()))
+        split_info.append(entry)
+        configurations.extend(configs)
 
+    manifest = bundle_manifest(model, dataset, test, split_info,
+                               calibration_images=len(calibration),
+                               profile_repeats=profile_repeats, progress=progress)
+    bundle = write_bundle(out, manifest, configurations)
+    return measure_bundle(bundle, test, progress=progress)
+
+
+def export_baseline_split(
+    out: Path,
+    point,
+    head: torch.nn.Module,
+    tail: torch.nn.Module,
+    example: torch.Tensor,
+    features: np.ndarray,
+    codec_specs: list[str],
+    taken: set[float],
+) -> tuple[dict, list[BundleConfiguration]]:
+    """Export the plain head/tail ONNX parts at ``point`` and one calibrated configuration per
+    codec spec; returns the manifest's split entry and the configurations. ``taken`` holds
+    the ratios already used at this split (ratios are part of the wire configuration id)."""
+    from safetensors.numpy import save_file
+
+    with torch.no_grad():
+        feature_example = head(example)
+    feature_shape = tuple(int(d) for d in feature_example.shape[1:])
+    entry = {"index": point.index, "name": point.name, "shape": list(feature_shape),
+             "float32_bytes": int(np.prod(feature_shape)) * 4}
+    configurations: list[BundleConfiguration] = []
+    if not codec_specs:  # a bundle of learned codecs only: no plain parts to ship
+        return entry, configurations
+    edge_onnx = f"onnx/split{point.index}_edge.onnx"
+    cloud_onnx = f"onnx/split{point.index}_cloud.onnx"
+    export_onnx(head, example, out / edge_onnx)
+    export_onnx(tail, feature_example, out / cloud_onnx)
+    for j, spec in enumerate(codec_specs):
+        # Calibrate every codec that has state (quant works uncalibrated, sending per-frame
+        # min/max, but calibrated statistics are both smaller and better, thesis §2.1).
+        codec = get_codec(spec).calibrate(features)
+        calibration_file = None
+        if codec.state_dict():
+            calibration_file = f"calibration/split{point.index}_c{j}.safetensors"
+            save_file(codec.state_dict(), str(out / calibration_file))
+        configurations.append(BundleConfiguration(
+            id=f"split{point.index}_c{j}", split_point=point.index, split_name=point.name,
+            ratio=_measured_ratio(codec, features, taken), codec=codec.spec,
+            feature_shape=feature_shape, edge_onnx=edge_onnx, cloud_onnx=cloud_onnx,
+            method="baseline", calibration=calibration_file))
+    return entry, configurations
+
+
+def bundle_manifest(model, dataset: str, test: ArrayDataset, split_info: list[dict], *,
+                    calibration_images: int, profile_repeats: int = 10,
+                    progress: bool = True) -> dict:
+    """The manifest fields every bundle writer shares (model, data, classes, splits and the
+    ONNX Runtime profile), for ``write_bundle``."""
     profile = profile_model(model, backends=("onnxruntime",), repeats=profile_repeats,
                             progress=progress, threads=1)
-    manifest = {
-        "model": {"name": model_name, "num_classes": model.num_classes,
-                  "input_shape": list(input_shape), "weights": "weights/backbone.safetensors"},
-        "dataset": {"name": dataset, "calibration_images": len(calibration),
+    return {
+        "model": {"name": model.model_name, "num_classes": model.num_classes,
+                  "input_shape": list(model.input_shape),
+                  "weights": "weights/backbone.safetensors"},
+        "dataset": {"name": dataset, "calibration_images": calibration_images,
                     "eval_images": len(test)},
         "preprocessing": test.preprocessing.to_dict(),
         "classes": list(test.classes),
@@ -178,8 +218,6 @@ def build_baseline_bundle(
         "profile": profile.to_dict(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    bundle = write_bundle(out, manifest, configurations)
-    return measure_bundle(bundle, test, progress=progress)
 
 
 def measure_bundle(bundle: Bundle, test: ArrayDataset, progress: bool = True) -> Bundle:

@@ -1,0 +1,51 @@
+"""Learned bottlenecks at a split point: encoder (edge) + wire codec + decoder (cloud).
+
+>>> from split_infer.codecs.learned import get_method, list_methods
+>>> list_methods()
+['aecnn', 'bbnet', 'bottlenet', 'hu_ae', 'rateless']
+>>> pair = get_method("bottlenet").build((32, 16, 16), ratio=8)
+>>> pair.code_shape, pair.wire_codec
+((16, 8, 8), 'quant:bits=8,per=channel+jpeg:quality=90')
+
+Methods (each module's docstring cites its paper section):
+
+* :mod:`~.bottlenet`: BottleNet's reduction/restoration units, compression-aware training;
+* :mod:`~.hu_ae`: Hu & Krishnamachari's inverted-residual AE, γ = 2/4/8 (Table I);
+* :mod:`~.aecnn`: AECNN's channel attention, pruning to C/V and feature recovery;
+* :mod:`~.bbnet`: BBNet's conv + BN + tanh layer, 8-bit ``tanhq``, network slimming;
+* :mod:`~.rateless`: importance-ordered channels with tail-drop training (one model, all
+  ratios).
+
+:class:`~.ste.CodecSTE` runs any registry codec forward with an identity gradient.
+Training, the accuracy-aware search and bundle export live in
+:mod:`split_infer.training.learned`.
+"""
+
+# Importing the method modules registers them.
+from . import aecnn, bbnet, bottlenet, hu_ae, rateless
+from ._api import (
+    LearnedBottleneck,
+    MethodSpec,
+    build_method,
+    get_method,
+    list_methods,
+    reduction_plan,
+    register_method,
+)
+from .ste import CodecSTE
+
+__all__ = [
+    "CodecSTE",
+    "LearnedBottleneck",
+    "MethodSpec",
+    "aecnn",
+    "bbnet",
+    "bottlenet",
+    "build_method",
+    "get_method",
+    "hu_ae",
+    "list_methods",
+    "rateless",
+    "reduction_plan",
+    "register_method",
+]
