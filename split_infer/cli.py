@@ -130,21 +130,46 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training.baseline import build_baseline_bundle
-
     _set_threads(args.threads)
-    bundle = build_baseline_bundle(
-        args.model,
-        args.out,
-        weights=args.weights,
-        dataset=args.dataset,
-        data_path=args.data,
-        split_points=args.split or None,
-        codecs=args.codec or None,
-        calibration_images=args.calibration_images,
-        eval_images=args.eval_images or None,
-        force=args.force,
-    )
+    methods = args.method or ["baseline"]
+    if methods == ["baseline"]:
+        from .training.baseline import build_baseline_bundle
+
+        bundle = build_baseline_bundle(
+            args.model,
+            args.out,
+            weights=args.weights,
+            dataset=args.dataset,
+            data_path=args.data,
+            split_points=args.split or None,
+            codecs=args.codec or None,
+            calibration_images=args.calibration_images,
+            eval_images=args.eval_images or None,
+            force=args.force,
+        )
+    else:
+        from .training.learned import train_bundle
+
+        bundle = train_bundle(
+            args.model,
+            args.out,
+            methods=methods,
+            weights=args.weights,
+            dataset=args.dataset,
+            data_path=args.data,
+            split_points=args.split or None,
+            ratios=args.ratio or None,
+            epochs=args.epochs,
+            threshold_points=args.threshold,
+            freeze_backbone=not args.no_freeze,
+            work_dir=args.work_dir,
+            train_images=args.train_images or None,
+            eval_images=args.eval_images or None,
+            keep=args.keep,
+            baseline_codecs=args.codec or None,
+            slim=args.slim,
+            force=args.force,
+        )
     print(format_configurations(bundle))
     print(f"\nwrote bundle {bundle.path}")
     return 0
@@ -408,7 +433,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="cifar10", choices=["cifar10", "fashion_mnist", "folder"])
     p.add_argument("--data", type=Path, default=None, help="data path (zip, IDX dir, folder)")
     p.add_argument("--split", action="append", help="split point index or name (repeatable)")
-    p.add_argument("--codec", action="append", help="codec spec (repeatable)")
+    p.add_argument("--codec", action="append", help="baseline codec spec (repeatable)")
+    p.add_argument("--method", action="append",
+                   choices=["baseline", "bottlenet", "hu_ae", "aecnn", "bbnet", "rateless"],
+                   help="codec method to train (repeatable; default: baseline only)")
+    p.add_argument("--ratio", type=float, action="append",
+                   help="compression ratio to try (repeatable; default: per method)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per learned configuration")
+    p.add_argument("--threshold", type=float, default=2.0,
+                   help="accuracy loss allowed by the search, top-1 points (Algorithm 1)")
+    p.add_argument("--keep", default="within", choices=["within", "best", "all"],
+                   help="export every ratio within the threshold, only the best, or all")
+    p.add_argument("--no-freeze", action="store_true",
+                   help="fine-tune the backbone too (Hu & K); default: frozen backbone")
+    p.add_argument("--slim", type=float, default=None,
+                   help="BBNet network slimming of the backbone first (fraction, e.g. 0.4)")
+    p.add_argument("--train-images", type=int, default=0, help="training subset (0 = all)")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="checkpoints for resuming (default: OUT.work)")
     p.add_argument("--calibration-images", type=int, default=512)
     p.add_argument("--eval-images", type=int, default=1000, help="0 = the whole test split")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")

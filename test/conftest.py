@@ -12,6 +12,15 @@ if "AMENT_PREFIX_PATH" not in os.environ and (Path(sys.prefix) / "share/ament_in
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Tiny models on a shared 2-core machine: one intra-op thread is fastest and steadiest (with
+# two, oversubscription made some tests up to 30x slower while other jobs ran).
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # the lint-only and README tests do not need torch
+    pass
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:

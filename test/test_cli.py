@@ -89,3 +89,21 @@ def test_train_backbone_learns_and_resumes(tmp_path, capsys):
     assert "test top-1" in first
     assert main(args) == 0  # everything already trained: resumes at the end, no new epoch
     assert "resuming from epoch 2" in capsys.readouterr().out
+
+
+@needs_cifar
+def test_train_learned_methods_through_the_cli(tmp_path):
+    from split_infer.bundle import Bundle
+
+    weights = tmp_path / "r8.safetensors"
+    save_weights(get_model("resnet8_cifar"), weights)
+    out = tmp_path / "bundle"
+    # 32 and 64 both round to one kept channel of 32 at this split: one configuration.
+    assert main(["train", "resnet8_cifar", "--weights", str(weights), "--out", str(out),
+                 "--method", "rateless", "--ratio", "2", "--ratio", "32", "--ratio", "64",
+                 "--epochs", "1", "--train-images", "300", "--eval-images", "50",
+                 "--split", "3", "--keep", "all"]) == 0
+    bundle = Bundle.load(out)
+    keeps = sorted(c.keep_channels for c in bundle.configurations if c.method == "rateless")
+    assert keeps == [1, 16]
+    assert all(c.accuracy is not None and c.bytes_per_frame for c in bundle.configurations)

@@ -830,8 +830,12 @@ def search_split(data: SplitData, method: str, ratios: Sequence[float], *, work_
                               options=options, ratios=ratios, progress=progress, shared=shared)
         trained.append(result)
         assert isinstance(result.bottleneck, RatelessBottleneck)
+        seen: set[int] = set()
         for r in ratios:
             k = result.bottleneck.keep_channels(r)
+            if k in seen:  # two requested ratios that round to the same channel count
+                continue
+            seen.add(k)
             acc = result.extra["per_keep"][str(k)]["accuracy"]
             loss = reference_accuracy - acc
             rows.append(SearchRow(data.point.index, method, result.bottleneck.channels / k, acc,
