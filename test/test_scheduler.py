@@ -189,6 +189,18 @@ def test_a_lower_bound_never_means_fewer_bytes(configs):
     assert apply(loop, 21.0, lower(2)).apply and loop.active.name == "s2g4"
 
 
+def test_a_lower_bound_still_allows_a_dominating_smaller_configuration(tmp_path):
+    better = BundleConfiguration(
+        id="s4g16", split_point=4, split_name="layer4", ratio=16.0, codec="quant:bits=8",
+        feature_shape=(64, 8, 8), edge_onnx="onnx/edge_4.onnx", cloud_onnx="onnx/cloud_4.onnx",
+        accuracy=0.95, bytes_per_frame=5000.0, edge_ms=5.0, cloud_ms=5.0)
+    configs, _ = configurations_from_bundle(make_bundle(tmp_path / "b", extra=[better]))
+    loop = SchedulingLoop(configs, settings(probe_interval_s=0.0, min_dwell_s=0.0))
+    loop.observe_edge(0.0, 2, 1.0)  # the edge runs s2g1 (80 kB) when the scheduler starts
+    # Only a lower bound is known, yet s4g16 sends fewer bytes AND is more accurate.
+    assert apply(loop, 1.0, lower(7)).apply and loop.active.name == "s4g16"
+
+
 def test_probing_climbs_one_rung_and_backs_off_after_a_failure(configs):
     loop = SchedulingLoop(configs, settings(probe_interval_s=10.0, min_dwell_s=2.0))
     apply(loop, 0.0, measured(0.7))

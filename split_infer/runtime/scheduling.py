@@ -9,7 +9,8 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
 * **Lower bounds.** When the monitor reports ``lower_bound`` (the link was not saturated, so the
   bandwidth it saw is only what was offered), the scheduler never moves to a configuration that
   sends *fewer* bytes: a lower bound cannot show that the link is too slow — saturation would,
-  and saturation is measured. It may move to one that sends more (the delivered rate rose).
+  and saturation is measured. It may move to one that sends more (the delivered rate rose), or
+  to a smaller one that is at least as accurate (it dominates at every bandwidth).
 * **Probing.** A lower bound cannot show either that the link is fast enough for more, so
   every ``probe_interval_s`` the scheduler looks one rung up: the decision at
   ``probe_gain^k ×`` the bound for the smallest ``k`` (up to ``probe_steps``) at which the
@@ -429,9 +430,11 @@ class SchedulingLoop:
         elif not link.lower_bound:
             self._next_probe_s = None
         if link.lower_bound and self.active is not None:
-            # A lower bound never justifies sending less (see the module docstring).
-            floor = self.active.bytes_per_frame
-            candidates = [c for c in candidates if c.bytes_per_frame >= floor] or [self.active]
+            # A lower bound never justifies sending less (see the module docstring), unless the
+            # smaller configuration is at least as accurate: it dominates at any bandwidth.
+            active = self.active
+            candidates = [c for c in candidates if c.bytes_per_frame >= active.bytes_per_frame
+                          or c.accuracy >= active.accuracy] or [active]
 
         def decide(bandwidth_bps: float) -> Decision:
             return choose_configuration(
