@@ -202,7 +202,7 @@ class Offline:
             t3 = time.perf_counter()
             frame, features = self.cloud.features(data)
             t4 = time.perf_counter()
-            logits = self.cloud._route(frame).part(features)
+            logits = self.cloud.route(frame.split_point, frame.ratio).part(features)
             t5 = time.perf_counter()
             for name, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4),
                                 strict=True):

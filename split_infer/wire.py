@@ -57,6 +57,7 @@ __all__ = [
     "VERSION",
     "Frame",
     "decode_frame",
+    "decode_tensor",
     "encode_frame",
     "format_string",
     "pack",
@@ -292,13 +293,23 @@ def unpack(
     *,
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
 ) -> tuple[Frame, np.ndarray]:
-    """Decode a wire frame and its tensor.
+    """Decode a wire frame and its tensor (:func:`decode_frame` then :func:`decode_tensor`).
 
     ``codecs`` maps codec id → :class:`Codec`, or is a callable resolving a :class:`Frame` to
     its codec (e.g. by ``frame.config``) that returns None (or raises ``LookupError``) when
     it has none. The tensor comes back in the frame's dtype.
     """
     frame = decode_frame(data, max_tensor_bytes=max_tensor_bytes)
+    return frame, decode_tensor(frame, codecs, max_tensor_bytes=max_tensor_bytes)
+
+
+def decode_tensor(
+    frame: Frame,
+    codecs: CodecResolver,
+    *,
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+) -> np.ndarray:
+    """The tensor of an already decoded (and so CRC-checked) frame; see :func:`unpack`."""
     try:
         codec = codecs.get(frame.codec_id) if isinstance(codecs, Mapping) else codecs(frame)
     except LookupError:
@@ -317,4 +328,4 @@ def unpack(
             x = x.astype(frame.dtype)
         if not np.isfinite(x).all():
             raise FrameError("nonfinite", f"decoded tensor overflows {frame.dtype}")
-    return frame, x
+    return x

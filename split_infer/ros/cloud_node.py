@@ -256,7 +256,7 @@ class CloudNode(Node):
             self._reject(stream, "replayed", f"seq {header.seq} stamp {header.stamp_ns}")
             return
         try:
-            frame, logits = self._engine.decode(data)
+            frame, logits = self._engine.decode(header)
         except FrameError as exc:
             self._reject(stream, exc.reason, exc.message)
             self._receipt(stream, header, len(data), receive_ns, start)

@@ -26,7 +26,7 @@ import numpy as np
 from ..bundle import Bundle, BundleConfiguration
 from ..codecs import Codec
 from ..errors import FrameError
-from ..wire import Frame, pack, unpack
+from ..wire import Frame, decode_frame, decode_tensor, pack
 from .backends import Backend, OrtBackend
 
 __all__ = ["CloudEngine", "EdgeConfig", "EdgeEngine", "Route"]
@@ -151,6 +151,14 @@ class CloudEngine:
     def routes(self) -> list[tuple[int, float]]:
         return sorted(self._routes)
 
+    def route(self, split_point: int, ratio: float) -> Route:
+        """The decoder and cloud part loaded for a configuration; KeyError if none."""
+        route = self._routes.get((int(split_point), float(np.float32(ratio))))
+        if route is None:
+            raise KeyError(f"no route for split {split_point}, ratio {ratio:g}; loaded: "
+                           f"{self.routes}")
+        return route
+
     def _route(self, frame: Frame) -> Route:
         route = self._routes.get(frame.config)
         if route is None:
@@ -167,10 +175,12 @@ class CloudEngine:
             )
         return route
 
-    def features(self, data: bytes) -> tuple[Frame, np.ndarray]:
-        """Wire bytes → (header, features the cloud part takes ``(1, C, H, W)``)."""
-        frame, features = unpack(data, lambda f: self._route(f).codec)
+    def _decode(self, data: bytes | Frame) -> tuple[Frame, Route, np.ndarray]:
+        # A caller that already parsed the header (the cloud node, for its replay check)
+        # passes the Frame, so the CRC and layout are checked once per frame.
+        frame = data if isinstance(data, Frame) else decode_frame(data)
         route = self._route(frame)
+        features = decode_tensor(frame, {frame.codec_id: route.codec})
         if route.full_channels is not None and features.shape[0] < route.full_channels:
             missing = route.full_channels - features.shape[0]
             if route.fill is not None:
@@ -179,9 +189,15 @@ class CloudEngine:
             else:
                 fill = np.zeros((missing, *features.shape[1:]), np.float32)
             features = np.concatenate([features, fill.astype(np.float32)], axis=0)
-        return frame, features[None]
+        return frame, route, features[None]
 
-    def decode(self, data: bytes) -> tuple[Frame, np.ndarray]:
-        """Wire bytes → (header, logits ``(1, classes)``); FrameError on bad input."""
-        frame, features = self.features(data)
-        return frame, self._route(frame).part(features)
+    def features(self, data: bytes | Frame) -> tuple[Frame, np.ndarray]:
+        """Wire bytes (or a decoded frame) → (header, cloud-part input ``(1, C, H, W)``)."""
+        frame, _, features = self._decode(data)
+        return frame, features
+
+    def decode(self, data: bytes | Frame) -> tuple[Frame, np.ndarray]:
+        """Wire bytes (or a decoded frame) → (header, logits ``(1, classes)``); FrameError on
+        bad input."""
+        frame, route, features = self._decode(data)
+        return frame, route.part(features)

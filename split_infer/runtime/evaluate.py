@@ -45,7 +45,6 @@ def evaluate_bundle(
     configs = list(configs if configs is not None else bundle.configurations)
     edge = EdgeEngine.from_bundle(bundle, configs)
     cloud = CloudEngine.from_bundle(bundle, configs)
-    cloud_parts = {c.cloud_onnx: OrtBackend(bundle.file(c.cloud_onnx)) for c in configs}
     # Configurations sharing an edge part (rateless ratios, several codecs at one split) reuse
     # its features: run each edge part once per batch.
     edge_parts = {c.edge_onnx: edge.activate(c.split_point, c.ratio).part for c in configs}
@@ -72,7 +71,8 @@ def evaluate_bundle(
                 record["enc"].append((t1 - t0) * 1e3)
                 record["dec"].append((t2 - t1) * 1e3)
                 decoded.append(received[0])
-            logits = cloud_parts[config.cloud_onnx](np.stack(decoded))
+            # The cloud engine's own session: a batch through the same part frames go through.
+            logits = cloud.route(config.split_point, config.ratio).part(np.stack(decoded))
             record["predictions"].extend(int(p) for p in logits.argmax(1))
             bar.update(len(decoded))
     bar.close()
