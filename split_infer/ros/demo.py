@@ -42,6 +42,7 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Bool, Float64
 
 from ..bundle import Bundle
+from ..runtime.bag import header_stamp_ns
 from ..runtime.link import EmulatedLink, LinkShaper, Trace, load_trace
 from .bag_player import BagPlayer
 from .bandwidth_monitor import BandwidthMonitor
@@ -69,10 +70,6 @@ class DemoSettings:
     status: bool = True
     domain_id: int | None = None  # None: ROS_DOMAIN_ID from the environment
     override: str = ""  # pin the scheduler to "split:ratio" (empty: adapt)
-
-
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 class LinkRelay(Node):
@@ -154,7 +151,7 @@ class DemoRecorder(Node):
         values = {kv.key: kv.value for status in msg.status for kv in status.values}
         if "class_id" in values:
             with self._lock:
-                stamp = _stamp_ns(msg.header)
+                stamp = header_stamp_ns(msg.header)
                 self.record.labels[stamp] = int(values["class_id"])
                 self.record.index[stamp] = int(values.get("index", -1))
                 self.record.label_time[stamp] = self.relay.elapsed_s()
@@ -164,9 +161,9 @@ class DemoRecorder(Node):
         if top is None:
             return
         values = {kv.key: kv.value for kv in top.values}
-        latency_ms = (self.get_clock().now().nanoseconds - _stamp_ns(msg.header)) / 1e6
+        latency_ms = (self.get_clock().now().nanoseconds - header_stamp_ns(msg.header)) / 1e6
         with self._lock:
-            self.record.results[_stamp_ns(msg.header)] = (
+            self.record.results[header_stamp_ns(msg.header)] = (
                 int(values["class_id"]), float(values["split_point"]), float(values["ratio"]),
                 latency_ms)
 

@@ -28,6 +28,7 @@ __all__ = [
     "BagError",
     "BagFrame",
     "bag_dataset",
+    "header_stamp_ns",
     "read_bag_messages",
     "read_bag_raw",
     "read_camera_bag",
@@ -160,7 +161,8 @@ def read_bag_messages(path: str | Path, topics: list[str] | None = None
         yield topic, msgtype, timestamp, store.deserialize_cdr(raw, msgtype)
 
 
-def _stamp_ns(header) -> int:
+def header_stamp_ns(header) -> int:
+    """A ``std_msgs/Header`` stamp (rclpy or rosbags message) in nanoseconds."""
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
@@ -174,13 +176,13 @@ def read_camera_bag(path: str | Path, image_topic: str = IMAGE_TOPIC,
         else:
             values = {kv.key: kv.value for status in message.status for kv in status.values}
             if "class_id" in values:
-                labels[_stamp_ns(message.header)] = (int(values["class_id"]),
+                labels[header_stamp_ns(message.header)] = (int(values["class_id"]),
                                                      values.get("class"))
     if not images:
         raise BagError(f"{path} has no messages on {image_topic}")
     frames = []
     for index, image in enumerate(images):
-        stamp_ns = _stamp_ns(image.header)
+        stamp_ns = header_stamp_ns(image.header)
         label, name = labels.get(stamp_ns, (None, None))
         frames.append(BagFrame(index, stamp_ns, image, label, name))
     return frames
