@@ -56,6 +56,7 @@ setup(
             "bandwidth_monitor = split_infer.ros.bandwidth_monitor:main",
             "scheduler = split_infer.ros.scheduler:main",
             "bag_player = split_infer.ros.bag_player:main",
+            "stage_node = split_infer.ros.stage_node:main",
         ],
     },
 )

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .defaults import DEFAULT_BUNDLE, DEMO_BAG, DEMO_TRACE
@@ -129,6 +130,60 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_ratios(values: list[str] | None, methods: list[str]
+                  ) -> list[float] | dict[str, list[float]] | None:
+    """``--ratio 4`` applies to every method, ``--ratio bbnet=16`` to one; mixing them gives
+    the plain values to the methods that have none of their own."""
+    if not values:
+        return None
+    common: list[float] = []
+    per_method: dict[str, list[float]] = {}
+    for value in values:
+        method, sep, number = value.rpartition("=")
+        if sep and method not in methods:
+            raise ValueError(f"--ratio {value}: {method!r} is not one of the --method values "
+                            f"{methods}")
+        try:
+            ratio = float(number)
+        except ValueError:
+            raise ValueError(f"--ratio {value}: {number!r} is not a number") from None
+        if not ratio > 0:
+            raise ValueError(f"--ratio {value}: a ratio must be positive")
+        (per_method.setdefault(method, []) if sep else common).append(ratio)
+    if not per_method:
+        return common
+    return {m: per_method.get(m, common) for m in methods if m in per_method or common}
+
+
+def _parse_method_options(values: list[str] | None, methods: list[str]
+                          ) -> dict[str, dict[str, Any]] | None:
+    """``METHOD.KEY=VALUE`` → ``{METHOD: {KEY: VALUE}}``; numbers and true/false are typed."""
+    if not values:
+        return None
+    options: dict[str, dict[str, Any]] = {}
+    for value in values:
+        target, sep, raw = value.partition("=")
+        method, dot, key = target.partition(".")
+        if not sep or not dot or not key:
+            raise ValueError(f"--option {value}: expected METHOD.KEY=VALUE")
+        if method not in methods:
+            raise ValueError(f"--option {value}: {method!r} is not one of the --method values "
+                            f"{methods}")
+        options.setdefault(method, {})[key] = _typed(raw)
+    return options
+
+
+def _typed(raw: str) -> Any:
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     methods = args.method or ["baseline"]
@@ -158,7 +213,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             dataset=args.dataset,
             data_path=args.data,
             split_points=args.split or None,
-            ratios=args.ratio or None,
+            ratios=_parse_ratios(args.ratio, methods),
+            method_options=_parse_method_options(args.option, methods),
             epochs=args.epochs,
             threshold_points=args.threshold,
             freeze_backbone=not args.no_freeze,
@@ -228,6 +284,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.devices:
+        return _plan_pipeline(args)
     from .planning.report import plan_bundle
 
     if any(b <= 0 for b in args.bandwidth):
@@ -243,6 +301,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
         out_dir=args.out,
     )
     print(report.format_text())
+    return 0
+
+
+def _plan_pipeline(args: argparse.Namespace) -> int:
+    """``plan --devices``: Hu & K's partition over a chain, saved as a plan + launch file."""
+    from .planning.pipeline import parse_devices, plan_pipeline, write_launch_file
+
+    devices = parse_devices(args.devices)
+    links = args.link_mbps or [10.0]
+    if any(b <= 0 for b in links):
+        raise ValueError("--link-mbps values must be positive (Mbit/s)")
+    plan = plan_pipeline(args.bundle, devices,
+                         links[0] * 1e6 if len(links) == 1 else [b * 1e6 for b in links],
+                         max_link_loss_points=args.max_link_loss)
+    out = args.out if args.out.suffix in (".yaml", ".yml") else args.out / "plan.yaml"
+    plan.save(out)
+    launch = write_launch_file(plan, out.with_name(out.stem + ".launch.py"), out)
+    figure = plan.plot(out.with_suffix(".png"))
+    print(plan.format_text())
+    print(f"\nwrote {out}, {launch} (ros2 launch {launch.name} [stage:=DEVICE]) and {figure}")
     return 0
 
 
@@ -437,8 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", action="append",
                    choices=["baseline", "bottlenet", "hu_ae", "aecnn", "bbnet", "rateless"],
                    help="codec method to train (repeatable; default: baseline only)")
-    p.add_argument("--ratio", type=float, action="append",
-                   help="compression ratio to try (repeatable; default: per method)")
+    p.add_argument("--ratio", action="append",
+                   help="compression ratio to try, R for every method or METHOD=R for one "
+                        "(repeatable; default: each method's ladder)")
+    p.add_argument("--option", action="append", metavar="METHOD.KEY=VALUE",
+                   help="builder option of a learned method, e.g. "
+                        "rateless.wire_codec=quant:bits=4,per=channel+rans (repeatable)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per learned configuration")
     p.add_argument("--threshold", type=float, default=2.0,
                    help="accuracy loss allowed by the search, top-1 points (Algorithm 1)")
@@ -477,7 +559,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply the profiled edge times (a robot slower than this machine)")
     p.add_argument("--cloud-time-scale", type=float, default=1.0,
                    help="multiply the profiled cloud times")
-    p.add_argument("--out", type=Path, default=Path("out/plan"))
+    p.add_argument("--devices", action="append", metavar="NAME=GMACS,...",
+                   help="plan an n-stage chain instead: devices in chain order with their "
+                        "speed in GMAC/s, e.g. robot=2,pi=2.5,server=40 (Hu & K eq. (2))")
+    p.add_argument("--link-mbps", type=float, nargs="+", default=None,
+                   help="with --devices: bandwidth of every link, or one per link (default 10)")
+    p.add_argument("--max-link-loss", type=float, default=1.0,
+                   help="with --devices: top-1 points a link's codec may cost (default 1)")
+    p.add_argument("--out", type=Path, default=Path("out/plan"),
+                   help="output directory; with --devices a plan .yaml (its launch file and "
+                        "plot are written next to it)")
     p.set_defaults(func=cmd_plan)
 
     bag = sub.add_parser("bag", help="rosbag2 (MCAP) camera bags without ros2bag")

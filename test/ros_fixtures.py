@@ -70,12 +70,14 @@ def random_images(count: int, seed: int = 0, size: tuple[int, int] = (32, 32)) -
     return rng.integers(0, 256, (count, *size, 3), dtype=np.uint8)
 
 
-def build_tiny_bundle(out_dir: str | Path, *, calibration_images: int = 32, seed: int = 0):
+def build_tiny_bundle(out_dir: str | Path, *, calibration_images: int = 32, seed: int = 0,
+                      codecs: tuple[tuple[str, float], ...] = TINY_CODECS,
+                      splits: tuple[int, ...] = TINY_SPLITS):
     """Build a small real bundle in ``out_dir`` and return the loaded :class:`Bundle`.
 
-    Configurations: for each split point in ``TINY_SPLITS`` one per ``TINY_CODECS`` entry,
-    plus a rateless ``(last split, 16.0)`` configuration that sends half the channels and
-    fills the rest with calibrated channel means.
+    Configurations: for each split point in ``splits`` one per ``codecs`` entry, plus a
+    rateless ``(last split, 16.0)`` configuration that sends half the channels and fills the
+    rest with calibrated channel means.
     """
     import torch
     from safetensors.numpy import save_file
@@ -98,7 +100,7 @@ def build_tiny_bundle(out_dir: str | Path, *, calibration_images: int = 32, seed
     save_weights(model, out / "weights" / "backbone.safetensors")
 
     configurations: list[BundleConfiguration] = []
-    for point_index in TINY_SPLITS:
+    for point_index in splits:
         point = model.split_point(point_index)
         head, tail = split(model, point)
         edge_onnx, cloud_onnx = f"onnx/edge_{point.index}.onnx", f"onnx/cloud_{point.index}.onnx"
@@ -107,8 +109,8 @@ def build_tiny_bundle(out_dir: str | Path, *, calibration_images: int = 32, seed
         export_onnx(head, x[:1], out / edge_onnx)
         export_onnx(tail, torch.from_numpy(features[:1]), out / cloud_onnx)
         shape = tuple(int(d) for d in features.shape[1:])
-        variants: list[tuple[str, float, int | None]] = [(s, r, None) for s, r in TINY_CODECS]
-        if point_index == TINY_SPLITS[-1]:
+        variants: list[tuple[str, float, int | None]] = [(s, r, None) for s, r in codecs]
+        if point_index == splits[-1]:
             variants.append(("quant:bits=8+raw", 16.0, shape[0] // 2))
         for spec, ratio, keep in variants:
             config_id = f"s{point.index}_r{ratio:g}"

@@ -140,14 +140,24 @@ class SplittableModel(nn.Module):
     def head_tail(self, point: int | str | SplitPoint) -> tuple[nn.Sequential, nn.Sequential]:
         """``(head, tail)`` sharing this model's modules, cut at ``point``."""
         resolved = self.split_point(point)
-        # The wrappers inherit the model's mode: a fresh nn.Sequential is in training mode and
+        return self.segment(0, resolved.index), self.segment(resolved.index, None)
+
+    def segment(self, start: int, end: int | None) -> nn.Sequential:
+        """Blocks ``start+1 .. end`` (``end=None``: through the logits) as one module sharing
+        this model's parameters: the work of one stage of an n-stage pipeline, which runs
+        layers ``(s_{i-1}, s_i]``. ``segment(0, s)`` is the head and ``segment(s, None)`` the
+        tail of a split at ``s``."""
+        last = len(self._blocks) if end is None else end
+        if not 0 <= start < last <= len(self._blocks):
+            raise ValueError(f"{self.model_name}: no segment ({start}, {end}]; blocks run "
+                             f"0..{len(self._blocks)} (end=None: through the logits)")
+        # The wrapper inherits the model's mode: a fresh nn.Sequential is in training mode and
         # exporters that "restore" it would flip the shared BatchNorms back to batch stats.
         # Only the wrappers' own flag is set: .train() would recurse into the shared blocks
         # and undo modes set on purpose (e.g. BatchNorms frozen in eval while fine-tuning).
-        head = _sequential(self._blocks[: resolved.index])
-        tail = _sequential(self._blocks[resolved.index :])
-        head.training = tail.training = self.training
-        return head, tail
+        part = _sequential(self._blocks[start:last])
+        part.training = self.training
+        return part
 
 
 def _sequential(blocks: list[tuple[str, nn.Module]]) -> nn.Sequential:

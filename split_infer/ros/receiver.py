@@ -1,0 +1,295 @@
+"""The receiving half every downstream stage shares: the cloud node and the middle stages of an
+n-stage chain (``stage_node``) both take wire frames from upstream namespaces, check them, run
+their part, and acknowledge every frame to the sender.
+
+::
+
+    <ns>/features (CompressedImage)     one stream per upstream namespace, each in its own
+          │                             mutually exclusive callback group
+          ▼
+    parse_format ─▶ wire.decode_frame ─▶ replay check ─▶ engine (decoder + this stage's part)
+     (foreign         (layout, CRC,      (seq, stamp             │
+      formats)         caps)              seen before)           ▼
+          │ reject: counted by reason              subclass._deliver: results (cloud) or
+          ▼                                        the next wire frame (middle stage)
+    <ns>/receipts (Float64MultiArray: seq, bytes, stamps, config, stage ms)
+
+A subclass provides the engine (``decode(Frame) -> (Frame, output)``), ``_deliver`` and its
+own diagnostics status; this class owns streams, replay detection, receipts, reject counting
+and the 1 Hz diagnostics/fps timer. Receipts go to ``<ns>/receipts`` so the sender's
+backpressure and the link's bandwidth monitor work on every link of a chain alike.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import InvalidTopicNameException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.subscription import MessageInfo
+from sensor_msgs.msg import CompressedImage
+from std_msgs.msg import Float64MultiArray
+
+from ..bundle import Bundle
+from ..errors import FrameError
+from ..wire import Frame, decode_frame, parse_format
+from .common import (
+    BACKENDS,
+    DIAGNOSTICS_QOS,
+    DIAGNOSTICS_TOPIC,
+    FEATURE_QOS,
+    RESULT_QOS,
+    MetricPublishers,
+    NodeConfigError,
+    ReasonCounts,
+    backend_problem,
+    declare_float,
+    declare_int,
+    declare_str,
+    diagnostic_status,
+    join_topic,
+    make_receipt,
+    publish_diagnostics,
+    rejected,
+)
+
+__all__ = ["FeatureReceiverNode", "FeatureStream"]
+
+LOG_THROTTLE_S = 5.0
+_SEEN_FRAMES = 1024  # (seq, stamp) pairs remembered per stream for replay detection
+
+
+class FeatureStream:
+    """Per-upstream publishers, counters and replay state; only its own callback (one
+    mutually exclusive group) mutates it, the diagnostics timer only reads."""
+
+    def __init__(self, node: FeatureReceiverNode, namespace: str) -> None:
+        self.namespace = namespace
+        self.label = namespace or node.get_namespace()
+        self.group = MutuallyExclusiveCallbackGroup()
+        self.receipts = node.create_publisher(Float64MultiArray,
+                                              join_topic(namespace, "receipts"), RESULT_QOS)
+        self.metrics = MetricPublishers(node, node.STREAM_METRICS,
+                                        prefix=join_topic(namespace, "metrics"))
+        self.topic = node.resolve_topic_name(join_topic(namespace, "features"))
+        self.rejects = ReasonCounts()
+        self.frames = 0
+        self.last_config: tuple[int, float] | None = None
+        self.window = (time.monotonic(), 0, 0)  # (t, frames, rejects) at the last tick
+        self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self._newest_stamp: int | None = None
+        self.subscription = node.create_subscription(
+            CompressedImage, join_topic(namespace, "features"),
+            lambda msg, info: node._on_features(self, msg, info), FEATURE_QOS,
+            callback_group=self.group)
+
+    def is_replay(self, frame: Frame, window_ns: int) -> bool:
+        """True for a (seq, stamp) already seen, or (``window_ns`` > 0) a stamp older than the
+        newest by more than ``window_ns``; otherwise remember the frame. A restarted sender
+        (seq from 0, fresh stamps) is not a replay."""
+        key = (frame.seq, frame.stamp_ns)
+        if key in self._seen:
+            return True
+        if (window_ns > 0 and self._newest_stamp is not None
+                and frame.stamp_ns < self._newest_stamp - window_ns):
+            return True
+        self._seen[key] = None
+        if len(self._seen) > _SEEN_FRAMES:
+            self._seen.popitem(last=False)
+        if self._newest_stamp is None or frame.stamp_ns > self._newest_stamp:
+            self._newest_stamp = frame.stamp_ns
+        return False
+
+
+class FeatureReceiverNode(Node):
+    """Base of the nodes that receive wire frames; see the module docstring.
+
+    Subclasses set ``STREAM_METRICS`` (per-stream ``std_msgs/Float64`` metric names, which
+    must include ``fps``) and ``STAGE_MS_METRIC`` (the per-frame processing time metric), call
+    :meth:`_start` at the end of their ``__init__`` and implement :meth:`_decode`,
+    :meth:`_deliver` and :meth:`_status`.
+    """
+
+    STREAM_METRICS: tuple[str, ...] = ("fps",)
+    STAGE_MS_METRIC = "stage_ms"
+
+    def __init__(self, node_name: str, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        bundle_path = declare_str(self, "bundle", "", "path of the bundle directory (required)",
+                                  read_only=True)
+        self._backend = declare_str(self, "backend", "onnxruntime", "inference backend",
+                                    choices=BACKENDS)
+        self._threads = declare_int(self, "threads", 0, 0, 256,
+                                    "ONNX Runtime intra-op threads; 0 = its default",
+                                    read_only=True)
+        replay_window = declare_float(self, "replay_window", 10.0, 0.0, 3600.0,
+                                      "reject frames stamped this many seconds before the "
+                                      "newest of their stream (0: only exact repeats)")
+        if not bundle_path:
+            raise NodeConfigError("parameter 'bundle' is required: the path of a bundle "
+                                  "directory (manifest.json + ONNX parts)")
+        problem = backend_problem(self._backend)
+        if problem:
+            raise NodeConfigError(problem)
+        self._bundle = Bundle.load(bundle_path)
+        self._lock = threading.Lock()
+        self._replay_window_ns = int(replay_window * 1e9)
+        self._streams: list[FeatureStream] = []
+
+    def _start(self, namespaces: list[str], parameter: str) -> None:
+        """Subscribe to ``<ns>/features`` for every upstream namespace (given by the parameter
+        named ``parameter``, for error messages) and start reporting."""
+        if len(set(namespaces)) != len(namespaces):
+            raise NodeConfigError(f"{parameter} has duplicates: {namespaces}")
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
+                                                      DIAGNOSTICS_QOS)
+        try:
+            self._streams = [FeatureStream(self, ns) for ns in namespaces]
+        except InvalidTopicNameException as exc:
+            raise NodeConfigError(f"{parameter} {namespaces}: {exc}") from None
+        self._timer = self.create_timer(1.0, self._on_timer,
+                                        callback_group=MutuallyExclusiveCallbackGroup())
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def stats(self) -> dict[str, dict[str, object]]:
+        """Per stream (keyed by its resolved features topic): ``frames`` processed, ``rejects``
+        by reason, and the ``last_config`` seen."""
+        return {s.topic: {"frames": s.frames, "rejects": s.rejects.snapshot(),
+                          "last_config": s.last_config}
+                for s in self._streams}
+
+    # -- parameters -----------------------------------------------------------------------------
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        changes = {p.name: p.value for p in params}
+        if "backend" in changes:
+            problem = backend_problem(changes["backend"])
+            if problem:
+                return rejected(problem)
+        with self._lock:
+            if "backend" in changes:
+                self._backend = changes["backend"]
+            if "replay_window" in changes:
+                self._replay_window_ns = int(float(changes["replay_window"]) * 1e9)
+            self._apply_parameters(changes)
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, changes: dict[str, Any]) -> None:
+        """Subclass hook: apply already validated changes of its own parameters."""
+
+    # -- frames ---------------------------------------------------------------------------------
+    def _on_features(self, stream: FeatureStream, msg: CompressedImage,
+                     info: MessageInfo | None = None) -> None:
+        # The receipt's stamp is when the middleware received the sample, not when the
+        # executor got round to this callback: on a busy host callbacks bunch up, and
+        # bunched stamps would make the bandwidth monitor see a faster link than there is.
+        received = (info or {}).get("received_timestamp") or 0
+        receive_ns = received if received > 0 else self.get_clock().now().nanoseconds
+        start = time.perf_counter()
+        try:
+            self._handle(stream, msg, receive_ns, start)
+        except Exception as exc:  # a callback must never take the executor down
+            stream.rejects.add("internal_error")
+            self.get_logger().error(f"{stream.label}: frame failed: {type(exc).__name__}: "
+                                    f"{exc}", throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _reject(self, stream: FeatureStream, reason: str, detail: str) -> None:
+        stream.rejects.add(reason)
+        self.get_logger().warning(f"{stream.label}: rejected a frame ({reason}): {detail}",
+                                  throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _receipt(self, stream: FeatureStream, frame: Frame, nbytes: int, receive_ns: int,
+                 start: float) -> float:
+        stage_ms = (time.perf_counter() - start) * 1e3
+        stream.receipts.publish(make_receipt((
+            frame.seq, nbytes, frame.stamp_ns / 1e9, receive_ns / 1e9, frame.split_point,
+            frame.ratio, stage_ms)))
+        return stage_ms
+
+    def _handle(self, stream: FeatureStream, msg: CompressedImage, receive_ns: int,
+                start: float) -> None:
+        data = msg.data
+        try:
+            parse_format(msg.format)
+            header = decode_frame(data)
+        except FrameError as exc:
+            self._reject(stream, exc.reason, exc.message)
+            return
+        if stream.is_replay(header, self._replay_window_ns):
+            self._reject(stream, "replayed", f"seq {header.seq} stamp {header.stamp_ns}")
+            return
+        try:
+            frame, output = self._decode(header)
+        except FrameError as exc:
+            self._reject(stream, exc.reason, exc.message)
+            self._receipt(stream, header, len(data), receive_ns, start)
+            return
+        stage_ms = self._receipt(stream, frame, len(data), receive_ns, start)
+        self._deliver(stream, msg, frame, output)
+        stream.frames += 1
+        stream.last_config = frame.config
+        metrics = {self.STAGE_MS_METRIC: stage_ms}
+        stamp = msg.header.stamp
+        if "e2e_latency_ms" in self.STREAM_METRICS and (stamp.sec or stamp.nanosec):
+            # An unstamped camera frame has no latency to report.
+            now_ns = self.get_clock().now().nanoseconds
+            metrics["e2e_latency_ms"] = (now_ns - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
+        stream.metrics.publish(**metrics)
+
+    def _decode(self, frame: Frame) -> tuple[Frame, np.ndarray]:
+        """This stage's work on a decoded header → (header, output); FrameError on bad input.
+        Its time is the receipt's stage time (the sender's backpressure learns from it), so
+        everything but publishing belongs here."""
+        raise NotImplementedError
+
+    def _deliver(self, stream: FeatureStream, msg: CompressedImage, frame: Frame,
+                 output: np.ndarray) -> None:
+        """Publish what this stage makes of one frame (``msg`` is the received message)."""
+        raise NotImplementedError
+
+    # -- reporting ------------------------------------------------------------------------------
+    def _on_timer(self) -> None:
+        try:
+            self._report()
+        except Exception as exc:  # reporting must never take the executor down
+            self.get_logger().error(f"diagnostics failed: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        statuses = []
+        for stream in self._streams:
+            rejects = stream.rejects.snapshot()
+            total_rejects = sum(rejects.values())
+            t0, frames0, rejects0 = stream.window
+            stream.window = (now, stream.frames, total_rejects)
+            fps = (stream.frames - frames0) / max(now - t0, 1e-9)
+            stream.metrics.publish(fps=fps)
+            new_rejects = total_rejects - rejects0
+            config = stream.last_config
+            values: dict[str, object] = {
+                "fps": f"{fps:.2f}",
+                "frames": stream.frames,
+                "rejected": total_rejects,
+                **{f"rejects.{reason}": n for reason, n in rejects.items()},
+                "last_split": "none" if config is None else config[0],
+                "last_ratio": "none" if config is None else f"{config[1]:g}",
+            }
+            level = DiagnosticStatus.WARN if new_rejects else DiagnosticStatus.OK
+            message = f"{fps:.1f} fps" + (f", {new_rejects} rejected frames in the last period"
+                                          if new_rejects else "")
+            statuses.append(diagnostic_status(self, f"stream {stream.topic}", level, message,
+                                              values))
+        statuses.append(self._status())
+        publish_diagnostics(self, self._diagnostics_pub, statuses)
+
+    def _status(self) -> DiagnosticStatus:
+        """The node's own diagnostics status (beside one per stream)."""
+        raise NotImplementedError
