@@ -441,6 +441,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_testbed(args: argparse.Namespace) -> int:
+    from .runtime.netns import netns_problem, remove_stale
+
+    problem = netns_problem()
+    if problem:
+        raise PermissionError(f"split-infer testbed: {problem}")
+    if args.cleanup:
+        removed = remove_stale()
+        print(f"removed {len(removed)} stale testbed namespaces" +
+              (f": {' '.join(removed)}" if removed else ""))
+        return 0
+    from .defaults import find_trace
+    from .ros.testbed import TestbedSettings, run_testbed
+
+    if args.duration <= 0:
+        raise ValueError("--duration must be positive")
+    settings = TestbedSettings(bundle=args.bundle, bag=args.bag, trace=find_trace(args.trace),
+                               duration_s=args.duration, out_dir=args.out,
+                               strategy=args.strategy, initial=args.initial,
+                               objective=args.objective, frame_rate=args.frame_rate)
+    report = run_testbed(settings)
+    print(json.dumps(report["summary"], indent=2))
+    if report["link"]["not_applied"]:
+        print(f"note: this kernel could not apply {report['link']['not_applied']} from the "
+              f"trace (capabilities {report['link']['capabilities']})")
+    print(f"wrote {settings.out_dir / 'report.json'} and {settings.out_dir / 'timeline.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="split-infer",
@@ -619,6 +648,26 @@ def build_parser() -> argparse.ArgumentParser:
     offline.add_argument("--images", type=int, default=500, help="CIFAR-10 test images")
     offline.add_argument("--backend", choices=["torch", "onnxruntime"], default="onnxruntime")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("testbed", help="the graph over a real tc-shaped link between two "
+                                       "network namespaces (root)")
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    p.add_argument("--bag", type=Path, default=DEMO_BAG, help="camera bag with labels")
+    p.add_argument("--trace", default=DEMO_TRACE,
+                   help="trace file or name in config/traces (time_s,rate_bps,delay_ms,loss)")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds")
+    p.add_argument("--strategy", default="adaptive",
+                   help="'adaptive' (monitor + scheduler) or a fixed 'split:ratio'")
+    p.add_argument("--initial", default="",
+                   help="adaptive: the edge's first 'split:ratio' (default: smallest frames)")
+    p.add_argument("--objective", default="effective_accuracy",
+                   choices=["effective_accuracy", "latency", "accuracy"])
+    p.add_argument("--frame-rate", type=float, default=30.0,
+                   help="camera rate the scheduler plans for, Hz")
+    p.add_argument("--out", type=Path, default=Path("out/testbed"))
+    p.add_argument("--cleanup", action="store_true",
+                   help="only remove namespaces left by killed testbed runs")
+    p.set_defaults(func=cmd_testbed)
     return parser
 
 

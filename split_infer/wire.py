@@ -170,6 +170,8 @@ def _as_bytes(data: Any) -> bytes | memoryview:
     if isinstance(data, bytes):
         return data
     view = memoryview(data)  # TypeError for non-buffers: a caller bug, not bad input
+    if not view.c_contiguous:  # a strided view (e.g. arr[::2]): struct and zlib need one block
+        return view.tobytes()
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
     return view

@@ -94,12 +94,26 @@ def from_grey(grey: np.ndarray, levels: int) -> np.ndarray:
 
 
 def png_header(data: bytes) -> tuple[int, int, int, int]:
-    """``(width, height, bit_depth, colour_type)`` from the IHDR chunk; FrameError if absent."""
+    """``(width, height, bit_depth, colour_type)`` from the IHDR chunk; FrameError if absent
+    or if any chunk declares more bytes than the stream holds."""
     if len(data) < 33 or data[:8] != _PNG_SIGNATURE:
         raise FrameError("corrupt_payload", "not a PNG stream")
     length, kind, width, height, depth, colour = struct.unpack_from(">I4sIIBB", data, 8)
     if length != 13 or kind != b"IHDR":
         raise FrameError("corrupt_payload", "PNG does not start with IHDR")
+    # OpenCV's reader allocates a chunk's declared length before reading it: a 450-byte
+    # payload declaring a 2.5 GB IDAT allocated that much. Each step advances >= 12 bytes.
+    offset, n = len(_PNG_SIGNATURE), len(data)
+    while offset < n:
+        if offset + 12 > n:
+            raise FrameError("corrupt_payload", f"PNG chunk header cut off at byte {offset}")
+        (length,) = struct.unpack_from(">I", data, offset)
+        if offset + 12 + length > n:
+            raise FrameError("corrupt_payload", f"PNG chunk at byte {offset} declares "
+                                                f"{length} bytes, {n - offset - 12} present")
+        if data[offset + 4:offset + 8] == b"IEND":
+            break
+        offset += 12 + length
     return width, height, depth, colour
 
 

@@ -51,7 +51,7 @@ from .common import FEATURE_QOS
 from .edge_node import EdgeNode
 from .scheduler import Scheduler
 
-__all__ = ["DemoSettings", "run_demo"]
+__all__ = ["DemoSettings", "plot_timeline", "run_demo"]
 
 ROBOT = "robot"
 
@@ -205,7 +205,9 @@ def _window_series(samples: list[_Sample], window_s: float) -> list[dict]:
     return rows
 
 
-def _plot(report: dict, path: Path) -> None:
+def plot_timeline(report: dict, path: Path) -> None:
+    """Bandwidth, configuration, latency and ν_eff over time (``report`` as the demo writes
+    it; the testbed writes the same structure)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -332,7 +334,7 @@ def run_demo(settings: DemoSettings) -> dict:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    _plot(report, out / "timeline.png")
+    plot_timeline(report, out / "timeline.png")
     return report
 
 

@@ -1,0 +1,215 @@
+"""One side of ``split-infer testbed``, run by the testbed inside its network namespace.
+
+    python -m split_infer.ros.testbed_side CONFIG.json
+
+* ``"side": "edge"`` — bag player → edge node (+ bandwidth monitor and scheduler when the
+  strategy is ``adaptive``) and a recorder of labels, sent frames, estimates and the active
+  configuration.
+* ``"side": "cloud"`` — the cloud node and a recorder of its results and receipts.
+
+Protocol with the testbed (stdout/stdin, one line each): the side prints ``READY`` once its
+nodes are up (the edge also waits until the cloud's subscription is matched across the link);
+the edge starts the bag player when it reads ``GO``; both stop on SIGTERM or SIGINT and write
+their records (wall-clock times, ``time.time()``, shared by both namespaces) to ``out`` as
+JSON before exiting.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import CompressedImage
+from std_msgs.msg import Bool, Float64, Float64MultiArray
+
+from ..runtime.bag import header_stamp_ns
+from .bag_player import BagPlayer
+from .bandwidth_monitor import BandwidthMonitor
+from .cloud_node import CloudNode
+from .common import FEATURE_QOS, parse_receipts
+from .edge_node import EdgeNode
+from .scheduler import Scheduler
+
+__all__ = ["main"]
+
+ROBOT = "robot"
+_QOS = QoSProfile(depth=200)
+
+
+class _Recorder(Node):
+    """Appends (wall time, ...) rows per topic; the lists are only appended to, and read
+    after the executor stopped."""
+
+    def __init__(self, side: str, **kwargs) -> None:
+        super().__init__(f"testbed_{side}_recorder", namespace=ROBOT, **kwargs)
+        self.rows: dict[str, list] = {}
+        self._lock = threading.Lock()
+
+    def _add(self, key: str, row: list) -> None:
+        with self._lock:
+            self.rows.setdefault(key, []).append(row)
+
+    def snapshot(self) -> dict[str, list]:
+        with self._lock:
+            return {k: list(v) for k, v in self.rows.items()}
+
+
+class EdgeRecorder(_Recorder):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("edge", **kwargs)
+        self.create_subscription(DiagnosticArray, "labels", self._on_label, _QOS)
+        self.create_subscription(CompressedImage, "features", self._on_features, FEATURE_QOS)
+        self.create_subscription(Float64, "bandwidth_bps", lambda m: self._add(
+            "estimates", [time.time(), float(m.data)]), _QOS)
+        self.create_subscription(Bool, "bandwidth_lower_bound", lambda m: self._add(
+            "lower_bound", [time.time(), bool(m.data)]), _QOS)
+        self.create_subscription(Float64, "metrics/active_split", lambda m: self._add(
+            "active_split", [time.time(), float(m.data)]), _QOS)
+        self.create_subscription(Float64, "metrics/active_ratio", lambda m: self._add(
+            "active_ratio", [time.time(), float(m.data)]), _QOS)
+
+    def _on_label(self, msg: DiagnosticArray) -> None:
+        values = {kv.key: kv.value for status in msg.status for kv in status.values}
+        if "class_id" in values:
+            self._add("labels", [time.time(), header_stamp_ns(msg.header),
+                                 int(values["class_id"])])
+
+    def _on_features(self, msg: CompressedImage) -> None:
+        self._add("sent", [time.time(), header_stamp_ns(msg.header), len(msg.data)])
+
+
+class CloudRecorder(_Recorder):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("cloud", **kwargs)
+        self.create_subscription(DiagnosticArray, "results", self._on_result, _QOS)
+        self.create_subscription(Float64MultiArray, "receipts", self._on_receipts, _QOS)
+
+    def _on_result(self, msg: DiagnosticArray) -> None:
+        top = next((s for s in msg.status if s.message == "rank 1"), None)
+        if top is not None:
+            values = {kv.key: kv.value for kv in top.values}
+            self._add("results", [time.time(), header_stamp_ns(msg.header),
+                                  int(values["class_id"]), float(values["split_point"]),
+                                  float(values["ratio"])])
+
+    def _on_receipts(self, msg: Float64MultiArray) -> None:
+        for row in parse_receipts(msg):
+            self._add("receipts", [time.time(), row["bytes"], row["receive_stamp_s"]])
+
+
+def _edge_nodes(config: dict, context) -> tuple[list[Node], EdgeNode]:
+    bundle = config["bundle"]
+    strategy = config["strategy"]
+    common = {"context": context}
+    params = [Parameter("bundle", value=bundle)]
+    adaptive = strategy == "adaptive"
+    first = config.get("initial", "") if adaptive else strategy
+    if first:
+        split, _, ratio = first.partition(":")
+        params += [Parameter("split_point", value=int(split)),
+                   Parameter("ratio", value=float(ratio))]
+    if not adaptive:
+        params.append(Parameter("preload", value=[strategy]))
+    edge = EdgeNode(namespace=ROBOT, parameter_overrides=params, **common)
+    nodes: list[Node] = [EdgeRecorder(**common), edge]
+    if adaptive:
+        nodes.append(BandwidthMonitor(namespace=ROBOT, **common))
+        nodes.append(Scheduler(namespace=ROBOT, parameter_overrides=[
+            Parameter("bundle", value=bundle),
+            Parameter("objective", value=config.get("objective", "effective_accuracy")),
+            Parameter("frame_rate", value=float(config.get("frame_rate", 30.0)))], **common))
+    return nodes, edge
+
+
+def run_side(config: dict) -> int:
+    """Run one side until SIGTERM/SIGINT; write its records to ``config["out"]``."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(config["domain_id"]))
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    nodes: list[Node] = []
+    spinning = threading.Event()
+    spinning.set()
+
+    def spin() -> None:
+        while spinning.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, name="testbed_executor", daemon=True)
+    try:
+        if config["side"] == "edge":
+            nodes, edge = _edge_nodes(config, context)
+        else:
+            nodes = [CloudRecorder(context=context), CloudNode(
+                namespace=ROBOT, context=context,
+                parameter_overrides=[Parameter("bundle", value=config["bundle"])])]
+        for node in nodes:
+            executor.add_node(node)
+        spinner.start()
+        if config["side"] == "edge":
+            publisher = edge._features_pub
+            deadline = time.monotonic() + float(config.get("discovery_timeout_s", 30.0))
+            while publisher.get_subscription_count() < 1 and not stop.is_set():
+                if time.monotonic() > deadline:
+                    print("ERROR the cloud's features subscription was not discovered across "
+                          "the link", flush=True)
+                    return 3
+                time.sleep(0.05)
+            print("READY", flush=True)
+            line = sys.stdin.readline()
+            if line.strip() != "GO":
+                return 0 if stop.is_set() else 4
+            player = BagPlayer(context=context, parameter_overrides=[
+                Parameter("bag", value=config["bag"]), Parameter("loop", value=True),
+                Parameter("rate", value=float(config.get("playback_rate", 1.0)))],
+                cli_args=["--ros-args", "-r", f"/camera/image_raw:=/{ROBOT}/image",
+                          "-r", f"/camera/labels:=/{ROBOT}/labels"])
+            nodes.append(player)
+            executor.add_node(player)
+        else:
+            print("READY", flush=True)
+        while not stop.wait(0.1):
+            pass
+        return 0
+    finally:
+        spinning.clear()
+        if spinner.is_alive():
+            spinner.join(timeout=5.0)
+        records: dict = {}
+        for node in nodes:
+            if isinstance(node, _Recorder):
+                records = node.snapshot()
+            if isinstance(node, EdgeNode):
+                records["edge_stats"] = node.stats()
+            if isinstance(node, CloudNode):
+                records["cloud_stats"] = {k: {**v, "last_config": list(v["last_config"] or [])}
+                                          for k, v in node.stats().items()}
+        Path(config["out"]).write_text(json.dumps(records))
+        executor.shutdown(timeout_sec=5.0)
+        for node in reversed(nodes):
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m split_infer.ros.testbed_side CONFIG.json", file=sys.stderr)
+        return 2
+    return run_side(json.loads(Path(args[0]).read_text()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,245 @@
+"""The benchmark scripts' functions (bench/rate_accuracy.py, bench/concealment.py) on tiny inputs:
+the tiny bundle's ResNet-8 and random images, so no data set is needed."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from ros_fixtures import random_images, tiny_bundle_fixture  # noqa: F401
+
+from split_infer.training.data import ArrayDataset
+from split_infer.wire import decode_frame, pack
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+SPLIT = 3  # the tiny bundle's last split: two baseline codecs and one rateless configuration
+
+
+def _bench(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
+
+
+ra = _bench("rate_accuracy")
+cc = _bench("concealment")
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_bundle):
+    images = random_images(24, seed=7)
+    labels = np.random.default_rng(7).integers(0, 10, len(images))
+    return ArrayDataset("random", images, labels, tiny_bundle.classes, tiny_bundle.preprocessing)
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_bundle):
+    return ra.backbone_parts(tiny_bundle, SPLIT, threads=1)
+
+
+# -- rate_accuracy ---------------------------------------------------------------------------
+def test_feature_codec_rows_come_from_real_frames(tiny_bundle, dataset, parts):
+    from split_infer.codecs import get_codec
+
+    point, head, tail = parts
+    calibration = ra.head_features(head, ArrayDataset(
+        "random", random_images(16, seed=3), np.zeros(16, int), dataset.classes,
+        dataset.preprocessing))
+    specs = ra.feature_codec_specs([50])
+    codecs = [(kind, label, get_codec(spec, shape=calibration.shape[1:]).calibrate(calibration))
+              for kind, label, spec in specs]
+    rows = ra.measure_feature_codecs(head, tail, point.index, codecs, dataset, batch_size=10,
+                                     progress=False)
+    assert [r["kind"] for r in rows] == ["float32", "quant8_zstd", "feature_jpeg"]
+
+    features = np.concatenate([head(x) for _, x in ra.batches(dataset, 10)])
+    unsplit = np.concatenate([tail(f[None]).argmax(1) for f in features])
+    for (_, _, codec), row in zip(codecs, rows, strict=True):
+        frames = [pack(codec, f, split_point=point.index, ratio=1.0, seq=i, stamp_ns=0)
+                  for i, f in enumerate(features)]
+        assert all(decode_frame(d).split_point == point.index for d in frames)
+        assert row["bytes_per_frame"] == pytest.approx(np.mean([len(d) for d in frames]))
+        assert row["bytes_min"] == min(len(d) for d in frames)
+        assert row["frames"] == len(dataset)
+    float32, _, jpeg = rows
+    # float32 frames carry the whole tensor plus a header, and change nothing.
+    assert float32["bytes_min"] > features[0].nbytes
+    assert float32["correct"] == int((unsplit == dataset.labels).sum())
+    assert jpeg["bytes_per_frame"] < float32["bytes_per_frame"] / 4
+
+
+def test_bundle_rows_are_remeasured_per_split(tiny_bundle, dataset):
+    rows = ra.measure_bundle_configs(tiny_bundle, SPLIT, dataset, progress=False)
+    expected = {c.id: c for c in tiny_bundle.configurations if c.split_point == SPLIT}
+    assert {r["id"] for r in rows} == set(expected)
+    for row in rows:
+        config = expected[row["id"]]
+        assert row["kind"] == ("bundle_baseline" if config.method == "baseline"
+                               else "bundle_learned")
+        assert row["frames"] == len(dataset)
+    rateless = next(r for r in rows if r["kind"] == "bundle_learned")
+    full = next(r for r in rows if r["spec"] == rateless["spec"] and r is not rateless)
+    # Half the channels through the same 8-bit raw codec: about half the payload.
+    assert rateless["bytes_per_frame"] < 0.6 * full["bytes_per_frame"]
+    assert ra.measure_bundle_configs(tiny_bundle, 99, dataset, progress=False) == []
+
+
+def test_cloud_only_bytes_are_jpeg_sizes(tiny_bundle, dataset):
+    rows = ra.measure_cloud_only(tiny_bundle, dataset, (90, 20), progress=False)
+    for row, quality in zip(rows, (90, 20), strict=True):
+        sizes = [len(cv2.imencode(".jpg", cv2.cvtColor(im, cv2.COLOR_RGB2BGR),
+                                  [cv2.IMWRITE_JPEG_QUALITY, quality])[1])
+                 for im in dataset.images]
+        assert row["bytes_per_frame"] == pytest.approx(np.mean(sizes))
+        assert row["kind"] == "cloud_only" and row["frames"] == len(dataset)
+    assert rows[1]["bytes_per_frame"] < rows[0]["bytes_per_frame"]
+
+
+def _row(label, size, accuracy, kind="feature_jpeg"):
+    return {"label": label, "kind": kind, "bytes_per_frame": size, "accuracy": accuracy}
+
+
+def test_targets_pick_the_right_rows():
+    reference = _row("float32", 64000.0, 0.90, "float32")
+    rows = [
+        reference,
+        _row("a: 64x, -0.5", 1000.0, 0.895),
+        _row("b: just over 64x bytes", 1001.0, 0.90),
+        _row("c: 256x, -2.9", 250.0, 0.871),
+        _row("d: 256x, -3.1", 250.0, 0.869),
+        _row("e: 640x, -0.5", 100.0, 0.895),
+        _row("f: 64x, exactly -1", 1000.0, 0.89),
+    ]
+    rows = ra.relative_to(rows, reference)
+    assert rows[1]["reduction"] == pytest.approx(64.0)
+    assert rows[3]["loss_points"] == pytest.approx(2.9)
+    report = ra.check_targets(rows, reference)
+    assert [t["met_by"] for t in report] == [
+        ["a: 64x, -0.5", "e: 640x, -0.5", "f: 64x, exactly -1"],
+        ["c: 256x, -2.9", "e: 640x, -0.5"],
+    ]
+    assert report[1]["max_bytes"] == pytest.approx(250.0)
+    assert report[1]["min_accuracy"] == pytest.approx(0.87)
+    text = ra.format_targets(report)
+    assert "met by: a: 64x" in text and "none" not in text
+    assert "none" in ra.format_targets(ra.check_targets(rows[:3], reference))
+
+
+def test_rate_accuracy_plot_and_table(tmp_path):
+    reference = _row("float32", 32000.0, 0.9, "float32")
+    rows = ra.relative_to([reference, _row("q50", 2000.0, 0.88),
+                           {**_row("rl k8", 900.0, 0.8, "bundle_learned"), "method": "rateless",
+                            "spec": "x"},
+                           {**_row("cloud q10", 700.0, 0.6, "cloud_only"), "jpeg_quality": 10,
+                            "spec": "input"}], reference)
+    rows[1]["spec"] = "quant:bits=8,per=channel+jpeg:quality=50"
+    panel = {"split": {"index": 7, "name": "layer2.2"}, "feature_shape": [32, 16, 16],
+             "reference": rows[0], "rows": rows, "targets": ra.check_targets(rows, rows[0])}
+    ra.plot_rate_accuracy([panel], tmp_path / "p.png", "t")
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    table = ra.format_table(rows).splitlines()
+    assert table[2].startswith("float32") and table[-1].startswith("cloud q10")
+
+
+# -- concealment -----------------------------------------------------------------------------
+def test_loss_masks_follow_the_pattern():
+    shape = (8, 4, 5)
+    rng = np.random.default_rng(0)
+    assert not cc.loss_masks(5, shape, 0.0, "channels", rng).any()
+    for pattern in cc.PATTERNS:
+        assert cc.loss_masks(3, shape, 1.0, pattern, rng).all()
+
+    elements = cc.loss_masks(50, shape, 0.2, "elements", rng)
+    assert elements.shape == (50, *shape)
+    assert (elements.reshape(50, -1).sum(1) == 32).all()  # round(0.2 * 160) per frame
+
+    channels = cc.loss_masks(2000, shape, 0.1, "channels", rng)
+    per_channel = channels.reshape(2000, 8, -1)
+    assert (per_channel.all(2) | ~per_channel.any(2)).all()  # whole channels only
+    lost = per_channel.all(2).sum(1)
+    assert set(np.unique(lost)) <= {0, 1}  # 0.8 channels: 0 or 1, stochastically rounded
+    assert channels.mean() == pytest.approx(0.1, abs=0.01)
+
+    segments = cc.loss_masks(2000, shape, 0.25, "segments", rng, segment=30)
+    flat = segments.reshape(2000, -1)
+    packets = [flat[:, i:i + 30] for i in range(0, 160, 30)]  # 6 packets, the last of 10
+    for packet in packets:
+        assert (packet.all(1) | ~packet.any(1)).all()  # whole aligned packets only
+    assert segments.mean() == pytest.approx(0.25, abs=0.01)
+
+    with pytest.raises(ValueError, match="pattern"):
+        cc.loss_masks(1, shape, 0.1, "bursts", rng)
+    with pytest.raises(ValueError, match="fraction"):
+        cc.loss_masks(1, shape, 1.5, "elements", rng)
+
+
+def test_conceal_fills_only_the_missing_positions():
+    rng = np.random.default_rng(1)
+    x = rng.normal(3.0, 1.0, (2, 4, 3, 3)).astype(np.float32)
+    original = x.copy()
+    missing = rng.random(x.shape) < 0.4
+    missing[0, 1] = True  # a whole channel lost in frame 0
+    missing[1, 2] = False  # nothing lost in one channel of frame 1
+    dataset_mean = np.array([10.0, 20.0, 30.0, 40.0], np.float32)
+    for method in cc.METHODS:
+        out = cc.conceal(x, missing, method, dataset_mean)
+        np.testing.assert_array_equal(out[~missing], x[~missing])
+        np.testing.assert_array_equal(x, original)  # the input is left alone
+        for b in range(2):
+            for c in range(4):
+                filled = out[b, c][missing[b, c]]
+                if method == "zeros":
+                    expected = 0.0
+                elif method == "dataset_mean" or not (~missing[b, c]).any():
+                    expected = dataset_mean[c]
+                else:
+                    expected = x[b, c][~missing[b, c]].mean()
+                np.testing.assert_allclose(filled, expected, rtol=1e-6)
+    assert cc.conceal(x, missing, "channel_mean", dataset_mean)[0, 1, 0, 0] == 20.0
+    with pytest.raises(ValueError, match="method"):
+        cc.conceal(x, missing, "median", dataset_mean)
+
+
+def test_dataset_mean_is_the_per_channel_training_mean():
+    features = np.random.default_rng(2).normal(size=(6, 3, 2, 2)).astype(np.float32)
+    mean = cc.dataset_channel_mean(features)
+    np.testing.assert_allclose(mean, [features[:, c].mean() for c in range(3)], rtol=1e-5)
+
+
+def test_fraction_zero_equals_the_unconcealed_result(tiny_bundle, dataset, parts):
+    _, head, tail = parts
+    mean = cc.dataset_channel_mean(ra.head_features(head, dataset))
+    result = cc.measure_concealment(head, tail, dataset, mean, fractions=(0.0, 0.5),
+                                    batch_size=10, progress=False)
+    features = np.concatenate([head(x) for _, x in ra.batches(dataset, 10)])
+    unsplit = tail(features).argmax(1)
+    assert result["reference"]["predictions"] == unsplit.tolist()
+    assert result["reference"]["correct"] == int((unsplit == dataset.labels).sum())
+    rows = result["rows"]
+    assert len(rows) == len(cc.PATTERNS) * 2 * len(cc.METHODS)
+    for row in rows:
+        if row["fraction"] == 0.0:
+            assert row["missing_fraction"] == 0.0
+            assert row["agree"] == 1.0
+            assert row["correct"] == result["reference"]["correct"]
+        elif row["pattern"] == "elements":
+            assert row["missing_fraction"] == pytest.approx(0.5, abs=1e-3)
+    # Half the tensor zeroed changes some predictions of a classifier that sees the features.
+    zeros = next(r for r in rows if r["fraction"] == 0.5 and r["method"] == "zeros"
+                 and r["pattern"] == "elements")
+    assert zeros["agree"] < 1.0
+    assert "elements" in cc.format_table(result)
+
+
+def test_loss_at_reports_the_best_method_against_its_own_zero():
+    rows = [{"pattern": "elements", "fraction": f, "method": m, "accuracy": a,
+             "missing_fraction": f}
+            for f, m, a in [(0.0, "zeros", 0.90), (0.0, "dataset_mean", 0.90),
+                            (0.05, "zeros", 0.85), (0.05, "dataset_mean", 0.898)]]
+    result = {"rows": rows, "reference": {"accuracy": 0.9, "frames": 10}}
+    (entry,) = cc.loss_at(result, 0.05)
+    assert entry["best_method"] == "dataset_mean"
+    assert entry["loss_points"] == pytest.approx(0.2)
+    assert entry["by_method"]["zeros"] == pytest.approx(5.0)
