@@ -657,7 +657,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trace file or name in config/traces (time_s,rate_bps,delay_ms,loss)")
     p.add_argument("--duration", type=float, default=30.0, help="seconds")
     p.add_argument("--strategy", default="adaptive",
-                   help="'adaptive' (monitor + scheduler) or a fixed 'split:ratio'")
+                   help="'adaptive' (monitor + scheduler), a fixed 'split:ratio', "
+                        "'cloud_only' (JPEG frames) or 'edge_only' (whole model on the robot)")
     p.add_argument("--initial", default="",
                    help="adaptive: the edge's first 'split:ratio' (default: smallest frames)")
     p.add_argument("--objective", default="effective_accuracy",

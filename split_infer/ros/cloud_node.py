@@ -56,7 +56,7 @@ from .common import (
 )
 from .receiver import FeatureReceiverNode, FeatureStream
 
-__all__ = ["CloudNode", "main", "softmax", "top_k"]
+__all__ = ["CloudNode", "main", "results_message", "softmax", "top_k"]
 
 CLOUD_METRICS = ("e2e_latency_ms", "cloud_ms", "fps")
 
@@ -72,6 +72,27 @@ def top_k(probabilities: np.ndarray, k: int) -> list[int]:
     """Indices of the ``k`` largest values, best first (ties: lower index first)."""
     order = np.argsort(-np.asarray(probabilities), kind="stable")
     return [int(i) for i in order[:k]]
+
+
+def results_message(header, logits: np.ndarray, k: int, classes: list[str], source: str,
+                    seq: int, split_point: int, ratio: float) -> DiagnosticArray:
+    """The documented results message: the camera ``header``, then one status per top-``k``
+    class (best first) with ``class_id``, ``score`` (softmax), ``seq``, ``split_point`` and
+    ``ratio``; ``source`` goes to ``hardware_id``."""
+    probabilities = softmax(logits)
+    out = DiagnosticArray()
+    out.header = header
+    common = [KeyValue(key="seq", value=str(seq)),
+              KeyValue(key="split_point", value=str(split_point)),
+              KeyValue(key="ratio", value=format(ratio, ".9g"))]
+    for rank, class_id in enumerate(top_k(probabilities, k), start=1):
+        label = classes[class_id] if class_id < len(classes) else str(class_id)
+        out.status.append(DiagnosticStatus(
+            level=DiagnosticStatus.OK, name=label, message=f"rank {rank}", hardware_id=source,
+            values=[KeyValue(key="class_id", value=str(class_id)),
+                    KeyValue(key="score", value=repr(float(probabilities[class_id]))),
+                    *common]))
+    return out
 
 
 class CloudNode(FeatureReceiverNode):
@@ -107,22 +128,9 @@ class CloudNode(FeatureReceiverNode):
 
     def _deliver(self, stream: FeatureStream, msg: CompressedImage, frame: Frame,
                  logits: np.ndarray) -> None:
-        probabilities = softmax(logits)
-        top = top_k(probabilities, self._top_k)
-        out = DiagnosticArray()
-        out.header = msg.header
-        common = [KeyValue(key="seq", value=str(frame.seq)),
-                  KeyValue(key="split_point", value=str(frame.split_point)),
-                  KeyValue(key="ratio", value=format(frame.ratio, ".9g"))]
-        for rank, class_id in enumerate(top, start=1):
-            label = self._classes[class_id] if class_id < len(self._classes) else str(class_id)
-            out.status.append(DiagnosticStatus(
-                level=DiagnosticStatus.OK, name=label, message=f"rank {rank}",
-                hardware_id=stream.label,
-                values=[KeyValue(key="class_id", value=str(class_id)),
-                        KeyValue(key="score", value=repr(float(probabilities[class_id]))),
-                        *common]))
-        self._results[stream.namespace].publish(out)
+        self._results[stream.namespace].publish(results_message(
+            msg.header, logits, self._top_k, self._classes, stream.label, frame.seq,
+            frame.split_point, frame.ratio))
 
     def _status(self) -> DiagnosticStatus:
         return diagnostic_status(self, "cloud", DiagnosticStatus.OK, "serving", {

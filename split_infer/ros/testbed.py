@@ -13,7 +13,9 @@ Two separate processes (``python -m split_infer.ros.testbed_side``), one per nam
 over UDP: Fast DDS's shared-memory transport is switched off (``FASTDDS_BUILTIN_TRANSPORTS=
 UDPv4``) so every byte crosses the veth, and discovery uses multicast on the veth plus the peer
 as a static unicast peer. The link follows a trace file (:mod:`split_infer.runtime.netns`).
-Strategies: ``adaptive`` (bandwidth monitor + scheduler) or a fixed ``split:ratio``.
+Strategies: ``adaptive`` (bandwidth monitor + scheduler), a fixed ``split:ratio``, and the
+alternatives :mod:`.references` implements: ``cloud_only`` (JPEG frames, the whole model on
+the server) and ``edge_only`` (the whole model on the robot; nothing crosses the link).
 
 The namespaces and both processes are always removed: on success, on failure, on Ctrl-C
 (SIGINT) and SIGTERM. Leftovers of a killed run are removed by the next run (or
@@ -58,7 +60,7 @@ class TestbedSettings:
     trace: Path
     duration_s: float = 30.0
     out_dir: Path = Path("out/testbed")
-    strategy: str = "adaptive"  # or "split:ratio"
+    strategy: str = "adaptive"  # or "split:ratio", "cloud_only", "edge_only"
     initial: str = ""  # adaptive only: the edge's first "split:ratio" (default: smallest frames)
     objective: str = "effective_accuracy"
     frame_rate: float = 30.0
@@ -138,7 +140,7 @@ def run_testbed(settings: TestbedSettings) -> dict:
     bundle = Bundle.load(settings.bundle)  # fail fast with the bundle's own error
     trace = load_trace(settings.trace)
     for what, value in (("strategy", settings.strategy), ("initial", settings.initial)):
-        if value in ("adaptive", ""):
+        if value in ("adaptive", "", "cloud_only", "edge_only"):
             continue
         split, _, ratio = value.partition(":")
         try:
@@ -231,6 +233,8 @@ def summarize(records: dict, trace, settings: TestbedSettings, t0_wall: float,
     """The testbed report (``summary``, ``timeline``, ``frames``, ``reactions``) from the two
     sides' records; pure, so it is tested without namespaces."""
     edge, cloud = records["edge"], records["cloud"]
+    if settings.strategy == "edge_only":
+        cloud = {"results": edge.get("results", [])}
     labels = {stamp: (t - t0_wall, label) for t, stamp, label in edge.get("labels", [])}
     results = {stamp: (t - t0_wall, cls, split, ratio)
                for t, stamp, cls, split, ratio in cloud.get("results", [])}

@@ -4,8 +4,10 @@
 
 * ``"side": "edge"`` — bag player → edge node (+ bandwidth monitor and scheduler when the
   strategy is ``adaptive``) and a recorder of labels, sent frames, estimates and the active
-  configuration.
-* ``"side": "cloud"`` — the cloud node and a recorder of its results and receipts.
+  configuration; for ``cloud_only`` a JPEG sender instead of the edge node, for ``edge_only``
+  the whole model and a recorder of its results (:mod:`.references`).
+* ``"side": "cloud"`` — the cloud node (``cloud_only``: the whole model on JPEG frames;
+  ``edge_only``: nothing) and a recorder of its results and receipts.
 
 Protocol with the testbed (stdout/stdin, one line each): the side prints ``READY`` once its
 nodes are up (the edge also waits until the cloud's subscription is matched across the link);
@@ -38,6 +40,7 @@ from .bandwidth_monitor import BandwidthMonitor
 from .cloud_node import CloudNode
 from .common import FEATURE_QOS, parse_receipts
 from .edge_node import EdgeNode
+from .references import FullModelNode, JpegSender
 from .scheduler import Scheduler
 
 __all__ = ["main"]
@@ -65,10 +68,11 @@ class _Recorder(Node):
 
 
 class EdgeRecorder(_Recorder):
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, features_topic: str = "features", **kwargs) -> None:
         super().__init__("edge", **kwargs)
         self.create_subscription(DiagnosticArray, "labels", self._on_label, _QOS)
-        self.create_subscription(CompressedImage, "features", self._on_features, FEATURE_QOS)
+        self.create_subscription(CompressedImage, features_topic, self._on_features,
+                                 FEATURE_QOS)
         self.create_subscription(Float64, "bandwidth_bps", lambda m: self._add(
             "estimates", [time.time(), float(m.data)]), _QOS)
         self.create_subscription(Bool, "bandwidth_lower_bound", lambda m: self._add(
@@ -88,29 +92,51 @@ class EdgeRecorder(_Recorder):
         self._add("sent", [time.time(), header_stamp_ns(msg.header), len(msg.data)])
 
 
+class EdgeResultRecorder(EdgeRecorder):
+    """Edge-only: the results never cross the link, so they are recorded on the edge."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.create_subscription(DiagnosticArray, "results", lambda m: _record_result(self, m),
+                                 _QOS)
+
+
+def _record_result(recorder: _Recorder, msg: DiagnosticArray) -> None:
+    top = next((s for s in msg.status if s.message == "rank 1"), None)
+    if top is not None:
+        values = {kv.key: kv.value for kv in top.values}
+        recorder._add("results", [time.time(), header_stamp_ns(msg.header),
+                                  int(values["class_id"]), float(values["split_point"]),
+                                  float(values["ratio"])])
+
+
 class CloudRecorder(_Recorder):
     def __init__(self, **kwargs) -> None:
         super().__init__("cloud", **kwargs)
-        self.create_subscription(DiagnosticArray, "results", self._on_result, _QOS)
+        self.create_subscription(DiagnosticArray, "results", lambda m: _record_result(self, m),
+                                 _QOS)
         self.create_subscription(Float64MultiArray, "receipts", self._on_receipts, _QOS)
-
-    def _on_result(self, msg: DiagnosticArray) -> None:
-        top = next((s for s in msg.status if s.message == "rank 1"), None)
-        if top is not None:
-            values = {kv.key: kv.value for kv in top.values}
-            self._add("results", [time.time(), header_stamp_ns(msg.header),
-                                  int(values["class_id"]), float(values["split_point"]),
-                                  float(values["ratio"])])
 
     def _on_receipts(self, msg: Float64MultiArray) -> None:
         for row in parse_receipts(msg):
             self._add("receipts", [time.time(), row["bytes"], row["receive_stamp_s"]])
 
 
-def _edge_nodes(config: dict, context) -> tuple[list[Node], EdgeNode]:
+REFERENCE_STRATEGIES = ("cloud_only", "edge_only")
+
+
+def _edge_nodes(config: dict, context) -> tuple[list[Node], Node | None]:
+    """The edge side's nodes and the one whose publisher must reach the cloud (None when
+    nothing crosses the link)."""
     bundle = config["bundle"]
     strategy = config["strategy"]
     common = {"context": context}
+    if strategy == "cloud_only":
+        sender = JpegSender(int(config.get("jpeg_quality", 90)), namespace=ROBOT, **common)
+        return [EdgeRecorder(features_topic="image/compressed", **common), sender], sender
+    if strategy == "edge_only":
+        return [EdgeResultRecorder(**common),
+                FullModelNode(bundle, compressed=False, namespace=ROBOT, **common)], None
     params = [Parameter("bundle", value=bundle)]
     adaptive = strategy == "adaptive"
     first = config.get("initial", "") if adaptive else strategy
@@ -129,6 +155,18 @@ def _edge_nodes(config: dict, context) -> tuple[list[Node], EdgeNode]:
             Parameter("objective", value=config.get("objective", "effective_accuracy")),
             Parameter("frame_rate", value=float(config.get("frame_rate", 30.0)))], **common))
     return nodes, edge
+
+
+def _cloud_nodes(config: dict, context) -> list[Node]:
+    strategy = config["strategy"]
+    if strategy == "edge_only":
+        return []  # nothing to receive; subscribing to results would pull them over the link
+    if strategy == "cloud_only":
+        return [CloudRecorder(context=context), FullModelNode(
+            config["bundle"], compressed=True, namespace=ROBOT, context=context)]
+    return [CloudRecorder(context=context), CloudNode(
+        namespace=ROBOT, context=context,
+        parameter_overrides=[Parameter("bundle", value=config["bundle"])])]
 
 
 def run_side(config: dict) -> int:
@@ -150,18 +188,18 @@ def run_side(config: dict) -> int:
     spinner = threading.Thread(target=spin, name="testbed_executor", daemon=True)
     try:
         if config["side"] == "edge":
-            nodes, edge = _edge_nodes(config, context)
+            nodes, sender = _edge_nodes(config, context)
         else:
-            nodes = [CloudRecorder(context=context), CloudNode(
-                namespace=ROBOT, context=context,
-                parameter_overrides=[Parameter("bundle", value=config["bundle"])])]
+            nodes = _cloud_nodes(config, context)
         for node in nodes:
             executor.add_node(node)
         spinner.start()
         if config["side"] == "edge":
-            publisher = edge._features_pub
+            publisher = None if sender is None else (
+                sender.publisher if isinstance(sender, JpegSender) else sender._features_pub)
             deadline = time.monotonic() + float(config.get("discovery_timeout_s", 30.0))
-            while publisher.get_subscription_count() < 1 and not stop.is_set():
+            while publisher is not None and publisher.get_subscription_count() < 1 \
+                    and not stop.is_set():
                 if time.monotonic() > deadline:
                     print("ERROR the cloud's features subscription was not discovered across "
                           "the link", flush=True)

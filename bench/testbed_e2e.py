@@ -1,0 +1,170 @@
+"""End-to-end benchmark over the real-link testbed (root): every strategy on every trace.
+
+    sudo .venv/bin/python bench/testbed_e2e.py [--bundle B] [--traces const_1mbps.csv ...]
+        [--strategies cloud_only edge_only adaptive 10:26.1 ...] [--duration 20]
+        [--repeats 2] [--out bench/results/testbed]
+
+For each trace, the same bag and backbone go through (see ``split-infer testbed``):
+
+1. ``cloud_only`` — JPEG frames (image_transport/compressed style), whole model in the cloud;
+2. ``edge_only`` — whole model on the robot;
+3. the naive split — float32 features — when the bundle has a ``float32+raw`` configuration;
+4. fixed configurations (default: per split point the most accurate and the smallest, plus the
+   learned configurations the bundle's search selected);
+5. ``adaptive`` — bandwidth monitor + scheduler.
+
+Writes ``results.json`` (every run's summary and step reactions), ``nu_eff_vs_bandwidth.png``
+(Hu & K Fig. 3 style, constant-rate traces), ``latency_vs_bandwidth.png`` (thesis Fig. 4.4
+style), and each run's own ``report.json`` + ``timeline.png`` under ``runs/``. With
+``--repeats`` > 1 the spread of repeated runs is the run-to-run noise the targets are judged
+against. A progress line per run; the whole default set takes about 20 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from split_infer.bundle import Bundle
+from split_infer.defaults import DEFAULT_BUNDLE, DEMO_BAG, find_trace
+from split_infer.ros.testbed import TestbedSettings, run_testbed
+from split_infer.runtime.link import load_trace
+
+DEFAULT_TRACES = ("const_100kbps.csv", "const_1mbps.csv", "const_5mbps.csv",
+                  "const_20mbps.csv", "step_8_1_4mbps.csv", "outage_5mbps_10s.csv")
+
+
+def default_strategies(bundle: Bundle) -> list[str]:
+    """cloud_only, edge_only, the naive float32 split (if any), per split the most accurate
+    and the smallest configuration, the learned search's selections, and adaptive."""
+    strategies = ["cloud_only", "edge_only"]
+    configs = bundle.configurations
+    naive = [c for c in configs if c.codec.startswith("float32")]
+    chosen = [min(naive, key=lambda c: c.split_point)] if naive else []
+    for split in sorted({c.split_point for c in configs}):
+        here = [c for c in configs if c.split_point == split and c.accuracy is not None]
+        if here:
+            chosen.append(max(here, key=lambda c: (c.accuracy, -(c.bytes_per_frame or 0))))
+            chosen.append(min(here, key=lambda c: (c.bytes_per_frame or 0, -c.accuracy)))
+    selected = (bundle.manifest.get("learned") or {}).get("selected") or {}
+    chosen += [bundle.configuration_by_id(cid) for cid in selected.values() if cid]
+    for config in chosen:
+        name = f"{config.split_point}:{config.ratio:g}"
+        if name not in strategies:
+            strategies.append(name)
+    return [*strategies, "adaptive"]
+
+
+def _constant_rate(trace_path: Path) -> float | None:
+    trace = load_trace(trace_path)
+    rates = set(np.asarray(trace.rates_bps).tolist())
+    return rates.pop() if len(rates) == 1 else None
+
+
+def plot(rows: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    constant = [r for r in rows if r["rate_bps"] is not None]
+    written = []
+    for key, ylabel, name, log in (
+            ("effective_accuracy", "ν_eff (dropped frames count as wrong)",
+             "nu_eff_vs_bandwidth.png", False),
+            ("latency_ms_p50", "end-to-end latency p50 (ms)", "latency_vs_bandwidth.png",
+             True)):
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for strategy in dict.fromkeys(r["strategy"] for r in constant):
+            points = sorted((r["rate_bps"] / 1e6, r[key]) for r in constant
+                            if r["strategy"] == strategy and r[key] is not None)
+            if not points:
+                continue
+            xs, ys = zip(*points, strict=True)
+            style = {"linewidth": 3, "color": "black"} if strategy == "adaptive" else {}
+            ax.plot(xs, ys, marker="o", label=strategy, **style)
+        ax.set(xscale="log", xlabel="shaped link rate (Mbit/s)", ylabel=ylabel,
+               title=f"{ylabel.split(' (')[0]} against bandwidth, real veth + tc link")
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(out / name)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    parser.add_argument("--bag", type=Path, default=DEMO_BAG)
+    parser.add_argument("--traces", nargs="+", default=list(DEFAULT_TRACES))
+    parser.add_argument("--strategies", nargs="+", default=None)
+    parser.add_argument("--duration", type=float, default=20.0,
+                        help="seconds per run (traces with later steps run to their last "
+                             "step + 15 s)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/testbed"))
+    args = parser.parse_args(argv)
+    bundle = Bundle.load(args.bundle)
+    strategies = args.strategies or default_strategies(bundle)
+    traces = [find_trace(t) for t in args.traces]
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    total = len(traces) * len(strategies) * args.repeats
+    started = time.monotonic()
+    for trace_path in traces:
+        trace = load_trace(trace_path)
+        duration = max(args.duration, float(trace.times_s[-1]) + 15.0)
+        for strategy in strategies:
+            for repeat in range(args.repeats):
+                done = len(rows)
+                print(f"[{done + 1}/{total}] {trace_path.name} {strategy} (run {repeat + 1}, "
+                      f"{duration:g} s; {time.monotonic() - started:.0f} s so far)",
+                      flush=True)
+                run_dir = args.out / "runs" / trace_path.stem / strategy.replace(":", "_") / \
+                    f"run{repeat + 1}"
+                try:
+                    report = run_testbed(TestbedSettings(
+                        bundle=args.bundle, bag=args.bag, trace=trace_path,
+                        duration_s=duration, out_dir=run_dir, strategy=strategy,
+                        status=False))
+                except (RuntimeError, TimeoutError) as exc:
+                    print(f"  failed: {exc}", file=sys.stderr)
+                    rows.append({"trace": trace_path.name, "strategy": strategy,
+                                 "repeat": repeat, "error": str(exc),
+                                 "rate_bps": _constant_rate(trace_path)})
+                    continue
+                summary = report["summary"]
+                rows.append({**summary, "trace": trace_path.name, "strategy": strategy,
+                             "repeat": repeat, "rate_bps": _constant_rate(trace_path),
+                             "reactions": report["reactions"],
+                             "link_not_applied": report["link"]["not_applied"]})
+                print(f"  ν_eff {summary['effective_accuracy']} fps {summary['delivered_fps']} "
+                      f"p50 {summary['latency_ms_p50']} ms B/frame "
+                      f"{summary['bytes_per_frame_mean']}", flush=True)
+                (args.out / "results.json").write_text(json.dumps(
+                    {"bundle": str(args.bundle), "rows": rows}, indent=2))
+    ok = [r for r in rows if "error" not in r]
+    figures = plot(ok, args.out)
+    print(f"\n{'trace':<22}{'strategy':<14}{'ν_eff':>7}{'fps':>7}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'B/frame':>9}{'util':>7}")
+    for r in ok:
+        print(f"{r['trace']:<22}{r['strategy']:<14}{r['effective_accuracy'] or 0:>7.3f}"
+              f"{r['delivered_fps']:>7.1f}{r['latency_ms_p50'] or float('nan'):>9.1f}"
+              f"{r['latency_ms_p99'] or float('nan'):>9.1f}"
+              f"{r['bytes_per_frame_mean'] or float('nan'):>9.0f}"
+              f"{r['link_utilization'] or float('nan'):>7.2f}")
+    print(f"\nwrote {args.out / 'results.json'}, " + ", ".join(str(f) for f in figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
