@@ -487,6 +487,33 @@ def test_rateless_ratio_changes_per_frame_without_reload(exported):
     assert ratios[0] > ratios[1] > ratios[2]
 
 
+def test_torch_backend_rebuilds_every_part_from_safetensors(exported):
+    """backend='torch' rebuilds head+encoder and decoder+tail of every configuration (all five
+    methods and the baseline) from the bundle's safetensors; they compute what its ONNX parts
+    compute."""
+    _, bundle = exported
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 3, 32, 32)).astype(np.float32)
+    onnx_edge = EdgeEngine.from_bundle(bundle)
+    torch_edge = EdgeEngine.from_bundle(bundle, backend="torch")
+    onnx_cloud = CloudEngine.from_bundle(bundle)
+    torch_cloud = CloudEngine.from_bundle(bundle, backend="torch")
+    methods = set()
+    for config in bundle.configurations:
+        methods.add(config.method)
+        onnx_part, torch_part = (e.activate(*config.key).part for e in (onnx_edge, torch_edge))
+        assert torch_part.name == "torch" and onnx_part.name == "onnxruntime"
+        code = onnx_part(x)
+        np.testing.assert_allclose(torch_part(x), code, rtol=1e-3, atol=1e-4)
+        # The edge part's whole output (a rateless config sends a prefix of it, and the cloud
+        # part takes all channels once the rest is filled).
+        routes = [c.route(*config.key).part for c in (onnx_cloud, torch_cloud)]
+        np.testing.assert_allclose(routes[1](code), routes[0](code), rtol=1e-3, atol=1e-4)
+    assert methods >= {"baseline", *METHODS}
+    with pytest.raises(ValueError, match="unknown backend"):
+        EdgeEngine.from_bundle(bundle, backend="tensorrt")
+
+
 def test_search_table_and_selection_are_recorded(exported):
     _, bundle = exported
     info = bundle.manifest["learned"]

@@ -179,6 +179,39 @@ def test_results_match_offline_frame_by_frame(ros_context, tiny_bundle):
     assert edge.stats()["acknowledged"] == len(images)  # the receipts reached the edge
 
 
+def test_backend_switches_live_to_torch_with_the_same_results(ros_context, tiny_bundle):
+    """``backend:=torch`` mid-stream: both nodes rebuild their parts from the bundle's
+    safetensors, keep the active configuration, and every frame still gets the offline result
+    (to float rounding: eager torch and ONNX Runtime differ in the last bits, which can move a
+    feature across one 8-bit quantization step)."""
+    edge = make_edge(ros_context, tiny_bundle, backpressure=False, split_point=2, ratio=4.0)
+    cloud = make_cloud(ros_context, tiny_bundle, top_k=3)
+    probe = Probe(ros_context)
+    pre, ref_edge, ref_cloud = offline(tiny_bundle)
+    ref_edge.activate(2, 4.0)
+    images = random_images(6, seed=12)
+    messages = [image_msg(im, sec=200 + i) for i, im in enumerate(images)]
+    with spin(ros_context, edge, cloud, probe.node):
+        probe.wait_matched(probe.images)
+        publish_paced(probe, probe.images, messages[:3], probe.results)
+        for node in (edge, cloud):
+            assert node.set_parameters([Parameter("backend", value="torch")])[0].successful
+        assert edge.active.part.name == "torch"
+        assert (edge.active.split_point, edge.active.ratio) == (2, 4.0)
+        for i, msg in enumerate(messages[3:], start=3):
+            probe.images.publish(msg)
+            assert wait_for(lambda i=i: probe.count(probe.results) >= i + 1)
+    assert edge.get_parameter("backend").value == cloud.get_parameter("backend").value == "torch"
+    by_stamp = {stamp_of(m): m for m in probe.results}
+    for i, image in enumerate(images):
+        _, logits = ref_cloud.decode(ref_edge.encode(pre(image), seq=i, stamp_ns=0))
+        entries = result_entries(by_stamp[(200 + i, 0)])
+        probabilities = softmax(logits)
+        assert entries[0][0] == int(np.argmax(probabilities))
+        for class_id, score, *_ in entries:
+            assert score == pytest.approx(probabilities[class_id], rel=2e-2, abs=2e-3)
+
+
 def test_live_switching_loses_nothing_and_labels_every_frame(ros_context, tiny_bundle):
     edge = make_edge(ros_context, tiny_bundle, backpressure=False)
     cloud = make_cloud(ros_context, tiny_bundle, top_k=2)
@@ -275,13 +308,12 @@ def test_invalid_parameters_are_rejected_with_reasons(ros_context, tiny_bundle):
         assert not atomically(edge_client, max_rate=-5.0).successful
         assert not atomically(edge_client, split_point=70000).successful
         assert not atomically(edge_client, split_point=-1).successful  # start-up only
-        result = atomically(edge_client, backend="torch")
-        assert not result.successful and "torch" in result.reason
-        assert not atomically(edge_client, backend="tensorrt").successful
+        result = atomically(edge_client, backend="tensorrt")
+        assert not result.successful and "tensorrt" in result.reason
         assert not atomically(edge_client, bundle="/elsewhere").successful  # read-only
         assert not atomically(edge_client, split_point="3").successful  # wrong type
         # A rejected atomic call changes nothing, even its valid parts.
-        assert not atomically(edge_client, max_rate=5.0, backend="torch").successful
+        assert not atomically(edge_client, max_rate=5.0, backend="tensorrt").successful
         assert edge.get_parameter("max_rate").value == 0.0
         assert (edge.active.split_point, edge.active.ratio) == (2, 4.0)
         # Valid changes still go through, alone or together.
@@ -292,7 +324,7 @@ def test_invalid_parameters_are_rejected_with_reasons(ros_context, tiny_bundle):
 
         assert not atomically(cloud_client, top_k=0).successful
         assert not atomically(cloud_client, top_k=len(tiny_bundle.classes) + 1).successful
-        assert not atomically(cloud_client, backend="torch").successful
+        assert not atomically(cloud_client, backend="tensorrt").successful
         assert not atomically(cloud_client, edge_namespaces=["/x"]).successful  # read-only
         assert atomically(cloud_client, top_k=1).successful
 
@@ -493,7 +525,8 @@ def test_startup_errors_are_clear(ros_context, tiny_bundle, tmp_path):
     cases = [
         ({}, NodeConfigError, "'bundle' is required"),
         ({"bundle": str(tmp_path)}, BundleError, "manifest.json"),
-        ({"bundle": str(tiny_bundle.path), "backend": "torch"}, NodeConfigError, "torch"),
+            ({"bundle": str(tiny_bundle.path), "backend": "tensorrt"}, NodeConfigError,
+             "tensorrt"),
         ({"bundle": str(tiny_bundle.path), "preload": ["9:1.0"]}, NodeConfigError, "9:1.0"),
         ({"bundle": str(tiny_bundle.path), "split_point": 2, "ratio": 16.0}, NodeConfigError,
          "(3, 16)"),
@@ -523,5 +556,5 @@ def test_startup_errors_are_clear(ros_context, tiny_bundle, tmp_path):
 def test_main_exits_nonzero_on_a_bad_bundle(module, tmp_path, monkeypatch):
     monkeypatch.setenv("ROS_DOMAIN_ID", str(ros_domain_id()))
     assert module.main(["--ros-args", "-p", f"bundle:={tmp_path}"]) == 2
-    assert module.main(["--ros-args", "-p", "backend:=torch",
+    assert module.main(["--ros-args", "-p", "backend:=tensorrt",
                         "-p", f"bundle:={tmp_path}"]) == 2

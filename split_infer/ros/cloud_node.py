@@ -110,7 +110,8 @@ class CloudNode(FeatureReceiverNode):
         # top_k's range depends on the bundle, so it is declared once the bundle is loaded.
         self._top_k = declare_int(self, "top_k", min(5, len(self._classes)), 1,
                                   len(self._classes), "classes reported per frame")
-        self._engine = CloudEngine.from_bundle(self._bundle, threads=self._threads or None)
+        self._engine = CloudEngine.from_bundle(self._bundle, threads=self._threads or None,
+                                               backend=self._backend)
         self._start(namespaces, "edge_namespaces")  # validates them
         self._results = {s.namespace: self.create_publisher(
             DiagnosticArray, join_topic(s.namespace, "results"), RESULT_QOS)
@@ -122,6 +123,10 @@ class CloudNode(FeatureReceiverNode):
     def _apply_parameters(self, changes: dict) -> None:
         if "top_k" in changes:
             self._top_k = int(changes["top_k"])
+
+    def _rebuild_engine(self, backend: str) -> None:
+        self._engine = CloudEngine.from_bundle(self._bundle, threads=self._threads or None,
+                                               backend=backend)
 
     def _decode(self, frame: Frame) -> tuple[Frame, np.ndarray]:
         return self._engine.decode(frame)

@@ -30,7 +30,6 @@ __all__ = [
     "RECEIPT_FIELDS",
     "RECEIPT_LABEL",
     "RESULT_QOS",
-    "SUPPORTED_BACKENDS",
     "MetricPublishers",
     "NodeConfigError",
     "ReasonCounts",
@@ -107,18 +106,15 @@ def parse_receipts(msg: Float64MultiArray) -> list[dict[str, float]]:
     return [dict(zip(RECEIPT_FIELDS, data[i:i + width])) for i in range(0, len(data), width)]
 
 
-#: Values of the nodes' ``backend`` parameter; only SUPPORTED_BACKENDS can run a bundle today.
+#: Inference backends (ONNX Runtime: the bundle's ONNX parts; torch: the same parts rebuilt
+#: from its safetensors).
 BACKENDS = ("onnxruntime", "torch")
-SUPPORTED_BACKENDS = ("onnxruntime",)
 
 
 def backend_problem(backend: str) -> str | None:
     """Why ``backend`` cannot run a bundle's parts, or None when it can."""
-    if backend in SUPPORTED_BACKENDS:
+    if backend in BACKENDS:
         return None
-    if backend == "torch":
-        return ("backend 'torch' is not supported for bundles yet: a bundle ships ONNX parts "
-                "and the engine builds ONNX Runtime sessions only; use 'onnxruntime'")
     return f"unknown backend {backend!r}; choose one of {list(BACKENDS)}"
 
 

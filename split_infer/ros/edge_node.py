@@ -172,7 +172,10 @@ class EdgeNode(Node):
         self._bundle = Bundle.load(bundle_path)
         configs = parse_preload(self._bundle, preload)
         self._preprocessing = Preprocessing.from_dict(self._bundle.manifest["preprocessing"])
-        self._engine = EdgeEngine.from_bundle(self._bundle, configs, threads=threads or None)
+        self._configs = configs
+        self._threads = threads or None
+        self._engine = EdgeEngine.from_bundle(self._bundle, configs, threads=self._threads,
+                                              backend=backend)
         self._by_key = {c.key: c for c in configs}
         initial = self._initial_configuration(configs, split_point, ratio)
         self._engine.activate(*initial.key)
@@ -285,14 +288,26 @@ class EdgeNode(Node):
                     return rejected(f"no preloaded configuration split_point={split}, "
                                     f"ratio={ratio:g}; valid (split_point, ratio) pairs: "
                                     f"{self._valid_pairs()}{hint}")
+            if "backend" in changes and changes["backend"] != self._backend:
+                # Load every preloaded configuration on the new backend first, then swap
+                # the engine with the same active configuration; a failure keeps the old one.
+                try:
+                    engine = EdgeEngine.from_bundle(self._bundle, self._configs,
+                                                    threads=self._threads,
+                                                    backend=changes["backend"])
+                    active = self._engine.active
+                    engine.activate(active.split_point, active.ratio)
+                except Exception as exc:
+                    return rejected(f"backend {changes['backend']!r}: "
+                                    f"{type(exc).__name__}: {exc}")
+                self._engine = engine
+                self._backend = changes["backend"]
             # Everything is valid: apply.
             active = self._engine.active
             if pair is not None and pair != _key(active.split_point, active.ratio):
                 config = self._engine.activate(*pair)
                 self.get_logger().info(f"active configuration: split {config.split_point}, "
                                        f"ratio {config.ratio:g} ({config.codec.spec})")
-            if "backend" in changes:
-                self._backend = changes["backend"]
             if "max_rate" in changes:
                 self._rate.set_rate(float(changes["max_rate"]))
             if "backpressure" in changes:

@@ -174,7 +174,12 @@ class FeatureReceiverNode(Node):
             if problem:
                 return rejected(problem)
         with self._lock:
-            if "backend" in changes:
+            if "backend" in changes and changes["backend"] != self._backend:
+                try:
+                    self._rebuild_engine(changes["backend"])
+                except Exception as exc:  # the old engine keeps serving
+                    return rejected(f"backend {changes['backend']!r}: {type(exc).__name__}: "
+                                    f"{exc}")
                 self._backend = changes["backend"]
             if "replay_window" in changes:
                 self._replay_window_ns = int(float(changes["replay_window"]) * 1e9)
@@ -183,6 +188,11 @@ class FeatureReceiverNode(Node):
 
     def _apply_parameters(self, changes: dict[str, Any]) -> None:
         """Subclass hook: apply already validated changes of its own parameters."""
+
+    def _rebuild_engine(self, backend: str) -> None:
+        """Subclass hook: load this stage's parts on ``backend`` and swap them in (frames
+        in flight finish on the old parts); raise to refuse the change."""
+        raise NotImplementedError
 
     # -- frames ---------------------------------------------------------------------------------
     def _on_features(self, stream: FeatureStream, msg: CompressedImage,

@@ -137,6 +137,10 @@ class StageNode(FeatureReceiverNode):
             f"{self._bundle.model_name}: {self._streams[0].topic} ({inbound.id}) → "
             f"{self._features_pub.topic_name} ({outbound.id}), backend {self._backend}")
 
+    def _rebuild_engine(self, backend: str) -> None:
+        self._engine = StageEngine.from_bundle(self._bundle, self._inbound, self._outbound,
+                                               backend=backend, threads=self._threads or None)
+
     @property
     def engine(self) -> StageEngine:
         return self._engine
