@@ -33,6 +33,7 @@ if [ "$with_test" -eq 1 ]; then
   [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] \
     || apt_packages+=(dataset-fashion-mnist)
   command -v ip >/dev/null || apt_packages+=(iproute2)
+  command -v iptables >/dev/null || apt_packages+=(iptables)  # testbed: loss and outages
 fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   say "apt-get install ${apt_packages[*]}"
