@@ -51,6 +51,7 @@ __all__ = [
     "spin",
     "tiny_bundle_fixture",
     "wait_for",
+    "with_measurements",
 ]
 
 #: (codec spec, ratio) pairs of the tiny bundle's baseline configurations, per split point.
@@ -134,6 +135,24 @@ def build_tiny_bundle(out_dir: str | Path, *, calibration_images: int = 32, seed
         "preprocessing": preprocessing.to_dict(),
         "classes": CIFAR_CLASSES,
     }
+    return write_bundle(out, manifest, configurations)
+
+
+def with_measurements(bundle, out_dir: str | Path, measure, **manifest_extra):
+    """A copy of ``bundle`` in ``out_dir`` whose configurations carry the fields
+    ``measure(config)`` returns (accuracy, bytes_per_frame, ...) and whose manifest has
+    ``manifest_extra`` added: what planning and the scheduler read from a measured bundle."""
+    import shutil
+
+    from split_infer.bundle import BundleConfiguration, write_bundle
+
+    out = Path(out_dir)
+    shutil.copytree(bundle.path, out)
+    manifest = {k: v for k, v in bundle.manifest.items()
+                if k not in ("format", "split_infer_version", "configurations", "files")}
+    manifest.update(manifest_extra)
+    configurations = [BundleConfiguration.from_dict({**c.to_dict(), **measure(c)})
+                      for c in bundle.configurations]
     return write_bundle(out, manifest, configurations)
 
 

@@ -21,7 +21,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ros_fixtures import ros_domain_id, tiny_bundle_fixture  # noqa: F401  (fixture)
+from ros_fixtures import (  # noqa: F401  (fixture)
+    ros_domain_id,
+    tiny_bundle_fixture,
+    with_measurements,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
@@ -587,16 +591,9 @@ def node_class(executable: str):
 @pytest.fixture(scope="module")
 def measured_bundle(tiny_bundle, tmp_path_factory):
     """The tiny bundle with measured numbers filled in, which the scheduler needs."""
-    from split_infer.bundle import BundleConfiguration, write_bundle
-
-    path = tmp_path_factory.mktemp("measured") / "bundle"
-    shutil.copytree(tiny_bundle.path, path)
-    manifest = {k: v for k, v in tiny_bundle.manifest.items()
-                if k not in ("format", "split_infer_version", "configurations", "files")}
-    configurations = [BundleConfiguration.from_dict({
-        **c.to_dict(), "accuracy": 0.5, "bytes_per_frame": 100.0 * c.ratio, "edge_ms": 1.0,
-        "cloud_ms": 1.0}) for c in tiny_bundle.configurations]
-    return write_bundle(path, manifest, configurations)
+    return with_measurements(tiny_bundle, tmp_path_factory.mktemp("measured") / "bundle",
+                             lambda c: {"accuracy": 0.5, "bytes_per_frame": 100.0 * c.ratio,
+                                        "edge_ms": 1.0, "cloud_ms": 1.0})
 
 
 @pytest.fixture(scope="module")

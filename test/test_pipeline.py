@@ -7,7 +7,6 @@ model's result for every frame, with quantized links exactly what the ROS-free e
 
 import ast
 import itertools
-import shutil
 import threading
 
 import numpy as np
@@ -23,10 +22,10 @@ from ros_fixtures import (  # noqa: F401  (fixture: ros_context)
     ros_context_fixture,
     spin,
     wait_for,
+    with_measurements,
 )
 from sensor_msgs.msg import Image
 
-from split_infer.bundle import BundleConfiguration, write_bundle
 from split_infer.cli import main as cli_main
 from split_infer.errors import FrameError
 from split_infer.planning.partition import brute_force_partition
@@ -63,16 +62,11 @@ def chain_bundle(tmp_path_factory):
 @pytest.fixture(scope="module")
 def measured_chain_bundle(chain_bundle, tmp_path_factory):
     """The chain bundle with measured-looking numbers (what plan_pipeline reads)."""
-    path = tmp_path_factory.mktemp("measured_chain") / "bundle"
-    shutil.copytree(chain_bundle.path, path)
-    manifest = {k: v for k, v in chain_bundle.manifest.items()
-                if k not in ("format", "split_infer_version", "configurations", "files")}
-    manifest["client_only"] = {"accuracy": 0.9}
-    configs = [BundleConfiguration.from_dict({
-        **c.to_dict(), "accuracy": 0.9 if c.ratio == 1.0 else 0.895,
-        "bytes_per_frame": 4.0 * float(np.prod(c.feature_shape)) / c.ratio})
-        for c in chain_bundle.configurations]
-    return write_bundle(path, manifest, configs)
+    return with_measurements(
+        chain_bundle, tmp_path_factory.mktemp("measured_chain") / "bundle",
+        lambda c: {"accuracy": 0.9 if c.ratio == 1.0 else 0.895,
+                   "bytes_per_frame": 4.0 * float(np.prod(c.feature_shape)) / c.ratio},
+        client_only={"accuracy": 0.9})
 
 
 def config(bundle, split, ratio):

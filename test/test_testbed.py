@@ -4,15 +4,13 @@ The namespace tests need root (CI runs as root) and skip with the reason otherwi
 arithmetic (:func:`split_infer.ros.testbed.summarize`) is tested everywhere.
 """
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from ros_fixtures import build_tiny_bundle, random_images
+from ros_fixtures import build_tiny_bundle, random_images, with_measurements
 
-from split_infer.bundle import BundleConfiguration, write_bundle
 from split_infer.ros.testbed import TestbedSettings, run_testbed, summarize
 from split_infer.runtime.bag import write_dataset_bag
 from split_infer.runtime.link import load_trace, step_trace, write_trace
@@ -111,8 +109,6 @@ def graded_bundle(tmp_path_factory):
     """A tiny bundle whose measured accuracy falls with the frame size, so a scheduler has a
     reason to prefer large frames on a fast link and small ones on a slow link."""
     tiny = build_tiny_bundle(tmp_path_factory.mktemp("graded") / "tiny")
-    path = tmp_path_factory.mktemp("graded_measured") / "bundle"
-    shutil.copytree(tiny.path, path)
     from split_infer.runtime.engine import EdgeEngine
     from split_infer.training.data import Preprocessing
 
@@ -125,13 +121,11 @@ def graded_bundle(tmp_path_factory):
         sizes[config.id] = len(engine.encode(x, 0, 0))
     ordered = sorted(sizes, key=sizes.get)
     accuracy = {cid: 0.6 + 0.3 * rank / (len(ordered) - 1) for rank, cid in enumerate(ordered)}
-    manifest = {k: v for k, v in tiny.manifest.items()
-                if k not in ("format", "split_infer_version", "configurations", "files")}
-    configs = [BundleConfiguration.from_dict({**c.to_dict(), "accuracy": accuracy[c.id],
-                                              "bytes_per_frame": float(sizes[c.id]),
-                                              "edge_ms": 1.0, "cloud_ms": 1.0})
-               for c in tiny.configurations]
-    return write_bundle(path, manifest, configs), sizes
+    bundle = with_measurements(
+        tiny, tmp_path_factory.mktemp("graded_measured") / "bundle",
+        lambda c: {"accuracy": accuracy[c.id], "bytes_per_frame": float(sizes[c.id]),
+                   "edge_ms": 1.0, "cloud_ms": 1.0})
+    return bundle, sizes
 
 
 @needs_netns

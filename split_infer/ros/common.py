@@ -40,6 +40,7 @@ __all__ = [
     "declare_str",
     "declare_str_array",
     "diagnostic_status",
+    "guarded_timer",
     "join_topic",
     "make_receipt",
     "parse_receipts",
@@ -235,6 +236,18 @@ def diagnostic_status(node: Node, name: str, level: bytes, message: str,
         level=level, name=f"{node.get_fully_qualified_name()}: {name}", message=message,
         hardware_id=node.get_fully_qualified_name(),
         values=[KeyValue(key=str(k), value=str(v)) for k, v in values.items()])
+
+
+def guarded_timer(node: Node, report, what: str = "diagnostics", throttle_s: float = 5.0):
+    """A timer callback running ``report()`` that logs (throttled) instead of raising: a
+    periodic report must never take the executor down."""
+    def callback() -> None:
+        try:
+            report()
+        except Exception as exc:
+            node.get_logger().error(f"{what} failed: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=throttle_s)
+    return callback
 
 
 def publish_diagnostics(node: Node, publisher, statuses: list[DiagnosticStatus]) -> None:

@@ -78,6 +78,7 @@ from .common import (
     declare_str,
     declare_str_array,
     diagnostic_status,
+    guarded_timer,
     parse_receipts,
     publish_diagnostics,
     rejected,
@@ -219,7 +220,8 @@ class EdgeNode(Node):
         self._lower_bound_sub = self.create_subscription(
             Bool, "bandwidth_lower_bound", self._on_lower_bound, _ESTIMATE_QOS,
             callback_group=self._aux_group)
-        self._timer = self.create_timer(1.0, self._on_timer, callback_group=self._aux_group)
+        self._timer = self.create_timer(1.0, guarded_timer(self, self._report),
+                                        callback_group=self._aux_group)
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Show the configuration actually chosen (the -1/0 start-up defaults are resolved).
@@ -398,13 +400,6 @@ class EdgeNode(Node):
         self._bandwidth_is_lower_bound = bool(msg.data)
 
     # -- reporting ------------------------------------------------------------------------------
-    def _on_timer(self) -> None:
-        try:
-            self._report()
-        except Exception as exc:  # reporting must never take the executor down
-            self.get_logger().error(f"diagnostics failed: {type(exc).__name__}: {exc}",
-                                    throttle_duration_sec=_LOG_THROTTLE_S)
-
     def _report(self) -> None:
         now = time.monotonic()
         drops = self._drops.snapshot()

@@ -55,6 +55,7 @@ from .common import (
     declare_int,
     declare_str,
     diagnostic_status,
+    guarded_timer,
     join_topic,
     make_receipt,
     publish_diagnostics,
@@ -155,7 +156,7 @@ class FeatureReceiverNode(Node):
             self._streams = [FeatureStream(self, ns) for ns in namespaces]
         except InvalidTopicNameException as exc:
             raise NodeConfigError(f"{parameter} {namespaces}: {exc}") from None
-        self._timer = self.create_timer(1.0, self._on_timer,
+        self._timer = self.create_timer(1.0, guarded_timer(self, self._report),
                                         callback_group=MutuallyExclusiveCallbackGroup())
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -265,13 +266,6 @@ class FeatureReceiverNode(Node):
         raise NotImplementedError
 
     # -- reporting ------------------------------------------------------------------------------
-    def _on_timer(self) -> None:
-        try:
-            self._report()
-        except Exception as exc:  # reporting must never take the executor down
-            self.get_logger().error(f"diagnostics failed: {type(exc).__name__}: {exc}",
-                                    throttle_duration_sec=LOG_THROTTLE_S)
-
     def _report(self) -> None:
         now = time.monotonic()
         statuses = []
