@@ -138,16 +138,20 @@ def build_tiny_bundle(out_dir: str | Path, *, calibration_images: int = 32, seed
     return write_bundle(out, manifest, configurations)
 
 
-def with_measurements(bundle, out_dir: str | Path, measure, **manifest_extra):
+def with_measurements(bundle, out_dir: str | Path, measure, *,
+                      files: dict[str, bytes] | None = None, **manifest_extra):
     """A copy of ``bundle`` in ``out_dir`` whose configurations carry the fields
-    ``measure(config)`` returns (accuracy, bytes_per_frame, ...) and whose manifest has
-    ``manifest_extra`` added: what planning and the scheduler read from a measured bundle."""
+    ``measure(config)`` returns (accuracy, bytes_per_frame, ...), with ``files`` added and
+    ``manifest_extra`` in its manifest: what planning, the scheduler and the edge-only
+    fallback read from a measured bundle."""
     import shutil
 
     from split_infer.bundle import BundleConfiguration, write_bundle
 
     out = Path(out_dir)
     shutil.copytree(bundle.path, out)
+    for name, data in (files or {}).items():
+        (out / name).write_bytes(data)
     manifest = {k: v for k, v in bundle.manifest.items()
                 if k not in ("format", "split_infer_version", "configurations", "files")}
     manifest.update(manifest_extra)

@@ -21,6 +21,7 @@ from ros_fixtures import (  # noqa: F401  (fixtures: ros_context, tiny_bundle)
     spin,
     tiny_bundle_fixture,
     wait_for,
+    with_measurements,
 )
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
@@ -519,6 +520,49 @@ def test_backpressure_holds_frames_until_receipts_arrive(ros_context, tiny_bundl
     assert edge.stats()["drops"] == {"backpressure_in_flight": 3}
     assert edge.stats()["ignored"] == {"bad_receipt": 1}
     assert [decode_frame(f.data).seq for f in probe.features] == [0, 1, 2]
+
+
+def test_edge_only_fallback_classifies_held_back_frames_on_the_robot(ros_context, tiny_bundle,
+                                                                    tmp_path):
+    """With no cloud acknowledging anything (an outage), frames that backpressure holds back
+    are classified by the bundle's whole model on the edge and published on ``results``."""
+    import torch
+
+    from split_infer.runtime.backends import OrtBackend, export_onnx
+    from split_infer.runtime.stages import load_backbone
+
+    model = load_backbone(tiny_bundle)
+    full = export_onnx(model, torch.zeros(1, 3, 32, 32))
+    bundle = with_measurements(tiny_bundle, tmp_path / "bundle", lambda c: {},
+                               files={"onnx/full.onnx": full},
+                               client_only={"onnx": "onnx/full.onnx"})
+    with pytest.raises(NodeConfigError, match="client_only"):
+        make_edge(ros_context, tiny_bundle, fallback="edge_only")
+    edge = make_edge(ros_context, bundle, max_in_flight=1, ack_timeout=60.0,
+                     fallback="edge_only")
+    probe = Probe(ros_context)
+    pre = Preprocessing.from_dict(bundle.manifest["preprocessing"])
+    reference = OrtBackend(full)
+    images = random_images(5, seed=9)
+    with spin(ros_context, edge, probe.node):
+        probe.wait_matched(probe.images)
+        for i, image in enumerate(images):
+            probe.images.publish(image_msg(image, sec=300 + i))
+            assert wait_for(lambda i=i: edge.stats()["received"] > i)
+        assert wait_for(lambda: probe.count(probe.results) >= len(images) - 1)
+        (result,) = edge.set_parameters([Parameter("fallback", value="drop")])
+        assert result.successful
+        probe.images.publish(image_msg(images[0], sec=400))
+        assert wait_for(lambda: edge.stats()["received"] == len(images) + 1)
+    stats = edge.stats()
+    assert stats["sent"] == 1 and stats["edge_only"] == len(images) - 1  # one slot in flight
+    assert stats["drops"] == {"backpressure_in_flight": 1}  # after switching back to drop
+    for msg in probe.results:
+        i = msg.header.stamp.sec - 300
+        assert 1 <= i < len(images)
+        entries = result_entries(msg)
+        assert {(e[3], e[4]) for e in entries} == {(-1, 1.0)}  # no cut: the whole model
+        assert_result_matches(msg, reference(pre(images[i]))[0], bundle.classes, top_k=5)
 
 
 def test_startup_errors_are_clear(ros_context, tiny_bundle, tmp_path):

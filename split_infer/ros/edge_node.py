@@ -23,13 +23,15 @@ Topics (relative, so one namespace per robot works):
   (``std_msgs/Bool``: the estimate is only what an unsaturated link delivered, so it is not
   used for pacing);
 * publishes ``features``, ``metrics/{fps,bytes_per_frame,drop_rate,active_split,active_ratio,
-  edge_ms}`` (``std_msgs/Float64``) and ``/diagnostics`` at 1 Hz.
+  edge_ms}`` (``std_msgs/Float64``) and ``/diagnostics`` at 1 Hz; with ``fallback:=edge_only``
+  also ``results`` (the cloud's results format, ``split_point`` -1) for the frames it
+  classified itself.
 
 Parameters (``ros2 param describe`` shows ranges): ``bundle`` (required, read-only),
 ``split_point`` and ``ratio`` (the active configuration; change them together with
 ``set_parameters_atomically``, as the scheduler does), ``backend``, ``input_type``,
-``max_rate``, ``backpressure``, ``max_in_flight``, ``ack_timeout``, ``server_rate_limit_ms``,
-``preload`` and ``threads``.
+``max_rate``, ``backpressure``, ``fallback``, ``max_in_flight``, ``ack_timeout``,
+``server_rate_limit_ms``, ``preload`` and ``threads``.
 
 Switching is race-free: the parameter callback validates the requested (split, ratio) pair
 against the preloaded configurations and swaps the engine's active configuration under a lock,
@@ -56,11 +58,13 @@ from std_msgs.msg import Bool, Float64, Float64MultiArray
 
 from ..bundle import Bundle, BundleConfiguration, BundleError
 from ..errors import EncodeError
+from ..runtime.backends import OrtBackend
 from ..runtime.backpressure import Backpressure, RateLimiter
 from ..runtime.engine import EdgeConfig, EdgeEngine
 from ..runtime.images import ImageError, compressed_to_rgb, image_to_rgb
 from ..training.data import Preprocessing
 from ..wire import format_string
+from .cloud_node import results_message
 from .common import (
     BACKENDS,
     CAMERA_QOS,
@@ -88,6 +92,9 @@ from .common import (
 __all__ = ["EdgeNode", "main", "parse_preload"]
 
 INPUT_TYPES = ("raw", "compressed")
+FALLBACKS = ("drop", "edge_only")
+#: ``split_point`` of results the edge-only fallback publishes (no cut: the whole model).
+EDGE_ONLY_SPLIT = -1
 EDGE_METRICS = ("fps", "bytes_per_frame", "drop_rate", "active_split", "active_ratio",
                 "edge_ms")
 
@@ -150,6 +157,11 @@ class EdgeNode(Node):
         backpressure = declare_bool(self, "backpressure", True,
                                     "drop frames the link or server cannot take in time "
                                     "(thesis §4.3 should_process_frame)")
+        fallback = declare_str(self, "fallback", "drop",
+                               "what happens to a frame backpressure holds back (the link or "
+                               "server cannot take it, e.g. in an outage): drop it (counted), "
+                               "or edge_only: classify it here with the bundle's whole model "
+                               "and publish the result on 'results'", choices=FALLBACKS)
         max_in_flight = declare_int(self, "max_in_flight", 2, 1, 64,
                                     "without a bandwidth estimate: most unacknowledged frames")
         ack_timeout = declare_float(self, "ack_timeout", 1.0, 0.01, 60.0,
@@ -184,6 +196,12 @@ class EdgeNode(Node):
         self._param_lock = threading.Lock()  # validate + apply a configuration change as one
         self._backend = backend
         self._backpressure_enabled = backpressure
+        self._fallback = fallback
+        self._full_model: OrtBackend | None = None
+        self._edge_only = 0  # frames classified on the robot by the fallback
+        problem = self._fallback_problem(fallback)
+        if problem:
+            raise NodeConfigError(problem)
         self._rate = RateLimiter(max_rate)
         self._pressure = Backpressure(
             max_in_flight=max_in_flight, ack_timeout_s=ack_timeout,
@@ -200,6 +218,8 @@ class EdgeNode(Node):
         self._frame_group = MutuallyExclusiveCallbackGroup()
         self._aux_group = MutuallyExclusiveCallbackGroup()
         self._features_pub = self.create_publisher(CompressedImage, "features", FEATURE_QOS)
+        # The fallback's results go where the cloud publishes this robot's results.
+        self._results_pub = self.create_publisher(DiagnosticArray, "results", RESULT_QOS)
         self._metrics = MetricPublishers(self, EDGE_METRICS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                                       DIAGNOSTICS_QOS)
@@ -259,9 +279,10 @@ class EdgeNode(Node):
         return self._engine.active
 
     def stats(self) -> dict[str, object]:
-        """Counters so far: ``received``, ``sent``, ``drops`` (by reason), ``ignored``
+        """Counters so far: ``received``, ``sent``, ``edge_only`` (classified here by the
+        fallback), ``drops`` (by reason), ``ignored``
         (malformed receipts/estimates by reason), ``acknowledged`` and ``expired`` frames."""
-        return {"received": self._received, "sent": self._sent,
+        return {"received": self._received, "sent": self._sent, "edge_only": self._edge_only,
                 "drops": self._drops.snapshot(), "ignored": self._ignored.snapshot(),
                 "acknowledged": self._pressure.acknowledged, "expired": self._pressure.expired}
 
@@ -271,6 +292,10 @@ class EdgeNode(Node):
         with self._param_lock:
             if "backend" in changes:
                 problem = backend_problem(changes["backend"])
+                if problem:
+                    return rejected(problem)
+            if "fallback" in changes:
+                problem = self._fallback_problem(changes["fallback"])
                 if problem:
                     return rejected(problem)
             pair = None
@@ -314,6 +339,8 @@ class EdgeNode(Node):
                 self._rate.set_rate(float(changes["max_rate"]))
             if "backpressure" in changes:
                 self._backpressure_enabled = bool(changes["backpressure"])
+            if "fallback" in changes:
+                self._fallback = changes["fallback"]
             if "max_in_flight" in changes:
                 self._pressure.max_in_flight = int(changes["max_in_flight"])
             if "ack_timeout" in changes:
@@ -342,7 +369,10 @@ class EdgeNode(Node):
             if self._backpressure_enabled:
                 decision = self._pressure.should_process_frame(now)
                 if not decision.process:
-                    self._drops.add(f"backpressure_{decision.reason}")
+                    if self._fallback == "edge_only":
+                        self._classify_here(msg, convert)
+                    else:
+                        self._drops.add(f"backpressure_{decision.reason}")
                     return
             rgb = convert(msg)
             x = self._preprocessing(rgb)
@@ -376,6 +406,27 @@ class EdgeNode(Node):
             self._drops.add("internal_error")
             self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
                                     throttle_duration_sec=_LOG_THROTTLE_S)
+
+    def _fallback_problem(self, fallback: str) -> str | None:
+        """Why ``fallback`` cannot be used with this bundle (loading its whole model), or None."""
+        if fallback not in FALLBACKS:
+            return f"fallback {fallback!r}: choose one of {list(FALLBACKS)}"
+        if fallback == "edge_only" and self._full_model is None:
+            onnx = (self._bundle.manifest.get("client_only") or {}).get("onnx")
+            if not onnx:
+                return ("fallback 'edge_only' needs the bundle's whole model (manifest "
+                        "client_only.onnx), and this bundle has none")
+            self._full_model = OrtBackend(self._bundle.file(onnx), self._threads)
+        return None
+
+    def _classify_here(self, msg, convert) -> None:
+        """The edge-only fallback: the whole model on this frame, result on ``results``."""
+        x = self._preprocessing(convert(msg))
+        logits = self._full_model(x)[0]
+        self._results_pub.publish(results_message(
+            msg.header, logits, min(5, len(self._bundle.classes)), self._bundle.classes,
+            self.get_namespace(), self._edge_only, EDGE_ONLY_SPLIT, 1.0))
+        self._edge_only += 1
 
     # -- feedback -------------------------------------------------------------------------------
     def _on_receipts(self, msg: Float64MultiArray) -> None:
@@ -436,6 +487,8 @@ class EdgeNode(Node):
             "codec": config.codec.spec,
             "backend": self._backend,
             "backpressure": self._backpressure_enabled,
+            "fallback": self._fallback,
+            "frames_edge_only": self._edge_only,
             "max_rate": f"{self._rate.max_rate_hz:g}",
             "in_flight_frames": frames,
             "in_flight_bytes": nbytes,
