@@ -3,6 +3,7 @@ diagnostics, topic names, counters. Nothing here knows about models or codecs.""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -261,10 +262,12 @@ def run_node(node_class: type[Node], name: str, args: list[str] | None = None,
     """The ``main`` of every split_infer node: init, spin until Ctrl-C or shutdown, clean up.
 
     A configuration problem found while constructing the node (a bad bundle or bag path, an
-    out-of-range or mistyped parameter: all ``ValueError``s) is logged as fatal and gives exit
-    status 2 instead of a traceback.
+    out-of-range or mistyped parameter: all ``ValueError``s; or the middleware refusing it,
+    e.g. SROS2 without security plugins) is logged as fatal and gives exit status 2 instead of
+    a traceback.
     """
     import rclpy
+    from rclpy._rclpy_pybind11 import RCLError
     from rclpy.exceptions import (
         InvalidParameterTypeException,
         InvalidParameterValueException,
@@ -286,6 +289,15 @@ def run_node(node_class: type[Node], name: str, args: list[str] | None = None,
         if node is not None:  # a runtime failure, not a configuration problem
             raise
         rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
+        return 2
+    except RCLError as exc:
+        if node is not None:
+            raise
+        hint = ""
+        if os.environ.get("ROS_SECURITY_ENABLE", "").lower() == "true":
+            hint = (" (ROS_SECURITY_ENABLE=true: SROS2 needs a DDS built with its security "
+                    "plugins and an enclave for this node; see the README's SROS2 section)")
+        rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}{hint}")
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
