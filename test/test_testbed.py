@@ -33,13 +33,17 @@ def test_summarize_counts_dropped_frames_as_wrong(tmp_path):
     # Every other frame delivered 50 ms later; of those, every fourth predicted wrong.
     results = [[t0 + 0.1 * i + 0.05, stamp, (i % 3) if i % 4 else (i + 1) % 3, 3.0, 8.0]
                for i, stamp in enumerate(stamps) if i % 2 == 0]
-    records = {"edge": {"labels": labels, "sent": [[t0 + 0.1 * i, s, 1000]
-                                                   for i, s in enumerate(stamps)],
+    results[10][3:] = [2.0, 4.0]  # frame 20 answered with another configuration than sent
+    results[11][0] += 1.5  # frame 22 answered 1.55 s after capture: stale
+    results.append(list(results[12]))  # frame 24 answered twice
+    records = {"edge": {"labels": labels, "results": results,
+                        "sent": [[t0 + 0.1 * i, s, 1000, 3, 8.0] for i, s in enumerate(stamps)],
                         "active_ratio": [[t0, 4.0], [t0 + 6.0, 8.0]],
                         "active_split": [[t0, 3.0]],
                         "estimates": [[t0 + 5.5 + 0.1 * i, 2.1e5] for i in range(20)]},
-               "cloud": {"results": results}}
-    settings = TestbedSettings(bundle=Path("b"), bag=Path("g"), trace=Path("t"), warmup_s=0.0)
+               "cloud": {}}
+    settings = TestbedSettings(bundle=Path("b"), bag=Path("g"), trace=Path("t"), warmup_s=0.0,
+                               events=((4.0, "kill_scheduler"),))
     report = summarize(records, trace, settings, t0, 10.0, rx_bytes=100_000)
     summary = report["summary"]
     counted = [i for i in range(100) if 0.1 * i <= 9.0]
@@ -50,6 +54,8 @@ def test_summarize_counts_dropped_frames_as_wrong(tmp_path):
     assert summary["effective_accuracy"] == round(len(correct) / len(counted), 4)
     assert summary["top1_on_delivered_percent"] == round(100 * len(correct) / len(delivered), 2)
     assert summary["latency_ms_p50"] == pytest.approx(50.0, abs=0.01)
+    assert (summary["misdecoded_results"], summary["stale_results"],
+            summary["duplicate_results"]) == (1, 1, 1)
     capacity = 1e6 * 5 + 2e5 * 5
     assert summary["link_utilization"] == pytest.approx(8 * 100_000 / capacity, rel=1e-3)
     (reaction,) = report["reactions"]
@@ -57,6 +63,9 @@ def test_summarize_counts_dropped_frames_as_wrong(tmp_path):
     assert reaction["estimate_within_15pct_after_s"] == pytest.approx(0.5)
     assert reaction["configuration_changed_after_s"] == pytest.approx(1.0)
     assert reaction["ratio_before"] == 4.0 and reaction["ratio_after"] == 8.0
+    (recovery,) = report["recoveries"]  # first frame captured at/after 4 s: frame 40, +50 ms
+    assert recovery["fault"].startswith("scheduler killed")
+    assert recovery["recovered_after_s"] == pytest.approx(0.05, abs=1e-6)
 
 
 # -- namespaces -----------------------------------------------------------------------------------

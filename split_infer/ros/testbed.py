@@ -48,7 +48,9 @@ from ..bundle import Bundle
 from ..runtime.link import load_trace
 from ..runtime.netns import NetnsLink, TraceFollower, remove_stale
 
-__all__ = ["TestbedSettings", "run_testbed", "summarize"]
+__all__ = ["EVENTS", "TestbedSettings", "run_testbed", "summarize"]
+
+EVENTS = ("kill_cloud", "start_cloud", "kill_scheduler")
 
 
 @dataclass
@@ -62,12 +64,17 @@ class TestbedSettings:
     out_dir: Path = Path("out/testbed")
     strategy: str = "adaptive"  # or "split:ratio", "cloud_only", "edge_only"
     initial: str = ""  # adaptive only: the edge's first "split:ratio" (default: smallest frames)
+    fallback: str = "drop"  # the edge node's fallback for frames it holds back (or edge_only)
     objective: str = "effective_accuracy"
     frame_rate: float = 30.0
     playback_rate: float = 1.0
     warmup_s: float = 2.0
     window_s: float = 2.0
     status: bool = True
+    #: faults at given times (s): "kill_cloud" (SIGKILL), "start_cloud" (a fresh cloud
+    #: process), "kill_scheduler" (removed from the edge process as a crash would)
+    events: tuple[tuple[float, str], ...] = ()
+    stale_after_ms: float = 1000.0  # a result later than this after capture is stale
 
 
 class _Side:
@@ -105,6 +112,12 @@ class _Side:
         self._log.flush()
         text = Path(self._log.name).read_text(errors="replace").strip().splitlines()
         return " | ".join(text[-5:]) or f"exit status {self.process.poll()}"
+
+    def kill(self) -> None:
+        """SIGKILL the side (a crash: it writes no records)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5.0)
 
     def send(self, line: str) -> None:
         self.process.stdin.write(line + "\n")
@@ -160,6 +173,7 @@ def run_testbed(settings: TestbedSettings) -> dict:
                 config = {"side": side, "bundle": str(Path(settings.bundle).resolve()),
                           "bag": str(Path(settings.bag).resolve()),
                           "strategy": settings.strategy, "initial": settings.initial,
+                          "fallback": settings.fallback,
                           "objective": settings.objective,
                           "frame_rate": settings.frame_rate,
                           "playback_rate": settings.playback_rate, "domain_id": domain_id,
@@ -167,21 +181,44 @@ def run_testbed(settings: TestbedSettings) -> dict:
                 path = Path(tmp) / f"{side}_config.json"
                 path.write_text(json.dumps(config))
                 peer = link.cloud_ip if side == "edge" else link.edge_ip
-                sides.append(_Side(side, [*link.exec_prefix(side), sys.executable, "-m",
-                                          "split_infer.ros.testbed_side", str(path)],
-                                   _side_env(domain_id, peer), out / f"{side}.log"))
+                command = [*link.exec_prefix(side), sys.executable, "-m",
+                           "split_infer.ros.testbed_side", str(path)]
+                if side == "cloud":
+                    cloud_command = command
+                sides.append(_Side(side, command, _side_env(domain_id, peer),
+                                   out / f"{side}.log"))
             cloud, edge = sides
             cloud.wait_for("READY", 60.0)
             edge.wait_for("READY", 60.0)
+            events = sorted(settings.events)
+            for _, action in events:
+                if action not in EVENTS:
+                    raise ValueError(f"unknown testbed event {action!r}; use one of {EVENTS}")
+            restarts = 0
             follower = TraceFollower(link, trace)
             follower.start()
             t0_wall = time.time()
             rx0 = link.interface_bytes("cloud")
             edge.send("GO")
             last = 0.0
+            cloud_killed = False
             while follower.elapsed_s() < settings.duration_s:
-                time.sleep(0.2)
-                if edge.process.poll() is not None or cloud.process.poll() is not None:
+                time.sleep(0.05)
+                while events and events[0][0] <= follower.elapsed_s():
+                    _, action = events.pop(0)
+                    if action == "kill_cloud":
+                        cloud.kill()
+                        cloud_killed = True
+                    elif action == "start_cloud":
+                        restarts += 1
+                        cloud = _Side("cloud", cloud_command, _side_env(domain_id, link.edge_ip),
+                                      out / f"cloud{restarts}.log")
+                        sides.append(cloud)
+                        cloud_killed = False
+                    else:
+                        edge.send("KILL scheduler")
+                if edge.process.poll() is not None or (
+                        cloud.process.poll() is not None and not cloud_killed):
                     raise RuntimeError("a testbed side exited early; see the logs in "
                                        f"{out}")
                 if follower.error is not None:
@@ -196,8 +233,10 @@ def run_testbed(settings: TestbedSettings) -> dict:
             edge.stop()
             time.sleep(1.0)  # frames in flight reach the cloud
             cloud.stop()
-            records = {side: json.loads((Path(tmp) / f"{side}.json").read_text())
-                       for side in ("edge", "cloud")}
+            # A killed cloud writes nothing; everything measured is recorded on the edge.
+            records = {side: json.loads(path.read_text()) if path.is_file() else {}
+                       for side, path in (("edge", Path(tmp) / "edge.json"),
+                                          ("cloud", Path(tmp) / "cloud.json"))}
             skipped = sorted(follower.skipped)
             capabilities = dict(link.capabilities)
         finally:
@@ -232,12 +271,16 @@ def summarize(records: dict, trace, settings: TestbedSettings, t0_wall: float,
               elapsed_s: float, rx_bytes: int) -> dict:
     """The testbed report (``summary``, ``timeline``, ``frames``, ``reactions``) from the two
     sides' records; pure, so it is tested without namespaces."""
-    edge, cloud = records["edge"], records["cloud"]
-    if settings.strategy == "edge_only":
-        cloud = {"results": edge.get("results", [])}
+    edge = records["edge"]
     labels = {stamp: (t - t0_wall, label) for t, stamp, label in edge.get("labels", [])}
-    results = {stamp: (t - t0_wall, cls, split, ratio)
-               for t, stamp, cls, split, ratio in cloud.get("results", [])}
+    results: dict[int, tuple] = {}
+    duplicates = 0
+    for t, stamp, cls, split, ratio in edge.get("results", []):
+        if stamp in results:
+            duplicates += 1  # a frame answered twice (a replay the cloud should have refused)
+            continue
+        results[stamp] = (t - t0_wall, cls, split, ratio)
+    sent_config = {row[1]: (row[3], row[4]) for row in edge.get("sent", []) if row[3] is not None}
     window = (settings.warmup_s, elapsed_s - 1.0)
     frames = []
     for stamp, (t, label) in sorted(labels.items(), key=lambda kv: kv[1][0]):
@@ -253,7 +296,7 @@ def summarize(records: dict, trace, settings: TestbedSettings, t0_wall: float,
     correct = sum(f["predicted"] == f["label"] for f in delivered)
     latencies = [f["latency_ms"] for f in delivered]
     span = max(window[1] - window[0], 1e-9)
-    sent = [(t - t0_wall, n) for t, _, n in edge.get("sent", [])]
+    sent = [(row[0] - t0_wall, row[2]) for row in edge.get("sent", [])]
     sent_in = [n for t, n in sent if window[0] <= t <= window[1]]
     capacity_bits = _capacity_bits(trace, 0.0, elapsed_s)
     estimates = [(t - t0_wall, v) for t, v in edge.get("estimates", [])]
@@ -284,6 +327,15 @@ def summarize(records: dict, trace, settings: TestbedSettings, t0_wall: float,
         "link_bound_fps": round(rate_mean / (8 * bytes_mean), 2) if bytes_mean else None,
         "configurations_used": sorted({f"{f['split_point']:.0f}:{f['ratio']:g}"
                                        for f in delivered}),
+        # Fault criteria (issue: 0 stale or misdecoded outputs): a result is stale when it
+        # arrives more than stale_after_ms after capture, misdecoded when it names another
+        # configuration than the frame that was sent for that camera frame.
+        "stale_results": sum(f["latency_ms"] > settings.stale_after_ms for f in delivered),
+        "misdecoded_results": sum(
+            1 for stamp, (_, _, split, ratio) in results.items()
+            if stamp in sent_config and (float(sent_config[stamp][0]), float(np.float32(
+                sent_config[stamp][1]))) != (float(split), float(np.float32(ratio)))),
+        "duplicate_results": duplicates,
     }
     timeline = []
     for t in np.arange(0.0, elapsed_s, 0.5):
@@ -295,9 +347,40 @@ def summarize(records: dict, trace, settings: TestbedSettings, t0_wall: float,
                          "effective_accuracy": good / len(past) if past else None})
     return {"summary": summary, "reactions": _reactions(trace, elapsed_s, estimates, ratios,
                                                         splits),
+            "recoveries": _recoveries(trace, settings, frames, elapsed_s),
             "settings": {k: str(v) if isinstance(v, Path) else v
                          for k, v in asdict(settings).items()},
             "timeline": timeline, "frames": frames, "edge_stats": edge.get("edge_stats")}
+
+
+def _fault_ends(trace, settings: TestbedSettings, elapsed_s: float) -> list[tuple[str, float]]:
+    """(what, when it ended) for every fault in the run: trace segments with loss or no rate,
+    a killed cloud (ends when it is started again) and a killed scheduler (ends at once)."""
+    ends = []
+    times = [float(t) for t in trace.times_s]
+    for i, (rate, loss) in enumerate(zip(trace.rates_bps, trace.losses, strict=True)):
+        if (rate <= 0 or loss > 0) and i + 1 < len(times) and times[i + 1] < elapsed_s:
+            what = "outage" if rate <= 0 else f"loss {100 * float(loss):g}%"
+            ends.append((f"{what} {times[i]:g}-{times[i + 1]:g} s", times[i + 1]))
+    for t, action in sorted(settings.events):
+        if action == "start_cloud":
+            ends.append((f"cloud restarted at {t:g} s", t))
+        elif action == "kill_scheduler":
+            ends.append((f"scheduler killed at {t:g} s", t))
+    return ends
+
+
+def _recoveries(trace, settings: TestbedSettings, frames: list[dict], elapsed_s: float
+                ) -> list[dict]:
+    """Per fault: seconds from its end until results flow again, i.e. until the first result
+    of a frame captured after the end (None: never within the run)."""
+    rows = []
+    for what, end in _fault_ends(trace, settings, elapsed_s):
+        answered = [f["t_s"] + f["latency_ms"] / 1e3 for f in frames
+                    if f["t_s"] >= end and f["latency_ms"] is not None]
+        rows.append({"fault": what, "ended_s": end,
+                     "recovered_after_s": round(min(answered) - end, 3) if answered else None})
+    return rows
 
 
 def _capacity_bits(trace, start_s: float, end_s: float) -> float:

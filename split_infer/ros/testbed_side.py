@@ -6,14 +6,15 @@
   strategy is ``adaptive``) and a recorder of labels, sent frames, estimates and the active
   configuration; for ``cloud_only`` a JPEG sender instead of the edge node, for ``edge_only``
   the whole model and a recorder of its results (:mod:`.references`).
-* ``"side": "cloud"`` — the cloud node (``cloud_only``: the whole model on JPEG frames;
-  ``edge_only``: nothing) and a recorder of its results and receipts.
+* ``"side": "cloud"`` — only the serving node (the cloud node; ``cloud_only``: the whole
+  model on JPEG frames; ``edge_only``: nothing), so that a fault test can kill it: results and
+  receipts come back to the robot and are recorded there.
 
 Protocol with the testbed (stdout/stdin, one line each): the side prints ``READY`` once its
 nodes are up (the edge also waits until the cloud's subscription is matched across the link);
-the edge starts the bag player when it reads ``GO``; both stop on SIGTERM or SIGINT and write
-their records (wall-clock times, ``time.time()``, shared by both namespaces) to ``out`` as
-JSON before exiting.
+the edge starts the bag player when it reads ``GO`` (and afterwards takes ``KILL scheduler``);
+both stop on SIGTERM or SIGINT and write their records (wall-clock times, ``time.time()``,
+shared by both namespaces) to ``out`` as JSON before exiting.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Bool, Float64, Float64MultiArray
 
 from ..runtime.bag import header_stamp_ns
+from ..wire import decode_frame
 from .bag_player import BagPlayer
 from .bandwidth_monitor import BandwidthMonitor
 from .cloud_node import CloudNode
@@ -68,11 +70,19 @@ class _Recorder(Node):
 
 
 class EdgeRecorder(_Recorder):
+    """Everything the testbed measures, recorded on the robot: labels, the frames sent (with
+    the configuration their wire header names), estimates, the active configuration, and the
+    results and receipts coming back from the cloud (over the unshaped direction). Recording
+    on the edge keeps the cloud process a plain serving node that a fault test can kill."""
+
     def __init__(self, features_topic: str = "features", **kwargs) -> None:
         super().__init__("edge", **kwargs)
+        self._features_topic = features_topic
         self.create_subscription(DiagnosticArray, "labels", self._on_label, _QOS)
         self.create_subscription(CompressedImage, features_topic, self._on_features,
                                  FEATURE_QOS)
+        self.create_subscription(DiagnosticArray, "results", self._on_result, _QOS)
+        self.create_subscription(Float64MultiArray, "receipts", self._on_receipts, _QOS)
         self.create_subscription(Float64, "bandwidth_bps", lambda m: self._add(
             "estimates", [time.time(), float(m.data)]), _QOS)
         self.create_subscription(Bool, "bandwidth_lower_bound", lambda m: self._add(
@@ -89,33 +99,20 @@ class EdgeRecorder(_Recorder):
                                  int(values["class_id"])])
 
     def _on_features(self, msg: CompressedImage) -> None:
-        self._add("sent", [time.time(), header_stamp_ns(msg.header), len(msg.data)])
+        split = ratio = None
+        if self._features_topic == "features":
+            frame = decode_frame(msg.data)
+            split, ratio = frame.split_point, frame.ratio
+        self._add("sent", [time.time(), header_stamp_ns(msg.header), len(msg.data), split,
+                           ratio])
 
-
-class EdgeResultRecorder(EdgeRecorder):
-    """Edge-only: the results never cross the link, so they are recorded on the edge."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.create_subscription(DiagnosticArray, "results", lambda m: _record_result(self, m),
-                                 _QOS)
-
-
-def _record_result(recorder: _Recorder, msg: DiagnosticArray) -> None:
-    top = next((s for s in msg.status if s.message == "rank 1"), None)
-    if top is not None:
-        values = {kv.key: kv.value for kv in top.values}
-        recorder._add("results", [time.time(), header_stamp_ns(msg.header),
+    def _on_result(self, msg: DiagnosticArray) -> None:
+        top = next((s for s in msg.status if s.message == "rank 1"), None)
+        if top is not None:
+            values = {kv.key: kv.value for kv in top.values}
+            self._add("results", [time.time(), header_stamp_ns(msg.header),
                                   int(values["class_id"]), float(values["split_point"]),
                                   float(values["ratio"])])
-
-
-class CloudRecorder(_Recorder):
-    def __init__(self, **kwargs) -> None:
-        super().__init__("cloud", **kwargs)
-        self.create_subscription(DiagnosticArray, "results", lambda m: _record_result(self, m),
-                                 _QOS)
-        self.create_subscription(Float64MultiArray, "receipts", self._on_receipts, _QOS)
 
     def _on_receipts(self, msg: Float64MultiArray) -> None:
         for row in parse_receipts(msg):
@@ -135,9 +132,10 @@ def _edge_nodes(config: dict, context) -> tuple[list[Node], Node | None]:
         sender = JpegSender(int(config.get("jpeg_quality", 90)), namespace=ROBOT, **common)
         return [EdgeRecorder(features_topic="image/compressed", **common), sender], sender
     if strategy == "edge_only":
-        return [EdgeResultRecorder(**common),
+        return [EdgeRecorder(**common),
                 FullModelNode(bundle, compressed=False, namespace=ROBOT, **common)], None
-    params = [Parameter("bundle", value=bundle)]
+    params = [Parameter("bundle", value=bundle),
+              Parameter("fallback", value=config.get("fallback", "drop"))]
     adaptive = strategy == "adaptive"
     first = config.get("initial", "") if adaptive else strategy
     if first:
@@ -160,13 +158,26 @@ def _edge_nodes(config: dict, context) -> tuple[list[Node], Node | None]:
 def _cloud_nodes(config: dict, context) -> list[Node]:
     strategy = config["strategy"]
     if strategy == "edge_only":
-        return []  # nothing to receive; subscribing to results would pull them over the link
+        return []  # nothing crosses the link
     if strategy == "cloud_only":
-        return [CloudRecorder(context=context), FullModelNode(
-            config["bundle"], compressed=True, namespace=ROBOT, context=context)]
-    return [CloudRecorder(context=context), CloudNode(
-        namespace=ROBOT, context=context,
-        parameter_overrides=[Parameter("bundle", value=config["bundle"])])]
+        return [FullModelNode(config["bundle"], compressed=True, namespace=ROBOT,
+                              context=context)]
+    return [CloudNode(namespace=ROBOT, context=context,
+                      parameter_overrides=[Parameter("bundle", value=config["bundle"])])]
+
+
+def _follow_commands(stop: threading.Event, executor, nodes: list[Node]) -> None:
+    """Edge stdin after GO: ``KILL scheduler`` removes the scheduler as a crash would (the
+    edge keeps its last configuration); EOF or anything else is ignored."""
+    for line in sys.stdin:
+        if line.strip() == "KILL scheduler":
+            for node in [n for n in nodes if isinstance(n, Scheduler)]:
+                executor.remove_node(node)
+                node.destroy_node()
+                nodes.remove(node)
+            print("KILLED scheduler", flush=True)
+        if stop.is_set():
+            return
 
 
 def run_side(config: dict) -> int:
@@ -216,6 +227,8 @@ def run_side(config: dict) -> int:
                           "-r", f"/camera/labels:=/{ROBOT}/labels"])
             nodes.append(player)
             executor.add_node(player)
+            threading.Thread(target=_follow_commands, args=(stop, executor, nodes),
+                             daemon=True).start()
         else:
             print("READY", flush=True)
         while not stop.wait(0.1):
