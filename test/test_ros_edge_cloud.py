@@ -330,6 +330,29 @@ def test_invalid_parameters_are_rejected_with_reasons(ros_context, tiny_bundle):
         assert atomically(cloud_client, top_k=1).successful
 
 
+def test_cloud_refuses_frames_captured_too_long_ago(ros_context, tiny_bundle):
+    """max_frame_age: a frame whose camera stamp is older than the bound on arrival is refused
+    as stale (counted, still acknowledged); a fresh one is answered."""
+    cloud = make_cloud(ros_context, tiny_bundle, max_frame_age=1.0)
+    probe = Probe(ros_context)
+    pre, ref_edge, _ = offline(tiny_bundle)
+    x = pre(random_images(1, seed=30)[0])
+    now_ns = time.time_ns()
+    with spin(ros_context, cloud, probe.node):
+        probe.wait_matched(probe.raw_features)
+        for seq, age_s in enumerate((5.0, 0.0)):
+            msg = CompressedImage(format=format_string(ref_edge.active.codec.spec))
+            msg.data = ref_edge.encode(x, seq, now_ns + seq)
+            captured = now_ns - int(age_s * 1e9)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(captured, 10**9)
+            probe.raw_features.publish(msg)
+            assert wait_for(lambda seq=seq: probe.count(probe.receipts) >= seq + 1)
+        assert wait_for(lambda: probe.count(probe.results) >= 1)
+    (stream,) = cloud.stats().values()
+    assert stream["rejects"] == {"stale": 1} and stream["frames"] == 1
+    assert [int(e[2]) for e in result_entries(probe.results[0])][:1] == [1]
+
+
 def test_two_robots_get_their_own_results(ros_context, tiny_bundle):
     edges = [make_edge(ros_context, tiny_bundle, namespace=ns, backpressure=False,
                        split_point=split, ratio=ratio)

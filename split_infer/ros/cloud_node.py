@@ -31,7 +31,8 @@ node's own namespace, ``"/r1"`` absolute, ``"r1"`` relative to the node's):
   the last configuration seen; and the node's backend and loaded routes.
 
 Parameters: ``bundle`` (required, read-only), ``edge_namespaces`` (read-only), ``top_k``,
-``backend``, ``replay_window`` and ``threads``.
+``backend``, ``replay_window``, ``max_frame_age`` (frames captured longer ago than this are
+refused as ``stale``: a late answer is a wrong one) and ``threads``.
 
 The receiving half (streams, replay check, receipts, reject counts, diagnostics) is
 :class:`~split_infer.ros.receiver.FeatureReceiverNode`, shared with the middle stages of an

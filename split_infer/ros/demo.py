@@ -28,6 +28,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,9 @@ class DemoSettings:
     status: bool = True
     domain_id: int | None = None  # None: ROS_DOMAIN_ID from the environment
     override: str = ""  # pin the scheduler to "split:ratio" (empty: adapt)
+    #: called about five times a second with (elapsed s, generated, delivered, correct frames
+    #: so far): how a soak test samples throughput while the demo runs
+    on_tick: Callable[[float, int, int, int], None] | None = None
 
 
 class LinkRelay(Node):
@@ -316,6 +320,8 @@ def run_demo(settings: DemoSettings) -> dict:
         last_print = 0.0
         while relay.elapsed_s() < settings.duration_s:
             time.sleep(0.2)
+            if settings.on_tick is not None:
+                settings.on_tick(relay.elapsed_s(), *recorder.counts(0.0))
             if settings.status and relay.elapsed_s() - last_print >= (1.0 if tty else 5.0):
                 last_print = relay.elapsed_s()
                 line = _status_line(recorder, settings.window_s)
@@ -382,6 +388,6 @@ def _report(settings: DemoSettings, bundle: Bundle, recorder: DemoRecorder,
     }
     return {"summary": summary,
             "settings": {k: str(v) if isinstance(v, Path) else v
-                         for k, v in settings.__dict__.items()},
+                         for k, v in settings.__dict__.items() if not callable(v)},
             "timeline": _window_series(recorder.samples, settings.window_s),
             "frames": frames}

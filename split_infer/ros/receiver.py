@@ -134,6 +134,10 @@ class FeatureReceiverNode(Node):
         replay_window = declare_float(self, "replay_window", 10.0, 0.0, 3600.0,
                                       "reject frames stamped this many seconds before the "
                                       "newest of their stream (0: only exact repeats)")
+        max_frame_age = declare_float(self, "max_frame_age", 0.0, 0.0, 3600.0,
+                                      "reject frames whose camera stamp is older than this "
+                                      "many seconds on arrival: a late answer is a wrong one "
+                                      "for a moving robot (0: never; needs synced clocks)")
         if not bundle_path:
             raise NodeConfigError("parameter 'bundle' is required: the path of a bundle "
                                   "directory (manifest.json + ONNX parts)")
@@ -143,6 +147,7 @@ class FeatureReceiverNode(Node):
         self._bundle = Bundle.load(bundle_path)
         self._lock = threading.Lock()
         self._replay_window_ns = int(replay_window * 1e9)
+        self._max_age_ns = int(max_frame_age * 1e9)
         self._streams: list[FeatureStream] = []
 
     def _start(self, namespaces: list[str], parameter: str) -> None:
@@ -184,6 +189,8 @@ class FeatureReceiverNode(Node):
                 self._backend = changes["backend"]
             if "replay_window" in changes:
                 self._replay_window_ns = int(float(changes["replay_window"]) * 1e9)
+            if "max_frame_age" in changes:
+                self._max_age_ns = int(float(changes["max_frame_age"]) * 1e9)
             self._apply_parameters(changes)
         return SetParametersResult(successful=True)
 
@@ -235,6 +242,15 @@ class FeatureReceiverNode(Node):
             return
         if stream.is_replay(header, self._replay_window_ns):
             self._reject(stream, "replayed", f"seq {header.seq} stamp {header.stamp_ns}")
+            return
+        stamp = msg.header.stamp
+        captured_ns = stamp.sec * 10**9 + stamp.nanosec
+        if self._max_age_ns and captured_ns and receive_ns - captured_ns > self._max_age_ns:
+            # Acknowledged all the same: the bytes crossed the link, and the sender's
+            # backpressure must learn that they did.
+            self._reject(stream, "stale", f"seq {header.seq} captured "
+                                          f"{(receive_ns - captured_ns) / 1e6:.0f} ms ago")
+            self._receipt(stream, header, len(data), receive_ns, start)
             return
         try:
             frame, output = self._decode(header)

@@ -162,8 +162,11 @@ def _cloud_nodes(config: dict, context) -> list[Node]:
     if strategy == "cloud_only":
         return [FullModelNode(config["bundle"], compressed=True, namespace=ROBOT,
                               context=context)]
-    return [CloudNode(namespace=ROBOT, context=context,
-                      parameter_overrides=[Parameter("bundle", value=config["bundle"])])]
+    # Both namespaces share the host clock, so the cloud can refuse frames that arrive too
+    # late to be of use (the testbed's definition of a stale result).
+    return [CloudNode(namespace=ROBOT, context=context, parameter_overrides=[
+        Parameter("bundle", value=config["bundle"]),
+        Parameter("max_frame_age", value=float(config.get("max_frame_age", 0.0)))])]
 
 
 def _follow_commands(stop: threading.Event, executor, nodes: list[Node]) -> None:
