@@ -42,9 +42,9 @@ def test_summarize_counts_dropped_frames_as_wrong(tmp_path):
                         "active_split": [[t0, 3.0]],
                         "estimates": [[t0 + 5.5 + 0.1 * i, 2.1e5] for i in range(20)]},
                "cloud": {}}
-    settings = TestbedSettings(bundle=Path("b"), bag=Path("g"), trace=Path("t"), warmup_s=0.0,
-                               events=((4.0, "kill_scheduler"),))
-    report = summarize(records, trace, settings, t0, 10.0, rx_bytes=100_000)
+    settings = TestbedSettings(bundle=Path("b"), bag=Path("g"), trace=Path("t"), warmup_s=0.0)
+    report = summarize(records, trace, settings, t0, 10.0, rx_bytes=100_000,
+                       event_ends=[("scheduler killed", 4.0)])
     summary = report["summary"]
     counted = [i for i in range(100) if 0.1 * i <= 9.0]
     delivered = [i for i in counted if i % 2 == 0]

@@ -204,6 +204,8 @@ def run_testbed(settings: TestbedSettings) -> dict:
             edge.send("GO")
             last = 0.0
             cloud_killed = False
+            waiting_ready: _Side | None = None
+            fault_ends: list[tuple[str, float]] = []
             while follower.elapsed_s() < settings.duration_s:
                 time.sleep(0.05)
                 while events and events[0][0] <= follower.elapsed_s():
@@ -217,8 +219,15 @@ def run_testbed(settings: TestbedSettings) -> dict:
                                       out / f"cloud{restarts}.log")
                         sides.append(cloud)
                         cloud_killed = False
+                        waiting_ready = cloud
                     else:
                         edge.send("KILL scheduler")
+                        fault_ends.append(("scheduler killed", follower.elapsed_s()))
+                if waiting_ready is not None and "READY" in waiting_ready.lines:
+                    # The restart is over when the new cloud process serves (its start-up,
+                    # imports and model loading, is not the graph's recovery).
+                    fault_ends.append(("cloud restarted", follower.elapsed_s()))
+                    waiting_ready = None
                 if edge.process.poll() is not None or (
                         cloud.process.poll() is not None and not cloud_killed):
                     raise RuntimeError("a testbed side exited early; see the logs in "
@@ -245,7 +254,7 @@ def run_testbed(settings: TestbedSettings) -> dict:
             for side in sides:
                 side.stop(timeout_s=5.0)
             signal.signal(signal.SIGTERM, previous)
-    report = summarize(records, trace, settings, t0_wall, elapsed, rx_bytes)
+    report = summarize(records, trace, settings, t0_wall, elapsed, rx_bytes, fault_ends)
     report["link"] = {"capabilities": capabilities, "not_applied": skipped,
                       "veth_rx_bytes": rx_bytes}
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -270,7 +279,8 @@ def _value_at(series: list, t: float) -> float | None:
 
 
 def summarize(records: dict, trace, settings: TestbedSettings, t0_wall: float,
-              elapsed_s: float, rx_bytes: int) -> dict:
+              elapsed_s: float, rx_bytes: int,
+              event_ends: list[tuple[str, float]] | None = None) -> dict:
     """The testbed report (``summary``, ``timeline``, ``frames``, ``reactions``) from the two
     sides' records; pure, so it is tested without namespaces."""
     edge = records["edge"]
@@ -349,38 +359,34 @@ def summarize(records: dict, trace, settings: TestbedSettings, t0_wall: float,
                          "effective_accuracy": good / len(past) if past else None})
     return {"summary": summary, "reactions": _reactions(trace, elapsed_s, estimates, ratios,
                                                         splits),
-            "recoveries": _recoveries(trace, settings, frames, elapsed_s),
+            "recoveries": _recoveries(trace, frames, elapsed_s, event_ends or []),
             "settings": {k: str(v) if isinstance(v, Path) else v
                          for k, v in asdict(settings).items()},
             "timeline": timeline, "frames": frames, "edge_stats": edge.get("edge_stats")}
 
 
-def _fault_ends(trace, settings: TestbedSettings, elapsed_s: float) -> list[tuple[str, float]]:
+def _fault_ends(trace, elapsed_s: float, event_ends: list[tuple[str, float]]
+                ) -> list[tuple[str, float]]:
     """(what, when it ended) for every fault in the run: trace segments with loss or no rate,
-    a killed cloud (ends when it is started again) and a killed scheduler (ends at once)."""
+    and the events (a restarted cloud ends when it serves again, a killed scheduler at once)."""
     ends = []
     times = [float(t) for t in trace.times_s]
     for i, (rate, loss) in enumerate(zip(trace.rates_bps, trace.losses, strict=True)):
         if (rate <= 0 or loss > 0) and i + 1 < len(times) and times[i + 1] < elapsed_s:
             what = "outage" if rate <= 0 else f"loss {100 * float(loss):g}%"
             ends.append((f"{what} {times[i]:g}-{times[i + 1]:g} s", times[i + 1]))
-    for t, action in sorted(settings.events):
-        if action == "start_cloud":
-            ends.append((f"cloud restarted at {t:g} s", t))
-        elif action == "kill_scheduler":
-            ends.append((f"scheduler killed at {t:g} s", t))
-    return ends
+    return ends + [(f"{what} at {t:.2f} s", t) for what, t in event_ends]
 
 
-def _recoveries(trace, settings: TestbedSettings, frames: list[dict], elapsed_s: float
-                ) -> list[dict]:
+def _recoveries(trace, frames: list[dict], elapsed_s: float,
+                event_ends: list[tuple[str, float]]) -> list[dict]:
     """Per fault: seconds from its end until results flow again, i.e. until the first result
     of a frame captured after the end (None: never within the run)."""
     rows = []
-    for what, end in _fault_ends(trace, settings, elapsed_s):
+    for what, end in _fault_ends(trace, elapsed_s, event_ends):
         answered = [f["t_s"] + f["latency_ms"] / 1e3 for f in frames
                     if f["t_s"] >= end and f["latency_ms"] is not None]
-        rows.append({"fault": what, "ended_s": end,
+        rows.append({"fault": what, "ended_s": round(end, 3),
                      "recovered_after_s": round(min(answered) - end, 3) if answered else None})
     return rows
 
