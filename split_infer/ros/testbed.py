@@ -174,8 +174,8 @@ def run_testbed(settings: TestbedSettings) -> dict:
                           "bag": str(Path(settings.bag).resolve()),
                           "strategy": settings.strategy, "initial": settings.initial,
                           "fallback": settings.fallback,
-                          # 10 % of the bound is left for the tail and the way back
-                          "max_frame_age": 0.9 * settings.stale_after_ms / 1e3,
+                          # a fifth of the bound is left for the tail and the way back
+                          "max_frame_age": 0.8 * settings.stale_after_ms / 1e3,
                           "objective": settings.objective,
                           "frame_rate": settings.frame_rate,
                           "playback_rate": settings.playback_rate, "domain_id": domain_id,
