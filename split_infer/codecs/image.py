@@ -35,6 +35,7 @@ __all__ = [
     "from_grey",
     "jpeg_header",
     "mosaic_grid",
+    "png_chunk_problem",
     "png_header",
     "tile",
     "to_grey",
@@ -101,20 +102,30 @@ def png_header(data: bytes) -> tuple[int, int, int, int]:
     length, kind, width, height, depth, colour = struct.unpack_from(">I4sIIBB", data, 8)
     if length != 13 or kind != b"IHDR":
         raise FrameError("corrupt_payload", "PNG does not start with IHDR")
-    # OpenCV's reader allocates a chunk's declared length before reading it: a 450-byte
-    # payload declaring a 2.5 GB IDAT allocated that much. Each step advances >= 12 bytes.
+    problem = png_chunk_problem(data)
+    if problem:
+        raise FrameError("corrupt_payload", problem)
+    return width, height, depth, colour
+
+
+def png_chunk_problem(data: bytes | memoryview) -> str | None:
+    """Why the chunks of a PNG stream (signature included) do not fit in ``data``, or None.
+
+    OpenCV's reader allocates a chunk's declared length before reading it (a 95-byte file
+    declaring a 1 GiB IDAT allocated 1 GiB), so every untrusted PNG is walked first. Each step
+    advances at least 12 bytes, so the walk is bounded by the data; it stops at IEND.
+    """
     offset, n = len(_PNG_SIGNATURE), len(data)
     while offset < n:
         if offset + 12 > n:
-            raise FrameError("corrupt_payload", f"PNG chunk header cut off at byte {offset}")
+            return f"PNG chunk header cut off at byte {offset}"
         (length,) = struct.unpack_from(">I", data, offset)
         if offset + 12 + length > n:
-            raise FrameError("corrupt_payload", f"PNG chunk at byte {offset} declares "
-                                                f"{length} bytes, {n - offset - 12} present")
-        if data[offset + 4:offset + 8] == b"IEND":
-            break
+            return f"PNG chunk at byte {offset} declares {length} bytes, {n - offset - 12} present"
+        if bytes(data[offset + 4:offset + 8]) == b"IEND":
+            return None
         offset += 12 + length
-    return width, height, depth, colour
+    return None
 
 
 def jpeg_header(data: bytes) -> tuple[int, int, int, int, int]:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..codecs.image import png_chunk_problem
 from ..errors import _ReasonedError
 
 __all__ = [
@@ -240,20 +241,9 @@ def _png_size(data: memoryview) -> tuple[int, int]:
     # The IHDR chunk must come first: 8-byte magic, length, b"IHDR", width, height (big-endian).
     if len(data) < 24 or bytes(data[12:16]) != b"IHDR":
         raise ImageError("corrupt", "PNG without an IHDR chunk")
-    # Every chunk must fit in the bytes present: OpenCV's reader allocates a chunk's declared
-    # length before reading it, so a 95-byte file declaring a 1 GiB IDAT allocated 1 GiB.
-    # Each step advances at least 12 bytes, so the walk is bounded by the data.
-    offset, n = len(_PNG_MAGIC), len(data)
-    while offset < n:
-        if offset + 12 > n:
-            raise ImageError("corrupt", f"PNG chunk header cut off at byte {offset}")
-        (length,) = struct.unpack_from(">I", data, offset)
-        if offset + 12 + length > n:
-            raise ImageError("corrupt", f"PNG chunk at byte {offset} declares {length} bytes, "
-                                        f"{n - offset - 12} present")
-        if bytes(data[offset + 4:offset + 8]) == b"IEND":
-            break
-        offset += 12 + length
+    problem = png_chunk_problem(data)
+    if problem:
+        raise ImageError("corrupt", problem)
     width, height = struct.unpack_from(">II", data, 16)
     return height, width
 
