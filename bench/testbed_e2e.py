@@ -8,7 +8,8 @@ For each trace, the same bag and backbone go through (see ``split-infer testbed`
 
 1. ``cloud_only`` — JPEG frames (image_transport/compressed style), whole model in the cloud;
 2. ``edge_only`` — whole model on the robot;
-3. the naive split — float32 features — when the bundle has a ``float32+raw`` configuration;
+3. ``naive`` — float32 features at one split (``--naive-split``), as the only public ROS 2
+   split demo sends them (added to a copy of the bundle: same parts, lossless);
 4. fixed configurations (default: per split point the most accurate and the smallest, plus the
    learned configurations the bundle's search selected);
 5. ``adaptive`` — bandwidth monitor + scheduler.
@@ -40,12 +41,11 @@ DEFAULT_TRACES = ("const_100kbps.csv", "const_1mbps.csv", "const_5mbps.csv",
 
 
 def default_strategies(bundle: Bundle) -> list[str]:
-    """cloud_only, edge_only, the naive float32 split (if any), per split the most accurate
-    and the smallest configuration, the learned search's selections, and adaptive."""
+    """cloud_only, edge_only, per split the most accurate and the smallest configuration, the
+    learned search's selections, and adaptive (``naive`` is added by :func:`main`)."""
     strategies = ["cloud_only", "edge_only"]
     configs = bundle.configurations
-    naive = [c for c in configs if c.codec.startswith("float32")]
-    chosen = [min(naive, key=lambda c: c.split_point)] if naive else []
+    chosen = []
     for split in sorted({c.split_point for c in configs}):
         here = [c for c in configs if c.split_point == split and c.accuracy is not None]
         if here:
@@ -58,6 +58,35 @@ def default_strategies(bundle: Bundle) -> list[str]:
         if name not in strategies:
             strategies.append(name)
     return [*strategies, "adaptive"]
+
+
+def naive_bundle(bundle: Bundle, split_point: int, out_dir: Path) -> tuple[Bundle, str]:
+    """A copy of ``bundle`` with a ``float32+raw`` configuration at ``split_point`` (what the
+    only public ROS 2 split demo sends): the same ONNX parts as the bundle's configurations
+    there, lossless, so its accuracy is the unsplit model's; bytes from a real wire frame."""
+    import shutil
+
+    from split_infer.bundle import BundleConfiguration, write_bundle
+    from split_infer.codecs import get_codec
+    from split_infer.wire import pack
+
+    base = next(c for c in bundle.configurations
+                if c.split_point == split_point and c.method == "baseline")
+    codec = get_codec("float32+raw", shape=base.feature_shape)
+    nbytes = len(pack(codec, np.zeros(base.feature_shape, np.float32), split_point=split_point,
+                      ratio=1.0, seq=0, stamp_ns=0))
+    out = out_dir / "naive_bundle"
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(bundle.path, out)
+    manifest = {k: v for k, v in bundle.manifest.items()
+                if k not in ("format", "split_infer_version", "configurations", "files")}
+    naive = BundleConfiguration.from_dict({
+        **base.to_dict(), "id": f"split{split_point}_float32", "ratio": 1.0,
+        "codec": codec.spec, "calibration": None, "bytes_per_frame": float(nbytes),
+        "accuracy": (bundle.manifest.get("client_only") or {}).get("accuracy")})
+    written = write_bundle(out, manifest, [*bundle.configurations, naive])
+    return written, f"{split_point}:1"
 
 
 def _constant_rate(trace_path: Path) -> float | None:
@@ -111,10 +140,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per run (traces with later steps run to their last "
                              "step + 15 s)")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--naive-split", type=int, default=None,
+                        help="add the naive float32 split at this split point (a strategy "
+                             "named 'naive'; default: the bundle's middle split point)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/testbed"))
     args = parser.parse_args(argv)
     bundle = Bundle.load(args.bundle)
     strategies = args.strategies or default_strategies(bundle)
+    splits = sorted({c.split_point for c in bundle.configurations})
+    naive, naive_strategy = naive_bundle(bundle, args.naive_split or splits[len(splits) // 2],
+                                         args.out)
+    if "naive" not in strategies and not args.strategies:
+        strategies.insert(2, "naive")
     traces = [find_trace(t) for t in args.traces]
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -133,9 +170,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"run{repeat + 1}"
                 try:
                     report = run_testbed(TestbedSettings(
-                        bundle=args.bundle, bag=args.bag, trace=trace_path,
-                        duration_s=duration, out_dir=run_dir, strategy=strategy,
-                        status=False))
+                        bundle=naive.path if strategy == "naive" else args.bundle,
+                        bag=args.bag, trace=trace_path, duration_s=duration,
+                        out_dir=run_dir, status=False,
+                        strategy=naive_strategy if strategy == "naive" else strategy))
                 except (RuntimeError, TimeoutError) as exc:
                     print(f"  failed: {exc}", file=sys.stderr)
                     rows.append({"trace": trace_path.name, "strategy": strategy,
