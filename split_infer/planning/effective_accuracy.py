@@ -382,7 +382,7 @@ def plot_effective_accuracy_sweep(
         else int(np.argmin(np.abs(means - sigma_panel_mean_bps)))
     )
     panels = stds.size + (1 if stds.size > 1 else 0)
-    fig, axes = new_figure(1, panels, size=(3.6 * panels, 3.6))
+    fig, axes = new_figure(1, panels, size=(3.6 * panels, 4.2))
     for i, sigma in enumerate(stds):
         ax = axes[0, i]
         for j, (name, grid) in enumerate(sweep.fixed.items()):
@@ -400,7 +400,10 @@ def plot_effective_accuracy_sweep(
         ax.set_xlabel("bandwidth std σ (Mbit/s)")
         ax.set_title(f"μ = {means[k] / 1e6:.3g} Mbit/s", fontsize=9)
     axes[0, 0].set_ylabel("expected effective accuracy E[ν_eff] (%)")
-    axes[0, 0].legend(fontsize=7)
+    # Outside the panels: a bundle has many configurations, and inside the legend hides curves.
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 7),
+               fontsize=7)
     fig.suptitle(
         title or f"Expected effective accuracy, T_gen = {sweep.t_gen_hz:.3g} Hz", fontsize=10
     )
