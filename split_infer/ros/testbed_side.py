@@ -81,7 +81,8 @@ class EdgeRecorder(_Recorder):
         self.create_subscription(DiagnosticArray, "labels", self._on_label, _QOS)
         self.create_subscription(CompressedImage, features_topic, self._on_features,
                                  FEATURE_QOS)
-        self.create_subscription(DiagnosticArray, "results", self._on_result, _QOS)
+        self.results = self.create_subscription(DiagnosticArray, "results", self._on_result,
+                                                _QOS)
         self.create_subscription(Float64MultiArray, "receipts", self._on_receipts, _QOS)
         self.create_subscription(Float64, "bandwidth_bps", lambda m: self._add(
             "estimates", [time.time(), float(m.data)]), _QOS)
@@ -212,11 +213,15 @@ def run_side(config: dict) -> int:
             publisher = None if sender is None else (
                 sender.publisher if isinstance(sender, JpegSender) else sender._features_pub)
             deadline = time.monotonic() + float(config.get("discovery_timeout_s", 30.0))
-            while publisher is not None and publisher.get_subscription_count() < 1 \
-                    and not stop.is_set():
+            # Both directions must be matched before frames flow: once a slow link is
+            # saturated, discovery traffic queues behind the frames for seconds.
+            recorder = next(n for n in nodes if isinstance(n, EdgeRecorder))
+            while publisher is not None and not stop.is_set() and (
+                    publisher.get_subscription_count() < 1
+                    or recorder.results.get_publisher_count() < 1):
                 if time.monotonic() > deadline:
-                    print("ERROR the cloud's features subscription was not discovered across "
-                          "the link", flush=True)
+                    print("ERROR the cloud's subscription and results were not discovered "
+                          "across the link", flush=True)
                     return 3
                 time.sleep(0.05)
             print("READY", flush=True)
