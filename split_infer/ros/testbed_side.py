@@ -2,7 +2,7 @@
 
     python -m split_infer.ros.testbed_side CONFIG.json
 
-* ``"side": "edge"`` — bag player → edge node (+ bandwidth monitor and scheduler when the
+* ``"side": "edge"`` — bag player → edge node and bandwidth monitor (+ the scheduler when the
   strategy is ``adaptive``) and a recorder of labels, sent frames, estimates and the active
   configuration; for ``cloud_only`` a JPEG sender instead of the edge node, for ``edge_only``
   the whole model and a recorder of its results (:mod:`.references`).
@@ -146,9 +146,12 @@ def _edge_nodes(config: dict, context) -> tuple[list[Node], Node | None]:
     if not adaptive:
         params.append(Parameter("preload", value=[strategy]))
     edge = EdgeNode(namespace=ROBOT, parameter_overrides=params, **common)
-    nodes: list[Node] = [EdgeRecorder(**common), edge]
+    # Every split strategy has the monitor: the edge's backpressure paces by its estimate, and
+    # a fixed configuration without it would be limited to max_in_flight frames per round
+    # trip. Only the adaptive one has a scheduler.
+    nodes: list[Node] = [EdgeRecorder(**common), edge, BandwidthMonitor(namespace=ROBOT,
+                                                                          **common)]
     if adaptive:
-        nodes.append(BandwidthMonitor(namespace=ROBOT, **common))
         nodes.append(Scheduler(namespace=ROBOT, parameter_overrides=[
             Parameter("bundle", value=bundle),
             Parameter("objective", value=config.get("objective", "effective_accuracy")),
