@@ -470,6 +470,21 @@ def cmd_testbed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _graph_arguments(p: argparse.ArgumentParser, duration_s: float, out: str) -> None:
+    """The arguments ``demo`` and ``testbed`` share: what runs, over which trace, for how long."""
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    p.add_argument("--bag", type=Path, default=DEMO_BAG, help="camera bag with labels")
+    p.add_argument("--trace", default=DEMO_TRACE,
+                   help="bandwidth trace: a file, or a name in config/traces/ "
+                        "(time_s,rate_bps,delay_ms,loss)")
+    p.add_argument("--duration", type=float, default=duration_s, help="seconds")
+    p.add_argument("--objective", default="effective_accuracy",
+                   choices=["effective_accuracy", "latency", "accuracy"])
+    p.add_argument("--frame-rate", type=float, default=30.0,
+                   help="camera rate T_gen the scheduler plans for, Hz")
+    p.add_argument("--out", type=Path, default=Path(out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="split-infer",
@@ -628,16 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bag_record)
 
     p = sub.add_parser("demo", help="run the main job: the whole ROS graph in one process")
-    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
-    p.add_argument("--bag", type=Path, default=DEMO_BAG, help="camera bag with labels")
-    p.add_argument("--trace", default=DEMO_TRACE,
-                   help="bandwidth trace: a file, or a name in config/traces/")
-    p.add_argument("--duration", type=float, default=45.0, help="seconds")
-    p.add_argument("--objective", default="effective_accuracy",
-                   choices=["effective_accuracy", "latency", "accuracy"])
-    p.add_argument("--frame-rate", type=float, default=30.0,
-                   help="camera rate T_gen the scheduler plans for")
-    p.add_argument("--out", type=Path, default=Path("out/demo"))
+    _graph_arguments(p, duration_s=45.0, out="out/demo")
     p.add_argument("--threads", type=int, default=None)
     offline = p.add_argument_group("--offline: edge → codec → cloud without ROS, on test images")
     offline.add_argument("--offline", action="store_true")
@@ -651,21 +657,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("testbed", help="the graph over a real tc-shaped link between two "
                                        "network namespaces (root)")
-    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
-    p.add_argument("--bag", type=Path, default=DEMO_BAG, help="camera bag with labels")
-    p.add_argument("--trace", default=DEMO_TRACE,
-                   help="trace file or name in config/traces (time_s,rate_bps,delay_ms,loss)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds")
+    _graph_arguments(p, duration_s=30.0, out="out/testbed")
     p.add_argument("--strategy", default="adaptive",
                    help="'adaptive' (monitor + scheduler), a fixed 'split:ratio', "
                         "'cloud_only' (JPEG frames) or 'edge_only' (whole model on the robot)")
     p.add_argument("--initial", default="",
                    help="adaptive: the edge's first 'split:ratio' (default: smallest frames)")
-    p.add_argument("--objective", default="effective_accuracy",
-                   choices=["effective_accuracy", "latency", "accuracy"])
-    p.add_argument("--frame-rate", type=float, default=30.0,
-                   help="camera rate the scheduler plans for, Hz")
-    p.add_argument("--out", type=Path, default=Path("out/testbed"))
     p.add_argument("--cleanup", action="store_true",
                    help="only remove namespaces left by killed testbed runs")
     p.set_defaults(func=cmd_testbed)
