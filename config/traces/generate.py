@@ -43,7 +43,7 @@ def traces() -> dict[str, tuple[Trace, str]]:
     out["demo_step"] = (
         step_trace([(0, 4 * MBPS), (15, 0.3 * MBPS), (30, 1.5 * MBPS)], DELAY_MS),
         "split-infer demo: 4 Mbit/s, at 15 s down to 0.3 Mbit/s, at 30 s up to 1.5 Mbit/s "
-        "(sized for the default CIFAR-10 bundle's 0.5-16 KB frames at 30 fps)")
+        "(the default bundle sends 0.09-14 KB frames; at 30 fps its BBNet x32 needs 46 kbit/s)")
     out["outage_5mbps_10s"] = (
         outage_trace(5 * MBPS, 20.0, 10.0, DELAY_MS),
         "5 Mbit/s with an outage (rate 0) from 20 s to 30 s")
