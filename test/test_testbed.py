@@ -4,6 +4,7 @@ The namespace tests need root (CI runs as root) and skip with the reason otherwi
 arithmetic (:func:`split_infer.ros.testbed.summarize`) is tested everywhere.
 """
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -160,7 +161,8 @@ def test_testbed_adapts_to_a_rate_drop(graded_bundle, tmp_path):
     late = [f for f in report["frames"] if f["t_s"] > 20 and f["ratio"] is not None]
     assert late and all(f["ratio"] > largest.ratio for f in late)
     assert (tmp_path / "out" / "timeline.png").stat().st_size > 0
-    assert not list_testbed_namespaces()  # everything removed
+    # Everything this process created is removed (other runs on the host may have their own).
+    assert not [n for n in list_testbed_namespaces() if n[2:-1] == str(os.getpid())]
     assert load_trace(trace).rate_at(13.0) == 3e5
 
 
