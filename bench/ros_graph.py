@@ -484,9 +484,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--switches", type=int, default=8)
     parser.add_argument("--switch-interval-s", type=float, default=1.0)
     parser.add_argument("--executor-threads", type=int, default=4)
-    parser.add_argument("--executor", choices=("multi", "events"), default="multi",
-                        help="rclpy MultiThreadedExecutor, or the experimental EventsExecutor "
-                             "(single-threaded, C++ event queue)")
     parser.add_argument("--threads", type=int, default=0,
                         help="ONNX Runtime intra-op threads of both nodes (0: its default)")
     args = parser.parse_args(argv)
@@ -524,12 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     null_probe = Probe(context, images, namespace="/null")
     null = NullGraph(context, "/null")
     nodes = (edge, cloud, probe.node, null_probe.node, null.edge, null.cloud)
-    if args.executor == "events":
-        from rclpy.experimental import EventsExecutor
-
-        executor = EventsExecutor(context=context)
-    else:
-        executor = MultiThreadedExecutor(num_threads=args.executor_threads, context=context)
+    executor = MultiThreadedExecutor(num_threads=args.executor_threads, context=context)
     for node in nodes:
         executor.add_node(node)
 
