@@ -79,8 +79,7 @@ def naive_bundle(bundle: Bundle, split_point: int, out_dir: Path) -> tuple[Bundl
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(bundle.path, out)
-    manifest = {k: v for k, v in bundle.manifest.items()
-                if k not in ("format", "split_infer_version", "configurations", "files")}
+    manifest = bundle.base_manifest()
     naive = BundleConfiguration.from_dict({
         **base.to_dict(), "id": f"split{split_point}_float32", "ratio": 1.0,
         "codec": codec.spec, "calibration": None, "bytes_per_frame": float(nbytes),

@@ -239,6 +239,14 @@ class Bundle:
 
         return load_file(str(self.file(config.fill)))["channel_mean"].astype(np.float32)
 
+    def base_manifest(self) -> dict[str, Any]:
+        """The manifest without what :func:`write_bundle` fills in (format, version,
+        configurations, file hashes): what to pass back to it when rewriting a bundle."""
+        return {k: v for k, v in self.manifest.items() if k not in _WRITTEN_KEYS}
+
+
+_WRITTEN_KEYS = ("format", "split_infer_version", "configurations", "files")
+
 
 def write_bundle(
     out_dir: str | Path,

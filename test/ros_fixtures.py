@@ -152,8 +152,7 @@ def with_measurements(bundle, out_dir: str | Path, measure, *,
     shutil.copytree(bundle.path, out)
     for name, data in (files or {}).items():
         (out / name).write_bytes(data)
-    manifest = {k: v for k, v in bundle.manifest.items()
-                if k not in ("format", "split_infer_version", "configurations", "files")}
+    manifest = bundle.base_manifest()
     manifest.update(manifest_extra)
     configurations = [BundleConfiguration.from_dict({**c.to_dict(), **measure(c)})
                       for c in bundle.configurations]

@@ -268,7 +268,7 @@ def plan_pipeline(bundle: Bundle | str | Path, devices: Sequence[Device],
     ``link_bandwidths_bps``: one value for every link or one per link (``len(devices) - 1``).
     Raises ValueError when the bundle has too few usable split points for the chain.
     """
-    from ..runtime.stages import check_chain
+    from ..runtime.stages import check_chain, is_link_configuration
 
     if not isinstance(bundle, Bundle):
         bundle = Bundle.load(bundle)
@@ -284,7 +284,7 @@ def plan_pipeline(bundle: Bundle | str | Path, devices: Sequence[Device],
     reference = _reference_accuracy(bundle)
     by_split: dict[int, list[BundleConfiguration]] = {}
     for config in bundle.configurations:
-        if config.method == "baseline" and config.keep_channels is None:
+        if is_link_configuration(config):
             by_split.setdefault(config.split_point, []).append(config)
     if len(by_split) < n - 1:
         raise ValueError(f"{n} devices need {n - 1} links, but the bundle has baseline "

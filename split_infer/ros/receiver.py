@@ -27,7 +27,6 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -273,14 +272,15 @@ class FeatureReceiverNode(Node):
             metrics["e2e_latency_ms"] = (now_ns - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
         stream.metrics.publish(**metrics)
 
-    def _decode(self, frame: Frame) -> tuple[Frame, np.ndarray]:
-        """This stage's work on a decoded header → (header, output); FrameError on bad input.
+    def _decode(self, frame: Frame) -> tuple[Frame, Any]:
+        """This stage's work on a decoded header → (header, output: logits, or the next wire
+        frame's bytes); FrameError on bad input.
         Its time is the receipt's stage time (the sender's backpressure learns from it), so
         everything but publishing belongs here."""
         raise NotImplementedError
 
     def _deliver(self, stream: FeatureStream, msg: CompressedImage, frame: Frame,
-                 output: np.ndarray) -> None:
+                 output: Any) -> None:
         """Publish what this stage makes of one frame (``msg`` is the received message)."""
         raise NotImplementedError
 

@@ -32,14 +32,13 @@ empty: the two smallest split points' most accurate baseline configurations), ``
 
 from __future__ import annotations
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.exceptions import InvalidTopicNameException
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64MultiArray
 
 from ..bundle import BundleConfiguration, BundleError
-from ..runtime.stages import StageEngine
+from ..runtime.stages import StageEngine, is_link_configuration
 from ..wire import Frame, format_string
 from .common import (
     FEATURE_QOS,
@@ -66,7 +65,7 @@ def default_link_configurations(configs: list[BundleConfiguration]
     smallest split points that have one (a plan names its links explicitly)."""
     by_split: dict[int, list[BundleConfiguration]] = {}
     for config in configs:
-        if config.method == "baseline" and config.keep_channels is None:
+        if is_link_configuration(config):
             by_split.setdefault(config.split_point, []).append(config)
     if len(by_split) < 2:
         raise NodeConfigError("a middle stage needs baseline configurations at two split "
@@ -145,19 +144,18 @@ class StageNode(FeatureReceiverNode):
     def engine(self) -> StageEngine:
         return self._engine
 
-    def _decode(self, frame: Frame) -> tuple[Frame, np.ndarray]:
+    def _decode(self, frame: Frame) -> tuple[Frame, bytes]:
         decoded, features = self._engine.run(frame)
         # Encoding is part of this stage's time (the receipt reports it upstream).
         stamp_ns = self.get_clock().now().nanoseconds
-        data = self._engine.encode(features, decoded.seq, stamp_ns)
-        return decoded, np.frombuffer(data, np.uint8)
+        return decoded, self._engine.encode(features, decoded.seq, stamp_ns)
 
     def _deliver(self, stream: FeatureStream, msg: CompressedImage, frame: Frame,
-                 output: np.ndarray) -> None:
+                 output: bytes) -> None:
         out = CompressedImage()
         out.header = msg.header
         out.format = self._format
-        out.data = output.tobytes()
+        out.data = output
         self._features_pub.publish(out)
         self._sent += 1
 

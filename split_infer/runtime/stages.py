@@ -34,7 +34,8 @@ from ..wire import Frame
 from .backends import Backend
 from .engine import CloudEngine, EdgeConfig, EdgeEngine, Route
 
-__all__ = ["StageEngine", "check_chain", "load_backbone", "segment_backend"]
+__all__ = ["StageEngine", "check_chain", "is_link_configuration", "load_backbone",
+           "segment_backend"]
 
 
 def load_backbone(bundle: Bundle):
@@ -65,8 +66,14 @@ def segment_backend(bundle: Bundle, start: int, end: int | None, *, backend: str
     return make_backend(backend, part, example, threads=threads)
 
 
+def is_link_configuration(config: BundleConfiguration) -> bool:
+    """Whether ``config`` can sit between two stages: a baseline codec on the plain features
+    (a learned decoder is fused with its trained tail; a rateless prefix needs its fill)."""
+    return config.method == "baseline" and config.keep_channels is None
+
+
 def _chain_problem(config: BundleConfiguration) -> str | None:
-    if config.keep_channels is not None or config.method != "baseline":
+    if not is_link_configuration(config):
         return (f"configuration {config.id} ({config.method}) cannot link two stages: only "
                 "baseline codecs can (a learned decoder is fused with its trained tail)")
     return None

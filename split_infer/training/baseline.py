@@ -238,8 +238,7 @@ def measure_bundle(bundle: Bundle, test: ArrayDataset, progress: bool = True) ->
     full = bundle.file("onnx/full.onnx")
     full_ms = profile.full["onnxruntime"].median_ms
     client = evaluate_client_only(full, test)
-    manifest = {k: v for k, v in bundle.manifest.items()
-                if k not in ("format", "split_infer_version", "configurations", "files")}
+    manifest = bundle.base_manifest()
     manifest["client_only"] = {"onnx": "onnx/full.onnx", "accuracy": client["accuracy"],
                                "edge_ms": full_ms}
     manifest["server_only"] = {"onnx": "onnx/full.onnx", "cloud_ms": full_ms,

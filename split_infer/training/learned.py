@@ -1087,8 +1087,7 @@ def _retime_learned(bundle: Bundle, repeats: int) -> Bundle:
         updated.append(BundleConfiguration.from_dict({
             **config.to_dict(), "edge_ms": timed[config.edge_onnx] + max(encode_ms, 0.0),
             "cloud_ms": timed[config.cloud_onnx] + max(decode_ms, 0.0)}))
-    manifest = {k: v for k, v in bundle.manifest.items()
-                if k not in ("format", "split_infer_version", "configurations", "files")}
+    manifest = bundle.base_manifest()
     return write_bundle(bundle.path, manifest, updated)
 
 
