@@ -28,8 +28,10 @@ import json
 import sys
 import threading
 import time
+from array import array
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +54,7 @@ from .common import FEATURE_QOS
 from .edge_node import EdgeNode
 from .scheduler import Scheduler
 
-__all__ = ["DemoSettings", "plot_timeline", "run_demo"]
+__all__ = ["DemoSettings", "FrameLedger", "plot_timeline", "run_demo"]
 
 ROBOT = "robot"
 
@@ -112,13 +114,112 @@ class _Sample:
     delivered: int
 
 
-@dataclass
-class _Record:
-    labels: dict = field(default_factory=dict)  # stamp → class id
-    index: dict = field(default_factory=dict)  # stamp → frame index in the bag
-    label_time: dict = field(default_factory=dict)  # stamp → elapsed s
-    results: dict = field(default_factory=dict)  # stamp → (class id, split, ratio, latency ms)
-    bytes: list = field(default_factory=list)
+class FrameLedger:
+    """Pairs each labelled camera frame with the result that came back for it, in memory that
+    stays small however long the demo runs (an hour at 30 fps is 108,000 frames).
+
+    A frame waits in a dict only until it settles: its result arrived, or ``settle_s`` passed
+    without one (then it was dropped somewhere and counts as wrong). Settled frames move into
+    packed columns (32 bytes each, so 58 kB a minute at 30 fps) and running totals keep the
+    counts O(1). A result whose label never came within ``settle_s`` is counted, not lost.
+    Thread-safe: label and result callbacks run on different executor threads.
+    """
+
+    _COLUMNS = (("t_s", "d"), ("bag_index", "i"), ("label", "i"), ("predicted", "i"),
+                ("split_point", "f"), ("ratio", "f"), ("latency_ms", "f"))
+
+    def __init__(self, settle_s: float = 30.0) -> None:
+        self.settle_s = settle_s
+        self._columns = {name: array(code) for name, code in self._COLUMNS}
+        self._waiting: dict[int, tuple[float, int, int]] = {}  # stamp → (t, index, label)
+        # results that came before their label: stamp → (t, class, split, ratio, latency)
+        self._early: dict[int, tuple[float, int, float, float, float]] = {}
+        self.generated = self.delivered = self.correct = 0
+        self.results_without_label = 0
+        self._lock = threading.Lock()
+
+    def label(self, stamp: int, t_s: float, bag_index: int, class_id: int) -> None:
+        with self._lock:
+            self.generated += 1
+            early = self._early.pop(stamp, None)
+            if early is None:
+                self._waiting[stamp] = (t_s, bag_index, class_id)
+            else:
+                self._settle(t_s, bag_index, class_id, *early[1:])
+
+    def result(self, stamp: int, t_s: float, class_id: int, split_point: float, ratio: float,
+               latency_ms: float) -> None:
+        with self._lock:
+            waiting = self._waiting.pop(stamp, None)
+            if waiting is None:
+                self._early[stamp] = (t_s, class_id, split_point, ratio, latency_ms)
+            else:
+                self._settle(*waiting, class_id, split_point, ratio, latency_ms)
+
+    def expire(self, now_s: float) -> None:
+        """Settle frames labelled more than ``settle_s`` ago that got no result."""
+        with self._lock:
+            for stamp, (t_s, index, label) in list(self._waiting.items()):
+                if now_s - t_s > self.settle_s:
+                    del self._waiting[stamp]
+                    self._settle(t_s, index, label, -1, np.nan, np.nan, np.nan)
+            for stamp, row in list(self._early.items()):
+                if now_s - row[0] > self.settle_s:
+                    del self._early[stamp]
+                    self.results_without_label += 1
+
+    def _settle(self, t_s: float, bag_index: int, label: int, predicted: int,
+                split_point: float, ratio: float, latency_ms: float) -> None:
+        for (name, _), value in zip(self._COLUMNS, (t_s, bag_index, label, predicted,
+                                                   split_point, ratio, latency_ms),
+                                    strict=True):
+            self._columns[name].append(value)
+        if predicted >= 0:
+            self.delivered += 1
+            self.correct += int(predicted == label)
+
+    def counts(self, since_s: float = 0.0) -> tuple[int, int, int]:
+        """(generated, delivered, correct) for frames labelled at or after ``since_s``."""
+        with self._lock:
+            if since_s <= 0.0:
+                return self.generated, self.delivered, self.correct
+            t = np.frombuffer(self._columns["t_s"], dtype=np.float64)
+            recent = t >= since_s
+            predicted = np.frombuffer(self._columns["predicted"], dtype=np.int32)[recent]
+            labels = np.frombuffer(self._columns["label"], dtype=np.int32)[recent]
+            waiting = sum(1 for t_s, _, _ in self._waiting.values() if t_s >= since_s)
+            delivered = predicted >= 0
+            return (int(recent.sum()) + waiting, int(delivered.sum()),
+                    int((predicted[delivered] == labels[delivered]).sum()))
+
+    def frames(self, until_s: float) -> list[dict]:
+        """Every frame labelled up to ``until_s``, in label order, as report rows (frames
+        still waiting for a result count as not delivered)."""
+        with self._lock:
+            columns = {name: np.frombuffer(values, dtype=np.dtype(code)).copy()
+                       for (name, code), values in zip(self._COLUMNS,
+                                                       self._columns.values(), strict=True)}
+            waiting = list(self._waiting.values())
+        for t_s, index, label in waiting:
+            for name, value in zip(columns, (t_s, index, label, -1, np.nan, np.nan, np.nan),
+                                   strict=True):
+                columns[name] = np.append(columns[name], value)
+        order = np.argsort(columns["t_s"], kind="stable")
+        order = order[columns["t_s"][order] <= until_s]
+        rows = []
+        for i in order:
+            delivered = columns["predicted"][i] >= 0
+            rows.append({
+                "t_s": round(float(columns["t_s"][i]), 3),
+                "bag_index": int(columns["bag_index"][i]),
+                "label": int(columns["label"][i]),
+                "predicted": int(columns["predicted"][i]) if delivered else None,
+                "split_point": float(columns["split_point"][i]) if delivered else None,
+                "ratio": float(columns["ratio"][i]) if delivered else None,
+                "latency_ms": round(float(columns["latency_ms"][i]), 3) if delivered
+                else None,
+            })
+        return rows
 
 
 class DemoRecorder(Node):
@@ -127,9 +228,11 @@ class DemoRecorder(Node):
     def __init__(self, relay: LinkRelay, **kwargs) -> None:
         super().__init__("demo_recorder", namespace=ROBOT, **kwargs)
         self.relay = relay
-        self.record = _Record()
+        self.ledger = FrameLedger()
         self.samples: list[_Sample] = []
-        self._lock = threading.Lock()
+        self.frame_bytes_total = 0
+        self.frames_sent = 0
+        self.recent_bytes: deque[int] = deque(maxlen=30)
         self._estimate: float | None = None
         self._lower_bound = False
         self._split: float | None = None
@@ -137,8 +240,8 @@ class DemoRecorder(Node):
         qos = QoSProfile(depth=100)
         self.create_subscription(DiagnosticArray, "labels", self._on_label, qos)
         self.create_subscription(DiagnosticArray, "results", self._on_result, qos)
-        self.create_subscription(CompressedImage, "features_uplink",
-                                 lambda m: self.record.bytes.append(len(m.data)), FEATURE_QOS)
+        self.create_subscription(CompressedImage, "features_uplink", self._on_features,
+                                 FEATURE_QOS)
         self.create_subscription(Float64, "bandwidth_bps", self._on_estimate, qos)
         self.create_subscription(Bool, "bandwidth_lower_bound",
                                  lambda m: setattr(self, "_lower_bound", bool(m.data)), qos)
@@ -148,17 +251,20 @@ class DemoRecorder(Node):
                                  lambda m: setattr(self, "_ratio", m.data), qos)
         self.create_timer(0.5, self._sample)
 
+    def _on_features(self, msg: CompressedImage) -> None:
+        size = len(msg.data)
+        self.frame_bytes_total += size
+        self.frames_sent += 1
+        self.recent_bytes.append(size)
+
     def _on_estimate(self, msg: Float64) -> None:
         self._estimate = float(msg.data)
 
     def _on_label(self, msg: DiagnosticArray) -> None:
         values = {kv.key: kv.value for status in msg.status for kv in status.values}
         if "class_id" in values:
-            with self._lock:
-                stamp = header_stamp_ns(msg.header)
-                self.record.labels[stamp] = int(values["class_id"])
-                self.record.index[stamp] = int(values.get("index", -1))
-                self.record.label_time[stamp] = self.relay.elapsed_s()
+            self.ledger.label(header_stamp_ns(msg.header), self.relay.elapsed_s(),
+                              int(values.get("index", -1)), int(values["class_id"]))
 
     def _on_result(self, msg: DiagnosticArray) -> None:
         top = next((s for s in msg.status if s.message == "rank 1"), None)
@@ -166,21 +272,17 @@ class DemoRecorder(Node):
             return
         values = {kv.key: kv.value for kv in top.values}
         latency_ms = (self.get_clock().now().nanoseconds - header_stamp_ns(msg.header)) / 1e6
-        with self._lock:
-            self.record.results[header_stamp_ns(msg.header)] = (
-                int(values["class_id"]), float(values["split_point"]), float(values["ratio"]),
-                latency_ms)
+        self.ledger.result(header_stamp_ns(msg.header), self.relay.elapsed_s(),
+                           int(values["class_id"]), float(values["split_point"]),
+                           float(values["ratio"]), latency_ms)
 
     def counts(self, since_s: float = 0.0) -> tuple[int, int, int]:
         """(generated, delivered, correct) for frames labelled after ``since_s``."""
-        with self._lock:
-            stamps = [s for s, t in self.record.label_time.items() if t >= since_s]
-            delivered = [s for s in stamps if s in self.record.results]
-            correct = sum(self.record.results[s][0] == self.record.labels[s] for s in delivered)
-        return len(stamps), len(delivered), correct
+        return self.ledger.counts(since_s)
 
     def _sample(self) -> None:
         now = self.relay.elapsed_s()
+        self.ledger.expire(now)
         generated, delivered, correct = self.counts(0.0)
         self.samples.append(_Sample(now, self.relay.trace.rate_at(now), self._estimate,
                                     self._lower_bound, self._split, self._ratio, generated,
@@ -189,9 +291,11 @@ class DemoRecorder(Node):
 
 def _window_series(samples: list[_Sample], window_s: float) -> list[dict]:
     rows = []
+    first_index = 0
     for sample in samples:
-        past = [s for s in samples if sample.t - window_s <= s.t <= sample.t]
-        first = past[0]
+        while samples[first_index].t < sample.t - window_s:
+            first_index += 1
+        first = samples[first_index]
         generated = sample.generated - first.generated
         delivered = sample.delivered - first.delivered
         correct = sample.correct - first.correct
@@ -258,7 +362,7 @@ def _status_line(recorder: DemoRecorder, window_s: float) -> str:
     estimate = "-" if sample.estimate_bps is None else f"{sample.estimate_bps / 1e6:.2f}"
     bound = "≥" if sample.lower_bound else ""
     nu = f"{correct / generated:.2f}" if generated else "-"
-    size = f"{np.mean(recorder.record.bytes[-30:]):.0f}" if recorder.record.bytes else "-"
+    size = f"{np.mean(recorder.recent_bytes):.0f}" if recorder.recent_bytes else "-"
     split = "-" if sample.split_point is None else f"{sample.split_point:.0f}"
     ratio = "-" if sample.ratio is None else f"{sample.ratio:.3g}"
     return (f"t={sample.t:5.1f}s link {sample.rate_bps / 1e6:5.2f} Mbit/s "
@@ -346,22 +450,9 @@ def run_demo(settings: DemoSettings) -> dict:
 
 def _report(settings: DemoSettings, bundle: Bundle, recorder: DemoRecorder,
             relay: LinkRelay) -> dict:
-    record = recorder.record
     # Frames labelled in the last second may still be in flight: leave them out.
     cutoff = relay.elapsed_s() - 1.0
-    stamps = sorted(s for s, t in record.label_time.items() if t <= cutoff)
-    frames = []
-    for stamp in stamps:
-        result = record.results.get(stamp)
-        frames.append({
-            "t_s": round(record.label_time[stamp], 3),
-            "bag_index": record.index[stamp],
-            "label": record.labels[stamp],
-            "predicted": None if result is None else result[0],
-            "split_point": None if result is None else result[1],
-            "ratio": None if result is None else result[2],
-            "latency_ms": None if result is None else round(result[3], 3),
-        })
+    frames = recorder.ledger.frames(until_s=cutoff)
     delivered = [f for f in frames if f["predicted"] is not None]
     correct = sum(f["predicted"] == f["label"] for f in delivered)
     latencies = [f["latency_ms"] for f in delivered]
@@ -380,8 +471,9 @@ def _report(settings: DemoSettings, bundle: Bundle, recorder: DemoRecorder,
         "effective_accuracy": round(correct / len(frames), 4) if frames else None,
         "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
         "latency_ms_p99": round(float(np.percentile(latencies, 99)), 2) if latencies else None,
-        "bytes_per_frame_mean": round(float(np.mean(record.bytes)), 1) if record.bytes
-        else None,
+        "bytes_per_frame_mean": round(recorder.frame_bytes_total / recorder.frames_sent, 1)
+        if recorder.frames_sent else None,
+        "results_without_label": recorder.ledger.results_without_label,
         "link_frames_dropped": relay.dropped,
         "configuration_switches": switches,
         "configurations_used": sorted({f"{s:.0f}:{r:g}" for s, r in configs}),
