@@ -69,10 +69,14 @@ def test_bag_player_replays_every_frame_with_paired_restamped_labels(tmp_path):
     try:
         time.sleep(0.3)  # discovery before the first frame, so none is missed
         started = time.time_ns()
-        player = BagPlayer(context=context, parameter_overrides=[
+        gate = threading.Event()
+        player = BagPlayer(gate=gate, context=context, parameter_overrides=[
             Parameter("bag", value=str(tmp_path / "bag")), Parameter("rate", value=2.0),
-            Parameter("start_delay", value=0.5)])
+            Parameter("start_delay", value=0.2)])
         executor.add_node(player)
+        time.sleep(0.6)  # past start_delay: the closed gate still holds playback
+        assert player.published == 0 and not images
+        gate.set()
         assert player.finished.wait(10.0)
         deadline = time.monotonic() + 5.0
         while (len(images) < 15 or len(labels) < 15) and time.monotonic() < deadline:

@@ -243,3 +243,19 @@ def test_loss_at_reports_the_best_method_against_its_own_zero():
     assert entry["best_method"] == "dataset_mean"
     assert entry["loss_points"] == pytest.approx(0.2)
     assert entry["by_method"]["zeros"] == pytest.approx(5.0)
+
+
+# -- estimate_step ---------------------------------------------------------------------------
+def test_estimate_step_summary_takes_the_worst_repeat_and_flags_unsettled_steps():
+    es = _bench("estimate_step")
+
+    def reactions(*times):
+        return [{"t_s": 20.0 * (i + 1), "rate_before_bps": 1e6, "rate_after_bps": 2e6,
+                 "estimate_within_15pct_after_s": t} for i, t in enumerate(times)]
+
+    steps = es.summarize([reactions(0.9, 0.7), reactions(1.5, None), reactions(1.1, 0.8)])
+    assert steps[0]["within_15pct_after_s"] == [0.9, 1.5, 1.1]
+    assert steps[0]["median_s"] == 1.1 and steps[0]["worst_s"] == 1.5
+    assert steps[0]["target_met"]
+    assert steps[1]["worst_s"] is None and not steps[1]["target_met"]
+    assert es.summarize([reactions(2.5)])[0]["target_met"] is False

@@ -40,6 +40,11 @@ def traces() -> dict[str, tuple[Trace, str]]:
     out["step_8_1_4mbps"] = (
         step_trace([(0, 8 * MBPS), (30, 1 * MBPS), (60, 4 * MBPS)], DELAY_MS),
         "step: 8 Mbit/s, at 30 s down to 1 Mbit/s, at 60 s up to 4 Mbit/s")
+    out["step_3_1_2mbps"] = (
+        step_trace([(0, 3 * MBPS), (20, 1 * MBPS), (40, 2 * MBPS)], DELAY_MS),
+        "saturating step for the estimator (bench/estimate_step.py): 3 Mbit/s, at 20 s down "
+        "to 1 Mbit/s, at 40 s up to 2 Mbit/s; float32 frames at layer3.2 (16.4 KB, 3.9 "
+        "Mbit/s at 30 fps) exceed every rate")
     out["demo_step"] = (
         step_trace([(0, 4 * MBPS), (15, 0.3 * MBPS), (30, 1.5 * MBPS)], DELAY_MS),
         "split-infer demo: 4 Mbit/s, at 15 s down to 0.3 Mbit/s, at 30 s up to 1.5 Mbit/s "

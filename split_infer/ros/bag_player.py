@@ -32,10 +32,17 @@ def message_class(msgtype: str) -> type:
 
 
 class BagPlayer(Node):
-    """Publishes a bag's messages on their recorded topics at their recorded pace."""
+    """Publishes a bag's messages on their recorded topics at their recorded pace.
 
-    def __init__(self, **kwargs) -> None:
+    ``gate`` (in-process use only): playback waits until the event is set, after
+    ``start_delay``. The testbed creates the player before the link is shaped and opens the
+    gate when the clock starts: a node created later would put its discovery traffic (~KBs
+    per endpoint) on the shaped link, seconds of it at 100 kbit/s.
+    """
+
+    def __init__(self, gate: threading.Event | None = None, **kwargs) -> None:
         super().__init__("bag_player", **kwargs)
+        self._gate = gate
         self._bag = declare_str(self, "bag", "", "rosbag2 directory to play", read_only=True)
         self._rate = declare_float(self, "rate", 1.0, 0.01, 100.0,
                                    "playback speed relative to the recording", read_only=True)
@@ -73,6 +80,9 @@ class BagPlayer(Node):
     def _play(self) -> None:
         if self._stop.wait(self._start_delay):
             return
+        while self._gate is not None and not self._gate.is_set():
+            if self._stop.wait(0.01):
+                return
         first = self._messages[0][2]
         span = self._messages[-1][2] - first
         period = span / max(len(self._messages) - 1, 1)

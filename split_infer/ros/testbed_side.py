@@ -213,6 +213,16 @@ def run_side(config: dict) -> int:
             executor.add_node(node)
         spinner.start()
         if config["side"] == "edge":
+            # Every node, the player included, exists before READY, so all discovery crosses
+            # the link before it is shaped; the player plays once GO opens the gate.
+            gate = threading.Event()
+            player = BagPlayer(gate=gate, context=context, parameter_overrides=[
+                Parameter("bag", value=config["bag"]), Parameter("loop", value=True),
+                Parameter("rate", value=float(config.get("playback_rate", 1.0)))],
+                cli_args=["--ros-args", "-r", f"/camera/image_raw:=/{ROBOT}/image",
+                          "-r", f"/camera/labels:=/{ROBOT}/labels"])
+            nodes.append(player)
+            executor.add_node(player)
             publisher = None if sender is None else (
                 sender.publisher if isinstance(sender, JpegSender) else sender._features_pub)
             deadline = time.monotonic() + float(config.get("discovery_timeout_s", 30.0))
@@ -227,17 +237,15 @@ def run_side(config: dict) -> int:
                           "across the link", flush=True)
                     return 3
                 time.sleep(0.05)
+            # The matches above are this side's view; the cloud's view of the edge's readers
+            # (receipts, results) and the graph-info updates follow within milliseconds on
+            # the unshaped link. Give them that time rather than queueing them behind frames.
+            time.sleep(0.5)
             print("READY", flush=True)
             line = sys.stdin.readline()
             if line.strip() != "GO":
                 return 0 if stop.is_set() else 4
-            player = BagPlayer(context=context, parameter_overrides=[
-                Parameter("bag", value=config["bag"]), Parameter("loop", value=True),
-                Parameter("rate", value=float(config.get("playback_rate", 1.0)))],
-                cli_args=["--ros-args", "-r", f"/camera/image_raw:=/{ROBOT}/image",
-                          "-r", f"/camera/labels:=/{ROBOT}/labels"])
-            nodes.append(player)
-            executor.add_node(player)
+            gate.set()
             threading.Thread(target=_follow_commands, args=(stop, executor, nodes),
                              daemon=True).start()
         else:
