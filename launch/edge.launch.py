@@ -113,10 +113,11 @@ def generate_launch_description():
                               description="raw Image or CompressedImage (PNG/JPEG) input"),
         DeclareLaunchArgument("split_point", default_value="-1",
                               description="initial split point; -1: the preloaded "
-                                          "configuration with the smallest frames"),
+                                          "configuration with the best effective accuracy "
+                                          "on a link carrying just the smallest frames"),
         DeclareLaunchArgument("ratio", default_value="0.0",
-                              description="initial ratio; 0: the one with the smallest "
-                                          "frames at the split point"),
+                              description="initial ratio; 0: chosen the same way, at the "
+                                          "split point"),
         DeclareLaunchArgument("adaptive", default_value="true",
                               description="also start the bandwidth monitor and the scheduler "
                                           "(true/false)"),

@@ -662,7 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'adaptive' (monitor + scheduler), a fixed 'split:ratio', "
                         "'cloud_only' (JPEG frames) or 'edge_only' (whole model on the robot)")
     p.add_argument("--initial", default="",
-                   help="adaptive: the edge's first 'split:ratio' (default: smallest frames)")
+                   help="adaptive: the edge's first 'split:ratio' (default: the edge node's "
+                        "start-up choice, the best effective accuracy on a link carrying "
+                        "just the smallest frames)")
     p.add_argument("--cleanup", action="store_true",
                    help="only remove namespaces left by killed testbed runs")
     p.set_defaults(func=cmd_testbed)

@@ -27,6 +27,7 @@ from split_infer.runtime.scheduling import (
     configurations_from_bundle,
     format_override,
     parse_override,
+    startup_configuration,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -393,3 +394,33 @@ def test_closed_loop_on_the_step_trace(configs):
     switch_times = np.array([t for t, _, _ in history])
     assert np.all(np.diff(switch_times) >= 2.0 - 1e-9)  # min_dwell_s
     assert len(history) <= 12 and loop.rejections == 0
+
+
+# -- start-up ------------------------------------------------------------------------------
+def _sized(cid: str, ratio: float, nbytes: float | None, accuracy: float | None):
+    return BundleConfiguration(
+        id=cid, split_point=10, split_name="layer3.2", ratio=ratio, codec="quant:bits=4",
+        feature_shape=(64, 8, 8), edge_onnx="onnx/e.onnx", cloud_onnx="onnx/c.onnx",
+        accuracy=accuracy, bytes_per_frame=nbytes)
+
+
+def test_startup_takes_the_best_effective_accuracy_on_a_link_for_the_smallest_frames():
+    # The default bundle's layer3.2 ladder: k1 92 B at 23 %, BBNet 190 B at 85.6 %, ...
+    k1, bbnet = _sized("k1", 184, 92.3, 0.2309), _sized("bbnet", 86.4, 189.7, 0.8556)
+    k4, k64 = _sized("k4", 99.1, 167.8, 0.748), _sized("k64", 9.71, 1712.0, 0.8543)
+    # 0.8556 × 92.3/189.7 = 0.416 beats k4's 0.748 × 92.3/167.8 = 0.411 and k1's 0.231
+    assert startup_configuration([k1, k4, bbnet, k64]).id == "bbnet"
+    # a smallest configuration that is accurate enough is the start
+    assert startup_configuration([_sized("k1", 184, 92.3, 0.80), bbnet]).id == "k1"
+    # equal scores: fewer bytes
+    twin = _sized("twin", 40.0, 184.6, 0.2309 * 2)
+    assert startup_configuration([k1, twin]).id == "k1"
+
+
+def test_startup_without_measurements_falls_back_to_the_smallest_frames():
+    assert startup_configuration([_sized("a", 4, 900.0, None),
+                                  _sized("b", 8, 400.0, None)]).id == "b"
+    assert startup_configuration([_sized("a", 4, None, None), _sized("b", 16, None, 0.9),
+                                  _sized("c", 8, None, None)]).id == "b"
+    with pytest.raises(ValueError, match="no configurations"):
+        startup_configuration([])

@@ -62,6 +62,7 @@ from ..runtime.backends import OrtBackend
 from ..runtime.backpressure import Backpressure, RateLimiter
 from ..runtime.engine import EdgeConfig, EdgeEngine
 from ..runtime.images import ImageError, compressed_to_rgb, image_to_rgb
+from ..runtime.scheduling import startup_configuration
 from ..training.data import Preprocessing
 from ..wire import format_string
 from .cloud_node import results_message
@@ -101,6 +102,7 @@ EDGE_METRICS = ("fps", "bytes_per_frame", "drop_rate", "active_split", "active_r
 # The monitor's estimate is a latest-value signal. Best effort + volatile is compatible with
 # any publisher QoS (the monitor's is reliable and transient-local).
 _ESTIMATE_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
+RECEIPTS_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
 _LOG_THROTTLE_S = 5.0
 
 
@@ -142,11 +144,12 @@ class EdgeNode(Node):
                                   read_only=True)
         split_point = declare_int(self, "split_point", -1, -1, 0xFFFF,
                                   "active split point; -1 at start-up: the preloaded "
-                                  "configuration with the smallest frames (for the given "
+                                  "configuration with the best effective accuracy on a link "
+                                  "that carries just the smallest frames (for the given "
                                   "ratio, if any)")
         ratio = declare_float(self, "ratio", 0.0, 0.0, 1e6,
                               "active compression ratio; 0 at start-up: the configuration "
-                              "with the smallest frames (at the given split point, if any)")
+                              "chosen as for split_point -1 (at the given split point, if any)")
         backend = declare_str(self, "backend", "onnxruntime", "inference backend",
                               choices=BACKENDS)
         input_type = declare_str(self, "input_type", "raw", "raw: sensor_msgs/Image on "
@@ -231,7 +234,7 @@ class EdgeNode(Node):
                 CompressedImage, "image/compressed", self._on_compressed, CAMERA_QOS,
                 callback_group=self._frame_group)
         self._receipt_sub = self.create_subscription(
-            Float64MultiArray, "receipts", self._on_receipts, RESULT_QOS,
+            Float64MultiArray, "receipts", self._on_receipts, RECEIPTS_QOS,
             callback_group=self._aux_group)
         self._bandwidth_sub = self.create_subscription(
             Float64, "bandwidth_bps", self._on_bandwidth, _ESTIMATE_QOS,
@@ -264,11 +267,9 @@ class EdgeNode(Node):
             raise NodeConfigError(
                 f"no preloaded configuration matches split_point={split_point}, "
                 f"ratio={ratio:g}; preloaded (split_point, ratio): {self._valid_pairs()}")
-        # Before anything is known about the link, start with the smallest frames (measured
-        # bytes per frame, else the highest ratio): they cannot congest it, and the scheduler
-        # moves up as soon as it has an estimate.
-        return min(candidates, key=lambda c: (c.bytes_per_frame is None,
-                                              c.bytes_per_frame or 0.0, -c.ratio))
+        # Before anything is known about the link: the best effective accuracy on a link
+        # that carries just the smallest frames at the camera rate (see the function).
+        return startup_configuration(candidates)
 
     def _valid_pairs(self) -> str:
         return ", ".join(f"({s}, {r:g})" for s, r in self._engine.available)

@@ -63,7 +63,7 @@ class TestbedSettings:
     duration_s: float = 30.0
     out_dir: Path = Path("out/testbed")
     strategy: str = "adaptive"  # or "split:ratio", "cloud_only", "edge_only"
-    initial: str = ""  # adaptive only: the edge's first "split:ratio" (default: smallest frames)
+    initial: str = ""  # adaptive only: the edge's first "split:ratio" (default: its start-up rule)
     fallback: str = "drop"  # the edge node's fallback for frames it holds back (or edge_only)
     objective: str = "effective_accuracy"
     frame_rate: float = 30.0
@@ -192,6 +192,9 @@ def run_testbed(settings: TestbedSettings) -> dict:
             cloud, edge = sides
             cloud.wait_for("READY", 60.0)
             edge.wait_for("READY", 60.0)
+            # Discovery must be complete in both directions while the link is still unshaped.
+            cloud.send(next(line for line in edge.lines if line.startswith("EXPECT ")))
+            cloud.wait_for("MATCHED", 40.0)
             events = sorted(settings.events)
             for _, action in events:
                 if action not in EVENTS:

@@ -31,7 +31,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Bool, Float64, Float64MultiArray
 
@@ -83,7 +83,8 @@ class EdgeRecorder(_Recorder):
                                  FEATURE_QOS)
         self.results = self.create_subscription(DiagnosticArray, "results", self._on_result,
                                                 _QOS)
-        self.create_subscription(Float64MultiArray, "receipts", self._on_receipts, _QOS)
+        self.create_subscription(Float64MultiArray, "receipts", self._on_receipts,
+                                 QoSProfile(depth=200, reliability=ReliabilityPolicy.BEST_EFFORT))
         self.create_subscription(Float64, "bandwidth_bps", lambda m: self._add(
             "estimates", [time.time(), float(m.data)]), _QOS)
         self.create_subscription(Bool, "bandwidth_lower_bound", lambda m: self._add(
@@ -187,6 +188,32 @@ def _follow_commands(stop: threading.Event, executor, nodes: list[Node]) -> None
             return
 
 
+#: Topics the cloud publishes to readers on the robot.
+CLOUD_PUBLISHED = ("receipts", "results")
+
+
+def _answer_expect(stop: threading.Event, nodes: list[Node], timeout_s: float = 30.0) -> None:
+    """Cloud stdin: ``EXPECT {"topic": n, ...}`` → print ``MATCHED`` once this process has
+    discovered n readers of each topic (an ERROR line after ``timeout_s``)."""
+    for line in sys.stdin:
+        if not line.startswith("EXPECT "):
+            continue
+        expect = json.loads(line[len("EXPECT "):])
+        deadline = time.monotonic() + timeout_s
+        while nodes and not stop.is_set():
+            missing = {topic: n for topic, n in expect.items()
+                       if nodes[0].count_subscribers(f"/{ROBOT}/{topic}") < n}
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                print(f"ERROR the cloud did not discover the robot's readers of {missing}",
+                      flush=True)
+                return
+            time.sleep(0.05)
+        print("MATCHED", flush=True)
+        return
+
+
 def run_side(config: dict) -> int:
     """Run one side until SIGTERM/SIGINT; write its records to ``config["out"]``."""
     stop = threading.Event()
@@ -237,10 +264,13 @@ def run_side(config: dict) -> int:
                           "across the link", flush=True)
                     return 3
                 time.sleep(0.05)
-            # The matches above are this side's view; the cloud's view of the edge's readers
-            # (receipts, results) and the graph-info updates follow within milliseconds on
-            # the unshaped link. Give them that time rather than queueing them behind frames.
-            time.sleep(0.5)
+            # The matches above are this side's view. The cloud must also have discovered the
+            # readers here that it publishes to, or those announcements (and their repairs)
+            # would cross the shaped link later; the testbed passes this line to the cloud
+            # and starts once it answers MATCHED.
+            expect = {topic: recorder.count_subscribers(f"/{ROBOT}/{topic}")
+                      for topic in CLOUD_PUBLISHED}
+            print(f"EXPECT {json.dumps(expect)}", flush=True)
             print("READY", flush=True)
             line = sys.stdin.readline()
             if line.strip() != "GO":
@@ -250,6 +280,7 @@ def run_side(config: dict) -> int:
                              daemon=True).start()
         else:
             print("READY", flush=True)
+            threading.Thread(target=_answer_expect, args=(stop, nodes), daemon=True).start()
         while not stop.wait(0.1):
             pass
         return 0

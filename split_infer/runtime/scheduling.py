@@ -55,6 +55,7 @@ __all__ = [
     "format_override",
     "parse_override",
     "reference_configuration",
+    "startup_configuration",
 ]
 
 #: The manifest's whole-model references (``manifest[kind]``) and the measured fields each needs.
@@ -118,6 +119,31 @@ def configuration_from_bundle(config: BundleConfiguration) -> Configuration:
         edge_s=float(config.edge_ms) / 1e3,  # type: ignore[arg-type]
         cloud_s=float(config.cloud_ms) / 1e3,  # type: ignore[arg-type]
     )
+
+
+def startup_configuration(configs: Sequence[BundleConfiguration]) -> BundleConfiguration:
+    """The configuration an edge starts with, before anything is known about the link.
+
+    The assumption is the cautious one: the link carries the smallest frames ``D_min`` at the
+    camera rate and no more. At that bandwidth a configuration sending ``D`` bytes delivers a
+    fraction ``min(1, D_min / D)`` of the frames, so Hu & K's effective accuracy is
+    ``accuracy × min(1, D_min / D)`` whatever the camera rate; the start is its maximum (ties:
+    fewer bytes). With a learned bundle that is rarely the very smallest frames: a rateless
+    k = 1 prefix (92 B, 23 %) loses to BBNet ×32 (190 B, 85.6 %), which at worst halves the
+    frame rate on a link too slow for it until the first measurement moves the scheduler down.
+    Configurations without measured bytes or accuracy fall back to the smallest frames
+    (measured bytes first, then the highest ratio). ValueError if ``configs`` is empty.
+    """
+    if not configs:
+        raise ValueError("no configurations to start with")
+    sized = [c for c in configs if c.bytes_per_frame]  # a frame sent, its size measured
+    scored = [c for c in sized if c.accuracy is not None]
+    if not scored:
+        return min(sized, key=lambda c: c.bytes_per_frame) if sized else max(
+            configs, key=lambda c: c.ratio)
+    floor = float(min(c.bytes_per_frame for c in sized))
+    return max(scored, key=lambda c: (float(c.accuracy) * min(1.0, floor / c.bytes_per_frame),
+                                      -float(c.bytes_per_frame)))
 
 
 def reference_configuration(bundle: Bundle, kind: str) -> Configuration | None:
