@@ -43,6 +43,7 @@ from ..runtime.estimator import (
     parse_receipts,
 )
 from .common import (
+    RECEIPTS_QOS,
     MetricPublishers,
     declare_float,
     declare_int,
@@ -57,10 +58,6 @@ __all__ = ["ESTIMATE_QOS", "RECEIPTS_QOS", "BandwidthMonitor", "main"]
 #: is compatible with it.
 ESTIMATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-#: Receipts: best effort matches a reliable or a best-effort publisher alike. A lost receipt
-#: only widens one dispersion gap, which can make the estimate low, never high.
-RECEIPTS_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 METRICS = ("capacity_bps", "throughput_bps", "one_way_delay_ms", "queued_fraction", "silence_s")
 

@@ -72,6 +72,7 @@ from .common import (
     DIAGNOSTICS_QOS,
     DIAGNOSTICS_TOPIC,
     FEATURE_QOS,
+    RECEIPTS_QOS,
     RESULT_QOS,
     MetricPublishers,
     NodeConfigError,
@@ -102,7 +103,6 @@ EDGE_METRICS = ("fps", "bytes_per_frame", "drop_rate", "active_split", "active_r
 # The monitor's estimate is a latest-value signal. Best effort + volatile is compatible with
 # any publisher QoS (the monitor's is reliable and transient-local).
 _ESTIMATE_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
-RECEIPTS_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
 _LOG_THROTTLE_S = 5.0
 
 

@@ -42,7 +42,7 @@ from ..runtime.stages import StageEngine, is_link_configuration
 from ..wire import Frame, format_string
 from .common import (
     FEATURE_QOS,
-    RESULT_QOS,
+    RECEIPTS_QOS,
     MetricPublishers,
     NodeConfigError,
     ReasonCounts,
@@ -125,7 +125,7 @@ class StageNode(FeatureReceiverNode):
                 CompressedImage, join_topic(output_namespace, "features"), FEATURE_QOS)
             self._downstream = self.create_subscription(
                 Float64MultiArray, join_topic(output_namespace, "receipts"),
-                self._on_receipts, RESULT_QOS)
+                self._on_receipts, RECEIPTS_QOS)
         except InvalidTopicNameException as exc:
             raise NodeConfigError(f"output_namespace {output_namespace!r}: {exc}") from None
         self._out_metrics = MetricPublishers(self, ("downstream_ms",),

@@ -31,7 +31,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Bool, Float64, Float64MultiArray
 
@@ -40,7 +40,7 @@ from ..wire import decode_frame
 from .bag_player import BagPlayer
 from .bandwidth_monitor import BandwidthMonitor
 from .cloud_node import CloudNode
-from .common import FEATURE_QOS, parse_receipts
+from .common import FEATURE_QOS, RECEIPTS_QOS, parse_receipts
 from .edge_node import EdgeNode
 from .references import FullModelNode, JpegSender
 from .scheduler import Scheduler
@@ -84,7 +84,7 @@ class EdgeRecorder(_Recorder):
         self.results = self.create_subscription(DiagnosticArray, "results", self._on_result,
                                                 _QOS)
         self.create_subscription(Float64MultiArray, "receipts", self._on_receipts,
-                                 QoSProfile(depth=200, reliability=ReliabilityPolicy.BEST_EFFORT))
+                                 RECEIPTS_QOS)
         self.create_subscription(Float64, "bandwidth_bps", lambda m: self._add(
             "estimates", [time.time(), float(m.data)]), _QOS)
         self.create_subscription(Bool, "bandwidth_lower_bound", lambda m: self._add(
