@@ -59,6 +59,9 @@ def test_summarize_counts_dropped_frames_as_wrong(tmp_path):
             summary["duplicate_results"]) == (1, 1, 1)
     capacity = 1e6 * 5 + 2e5 * 5
     assert summary["link_utilization"] == pytest.approx(8 * 100_000 / capacity, rel=1e-3)
+    # 100 frames sent, 100 kB through the veth: 1000 B each on the wire (D = 1000 too)
+    assert summary["wire_bytes_per_frame"] == pytest.approx(1000.0)
+    assert summary["link_bound_fps_wire"] == pytest.approx(capacity / 10.0 / 8000, rel=1e-3)
     (reaction,) = report["reactions"]
     assert reaction["t_s"] == 5.0 and reaction["rate_after_bps"] == 2e5
     assert reaction["estimate_within_15pct_after_s"] == pytest.approx(0.5)

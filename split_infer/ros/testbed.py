@@ -340,6 +340,12 @@ def summarize(records: dict, trace, settings: TestbedSettings, t0_wall: float,
         else None,
         # B/D of the frames actually sent, for the "fps ≥ 0.9·B/D when link-bound" target.
         "link_bound_fps": round(rate_mean / (8 * bytes_mean), 2) if bytes_mean else None,
+        # What a frame really costs on the uplink: every byte the cloud's veth received
+        # (Ethernet/IP/UDP/RTPS headers, CDR fields, ACKNACKs, discovery) per frame sent. For
+        # small frames it is several times D, and B over it is the fps the link can carry.
+        "wire_bytes_per_frame": round(rx_bytes / len(sent), 1) if sent else None,
+        "link_bound_fps_wire": round(rate_mean * len(sent) / (8 * rx_bytes), 2)
+        if sent and rx_bytes > 0 else None,
         "configurations_used": sorted({f"{f['split_point']:.0f}:{f['ratio']:g}"
                                        for f in delivered}),
         # Fault criteria (issue: 0 stale or misdecoded outputs): a result is stale when it
