@@ -72,6 +72,22 @@ def test_summarize_counts_dropped_frames_as_wrong(tmp_path):
     assert recovery["recovered_after_s"] == pytest.approx(0.05, abs=1e-6)
 
 
+def test_nfqueue_packet_ids_are_read_from_every_message_of_a_datagram():
+    import struct
+
+    from split_infer.runtime.nfqueue import _attribute, _message, packet_ids
+
+    def packet(packet_id, extra=b""):
+        mark = _attribute(0x8000 | 3, struct.pack("!I", 5))  # another attribute first, nested bit
+        header = _attribute(1, struct.pack("!IHB", packet_id, 0x0800, 3))
+        return _message(0, 7, [mark, header, extra], flags=0, seq=0)
+
+    other = _message(2, 7, [_attribute(1, b"\x01\x00\x00\x00")], flags=0, seq=0)  # a config
+    data = packet(41) + other + packet(0xDEADBEEF, _attribute(10, b"payload")) + b"\x00" * 3
+    assert packet_ids(data) == [41, 0xDEADBEEF]
+    assert packet_ids(b"") == [] and packet_ids(b"\x00" * 16) == []
+
+
 # -- namespaces -----------------------------------------------------------------------------------
 
 
@@ -107,6 +123,55 @@ def test_link_is_shaped_and_removed():
             link.apply(Shaping(0))  # outage: everything dropped
             assert _udp_rate_bps(link, seconds=0.5) == 0
     assert not names & set(list_testbed_namespaces())
+
+
+def _udp_rtts_ms(link, count=30):
+    """Round trips of small UDP datagrams edge → cloud echo → edge (only the way out is
+    shaped), in ms."""
+    echo = subprocess.Popen([*link.exec_prefix("cloud"), "python3", "-c", (
+        "import socket\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+        "s.bind(('0.0.0.0',9999))\n"
+        "while True:\n"
+        "    m,a=s.recvfrom(2048)\n"
+        "    s.sendto(m,a)\n")])
+    client = ("import socket,time\n"
+              "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+              "s.settimeout(3)\n"
+              "time.sleep(0.3)\n"
+              f"for i in range({count}):\n"
+              "    t=time.perf_counter()\n"
+              f"    s.sendto(b'x'*100,('{link.cloud_ip}',9999))\n"
+              "    s.recv(2048)\n"
+              "    print((time.perf_counter()-t)*1e3)\n"
+              "    time.sleep(0.02)\n")
+    try:
+        out = subprocess.run([*link.exec_prefix("edge"), "python3", "-c", client],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    finally:
+        echo.kill()
+        echo.wait()
+    return np.array([float(line) for line in out.split()])
+
+
+@needs_netns
+def test_link_delays_the_uplink_with_netem_or_an_nfqueue():
+    with NetnsLink() as link:
+        if not (link.capabilities["netem_delay"] or link.capabilities["nfqueue_delay"]):
+            pytest.skip(f"this kernel can delay neither way: {link.capabilities}")
+        link.apply(Shaping(1e9))
+        base = np.median(_udp_rtts_ms(link))
+        link.apply(Shaping(1e9, delay_ms=60.0))
+        delayed = _udp_rtts_ms(link)
+        link.apply(Shaping(1e9, delay_ms=40.0, jitter_ms=20.0))
+        jittered = _udp_rtts_ms(link, count=60)
+        # Compared within the run against the undelayed round trip, not against a clock.
+        assert 57.0 <= np.median(delayed) - base < 75.0
+        assert np.min(jittered) >= 20.0 and np.max(jittered) < 85.0
+        assert np.percentile(jittered, 90) - np.percentile(jittered, 10) > 15.0
+        assert 30.0 < np.median(jittered) - base < 55.0
+        link.apply(Shaping(1e9))
+        assert np.median(_udp_rtts_ms(link)) - base < 10.0
 
 
 @needs_netns

@@ -7,7 +7,7 @@
     │ bag player, edge node, ... │ si<pid>e ──── si<pid>c │ cloud node, ...    │
     │ 10.77.X.1/30               │ ─────────────▶│ 10.77.X.2/30               │
     └────────────────────────────┘  shaped: tbf  └────────────────────────────┘
-                                    (+ netem, loss)
+                              (+ loss, delay)
 
 Only the edge → cloud direction is shaped (egress of the edge's veth); receipts and estimates
 travel back unshaped, as on an asymmetric uplink. A :class:`TraceFollower` thread changes the
@@ -17,9 +17,12 @@ shaping as a bandwidth trace (``config/traces/*.csv``) advances:
   300 ms of traffic (at least 64 KiB, so one large DDS sample always fits);
 * **loss** — an ``iptables`` ``statistic`` rule that drops packets leaving the edge with the
   trace's probability; a rate of 0 (an outage) drops everything the same way;
-* **delay** — ``netem`` under the ``tbf`` when the kernel has ``sch_netem``. Where it does not
-  (this CI kernel has no netem module), delays in the trace are not applied: :class:`NetnsLink`
-  says so in :attr:`NetnsLink.capabilities` and the testbed report carries it.
+* **delay** (and jitter) — ``netem`` under the ``tbf`` when the kernel has ``sch_netem``.
+  Where it does not (this CI kernel has no netem), an ``NFQUEUE`` rule after the loss rule
+  hands every packet to a :class:`~split_infer.runtime.nfqueue.PacketDelayer` process in the
+  edge namespace, which releases it the delay (± jitter) later, in order. Where neither works,
+  delays are not applied: :attr:`NetnsLink.capabilities` says which mechanism is in use and the
+  testbed report carries what was skipped.
 
 Everything created is named after the process id and removed by :meth:`NetnsLink.close`, which
 the context manager calls on every exit path; :func:`remove_stale` deletes leftovers of dead
@@ -34,8 +37,10 @@ import logging
 import math
 import os
 import re
+import select
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -57,6 +62,26 @@ _MIN_BURST_BYTES = 4096
 _MIN_LIMIT_BYTES = 64 * 1024
 #: tbf cannot shape to 0; an outage is a 100 % drop rule instead, over a slow token bucket.
 _OUTAGE_RATE_BPS = 8_000
+
+
+#: NFQUEUE number of the delay path (queues are per network namespace).
+_DELAY_QUEUE = 7
+
+
+def _read_line(process: subprocess.Popen, timeout_s: float) -> str:
+    """The first stdout line of ``process`` within ``timeout_s`` ("" on timeout or exit)."""
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    return process.stdout.readline().strip() if ready else ""
+
+
+def _stop_process(process: subprocess.Popen) -> None:
+    """Close its stdin (the delayer's signal to release everything and exit), then make sure."""
+    try:
+        process.stdin.close()
+        process.wait(timeout=5.0)
+    except (OSError, subprocess.TimeoutExpired):
+        process.kill()
+        process.wait(timeout=5.0)
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -122,6 +147,7 @@ class NetnsLink:
         self.edge_ip, self.cloud_ip = f"10.77.{subnet}.1", f"10.77.{subnet}.2"
         self._created: list[str] = []
         self._netem = False
+        self._delayer: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -150,7 +176,12 @@ class NetnsLink:
         return self
 
     def close(self) -> None:
-        """Delete both namespaces (which removes the veth pair, qdiscs and rules)."""
+        """Stop the delayer and delete both namespaces (which removes the veth pair, qdiscs
+        and rules)."""
+        if self._delayer is not None:
+            with self._lock:
+                _stop_process(self._delayer)
+                self._delayer = None
         for ns in reversed(self._created):
             _run("ip", "netns", "del", ns, check=False)
         self._created.clear()
@@ -177,7 +208,7 @@ class NetnsLink:
             *self.exec_prefix("edge"), "iptables", "-L", "OUTPUT", "-n", check=False
         ).returncode == 0
         self.capabilities = {"tbf_rate": True, "netem_delay": self._netem,
-                             "iptables_loss": iptables}
+                             "nfqueue_delay": False, "iptables_loss": iptables}
 
     def _install_qdiscs(self) -> None:
         tc = ["tc", "-n", self.edge_ns, "qdisc", "add", "dev", self.edge_if]
@@ -189,6 +220,29 @@ class NetnsLink:
         if self.capabilities["iptables_loss"]:
             self._iptables("-N", "SI_LOSS")
             self._iptables("-A", "OUTPUT", "-o", self.edge_if, "-j", "SI_LOSS")
+            if not self._netem:
+                self._start_delayer()
+
+    def _start_delayer(self) -> None:
+        """The NFQUEUE delay path (see the module docstring); leaves ``nfqueue_delay`` False
+        if the kernel or the process refuses."""
+        queue = _DELAY_QUEUE
+        try:
+            self._iptables("-A", "OUTPUT", "-o", self.edge_if, "-j", "NFQUEUE", "--queue-num",
+                           str(queue), "--queue-bypass")
+        except RuntimeError as exc:
+            _log.warning("no NFQUEUE delay: %s", exc)
+            return
+        process = subprocess.Popen(
+            [*self.exec_prefix("edge"), sys.executable, "-m", "split_infer.runtime.nfqueue",
+             "--queue", str(queue)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = _read_line(process, timeout_s=20.0)
+        if ready != "READY":
+            _stop_process(process)
+            _log.warning("no NFQUEUE delay: the delayer said %r", ready)
+            return
+        self._delayer = process
+        self.capabilities["nfqueue_delay"] = True
 
     def _iptables(self, *args: str) -> None:
         _run(*self.exec_prefix("edge"), "iptables", "-w", *args)
@@ -214,6 +268,12 @@ class NetnsLink:
                     delay += [f"{shaping.jitter_ms:g}ms"]
                 _run("tc", "-n", self.edge_ns, "qdisc", "change", "dev", self.edge_if, "root",
                      "handle", "1:", "netem", *delay)
+            elif self._delayer is not None:
+                if self._delayer.poll() is not None:
+                    raise RuntimeError("the NFQUEUE delayer exited "
+                                       f"(status {self._delayer.returncode})")
+                self._delayer.stdin.write(f"DELAY {shaping.delay_ms:g} {shaping.jitter_ms:g}\n")
+                self._delayer.stdin.flush()
             elif shaping.delay_ms > 0 or shaping.jitter_ms > 0:
                 skipped.append("delay")
             loss = 1.0 if outage else shaping.loss
