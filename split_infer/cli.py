@@ -457,10 +457,13 @@ def cmd_testbed(args: argparse.Namespace) -> int:
 
     if args.duration <= 0:
         raise ValueError("--duration must be positive")
+    if args.jitter_ms < 0:
+        raise ValueError("--jitter-ms must be >= 0")
     settings = TestbedSettings(bundle=args.bundle, bag=args.bag, trace=find_trace(args.trace),
                                duration_s=args.duration, out_dir=args.out,
                                strategy=args.strategy, initial=args.initial,
-                               objective=args.objective, frame_rate=args.frame_rate)
+                               objective=args.objective, frame_rate=args.frame_rate,
+                               jitter_ms=args.jitter_ms)
     report = run_testbed(settings)
     print(json.dumps(report["summary"], indent=2))
     if report["link"]["not_applied"]:
@@ -665,6 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adaptive: the edge's first 'split:ratio' (default: the edge node's "
                         "start-up choice, the best effective accuracy on a link carrying "
                         "just the smallest frames)")
+    p.add_argument("--jitter-ms", type=float, default=0.0,
+                   help="± uniform jitter added to the delay of trace segments that have one")
     p.add_argument("--cleanup", action="store_true",
                    help="only remove namespaces left by killed testbed runs")
     p.set_defaults(func=cmd_testbed)

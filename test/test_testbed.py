@@ -241,3 +241,20 @@ def test_cli_testbed_without_root_says_why(monkeypatch, capsys):
     monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
     assert cli.main(["testbed", "--duration", "1"]) == 2
     assert "needs root" in capsys.readouterr().err
+
+
+def test_delay_segments_above_the_base_delay_are_faults_with_a_recovery():
+    from split_infer.ros.testbed import _fault_ends
+
+    trace = load_trace_rows([(0, 5e6, 10, 0), (5, 5e6, 50, 0), (15, 5e6, 10, 0),
+                             (18, 5e6, 10, 0.05), (19, 5e6, 10, 0)])
+    assert _fault_ends(trace, 30.0, [("scheduler killed", 8.0)]) == [
+        ("delay 50 ms 5-15 s", 15.0), ("loss 5% 18-19 s", 19.0),
+        ("scheduler killed at 8.00 s", 8.0)]
+    assert _fault_ends(trace, 16.0, []) == [("delay 50 ms 5-15 s", 15.0)]
+
+
+def load_trace_rows(rows):
+    from split_infer.runtime.link import Trace
+
+    return Trace.from_rows(rows, "test")

@@ -75,6 +75,7 @@ class TestbedSettings:
     #: process), "kill_scheduler" (removed from the edge process as a crash would)
     events: tuple[tuple[float, str], ...] = ()
     stale_after_ms: float = 1000.0  # a result later than this after capture is stale
+    jitter_ms: float = 0.0  # ± uniform jitter on the trace segments that have a delay
 
 
 class _Side:
@@ -200,7 +201,7 @@ def run_testbed(settings: TestbedSettings) -> dict:
                 if action not in EVENTS:
                     raise ValueError(f"unknown testbed event {action!r}; use one of {EVENTS}")
             restarts = 0
-            follower = TraceFollower(link, trace)
+            follower = TraceFollower(link, trace, jitter_ms=settings.jitter_ms)
             follower.start()
             t0_wall = time.time()
             rx0 = link.interface_bytes("cloud")
@@ -376,13 +377,18 @@ def summarize(records: dict, trace, settings: TestbedSettings, t0_wall: float,
 
 def _fault_ends(trace, elapsed_s: float, event_ends: list[tuple[str, float]]
                 ) -> list[tuple[str, float]]:
-    """(what, when it ended) for every fault in the run: trace segments with loss or no rate,
-    and the events (a restarted cloud ends when it serves again, a killed scheduler at once)."""
+    """(what, when it ended) for every fault in the run: trace segments with loss, no rate or
+    more than the trace's smallest delay, and the events (a restarted cloud ends when it serves
+    again, a killed scheduler at once)."""
     ends = []
     times = [float(t) for t in trace.times_s]
-    for i, (rate, loss) in enumerate(zip(trace.rates_bps, trace.losses, strict=True)):
-        if (rate <= 0 or loss > 0) and i + 1 < len(times) and times[i + 1] < elapsed_s:
-            what = "outage" if rate <= 0 else f"loss {100 * float(loss):g}%"
+    base_delay = float(min(trace.delays_s))
+    for i, (rate, loss, delay) in enumerate(zip(trace.rates_bps, trace.losses, trace.delays_s,
+                                                strict=True)):
+        if (rate <= 0 or loss > 0 or delay > base_delay) and i + 1 < len(times) \
+                and times[i + 1] < elapsed_s:
+            what = ("outage" if rate <= 0 else f"loss {100 * float(loss):g}%" if loss > 0
+                    else f"delay {1e3 * float(delay):g} ms")
             ends.append((f"{what} {times[i]:g}-{times[i + 1]:g} s", times[i + 1]))
     return ends + [(f"{what} at {t:.2f} s", t) for what, t in event_ends]
 

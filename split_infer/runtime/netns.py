@@ -302,7 +302,8 @@ class NetnsLink:
 
 
 class TraceFollower(threading.Thread):
-    """Applies each segment of ``trace`` to ``link`` when its time comes (from :meth:`start`)."""
+    """Applies each segment of ``trace`` to ``link`` when its time comes (from :meth:`start`);
+    ``jitter_ms`` (± uniform) goes with every segment that has a delay."""
 
     def __init__(self, link: NetnsLink, trace: Trace, jitter_ms: float = 0.0) -> None:
         super().__init__(name="trace_follower", daemon=True)
@@ -322,9 +323,10 @@ class TraceFollower(threading.Thread):
 
     def _apply(self, index: int) -> None:
         trace = self.trace
+        delay_ms = float(trace.delays_s[index]) * 1e3
         self.skipped.update(self.link.apply(Shaping(
-            float(trace.rates_bps[index]), float(trace.delays_s[index]) * 1e3,
-            float(trace.losses[index]), self.jitter_ms), at_s=float(trace.times_s[index])))
+            float(trace.rates_bps[index]), delay_ms, float(trace.losses[index]),
+            self.jitter_ms if delay_ms > 0 else 0.0), at_s=float(trace.times_s[index])))
 
     def run(self) -> None:
         try:
