@@ -196,14 +196,15 @@ class FrameLedger:
         """Every frame labelled up to ``until_s``, in label order, as report rows (frames
         still waiting for a result count as not delivered)."""
         with self._lock:
-            columns = {name: np.frombuffer(values, dtype=np.dtype(code)).copy()
-                       for (name, code), values in zip(self._COLUMNS,
-                                                       self._columns.values(), strict=True)}
-            waiting = list(self._waiting.values())
-        for t_s, index, label in waiting:
-            for name, value in zip(columns, (t_s, index, label, -1, np.nan, np.nan, np.nan),
-                                   strict=True):
-                columns[name] = np.append(columns[name], value)
+            # Frames still waiting join as not delivered: one concatenation per column, not a
+            # copy of the whole column per waiting frame.
+            waiting = [(t_s, index, label, -1, np.nan, np.nan, np.nan)
+                       for t_s, index, label in self._waiting.values()]
+            extra = list(zip(*waiting, strict=True)) if waiting else [()] * len(self._COLUMNS)
+            columns = {name: np.concatenate([np.frombuffer(values, dtype=np.dtype(code)),
+                                             np.asarray(more, dtype=np.dtype(code))])
+                       for (name, code), values, more in zip(
+                           self._COLUMNS, self._columns.values(), extra, strict=True)}
         order = np.argsort(columns["t_s"], kind="stable")
         order = order[columns["t_s"][order] <= until_s]
         rows = []
