@@ -50,12 +50,12 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "split-infer = split_infer.cli:main",
+            "split-infer = split_infer.tools.cli:main",
             "edge_node = split_infer.ros.edge_node:main",
             "cloud_node = split_infer.ros.cloud_node:main",
             "bandwidth_monitor = split_infer.ros.bandwidth_monitor:main",
             "scheduler = split_infer.ros.scheduler:main",
-            "bag_player = split_infer.ros.bag_player:main",
+            "bag_player = split_infer.tools.bag.player:main",
             "stage_node = split_infer.ros.stage_node:main",
         ],
     },

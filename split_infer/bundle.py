@@ -22,24 +22,31 @@ manifest does not list, so a tampered or unexpected file never reaches ONNX Runt
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .codecs import Codec, get_codec
+from split_infer import __version__
+from split_infer.codecs import Codec, get_codec
+from split_infer.config_key import ConfigKey, config_key
+from split_infer.data import Preprocessing
+from split_infer.errors import UserError
 
 __all__ = [
     "BUNDLE_FORMAT",
     "Bundle",
     "BundleConfiguration",
     "BundleError",
+    "check_chain",
+    "is_link_configuration",
+    "link_problem",
     "sha256_file",
     "write_bundle",
 ]
@@ -48,7 +55,7 @@ BUNDLE_FORMAT = "split_infer.bundle/1"
 MANIFEST = "manifest.json"
 
 
-class BundleError(ValueError):
+class BundleError(UserError, ValueError):
     """A bundle is missing, malformed, tampered with, or does not have what was asked."""
 
 
@@ -81,9 +88,9 @@ class BundleConfiguration:
         return (self.keep_channels, *self.feature_shape[1:])
 
     @property
-    def key(self) -> tuple[int, float]:
+    def key(self) -> ConfigKey:
         """The wire configuration id ``(split_point, ratio)``, ratio at float32 precision."""
-        return self.split_point, float(np.float32(self.ratio))
+        return config_key(self.split_point, self.ratio)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -187,9 +194,7 @@ class Bundle:
 
     @property
     def preprocessing(self):
-        """The :class:`~split_infer.training.data.Preprocessing` the model was trained with."""
-        from .training.data import Preprocessing
-
+        """The :class:`~split_infer.training.datasets.Preprocessing` the model was trained with."""
         return Preprocessing.from_dict(self.manifest["preprocessing"])
 
     @property
@@ -208,7 +213,7 @@ class Bundle:
 
     def configuration(self, split_point: int, ratio: float) -> BundleConfiguration:
         """The configuration with exactly this wire id; BundleError listing the valid ones."""
-        key = (int(split_point), float(np.float32(ratio)))
+        key = config_key(split_point, ratio)
         for config in self.configurations:
             if config.key == key:
                 return config
@@ -243,6 +248,34 @@ class Bundle:
         """The manifest without what :func:`write_bundle` fills in (format, version,
         configurations, file hashes): what to pass back to it when rewriting a bundle."""
         return {k: v for k, v in self.manifest.items() if k not in _WRITTEN_KEYS}
+
+
+def is_link_configuration(config: BundleConfiguration) -> bool:
+    """Whether ``config`` can sit between two stages: a baseline codec on the plain features
+    (a learned decoder is fused with its trained tail; a rateless prefix needs its fill)."""
+    return config.method == "baseline" and config.keep_channels is None
+
+
+def link_problem(config: BundleConfiguration) -> str | None:
+    """Why ``config`` cannot link two stages of a chain, or None when it can."""
+    if not is_link_configuration(config):
+        return (f"configuration {config.id} ({config.method}) cannot link two stages: only "
+                "baseline codecs can (a learned decoder is fused with its trained tail)")
+    return None
+
+
+def check_chain(configs: Sequence[BundleConfiguration]) -> None:
+    """Raise ValueError unless ``configs`` can be the links of one chain, in order: split
+    points strictly increasing, and every link but the last a baseline codec."""
+    if not configs:
+        raise ValueError("a chain needs at least one link configuration")
+    for config in configs[:-1]:
+        problem = link_problem(config)
+        if problem:
+            raise ValueError(problem)
+    splits = [c.split_point for c in configs]
+    if any(b <= a for a, b in itertools.pairwise(splits)):
+        raise ValueError(f"link split points must increase along the chain, got {splits}")
 
 
 _WRITTEN_KEYS = ("format", "split_infer_version", "configurations", "files")

@@ -1,6 +1,11 @@
-"""Typed errors shared by the codecs and the wire frame.
+"""Typed errors: the user's mistakes, and untrusted bytes.
 
-Two error types, both ``ValueError`` subclasses carrying a short machine-readable ``reason``:
+:class:`UserError` is the base of every error a user can cause and fix (a missing file, a bad
+bundle, an unknown model, a malformed option): the command line prints its message in one line
+and exits with status 2, while anything else is a bug and keeps its traceback.
+
+Two further error types, both ``ValueError`` subclasses with a short machine-readable
+``reason``:
 
 * :class:`FrameError` -- anything wrong with *untrusted bytes* (a received frame, its
   params or payload). The cloud node catches exactly this type, drops the frame and
@@ -14,7 +19,13 @@ The reason tokens are listed in :data:`FRAME_ERROR_REASONS` and
 
 from __future__ import annotations
 
-__all__ = ["ENCODE_ERROR_REASONS", "FRAME_ERROR_REASONS", "EncodeError", "FrameError"]
+__all__ = [
+    "ENCODE_ERROR_REASONS",
+    "FRAME_ERROR_REASONS",
+    "EncodeError",
+    "FrameError",
+    "UserError",
+]
 
 #: Every ``FrameError.reason`` the package raises, with its meaning.
 FRAME_ERROR_REASONS: dict[str, str] = {
@@ -47,6 +58,11 @@ ENCODE_ERROR_REASONS: dict[str, str] = {
     "too_large": "a field does not fit its wire-format width (params, payload, image size)",
     "bad_field": "a frame header field is out of range (ids, seq, stamp, ratio)",
 }
+
+
+class UserError(Exception):
+    """Something the user can fix: the message says what and how. Subclasses also derive from
+    the builtin type their callers expect (``ValueError``, ``FileNotFoundError``...)."""
 
 
 class _ReasonedError(ValueError):

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from split_infer.codecs import DEFAULT_MAX_TENSOR_BYTES, Codec, is_registered_codec_id
+from split_infer.config_key import ConfigKey, config_key
 from split_infer.errors import EncodeError, FrameError
 
 __all__ = [
@@ -80,8 +81,7 @@ _MIN_FRAME = _FIXED.size + 4 + _LENGTHS.size + _CRC.size  # ndim = 1, empty para
 
 def _f32(value: float) -> float:
     """Round to float32 so a Frame compares equal to its own decoded copy."""
-    with np.errstate(over="ignore"):  # out-of-range ratios become inf; encode_frame refuses
-        return float(np.float32(value))
+    return config_key(0, value)[1]
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class Frame:
         object.__setattr__(self, "params", bytes(self.params))
 
     @property
-    def config(self) -> tuple[int, float]:
+    def config(self) -> ConfigKey:
         """The configuration id ``(split_point, ratio)``."""
         return self.split_point, self.ratio
 

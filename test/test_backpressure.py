@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from split_infer.runtime.backpressure import DROP_REASONS, Backpressure, RateLimiter
+from split_infer.pipeline.backpressure import DROP_REASONS, Backpressure, RateLimiter
 
 
 def test_first_frame_is_always_processed():

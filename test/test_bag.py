@@ -7,8 +7,13 @@ import time
 import numpy as np
 import pytest
 
-from split_infer.runtime.bag import BagError, read_bag_raw, read_camera_bag, write_dataset_bag
-from split_infer.training.data import ArrayDataset
+from split_infer.data import ArrayDataset
+from split_infer.tools.bag.storage import (
+    BagError,
+    read_bag_raw,
+    read_camera_bag,
+    write_dataset_bag,
+)
 
 
 def _dataset(count=12, size=(24, 20)):
@@ -48,8 +53,8 @@ def test_bag_player_replays_every_frame_with_paired_restamped_labels(tmp_path):
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import Image
 
-    from split_infer.ros.bag_player import BagPlayer
-    from split_infer.ros.bag_recorder import BagRecorder
+    from split_infer.tools.bag.player import BagPlayer
+    from split_infer.tools.bag.recorder import BagRecorder
 
     write_dataset_bag(tmp_path / "bag", _dataset(15), rate_hz=100.0, progress=False)
     context = rclpy.Context()

@@ -2,25 +2,20 @@
 the tiny bundle's ResNet-8 and random images, so no data set is needed."""
 
 import importlib
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from ros_fixtures import random_images, tiny_bundle_fixture  # noqa: F401
 
-from split_infer.training.data import ArrayDataset
+from split_infer.data import ArrayDataset
 from split_infer.wire import decode_frame, pack
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 SPLIT = 3  # the tiny bundle's last split: two baseline codecs and one rateless configuration
 
 
 def _bench(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module(name)
+    return importlib.import_module(f"split_infer.tools.bench.{name}")
 
 
 ra = _bench("rate_accuracy")

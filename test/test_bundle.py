@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from split_infer.bundle import Bundle, BundleError
-from split_infer.cli import main
 from split_infer.models import get_model, save_weights
-from split_infer.runtime.evaluate import evaluate_bundle, evaluate_client_only
+from split_infer.pipeline.evaluate import evaluate_bundle, evaluate_client_only
+from split_infer.tools.cli import main
 from split_infer.training.baseline import build_baseline_bundle
-from split_infer.training.data import default_cifar_zip, load_cifar10
+from split_infer.training.datasets import default_cifar_zip, load_cifar10
 
 pytestmark = pytest.mark.skipif(not default_cifar_zip().is_file(),
                                 reason=f"CIFAR-10 zip not found at {default_cifar_zip()}")

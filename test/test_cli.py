@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from split_infer.cli import main
 from split_infer.models import get_model, save_weights
-from split_infer.training.data import default_cifar_zip
+from split_infer.tools.cli import main
+from split_infer.training.datasets import default_cifar_zip
 
 needs_cifar = pytest.mark.skipif(not default_cifar_zip().is_file(),
                                  reason=f"CIFAR-10 zip not found at {default_cifar_zip()}")
@@ -45,7 +45,7 @@ def test_user_errors_exit_2_with_one_line(argv, fragment, capsys):
 
 
 def test_console_script_runs_without_traceback():
-    result = subprocess.run([sys.executable, "-m", "split_infer.cli", "profile", "nope"],
+    result = subprocess.run([sys.executable, "-m", "split_infer.tools.cli", "profile", "nope"],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -75,7 +75,7 @@ def test_offline_demo_reports_accuracy_and_bytes(tmp_path, codec):
 def test_train_backbone_learns_and_resumes(tmp_path, capsys):
     from split_infer.models import load_weights
     from split_infer.training.backbone import evaluate_top1
-    from split_infer.training.data import load_cifar10
+    from split_infer.training.datasets import load_cifar10
 
     out = tmp_path / "r8.safetensors"
     args = ["train-backbone", "resnet8_cifar", "--out", str(out), "--epochs", "2",

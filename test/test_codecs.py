@@ -28,11 +28,11 @@ from split_infer.codecs import (
     register_byte_stage,
     register_tensor_stage,
 )
-from split_infer.codecs.benchmark import DEFAULT_BENCH_SPECS, benchmark_codecs
 from split_infer.codecs.bytestages import pack_symbols, unpack_symbols
 from split_infer.codecs.entropy import empirical_entropy_bits
 from split_infer.codecs.image import from_grey, mosaic_grid, tile, to_grey, untile
 from split_infer.errors import ENCODE_ERROR_REASONS, FRAME_ERROR_REASONS, EncodeError, FrameError
+from split_infer.tools.bench.codec_table import DEFAULT_BENCH_SPECS, benchmark_codecs
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

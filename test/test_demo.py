@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from split_infer.models import get_model, save_weights
-from split_infer.runtime.bag import bag_dataset, write_dataset_bag
-from split_infer.runtime.evaluate import evaluate_bundle
-from split_infer.training.data import default_cifar_zip, load_cifar10
+from split_infer.pipeline.evaluate import evaluate_bundle
+from split_infer.tools.bag.storage import bag_dataset, write_dataset_bag
+from split_infer.training.datasets import default_cifar_zip, load_cifar10
 
 pytestmark = pytest.mark.skipif(not default_cifar_zip().is_file(),
                                 reason=f"CIFAR-10 zip not found at {default_cifar_zip()}")
@@ -34,7 +34,7 @@ def bundle_and_bag(tmp_path_factory):
 @pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "adaptive"])
 def test_replayed_results_equal_offline_eval_frame_by_frame(bundle_and_bag, tmp_path, pinned):
     from split_infer.defaults import find_trace
-    from split_infer.ros.demo import DemoSettings, run_demo
+    from split_infer.tools.demo.graph import DemoSettings, run_demo
 
     bundle, bag = bundle_and_bag
     config = bundle.configurations[1]

@@ -1,4 +1,4 @@
-"""split_infer.runtime.estimator: bandwidth and RTT from receipts, against a simulated link.
+"""split_infer.adaptation.estimator: bandwidth and RTT from receipts, against a simulated link.
 
 Every scenario runs a :class:`LinkShaper` on a simulated clock: frames are sent at a frame
 rate, the shaper says when each arrives, and the estimator sees exactly the receipts the cloud
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from split_infer.runtime.estimator import (
+from split_infer.adaptation.estimator import (
     RECEIPT_LABEL,
     BandwidthEstimate,
     BandwidthEstimator,
@@ -24,7 +24,7 @@ from split_infer.runtime.estimator import (
     parse_receipts,
     receipt_rows,
 )
-from split_infer.runtime.link import (
+from split_infer.tools.link import (
     LinkShaper,
     Trace,
     constant_trace,

@@ -5,7 +5,7 @@ import tracemalloc
 
 import numpy as np
 
-from split_infer.ros.demo import FrameLedger, _Sample, _window_series
+from split_infer.tools.demo.graph import FrameLedger, _Sample, _window_series
 
 
 def test_pairs_results_with_labels_in_either_order_and_counts_drops_as_wrong():

@@ -35,8 +35,8 @@ from ros_fixtures import tiny_bundle_fixture  # noqa: F401  (fixture: tiny_bundl
 
 from split_infer.codecs import get_codec
 from split_infer.errors import FRAME_ERROR_REASONS, FrameError
-from split_infer.runtime.engine import CloudEngine, EdgeEngine
-from split_infer.runtime.images import (
+from split_infer.pipeline.engine import CloudEngine, EdgeEngine
+from split_infer.pipeline.images import (
     IMAGE_ERROR_REASONS,
     MAX_IMAGE_SIDE,
     RAW_ENCODINGS,
@@ -46,16 +46,13 @@ from split_infer.runtime.images import (
 )
 from split_infer.wire import MAGIC, Frame, decode_frame, encode_frame, pack, unpack
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-FUZZ_SCRIPT = BENCH / "fuzz.py"
+FUZZ_MODULE = "split_infer.tools.bench.fuzz"
 PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _bench_fuzz():
     """bench/fuzz.py as a module (its helpers build the same inputs the fuzzer does)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module("fuzz")
+    return importlib.import_module(FUZZ_MODULE)
 
 
 fuzz = _bench_fuzz()
@@ -351,7 +348,7 @@ def test_real_pngs_still_decode_with_trailing_bytes():
 def _run_fuzz_script(*args: str, out: Path) -> tuple[subprocess.CompletedProcess, dict]:
     pytest.importorskip("atheris", reason="atheris is not installed "
                                           "(pip install -r requirements-test.txt)")
-    result = subprocess.run([sys.executable, str(FUZZ_SCRIPT), *args, "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", FUZZ_MODULE, *args, "--out", str(out)],
                             capture_output=True, text=True, timeout=240)
     report_path = out / "fuzz.json"
     assert report_path.is_file(), result.stdout + result.stderr
@@ -389,7 +386,7 @@ def test_canary_crash_is_caught_saved_and_counted(tmp_path):
     (name,) = entry["crash_files"]
     traceback_text = (tmp_path / "crashes" / f"{name}.txt").read_text()
     assert "ContractViolationError: canary" in traceback_text
-    replay = subprocess.run([sys.executable, str(FUZZ_SCRIPT), "--target", "image",
+    replay = subprocess.run([sys.executable, "-m", FUZZ_MODULE, "--target", "image",
                              "--reproduce", str(tmp_path / "crashes" / name)],
                             capture_output=True, text=True, timeout=120)
     assert replay.returncode == 0 and replay.stdout.strip().endswith(":converted"), replay

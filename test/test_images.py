@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from split_infer.runtime.images import (
+from split_infer.pipeline.images import (
     IMAGE_ERROR_REASONS,
     RAW_ENCODINGS,
     ImageError,

@@ -472,7 +472,7 @@ def test_each_robot_gets_a_monitor_and_a_scheduler_for_its_edge():
 
 @pytest.mark.parametrize("launch", launch_files(), ids=lambda f: f.path.name)
 def test_objective_choices_are_the_policys(launch):
-    from split_infer.planning.policy import OBJECTIVES
+    from split_infer.adaptation.policy import OBJECTIVES
 
     argument = launch.declared_arguments().get("objective")
     if argument is None:

@@ -18,11 +18,12 @@ from split_infer.codecs import get_codec
 from split_infer.codecs.learned import CodecSTE, build_method, get_method, list_methods
 from split_infer.codecs.learned import bbnet as bbnet_module
 from split_infer.codecs.learned.bbnet import tanh_quantize
+from split_infer.data import ArrayDataset, Preprocessing
 from split_infer.models import get_model, save_weights, split
-from split_infer.runtime.engine import CloudEngine, EdgeEngine
-from split_infer.runtime.evaluate import evaluate_bundle
+from split_infer.pipeline.engine import CloudEngine, EdgeEngine
+from split_infer.pipeline.evaluate import evaluate_bundle
 from split_infer.training import learned
-from split_infer.training.data import ArrayDataset, Preprocessing, load_dataset
+from split_infer.training.datasets import load_dataset
 from split_infer.training.learned import LearnedTrainConfig, SplitData, train_bundle
 from split_infer.wire import pack, unpack
 

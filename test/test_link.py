@@ -1,4 +1,4 @@
-"""split_infer.runtime.link: trace files, the FIFO shaper and the delivery loop."""
+"""split_infer.tools.link: trace files, the FIFO shaper and the delivery loop."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from split_infer.runtime.link import (
+from split_infer.tools.link import (
     TRACE_HEADER,
     EmulatedLink,
     LinkShaper,

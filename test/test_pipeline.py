@@ -26,10 +26,20 @@ from ros_fixtures import (  # noqa: F401  (fixture: ros_context)
 )
 from sensor_msgs.msg import Image
 
-from split_infer.cli import main as cli_main
+from split_infer.bundle import check_chain
+from split_infer.data import Preprocessing
 from split_infer.errors import FrameError
+from split_infer.pipeline.engine import CloudEngine, EdgeEngine
+from split_infer.pipeline.images import rgb_to_image
+from split_infer.pipeline.parts import load_backbone
+from split_infer.pipeline.stages import StageEngine
 from split_infer.planning.partition import brute_force_partition
-from split_infer.planning.pipeline import (
+from split_infer.ros.cloud_node import CloudNode, softmax
+from split_infer.ros.common import CAMERA_QOS, NodeConfigError
+from split_infer.ros.edge_node import EdgeNode
+from split_infer.ros.stage_node import StageNode
+from split_infer.tools.cli import main as cli_main
+from split_infer.tools.plan.chain import (
     PLAN_FORMAT,
     Device,
     load_plan,
@@ -37,14 +47,6 @@ from split_infer.planning.pipeline import (
     plan_pipeline,
     write_launch_file,
 )
-from split_infer.ros.cloud_node import CloudNode, softmax
-from split_infer.ros.common import CAMERA_QOS, NodeConfigError
-from split_infer.ros.edge_node import EdgeNode
-from split_infer.ros.stage_node import StageNode
-from split_infer.runtime.engine import CloudEngine, EdgeEngine
-from split_infer.runtime.images import rgb_to_image
-from split_infer.runtime.stages import StageEngine, check_chain, load_backbone
-from split_infer.training.data import Preprocessing
 from split_infer.wire import pack
 
 CHAIN_CODECS = (("float32+raw", 1.0), ("quant:bits=8+raw", 4.0))
@@ -300,7 +302,7 @@ def test_plan_is_the_brute_force_optimum(measured_chain_bundle, speeds):
     ops = [s.macs for s in plan.stages]
     assert sum(ops) == pytest.approx(sum(s.macs for s in plan.stages))
     # Rebuild the unit table the planner used and compare with exhaustive search.
-    from split_infer.planning.pipeline import _block_macs, _link_bytes
+    from split_infer.tools.plan.chain import _block_macs, _link_bytes
 
     unit_ops = _block_macs(measured_chain_bundle, [*units, None])
     sizes = [0.0] + [_link_bytes(config(measured_chain_bundle, s, 4.0))[0]

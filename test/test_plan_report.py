@@ -1,4 +1,4 @@
-"""split_infer.planning.report: the analysis behind ``split-infer plan``, on hand-made bundles.
+"""split_infer.tools.plan.report: the analysis behind ``split-infer plan``, on hand-made bundles.
 
 The bundles are real (``write_bundle``, sha256-listed files) but their ONNX parts are a few
 dummy bytes: ``Bundle.load`` verifies hashes, it does not parse ONNX. Every expected number
@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from split_infer.bundle import BundleConfiguration, write_bundle
-from split_infer.planning import choose_configuration
-from split_infer.planning.report import PlanReport, plan_bundle, planning_configurations
-from split_infer.runtime.scheduling import (
+from split_infer.adaptation.policy import choose_configuration
+from split_infer.adaptation.scheduling import (
     SchedulerSettings,
     SchedulingLoop,
     configurations_from_bundle,
 )
+from split_infer.bundle import BundleConfiguration, write_bundle
+from split_infer.tools.plan.report import PlanReport, plan_bundle, planning_configurations
 
 RTT = 0.02
 T_GEN = 30.0

@@ -8,15 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from split_infer.adaptation.policy import Hysteresis, choose_configuration
 from split_infer.planning import (
     UPLINK_POWER_MODELS,
     Configuration,
     EmpiricalBandwidth,
     GaussianBandwidth,
-    Hysteresis,
     acceptable_configurations,
     brute_force_partition,
-    choose_configuration,
     crossover_bandwidth_bps,
     crossover_bandwidths_bps,
     effective_accuracy,

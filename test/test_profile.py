@@ -14,21 +14,10 @@ import torch
 from torch import nn
 
 from split_infer.models import SplittableModel, get_model, split
-from split_infer.models.profile import (
-    ModelProfile,
-    _OnnxParts,
-    count_macs,
-    profile_model,
-    run_profile,
-)
-from split_infer.runtime import (
-    BACKENDS,
-    Backend,
-    OrtBackend,
-    TorchBackend,
-    export_onnx,
-    make_backend,
-)
+from split_infer.models.macs import count_macs
+from split_infer.pipeline.backends import BACKENDS, Backend, OrtBackend
+from split_infer.pipeline.profiling import ModelProfile, _OnnxParts, profile_model, run_profile
+from split_infer.pipeline.torch_backend import TorchBackend, export_onnx, make_backend
 
 # resnet8_cifar by hand (C_out·H·W · C_in/groups·k·k per conv, option-B 1×1 shortcuts).
 RESNET8_HEAD_MACS = [
@@ -180,7 +169,7 @@ def test_backends_accept_awkward_inputs_without_changing_results():
 
 
 def test_make_backend_rejects_unknown_kinds():
-    with pytest.raises(ValueError, match=r"unknown backend 'tensorrt'.*'torch', 'onnxruntime'"):
+    with pytest.raises(ValueError, match=r"unknown backend 'tensorrt'.*'onnxruntime', 'torch'"):
         make_backend("tensorrt", nn.Identity(), torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError, match="intra_op_threads"):
         OrtBackend(export_onnx(nn.Conv2d(3, 3, 1), torch.zeros(1, 3, 4, 4)), intra_op_threads=0)

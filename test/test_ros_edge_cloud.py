@@ -27,6 +27,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 
 from split_infer.bundle import BundleError
+from split_infer.data import Preprocessing
+from split_infer.pipeline.engine import CloudEngine, EdgeEngine
+from split_infer.pipeline.images import rgb_to_image
 from split_infer.ros import cloud_node, edge_node
 from split_infer.ros.cloud_node import CloudNode, softmax
 from split_infer.ros.common import (
@@ -37,9 +40,6 @@ from split_infer.ros.common import (
     parse_receipts,
 )
 from split_infer.ros.edge_node import EdgeNode
-from split_infer.runtime.engine import CloudEngine, EdgeEngine
-from split_infer.runtime.images import rgb_to_image
-from split_infer.training.data import Preprocessing
 from split_infer.wire import decode_frame, format_string, pack
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -551,8 +551,9 @@ def test_edge_only_fallback_classifies_held_back_frames_on_the_robot(ros_context
     are classified by the bundle's whole model on the edge and published on ``results``."""
     import torch
 
-    from split_infer.runtime.backends import OrtBackend, export_onnx
-    from split_infer.runtime.stages import load_backbone
+    from split_infer.pipeline.backends import OrtBackend
+    from split_infer.pipeline.parts import load_backbone
+    from split_infer.pipeline.torch_backend import export_onnx
 
     model = load_backbone(tiny_bundle)
     full = export_onnx(model, torch.zeros(1, 3, 32, 32))

@@ -1,4 +1,4 @@
-"""split_infer.runtime.scheduling: the scheduler's decision logic, without ROS.
+"""split_infer.adaptation.scheduling: the scheduler's decision logic, without ROS.
 
 Decisions are checked against ``planning.choose_configuration`` (one implementation), the
 hysteresis, lower-bound, probing, rejection and override rules on a simulated clock, and a
@@ -16,19 +16,20 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from split_infer.bundle import BundleConfiguration, write_bundle
-from split_infer.planning import Configuration, choose_configuration
-from split_infer.runtime.estimator import BandwidthEstimator, Receipt
-from split_infer.runtime.link import LinkShaper, load_trace
-from split_infer.runtime.scheduling import (
+from split_infer.adaptation.estimator import BandwidthEstimator, Receipt
+from split_infer.adaptation.policy import choose_configuration
+from split_infer.adaptation.scheduling import (
     LinkState,
     SchedulerSettings,
     SchedulingLoop,
     configurations_from_bundle,
-    format_override,
     parse_override,
     startup_configuration,
 )
+from split_infer.bundle import BundleConfiguration, write_bundle
+from split_infer.config_key import format_config_key
+from split_infer.planning import Configuration
+from split_infer.tools.link import LinkShaper, load_trace
 
 REPO = Path(__file__).resolve().parents[1]
 T_GEN = 10.0
@@ -140,7 +141,7 @@ def test_override_strings():
     assert parse_override("") is None and parse_override("  ") is None
     assert parse_override("3:4") == (3, 4.0)
     assert parse_override(" 2:0.5 ") == (2, 0.5)
-    assert parse_override(format_override(2, 1.5)) == (2, 1.5)
+    assert parse_override(format_config_key(2, 1.5)) == (2, 1.5)
     for bad in ("3", "3:4:5", "a:4", "3:x", "-1:2", "3:0", "3:nan"):
         with pytest.raises(ValueError):
             parse_override(bad)

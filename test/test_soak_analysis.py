@@ -1,15 +1,9 @@
-"""bench/soak.py's analysis on synthetic samples (the soak itself runs for an hour, outside
+"""The soak benchmark's analysis on synthetic samples (the soak itself runs for an hour, outside
 CI)."""
-
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-SPEC = importlib.util.spec_from_file_location(
-    "soak", Path(__file__).resolve().parents[1] / "bench" / "soak.py")
-soak = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(soak)
+from split_infer.tools.bench import soak
 
 
 def test_slopes_and_counts_after_the_warm_up():

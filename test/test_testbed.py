@@ -1,7 +1,7 @@
 """The real-link testbed: namespaces + veth + tc, two processes talking DDS over UDP.
 
 The namespace tests need root (CI runs as root) and skip with the reason otherwise; the report
-arithmetic (:func:`split_infer.ros.testbed.summarize`) is tested everywhere.
+arithmetic (:func:`split_infer.tools.testbed.runner.summarize`) is tested everywhere.
 """
 
 import os
@@ -12,11 +12,16 @@ import numpy as np
 import pytest
 from ros_fixtures import build_tiny_bundle, random_images, with_measurements
 
-from split_infer.ros.testbed import TestbedSettings, run_testbed, summarize
-from split_infer.runtime.bag import write_dataset_bag
-from split_infer.runtime.link import load_trace, step_trace, write_trace
-from split_infer.runtime.netns import NetnsLink, Shaping, list_testbed_namespaces, netns_problem
-from split_infer.training.data import ArrayDataset
+from split_infer.data import ArrayDataset
+from split_infer.tools.bag.storage import write_dataset_bag
+from split_infer.tools.link import load_trace, step_trace, write_trace
+from split_infer.tools.testbed.netns import (
+    NetnsLink,
+    Shaping,
+    list_testbed_namespaces,
+    netns_problem,
+)
+from split_infer.tools.testbed.runner import TestbedSettings, run_testbed, summarize
 
 NETNS_PROBLEM = netns_problem()
 needs_netns = pytest.mark.skipif(NETNS_PROBLEM is not None,
@@ -75,7 +80,7 @@ def test_summarize_counts_dropped_frames_as_wrong(tmp_path):
 def test_nfqueue_packet_ids_are_read_from_every_message_of_a_datagram():
     import struct
 
-    from split_infer.runtime.nfqueue import _attribute, _message, packet_ids
+    from split_infer.tools.testbed.nfqueue import _attribute, _message, packet_ids
 
     def packet(packet_id, extra=b""):
         mark = _attribute(0x8000 | 3, struct.pack("!I", 5))  # another attribute first, nested bit
@@ -187,8 +192,8 @@ def graded_bundle(tmp_path_factory):
     """A tiny bundle whose measured accuracy falls with the frame size, so a scheduler has a
     reason to prefer large frames on a fast link and small ones on a slow link."""
     tiny = build_tiny_bundle(tmp_path_factory.mktemp("graded") / "tiny")
-    from split_infer.runtime.engine import EdgeEngine
-    from split_infer.training.data import Preprocessing
+    from split_infer.data import Preprocessing
+    from split_infer.pipeline.engine import EdgeEngine
 
     pre = Preprocessing.from_dict(tiny.manifest["preprocessing"])
     engine = EdgeEngine.from_bundle(tiny)
@@ -235,8 +240,8 @@ def test_testbed_adapts_to_a_rate_drop(graded_bundle, tmp_path):
 
 
 def test_cli_testbed_without_root_says_why(monkeypatch, capsys):
-    from split_infer import cli
-    from split_infer.runtime import netns
+    from split_infer.tools import cli
+    from split_infer.tools.testbed import netns
 
     monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
     assert cli.main(["testbed", "--duration", "1"]) == 2
@@ -244,7 +249,7 @@ def test_cli_testbed_without_root_says_why(monkeypatch, capsys):
 
 
 def test_delay_segments_above_the_base_delay_are_faults_with_a_recovery():
-    from split_infer.ros.testbed import _fault_ends
+    from split_infer.tools.testbed.runner import _fault_ends
 
     trace = load_trace_rows([(0, 5e6, 10, 0), (5, 5e6, 50, 0), (15, 5e6, 10, 0),
                              (18, 5e6, 10, 0.05), (19, 5e6, 10, 0)])
@@ -255,6 +260,6 @@ def test_delay_segments_above_the_base_delay_are_faults_with_a_recovery():
 
 
 def load_trace_rows(rows):
-    from split_infer.runtime.link import Trace
+    from split_infer.tools.link import Trace
 
     return Trace.from_rows(rows, "test")

@@ -1,4 +1,4 @@
-"""Regenerate the bandwidth traces in this directory (format: ``split_infer.runtime.link``).
+"""Regenerate the bandwidth traces in this directory (format: ``split_infer.tools.link``).
 
     python config/traces/generate.py           # write every trace next to this script
     python config/traces/generate.py --check   # exit 1 if a committed file differs
@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from split_infer.runtime.link import (
+from split_infer.tools.link import (
     Trace,
     constant_trace,
     gaussian_trace,

@@ -10,7 +10,7 @@ See :mod:`split_infer.codecs._api` for the architecture and the registry,
 :mod:`~split_infer.codecs.fixed` (BBNet's tanh quantizer),
 :mod:`~split_infer.codecs.bytestages`, :mod:`~split_infer.codecs.entropy` and
 :mod:`~split_infer.codecs.image` for the built-in stages, and
-:mod:`split_infer.codecs.benchmark` for measuring them on real features.
+:mod:`split_infer.tools.bench.codec_table` for measuring them on real features.
 """
 
 # Importing the stage modules registers the built-in stages (ids are part of the wire format).

@@ -1,7 +1,7 @@
 """Backbone registry, split points and head/tail splitting (no ROS in here)."""
 
-from . import cifar, imagenet  # noqa: F401  (registers the models)
-from ._api import (
+from split_infer.models import cifar, imagenet  # noqa: F401  (registers the models)
+from split_infer.models._api import (
     ModelSpec,
     SplitPoint,
     SplittableModel,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.models import MobileNetV2
 
-from ._api import SplittableModel, register_model
+from split_infer.models._api import SplittableModel, register_model
 
 CIFAR_SHAPE = (3, 32, 32)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from torch import nn
 from torchvision import models as tv
 
-from ._api import SplittableModel, register_model
-from .cifar import mobilenet_v2_blocks, resnet_blocks
+from split_infer.models._api import SplittableModel, register_model
+from split_infer.models.cifar import mobilenet_v2_blocks, resnet_blocks
 
 IMAGENET_SHAPE = (3, 224, 224)
 

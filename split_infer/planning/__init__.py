@@ -7,19 +7,18 @@
   ``E[ν_eff]`` (eqs. (4)–(7)), Fig. 3 sweeps.
 * :mod:`.bandwidth` — truncated-Gaussian and empirical bandwidth distributions.
 * :mod:`.simulation` — frame-level Monte-Carlo pipeline simulator.
-* :mod:`.policy` — the scheduler's decision function and hysteresis.
 
 Units everywhere: bytes, bits per second, seconds, frames per second, accuracy in [0, 1].
 """
 
-from .bandwidth import (
+from split_infer.planning.bandwidth import (
     BandwidthDistribution,
     EmpiricalBandwidth,
     GaussianBandwidth,
     bandwidth_distribution,
 )
-from .configuration import BITS_PER_BYTE, Configuration, Region
-from .effective_accuracy import (
+from split_infer.planning.configuration import BITS_PER_BYTE, Configuration, Region
+from split_infer.planning.effective_accuracy import (
     EffectiveAccuracySweep,
     ThresholdPolicy,
     effective_accuracy,
@@ -33,7 +32,7 @@ from .effective_accuracy import (
     sweep_expected_effective_accuracy,
     threshold_policy,
 )
-from .latency import (
+from split_infer.planning.latency import (
     crossover_bandwidth_bps,
     crossover_bandwidths_bps,
     latency_intercept_s,
@@ -41,15 +40,14 @@ from .latency import (
     plot_latency_vs_bandwidth,
     total_latency_s,
 )
-from .partition import (
+from split_infer.planning.partition import (
     Partition,
     brute_force_partition,
     evaluate_partition,
     partition_layers,
     throughput_upper_bound_hz,
 )
-from .policy import Decision, Hysteresis, choose_configuration
-from .selection import (
+from split_infer.planning.selection import (
     UPLINK_POWER_MODELS,
     Selection,
     UplinkPowerModel,
@@ -58,18 +56,16 @@ from .selection import (
     select_split,
     smallest_per_split,
 )
-from .simulation import SimulationResult, simulate_pipeline
+from split_infer.planning.simulation import SimulationResult, simulate_pipeline
 
 __all__ = [
     "BITS_PER_BYTE",
     "UPLINK_POWER_MODELS",
     "BandwidthDistribution",
     "Configuration",
-    "Decision",
     "EffectiveAccuracySweep",
     "EmpiricalBandwidth",
     "GaussianBandwidth",
-    "Hysteresis",
     "Partition",
     "Region",
     "Selection",
@@ -79,7 +75,6 @@ __all__ = [
     "acceptable_configurations",
     "bandwidth_distribution",
     "brute_force_partition",
-    "choose_configuration",
     "crossover_bandwidth_bps",
     "crossover_bandwidths_bps",
     "effective_accuracy",

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._plotting import new_figure, save_figure
-from .bandwidth import BandwidthDistribution, bandwidth_distribution
-from .configuration import BITS_PER_BYTE, Configuration, Region, preference_key
+from split_infer.planning._plotting import new_figure, save_figure
+from split_infer.planning.bandwidth import BandwidthDistribution, bandwidth_distribution
+from split_infer.planning.configuration import BITS_PER_BYTE, Configuration, Region, preference_key
 
 __all__ = [
     "HU_TABLE_II_ACCURACY",

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._plotting import new_figure, save_figure
-from .configuration import BITS_PER_BYTE, Configuration, Region, preference_key
+from split_infer.planning._plotting import new_figure, save_figure
+from split_infer.planning.configuration import BITS_PER_BYTE, Configuration, Region, preference_key
 
 __all__ = [
     "crossover_bandwidth_bps",

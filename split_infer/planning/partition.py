@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .configuration import BITS_PER_BYTE
+from split_infer.planning.configuration import BITS_PER_BYTE
 
 __all__ = [
     "Partition",

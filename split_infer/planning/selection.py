@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .configuration import BITS_PER_BYTE, Configuration, preference_key
-from .latency import total_latency_s
+from split_infer.planning.configuration import BITS_PER_BYTE, Configuration, preference_key
+from split_infer.planning.latency import total_latency_s
 
 __all__ = [
     "UPLINK_POWER_MODELS",

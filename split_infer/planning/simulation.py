@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .configuration import BITS_PER_BYTE, Configuration
+from split_infer.planning.configuration import BITS_PER_BYTE, Configuration
 
 __all__ = ["SimulationResult", "simulate_pipeline"]
 

@@ -1,6 +1,6 @@
 """Bandwidth monitor node: the cloud's receipts in, bandwidth and RTT estimates out.
 
-A thin rclpy shell over :class:`split_infer.runtime.estimator.BandwidthEstimator` (the design
+A thin rclpy shell over :class:`split_infer.adaptation.estimator.BandwidthEstimator` (the design
 — capacity from the dispersion of queued frames, throughput as an honest lower bound, silence,
 RTT — is documented there).
 
@@ -19,7 +19,7 @@ Topics (relative names, one namespace per robot):
 
 Parameters (all live-changeable): ``window_s``, ``max_window_s``, ``min_pairs``,
 ``rtt_window_s``, ``max_busy_s``, ``silence_min_s``, ``server_margin_s`` (see
-:class:`~split_infer.runtime.estimator.EstimatorConfig`), ``publish_period_s`` and
+:class:`~split_infer.adaptation.estimator.EstimatorConfig`), ``publish_period_s`` and
 ``diagnostics_period_s``.
 """
 
@@ -34,7 +34,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Float64, Float64MultiArray
 
-from ..runtime.estimator import (
+from split_infer.adaptation.estimator import (
     RECEIPT_LABEL,
     BandwidthEstimate,
     BandwidthEstimator,
@@ -42,7 +42,7 @@ from ..runtime.estimator import (
     ReceiptError,
     parse_receipts,
 )
-from .common import (
+from split_infer.ros.common import (
     RECEIPTS_QOS,
     MetricPublishers,
     declare_float,

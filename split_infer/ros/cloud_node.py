@@ -45,9 +45,8 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CompressedImage
 
-from ..runtime.engine import CloudEngine
-from ..wire import Frame
-from .common import (
+from split_infer.pipeline.engine import CloudEngine
+from split_infer.ros.common import (
     RESULT_QOS,
     declare_int,
     declare_str_array,
@@ -55,7 +54,8 @@ from .common import (
     join_topic,
     run_node,
 )
-from .receiver import FeatureReceiverNode, FeatureStream
+from split_infer.ros.receiver import FeatureReceiverNode, FeatureStream
+from split_infer.wire import Frame
 
 __all__ = ["CloudNode", "main", "results_message", "softmax", "top_k"]
 

@@ -20,10 +20,9 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from std_msgs.msg import Float64, Float64MultiArray, MultiArrayDimension
 
-from ..runtime.estimator import RECEIPT_COLUMNS, RECEIPT_LABEL
+from split_infer.adaptation.estimator import RECEIPT_COLUMNS, RECEIPT_LABEL
 
 __all__ = [
-    "BACKENDS",
     "CAMERA_QOS",
     "DIAGNOSTICS_QOS",
     "DIAGNOSTICS_TOPIC",
@@ -35,7 +34,6 @@ __all__ = [
     "MetricPublishers",
     "NodeConfigError",
     "ReasonCounts",
-    "backend_problem",
     "declare_bool",
     "declare_float",
     "declare_int",
@@ -115,18 +113,6 @@ def parse_receipts(msg: Float64MultiArray) -> list[dict[str, float]]:
     if not data or len(data) % width:
         raise ValueError(f"{len(data)} values is not a whole number of {width}-value rows")
     return [dict(zip(RECEIPT_FIELDS, data[i:i + width])) for i in range(0, len(data), width)]
-
-
-#: Inference backends (ONNX Runtime: the bundle's ONNX parts; torch: the same parts rebuilt
-#: from its safetensors).
-BACKENDS = ("onnxruntime", "torch")
-
-
-def backend_problem(backend: str) -> str | None:
-    """Why ``backend`` cannot run a bundle's parts, or None when it can."""
-    if backend in BACKENDS:
-        return None
-    return f"unknown backend {backend!r}; choose one of {list(BACKENDS)}"
 
 
 class NodeConfigError(ValueError):

@@ -56,18 +56,16 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Bool, Float64, Float64MultiArray
 
-from ..bundle import Bundle, BundleConfiguration, BundleError
-from ..errors import EncodeError
-from ..runtime.backends import OrtBackend
-from ..runtime.backpressure import Backpressure, RateLimiter
-from ..runtime.engine import EdgeConfig, EdgeEngine
-from ..runtime.images import ImageError, compressed_to_rgb, image_to_rgb
-from ..runtime.scheduling import startup_configuration
-from ..training.data import Preprocessing
-from ..wire import format_string
-from .cloud_node import results_message
-from .common import (
-    BACKENDS,
+from split_infer.adaptation.scheduling import startup_configuration
+from split_infer.bundle import Bundle, BundleConfiguration, BundleError
+from split_infer.data import Preprocessing
+from split_infer.errors import EncodeError
+from split_infer.pipeline.backends import BACKENDS, OrtBackend, backend_problem
+from split_infer.pipeline.backpressure import Backpressure, RateLimiter
+from split_infer.pipeline.engine import EdgeConfig, EdgeEngine
+from split_infer.pipeline.images import ImageError, compressed_to_rgb, image_to_rgb
+from split_infer.ros.cloud_node import results_message
+from split_infer.ros.common import (
     CAMERA_QOS,
     DIAGNOSTICS_QOS,
     DIAGNOSTICS_TOPIC,
@@ -77,7 +75,6 @@ from .common import (
     MetricPublishers,
     NodeConfigError,
     ReasonCounts,
-    backend_problem,
     declare_bool,
     declare_float,
     declare_int,
@@ -90,6 +87,7 @@ from .common import (
     rejected,
     run_node,
 )
+from split_infer.wire import format_string
 
 __all__ = ["EdgeNode", "main", "parse_preload"]
 

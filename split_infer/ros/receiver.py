@@ -37,11 +37,10 @@ from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64MultiArray
 
-from ..bundle import Bundle
-from ..errors import FrameError
-from ..wire import Frame, decode_frame, parse_format
-from .common import (
-    BACKENDS,
+from split_infer.bundle import Bundle
+from split_infer.errors import FrameError
+from split_infer.pipeline.backends import BACKENDS, backend_problem
+from split_infer.ros.common import (
     DIAGNOSTICS_QOS,
     DIAGNOSTICS_TOPIC,
     FEATURE_QOS,
@@ -49,7 +48,6 @@ from .common import (
     MetricPublishers,
     NodeConfigError,
     ReasonCounts,
-    backend_problem,
     declare_float,
     declare_int,
     declare_str,
@@ -60,6 +58,7 @@ from .common import (
     publish_diagnostics,
     rejected,
 )
+from split_infer.wire import Frame, decode_frame, parse_format
 
 __all__ = ["FeatureReceiverNode", "FeatureStream"]
 

@@ -1,6 +1,6 @@
 """Scheduler node: bandwidth and RTT estimates in, the edge's (split point, ratio) out.
 
-A thin rclpy shell over :class:`split_infer.runtime.scheduling.SchedulingLoop`, which holds
+A thin rclpy shell over :class:`split_infer.adaptation.scheduling.SchedulingLoop`, which holds
 the policy (``planning.choose_configuration`` + ``planning.Hysteresis``, lower-bound handling,
 probing, rejection back-off, override).
 
@@ -40,9 +40,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_parameter_event
 from rclpy.task import Future
 from std_msgs.msg import Bool, Float64
 
-from ..bundle import Bundle
-from ..planning.policy import OBJECTIVES
-from ..runtime.scheduling import (
+from split_infer.adaptation.policy import OBJECTIVES
+from split_infer.adaptation.scheduling import (
     LinkState,
     SchedulerSettings,
     SchedulingLoop,
@@ -50,7 +49,8 @@ from ..runtime.scheduling import (
     configurations_from_bundle,
     parse_override,
 )
-from .common import (
+from split_infer.bundle import Bundle
+from split_infer.ros.common import (
     MetricPublishers,
     declare_float,
     declare_str,

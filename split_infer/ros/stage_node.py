@@ -9,7 +9,7 @@
 The edge node is the chain's first stage and the cloud node its last; this node shares the
 receiving half with the cloud node (:class:`~split_infer.ros.receiver.FeatureReceiverNode`)
 and the sending half with the edge node (:meth:`EdgeEngine.pack_features
-<split_infer.runtime.engine.EdgeEngine.pack_features>` and the same ``features`` message:
+<split_infer.pipeline.engine.EdgeEngine.pack_features>` and the same ``features`` message:
 camera header kept, ``format`` naming the codec). The next stage acknowledges on
 ``<output_namespace>/receipts``; this node's ``metrics/downstream_ms`` reports how long the
 next stage took, and it keeps each frame's sequence number, so results at the end of the
@@ -37,10 +37,9 @@ from rclpy.exceptions import InvalidTopicNameException
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64MultiArray
 
-from ..bundle import BundleConfiguration, BundleError
-from ..runtime.stages import StageEngine, is_link_configuration
-from ..wire import Frame, format_string
-from .common import (
+from split_infer.bundle import BundleConfiguration, BundleError, is_link_configuration
+from split_infer.pipeline.stages import StageEngine
+from split_infer.ros.common import (
     FEATURE_QOS,
     RECEIPTS_QOS,
     MetricPublishers,
@@ -52,7 +51,8 @@ from .common import (
     parse_receipts,
     run_node,
 )
-from .receiver import LOG_THROTTLE_S, FeatureReceiverNode, FeatureStream
+from split_infer.ros.receiver import LOG_THROTTLE_S, FeatureReceiverNode, FeatureStream
+from split_infer.wire import Frame, format_string
 
 __all__ = ["StageNode", "default_link_configurations", "main"]
 

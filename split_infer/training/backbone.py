@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .data import ArrayDataset
+from split_infer.data import ArrayDataset
 
 __all__ = ["TrainConfig", "augment", "batches", "evaluate_top1", "train_backbone"]
 

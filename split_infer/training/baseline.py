@@ -24,16 +24,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bundle import Bundle, BundleConfiguration, write_bundle
-from ..codecs import get_codec
-from ..defaults import resolve_weights
-from ..models import get_model, save_weights, split
-from ..models.profile import ModelProfile, profile_model
-from ..runtime.backends import export_onnx
-from ..runtime.evaluate import evaluate_bundle, evaluate_client_only
-from ..wire import pack
-from .data import ArrayDataset, load_dataset
-from .features import head_features
+from split_infer.bundle import Bundle, BundleConfiguration, write_bundle
+from split_infer.codecs import get_codec
+from split_infer.config_key import config_key
+from split_infer.data import ArrayDataset
+from split_infer.defaults import resolve_weights
+from split_infer.models import get_model, save_weights, split
+from split_infer.pipeline.evaluate import evaluate_bundle, evaluate_client_only
+from split_infer.pipeline.profiling import ModelProfile, profile_model
+from split_infer.pipeline.torch_backend import export_onnx
+from split_infer.training.datasets import load_dataset
+from split_infer.training.features import head_features
+from split_infer.wire import pack
 
 __all__ = ["DEFAULT_BASELINE_CODECS", "build_baseline_bundle", "bundle_manifest",
            "default_split_points", "export_baseline_split", "measure_bundle",
@@ -83,9 +85,9 @@ def _measured_ratio(codec, features: np.ndarray, taken: set[float],
                            for f in sample])
     reference = features[0].nbytes if reference_nbytes is None else reference_nbytes
     ratio = float(f"{reference / frame_bytes:.3g}")
-    while float(np.float32(ratio)) in taken:
+    while config_key(0, ratio)[1] in taken:
         ratio = float(f"{ratio * 1.01:.4g}")
-    taken.add(float(np.float32(ratio)))
+    taken.add(config_key(0, ratio)[1])
     return ratio
 
 

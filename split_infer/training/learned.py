@@ -72,11 +72,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..bundle import Bundle, BundleConfiguration, write_bundle
-from ..codecs import get_codec
-from ..codecs.learned import CodecSTE, LearnedBottleneck, get_method, list_methods
-from ..codecs.learned.aecnn import AECNNBottleneck, ChannelAttention
-from ..codecs.learned.bbnet import (
+from split_infer.bundle import Bundle, BundleConfiguration, write_bundle
+from split_infer.codecs import get_codec
+from split_infer.codecs.learned import CodecSTE, LearnedBottleneck, get_method, list_methods
+from split_infer.codecs.learned.aecnn import AECNNBottleneck, ChannelAttention
+from split_infer.codecs.learned.bbnet import (
     TanhQuantize,
     apply_widths,
     bn_l1_penalty,
@@ -84,13 +84,15 @@ from ..codecs.learned.bbnet import (
     save_slimmed_weights,
     slim_model,
 )
-from ..codecs.learned.rateless import RatelessBottleneck
-from ..defaults import resolve_weights
-from ..models import SplittableModel, get_model, save_weights, split
-from ..models.profile import count_macs
-from ..runtime.backends import OrtBackend, export_onnx
-from .backbone import augment, batches
-from .baseline import (
+from split_infer.codecs.learned.rateless import RatelessBottleneck
+from split_infer.data import ArrayDataset
+from split_infer.defaults import resolve_weights
+from split_infer.models import SplittableModel, get_model, save_weights, split
+from split_infer.models.macs import count_macs
+from split_infer.pipeline.backends import OrtBackend
+from split_infer.pipeline.torch_backend import export_onnx
+from split_infer.training.backbone import augment, batches
+from split_infer.training.baseline import (
     DEFAULT_BASELINE_CODECS,
     _measured_ratio,
     bundle_manifest,
@@ -98,8 +100,8 @@ from .baseline import (
     export_baseline_split,
     measure_bundle,
 )
-from .data import ArrayDataset, load_dataset
-from .features import head_features
+from split_infer.training.datasets import load_dataset
+from split_infer.training.features import head_features
 
 __all__ = [
     "LearnedTrainConfig",
@@ -871,7 +873,7 @@ def slim_backbone(model: SplittableModel, train: ArrayDataset, val: ArrayDataset
     """BBNet §3.1 network slimming in place: train with λ·Σ|γ| on the prunable BNs, prune
     ``fraction`` of their channels by |γ| (one global threshold), fine-tune. Resumable like
     the bottleneck runs. Returns widths, MACs and accuracy before/after."""
-    from .backbone import evaluate_top1
+    from split_infer.training.backbone import evaluate_top1
 
     settings = settings or LearnedTrainConfig()
     groups_holder = {"groups": prunable_batchnorms(model)}
@@ -1065,7 +1067,7 @@ def _time_part(path: Path, shape: Sequence[int], repeats: int) -> float:
 def _retime_learned(bundle: Bundle, repeats: int) -> Bundle:
     """``measure_bundle`` times the backbone's head/tail; a learned configuration's parts
     also run the encoder/decoder, so they are timed as exported."""
-    from ..models.profile import ModelProfile
+    from split_infer.pipeline.profiling import ModelProfile
 
     profile = ModelProfile.from_dict(bundle.manifest["profile"])
     timed: dict[str, float] = {}
@@ -1209,7 +1211,7 @@ def train_bundle(
                                  settings=settings, work_dir=work, progress=progress)
         model.eval()
     points = [model.split_point(p) for p in (split_points or default_split_points(model))]
-    from .backbone import evaluate_top1
+    from split_infer.training.backbone import evaluate_top1
 
     reference = evaluate_top1(model, search)
     tqdm.write(f"{model_name}: {reference:.2f}% top-1 on the {len(search)}-image search set")

@@ -22,8 +22,8 @@ Training, the accuracy-aware search and bundle export live in
 """
 
 # Importing the method modules registers them.
-from . import aecnn, bbnet, bottlenet, hu_ae, rateless
-from ._api import (
+from split_infer.codecs.learned import aecnn, bbnet, bottlenet, hu_ae, rateless
+from split_infer.codecs.learned._api import (
     LearnedBottleneck,
     MethodSpec,
     build_method,
@@ -32,7 +32,7 @@ from ._api import (
     reduction_plan,
     register_method,
 )
-from .ste import CodecSTE
+from split_infer.codecs.learned.ste import CodecSTE
 
 __all__ = [
     "CodecSTE",

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._api import LearnedBottleneck, register_method
+from split_infer.codecs.learned._api import LearnedBottleneck, register_method
 
 __all__ = ["AECNNBottleneck", "ChannelAttention", "ChannelSelect", "FeatureRecovery", "aecnn"]
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._api import (
+from split_infer.codecs.learned._api import (
     LearnedBottleneck,
     conv_out,
     reduction_plan,
@@ -126,7 +126,7 @@ def bbnet(feature_shape: tuple[int, int, int], ratio: float | None, *, wire_code
 
 
 def _bits_of(spec: str) -> int:
-    from .._api import parse_spec
+    from split_infer.codecs._api import parse_spec
 
     tname, tparams, _, _ = parse_spec(spec)
     if tname != "tanhq":
@@ -307,7 +307,7 @@ def load_slimmed_weights(model: nn.Module, path: str | Path) -> dict[str, int]:
     """Reshape ``model`` to the widths stored in ``path`` and load it (safetensors only)."""
     from safetensors import safe_open
 
-    from ...models import load_weights
+    from split_infer.models import load_weights
 
     with safe_open(str(path), "pt") as f:
         metadata = f.metadata() or {}

@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import nn
 
-from ._api import (
+from split_infer.codecs.learned._api import (
     LearnedBottleneck,
     conv_out,
     reduction_plan,

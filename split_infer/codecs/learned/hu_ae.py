@@ -28,7 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._api import LearnedBottleneck, conv_out, register_method, transpose_output_padding
+from split_infer.codecs.learned._api import (
+    LearnedBottleneck,
+    conv_out,
+    register_method,
+    transpose_output_padding,
+)
 
 __all__ = ["HU_TABLE_I", "InvertedResidual", "InvertedResidualTranspose", "hu_ae"]
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._api import LearnedBottleneck, register_method
+from split_infer.codecs.learned._api import LearnedBottleneck, register_method
 
 __all__ = ["RatelessDecoder", "RatelessEncoder", "RatelessFill", "rateless"]
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._api import Codec, get_codec
+from split_infer.codecs._api import Codec, get_codec
 
 __all__ = ["CodecSTE"]
 

@@ -1,0 +1,492 @@
+"""The scheduler's decision loop, without ROS: bundle → planning configurations, one decision
+per tick with hysteresis, probing, overrides, and what to do when the edge says no.
+
+Every decision is :func:`split_infer.planning.choose_configuration` (Hu & K Algorithm 2 for
+``effective_accuracy``, the thesis's latency model for ``latency``) damped by
+:class:`split_infer.planning.Hysteresis` — the same implementation ``split-infer plan`` uses.
+What this module adds (all beyond the papers, which assume the bandwidth is simply measured):
+
+* **Lower bounds.** When the monitor reports ``lower_bound`` (the link was not saturated, so the
+  bandwidth it saw is only what was offered), the scheduler never moves to a configuration that
+  sends *fewer* bytes: a lower bound cannot show that the link is too slow — saturation would,
+  and saturation is measured. It may move to one that sends more (the delivered rate rose), or
+  to a smaller one that is at least as accurate (it dominates at every bandwidth).
+* **Probing.** A lower bound cannot show either that the link is fast enough for more, so
+  every ``probe_interval_s`` the scheduler looks one rung up: the decision at
+  ``probe_gain^k ×`` the bound for the smallest ``k`` (up to ``probe_steps``) at which the
+  policy would pick something else (Hu & K's ratios are a factor 2 apart, the default gain).
+  That switch is a probe: when the link carries it, the delivered rate rises and the new
+  configuration stays; when it does not, frames queue, the monitor measures the capacity, and
+  the next decisions move back (after ``min_dwell_s``). A probe that ends in saturation doubles
+  the interval (up to ``max_probe_backoff``×); one that holds resets it.
+* **Rejections.** The edge validates every (split, ratio) pair and may refuse. A refused
+  configuration is left out of the decisions for ``retry_backoff_s``, doubling per consecutive
+  refusal up to ``max_retry_backoff_s``; the hysteresis state rolls back to what the edge
+  really runs.
+* **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
+  if the edge drifts away from it); clearing the pin hands control back to the policy.
+
+Units: bits/s, seconds, frames/s (see :mod:`split_infer.planning`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from split_infer.adaptation.policy import OBJECTIVES, Decision, Hysteresis, choose_configuration
+from split_infer.bundle import Bundle, BundleConfiguration
+from split_infer.config_key import ConfigKey, config_key, parse_config_key
+from split_infer.planning import Configuration
+from split_infer.planning.configuration import BITS_PER_BYTE, KINDS
+from split_infer.planning.effective_accuracy import effective_accuracy, pipeline_throughput_hz
+
+__all__ = [
+    "REFERENCE_FIELDS",
+    "LinkState",
+    "SchedulerSettings",
+    "SchedulingLoop",
+    "Step",
+    "configuration_from_bundle",
+    "configurations_from_bundle",
+    "parse_override",
+    "reference_configuration",
+    "startup_configuration",
+]
+
+#: The manifest's whole-model references (``manifest[kind]``) and the measured fields each needs.
+REFERENCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "client_only": ("accuracy", "edge_ms"),
+    "server_only": ("accuracy", "bytes_per_frame", "cloud_ms"),
+}
+
+
+def parse_override(text: str) -> ConfigKey | None:
+    """``"split:ratio"`` → its :func:`~split_infer.config_key.config_key`; ``""`` → None;
+    ValueError if malformed."""
+    if not text.strip():
+        return None
+    try:
+        return parse_config_key(text)
+    except ValueError as exc:
+        raise ValueError(f"override: {exc} (or empty for the policy)") from None
+
+
+def configuration_from_bundle(config: BundleConfiguration) -> Configuration:
+    """One bundle configuration as a planning :class:`Configuration` (``name`` = its id).
+
+    Needs the measured numbers (accuracy, bytes_per_frame, edge_ms, cloud_ms). The kind is
+    ``method`` when the bundle says ``client_only``/``server_only``; split point 0 (the edge
+    sends the input) is server-only; anything else is a split.
+    """
+    missing = [f for f in ("accuracy", "bytes_per_frame", "edge_ms", "cloud_ms")
+               if getattr(config, f) is None]
+    if missing:
+        raise ValueError(f"configuration {config.id!r} lacks measured {', '.join(missing)}")
+    if config.method in KINDS and config.method != "split":
+        kind = config.method
+    else:
+        kind = "server_only" if config.split_point == 0 else "split"
+    return Configuration(
+        name=config.id,
+        kind=kind,  # type: ignore[arg-type]
+        split_point=config.split_point,
+        split_name=config.split_name,
+        ratio=config.key[1],
+        codec=config.codec,
+        bytes_per_frame=float(config.bytes_per_frame),  # type: ignore[arg-type]
+        accuracy=float(config.accuracy),  # type: ignore[arg-type]
+        edge_s=float(config.edge_ms) / 1e3,  # type: ignore[arg-type]
+        cloud_s=float(config.cloud_ms) / 1e3,  # type: ignore[arg-type]
+    )
+
+
+def startup_configuration(configs: Sequence[BundleConfiguration]) -> BundleConfiguration:
+    """The configuration an edge starts with, before anything is known about the link.
+
+    The assumption is the cautious one: the link carries the smallest frames ``D_min`` at the
+    camera rate and no more. At that bandwidth a configuration sending ``D`` bytes delivers a
+    fraction ``min(1, D_min / D)`` of the frames, so Hu & K's effective accuracy is
+    ``accuracy × min(1, D_min / D)`` whatever the camera rate; the start is its maximum (ties:
+    fewer bytes). With a learned bundle that is rarely the very smallest frames: a rateless
+    k = 1 prefix (92 B, 23 %) loses to BBNet ×32 (190 B, 85.6 %), which at worst halves the
+    frame rate on a link too slow for it until the first measurement moves the scheduler down.
+    Configurations without measured bytes or accuracy fall back to the smallest frames
+    (measured bytes first, then the highest ratio). ValueError if ``configs`` is empty.
+    """
+    if not configs:
+        raise ValueError("no configurations to start with")
+    sized = [c for c in configs if c.bytes_per_frame]  # a frame sent, its size measured
+    scored = [c for c in sized if c.accuracy is not None]
+    if not scored:
+        return min(sized, key=lambda c: c.bytes_per_frame) if sized else max(
+            configs, key=lambda c: c.ratio)
+    floor = float(min(c.bytes_per_frame for c in sized))
+    return max(scored, key=lambda c: (float(c.accuracy) * min(1.0, floor / c.bytes_per_frame),
+                                      -float(c.bytes_per_frame)))
+
+
+def reference_configuration(bundle: Bundle, kind: str) -> Configuration | None:
+    """The manifest's ``client_only`` or ``server_only`` reference as a planning Configuration.
+
+    These are the thesis's other two strategies (Ulhaq §4.2): client-only, eq. 4.4 — the whole
+    model on the edge, ``I_t = I_c^(c)`` (``edge_ms``), nothing sent; server-only, eq. 4.3 — the
+    input image as JPEG (``bytes_per_frame``) into the whole model in the cloud (``cloud_ms``).
+    ``E_c^(s)``, the JPEG encoding on the edge, is ``manifest["server_only"]["edge_ms"]`` when the
+    manifest has it and 0 otherwise (the baseline builder does not measure it). The server-only
+    ratio is the float32 input size (``profile.input_bytes``) over the JPEG bytes, comparable with
+    the split ratios (float32 features over wire bytes); client-only's ratio is 1.
+
+    ``name`` is ``kind`` (``kind + "_reference"`` if a bundle configuration already has that id);
+    ``split_point`` is None: the edge node cannot be switched to a reference, and
+    :class:`SchedulingLoop` refuses configurations without a split point. Returns None if the
+    manifest has no such entry; ValueError naming the missing fields if it is incomplete.
+    """
+    if kind not in REFERENCE_FIELDS:
+        raise ValueError(f"kind must be one of {sorted(REFERENCE_FIELDS)}, got {kind!r}")
+    entry = bundle.manifest.get(kind)
+    if entry is None:
+        return None
+    missing = [f for f in REFERENCE_FIELDS[kind]
+               if not isinstance(entry, dict) or entry.get(f) is None]
+    if missing:
+        raise ValueError(f"reference {kind!r} lacks measured {', '.join(missing)}")
+    ids = {c.id for c in bundle.configurations}
+    name = kind if kind not in ids else f"{kind}_reference"
+    accuracy = float(entry["accuracy"])
+    if kind == "client_only":
+        return Configuration(
+            name=name, kind="client_only", split_name="full model", codec="",
+            bytes_per_frame=0.0, accuracy=accuracy,
+            edge_s=float(entry["edge_ms"]) / 1e3, cloud_s=0.0)
+    nbytes = float(entry["bytes_per_frame"])
+    input_bytes = (bundle.manifest.get("profile") or {}).get("input_bytes")
+    quality = entry.get("jpeg_quality")
+    return Configuration(
+        name=name, kind="server_only", split_name="input",
+        codec="jpeg" if quality is None else f"jpeg:quality={quality}",
+        ratio=float(input_bytes) / nbytes if input_bytes and nbytes > 0 else 1.0,
+        bytes_per_frame=nbytes, accuracy=accuracy,
+        edge_s=float(entry.get("edge_ms") or 0.0) / 1e3,
+        cloud_s=float(entry["cloud_ms"]) / 1e3)
+
+
+def configurations_from_bundle(
+    bundle: Bundle, *, include_references: bool = False
+) -> tuple[list[Configuration], list[str]]:
+    """Every configuration of ``bundle`` the scheduler can reason about, and the ids of those
+    skipped because a measured number is missing. ValueError if none is usable.
+
+    With ``include_references`` (for planning, not for the scheduler: the edge cannot run them),
+    the manifest's client-only and server-only references (:func:`reference_configuration`) are
+    appended when present; an incomplete one is skipped and reported by its kind."""
+    usable: list[Configuration] = []
+    skipped: list[str] = []
+    for config in bundle.configurations:
+        try:
+            usable.append(configuration_from_bundle(config))
+        except ValueError:
+            skipped.append(config.id)
+    if not usable:
+        raise ValueError(f"{bundle.path}: no configuration has measured accuracy, "
+                         "bytes_per_frame, edge_ms and cloud_ms")
+    if include_references:
+        for kind in REFERENCE_FIELDS:
+            try:
+                reference = reference_configuration(bundle, kind)
+            except ValueError:
+                skipped.append(kind)
+                continue
+            if reference is not None:
+                usable.append(reference)
+    return usable, skipped
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What the monitor says: bandwidth (bits/s), RTT (s), and whether the bandwidth is only a
+    lower bound (the link was not saturated)."""
+
+    bandwidth_bps: float
+    rtt_s: float = 0.0
+    lower_bound: bool = False
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """Policy knobs (see the module docstring)."""
+
+    objective: str = "effective_accuracy"
+    frame_rate_hz: float = 10.0  # T_gen
+    deadline_s: float | None = None
+    margin: float = 0.01
+    min_dwell_s: float = 2.0
+    probe_interval_s: float = 10.0  # 0 disables probing
+    probe_gain: float = 2.0
+    probe_steps: int = 4  # a probe looks up to probe_gain**probe_steps × the bound
+    max_probe_backoff: int = 8
+    retry_backoff_s: float = 5.0
+    max_retry_backoff_s: float = 60.0
+    max_accuracy_loss: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if not (math.isfinite(self.frame_rate_hz) and self.frame_rate_hz > 0):
+            raise ValueError("frame_rate_hz must be > 0")
+        if self.deadline_s is not None and not self.deadline_s > 0:
+            raise ValueError("deadline_s must be > 0 (or None)")
+        if self.margin < 0 or self.min_dwell_s < 0 or self.probe_interval_s < 0:
+            raise ValueError("margin, min_dwell_s and probe_interval_s must be >= 0")
+        if not self.probe_gain > 1:
+            raise ValueError("probe_gain must be > 1")
+        if self.probe_steps < 1 or self.max_probe_backoff < 1:
+            raise ValueError("probe_steps and max_probe_backoff must be >= 1")
+        if not 0 < self.retry_backoff_s <= self.max_retry_backoff_s:
+            raise ValueError("need 0 < retry_backoff_s <= max_retry_backoff_s")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One tick's outcome.
+
+    ``target`` is the configuration the edge should run (None: nothing to decide yet);
+    ``apply`` says a request should go out now (call :meth:`SchedulingLoop.request_sent`, then
+    :meth:`SchedulingLoop.request_done`). ``decision`` is the planner's answer at
+    ``bandwidth_bps`` (a multiple of the estimate when ``probing``).
+    """
+
+    target: Configuration | None
+    apply: bool
+    reason: str
+    decision: Decision | None = None
+    bandwidth_bps: float | None = None
+    rtt_s: float | None = None
+    probing: bool = False
+
+    def predicted_effective_accuracy(self, frame_rate_hz: float) -> float | None:
+        """``ν_eff`` of ``target`` at the decision's bandwidth (Hu & K §III)."""
+        if self.target is None or self.bandwidth_bps is None:
+            return None
+        return float(effective_accuracy(self.target, self.bandwidth_bps, frame_rate_hz))
+
+
+class SchedulingLoop:
+    """The decision loop. Pure: the caller passes the clock to every method."""
+
+    def __init__(self, configs: Sequence[Configuration], settings: SchedulerSettings) -> None:
+        if not configs:
+            raise ValueError("the scheduler needs at least one configuration")
+        self._configs = tuple(configs)
+        self._by_key: dict[tuple[int, float], Configuration] = {}
+        for c in self._configs:
+            if c.split_point is None:
+                raise ValueError(f"{c.name}: a scheduled configuration needs a split point")
+            key = config_key(c.split_point, c.ratio)
+            if key in self._by_key:
+                raise ValueError(f"two configurations share (split, ratio) {key}")
+            self._by_key[key] = c
+        self.settings = settings
+        self.hysteresis = Hysteresis(settings.margin, settings.min_dwell_s)
+        self.active: Configuration | None = None
+        self.override: Configuration | None = None
+        self.pending: Configuration | None = None
+        self._before_request: Configuration | None = None
+        self._pending_probe = False
+        self._rollback: tuple[str | None, float | None] = (None, None)
+        self._blocked: dict[str, float] = {}  # name → until
+        self._refusals: dict[str, int] = {}
+        self._next_probe_s: float | None = None
+        self._probe_backoff = 1
+        self._probe: tuple[Configuration, float] | None = None  # probed config, when
+        self.switches = 0
+        self.probes = 0
+        self.failed_probes = 0
+        self.rejections = 0
+        self.last_rejection = ""
+
+    # -- configuration -------------------------------------------------------------------
+    @property
+    def configurations(self) -> tuple[Configuration, ...]:
+        return self._configs
+
+    def lookup(self, split_point: int, ratio: float) -> Configuration | None:
+        """The configuration with this wire id, or None."""
+        return self._by_key.get(config_key(split_point, ratio))
+
+    def update_settings(self, settings: SchedulerSettings) -> None:
+        """New knobs; the hysteresis keeps its state (current configuration and its start)."""
+        self.settings = settings
+        self.hysteresis.margin = settings.margin
+        self.hysteresis.min_dwell_s = settings.min_dwell_s
+
+    def set_override(self, key: tuple[int, float] | None) -> None:
+        """Pin ``(split, ratio)`` (KeyError if unknown) or unpin with None."""
+        if key is None:
+            self.override = None
+            return
+        config = self._by_key.get(config_key(*key))
+        if config is None:
+            raise KeyError(f"no configuration {key}; known: {sorted(self._by_key)}")
+        self.override = config
+        self._blocked.pop(config.name, None)  # an explicit request deserves a fresh try
+
+    # -- what the edge runs --------------------------------------------------------------
+    def observe_edge(self, now_s: float, split_point: int, ratio: float) -> Configuration | None:
+        """The edge's parameters changed (or were read): track what it really runs."""
+        config = self.lookup(split_point, ratio)
+        if config is not None:
+            self._blocked.pop(config.name, None)  # the edge runs it, so it accepts it
+        if config is not None and config != self.active:
+            self.active = config
+            if self.hysteresis.current != config.name:
+                self.hysteresis.current, self.hysteresis.since_s = config.name, now_s
+        return config
+
+    def request_sent(self, now_s: float, config: Configuration) -> None:
+        """A request for ``config`` went out; :meth:`step` waits for its answer."""
+        self.pending = config
+        self._before_request = self.active
+
+    def request_done(self, now_s: float, config: Configuration, ok: bool,
+                     reason: str = "") -> None:
+        """The edge's answer (or a timeout: ``ok=False``)."""
+        self.pending = None
+        if ok:
+            self._refusals.pop(config.name, None)
+            self._blocked.pop(config.name, None)
+            if config != self._before_request:  # (a parameter event may have come first)
+                self.switches += 1
+            self.active = config
+            if self.hysteresis.current != config.name:
+                self.hysteresis.current, self.hysteresis.since_s = config.name, now_s
+            if self._pending_probe:
+                self._probe = (config, now_s)
+            self._pending_probe = False
+            return
+        self._pending_probe = False
+        self.rejections += 1
+        self.last_rejection = f"{config.name}: {reason or 'rejected'}"
+        count = self._refusals.get(config.name, 0) + 1
+        self._refusals[config.name] = count
+        s = self.settings
+        backoff = min(s.retry_backoff_s * 2 ** (count - 1), s.max_retry_backoff_s)
+        self._blocked[config.name] = now_s + backoff
+        self.hysteresis.current, self.hysteresis.since_s = self._rollback
+
+    def blocked_until(self, config: Configuration) -> float | None:
+        """Until when ``config`` is left out after a refusal (None: it is not)."""
+        return self._blocked.get(config.name)
+
+    # -- the tick ------------------------------------------------------------------------
+    def _is_blocked(self, config: Configuration, now_s: float) -> bool:
+        until = self._blocked.get(config.name)
+        if until is None:
+            return False
+        if now_s >= until:
+            del self._blocked[config.name]
+            return False
+        return True
+
+    def _demand_bps(self, config: Configuration) -> float:
+        rate = pipeline_throughput_hz(config, math.inf, self.settings.frame_rate_hz)
+        return BITS_PER_BYTE * config.bytes_per_frame * float(rate)
+
+    def _track_probe(self, now_s: float, link: LinkState) -> None:
+        if self._probe is None:
+            return
+        config, since = self._probe
+        if self.active != config:
+            self._probe = None
+        elif not link.lower_bound and link.bandwidth_bps < self._demand_bps(config):
+            # Saturated below what the probed configuration needs: the link cannot carry it.
+            self.failed_probes += 1
+            self._probe_backoff = min(self._probe_backoff * 2, self.settings.max_probe_backoff)
+            self._probe = None
+        elif link.lower_bound and now_s - since >= self.settings.min_dwell_s:
+            # It held: back to the base interval, counted from the probe.
+            self._probe_backoff = 1
+            self._probe = None
+            again = since + self.settings.probe_interval_s
+            self._next_probe_s = again if self._next_probe_s is None else min(
+                self._next_probe_s, again)
+
+    def step(self, now_s: float, link: LinkState | None) -> Step:
+        """Decide for now. ``link`` None: no (fresh) estimate; only an override acts then."""
+        if self.pending is not None:
+            return Step(self.pending, False, "waiting for the edge's answer")
+        if self.override is not None:
+            return self._pinned(now_s)
+        if link is None:
+            return Step(self.active, False, "no bandwidth estimate yet")
+        if not (math.isfinite(link.bandwidth_bps) and link.bandwidth_bps >= 0):
+            return Step(self.active, False, f"unusable bandwidth {link.bandwidth_bps!r}")
+        s = self.settings
+        rtt = link.rtt_s if math.isfinite(link.rtt_s) and link.rtt_s >= 0 else 0.0
+        self._track_probe(now_s, link)
+        candidates = [c for c in self._configs if not self._is_blocked(c, now_s)]
+        if not candidates:
+            return Step(self.active, False, "every configuration was refused recently")
+        bandwidth = link.bandwidth_bps
+        probe_due = False
+        if link.lower_bound and s.probe_interval_s > 0 and self.active is not None:
+            if self._next_probe_s is None:
+                self._next_probe_s = now_s + s.probe_interval_s * self._probe_backoff
+            probe_due = now_s >= self._next_probe_s
+        elif not link.lower_bound:
+            self._next_probe_s = None
+        if link.lower_bound and self.active is not None:
+            # A lower bound never justifies sending less (see the module docstring), unless the
+            # smaller configuration is at least as accurate: it dominates at any bandwidth.
+            active = self.active
+            candidates = [c for c in candidates if c.bytes_per_frame >= active.bytes_per_frame
+                          or c.accuracy >= active.accuracy] or [active]
+
+        def decide(bandwidth_bps: float) -> Decision:
+            return choose_configuration(
+                candidates, bandwidth_bps, rtt, s.objective,  # type: ignore[arg-type]
+                deadline_s=s.deadline_s, t_gen_hz=s.frame_rate_hz,
+                max_accuracy_loss=s.max_accuracy_loss)
+
+        probing = False
+        try:
+            decision = decide(bandwidth)
+            if probe_due and decision.configuration == self.active:
+                # One rung up: the smallest gain^k × bound at which the policy would change.
+                for k in range(1, s.probe_steps + 1):
+                    rung = link.bandwidth_bps * s.probe_gain**k
+                    trial = decide(rung)
+                    if trial.configuration != self.active:
+                        decision, bandwidth, probing = trial, rung, True
+                        break
+                else:  # nothing to gain within reach; look again an interval later
+                    self._next_probe_s = now_s + s.probe_interval_s * self._probe_backoff
+        except ValueError as exc:
+            return Step(self.active, False, f"no decision: {exc}", None, bandwidth, rtt)
+        self._rollback = (self.hysteresis.current, self.hysteresis.since_s)
+        chosen_name = self.hysteresis.update(now_s, decision)
+        chosen = next(c for c in self._configs if c.name == chosen_name)
+        if chosen == self.active:
+            return Step(chosen, False, "keep", decision, bandwidth, rtt, probing)
+        if probing:
+            self.probes += 1
+            self._pending_probe = True
+            self._next_probe_s = now_s + s.probe_interval_s * self._probe_backoff
+            reason = (f"probe at {bandwidth:.4g} bit/s "
+                      f"({bandwidth / link.bandwidth_bps:g} × the lower bound)")
+        else:
+            reason = "switch"
+        return Step(chosen, True, reason, decision, bandwidth, rtt, probing)
+
+    def _pinned(self, now_s: float) -> Step:
+        target = self.override
+        assert target is not None
+        if target == self.active:
+            return Step(target, False, "override (applied)")
+        if self._is_blocked(target, now_s):
+            return Step(target, False, f"override refused by the edge ({self.last_rejection}); "
+                        f"retry at {self._blocked[target.name]:.3f} s")
+        self._rollback = (self.hysteresis.current, self.hysteresis.since_s)
+        self.hysteresis.current, self.hysteresis.since_s = target.name, now_s
+        return Step(target, True, "override")

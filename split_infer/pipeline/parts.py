@@ -1,0 +1,116 @@
+"""The network parts of a bundle, loaded for a backend: ONNX Runtime from the bundle's ONNX
+files, or torch rebuilt from its safetensors (the backbone cut at a split point, learned
+bottlenecks from their weights). Torch is imported only when a torch part is asked for."""
+
+from __future__ import annotations
+
+from split_infer.bundle import Bundle, BundleConfiguration
+from split_infer.pipeline.backends import Backend, OrtBackend, backend_problem
+
+__all__ = ["PartLoader", "load_backbone", "segment_backend"]
+
+
+class PartLoader:
+    """The edge and cloud part of each bundle configuration, loaded once per file.
+
+    ``onnxruntime`` opens the bundle's ONNX files. ``torch`` rebuilds the same parts in eager
+    PyTorch from the bundle's safetensors only (never pickle): the backbone cut at the split
+    point, and for a learned configuration its bottleneck (rebuilt from the manifest's
+    description, weights from its file, fine-tuned backbone weights when it has them), so
+    ``head → encoder`` and ``decoder → tail`` compute what the ONNX parts compute. Torch is
+    the backend to debug or extend a part with; ONNX Runtime is about 3× faster on CPU.
+    """
+
+    def __init__(self, bundle: Bundle, backend: str = "onnxruntime",
+                 threads: int | None = None) -> None:
+        problem = backend_problem(backend)
+        if problem:
+            raise ValueError(problem)
+        self.bundle, self.backend, self.threads = bundle, backend, threads
+        self._loaded: dict[str, Backend] = {}
+        self._model = None
+
+    def edge(self, config: BundleConfiguration) -> Backend:
+        return self._part(config, config.edge_onnx, edge=True)
+
+    def cloud(self, config: BundleConfiguration) -> Backend:
+        return self._part(config, config.cloud_onnx, edge=False)
+
+    def _part(self, config: BundleConfiguration, onnx_file: str, edge: bool) -> Backend:
+        # Configurations that share an ONNX file share the part in either backend.
+        if onnx_file not in self._loaded:
+            if self.backend == "onnxruntime":
+                self._loaded[onnx_file] = OrtBackend(self.bundle.file(onnx_file), self.threads)
+            else:
+                from split_infer.pipeline.torch_backend import TorchBackend
+
+                self._loaded[onnx_file] = TorchBackend(self._torch_module(config, edge))
+        return self._loaded[onnx_file]
+
+    def _backbone(self):
+        if self._model is None:
+            from split_infer.pipeline.parts import load_backbone
+
+            self._model = load_backbone(self.bundle)
+        return self._model
+
+    def _torch_module(self, config: BundleConfiguration, edge: bool):
+        from torch import nn
+
+        learned = ((self.bundle.manifest.get("learned") or {}).get("configurations") or {})
+        info = learned.get(config.id)
+        model = self._backbone()
+        if info is None:  # a baseline codec (or a plain channel prefix) on the backbone
+            return model.segment(0, config.split_point) if edge else \
+                model.segment(config.split_point, None)
+        bottleneck, model = self._learned(info, model)
+        if edge:
+            return nn.Sequential(model.segment(0, config.split_point), bottleneck.encoder)
+        return nn.Sequential(bottleneck.decoder, model.segment(config.split_point, None))
+
+    def _learned(self, info: dict, model):
+        import copy
+
+        from safetensors.torch import load_file
+
+        from split_infer.codecs.learned import build_method
+
+        bottleneck = build_method(info["method"], info["feature_shape"], info["ratio"],
+                                  wire_codec=info["wire_codec"], **info.get("options", {}))
+        tensors = load_file(str(self.bundle.file(info["weights"])))
+        bottleneck.load_state_dict({k.removeprefix("bottleneck."): v
+                                    for k, v in tensors.items() if k.startswith("bottleneck.")})
+        backbone = {k.removeprefix("backbone."): v for k, v in tensors.items()
+                    if k.startswith("backbone.")}
+        if backbone:  # fine-tuned with this bottleneck (Hu & K end to end): its own copy
+            model = copy.deepcopy(model)
+            model.net.load_state_dict(backbone, strict=True)
+        return bottleneck.eval(), model.eval()
+
+
+def load_backbone(bundle: Bundle):
+    """The bundle's backbone as a :class:`~split_infer.models.SplittableModel` (eval mode),
+    from its verified safetensors weights (slimmed widths included)."""
+    from split_infer.codecs.learned.bbnet import load_slimmed_weights
+    from split_infer.models import get_model
+
+    model = get_model(bundle.model_name, num_classes=len(bundle.classes))
+    load_slimmed_weights(model, bundle.file(bundle.manifest["model"]["weights"]))
+    return model.eval()
+
+
+def segment_backend(bundle: Bundle, start: int, end: int | None, *, backend: str = "onnxruntime",
+                    threads: int | None = None, model=None) -> Backend:
+    """A backend running the backbone's blocks ``(start, end]`` (``end=None``: to the logits).
+
+    ``model`` reuses an already loaded backbone (:func:`load_backbone`)."""
+    import torch
+
+    from split_infer.pipeline.torch_backend import make_backend
+
+    model = model if model is not None else load_backbone(bundle)
+    part = model.segment(start, end)
+    with torch.no_grad():
+        example = model.segment(0, start)(torch.zeros(1, *model.input_shape)) if start else \
+            torch.zeros(1, *model.input_shape)
+    return make_backend(backend, part, example, threads=threads)

@@ -1,0 +1,102 @@
+"""The torch side of the backends: eager PyTorch inference and ONNX export.
+
+Imported only where torch is wanted (``backend:=torch``, training, profiling, exports); the
+ONNX Runtime backend in :mod:`.backends` never imports it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from split_infer.models.macs import eval_mode
+from split_infer.pipeline.backends import BACKENDS, Backend, OrtBackend, _as_input
+
+__all__ = ["TorchBackend", "eval_mode", "export_onnx", "make_backend"]
+
+
+def export_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: str | Path | None = None,
+    opset: int = 17,
+    *,
+    output_names: Sequence[str] = ("output",),
+) -> bytes:
+    """Export ``module`` to ONNX and return the serialized model (also written to ``path``).
+
+    Uses the TorchScript exporter (the dynamo exporter needs onnxscript) in eval mode, so
+    BatchNorm is folded into the preceding convolutions; every submodule's mode is restored
+    afterwards. The graph has one input ``"input"`` and one output ``"output"`` (a module
+    returning a tuple names one output per entry of ``output_names``), all with a dynamic
+    batch axis; the other dimensions are fixed by ``example``. The result is validated with
+    ``onnx.checker``.
+    """
+    import onnx
+
+    names = list(output_names)
+    buffer = io.BytesIO()
+    with eval_mode(module), torch.no_grad(), warnings.catch_warnings():
+        # The legacy exporter warns on every call that it is deprecated; it is the only one
+        # usable without onnxscript, so the warning is noise here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            input_names=["input"],
+            output_names=names,
+            dynamic_axes={name: {0: "batch"} for name in ["input", *names]},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    data = buffer.getvalue()
+    onnx.checker.check_model(onnx.load_from_string(data))
+    if path is not None:
+        Path(path).write_bytes(data)
+    return data
+
+
+class TorchBackend:
+    """Eager PyTorch on CPU under ``torch.inference_mode``.
+
+    The module is switched to eval mode for good: a backend only ever serves inference. The
+    input array is shared with torch without a copy, so modules must not modify it in place.
+    """
+
+    name = "torch"
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module.eval()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(_as_input(x, writeable=True)))
+        return out.numpy()
+
+
+def make_backend(
+    kind: str,
+    module: nn.Module,
+    example: torch.Tensor,
+    *,
+    threads: int | None = None,
+) -> Backend:
+    """Build a backend of ``kind`` (one of :data:`BACKENDS`) that runs ``module``.
+
+    ``example`` fixes the non-batch input shape of the ONNX export. ``threads`` is passed to
+    ONNX Runtime as its intra-op thread count; torch's thread pool is process-wide and is
+    left alone.
+    """
+    if kind == "torch":
+        return TorchBackend(module)
+    if kind == "onnxruntime":
+        return OrtBackend(export_onnx(module, example), intra_op_threads=threads)
+    raise ValueError(f"unknown backend {kind!r}; choose one of {list(BACKENDS)}")

@@ -1,0 +1,138 @@
+"""Bandwidth-estimate step response over the real-link testbed (root; issue 6's target: within
+15 % of the shaped rate within 2 s of a step).
+
+    sudo .venv/bin/python bench/estimate_step.py [--bundle B] [--trace step_3_1_2mbps.csv]
+        [--split 10] [--repeats 3] [--out bench/results/testbed/estimate_step]
+
+The monitor can only measure a capacity the sender fills: on an unsaturated link the delivered
+rate is a lower bound of it, flagged as one, and says nothing about the shaped rate. So the
+sender here is the naive float32 split at ``--split`` (added to a copy of the bundle as
+``bench/testbed_e2e.py`` does; 16.4 KB frames at layer3.2 of the default bundle, 3.9 Mbit/s at
+30 fps), fixed, with its edge pacing by the estimate as in every split strategy, over a trace
+whose every rate is below what it offers (``config/traces/step_3_1_2mbps.csv``). For each step
+the testbed reports when the estimate came within 15 % of the new rate and stayed there for
+1 s. Writes ``estimate_step.json`` (every repeat's reactions, their median and worst) and
+``estimate_step.png`` (shaped rate and every repeat's estimate against time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from split_infer.bundle import Bundle
+from split_infer.defaults import DEFAULT_BUNDLE, DEMO_BAG, find_trace
+from split_infer.tools.bench.testbed_e2e import naive_bundle
+from split_infer.tools.link import load_trace
+from split_infer.tools.testbed.runner import TestbedSettings, run_testbed
+
+TARGET_S = 2.0
+
+
+def summarize(runs: list[list[dict]]) -> list[dict]:
+    """Per step (in trace order): the reaction times of every repeat, their median and worst
+    (None where the estimate never settled within 15 %), and whether every repeat met the
+    target. Pure, for testing."""
+    steps = []
+    for i, first in enumerate(runs[0]):
+        times = [run[i]["estimate_within_15pct_after_s"] if i < len(run) else None
+                 for run in runs]
+        settled = [t for t in times if t is not None]
+        steps.append({
+            "t_s": first["t_s"], "rate_before_bps": first["rate_before_bps"],
+            "rate_after_bps": first["rate_after_bps"], "within_15pct_after_s": times,
+            "median_s": float(np.median(settled)) if settled else None,
+            "worst_s": None if len(settled) < len(times) else max(settled),
+            "target_met": len(settled) == len(times) and max(settled) <= TARGET_S,
+        })
+    return steps
+
+
+def plot(trace_path: Path, timelines: list[list[dict]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trace = load_trace(trace_path)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    end = max(row["t_s"] for timeline in timelines for row in timeline)
+    times = [*trace.times_s, end]
+    rates = [*trace.rates_bps, trace.rates_bps[-1]]
+    ax.step(times, np.asarray(rates) / 1e6, where="post", color="black", linewidth=2,
+            label="shaped rate")
+    ax.fill_between(times, np.asarray(rates) * 0.85e-6, np.asarray(rates) * 1.15e-6,
+                    step="post", color="black", alpha=0.1, label="±15 %")
+    for k, timeline in enumerate(timelines):
+        ax.plot([r["t_s"] for r in timeline],
+                [(r["estimate_bps"] or np.nan) / 1e6 for r in timeline], alpha=0.8,
+                label=f"estimate, run {k + 1}")
+    ax.set(xlabel="time (s)", ylabel="Mbit/s",
+           title="bandwidth monitor against the shaped rate (saturating float32 sender)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    parser.add_argument("--bag", type=Path, default=DEMO_BAG)
+    parser.add_argument("--trace", default="step_3_1_2mbps.csv")
+    parser.add_argument("--split", type=int, default=10,
+                        help="split point of the naive float32 sender")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tail", type=float, default=15.0,
+                        help="seconds to run after the last step")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/testbed/estimate_step"))
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    trace_path = find_trace(args.trace)
+    trace = load_trace(trace_path)
+    if len(trace.times_s) < 2:
+        parser.error(f"{args.trace} has no step")
+    bundle = Bundle.load(args.bundle)
+    if args.split not in {c.split_point for c in bundle.configurations}:
+        parser.error(f"--split {args.split}: the bundle has split points "
+                     f"{sorted({c.split_point for c in bundle.configurations})}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    naive, strategy = naive_bundle(bundle, args.split, args.out)
+    duration = float(trace.times_s[-1]) + args.tail
+    runs, timelines = [], []
+    for repeat in range(args.repeats):
+        started = time.time()
+        report = run_testbed(TestbedSettings(
+            bundle=naive.path, bag=args.bag, trace=trace_path, duration_s=duration,
+            out_dir=args.out / "runs" / f"run{repeat + 1}", strategy=strategy, status=False))
+        runs.append(report["reactions"])
+        timelines.append(report["timeline"])
+        print(f"[{repeat + 1}/{args.repeats}] {time.time() - started:.0f} s: "
+              + ", ".join(f"{r['rate_before_bps'] / 1e6:g}→{r['rate_after_bps'] / 1e6:g} "
+                          f"Mbit/s {r['estimate_within_15pct_after_s']} s"
+                          for r in report["reactions"]), flush=True)
+    steps = summarize(runs)
+    result = {"command": " ".join(["bench/estimate_step.py", *(argv or sys.argv[1:])]),
+              "trace": str(trace_path), "sender": f"{strategy} (float32, "
+              f"{naive.configuration(args.split, 1.0).bytes_per_frame:.0f} B/frame)",
+              "target_s": TARGET_S, "steps": steps, "runs": runs}
+    (args.out / "estimate_step.json").write_text(json.dumps(result, indent=2))
+    plot(trace_path, timelines, args.out / "estimate_step.png")
+    for step in steps:
+        print(f"{step['rate_before_bps'] / 1e6:g} → {step['rate_after_bps'] / 1e6:g} Mbit/s: "
+              f"{step['within_15pct_after_s']} s (median {step['median_s']}, worst "
+              f"{step['worst_s']}; target ≤ {TARGET_S:g} s "
+              f"{'met' if step['target_met'] else 'NOT met'})")
+    print(f"wrote {args.out / 'estimate_step.json'} and {args.out / 'estimate_step.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""Dataset loaders: every source as a :class:`~split_infer.data.ArrayDataset` of uint8 RGB.
+
+Sources:
+* CIFAR-10 read in place from ``cifar10-jpeg.zip`` (``train|test/<class>/NNNN.jpg``);
+* Fashion-MNIST from Debian's ``dataset-fashion-mnist`` gzipped IDX files (greyscale → RGB,
+  zero-padded from 28×28 to 32×32 so the CIFAR backbones take it unchanged);
+* any ImageFolder directory (``root/<class>/<image>``), with mixed sizes resized and
+  greyscale converted to RGB; unreadable files are reported, never fatal.
+
+Decoding the CIFAR zip takes a few seconds; the decoded arrays are cached under
+``$XDG_CACHE_HOME/split_infer`` (outside the repository) keyed by the zip's size and mtime.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from split_infer.data import ArrayDataset, DatasetError, Preprocessing
+
+__all__ = [
+    "default_cifar_zip",
+    "load_cifar10",
+    "load_dataset",
+    "load_fashion_mnist",
+    "load_image_folder",
+]
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "t-shirt/top", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    path = Path(base) / "split_infer"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_cifar_zip() -> Path:
+    """``$SPLIT_INFER_CIFAR_ZIP``, else ``../shared/data/cifar10-jpeg.zip`` near the package."""
+    env = os.environ.get("SPLIT_INFER_CIFAR_ZIP")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "shared" / "data" / "cifar10-jpeg.zip"
+        if candidate.is_file():
+            return candidate
+    return Path.cwd().parent / "shared" / "data" / "cifar10-jpeg.zip"
+
+
+def _decode_rgb(data: bytes) -> np.ndarray | None:
+    import cv2
+
+    buf = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if image is None:
+        return None
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def load_cifar10(split: str = "train", zip_path: str | Path | None = None) -> ArrayDataset:
+    """CIFAR-10 from the JPEG zip, read in place (decoded arrays cached outside the repo)."""
+    if split not in ("train", "test"):
+        raise DatasetError(f"CIFAR-10 split must be 'train' or 'test', got {split!r}")
+    path = Path(zip_path) if zip_path else default_cifar_zip()
+    if not path.is_file():
+        raise DatasetError(f"CIFAR-10 zip not found at {path}; set SPLIT_INFER_CIFAR_ZIP or "
+                           "pass --data PATH")
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    cache = _cache_dir() / f"cifar10-{split}-{key[:12]}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as data:
+            return ArrayDataset("cifar10", data["images"], data["labels"],
+                                [str(c) for c in data["classes"]])
+    with zipfile.ZipFile(path) as archive:
+        names = sorted(n for n in archive.namelist()
+                       if n.startswith(f"{split}/") and not n.endswith("/"))
+        classes = sorted({n.split("/")[1] for n in names})
+        if len(classes) != 10:
+            raise DatasetError(f"{path}: expected 10 class folders under {split}/, "
+                               f"found {len(classes)}")
+        images, labels, bad = [], [], []
+        for name in names:
+            image = _decode_rgb(archive.read(name))
+            if image is None or image.shape != (32, 32, 3):
+                bad.append(name)
+                continue
+            images.append(image)
+            labels.append(classes.index(name.split("/")[1]))
+    if bad:
+        raise DatasetError(f"{path}: {len(bad)} unreadable images, e.g. {bad[:3]}")
+    dataset = ArrayDataset("cifar10", np.stack(images), np.asarray(labels, np.int64), classes)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, images=dataset.images, labels=dataset.labels, classes=np.asarray(classes))
+    tmp.replace(cache)
+    return dataset
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4:
+        raise DatasetError(f"{path}: truncated IDX file")
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise DatasetError(f"{path}: not an unsigned-byte IDX file")
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise DatasetError(f"{path}: header says {dims} but holds {body.size} bytes")
+    return body.reshape(dims)
+
+
+def load_fashion_mnist(split: str = "train", root: str | Path = FASHION_MNIST_DIR) -> ArrayDataset:
+    """Fashion-MNIST from Debian's IDX files, as 32×32 RGB (zero padded, grey replicated)."""
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise DatasetError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}")
+    root = Path(root)
+    images_path = root / f"{prefix}-images-idx3-ubyte.gz"
+    labels_path = root / f"{prefix}-labels-idx1-ubyte.gz"
+    if not images_path.is_file() or not labels_path.is_file():
+        raise DatasetError(f"Fashion-MNIST not found in {root}; install it with "
+                           "'apt-get install -y dataset-fashion-mnist'")
+    grey = _read_idx(images_path)
+    labels = _read_idx(labels_path).astype(np.int64)
+    padded = np.pad(grey, ((0, 0), (2, 2), (2, 2)))
+    rgb = np.repeat(padded[..., None], 3, axis=-1)
+    return ArrayDataset("fashion_mnist", np.ascontiguousarray(rgb), labels,
+                        list(FASHION_MNIST_CLASSES),
+                        Preprocessing(mean=(0.2860,) * 3, std=(0.3530,) * 3))
+
+
+def load_image_folder(
+    root: str | Path, size: tuple[int, int] = (32, 32), on_error: str = "warn"
+) -> ArrayDataset:
+    """An ImageFolder tree ``root/<class>/<image>``; every image resized to ``size`` (H, W).
+
+    Unreadable files are collected; with ``on_error='warn'`` they are skipped and listed on
+    stderr, with ``'raise'`` they abort with the full list.
+    """
+    import sys
+
+    import cv2
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"image folder not found: {root}")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise DatasetError(f"{root}: no class sub-directories (expected root/<class>/<image>)")
+    images, labels, bad = [], [], []
+    for label, cls in enumerate(classes):
+        for file in sorted((root / cls).rglob("*")):
+            if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            image = _decode_rgb(file.read_bytes())
+            if image is None:
+                bad.append(str(file))
+                continue
+            if image.shape[:2] != size:
+                image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            images.append(image)
+            labels.append(label)
+    if bad and on_error == "raise":
+        raise DatasetError(f"{root}: {len(bad)} unreadable image(s): {bad}")
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable image(s) in {root}: "
+              f"{bad[:5]}{' ...' if len(bad) > 5 else ''}", file=sys.stderr)
+    if not images:
+        raise DatasetError(f"{root}: no readable images")
+    return ArrayDataset(root.name, np.stack(images), np.asarray(labels, np.int64), classes,
+                        Preprocessing(size=size))
+
+
+def load_dataset(name: str, split: str, path: str | Path | None = None) -> ArrayDataset:
+    """``cifar10``, ``fashion_mnist`` or ``folder`` (``path`` holds ``<split>/`` or classes)."""
+    if name == "cifar10":
+        return load_cifar10(split, path)
+    if name == "fashion_mnist":
+        return load_fashion_mnist(split, path or FASHION_MNIST_DIR)
+    if name == "folder":
+        if path is None:
+            raise DatasetError("dataset 'folder' needs a path (root/<split>/<class>/<image>)")
+        root = Path(path)
+        return load_image_folder(root / split if (root / split).is_dir() else root)
+    raise DatasetError(f"unknown dataset {name!r}; choose cifar10, fashion_mnist or folder")
