@@ -25,6 +25,7 @@ from split_infer.pipeline.evaluate import evaluate_bundle
 from split_infer.training import learned
 from split_infer.training.datasets import load_dataset
 from split_infer.training.learned import LearnedTrainConfig, SplitData, train_bundle
+from split_infer.training.learned import runs as learned_runs
 from split_infer.wire import pack, unpack
 
 METHODS = ["aecnn", "bbnet", "bottlenet", "hu_ae", "rateless"]
@@ -337,7 +338,7 @@ def test_search_resumes_and_skips_finished_configurations(split_data, tmp_path, 
     data = split_data
     data.settings.epochs = 2
     calls: list[int] = []
-    real = learned._run_epoch
+    real = learned_runs._run_epoch
 
     def counting(run, stage, optimizer, epoch, fail_at=None):
         calls.append(epoch)
@@ -347,7 +348,7 @@ def test_search_resumes_and_skips_finished_configurations(split_data, tmp_path, 
 
     try:
         # Interrupt in the second epoch of the second configuration.
-        monkeypatch.setattr(learned, "_run_epoch",
+        monkeypatch.setattr(learned_runs, "_run_epoch",
                             lambda *a: counting(*a, fail_at=4))
         with pytest.raises(KeyboardInterrupt):
             learned.search_split(data, "bbnet", [2, 4], work_dir=tmp_path,
@@ -357,7 +358,7 @@ def test_search_resumes_and_skips_finished_configurations(split_data, tmp_path, 
         second = json.loads((tmp_path / "split3/bbnet/r4/progress.json").read_text())
         assert first["done"] and not second["done"] and second["epoch"] == 1
         calls.clear()
-        monkeypatch.setattr(learned, "_run_epoch", lambda *a: counting(*a))
+        monkeypatch.setattr(learned_runs, "_run_epoch", lambda *a: counting(*a))
         rows, _ = learned.search_split(data, "bbnet", [2, 4], work_dir=tmp_path,
                                        reference_accuracy=0.0, threshold_points=100,
                                        progress=False)

@@ -18,16 +18,23 @@ Methods (each module's docstring cites its paper section):
 
 :class:`~.ste.CodecSTE` runs any registry codec forward with an identity gradient.
 Training, the accuracy-aware search and bundle export live in
-:mod:`split_infer.training.learned`.
+:mod:`split_infer.training.learned`; it calls the training hooks of
+:class:`~._api.LearnedBottleneck` and of the registry entry, which each method's module
+overrides (see :mod:`~._api`), so a new method is one new module here.
 """
 
 # Importing the method modules registers them.
 from split_infer.codecs.learned import aecnn, bbnet, bottlenet, hu_ae, rateless
 from split_infer.codecs.learned._api import (
+    BackboneSlimming,
     LearnedBottleneck,
     MethodSpec,
+    SplitPretraining,
+    TrainingContext,
+    TrainingPhase,
     build_method,
     get_method,
+    get_slimming,
     list_methods,
     reduction_plan,
     register_method,
@@ -35,14 +42,19 @@ from split_infer.codecs.learned._api import (
 from split_infer.codecs.learned.ste import CodecSTE
 
 __all__ = [
+    "BackboneSlimming",
     "CodecSTE",
     "LearnedBottleneck",
     "MethodSpec",
+    "SplitPretraining",
+    "TrainingContext",
+    "TrainingPhase",
     "aecnn",
     "bbnet",
     "bottlenet",
     "build_method",
     "get_method",
+    "get_slimming",
     "hu_ae",
     "list_methods",
     "rateless",

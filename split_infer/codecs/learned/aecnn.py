@@ -20,22 +20,39 @@ Offloading in Edge Computing", §IV).
 * **Feature recovery** (§IV-C, eq. 9): a light CNN, 3×3 conv (C' → C − C') + BN + ReLU then 3×3
   conv, so that every recovered channel is a function of all received channels; the received
   channels pass through unchanged (entropy coding is lossless, §IV-C).
-* **Training** (§IV-D, Alg. 1) is step by step, done by :mod:`split_infer.training.learned`:
-  CA in place → importance → prune → fine-tune the pruned network → insert FR → fine-tune.
+* **Training** (§IV-D, Alg. 1) is step by step; :mod:`split_infer.training.learned` runs the
+  hooks defined here: CA in place, once per split (:data:`ATTENTION_PRETRAINING`) →
+  importance → prune (:meth:`AECNNBottleneck.use_pretraining`) → fine-tune the pruned network
+  (phase ``pruned``, only when the backbone trains) → insert FR → fine-tune (``recovery``).
 * **Wire**: the paper entropy-codes the kept features; here ``quant:bits=8,per=channel+rans``
   (8-bit calibrated quantization, then rANS with a static model).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from split_infer.codecs.learned._api import LearnedBottleneck, register_method
+from split_infer.codecs.learned._api import (
+    LearnedBottleneck,
+    SplitPretraining,
+    TrainingContext,
+    TrainingPhase,
+    register_method,
+)
 
-__all__ = ["AECNNBottleneck", "ChannelAttention", "ChannelSelect", "FeatureRecovery", "aecnn"]
+__all__ = [
+    "ATTENTION_PRETRAINING",
+    "AECNNBottleneck",
+    "ChannelAttention",
+    "ChannelSelect",
+    "FeatureRecovery",
+    "aecnn",
+]
 
 
 def _normalize_channels(a: torch.Tensor, eps: float) -> torch.Tensor:
@@ -146,6 +163,66 @@ class AECNNBottleneck(LearnedBottleneck):
         self.decoder.set_channels(kept)
         return kept
 
+    # -- training hooks ----------------------------------------------------------------------
+    reported_extras = ("accuracy_pruned_only",)
+
+    def use_pretraining(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """Prune to the channels of highest mean attention (eq. 8); the importance keys the
+        run. Deterministic, so applying it before a checkpoint is loaded is harmless (the
+        checkpoint holds the same indices)."""
+        self.prune(torch.tensor(summary["importance"]))
+        return {"importance": [round(float(v), 6) for v in summary["importance"]]}
+
+    def training_phases(self, context: TrainingContext) -> list[TrainingPhase]:
+        """Alg. 1: the pruned network is fine-tuned before the FR module is inserted (only
+        the backbone can learn then), then the FR module is trained."""
+        # The fill is taken now, from the head the configuration starts with.
+        channel_fill = torch.from_numpy(
+            context.calibration_features().mean(axis=(0, 2, 3)).astype(np.float32))
+
+        def pruned_mode() -> None:
+            self.decoder.enabled = False
+            self.decoder.fill.copy_(channel_fill)
+
+        def recovery_mode() -> None:
+            self.decoder.enabled = True
+
+        return [TrainingPhase("pruned", train_pair=False, enter=pruned_mode),
+                TrainingPhase("recovery", enter=recovery_mode)]
+
+    def after_training(self) -> None:
+        self.decoder.enabled = True
+
+    def measure_extra(self, context: TrainingContext,
+                      transmit: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
+        """"CA_Pruned" of AECNN Table I (the same pruning without the FR module), the kept
+        channels and their importance."""
+        # Without the FR module the pruned channels carry their training means.
+        self.decoder.enabled = False
+        self.decoder.fill.copy_(torch.from_numpy(
+            context.calibration_features().mean(axis=(0, 2, 3))))
+        extra: dict[str, Any] = {"accuracy_pruned_only": context.evaluate(transmit)}
+        self.decoder.enabled = True
+        extra["kept_channels"] = self.encoder.kept.tolist()
+        extra["importance"] = [float(v) for v in self.importance]
+        return extra
+
+
+def _mean_attention(attention: nn.Module, batches: Iterable[torch.Tensor]) -> dict[str, Any]:
+    """Eq. 8: the attention map averaged over the training set, per channel."""
+    assert isinstance(attention, ChannelAttention)
+    total = torch.zeros(attention.scale.shape[1], dtype=torch.float64)
+    count = 0
+    for feats in batches:
+        total += attention.weights(feats).sum(0).double()
+        count += len(feats)
+    return {"importance": (total / max(count, 1)).tolist()}
+
+
+#: Alg. 1 lines 2-4, once per split: the CA module trained in place, then its mean map.
+ATTENTION_PRETRAINING = SplitPretraining(
+    "attention", lambda shape: ChannelAttention(shape[0]), _mean_attention)
+
 
 @register_method(
     "aecnn",
@@ -154,6 +231,7 @@ class AECNNBottleneck(LearnedBottleneck):
                 "feature-recovery CNN regenerates the pruned ones; trained step by step",
     default_ratios=(2, 4, 8, 16, 32, 64),
     wire_codec="quant:bits=8,per=channel+rans",
+    pretraining=ATTENTION_PRETRAINING,
 )
 def aecnn(feature_shape: tuple[int, int, int], ratio: float | None, *, wire_codec: str,
           nonnegative: bool = True, **_: Any) -> AECNNBottleneck:

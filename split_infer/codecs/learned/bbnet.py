@@ -19,7 +19,9 @@ then fine-tune. :func:`prunable_batchnorms` finds the BNs whose channels can be 
 touching a residual sum (the inner channels of ResNet basic/bottleneck blocks and the hidden
 channels of MobileNetV2's inverted residuals), :func:`slim_model` removes them *physically*
 (smaller convolutions, so the MACs really drop) and :func:`apply_widths` rebuilds a slimmed
-model from its recorded widths so that its safetensors weights load again.
+model from its recorded widths so that its safetensors weights load again. They are registered
+with the method as its :class:`~._api.BackboneSlimming` (:data:`NETWORK_SLIMMING`), which
+:func:`split_infer.training.learned.slim_backbone` runs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 from torch import nn
 
 from split_infer.codecs.learned._api import (
+    BackboneSlimming,
     LearnedBottleneck,
     conv_out,
     reduction_plan,
@@ -42,6 +45,8 @@ from split_infer.codecs.learned._api import (
 )
 
 __all__ = [
+    "NETWORK_SLIMMING",
+    "BBNetBottleneck",
     "PrunableGroup",
     "TanhQuantize",
     "apply_widths",
@@ -85,53 +90,12 @@ class TanhQuantize(nn.Module):
         return tanh_quantize(v, self.bits)
 
 
-@register_method(
-    "bbnet",
-    paper="Zhou et al., BBNet, Sensors 2021 (§3.2)",
-    description="compression layer conv + BN + tanh, 8-bit fixed-range quantization with no "
-                "min/max on the wire, recovery conv + BN + ReLU",
-    default_ratios=(2, 4, 8, 16, 32, 64),
-    wire_codec="tanhq:bits=8+raw",
-    codec_in_loop=True,
-)
-def bbnet(feature_shape: tuple[int, int, int], ratio: float | None, *, wire_codec: str,
-          spatial: int | str = "auto", nonnegative: bool = True, channels: int | None = None,
-          **_: Any) -> LearnedBottleneck:
-    """Compression layer for ``feature_shape``: one strided conv to (c', ⌈H/s⌉, ⌈W/s⌉) with
-    BN + tanh, and the mirrored recovery unit; (c', s) from ``ratio`` via
-    :func:`~._api.reduction_plan` unless ``channels`` is given."""
-    c, h, w = feature_shape
-    if channels is not None:
-        reduced, s = int(channels), (1 if spatial == "auto" else int(spatial))
-    else:
-        reduced, s = reduction_plan(feature_shape, ratio or 4.0, spatial)
-    kernel = 1 if s == 1 else 3
-    pad = kernel // 2
-    encoder = nn.Sequential(nn.Conv2d(c, reduced, kernel, s, pad, bias=False),
-                            nn.BatchNorm2d(reduced), nn.Tanh())
-    hs, ws = conv_out(h, kernel, s, pad), conv_out(w, kernel, s, pad)
-    if s == 1:
-        restore: nn.Module = nn.Conv2d(reduced, c, 1, bias=False)
-    else:
-        output_padding = (transpose_output_padding(hs, h, kernel, s, pad),
-                          transpose_output_padding(ws, w, kernel, s, pad))
-        restore = nn.ConvTranspose2d(reduced, c, kernel, s, pad, output_padding=output_padding,
-                                     bias=False)
-    decoder = nn.Sequential(restore, nn.BatchNorm2d(c),
-                            nn.ReLU() if nonnegative else nn.Identity())
-    bits = _bits_of(wire_codec)
-    return LearnedBottleneck("bbnet", feature_shape, ratio or 0.0, encoder, decoder, wire_codec,
-                             {"channels": reduced, "spatial": s, "bits": bits,
-                              "nonnegative": nonnegative})
+class BBNetBottleneck(LearnedBottleneck):
+    """The compression layer; in the training loop the wire's quantizer is :class:`TanhQuantize`
+    (bit-identical to the ``tanhq`` stage, nothing else of the wire codec changes values)."""
 
-
-def _bits_of(spec: str) -> int:
-    from split_infer.codecs._api import parse_spec
-
-    tname, tparams, _, _ = parse_spec(spec)
-    if tname != "tanhq":
-        raise ValueError(f"bbnet sends tanh outputs; its wire codec must be tanhq, got {spec!r}")
-    return int(tparams["bits"])
+    def training_transmit(self, in_loop: bool) -> nn.Module | None:
+        return TanhQuantize(self.options["bits"]) if in_loop else None
 
 
 # ------------------------------------------------------------------------------ slimming
@@ -316,3 +280,62 @@ def load_slimmed_weights(model: nn.Module, path: str | Path) -> dict[str, int]:
         apply_widths(model, widths)
     load_weights(model, path)
     return widths
+
+
+#: Network slimming (§3.1) as the method's backbone hook.
+NETWORK_SLIMMING = BackboneSlimming(groups=prunable_batchnorms, penalty=bn_l1_penalty,
+                                    prune=slim_model, apply_widths=apply_widths,
+                                    save_weights=save_slimmed_weights)
+
+
+# -------------------------------------------------------------------------- registration
+
+
+@register_method(
+    "bbnet",
+    paper="Zhou et al., BBNet, Sensors 2021 (§3.2)",
+    description="compression layer conv + BN + tanh, 8-bit fixed-range quantization with no "
+                "min/max on the wire, recovery conv + BN + ReLU",
+    default_ratios=(2, 4, 8, 16, 32, 64),
+    wire_codec="tanhq:bits=8+raw",
+    codec_in_loop=True,
+    slimming=NETWORK_SLIMMING,
+)
+def bbnet(feature_shape: tuple[int, int, int], ratio: float | None, *, wire_codec: str,
+          spatial: int | str = "auto", nonnegative: bool = True, channels: int | None = None,
+          **_: Any) -> LearnedBottleneck:
+    """Compression layer for ``feature_shape``: one strided conv to (c', ⌈H/s⌉, ⌈W/s⌉) with
+    BN + tanh, and the mirrored recovery unit; (c', s) from ``ratio`` via
+    :func:`~._api.reduction_plan` unless ``channels`` is given."""
+    c, h, w = feature_shape
+    if channels is not None:
+        reduced, s = int(channels), (1 if spatial == "auto" else int(spatial))
+    else:
+        reduced, s = reduction_plan(feature_shape, ratio or 4.0, spatial)
+    kernel = 1 if s == 1 else 3
+    pad = kernel // 2
+    encoder = nn.Sequential(nn.Conv2d(c, reduced, kernel, s, pad, bias=False),
+                            nn.BatchNorm2d(reduced), nn.Tanh())
+    hs, ws = conv_out(h, kernel, s, pad), conv_out(w, kernel, s, pad)
+    if s == 1:
+        restore: nn.Module = nn.Conv2d(reduced, c, 1, bias=False)
+    else:
+        output_padding = (transpose_output_padding(hs, h, kernel, s, pad),
+                          transpose_output_padding(ws, w, kernel, s, pad))
+        restore = nn.ConvTranspose2d(reduced, c, kernel, s, pad, output_padding=output_padding,
+                                     bias=False)
+    decoder = nn.Sequential(restore, nn.BatchNorm2d(c),
+                            nn.ReLU() if nonnegative else nn.Identity())
+    bits = _bits_of(wire_codec)
+    return BBNetBottleneck("bbnet", feature_shape, ratio or 0.0, encoder, decoder, wire_codec,
+                           {"channels": reduced, "spatial": s, "bits": bits,
+                            "nonnegative": nonnegative})
+
+
+def _bits_of(spec: str) -> int:
+    from split_infer.codecs._api import parse_spec
+
+    tname, tparams, _, _ = parse_spec(spec)
+    if tname != "tanhq":
+        raise ValueError(f"bbnet sends tanh outputs; its wire codec must be tanhq, got {spec!r}")
+    return int(tparams["bits"])

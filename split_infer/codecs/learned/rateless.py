@@ -19,18 +19,27 @@ Beyond every seed paper. The encoder is a learned channel transform whose output
   for channels that never arrive.
 * **Wire codec.** ``quant:bits=8,per=channel+rans`` on the prefix, calibrated per k on the
   prefix's shape.
+* **Training hooks** (run by :mod:`split_infer.training.learned`): ``serve_ratios`` fixes
+  the ladder of k the model is measured and exported at; the one phase starts from PCA;
+  every sample of a batch draws its k (``sample_keep``); once trained, the exact
+  training-set means replace the running ones (the bundle's fill).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from split_infer.codecs.learned._api import LearnedBottleneck, register_method
+from split_infer.codecs.learned._api import (
+    LearnedBottleneck,
+    TrainingContext,
+    TrainingPhase,
+    register_method,
+)
 
 __all__ = ["RatelessDecoder", "RatelessEncoder", "RatelessFill", "rateless"]
 
@@ -101,6 +110,8 @@ class RatelessBottleneck(LearnedBottleneck):
                  decoder: RatelessDecoder, wire_codec: str, options: dict[str, Any]) -> None:
         super().__init__("rateless", feature_shape, 1.0, encoder, decoder, wire_codec, options)
         self.fill = RatelessFill(feature_shape[0])
+        #: kept-channel counts the model is trained for, measured and exported at
+        self.ladder: list[int] = [self.channels]
 
     @property
     def channels(self) -> int:
@@ -109,6 +120,10 @@ class RatelessBottleneck(LearnedBottleneck):
     def keep_channels(self, ratio: float) -> int:
         """Channels sent for a nominal ratio ``C/k`` (at least one)."""
         return int(min(self.channels, max(1, round(self.channels / float(ratio)))))
+
+    def prefix_ratio(self, keep: int) -> float:
+        """Nominal ratio ``C/k`` of sending the first ``keep`` channels."""
+        return self.channels / keep
 
     def forward(self, x: torch.Tensor, transmit=None, keep: torch.Tensor | int | None = None
                 ) -> torch.Tensor:
@@ -148,6 +163,58 @@ class RatelessBottleneck(LearnedBottleneck):
         inv.bias.copy_(mean.to(inv.bias.dtype))
         self.fill.channel_mean.zero_()  # centred code
         return eigval[order].clamp_min(0).numpy()
+
+    # -- training hooks ----------------------------------------------------------------------
+    def serve_ratios(self, ratios: Sequence[float]) -> dict[str, Any]:
+        """The ladder of k for ``ratios``; it keys the run."""
+        self.ladder = sorted({self.keep_channels(r) for r in ratios})
+        return {"ladder": self.ladder}
+
+    @property
+    def keep_ladder(self) -> list[int]:
+        return self.ladder
+
+    def training_transmit(self, in_loop: bool) -> None:
+        """Nothing: the prefix is what the wire codec sees, and its length varies per sample."""
+        return None
+
+    def training_phases(self, context: TrainingContext) -> list[TrainingPhase]:
+        """One phase, starting from PCA of the calibration features."""
+        return [TrainingPhase("train", start=lambda: self.init_pca(
+            context.calibration_features()))]
+
+    def training_forward(self, x: torch.Tensor, transmit: nn.Module | None,
+                         generator: torch.Generator) -> torch.Tensor:
+        """Nested dropout: each sample keeps its own drawn prefix."""
+        return self(x, None, keep=self.sample_keep(len(x), self.ladder, generator))
+
+    def finalize(self, context: TrainingContext) -> None:
+        """The exact training-set means replace the running estimate (the bundle's fill)."""
+        codes = self.encode_array(context.train_features())
+        self.fill.channel_mean.copy_(torch.from_numpy(codes.mean(axis=(0, 2, 3))))
+
+    def wire_forward(self, x: torch.Tensor,
+                     transmit: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     keep: int | None = None) -> torch.Tensor:
+        """The first ``keep`` channels through ``transmit``, the rest filled."""
+        code = self.encoder(x)
+        k = keep or self.channels
+        sent = code[:, :k]
+        if transmit is not None:
+            sent = transmit(sent)
+        code = torch.cat([sent, code[:, k:]], 1)
+        return self.decoder(self.fill(code, k))
+
+    def measure_extra(self, context: TrainingContext,
+                      transmit: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
+        """The exact means, restored with the run (:meth:`restore_results`)."""
+        return {"channel_mean": self.fill.channel_mean.tolist()}
+
+    def restore_results(self, extra: dict[str, Any]) -> None:
+        self.fill.channel_mean.copy_(torch.tensor(extra["channel_mean"]))
+
+    def fill_values(self) -> dict[str, np.ndarray]:
+        return {"channel_mean": self.fill.channel_mean.numpy().astype(np.float32)}
 
 
 @register_method(
