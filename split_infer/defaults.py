@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from split_infer.errors import MissingFileError
+
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = "resnet20_cifar"
 DEFAULT_SPLIT = "layer2.2"
@@ -37,8 +39,8 @@ def find_trace(name: str | Path) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"trace {name} not found (looked in "
-                            f"{', '.join(str(c.parent) for c in candidates)})")
+    raise MissingFileError(f"trace {name} not found (looked in "
+                           f"{', '.join(str(c.parent) for c in candidates)})")
 
 
 def shipped_weights(model_name: str) -> Path | None:
@@ -53,7 +55,7 @@ def resolve_weights(model_name: str, weights: str | Path | None) -> Path:
         return Path(weights)
     shipped = shipped_weights(model_name)
     if shipped is None:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no weights shipped for {model_name}; pass --weights FILE.safetensors "
             f"(shipped: {sorted(p.name for p in ASSETS_DIR.glob('*.safetensors'))})"
         )

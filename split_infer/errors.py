@@ -24,6 +24,7 @@ __all__ = [
     "FRAME_ERROR_REASONS",
     "EncodeError",
     "FrameError",
+    "MissingFileError",
     "UserError",
 ]
 
@@ -63,6 +64,10 @@ ENCODE_ERROR_REASONS: dict[str, str] = {
 class UserError(Exception):
     """Something the user can fix: the message says what and how. Subclasses also derive from
     the builtin type their callers expect (``ValueError``, ``FileNotFoundError``...)."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file the user named (or must provide) does not exist: weights, a trace, data."""
 
 
 class _ReasonedError(ValueError):

@@ -44,6 +44,131 @@ def test_user_errors_exit_2_with_one_line(argv, fragment, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_user_error_from_a_verb_is_one_line_and_exit_2(monkeypatch, capsys):
+    from split_infer.errors import UserError
+    from split_infer.tools.cli.models import ModelsVerb
+
+    def fail(self, args):
+        raise UserError("no such thing;\nfix it")
+
+    monkeypatch.setattr(ModelsVerb, "main", fail)
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err == "split-infer models: error: no such thing; fix it\n"
+
+
+def test_internal_errors_keep_their_traceback(monkeypatch):
+    from split_infer.tools.cli.models import ModelsVerb
+
+    def bug(self, args):
+        return 1 // 0
+
+    monkeypatch.setattr(ModelsVerb, "main", bug)
+    with pytest.raises(ZeroDivisionError):
+        main(["models"])
+
+
+def test_plain_value_errors_are_not_user_errors(monkeypatch):
+    # A ValueError that no UserError wraps is a bug: it is not swallowed into one line.
+    from split_infer.tools.cli.codecs import CodecsVerb
+
+    def bug(self, args):
+        raise ValueError("internal invariant broken")
+
+    monkeypatch.setattr(CodecsVerb, "main", bug)
+    with pytest.raises(ValueError, match="invariant"):
+        main(["codecs"])
+
+
+def _parsers(parser, path=("split-infer",)):
+    """Every (command path, parser) reachable from ``parser`` through its sub-parsers."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _parsers(child, (*path, name))
+
+
+def test_every_argument_of_every_verb_has_help():
+    from split_infer.tools.cli import VERBS, build_parser
+    from split_infer.tools.cli.bench import codecs_parser
+
+    parsers = [*_parsers(build_parser()), (("split-infer", "bench", "codecs"), codecs_parser())]
+    seen = {path[1] for path, _ in parsers if len(path) > 1}
+    assert seen == set(VERBS)
+    missing = []
+    for path, parser in parsers:
+        assert parser.description, path
+        for action in parser._actions:
+            if not (action.help or "").strip():
+                missing.append(f"{' '.join(path)} {action.option_strings or action.dest}")
+            for choice in getattr(action, "_choices_actions", []):
+                if not (choice.help or "").strip():
+                    missing.append(f"{' '.join(path)} {choice.dest}")
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["bag", "play", "--help"]])
+def test_help_lists_commands_and_options(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: split-infer" in out
+    if argv == ["bench", "--help"]:
+        for name in ("codecs", "faults", "testbed_e2e", "rate_accuracy"):
+            assert name in out
+
+
+def test_bench_with_an_unknown_name_exits_2(capsys):
+    assert main(["bench", "no_such_bench", "--flag"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown benchmark 'no_such_bench'" in err and "faults" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bench_passes_the_remaining_arguments_through(monkeypatch):
+    import importlib
+    import types
+
+    calls = []
+    fake = types.SimpleNamespace(main=lambda argv: calls.append(argv) or 7)
+    real_import = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda name: (
+        fake if name == "split_infer.tools.bench.soak" else real_import(name)))
+    assert main(["bench", "soak", "--minutes", "1", "--help", "-x"]) == 7
+    assert calls == [["--minutes", "1", "--help", "-x"]]
+
+
+def test_bench_codecs_options_are_parsed_by_the_cli(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "codecs", "--no-such-option"])
+    assert info.value.code == 2
+    assert "split-infer bench codecs" in capsys.readouterr().err
+
+
+def test_argument_errors_exit_2():
+    with pytest.raises(SystemExit) as info:
+        main(["profile"])  # MODEL missing
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["profile", "resnet8_cifar", "--repeats", "0"], "--repeats"),
+    (["plan", "--rtt-ms", "-1"], "--rtt-ms"),
+    (["demo", "--trace", "no_such_trace.csv"], "trace no_such_trace.csv not found"),
+    (["plan", "--devices", "robot=1,pi=x"], "not a number"),
+    (["bag", "info", "/nonexistent/bag"], "not a rosbag2 directory"),
+])
+def test_more_user_errors_exit_2_with_one_line(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_console_script_runs_without_traceback():
     result = subprocess.run([sys.executable, "-m", "split_infer.tools.cli", "profile", "nope"],
                             capture_output=True, text=True)

@@ -42,7 +42,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from split_infer.errors import EncodeError, FrameError
+from split_infer.errors import EncodeError, FrameError, UserError
 
 __all__ = [
     "DEFAULT_MAX_TENSOR_BYTES",
@@ -50,6 +50,7 @@ __all__ = [
     "LEARNED_STAGE_ID_BASE",
     "ByteStage",
     "Codec",
+    "CodecSpecError",
     "EncodedTensor",
     "Param",
     "SymbolSpec",
@@ -141,6 +142,10 @@ class EncodedTensor:
     dtype: str = "float32"
 
 
+class CodecSpecError(UserError, ValueError):
+    """A codec spec string names an unknown stage or parameter, or a value out of range."""
+
+
 @dataclass(frozen=True)
 class Param:
     """Schema of one ``k=v`` spec parameter: its type, default and allowed range."""
@@ -157,17 +162,17 @@ class Param:
         try:
             value = self.kind(text)
         except ValueError:
-            raise ValueError(
+            raise CodecSpecError(
                 f"{where}: expected {self.kind.__name__}, got {text!r} ({self.describe()})"
             ) from None
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{where}: must be finite, got {text!r}")
+            raise CodecSpecError(f"{where}: must be finite, got {text!r}")
         if self.choices and value not in self.choices:
-            raise ValueError(f"{where}: {text!r} is not one of {list(self.choices)}")
+            raise CodecSpecError(f"{where}: {text!r} is not one of {list(self.choices)}")
         if (self.low is not None and value < self.low) or (
             self.high is not None and value > self.high
         ):
-            raise ValueError(f"{where}: {text!r} is outside {self.describe()}")
+            raise CodecSpecError(f"{where}: {text!r} is outside {self.describe()}")
         return value
 
     def format(self, value: Any) -> str:
@@ -386,7 +391,7 @@ def is_registered_codec_id(codec_id: int) -> bool:
 def _parse_stage(text: str, kind: str, registry: Mapping[str, type[_Stage]]) -> type[_Stage]:
     name = text.strip().lower()
     if name not in registry:
-        raise ValueError(f"unknown {kind} stage {name!r}; valid: {sorted(registry)}")
+        raise CodecSpecError(f"unknown {kind} stage {name!r}; valid: {sorted(registry)}")
     return registry[name]
 
 
@@ -397,12 +402,12 @@ def _parse_params(text: str | None, cls: type[_Stage]) -> dict[str, Any]:
             key, sep, raw = item.partition("=")
             key = key.strip().lower()
             if not sep or not key or not raw.strip():
-                raise ValueError(f"{cls.name}: expected k=v, got {item!r}")
+                raise CodecSpecError(f"{cls.name}: expected k=v, got {item!r}")
             if key not in cls.PARAMS:
                 valid = {k: p.describe() for k, p in cls.PARAMS.items()} or "none"
-                raise ValueError(f"{cls.name}: unknown parameter {key!r}; valid: {valid}")
+                raise CodecSpecError(f"{cls.name}: unknown parameter {key!r}; valid: {valid}")
             if key in values:
-                raise ValueError(f"{cls.name}: parameter {key!r} given twice")
+                raise CodecSpecError(f"{cls.name}: parameter {key!r} given twice")
             values[key] = cls.PARAMS[key].parse(raw.strip(), f"{cls.name}:{key}")
     return {k: values.get(k, p.default) for k, p in cls.PARAMS.items()}
 
@@ -410,14 +415,14 @@ def _parse_params(text: str | None, cls: type[_Stage]) -> dict[str, Any]:
 def parse_spec(spec: str) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
     """Parse a codec spec into ``(tensor_name, tensor_params, byte_name, byte_params)``.
 
-    Defaults are filled in; unknown names or parameters raise ``ValueError`` naming the
-    valid choices.
+    Defaults are filled in; unknown names or parameters raise :class:`CodecSpecError` (a
+    ``ValueError``) naming the valid choices.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"codec spec must be a non-empty string, got {spec!r}")
+        raise CodecSpecError(f"codec spec must be a non-empty string, got {spec!r}")
     parts = _STAGE_SPLIT_RE.split(spec.strip())
     if len(parts) > 2:
-        raise ValueError(f"codec spec {spec!r} has more than one '+<byte stage>'")
+        raise CodecSpecError(f"codec spec {spec!r} has more than one '+<byte stage>'")
     stages: list[tuple[str, dict[str, Any]]] = []
     for part, kind, registry in zip(
         parts, ("tensor", "byte"), (_TENSOR_STAGES, _BYTE_STAGES), strict=False

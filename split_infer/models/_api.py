@@ -25,10 +25,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from split_infer.errors import MissingFileError, UserError
+
 __all__ = [
     "ModelSpec",
     "SplitPoint",
     "SplittableModel",
+    "UnknownModelError",
+    "UnknownSplitPointError",
+    "WeightsError",
     "get_model",
     "get_model_spec",
     "list_models",
@@ -37,6 +42,26 @@ __all__ = [
     "save_weights",
     "split",
 ]
+
+
+class _UnknownNameError(UserError, KeyError):
+    """A name the user gave is not known; a ``KeyError`` for callers that catch one."""
+
+    def __str__(self) -> str:
+        # KeyError's str() is the repr of its key; this one's argument is a sentence.
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownModelError(_UnknownNameError):
+    """No model is registered under the name; the message lists the registered ones."""
+
+
+class UnknownSplitPointError(_UnknownNameError):
+    """The model has no split point of that index or block name; the message lists them."""
+
+
+class WeightsError(UserError, ValueError):
+    """A weights file that cannot be loaded: not safetensors, or not for this model."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +145,7 @@ class SplittableModel(nn.Module):
             for candidate in points:
                 if candidate.name == point:
                     return candidate
-            raise KeyError(
+            raise UnknownSplitPointError(
                 f"{self.model_name} has no split point {point!r}; choose one of "
                 f"{[p.name for p in points]}"
             )
@@ -132,7 +157,7 @@ class SplittableModel(nn.Module):
         for candidate in points:
             if candidate.index == index:
                 return candidate
-        raise KeyError(
+        raise UnknownSplitPointError(
             f"{self.model_name} has no split point {index}; valid indices are "
             f"{points[0].index}..{points[-1].index}"
         )
@@ -209,7 +234,8 @@ def get_model_spec(name: str) -> ModelSpec:
     try:
         return _MODELS[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; registered models: {list_models()}") from None
+        raise UnknownModelError(
+            f"unknown model {name!r}; registered models: {list_models()}") from None
 
 
 def get_model(
@@ -256,13 +282,13 @@ def load_weights(model: SplittableModel, path: str | Path) -> None:
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: weights must be a .safetensors file (pickle is never loaded)")
+        raise WeightsError(f"{path}: weights must be a .safetensors file (pickle is never loaded)")
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise MissingFileError(f"weights file not found: {path}")
     try:
         state = load_file(str(path))
     except SafetensorError as exc:
-        raise ValueError(f"{path}: not a valid safetensors file ({exc})") from None
+        raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from None
     # Checked before loading anything: load_state_dict copies tensor by tensor and would leave
     # a half-overwritten model behind when it fails (size mismatches raise RuntimeError).
     expected = model.net.state_dict()
@@ -274,7 +300,7 @@ def load_weights(model: SplittableModel, path: str | Path) -> None:
         if k in state and state[k].shape != v.shape
     ]
     if missing or unexpected or mismatched:
-        raise ValueError(
+        raise WeightsError(
             f"{path} does not fit {model.model_name}: {_listing('missing keys', missing)}, "
             f"{_listing('unexpected keys', unexpected)}, "
             f"{_listing('shape mismatches', mismatched)}"

@@ -56,6 +56,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from split_infer.errors import UserError
 from split_infer.planning.bandwidth import GaussianBandwidth
 
 __all__ = [
@@ -81,7 +82,7 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class TraceError(ValueError):
+class TraceError(UserError, ValueError):
     """A trace file or trace definition is malformed; the message says where and why."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from split_infer.data import ArrayDataset
+from split_infer.errors import UserError
 
 __all__ = [
     "IMAGE_TOPIC",
@@ -42,7 +43,7 @@ IMAGE_TYPE = "sensor_msgs/msg/Image"
 LABEL_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
 
 
-class BagError(ValueError):
+class BagError(UserError, ValueError):
     """A bag is missing, unreadable, or lacks what was asked for."""
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from split_infer.bundle import Bundle, BundleConfiguration
+from split_infer.errors import UserError
 from split_infer.planning.partition import partition_layers, throughput_upper_bound_hz
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Device",
     "LinkPlan",
     "PipelinePlan",
+    "PlanError",
     "StagePlan",
     "load_plan",
     "parse_devices",
@@ -53,6 +55,10 @@ __all__ = [
 
 PLAN_FORMAT = "split_infer.plan/1"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class PlanError(UserError, ValueError):
+    """Devices, links or a plan file the user gave do not make a pipeline; says why."""
 
 
 @dataclass(frozen=True)
@@ -72,22 +78,22 @@ def parse_devices(spec: str | Sequence[str]) -> list[Device]:
     for entry in (e.strip() for e in entries):
         name, sep, speed = entry.partition("=")
         if not sep:
-            raise ValueError(f"device {entry!r}: expected NAME=GMACS, e.g. robot=2.5")
+            raise PlanError(f"device {entry!r}: expected NAME=GMACS, e.g. robot=2.5")
         if not _NAME.match(name):
-            raise ValueError(f"device name {name!r}: use letters, digits and '_' (it becomes "
-                             "a ROS namespace), starting with a letter")
+            raise PlanError(f"device name {name!r}: use letters, digits and '_' (it becomes "
+                            "a ROS namespace), starting with a letter")
         try:
             value = float(speed)
         except ValueError:
-            raise ValueError(f"device {entry!r}: {speed!r} is not a number (GMAC/s)") from None
+            raise PlanError(f"device {entry!r}: {speed!r} is not a number (GMAC/s)") from None
         if not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"device {entry!r}: the speed must be a positive number of GMAC/s")
+            raise PlanError(f"device {entry!r}: the speed must be a positive number of GMAC/s")
         devices.append(Device(name, value * 1e9))
     if len(devices) < 2:
-        raise ValueError("a pipeline needs at least two devices")
+        raise PlanError("a pipeline needs at least two devices")
     names = [d.name for d in devices]
     if len(set(names)) != len(names):
-        raise ValueError(f"device names must be unique, got {names}")
+        raise PlanError(f"device names must be unique, got {names}")
     return devices
 
 
@@ -275,22 +281,22 @@ def plan_pipeline(bundle: Bundle | str | Path, devices: Sequence[Device],
     devices = list(devices)
     n = len(devices)
     if n < 2:
-        raise ValueError("a pipeline needs at least two devices")
+        raise PlanError("a pipeline needs at least two devices")
     bandwidths = ([float(link_bandwidths_bps)] * (n - 1)
                   if isinstance(link_bandwidths_bps, (int, float))
                   else [float(b) for b in link_bandwidths_bps])
     if len(bandwidths) != n - 1 or not all(b > 0 and math.isfinite(b) for b in bandwidths):
-        raise ValueError(f"give one positive link bandwidth, or {n - 1} (one per link)")
+        raise PlanError(f"give one positive link bandwidth, or {n - 1} (one per link)")
     reference = _reference_accuracy(bundle)
     by_split: dict[int, list[BundleConfiguration]] = {}
     for config in bundle.configurations:
         if is_link_configuration(config):
             by_split.setdefault(config.split_point, []).append(config)
     if len(by_split) < n - 1:
-        raise ValueError(f"{n} devices need {n - 1} links, but the bundle has baseline "
-                         f"configurations at only {len(by_split)} split point(s) "
-                         f"({sorted(by_split)}); links can only sit where a codec is "
-                         "calibrated")
+        raise PlanError(f"{n} devices need {n - 1} links, but the bundle has baseline "
+                        f"configurations at only {len(by_split)} split point(s) "
+                        f"({sorted(by_split)}); links can only sit where a codec is "
+                        "calibrated")
     splits = sorted(by_split)
     chosen = {s: _link_configuration(by_split[s], reference, max_link_loss_points)
               for s in splits}
@@ -341,15 +347,15 @@ def load_plan(path: str | Path) -> dict[str, Any]:
     try:
         plan = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read the plan ({exc})") from None
+        raise PlanError(f"{path}: cannot read the plan ({exc})") from None
     if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
-        raise ValueError(f"{path}: not a split_infer plan (format {PLAN_FORMAT!r})")
+        raise PlanError(f"{path}: not a split_infer plan (format {PLAN_FORMAT!r})")
     stages = plan.get("stages")
     if not isinstance(stages, list) or len(stages) < 2:
-        raise ValueError(f"{path}: a plan needs at least two stages")
+        raise PlanError(f"{path}: a plan needs at least two stages")
     for stage in stages:
         if not isinstance(stage, dict) or not _NAME.match(str(stage.get("device", ""))):
-            raise ValueError(f"{path}: stage {stage!r} has no valid device name")
+            raise PlanError(f"{path}: stage {stage!r} has no valid device name")
     return plan
 
 

@@ -42,7 +42,7 @@ from split_infer.adaptation.scheduling import (
     configuration_from_bundle,
     reference_configuration,
 )
-from split_infer.bundle import Bundle
+from split_infer.bundle import Bundle, BundleError
 from split_infer.planning._plotting import new_figure, save_figure
 from split_infer.planning.configuration import BITS_PER_BYTE, Configuration, Region
 from split_infer.planning.effective_accuracy import (
@@ -101,9 +101,9 @@ def planning_configurations(
 
     Conversion is :func:`~split_infer.adaptation.scheduling.configuration_from_bundle` and
     :func:`~split_infer.adaptation.scheduling.reference_configuration` (the scheduler's own). A
-    configuration (or reference) without its measured numbers is a ValueError naming every such
-    one and its missing fields, unless ``skip_unmeasured``: then it is left out and its id
-    returned. ValueError if nothing is left.
+    configuration (or reference) without its measured numbers is a :class:`BundleError` (a
+    ValueError) naming every such one and its missing fields, unless ``skip_unmeasured``: then
+    it is left out and its id returned. BundleError if nothing is left.
     """
     configs: list[Configuration] = []
     problems: list[tuple[str, str]] = []
@@ -121,13 +121,14 @@ def planning_configurations(
         if reference is not None:
             configs.append(reference)
     if problems and not skip_unmeasured:
-        raise ValueError(
+        # The bundle the user gave cannot be planned with: theirs to fix (re-measure it).
+        raise BundleError(
             f"{bundle.path}: cannot plan, {len(problems)} configuration(s) lack measurements: "
             + "; ".join(message for _, message in problems)
             + " (measure the bundle, or plan the rest with skip_unmeasured=True)"
         )
     if not configs:
-        raise ValueError(f"{bundle.path}: no configuration has measured numbers to plan with")
+        raise BundleError(f"{bundle.path}: no configuration has measured numbers to plan with")
     return tuple(configs), tuple(name for name, _ in problems)
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from split_infer.bundle import Bundle
+from split_infer.bundle import Bundle, BundleError
 from split_infer.config_key import config_key
 from split_infer.tools.link import load_trace
 from split_infer.tools.testbed.netns import NetnsLink, TraceFollower, remove_stale
@@ -162,7 +162,8 @@ def run_testbed(settings: TestbedSettings) -> dict:
             bundle.configuration(int(split), float(ratio))
         except Exception as exc:
             valid = ", ".join(f"{c.split_point}:{c.ratio:g}" for c in bundle.configurations)
-            raise ValueError(f"{what} {value!r}: {exc}; use one of {valid}") from None
+            # A configuration the bundle does not have: a BundleError (a ValueError).
+            raise BundleError(f"{what} {value!r}: {exc}; use one of {valid}") from None
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale()

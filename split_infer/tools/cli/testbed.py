@@ -1,0 +1,72 @@
+"""``split-infer testbed``: the graph over a real tc-shaped link between two namespaces."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from split_infer.errors import UserError
+from split_infer.tools.cli._api import VerbExtension
+from split_infer.tools.cli._common import graph_arguments, require
+
+__all__ = ["TestbedVerb"]
+
+
+class TestbedVerb(VerbExtension):
+    """Edge and cloud sides as separate processes over DDS/UDP through a shaped veth pair."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    HELP = "the graph over a real tc-shaped link between two network namespaces (root)"
+    DESCRIPTION = ("Run the graph over a real link (needs root): two network namespaces, a "
+                   "veth pair shaped with tc following a trace, the edge and cloud sides as "
+                   "separate processes over DDS/UDP. Writes report.json and timeline.png.")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The graph arguments plus strategy, start-up choice, jitter and clean-up."""
+        graph_arguments(parser, duration_s=30.0, out="out/testbed")
+        parser.add_argument("--strategy", default="adaptive",
+                            help="'adaptive' (monitor + scheduler), a fixed 'split:ratio', "
+                                 "'cloud_only' (JPEG frames) or 'edge_only' (whole model on "
+                                 "the robot) (default: %(default)s)")
+        parser.add_argument("--initial", default="",
+                            help="adaptive: the edge's first 'split:ratio' (default: the edge "
+                                 "node's start-up choice, the best effective accuracy on a link "
+                                 "carrying just the smallest frames)")
+        parser.add_argument("--jitter-ms", type=float, default=0.0,
+                            help="± uniform jitter added to the delay of trace segments that "
+                                 "have one, ms (default: 0)")
+        parser.add_argument("--cleanup", action="store_true",
+                            help="only remove namespaces left by killed testbed runs")
+
+    def main(self, args: argparse.Namespace) -> int:
+        """Check for root, then clean up or run one strategy over one trace."""
+        from split_infer.tools.testbed.netns import netns_problem, remove_stale
+
+        problem = netns_problem()
+        if problem:
+            # Not root, or no ip/tc: the user's to fix, so one line rather than a traceback.
+            raise UserError(problem)
+        if args.cleanup:
+            removed = remove_stale()
+            print(f"removed {len(removed)} stale testbed namespaces" +
+                  (f": {' '.join(removed)}" if removed else ""))
+            return 0
+        from split_infer.defaults import find_trace
+        from split_infer.tools.testbed.runner import TestbedSettings, run_testbed
+
+        require(args.duration > 0, "--duration must be positive")
+        require(args.jitter_ms >= 0, "--jitter-ms must be >= 0")
+        settings = TestbedSettings(bundle=args.bundle, bag=args.bag,
+                                   trace=find_trace(args.trace), duration_s=args.duration,
+                                   out_dir=args.out, strategy=args.strategy,
+                                   initial=args.initial, objective=args.objective,
+                                   frame_rate=args.frame_rate, jitter_ms=args.jitter_ms)
+        report = run_testbed(settings)
+        print(json.dumps(report["summary"], indent=2))
+        if report["link"]["not_applied"]:
+            print(f"note: this kernel could not apply {report['link']['not_applied']} from the "
+                  f"trace (capabilities {report['link']['capabilities']})")
+        print(f"wrote {settings.out_dir / 'report.json'} and "
+              f"{settings.out_dir / 'timeline.png'}")
+        return 0
