@@ -14,7 +14,7 @@ shadow the imports)::
 * :func:`ros_context` -- an ``rclpy`` context on a ROS domain of its own (derived from the
   pid, so parallel test runs and other ROS processes on the host do not cross-talk), with
   discovery limited to localhost; always shut down.
-* :func:`spin` -- a MultiThreadedExecutor spinning the given nodes in a background thread;
+* :func:`spin` -- every given node spinning on its own executor in a background thread;
   stops and destroys everything on exit, even when the test fails.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -99,28 +98,21 @@ def ros_context_fixture():
 
 
 @contextlib.contextmanager
-def spin(context, *nodes, threads: int = 4) -> Iterator:
-    """Spin ``nodes`` on a MultiThreadedExecutor in a background thread; yields the executor.
+def spin(context, *nodes) -> Iterator:
+    """Spin ``nodes`` in background threads, each on its own executor (as the demo and the
+    testbed do: :class:`split_infer.ros.common.ExecutorPerNode`); yields the executor.
 
-    On exit the executor is shut down, the thread joined and every node destroyed.
+    On exit the executors are shut down, the threads joined and every node destroyed.
     """
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from split_infer.ros.common import ExecutorPerNode
 
-    executor = MultiThreadedExecutor(num_threads=threads, context=context)
+    executor = ExecutorPerNode(context)
     for node in nodes:
         executor.add_node(node)
-
-    def run() -> None:
-        with contextlib.suppress(ExternalShutdownException):
-            executor.spin()
-
-    thread = threading.Thread(target=run, daemon=True, name="ros-test-executor")
-    thread.start()
     try:
         yield executor
     finally:
         executor.shutdown(timeout_sec=5.0)
-        thread.join(timeout=10.0)
         for node in nodes:
             with contextlib.suppress(Exception):
                 node.destroy_node()

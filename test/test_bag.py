@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from ros_fixtures import wait_for
 
 from split_infer.data import ArrayDataset
 from split_infer.tools.bag.storage import (
@@ -49,10 +50,10 @@ def test_bag_errors_are_clear(tmp_path):
 def test_bag_player_replays_every_frame_with_paired_restamped_labels(tmp_path):
     rclpy = pytest.importorskip("rclpy")
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import Image
 
+    from split_infer.ros.common import ExecutorPerNode
     from split_infer.tools.bag.player import BagPlayer
     from split_infer.tools.bag.recorder import BagRecorder
 
@@ -65,20 +66,20 @@ def test_bag_player_replays_every_frame_with_paired_restamped_labels(tmp_path):
     listener.create_subscription(DiagnosticArray, "/camera/labels", labels.append, 50)
     recorder = BagRecorder(tmp_path / "recorded", ["/camera/image_raw", "/camera/labels"],
                            context=context)
-    executor = MultiThreadedExecutor(context=context)
+    executor = ExecutorPerNode(context)
     executor.add_node(listener)
     executor.add_node(recorder)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
     player = None
     try:
-        time.sleep(0.3)  # discovery before the first frame, so none is missed
         started = time.time_ns()
         gate = threading.Event()
         player = BagPlayer(gate=gate, context=context, parameter_overrides=[
             Parameter("bag", value=str(tmp_path / "bag")), Parameter("rate", value=2.0),
             Parameter("start_delay", value=0.2)])
         executor.add_node(player)
+        # Discovery before the first frame, so none is missed: both readers of each topic.
+        assert wait_for(lambda: all(player.count_subscribers(topic) >= 2
+                                    for topic in ("/camera/image_raw", "/camera/labels")))
         time.sleep(0.6)  # past start_delay: the closed gate still holds playback
         assert player.published == 0 and not images
         gate.set()

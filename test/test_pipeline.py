@@ -29,14 +29,15 @@ from sensor_msgs.msg import Image
 from split_infer.bundle import check_chain
 from split_infer.data import Preprocessing
 from split_infer.errors import FrameError
-from split_infer.pipeline.engine import CloudEngine, EdgeEngine
+from split_infer.pipeline.engine import CloudEngine, EdgeEngine, softmax
 from split_infer.pipeline.images import rgb_to_image
 from split_infer.pipeline.parts import load_backbone
 from split_infer.pipeline.stages import StageEngine
 from split_infer.planning.partition import brute_force_partition
-from split_infer.ros.cloud_node import CloudNode, softmax
-from split_infer.ros.common import CAMERA_QOS, NodeConfigError
+from split_infer.ros.cloud_node import CloudNode
+from split_infer.ros.common import NodeConfigError
 from split_infer.ros.edge_node import EdgeNode
+from split_infer.ros.messages import CAMERA_QOS
 from split_infer.ros.stage_node import StageNode
 from split_infer.tools.cli import main as cli_main
 from split_infer.tools.plan.chain import (

@@ -1,4 +1,4 @@
-"""Edge and cloud nodes in one process, on one MultiThreadedExecutor, over real DDS topics.
+"""Edge and cloud nodes in one process, each on its own executor, over real DDS topics.
 
 Every check is on *what* arrives (frame by frame against an offline run of the same bundle),
 never on how fast.
@@ -28,18 +28,13 @@ from std_msgs.msg import Float64MultiArray
 
 from split_infer.bundle import BundleError
 from split_infer.data import Preprocessing
-from split_infer.pipeline.engine import CloudEngine, EdgeEngine
+from split_infer.pipeline.engine import CloudEngine, EdgeEngine, softmax
 from split_infer.pipeline.images import rgb_to_image
 from split_infer.ros import cloud_node, edge_node
-from split_infer.ros.cloud_node import CloudNode, softmax
-from split_infer.ros.common import (
-    CAMERA_QOS,
-    RECEIPT_FIELDS,
-    NodeConfigError,
-    make_receipt,
-    parse_receipts,
-)
+from split_infer.ros.cloud_node import CloudNode
+from split_infer.ros.common import NodeConfigError
 from split_infer.ros.edge_node import EdgeNode
+from split_infer.ros.messages import CAMERA_QOS, RECEIPT_FIELDS, make_receipt, parse_receipts
 from split_infer.wire import decode_frame, format_string, pack
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -151,6 +146,8 @@ def test_results_match_offline_frame_by_frame(ros_context, tiny_bundle):
         messages = [image_msg(im, sec=100 + i, nanosec=7 * i) for i, im in enumerate(images)]
         publish_paced(probe, probe.images, messages, probe.results)
         assert wait_for(lambda: probe.count(probe.receipts) >= len(images))
+        # The edge reads the same receipts on its own subscription.
+        wait_for(lambda: edge.stats()["acknowledged"] >= len(images))
 
     by_stamp = {stamp_of(m): m for m in probe.results}
     assert len(by_stamp) == len(images)

@@ -24,8 +24,13 @@ from split_infer.tools.testbed.netns import (
 from split_infer.tools.testbed.runner import TestbedSettings, run_testbed, summarize
 
 NETNS_PROBLEM = netns_problem()
-needs_netns = pytest.mark.skipif(NETNS_PROBLEM is not None,
+_netns_skip = pytest.mark.skipif(NETNS_PROBLEM is not None,
                                  reason=f"real-link testbed: {NETNS_PROBLEM}")
+
+
+def needs_netns(test):
+    """Real-link tests: root tier, skipped with the reason where namespaces are unavailable."""
+    return pytest.mark.root(_netns_skip(test))
 
 
 # -- report arithmetic (no namespaces) ------------------------------------------------------------
@@ -211,6 +216,7 @@ def graded_bundle(tmp_path_factory):
     return bundle, sizes
 
 
+@pytest.mark.realtime
 @needs_netns
 def test_testbed_adapts_to_a_rate_drop(graded_bundle, tmp_path):
     """About 30 s: 30 fps of camera frames over a veth that drops from 8 to 0.3 Mbit/s."""

@@ -31,7 +31,7 @@ from split_infer.pipeline.backends import Backend
 from split_infer.pipeline.parts import PartLoader
 from split_infer.wire import Frame, decode_frame, decode_tensor, pack
 
-__all__ = ["CloudEngine", "EdgeConfig", "EdgeEngine", "Route"]
+__all__ = ["CloudEngine", "EdgeConfig", "EdgeEngine", "Route", "softmax", "top_k"]
 
 @dataclass(frozen=True)
 class EdgeConfig:
@@ -202,3 +202,16 @@ class CloudEngine:
         bad input."""
         frame, route, features = self._decode(data)
         return frame, route.part(features)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax of a 1-D logit vector, in float64."""
+    z = np.asarray(logits, np.float64).ravel()
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def top_k(probabilities: np.ndarray, k: int) -> list[int]:
+    """Indices of the ``k`` largest values, best first (ties: lower index first)."""
+    order = np.argsort(-np.asarray(probabilities), kind="stable")
+    return [int(i) for i in order[:k]]

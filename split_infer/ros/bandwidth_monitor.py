@@ -31,7 +31,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Float64, Float64MultiArray
 
 from split_infer.adaptation.estimator import (
@@ -43,7 +42,6 @@ from split_infer.adaptation.estimator import (
     parse_receipts,
 )
 from split_infer.ros.common import (
-    RECEIPTS_QOS,
     MetricPublishers,
     declare_float,
     declare_int,
@@ -51,13 +49,14 @@ from split_infer.ros.common import (
     publish_diagnostics,
     run_node,
 )
+from split_infer.ros.messages import (
+    DIAGNOSTICS_QOS,
+    DIAGNOSTICS_TOPIC,
+    ESTIMATE_QOS,
+    RECEIPTS_QOS,
+)
 
-__all__ = ["ESTIMATE_QOS", "RECEIPTS_QOS", "BandwidthMonitor", "main"]
-
-#: Estimates: latched (a late subscriber gets the newest value at once). A volatile subscriber
-#: is compatible with it.
-ESTIMATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+__all__ = ["BandwidthMonitor", "main"]
 
 METRICS = ("capacity_bps", "throughput_bps", "one_way_delay_ms", "queued_fraction", "silence_s")
 
@@ -95,7 +94,8 @@ class BandwidthMonitor(Node):
         self._rtt_pub = self.create_publisher(Float64, "rtt_ms", ESTIMATE_QOS)
         self._lower_pub = self.create_publisher(Bool, "bandwidth_lower_bound", ESTIMATE_QOS)
         self._metrics = MetricPublishers(self, METRICS)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
+                                                      DIAGNOSTICS_QOS)
         self.create_subscription(Float64MultiArray, "receipts", self._on_receipts, RECEIPTS_QOS)
         self._timer = self.create_timer(self._publish_period, self._publish)
         self._diagnostics_timer = self.create_timer(self._diagnostics_period,

@@ -22,7 +22,7 @@ node's own namespace, ``"/r1"`` absolute, ``"r1"`` relative to the node's):
   ``name`` = class label, ``message`` = ``"rank <r>"`` (1 = best), ``values`` = ``class_id``,
   ``score`` (softmax probability), ``seq``, ``split_point``, ``ratio`` (all strings);
 * publishes ``<ns>/receipts``: one row per frame whose header decoded (see
-  :data:`~split_infer.ros.common.RECEIPT_FIELDS`), also for frames rejected after the header
+  :data:`~split_infer.ros.messages.RECEIPT_FIELDS`), also for frames rejected after the header
   (unknown configuration, corrupt payload: the bytes did cross the link), but not for replays;
 * publishes ``<ns>/metrics/e2e_latency_ms`` (now − camera stamp, after the tail),
   ``<ns>/metrics/cloud_ms`` (decode + tail) and ``<ns>/metrics/fps`` (1 Hz);
@@ -42,58 +42,24 @@ n-stage chain (:mod:`split_infer.ros.stage_node`): the cloud node is the last st
 from __future__ import annotations
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import CompressedImage
 
 from split_infer.pipeline.engine import CloudEngine
 from split_infer.ros.common import (
-    RESULT_QOS,
     declare_int,
     declare_str_array,
     diagnostic_status,
     join_topic,
     run_node,
 )
+from split_infer.ros.messages import RESULT_QOS, results_message
 from split_infer.ros.receiver import FeatureReceiverNode, FeatureStream
 from split_infer.wire import Frame
 
-__all__ = ["CloudNode", "main", "results_message", "softmax", "top_k"]
+__all__ = ["CloudNode", "main"]
 
 CLOUD_METRICS = ("e2e_latency_ms", "cloud_ms", "fps")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable softmax of a 1-D logit vector, in float64."""
-    z = np.asarray(logits, np.float64).ravel()
-    e = np.exp(z - z.max())
-    return e / e.sum()
-
-
-def top_k(probabilities: np.ndarray, k: int) -> list[int]:
-    """Indices of the ``k`` largest values, best first (ties: lower index first)."""
-    order = np.argsort(-np.asarray(probabilities), kind="stable")
-    return [int(i) for i in order[:k]]
-
-
-def results_message(header, logits: np.ndarray, k: int, classes: list[str], source: str,
-                    seq: int, split_point: int, ratio: float) -> DiagnosticArray:
-    """The documented results message: the camera ``header``, then one status per top-``k``
-    class (best first) with ``class_id``, ``score`` (softmax), ``seq``, ``split_point`` and
-    ``ratio``; ``source`` goes to ``hardware_id``."""
-    probabilities = softmax(logits)
-    out = DiagnosticArray()
-    out.header = header
-    common = [KeyValue(key="seq", value=str(seq)),
-              KeyValue(key="split_point", value=str(split_point)),
-              KeyValue(key="ratio", value=format(ratio, ".9g"))]
-    for rank, class_id in enumerate(top_k(probabilities, k), start=1):
-        label = classes[class_id] if class_id < len(classes) else str(class_id)
-        out.status.append(DiagnosticStatus(
-            level=DiagnosticStatus.OK, name=label, message=f"rank {rank}", hardware_id=source,
-            values=[KeyValue(key="class_id", value=str(class_id)),
-                    KeyValue(key="score", value=repr(float(probabilities[class_id]))),
-                    *common]))
-    return out
 
 
 class CloudNode(FeatureReceiverNode):
@@ -151,7 +117,7 @@ class CloudNode(FeatureReceiverNode):
 def main(args: list[str] | None = None) -> int:
     """``ros2 run split_infer cloud_node --ros-args -p bundle:=DIR``; exit status 2 on a bad
     configuration (fatal log, no traceback)."""
-    return run_node(CloudNode, "cloud_node", args, multithreaded=True)
+    return run_node(CloudNode, "cloud_node", args)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Small helpers every split_infer node shares: parameter descriptors, QoS, metrics,
-diagnostics, topic names, counters. Nothing here knows about models or codecs."""
+"""Small helpers every split_infer node shares: parameter descriptors, metrics and diagnostics
+publishing, topic names, ``main``. Nothing here knows about models or codecs; the messages and
+QoS profiles themselves are in :mod:`split_infer.ros.messages`."""
 
 from __future__ import annotations
 
 import os
 import threading
-from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -17,23 +17,14 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from std_msgs.msg import Float64, Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Float64
 
-from split_infer.adaptation.estimator import RECEIPT_COLUMNS, RECEIPT_LABEL
+from split_infer.errors import UserError
 
 __all__ = [
-    "CAMERA_QOS",
-    "DIAGNOSTICS_QOS",
-    "DIAGNOSTICS_TOPIC",
-    "FEATURE_QOS",
-    "RECEIPTS_QOS",
-    "RECEIPT_FIELDS",
-    "RECEIPT_LABEL",
-    "RESULT_QOS",
+    "ExecutorPerNode",
     "MetricPublishers",
     "NodeConfigError",
-    "ReasonCounts",
     "declare_bool",
     "declare_float",
     "declare_int",
@@ -42,80 +33,13 @@ __all__ = [
     "diagnostic_status",
     "guarded_timer",
     "join_topic",
-    "make_receipt",
-    "parse_receipts",
     "publish_diagnostics",
     "rejected",
     "run_node",
+    "shutting_down",
 ]
 
-#: Camera input: sensor-data QoS, keep only the newest frame (stale frames are worthless).
-CAMERA_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=qos_profile_sensor_data.reliability,
-    durability=qos_profile_sensor_data.durability,
-)
-
-#: Feature frames: reliable with a short queue. Frames are small (well under 64 KB) and the
-#: edge's backpressure keeps at most a frame or two in flight, so reliability costs no
-#: staleness, while best effort lost most large samples in DESIGN.md's measurement.
-FEATURE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4)
-
-#: Results (and the cloud's receipts publisher): reliable, a few frames deep. A lost result is
-#: a lost frame.
-RESULT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10)
-
-#: Receipt *readers* (the edge's backpressure, the bandwidth monitor): best effort, which
-#: matches the reliable publisher. A reliable reader answers the publisher's heartbeats with an
-#: ACKNACK on the uplink, about one per receipt: measured on the testbed at 100 kbit/s, best
-#: effort delivered 5-8 % more frames. A lost receipt only widens one dispersion gap (the
-#: estimate errs low, never high) and leaves its frame in flight until ``ack_timeout``.
-RECEIPTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                          reliability=ReliabilityPolicy.BEST_EFFORT)
-
-#: ``/diagnostics`` is absolute: diagnostic aggregators listen there whatever the namespace.
-DIAGNOSTICS_TOPIC = "/diagnostics"
-DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10)
-
-
-#: Columns of a receipt row, in order. The cloud publishes one row per received frame on
-#: ``<ns>/receipts`` (``std_msgs/Float64MultiArray``, ``layout.dim[0].label`` = RECEIPT_LABEL);
-#: the edge's backpressure and the bandwidth monitor consume them. Stamps are seconds of the
-#: ROS clock: ``send_stamp_s`` is the wire frame's stamp (edge clock, just before packing),
-#: ``receive_stamp_s`` the cloud's clock at callback entry; ``cloud_ms`` is decode + tail.
-#: One definition of the columns, in the ROS-free estimator that consumes them.
-RECEIPT_FIELDS: tuple[str, ...] = RECEIPT_COLUMNS
-
-
-def make_receipt(values: Iterable[float]) -> Float64MultiArray:
-    """One receipt row (the values of :data:`RECEIPT_FIELDS`, in order) as a message."""
-    row = [float(v) for v in values]
-    if len(row) != len(RECEIPT_FIELDS):
-        raise ValueError(f"a receipt has {len(RECEIPT_FIELDS)} values, got {len(row)}")
-    msg = Float64MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label=RECEIPT_LABEL, size=len(row), stride=len(row))]
-    msg.data = row
-    return msg
-
-
-def parse_receipts(msg: Float64MultiArray) -> list[dict[str, float]]:
-    """The rows of a receipt message as dicts; ValueError if it is not a receipt.
-
-    Accepts several rows in one message (``len(data)`` a multiple of the row length) so a
-    batching publisher stays compatible.
-    """
-    dims = msg.layout.dim
-    if not dims or dims[0].label != RECEIPT_LABEL:
-        raise ValueError(f"layout.dim[0].label must be {RECEIPT_LABEL!r}")
-    data = list(msg.data)
-    width = len(RECEIPT_FIELDS)
-    if not data or len(data) % width:
-        raise ValueError(f"{len(data)} values is not a whole number of {width}-value rows")
-    return [dict(zip(RECEIPT_FIELDS, data[i:i + width])) for i in range(0, len(data), width)]
-
-
-class NodeConfigError(ValueError):
+class NodeConfigError(UserError, ValueError):
     """A node cannot start with the parameters it was given (the message says which and why).
 
     ``main`` catches it, logs it as fatal and exits non-zero instead of printing a traceback.
@@ -198,34 +122,6 @@ class MetricPublishers:
             self._publishers[name].publish(Float64(data=float(value)))
 
 
-class ReasonCounts:
-    """Thread-safe event counts by reason (drops, rejects), for diagnostics.
-
-    Callbacks on different executor threads add to the same counts, so every access holds a
-    lock; :meth:`snapshot` returns a copy the diagnostics timer can format at leisure.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-
-    def add(self, reason: str, count: int = 1) -> None:
-        with self._lock:
-            self._counts[reason] += count
-
-    def __getitem__(self, reason: str) -> int:
-        with self._lock:
-            return self._counts[reason]
-
-    def total(self) -> int:
-        with self._lock:
-            return sum(self._counts.values())
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(sorted(self._counts.items()))
-
-
 def diagnostic_status(node: Node, name: str, level: bytes, message: str,
                       values: Mapping[str, object]) -> DiagnosticStatus:
     return DiagnosticStatus(
@@ -246,14 +142,81 @@ def guarded_timer(node: Node, report, what: str = "diagnostics", throttle_s: flo
     return callback
 
 
+def shutting_down(node: Node) -> bool:
+    """Whether ``node``'s context is shutting down (Ctrl-C, launch stopping it): publishers
+    and timers may already be invalid, and a callback still running is not an error."""
+    try:
+        return not node.context.ok()
+    except Exception:  # the context itself is gone
+        return True
+
+
 def publish_diagnostics(node: Node, publisher, statuses: list[DiagnosticStatus]) -> None:
     msg = DiagnosticArray(status=statuses)
     msg.header.stamp = node.get_clock().now().to_msg()
     publisher.publish(msg)
 
 
-def run_node(node_class: type[Node], name: str, args: list[str] | None = None,
-             multithreaded: bool = False) -> int:
+class ExecutorPerNode:
+    """Spins every node on a ``SingleThreadedExecutor`` of its own, each in its own thread:
+    how split_infer runs several nodes in one process (the demo, the testbed's sides, tests).
+
+    Why not one ``MultiThreadedExecutor``: rclpy's Python executors rebuild the wait set of
+    every entity they hold on each pass, and the multi-threaded one re-submits every waiting
+    callback to its thread pool on each pass too. With a camera stream that bookkeeping, not
+    the frames, took the interpreter: the demo graph delivered 3.9 of 30 fps at 383 ms p50 on
+    a 20 Mbit/s link. One executor per node waits on a small wait set with the GIL released;
+    the same graph then delivers the camera rate (measured: ``bench/results/cpu``). Within a
+    node, callbacks run one at a time, which is also what a robot's single-node process does.
+    """
+
+    def __init__(self, context=None, poll_s: float = 0.1) -> None:
+        self._context = context
+        self._poll_s = poll_s
+        self._spinning: dict[Node, tuple[object, threading.Thread, threading.Event]] = {}
+
+    def add_node(self, node: Node) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        executor = SingleThreadedExecutor(context=self._context)
+        executor.add_node(node)
+        stop = threading.Event()
+        thread = threading.Thread(target=self._spin, args=(node, executor, stop), daemon=True,
+                                  name=f"spin:{node.get_name()}")
+        self._spinning[node] = (executor, thread, stop)
+        thread.start()
+
+    def _spin(self, node: Node, executor, stop: threading.Event) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        while not stop.is_set():
+            try:
+                executor.spin_once(timeout_sec=self._poll_s)
+            except ExternalShutdownException:
+                return
+            except Exception as exc:  # one callback's failure must not stop its node
+                if stop.is_set() or shutting_down(node):
+                    return
+                node.get_logger().error(f"callback failed: {type(exc).__name__}: {exc}",
+                                        throttle_duration_sec=5.0)
+
+    def remove_node(self, node: Node, timeout_sec: float = 5.0) -> None:
+        """Stop spinning ``node`` (it can be destroyed afterwards)."""
+        executor, thread, stop = self._spinning.pop(node)
+        stop.set()
+        thread.join(timeout=timeout_sec)
+        executor.shutdown(timeout_sec=timeout_sec)
+
+    def shutdown(self, timeout_sec: float = 5.0) -> None:
+        """Stop spinning, let callbacks in flight finish, then shut the executors down (the
+        nodes stay: destroy them afterwards)."""
+        for _, _, stop in self._spinning.values():
+            stop.set()
+        for node in list(self._spinning):
+            self.remove_node(node, timeout_sec)
+
+
+def run_node(node_class: type[Node], name: str, args: list[str] | None = None) -> int:
     """The ``main`` of every split_infer node: init, spin until Ctrl-C or shutdown, clean up.
 
     A configuration problem found while constructing the node (a bad bundle or bag path, an
@@ -267,17 +230,15 @@ def run_node(node_class: type[Node], name: str, args: list[str] | None = None,
         InvalidParameterTypeException,
         InvalidParameterValueException,
     )
-    from rclpy.executors import (
-        ExternalShutdownException,
-        MultiThreadedExecutor,
-        SingleThreadedExecutor,
-    )
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     rclpy.init(args=args)
     node = None
     try:
         node = node_class()
-        executor = MultiThreadedExecutor() if multithreaded else SingleThreadedExecutor()
+        # One node per process: a single-threaded executor (see ExecutorPerNode for why not
+        # the multi-threaded one).
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (ValueError, InvalidParameterTypeException, InvalidParameterValueException) as exc:

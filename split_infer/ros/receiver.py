@@ -40,23 +40,25 @@ from std_msgs.msg import Float64MultiArray
 from split_infer.bundle import Bundle
 from split_infer.errors import FrameError
 from split_infer.pipeline.backends import BACKENDS, backend_problem
+from split_infer.pipeline.counters import ReasonCounts
 from split_infer.ros.common import (
-    DIAGNOSTICS_QOS,
-    DIAGNOSTICS_TOPIC,
-    FEATURE_QOS,
-    RESULT_QOS,
     MetricPublishers,
     NodeConfigError,
-    ReasonCounts,
     declare_float,
     declare_int,
     declare_str,
     diagnostic_status,
     guarded_timer,
     join_topic,
-    make_receipt,
     publish_diagnostics,
     rejected,
+)
+from split_infer.ros.messages import (
+    DIAGNOSTICS_QOS,
+    DIAGNOSTICS_TOPIC,
+    FEATURE_QOS,
+    RESULT_QOS,
+    make_receipt,
 )
 from split_infer.wire import Frame, decode_frame, parse_format
 

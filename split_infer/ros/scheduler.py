@@ -36,7 +36,7 @@ from rcl_interfaces.msg import ParameterEvent, ParameterType, SetParametersResul
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_parameter_events
+from rclpy.qos import qos_profile_parameter_events
 from rclpy.task import Future
 from std_msgs.msg import Bool, Float64
 
@@ -58,11 +58,10 @@ from split_infer.ros.common import (
     publish_diagnostics,
     run_node,
 )
+from split_infer.ros.messages import DIAGNOSTICS_QOS, DIAGNOSTICS_TOPIC, ESTIMATE_READER_QOS
 
 __all__ = ["Scheduler", "main"]
 
-#: Volatile reliable: compatible with the monitor's latched publishers and any other.
-ESTIMATE_SUB_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 
 METRICS = ("split_point", "ratio", "predicted_effective_accuracy", "predicted_latency_ms",
            "decision_bandwidth_bps", "rtt_ms", "probing", "switches", "rejections")
@@ -153,14 +152,15 @@ class Scheduler(Node):
         self._last_step: Step | None = None
         self._last_error = ""
 
-        self.create_subscription(Float64, "bandwidth_bps", self._on_bandwidth, ESTIMATE_SUB_QOS)
-        self.create_subscription(Float64, "rtt_ms", self._on_rtt, ESTIMATE_SUB_QOS)
+        self.create_subscription(Float64, "bandwidth_bps", self._on_bandwidth, ESTIMATE_READER_QOS)
+        self.create_subscription(Float64, "rtt_ms", self._on_rtt, ESTIMATE_READER_QOS)
         self.create_subscription(Bool, "bandwidth_lower_bound", self._on_lower_bound,
-                                 ESTIMATE_SUB_QOS)
+                                 ESTIMATE_READER_QOS)
         self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameter_event,
                                  qos_profile_parameter_events)
         self._metrics = MetricPublishers(self, METRICS)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
+                                                      DIAGNOSTICS_QOS)
         self._timer = self.create_timer(float(self._node_values["period_s"]), self._tick)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)

@@ -38,19 +38,17 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64MultiArray
 
 from split_infer.bundle import BundleConfiguration, BundleError, is_link_configuration
+from split_infer.pipeline.counters import ReasonCounts
 from split_infer.pipeline.stages import StageEngine
 from split_infer.ros.common import (
-    FEATURE_QOS,
-    RECEIPTS_QOS,
     MetricPublishers,
     NodeConfigError,
-    ReasonCounts,
     declare_str,
     diagnostic_status,
     join_topic,
-    parse_receipts,
     run_node,
 )
+from split_infer.ros.messages import FEATURE_QOS, RECEIPTS_QOS, parse_receipts
 from split_infer.ros.receiver import LOG_THROTTLE_S, FeatureReceiverNode, FeatureStream
 from split_infer.wire import Frame, format_string
 
@@ -189,7 +187,7 @@ class StageNode(FeatureReceiverNode):
 def main(args: list[str] | None = None) -> int:
     """``ros2 run split_infer stage_node --ros-args -p bundle:=DIR -p upstream:=/robot ...``;
     exit status 2 on a bad configuration (fatal log, no traceback)."""
-    return run_node(StageNode, "stage_node", args, multithreaded=True)
+    return run_node(StageNode, "stage_node", args)
 
 
 if __name__ == "__main__":

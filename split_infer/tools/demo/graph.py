@@ -1,4 +1,4 @@
-"""``split-infer demo``: the whole graph in one process on a MultiThreadedExecutor.
+"""``split-infer demo``: the whole graph in one process, each node on its own executor.
 
 ::
 
@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
@@ -47,8 +46,9 @@ from std_msgs.msg import Bool, Float64
 from split_infer.bundle import Bundle
 from split_infer.ros.bandwidth_monitor import BandwidthMonitor
 from split_infer.ros.cloud_node import CloudNode
-from split_infer.ros.common import FEATURE_QOS
+from split_infer.ros.common import ExecutorPerNode
 from split_infer.ros.edge_node import EdgeNode
+from split_infer.ros.messages import FEATURE_QOS
 from split_infer.ros.scheduler import Scheduler
 from split_infer.tools.bag.player import BagPlayer
 from split_infer.tools.bag.storage import header_stamp_ns
@@ -382,9 +382,8 @@ def run_demo(settings: DemoSettings) -> dict:
         rclpy.init(context=context)
     else:
         rclpy.init(context=context, domain_id=settings.domain_id)
-    executor = MultiThreadedExecutor(num_threads=6, context=context)
+    executor = ExecutorPerNode(context)
     nodes: list[Node] = []
-    spinner: threading.Thread | None = None
     try:
         common = {"context": context}
         relay = LinkRelay(trace, **common)
@@ -403,15 +402,6 @@ def run_demo(settings: DemoSettings) -> dict:
             Parameter("override", value=settings.override)], **common))
         for node in nodes:
             executor.add_node(node)
-        spinning = threading.Event()
-        spinning.set()
-
-        def spin() -> None:
-            while spinning.is_set():
-                executor.spin_once(timeout_sec=0.05)
-
-        spinner = threading.Thread(target=spin, name="demo_executor", daemon=True)
-        spinner.start()
         player = BagPlayer(parameter_overrides=[
             Parameter("bag", value=str(settings.bag)), Parameter("loop", value=True),
             Parameter("rate", value=float(settings.playback_rate)),
@@ -437,9 +427,6 @@ def run_demo(settings: DemoSettings) -> dict:
     finally:
         # Stop taking new work, let the callbacks in flight finish, and only then destroy the
         # nodes: a handle destroyed under a queued callback fails that callback's task.
-        if spinner is not None:
-            spinning.clear()
-            spinner.join(timeout=5.0)
         executor.shutdown(timeout_sec=5.0)
         for node in reversed(nodes):
             node.destroy_node()

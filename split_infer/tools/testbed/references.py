@@ -25,9 +25,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from split_infer.bundle import Bundle
 from split_infer.data import Preprocessing
 from split_infer.pipeline.backends import OrtBackend
+from split_infer.pipeline.counters import ReasonCounts
 from split_infer.pipeline.images import ImageError, compressed_to_rgb, image_to_rgb
-from split_infer.ros.cloud_node import results_message
-from split_infer.ros.common import CAMERA_QOS, RESULT_QOS, ReasonCounts
+from split_infer.ros.messages import CAMERA_QOS, RESULT_QOS, results_message
 
 __all__ = ["IMAGE_TRANSPORT_QOS", "FullModelNode", "JpegSender"]
 

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
@@ -37,8 +36,9 @@ from std_msgs.msg import Bool, Float64, Float64MultiArray
 
 from split_infer.ros.bandwidth_monitor import BandwidthMonitor
 from split_infer.ros.cloud_node import CloudNode
-from split_infer.ros.common import FEATURE_QOS, RECEIPTS_QOS, parse_receipts
+from split_infer.ros.common import ExecutorPerNode
 from split_infer.ros.edge_node import EdgeNode
+from split_infer.ros.messages import FEATURE_QOS, RECEIPTS_QOS, parse_receipts
 from split_infer.ros.scheduler import Scheduler
 from split_infer.tools.bag.player import BagPlayer
 from split_infer.tools.bag.storage import header_stamp_ns
@@ -221,16 +221,8 @@ def run_side(config: dict) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(config["domain_id"]))
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = ExecutorPerNode(context)
     nodes: list[Node] = []
-    spinning = threading.Event()
-    spinning.set()
-
-    def spin() -> None:
-        while spinning.is_set():
-            executor.spin_once(timeout_sec=0.05)
-
-    spinner = threading.Thread(target=spin, name="testbed_executor", daemon=True)
     try:
         if config["side"] == "edge":
             nodes, sender = _edge_nodes(config, context)
@@ -238,7 +230,6 @@ def run_side(config: dict) -> int:
             nodes = _cloud_nodes(config, context)
         for node in nodes:
             executor.add_node(node)
-        spinner.start()
         if config["side"] == "edge":
             # Every node, the player included, exists before READY, so all discovery crosses
             # the link before it is shaped; the player plays once GO opens the gate.
@@ -285,9 +276,7 @@ def run_side(config: dict) -> int:
             pass
         return 0
     finally:
-        spinning.clear()
-        if spinner.is_alive():
-            spinner.join(timeout=5.0)
+        executor.shutdown(timeout_sec=5.0)
         records: dict = {}
         for node in nodes:
             if isinstance(node, _Recorder):
@@ -298,7 +287,6 @@ def run_side(config: dict) -> int:
                 records["cloud_stats"] = {k: {**v, "last_config": list(v["last_config"] or [])}
                                           for k, v in node.stats().items()}
         Path(config["out"]).write_text(json.dumps(records))
-        executor.shutdown(timeout_sec=5.0)
         for node in reversed(nodes):
             node.destroy_node()
         rclpy.try_shutdown(context=context)

@@ -1,0 +1,405 @@
+"""The robot's per-frame decision chain, without ROS: :class:`EdgePipeline`.
+
+::
+
+    camera frame (uint8 RGB, or a callable that converts one lazily)
+          │
+    RateLimiter (max_rate) ──▶ dropped("rate_limit")
+          │
+    Backpressure.should_process_frame (thesis §4.3) ──▶ dropped("backpressure_<why>")
+          │                                  └── fallback edge_only ──▶ classified (whole model)
+          ▼
+    convert ─▶ Preprocessing ─▶ EdgeEngine (head + encoder of the active configuration)
+          │                                   (snapshot once per frame)
+          ▼
+    wire.pack (seq, send stamp) ──▶ sent(data, config, seq)
+          │
+    Backpressure.frame_sent / frame_processed ◀── receipts, bandwidth estimates
+
+The edge node (``split_infer.ros.edge_node``) owns parameters, message conversion and
+publishing, and hands every frame, receipt and estimate to this object, the way tf2_ros's
+``TransformListener`` fills a ``Buffer``: everything that decides what happens to a frame lives
+here and is testable without rclpy.
+
+Switching is race-free: :meth:`EdgePipeline.reconfigure` validates every requested change
+first and applies them together under one lock; :meth:`EdgePipeline.process` reads the active
+configuration exactly once, so every frame is encoded entirely with the old or the new
+configuration and names it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from split_infer.bundle import Bundle, BundleConfiguration, BundleError
+from split_infer.config_key import ConfigKey, config_key, format_config_key, parse_config_key
+from split_infer.errors import EncodeError, UserError
+from split_infer.pipeline.backends import Backend, OrtBackend, backend_problem
+from split_infer.pipeline.backpressure import Backpressure, RateLimiter
+from split_infer.pipeline.counters import ReasonCounts
+from split_infer.pipeline.engine import EdgeConfig, EdgeEngine
+from split_infer.pipeline.images import ImageError
+
+__all__ = [
+    "EDGE_ONLY_SPLIT",
+    "FALLBACKS",
+    "EdgeConfigError",
+    "EdgePipeline",
+    "EdgeSettings",
+    "FrameOutcome",
+    "PeriodReport",
+    "parse_preload",
+]
+
+#: What happens to a frame backpressure holds back.
+FALLBACKS = ("drop", "edge_only")
+#: ``split_point`` of results the edge-only fallback produces (no cut: the whole model).
+EDGE_ONLY_SPLIT = -1
+#: Drop reasons that are the pipeline doing its job; any other drop means broken input.
+_EXPECTED_DROPS = ("rate_limit", "backpressure_")
+
+
+class EdgeConfigError(UserError, ValueError):
+    """The edge cannot start or change to the settings it was given; the message says why."""
+
+
+def parse_preload(bundle: Bundle, entries: Sequence[str]) -> list[BundleConfiguration]:
+    """``preload`` entries (``"split:ratio"``, or the single entry ``"all"``) → configurations.
+
+    Raises :class:`EdgeConfigError` naming the bad entry and the bundle's configurations.
+    """
+    if list(entries) == ["all"]:
+        return list(bundle.configurations)
+    chosen: list[BundleConfiguration] = []
+    for entry in entries:
+        try:
+            config = bundle.configuration(*parse_config_key(entry))
+        except (ValueError, BundleError) as exc:
+            valid = ", ".join(format_config_key(*c.key) for c in bundle.configurations)
+            raise EdgeConfigError(f"preload entry {entry!r}: {exc}; valid entries: {valid} "
+                                  "(or the single entry 'all')") from None
+        if config not in chosen:
+            chosen.append(config)
+    if not chosen:
+        raise EdgeConfigError("preload is empty; list 'split:ratio' entries or use ['all']")
+    return chosen
+
+
+@dataclass
+class EdgeSettings:
+    """The live-changeable settings of an edge (names as the edge node's parameters)."""
+
+    backend: str = "onnxruntime"
+    max_rate: float = 0.0  # frames per second; 0 = unlimited
+    backpressure: bool = True
+    fallback: str = "drop"
+    max_in_flight: int = 2
+    ack_timeout: float = 1.0  # seconds
+    server_rate_limit_ms: float = 0.0  # 0 = learn it from receipts
+
+
+@dataclass(frozen=True)
+class FrameOutcome:
+    """What :meth:`EdgePipeline.process` did with one camera frame.
+
+    ``sent``: ``data`` is the wire frame, ``config`` the configuration it was encoded with,
+    ``seq`` its sequence number. ``dropped``: ``reason`` says why (``error`` holds the
+    exception for ``image_*``, ``encode_*`` and ``internal_error``). ``classified``: the
+    edge-only fallback ran the whole model; ``logits`` and ``seq`` (its count of such frames).
+    """
+
+    kind: Literal["sent", "dropped", "classified"]
+    reason: str | None = None
+    data: bytes | None = None
+    config: EdgeConfig | None = None
+    seq: int | None = None
+    logits: np.ndarray | None = None
+    edge_s: float = 0.0
+    error: Exception | None = None
+
+
+@dataclass(frozen=True)
+class PeriodReport:
+    """Rates over the period since the previous report, and every counter for diagnostics."""
+
+    fps: float
+    drop_rate: float
+    bad_frames: int  # drops in the period that are not rate limiting or backpressure
+    config: EdgeConfig
+    values: dict[str, object] = field(default_factory=dict)
+
+
+FrameSource = np.ndarray | Callable[[], np.ndarray]
+
+
+class EdgePipeline:
+    """Rate limiter, backpressure, engine, fallback model and counters of one robot.
+
+    ``configs`` are preloaded (every configuration the edge may be switched to); ``initial``
+    is the active one at start. ``clock_ns`` stamps each wire frame just before packing (the
+    node passes its ROS clock). Raises :class:`EdgeConfigError` for settings it cannot use.
+    """
+
+    def __init__(self, bundle: Bundle, configs: Sequence[BundleConfiguration],
+                 initial: ConfigKey, settings: EdgeSettings | None = None, *,
+                 threads: int | None = None,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self.settings = settings or EdgeSettings()
+        problem = backend_problem(self.settings.backend)
+        if problem:
+            raise EdgeConfigError(problem)
+        self.bundle = bundle
+        self.preprocessing = bundle.preprocessing
+        self._configs = list(configs)
+        self._by_key = {c.key: c for c in self._configs}
+        self._threads = threads
+        self._clock_ns = clock_ns
+        self._lock = threading.Lock()  # validate + apply a reconfiguration as one
+        self._engine = EdgeEngine.from_bundle(bundle, self._configs, threads=threads,
+                                              backend=self.settings.backend)
+        self._engine.activate(*initial)
+        self._full_model: Backend | None = None
+        problem = self._fallback_problem(self.settings.fallback)
+        if problem:
+            raise EdgeConfigError(problem)
+        self._rate = RateLimiter(self.settings.max_rate)
+        self._pressure = Backpressure(
+            max_in_flight=self.settings.max_in_flight, ack_timeout_s=self.settings.ack_timeout,
+            server_rate_limit_s=_limit_s(self.settings.server_rate_limit_ms))
+        self.drops = ReasonCounts()
+        self.ignored = ReasonCounts()  # malformed receipts / estimates
+        self.received = self.sent = self.edge_only = 0
+        self._seq = 0
+        # (t, received, sent, dropped, bad frames) at the previous period report
+        self._window = (time.monotonic(), 0, 0, 0, 0)
+
+    # -- configuration ------------------------------------------------------------------------
+    @property
+    def active(self) -> EdgeConfig:
+        """The engine's active configuration (what the next frame will be encoded with)."""
+        return self._engine.active
+
+    @property
+    def active_configuration(self) -> BundleConfiguration:
+        """The bundle's description of the active configuration."""
+        active = self._engine.active
+        return self._by_key[config_key(active.split_point, active.ratio)]
+
+    @property
+    def available(self) -> list[ConfigKey]:
+        return self._engine.available
+
+    def reconfigure(self, **changes: object) -> list[str]:
+        """Validate every change (:class:`EdgeSettings` fields, ``split_point``, ``ratio``),
+        then apply them all; EdgeConfigError (nothing applied) naming the first problem.
+        Returns log lines describing what changed that is worth saying."""
+        with self._lock:
+            pair = self._requested_pair(changes)
+            problems = [backend_problem(str(changes["backend"])) if "backend" in changes else None,
+                        self._fallback_problem(str(changes["fallback"]))
+                        if "fallback" in changes else None]
+            for problem in problems:
+                if problem:
+                    raise EdgeConfigError(problem)
+            engine = self._engine
+            if "backend" in changes and changes["backend"] != self.settings.backend:
+                # Load every preloaded configuration on the new backend first, then swap the
+                # engine with the same active configuration; a failure keeps the old one.
+                try:
+                    engine = EdgeEngine.from_bundle(self.bundle, self._configs,
+                                                    threads=self._threads,
+                                                    backend=str(changes["backend"]))
+                    engine.activate(self.active.split_point, self.active.ratio)
+                except Exception as exc:
+                    raise EdgeConfigError(f"backend {changes['backend']!r}: "
+                                          f"{type(exc).__name__}: {exc}") from None
+            # Everything is valid: apply.
+            said = []
+            self._engine = engine
+            if pair is not None and pair != config_key(self.active.split_point,
+                                                       self.active.ratio):
+                config = self._engine.activate(*pair)
+                said.append(f"active configuration: split {config.split_point}, "
+                            f"ratio {config.ratio:g} ({config.codec.spec})")
+            for name, value in changes.items():
+                if hasattr(self.settings, name):
+                    setattr(self.settings, name, type(getattr(self.settings, name))(value))
+            self._rate.set_rate(self.settings.max_rate)
+            self._pressure.max_in_flight = self.settings.max_in_flight
+            self._pressure.ack_timeout_s = self.settings.ack_timeout
+            self._pressure.set_server_rate_limit(_limit_s(self.settings.server_rate_limit_ms))
+            return said
+
+    def _requested_pair(self, changes: Mapping[str, object]) -> ConfigKey | None:
+        if "split_point" not in changes and "ratio" not in changes:
+            return None
+        current = self._engine.active
+        split = int(changes.get("split_point", current.split_point))  # type: ignore[arg-type]
+        ratio = float(changes.get("ratio", current.ratio))  # type: ignore[arg-type]
+        if split == -1 or ratio == 0.0:
+            raise EdgeConfigError("split_point -1 and ratio 0 only select a default at "
+                                  "start-up; name a preloaded configuration")
+        pair = config_key(split, ratio)
+        if pair not in self._by_key:
+            hint = ""
+            if len({"split_point", "ratio"} & changes.keys()) == 1:
+                hint = (" (to change split_point and ratio together, set both in one "
+                        "set_parameters_atomically call)")
+            raise EdgeConfigError(f"no preloaded configuration split_point={split}, "
+                                  f"ratio={ratio:g}; valid (split_point, ratio) pairs: "
+                                  f"{self.valid_pairs()}{hint}")
+        return pair
+
+    def valid_pairs(self) -> str:
+        return ", ".join(f"({s}, {r:g})" for s, r in self._engine.available)
+
+    def _fallback_problem(self, fallback: str) -> str | None:
+        """Why ``fallback`` cannot be used with this bundle (loading its whole model), or None."""
+        if fallback not in FALLBACKS:
+            return f"fallback {fallback!r}: choose one of {list(FALLBACKS)}"
+        if fallback == "edge_only" and self._full_model is None:
+            onnx = (self.bundle.manifest.get("client_only") or {}).get("onnx")
+            if not onnx:
+                return ("fallback 'edge_only' needs the bundle's whole model (manifest "
+                        "client_only.onnx), and this bundle has none")
+            self._full_model = OrtBackend(self.bundle.file(onnx), self._threads)
+        return None
+
+    # -- frames -------------------------------------------------------------------------------
+    def process(self, frame: FrameSource, now: float | None = None) -> FrameOutcome:
+        """One camera frame: uint8 RGB ``(H, W, 3)``, or a callable returning one (converted
+        only if the frame is not dropped first). Never raises: failures are drops by reason."""
+        start = time.perf_counter()
+        now = time.monotonic() if now is None else now
+        self.received += 1
+        try:
+            if not self._rate.allow(now):
+                return self._drop("rate_limit")
+            if self.settings.backpressure:
+                decision = self._pressure.should_process_frame(now)
+                if not decision.process:
+                    if self.settings.fallback == "edge_only":
+                        return self._classify_here(frame, start)
+                    return self._drop(f"backpressure_{decision.reason}")
+            x = self.preprocessing(_rgb(frame))
+            config = self._engine.active  # read once: this frame uses exactly this config
+            features = self._engine.features(x, config)
+            seq = self._seq
+            self._seq += 1
+            # The send stamp is taken after the head, just before packing, so the receipts'
+            # receive - send difference measures the link (plus the codec), not the head.
+            data = self._engine.pack_features(config, features, seq, self._clock_ns())
+            edge_s = time.perf_counter() - start
+            self.sent += 1
+            # Sent at arrival + processing time, on the caller's clock (``now``).
+            self._pressure.frame_sent(seq, len(data), now + edge_s)
+            self._pressure.frame_processed(edge_s)
+            return FrameOutcome("sent", data=data, config=config, seq=seq, edge_s=edge_s)
+        except ImageError as exc:
+            return self._drop(f"image_{exc.reason}", exc)
+        except EncodeError as exc:
+            return self._drop(f"encode_{exc.reason}", exc)
+        except Exception as exc:  # a frame must never take the caller down
+            return self._drop("internal_error", exc)
+
+    def _drop(self, reason: str, error: Exception | None = None) -> FrameOutcome:
+        self.drops.add(reason)
+        return FrameOutcome("dropped", reason=reason, error=error)
+
+    def _classify_here(self, frame: FrameSource, start: float) -> FrameOutcome:
+        """The edge-only fallback: the whole model on this frame."""
+        logits = self._full_model(self.preprocessing(_rgb(frame)))[0]  # type: ignore[misc]
+        index = self.edge_only
+        self.edge_only += 1
+        return FrameOutcome("classified", logits=logits, seq=index,
+                            edge_s=time.perf_counter() - start)
+
+    # -- feedback -----------------------------------------------------------------------------
+    def receipts(self, rows: Iterable[Mapping[str, float]]) -> None:
+        """The cloud's receipts (``seq``, ``cloud_ms`` per row); ValueError on a malformed
+        one (the caller counts it in :attr:`ignored`)."""
+        for row in rows:
+            seq, cloud_ms = row["seq"], row["cloud_ms"]
+            if not (math.isfinite(seq) and seq >= 0 and seq == int(seq)):
+                raise ValueError(f"seq {seq} is not a frame number")
+            self._pressure.receipt(int(seq), cloud_ms / 1e3 if cloud_ms >= 0 else None)
+
+    def set_bandwidth(self, bits_per_second: float, lower_bound: bool,
+                      now: float | None = None) -> bool:
+        """A bandwidth estimate and whether it is only a lower bound (never used for
+        pacing); False (and counted) when it is not a usable number."""
+        now = time.monotonic() if now is None else now
+        if self._pressure.set_bandwidth(float(bits_per_second), now, lower_bound=lower_bound):
+            return True
+        self.ignored.add("bad_bandwidth")
+        return False
+
+    # -- reporting ----------------------------------------------------------------------------
+    def stats(self) -> dict[str, object]:
+        """Counters so far: ``received``, ``sent``, ``edge_only`` (classified here by the
+        fallback), ``drops`` (by reason), ``ignored`` (malformed receipts/estimates by
+        reason), ``acknowledged`` and ``expired`` frames."""
+        return {"received": self.received, "sent": self.sent, "edge_only": self.edge_only,
+                "drops": self.drops.snapshot(), "ignored": self.ignored.snapshot(),
+                "acknowledged": self._pressure.acknowledged,
+                "expired": self._pressure.expired}
+
+    def period_report(self, now: float | None = None) -> PeriodReport:
+        """Rates since the previous call and every counter (the diagnostics' values)."""
+        now = time.monotonic() if now is None else now
+        drops = self.drops.snapshot()
+        dropped = sum(drops.values())
+        bad = sum(n for reason, n in drops.items() if not reason.startswith(_EXPECTED_DROPS))
+        t0, received0, sent0, dropped0, bad0 = self._window
+        self._window = (now, self.received, self.sent, dropped, bad)
+        fps = (self.sent - sent0) / max(now - t0, 1e-9)
+        arrived = self.received - received0
+        drop_rate = (dropped - dropped0) / arrived if arrived else 0.0
+        config = self._engine.active
+        frames, nbytes = self._pressure.in_flight(now)
+        bandwidth = self._pressure.bandwidth_bps(now)
+        client = self._pressure.client_latency_s
+        server = self._pressure.server_rate_limit_s
+        values: dict[str, object] = {
+            "fps": f"{fps:.2f}",
+            "drop_rate": f"{drop_rate:.3f}",
+            "frames_received": self.received,
+            "frames_sent": self.sent,
+            "frames_dropped": dropped,
+            **{f"drops.{reason}": n for reason, n in drops.items()},
+            **{f"ignored.{reason}": n for reason, n in self.ignored.snapshot().items()},
+            "active_split": config.split_point,
+            "active_ratio": f"{config.ratio:g}",
+            "active_configuration": self.active_configuration.id,
+            "codec": config.codec.spec,
+            "backend": self.settings.backend,
+            "backpressure": self.settings.backpressure,
+            "fallback": self.settings.fallback,
+            "frames_edge_only": self.edge_only,
+            "max_rate": f"{self._rate.max_rate_hz:g}",
+            "in_flight_frames": frames,
+            "in_flight_bytes": nbytes,
+            "acknowledged": self._pressure.acknowledged,
+            "expired": self._pressure.expired,
+            "bandwidth_bps": "unknown" if bandwidth is None else f"{bandwidth:.0f}",
+            "edge_latency_ms": "unknown" if client is None else f"{client * 1e3:.2f}",
+            "server_rate_limit_ms": "unknown" if server is None else f"{server * 1e3:.2f}",
+            "bundle": str(self.bundle.path),
+            "model": self.bundle.model_name,
+        }
+        return PeriodReport(fps, drop_rate, bad - bad0, config, values)
+
+
+def _rgb(frame: FrameSource) -> np.ndarray:
+    return frame() if callable(frame) else frame
+
+
+def _limit_s(milliseconds: float) -> float | None:
+    return milliseconds / 1e3 if milliseconds > 0 else None

@@ -1,0 +1,137 @@
+"""Every message split_infer builds or parses, and the QoS profiles of its topics.
+
+* Feature frames: ``sensor_msgs/CompressedImage`` (the wire frame is built in
+  :mod:`split_infer.wire`; the nodes only copy bytes in and out).
+* Results: ``diagnostic_msgs/DiagnosticArray``, one status per top-k class
+  (:func:`results_message`).
+* Receipts: ``std_msgs/Float64MultiArray`` rows (:func:`make_receipt`, :func:`parse_receipts`).
+* Estimates: ``std_msgs/Float64`` bandwidth and RTT, ``std_msgs/Bool`` lower-bound flag.
+* Health: ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+from split_infer.adaptation.estimator import RECEIPT_COLUMNS, RECEIPT_LABEL
+from split_infer.pipeline.engine import softmax, top_k
+
+__all__ = [
+    "CAMERA_QOS",
+    "DIAGNOSTICS_QOS",
+    "DIAGNOSTICS_TOPIC",
+    "ESTIMATE_QOS",
+    "ESTIMATE_READER_QOS",
+    "FEATURE_QOS",
+    "RECEIPTS_QOS",
+    "RECEIPT_FIELDS",
+    "RECEIPT_LABEL",
+    "RESULT_QOS",
+    "make_receipt",
+    "parse_receipts",
+    "results_message",
+]
+
+#: Camera input: sensor-data QoS, keep only the newest frame (stale frames are worthless).
+CAMERA_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=qos_profile_sensor_data.reliability,
+    durability=qos_profile_sensor_data.durability,
+)
+
+#: Feature frames: reliable with a short queue. Frames are small (well under 64 KB) and the
+#: edge's backpressure keeps at most a frame or two in flight, so reliability costs no
+#: staleness, while best effort lost most large samples in DESIGN.md's measurement.
+FEATURE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4)
+
+#: Results (and the cloud's receipts publisher): reliable, a few frames deep. A lost result is
+#: a lost frame.
+RESULT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10)
+
+#: Receipt *readers* (the edge's backpressure, the bandwidth monitor): best effort, which
+#: matches the reliable publisher. A reliable reader answers the publisher's heartbeats with an
+#: ACKNACK on the uplink, about one per receipt: measured on the testbed at 100 kbit/s, best
+#: effort delivered 5-8 % more frames. A lost receipt only widens one dispersion gap (the
+#: estimate errs low, never high) and leaves its frame in flight until ``ack_timeout``.
+RECEIPTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                          reliability=ReliabilityPolicy.BEST_EFFORT)
+
+#: Estimates (bandwidth, RTT, lower-bound flag): latched, so a late subscriber gets the newest
+#: value at once.
+ESTIMATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+#: Estimate readers: volatile reliable, compatible with the latched publisher (and any other).
+ESTIMATE_READER_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+
+#: ``/diagnostics`` is absolute: diagnostic aggregators listen there whatever the namespace.
+DIAGNOSTICS_TOPIC = "/diagnostics"
+DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10)
+
+
+#: Columns of a receipt row, in order. The cloud publishes one row per received frame on
+#: ``<ns>/receipts`` (``std_msgs/Float64MultiArray``, ``layout.dim[0].label`` = RECEIPT_LABEL);
+#: the edge's backpressure and the bandwidth monitor consume them. Stamps are seconds of the
+#: ROS clock: ``send_stamp_s`` is the wire frame's stamp (edge clock, just before packing),
+#: ``receive_stamp_s`` the cloud's clock at callback entry; ``cloud_ms`` is decode + tail.
+#: One definition of the columns, in the ROS-free estimator that consumes them.
+RECEIPT_FIELDS: tuple[str, ...] = RECEIPT_COLUMNS
+
+
+def make_receipt(values: Iterable[float]) -> Float64MultiArray:
+    """One receipt row (the values of :data:`RECEIPT_FIELDS`, in order) as a message."""
+    row = [float(v) for v in values]
+    if len(row) != len(RECEIPT_FIELDS):
+        raise ValueError(f"a receipt has {len(RECEIPT_FIELDS)} values, got {len(row)}")
+    msg = Float64MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=RECEIPT_LABEL, size=len(row), stride=len(row))]
+    msg.data = row
+    return msg
+
+
+def parse_receipts(msg: Float64MultiArray) -> list[dict[str, float]]:
+    """The rows of a receipt message as dicts; ValueError if it is not a receipt.
+
+    Accepts several rows in one message (``len(data)`` a multiple of the row length) so a
+    batching publisher stays compatible.
+    """
+    dims = msg.layout.dim
+    if not dims or dims[0].label != RECEIPT_LABEL:
+        raise ValueError(f"layout.dim[0].label must be {RECEIPT_LABEL!r}")
+    data = list(msg.data)
+    width = len(RECEIPT_FIELDS)
+    if not data or len(data) % width:
+        raise ValueError(f"{len(data)} values is not a whole number of {width}-value rows")
+    return [dict(zip(RECEIPT_FIELDS, data[i:i + width])) for i in range(0, len(data), width)]
+
+
+def results_message(header, logits: np.ndarray, k: int, classes: list[str], source: str,
+                    seq: int, split_point: int, ratio: float) -> DiagnosticArray:
+    """The documented results message: the camera ``header``, then one status per top-``k``
+    class (best first) with ``class_id``, ``score`` (softmax), ``seq``, ``split_point`` and
+    ``ratio``; ``source`` goes to ``hardware_id``."""
+    probabilities = softmax(logits)
+    out = DiagnosticArray()
+    out.header = header
+    common = [KeyValue(key="seq", value=str(seq)),
+              KeyValue(key="split_point", value=str(split_point)),
+              KeyValue(key="ratio", value=format(ratio, ".9g"))]
+    for rank, class_id in enumerate(top_k(probabilities, k), start=1):
+        label = classes[class_id] if class_id < len(classes) else str(class_id)
+        out.status.append(DiagnosticStatus(
+            level=DiagnosticStatus.OK, name=label, message=f"rank {rank}", hardware_id=source,
+            values=[KeyValue(key="class_id", value=str(class_id)),
+                    KeyValue(key="score", value=repr(float(probabilities[class_id]))),
+                    *common]))
+    return out

@@ -1,0 +1,153 @@
+"""EdgePipeline without rclpy: every decision the edge node used to make (rate limit,
+backpressure, fallback, conversion, encoding, switching, counters) on the tiny bundle."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ros_fixtures import random_images, tiny_bundle_fixture, with_measurements  # noqa: F401
+
+from split_infer.config_key import config_key
+from split_infer.pipeline.edge import (
+    EdgeConfigError,
+    EdgePipeline,
+    EdgeSettings,
+    parse_preload,
+)
+from split_infer.pipeline.engine import CloudEngine, EdgeEngine
+from split_infer.pipeline.images import ImageError, RawImage, image_to_rgb
+from split_infer.wire import decode_frame
+
+pytestmark = pytest.mark.unit
+
+
+def make(bundle, key=(3, 8.0), **settings) -> EdgePipeline:
+    return EdgePipeline(bundle, bundle.configurations, config_key(*key),
+                        EdgeSettings(**settings), clock_ns=lambda: 123)
+
+
+def test_a_sent_frame_is_the_engine_s_wire_frame_with_increasing_seq(tiny_bundle):
+    pipeline = make(tiny_bundle, max_in_flight=64)
+    reference = EdgeEngine.from_bundle(tiny_bundle)
+    reference.activate(3, 8.0)
+    cloud = CloudEngine.from_bundle(tiny_bundle)
+    images = random_images(3, seed=5)
+    for i, image in enumerate(images):
+        outcome = pipeline.process(image, now=float(i))
+        assert outcome.kind == "sent" and outcome.seq == i and outcome.edge_s > 0
+        frame = decode_frame(outcome.data)
+        assert (frame.seq, frame.stamp_ns, frame.config) == (i, 123, (3, 8.0))
+        expected = reference.encode(pipeline.preprocessing(image), seq=i, stamp_ns=123)
+        assert outcome.data == expected
+        np.testing.assert_allclose(cloud.decode(outcome.data)[1],
+                                   cloud.decode(expected)[1])
+    assert pipeline.stats()["sent"] == 3 and pipeline.stats()["received"] == 3
+
+
+def test_rate_limit_and_backpressure_drop_before_converting(tiny_bundle):
+    pipeline = make(tiny_bundle, max_rate=10.0, max_in_flight=1, ack_timeout=60.0)
+    converted = []
+
+    def frame():
+        converted.append(1)
+        return random_images(1)[0]
+
+    assert pipeline.process(frame, now=0.0).kind == "sent"
+    assert pipeline.process(frame, now=0.01).reason == "rate_limit"
+    # one unacknowledged frame in flight and no estimate: held back until its receipt
+    assert pipeline.process(frame, now=0.2).reason == "backpressure_in_flight"
+    assert len(converted) == 1  # dropped frames were never converted
+    pipeline.receipts([{"seq": 0.0, "cloud_ms": 2.0}])
+    assert pipeline.process(frame, now=0.4).kind == "sent"
+    assert pipeline.stats()["drops"] == {"backpressure_in_flight": 1, "rate_limit": 1}
+    assert pipeline.stats()["acknowledged"] == 1
+
+
+def test_bad_input_is_a_counted_drop_never_an_exception(tiny_bundle):
+    pipeline = make(tiny_bundle)
+    bad = RawImage(height=2, width=2, encoding="yuv422_weird", is_bigendian=0, step=4,
+                   data=b"\0" * 8)
+    outcome = pipeline.process(lambda: image_to_rgb(bad))
+    assert outcome.kind == "dropped" and outcome.reason == "image_unsupported_encoding"
+    assert isinstance(outcome.error, ImageError)
+
+    def broken():
+        raise ZeroDivisionError("bug")
+
+    outcome = pipeline.process(broken, now=10.0)
+    assert outcome.reason == "internal_error" and isinstance(outcome.error, ZeroDivisionError)
+    report = pipeline.period_report()
+    assert report.bad_frames == 2 and report.values["drops.internal_error"] == 1
+
+
+def test_reconfigure_validates_everything_before_applying_anything(tiny_bundle):
+    pipeline = make(tiny_bundle)
+    with pytest.raises(EdgeConfigError, match=r"valid .split_point, ratio. pairs"):
+        pipeline.reconfigure(split_point=3, ratio=5.0, max_rate=7.0)
+    assert pipeline.settings.max_rate == 0.0  # nothing applied
+    with pytest.raises(EdgeConfigError, match="set_parameters_atomically"):
+        pipeline.reconfigure(ratio=5.0)  # (3, 5) does not exist: only half a pair named
+    with pytest.raises(EdgeConfigError, match="only select a default"):
+        pipeline.reconfigure(split_point=-1)
+    with pytest.raises(EdgeConfigError, match="unknown backend"):
+        pipeline.reconfigure(backend="tensorrt")
+    with pytest.raises(EdgeConfigError, match="client_only"):
+        pipeline.reconfigure(fallback="edge_only")
+    said = pipeline.reconfigure(split_point=2, ratio=4.0, max_rate=7.0)
+    assert said and "split 2" in said[0]
+    assert (pipeline.active.split_point, pipeline.active.ratio) == (2, 4.0)
+    assert pipeline.settings.max_rate == 7.0
+    outcome = pipeline.process(random_images(1)[0], now=0.0)
+    assert decode_frame(outcome.data).config == (2, 4.0)
+
+
+def test_edge_only_fallback_classifies_held_back_frames(tiny_bundle, tmp_path):
+    import torch
+
+    from split_infer.pipeline.parts import load_backbone
+    from split_infer.pipeline.torch_backend import export_onnx
+
+    full = export_onnx(load_backbone(tiny_bundle), torch.zeros(1, 3, 32, 32))
+    bundle = with_measurements(tiny_bundle, tmp_path / "bundle", lambda c: {},
+                               files={"onnx/full.onnx": full},
+                               client_only={"onnx": "onnx/full.onnx"})
+    with pytest.raises(EdgeConfigError, match="client_only"):
+        make(tiny_bundle, fallback="edge_only")
+    pipeline = make(bundle, fallback="edge_only", max_in_flight=1, ack_timeout=60.0)
+    assert pipeline.process(random_images(1)[0], now=0.0).kind == "sent"
+    outcome = pipeline.process(random_images(1, seed=3)[0], now=0.1)
+    assert outcome.kind == "classified" and outcome.seq == 0
+    assert outcome.logits.shape == (len(bundle.classes),)
+    assert pipeline.stats()["edge_only"] == 1 and pipeline.stats()["drops"] == {}
+
+
+def test_malformed_feedback_is_refused(tiny_bundle):
+    pipeline = make(tiny_bundle)
+    with pytest.raises(ValueError, match="not a frame number"):
+        pipeline.receipts([{"seq": 1.5, "cloud_ms": 1.0}])
+    assert not pipeline.set_bandwidth(float("nan"), lower_bound=False)
+    assert pipeline.set_bandwidth(2e6, lower_bound=False)
+    assert pipeline.stats()["ignored"] == {"bad_bandwidth": 1}
+
+
+def test_parse_preload_names_the_bad_entry(tiny_bundle):
+    assert parse_preload(tiny_bundle, ["all"]) == tiny_bundle.configurations
+    assert [c.key for c in parse_preload(tiny_bundle, ["3:8", "3:8", "2:4"])] == [
+        (3, 8.0), (2, 4.0)]
+    with pytest.raises(EdgeConfigError, match=r"'9:9'.*valid entries"):
+        parse_preload(tiny_bundle, ["9:9"])
+    with pytest.raises(EdgeConfigError, match=r"'oops'"):
+        parse_preload(tiny_bundle, ["oops"])
+
+
+def test_the_robot_side_imports_neither_rclpy_nor_torch():
+    """The pipeline and the adaptation code are ROS-free, and the ONNX path needs no torch."""
+    code = ("import sys\n"
+            "import split_infer.pipeline.edge, split_infer.pipeline.stages\n"
+            "import split_infer.adaptation.scheduling, split_infer.adaptation.estimator\n"
+            "bad = sorted(m for m in ('rclpy', 'torch') if m in sys.modules)\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
