@@ -117,6 +117,11 @@ class SplittableModel(nn.Module):
         return self
 
     @property
+    def blocks(self) -> list[nn.Module]:
+        """The blocks in order (views sharing ``net``'s parameters)."""
+        return [block for _, block in self._blocks]
+
+    @property
     def block_names(self) -> list[str]:
         return [block_name for block_name, _ in self._blocks]
 

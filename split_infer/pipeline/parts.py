@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from split_infer.bundle import Bundle, BundleConfiguration
 from split_infer.pipeline.backends import Backend, OrtBackend, backend_problem
+from split_infer.pipeline.onnx_parts import TappedModel
 
 __all__ = ["PartLoader", "load_backbone", "segment_backend"]
 
@@ -103,7 +104,14 @@ def segment_backend(bundle: Bundle, start: int, end: int | None, *, backend: str
                     threads: int | None = None, model=None) -> Backend:
     """A backend running the backbone's blocks ``(start, end]`` (``end=None``: to the logits).
 
-    ``model`` reuses an already loaded backbone (:func:`load_backbone`)."""
+    With ONNX Runtime and a bundle whose whole model is tapped at every split point
+    (``manifest["model"]["onnx"]``), the segment is cut out of that graph: no torch needed.
+    Otherwise it is cut from the backbone weights and exported; ``model`` reuses an already
+    loaded backbone (:func:`load_backbone`)."""
+    tapped = bundle.manifest["model"].get("onnx")
+    if backend == "onnxruntime" and tapped and model is None:
+        data = TappedModel(bundle.file(tapped).read_bytes()).part(start, end)
+        return OrtBackend(data, threads)
     import torch
 
     from split_infer.pipeline.torch_backend import make_backend

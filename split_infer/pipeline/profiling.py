@@ -32,7 +32,8 @@ from torch import nn
 from split_infer.models._api import SplittableModel, get_model
 from split_infer.models.macs import counting_macs
 from split_infer.pipeline.backends import BACKENDS, Backend, OrtBackend
-from split_infer.pipeline.torch_backend import TorchBackend, eval_mode, export_onnx
+from split_infer.pipeline.onnx_parts import TappedModel
+from split_infer.pipeline.torch_backend import TorchBackend, eval_mode, export_onnx, export_tapped
 
 __all__ = [
     "Latency",
@@ -342,53 +343,17 @@ def _machine_info() -> dict[str, Any]:
     return info
 
 
-class _Tap(nn.Module):
-    """Runs the blocks in order and returns every block's output."""
-
-    def __init__(self, blocks: list[nn.Module]) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outs = []
-        for block in self.blocks:
-            x = block(x)
-            outs.append(x)
-        return tuple(outs)
-
-
-def _rename_value(model: Any, old: str, new: str) -> None:
-    graph = model.graph
-    for node in graph.node:
-        node.input[:] = [new if n == old else n for n in node.input]
-        node.output[:] = [new if n == old else n for n in node.output]
-    for value in (*graph.input, *graph.output, *graph.value_info):
-        if value.name == old:
-            value.name = new
-
-
 class _OnnxParts:
-    """The whole model exported once, with heads and tails cut out of it on demand."""
+    """The whole model exported once with every block boundary tapped, heads and tails cut
+    out of it on demand (:mod:`split_infer.pipeline.onnx_parts`)."""
 
     def __init__(self, blocks: list[nn.Module], example: torch.Tensor) -> None:
-        import onnx
-        import onnx.utils
-
-        self.names = [f"split_{i}" for i in range(1, len(blocks))] + ["output"]
-        data = export_onnx(_Tap(blocks), example, output_names=self.names)
-        self._extractor = onnx.utils.Extractor(onnx.load_from_string(data))
+        self._blocks = len(blocks)
+        self._model = TappedModel(export_tapped(blocks, example))
 
     def part(self, start: int, stop: int) -> bytes:
-        """Blocks ``start..stop-1`` (0 = from the input, ``len(blocks)`` = to the logits).
-
-        Renamed to ``input``/``output`` so a part looks like :func:`export_onnx`'s result.
-        """
-        source = "input" if start == 0 else self.names[start - 1]
-        target = self.names[stop - 1]
-        model = self._extractor.extract_model([source], [target])
-        _rename_value(model, source, "input")
-        _rename_value(model, target, "output")
-        return model.SerializeToString()
+        """Blocks ``start..stop-1`` (0 = from the input, ``len(blocks)`` = to the logits)."""
+        return self._model.part(start, None if stop == self._blocks else stop)
 
 
 def _max_error(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:

@@ -18,7 +18,7 @@ from torch import nn
 from split_infer.models.macs import eval_mode
 from split_infer.pipeline.backends import BACKENDS, Backend, OrtBackend, _as_input
 
-__all__ = ["TorchBackend", "eval_mode", "export_onnx", "make_backend"]
+__all__ = ["TorchBackend", "eval_mode", "export_onnx", "export_tapped", "make_backend"]
 
 
 def export_onnx(
@@ -100,3 +100,29 @@ def make_backend(
     if kind == "onnxruntime":
         return OrtBackend(export_onnx(module, example), intra_op_threads=threads)
     raise ValueError(f"unknown backend {kind!r}; choose one of {list(BACKENDS)}")
+
+
+class _Tap(nn.Module):
+    """Runs the blocks in order; returns the logits first, then every inner block output."""
+
+    def __init__(self, blocks: list[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outs = []
+        for block in self.blocks:
+            x = block(x)
+            outs.append(x)
+        return (outs[-1], *outs[:-1])
+
+
+def export_tapped(blocks: Sequence[nn.Module], example: torch.Tensor,
+                  path: str | Path | None = None) -> bytes:
+    """The whole model (``blocks`` in order) as one ONNX graph whose first output is the
+    logits and whose other outputs are the activations after each inner block, named by
+    :func:`split_infer.pipeline.onnx_parts.tap_name` (see :mod:`.onnx_parts`)."""
+    from split_infer.pipeline.onnx_parts import OUTPUT, tap_name
+
+    names = [OUTPUT, *(tap_name(i) for i in range(1, len(blocks)))]
+    return export_onnx(_Tap(list(blocks)), example, path, output_names=names)

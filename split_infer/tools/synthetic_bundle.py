@@ -53,7 +53,7 @@ def build_tiny_bundle(out_dir: str | Path, *, calibration_images: int = 32, seed
     from split_infer.codecs import get_codec
     from split_infer.data import Preprocessing
     from split_infer.models import get_model, save_weights, split
-    from split_infer.pipeline.torch_backend import export_onnx
+    from split_infer.pipeline.torch_backend import export_onnx, export_tapped
 
     torch.manual_seed(seed)
     out = Path(out_dir)
@@ -65,6 +65,7 @@ def build_tiny_bundle(out_dir: str | Path, *, calibration_images: int = 32, seed
     x = torch.from_numpy(preprocessing(images))
     _spread_classifier(model, x)
     save_weights(model, out / "weights" / "backbone.safetensors")
+    export_tapped(model.blocks, x[:1], out / "onnx" / "full.onnx")
 
     configurations: list[BundleConfiguration] = []
     for point_index in splits:
@@ -96,7 +97,8 @@ def build_tiny_bundle(out_dir: str | Path, *, calibration_images: int = 32, seed
                 cloud_onnx=cloud_onnx, method="baseline" if keep is None else "rateless",
                 keep_channels=keep, calibration=calibration, fill=fill))
     manifest = {
-        "model": {"name": "resnet8_cifar", "weights": "weights/backbone.safetensors"},
+        "model": {"name": "resnet8_cifar", "weights": "weights/backbone.safetensors",
+                  "onnx": "onnx/full.onnx"},
         "dataset": "random",
         "preprocessing": preprocessing.to_dict(),
         "classes": CIFAR_CLASSES,

@@ -32,7 +32,7 @@ from split_infer.defaults import resolve_weights
 from split_infer.models import get_model, save_weights, split
 from split_infer.pipeline.evaluate import evaluate_bundle, evaluate_client_only
 from split_infer.pipeline.profiling import ModelProfile, profile_model
-from split_infer.pipeline.torch_backend import export_onnx
+from split_infer.pipeline.torch_backend import export_onnx, export_tapped
 from split_infer.training.datasets import load_dataset
 from split_infer.training.features import head_features
 from split_infer.wire import pack
@@ -46,6 +46,9 @@ DEFAULT_BASELINE_CODECS = (
     "quant:bits=4,per=channel+rans",
     "quant:bits=2,per=channel+rans",
 )
+
+#: The whole model in a bundle, with every split point tapped (see pipeline.onnx_parts).
+FULL_ONNX = "onnx/full.onnx"
 
 
 def default_split_points(model, count: int = 3) -> list[int]:
@@ -137,7 +140,7 @@ def build_baseline_bundle(
     (out / "calibration").mkdir()
     save_weights(model, out / "weights" / "backbone.safetensors")
     example = torch.from_numpy(test.preprocessing(test.images[:1]))
-    export_onnx(model, example, out / "onnx" / "full.onnx")
+    export_tapped(model.blocks, example, out / FULL_ONNX)
 
     configurations: list[BundleConfiguration] = []
     split_info = []
@@ -211,7 +214,9 @@ def bundle_manifest(model, dataset: str, test: ArrayDataset, split_info: list[di
     return {
         "model": {"name": model.model_name, "num_classes": model.num_classes,
                   "input_shape": list(model.input_shape),
-                  "weights": "weights/backbone.safetensors"},
+                  "weights": "weights/backbone.safetensors",
+                  # the whole model, every split point tapped (pipeline.onnx_parts)
+                  "onnx": FULL_ONNX},
         "dataset": {"name": dataset, "calibration_images": calibration_images,
                     "eval_images": len(test)},
         "preprocessing": test.preprocessing.to_dict(),
@@ -237,13 +242,13 @@ def measure_bundle(bundle: Bundle, test: ArrayDataset, progress: bool = True) ->
             "edge_ms": timing.head["onnxruntime"].median_ms + row["encode_ms"],
             "cloud_ms": timing.tail["onnxruntime"].median_ms + row["decode_ms"],
         }))
-    full = bundle.file("onnx/full.onnx")
+    full = bundle.file(FULL_ONNX)
     full_ms = profile.full["onnxruntime"].median_ms
     client = evaluate_client_only(full, test)
     manifest = bundle.base_manifest()
-    manifest["client_only"] = {"onnx": "onnx/full.onnx", "accuracy": client["accuracy"],
+    manifest["client_only"] = {"onnx": FULL_ONNX, "accuracy": client["accuracy"],
                                "edge_ms": full_ms}
-    manifest["server_only"] = {"onnx": "onnx/full.onnx", "cloud_ms": full_ms,
+    manifest["server_only"] = {"onnx": FULL_ONNX, "cloud_ms": full_ms,
                                **server_only_reference(test, full)}
     manifest["dataset"] = {**manifest["dataset"], "eval_images": len(test)}
     return write_bundle(bundle.path, manifest, measured)

@@ -28,9 +28,10 @@ from split_infer.data import ArrayDataset
 from split_infer.defaults import resolve_weights
 from split_infer.models import get_model, save_weights, split
 from split_infer.models.macs import count_macs
-from split_infer.pipeline.torch_backend import export_onnx
+from split_infer.pipeline.torch_backend import export_tapped
 from split_infer.training.baseline import (
     DEFAULT_BASELINE_CODECS,
+    FULL_ONNX,
     bundle_manifest,
     default_split_points,
     export_baseline_split,
@@ -178,7 +179,7 @@ def train_bundle(
     else:
         save_weights(model, out / "weights" / "backbone.safetensors")
     example = torch.from_numpy(test.preprocessing(test.images[:1]))
-    export_onnx(model, example, out / "onnx" / "full.onnx")
+    export_tapped(model.blocks, example, out / FULL_ONNX)
     backbone_macs = count_macs(model, model.input_shape)
     calibration = train.subset(settings.calibration_images, seed=2)
 

@@ -1,0 +1,80 @@
+"""Parts of one ONNX graph: the whole model exported once with every split point as an extra
+output (a *tapped* model), and any head, tail or middle segment cut out of it on demand.
+
+::
+
+    input ─▶ block 1 ─▶ … ─▶ block k ─▶ … ─▶ block n ─▶ output
+                       │            │
+                   "split_1"    "split_k"          (extra graph outputs, one per split point)
+
+    part(a, b) = the subgraph from "split_a" (or "input") to "split_b" (or "output"),
+                 renamed input → output, as a standalone model for ONNX Runtime.
+
+Cutting needs only the ``onnx`` package (``onnx.utils.Extractor``), not torch: a robot or a
+middle stage of a chain gets any segment from the one copy of the backbone in its bundle. The
+whole model's first output is the logits, so running the file as it is (fetching only that
+output) is the unsplit model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["OUTPUT", "TappedModel", "tap_name"]
+
+#: Name of the logits output of a tapped model (its first output).
+OUTPUT = "output"
+
+
+def tap_name(split_index: int) -> str:
+    """The graph output holding the activation after ``split_index`` blocks."""
+    return f"split_{int(split_index)}"
+
+
+def _rename_value(model: Any, old: str, new: str) -> None:
+    graph = model.graph
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.name == old:
+            value.name = new
+
+
+class TappedModel:
+    """A tapped ONNX model (serialized bytes) and the segments cut from it.
+
+    ``part(start, end)`` is blocks ``start+1 .. end`` (``start=0``: from the input image;
+    ``end=None``: through the logits), as serialized ONNX with one input ``input`` and one
+    output ``output``. ValueError when the model has no tap for a requested split point.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        import onnx
+        import onnx.utils
+
+        model = onnx.load_from_string(data)
+        self.outputs = [o.name for o in model.graph.output]
+        self.input = model.graph.input[0].name
+        self._extractor = onnx.utils.Extractor(model)
+
+    @property
+    def split_points(self) -> list[int]:
+        """The split indices this model has taps for."""
+        return sorted(int(name.removeprefix("split_")) for name in self.outputs
+                      if name.startswith("split_"))
+
+    def part(self, start: int, end: int | None) -> bytes:
+        source = self.input if start == 0 else self._tap(start)
+        target = self.outputs[0] if end is None else self._tap(end)
+        model = self._extractor.extract_model([source], [target])
+        _rename_value(model, source, "input")
+        _rename_value(model, target, OUTPUT)
+        return model.SerializeToString()
+
+    def _tap(self, split_index: int) -> str:
+        name = tap_name(split_index)
+        if name not in self.outputs:
+            raise ValueError(f"the tapped model has no output {name!r} (taps: "
+                             f"{self.split_points})")
+        return name
