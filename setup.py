@@ -3,7 +3,7 @@
 import os
 from glob import glob
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 package_name = "split_infer"
 
@@ -26,9 +26,12 @@ def tree_data_files(source, target):
 setup(
     name=package_name,
     version="0.1.0",
-    packages=find_packages(exclude=["test", "test.*", "bench", "bench.*"]),
-    package_data={package_name: ["assets/**/*"]},
-    include_package_data=True,
+    # The asset folders (default bundle, demo bag) hold data, not code; listing them as
+    # namespace packages lets setuptools install their files as package data without
+    # warning about each folder.
+    packages=find_namespace_packages(include=[package_name, package_name + ".*"],
+                                     exclude=["*.__pycache__"]),
+    package_data={package_name + ".assets": ["**/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
@@ -40,14 +43,13 @@ setup(
         *tree_data_files(os.path.join(package_name, "assets", "default_bundle"),
                          "share/" + package_name + "/bundles/default"),
     ],
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # datetime.UTC
     install_requires=["setuptools", "numpy", "pyyaml"],
     zip_safe=False,
     maintainer="split_infer maintainers",
     maintainer_email="maintainers@split-infer.invalid",
     description="Split CNN inference between a robot and a server over ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "split-infer = split_infer.tools.cli:main",

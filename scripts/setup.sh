@@ -66,7 +66,9 @@ if [ ! -f "$stamp" ]; then
   args=()
   for r in "${reqs[@]}"; do args+=(-r "$r"); done
   pip_q install "${args[@]}"
-  pip_q install --no-deps -e .
+  # setuptools warns on every editable install that a folder named like the package may
+  # shadow it; that folder is this checkout, by design.
+  PYTHONWARNINGS="ignore:Editable installation" pip_q install --no-deps -e .
   .venv/bin/python -c 'import torch, onnxruntime, split_infer' \
     || { echo "[setup] the environment is incomplete, see the pip output above" >&2; exit 1; }
   touch "$stamp"

@@ -106,3 +106,31 @@ def test_bag_player_replays_every_frame_with_paired_restamped_labels(tmp_path):
             player.destroy_node()
         listener.destroy_node()
         rclpy.shutdown(context=context)
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_bag_play_stops_cleanly_on_a_signal(tmp_path, signal_name):
+    """A player stopped the way launch or a terminal stops it exits 0, without a traceback."""
+    import signal
+    import subprocess
+    import sys
+
+    write_dataset_bag(tmp_path / "bag", _dataset(5), rate_hz=10.0, progress=False)
+    env = dict(os.environ, ROS_DOMAIN_ID=str((os.getpid() % 100) + 1),
+               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    player = subprocess.Popen(
+        [sys.executable, "-m", "split_infer.tools.cli", "bag", "play", str(tmp_path / "bag"),
+         "--loop"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        line = ""
+        while "playing" not in line and time.monotonic() < deadline:
+            line = player.stderr.readline()  # the node logs "playing N messages" once it runs
+        assert "playing" in line
+        player.send_signal(getattr(signal, signal_name))
+        out, err = player.communicate(timeout=30)
+    finally:
+        player.kill()
+    assert player.returncode == 0, err
+    assert "Traceback" not in err and "published" in out

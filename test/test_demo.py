@@ -31,8 +31,10 @@ def bundle_and_bag(tmp_path_factory):
     return bundle, bag
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "adaptive"])
-def test_replayed_results_equal_offline_eval_frame_by_frame(bundle_and_bag, tmp_path, pinned):
+def test_replayed_results_equal_offline_eval_frame_by_frame(bundle_and_bag, tmp_path, pinned,
+                                                            capfd):
     from split_infer.defaults import find_trace
     from split_infer.tools.demo.graph import DemoSettings, run_demo
 
@@ -47,8 +49,9 @@ def test_replayed_results_equal_offline_eval_frame_by_frame(bundle_and_bag, tmp_
     assert (tmp_path / "report.json").is_file() and (tmp_path / "timeline.png").stat().st_size
     frames = report["frames"]
     delivered = [f for f in frames if f["predicted"] is not None]
-    assert len(frames) >= 60  # 20 Hz for ~6 s, the 40-frame bag looping
-    assert len(delivered) >= 0.5 * len(frames), report["summary"]
+    # Enough frames for the comparison to mean something (20 Hz for ~6 s would be ~120; a
+    # loaded machine delivers fewer, and the claim below is about each frame, not the rate).
+    assert len(delivered) >= 20, report["summary"]
     # The offline evaluation of the very frames the bag feeds the graph, per configuration.
     images = bag_dataset(bag, bundle.classes, bundle.preprocessing)
     offline = {(row["split_point"], np.float32(row["ratio"])): row["predictions"]
@@ -56,11 +59,13 @@ def test_replayed_results_equal_offline_eval_frame_by_frame(bundle_and_bag, tmp_
     for frame in delivered:
         key = (int(frame["split_point"]), np.float32(frame["ratio"]))
         assert frame["predicted"] == offline[key][frame["bag_index"]], frame
-    if pinned:  # once the override is applied (within the first second) nothing else runs
-        late = [f for f in delivered if f["t_s"] > 2.0]
-        assert late and all(f["split_point"] == config.split_point
-                            and f["ratio"] == pytest.approx(config.ratio, rel=1e-6)
-                            for f in late)
+    if pinned:  # once the override is applied, nothing else runs
+        is_pinned = [f["split_point"] == config.split_point
+                     and f["ratio"] == pytest.approx(config.ratio, rel=1e-6) for f in delivered]
+        assert any(is_pinned) and all(is_pinned[is_pinned.index(True):])
     summary = report["summary"]
     assert summary["effective_accuracy"] == pytest.approx(
         sum(f["predicted"] == f["label"] for f in delivered) / len(frames), abs=1e-4)
+    # Stopping is a normal event: nothing in flight at the end is logged as an error.
+    err = capfd.readouterr().err
+    assert "ERROR" not in err and "never retrieved" not in err, err[-2000:]

@@ -26,7 +26,7 @@ from ros_fixtures import (  # noqa: F401  (fixture: ros_context)
 )
 from sensor_msgs.msg import Image
 
-from split_infer.bundle import check_chain
+from split_infer.bundle import Bundle, check_chain
 from split_infer.data import Preprocessing
 from split_infer.errors import FrameError
 from split_infer.pipeline.engine import CloudEngine, EdgeEngine, softmax
@@ -372,8 +372,11 @@ def test_generated_launch_parameters_are_declared(ros_context, measured_chain_bu
     the nodes come up with them (the way launch_ros would pass them)."""
     plan = plan_pipeline(measured_chain_bundle, parse_devices("robot=0.01,pi=0.01,srv=1"), 1e7)
     launch = write_launch_file(plan, tmp_path / "plan.launch.py")
-    tree = ast.parse(launch.read_text())
+    source = launch.read_text()
+    tree = ast.parse(source)
     bundle_path = str(measured_chain_bundle.path)
+    # a user's bundle is the launch argument's default, by its absolute path
+    assert repr(str(measured_chain_bundle.path.resolve())) in source
     classes = {"edge_node": EdgeNode, "stage_node": StageNode, "cloud_node": CloudNode}
     for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)
                  and getattr(n.func, "id", None) == "Node"):
@@ -390,6 +393,19 @@ def test_generated_launch_parameters_are_declared(ros_context, measured_chain_bu
                 assert node.get_parameter(key).value == value
         finally:
             node.destroy_node()
+
+
+def test_a_plan_of_the_shipped_bundle_finds_it_in_the_package_share(tmp_path):
+    """No path of the machine that planned goes into the plan or its launch file."""
+    from split_infer.defaults import DEFAULT_BUNDLE
+    from split_infer.tools.plan.chain import SHIPPED_BUNDLE
+
+    plan = plan_pipeline(Bundle.load(DEFAULT_BUNDLE), parse_devices("robot=1,pi=1,srv=20"), 1e7)
+    assert plan.bundle == SHIPPED_BUNDLE
+    source = write_launch_file(plan, tmp_path / "plan.launch.py").read_text()
+    saved = plan.save(tmp_path / "plan.yaml").read_text()
+    assert str(DEFAULT_BUNDLE) not in source and str(DEFAULT_BUNDLE) not in saved
+    assert 'FindPackageShare("split_infer"), "bundles", "default"' in source
 
 
 def test_cli_plan_devices_writes_plan_launch_and_plot(measured_chain_bundle, tmp_path, capsys):

@@ -430,9 +430,15 @@ def test_malformed_frames_are_counted_and_the_cloud_keeps_working(ros_context, t
             expected[reason] = expected.get(reason, 0) + 1
     with spin(ros_context, cloud, probe.node):
         probe.wait_matched(probe.raw_features)
+        def handled():
+            stream = cloud.stats()["/features"]
+            return stream["frames"] + sum(stream["rejects"].values())
+
         for msg, _ in sequence:
+            # One at a time: the reliable depth-4 queue must not overflow, whatever the load.
+            before = handled()
             probe.raw_features.publish(msg)
-            time.sleep(0.02)  # keep the reliable depth-4 queue from overflowing
+            assert wait_for(lambda before=before: handled() > before)
         assert wait_for(lambda: probe.count(probe.results) >= 2)
         assert wait_for(lambda: sum(cloud.stats()["/features"]["rejects"].values())
                         >= sum(expected.values()))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import resource
 import struct
-import time
 import tracemalloc
 import zlib
 
@@ -358,7 +357,7 @@ def test_the_bomb_payloads_are_real_zstd():
 
 
 @pytest.mark.parametrize("name", ["lying_content_size", "real_1gib", "huge_window"])
-def test_zstd_bomb_is_rejected_quickly_in_bounded_memory(name):
+def test_zstd_bomb_is_rejected_in_bounded_memory(name):
     codec = get_codec("quant:bits=8+zstd")
     template = codec.compress(np.ones((4, 4, 4), np.float32))  # expects 64 raw bytes
     payload = _zstd_bomb_payloads()[name]
@@ -367,10 +366,8 @@ def test_zstd_bomb_is_rejected_quickly_in_bounded_memory(name):
     )
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         reason = _reason(data, {codec.codec_id: codec})
-        elapsed = time.perf_counter() - start
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -378,7 +375,6 @@ def test_zstd_bomb_is_rejected_quickly_in_bounded_memory(name):
     assert reason in ("decompression_bomb", "length_mismatch")
     assert peak < 64 << 20
     assert rss_growth_kib < 256 << 10  # the process never came near 1 GiB
-    assert elapsed < 2.0
 
 
 def test_lz4_overflow_is_rejected():

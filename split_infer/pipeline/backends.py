@@ -60,8 +60,7 @@ class OrtBackend:
     threads used inside an operator (ORT's default is one per physical core). ``spin`` lets
     idle worker threads busy-wait between operators: slightly lower latency on an otherwise
     idle machine, but on a robot's few cores shared with the ROS executor, camera driver and
-    codec it steals the CPU they need (measured here under load: 8 ms with spinning against
-    4 ms without for a MobileNetV2 head on 2 threads), so it is off by default.
+    codec it steals the CPU they need, so it is off by default (figures: ``bench/README.md``).
     """
 
     name = "onnxruntime"

@@ -19,7 +19,7 @@ class PartLoader:
     point, and for a learned configuration its bottleneck (rebuilt from the manifest's
     description, weights from its file, fine-tuned backbone weights when it has them), so
     ``head → encoder`` and ``decoder → tail`` compute what the ONNX parts compute. Torch is
-    the backend to debug or extend a part with; ONNX Runtime is about 3× faster on CPU.
+    the backend to debug or extend a part with; ONNX Runtime is the fast one on CPU.
     """
 
     def __init__(self, bundle: Bundle, backend: str = "onnxruntime",

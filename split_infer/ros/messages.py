@@ -53,7 +53,8 @@ CAMERA_QOS = QoSProfile(
 
 #: Feature frames: reliable with a short queue. Frames are small (well under 64 KB) and the
 #: edge's backpressure keeps at most a frame or two in flight, so reliability costs no
-#: staleness, while best effort lost most large samples in DESIGN.md's measurement.
+#: staleness, while best effort loses large samples (several IP fragments each) whenever one
+#: fragment is lost.
 FEATURE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4)
 
 #: Results (and the cloud's receipts publisher): reliable, a few frames deep. A lost result is

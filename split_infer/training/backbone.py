@@ -1,7 +1,7 @@
 """Supervised training of a backbone classifier on an :class:`ArrayDataset`.
 
 Plain SGD + Nesterov with a one-cycle schedule, random-crop (pad 4) and horizontal-flip
-augmentation done on whole batches in torch (cheap on 2 cores), a tqdm bar per epoch, and a
+augmentation done on whole batches in torch (cheap on a few cores), a tqdm bar per epoch, and a
 safetensors checkpoint after every epoch so an interrupted run resumes where it stopped.
 """
 

@@ -13,11 +13,14 @@ Decoding the CIFAR zip takes a few seconds; the decoded arrays are cached under
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
 import struct
+import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -60,14 +63,42 @@ def default_cifar_zip() -> Path:
     return Path.cwd().parent / "shared" / "data" / "cifar10-jpeg.zip"
 
 
+@contextlib.contextmanager
+def _quiet_decoders() -> Iterator[None]:
+    """Silence OpenCV's log and the codec libraries' own stderr (libpng prints "libpng
+    error: IHDR: CRC error" straight to file descriptor 2) while a file is decoded: a bad
+    file is reported once, by name, by the loader instead."""
+    import cv2
+
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        cv2.utils.logging.setLogLevel(level)
+
+
 def _decode_rgb(data: bytes) -> np.ndarray | None:
     import cv2
 
     buf = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if not buf.size:
+        return None
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if image is None:
         return None
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _decode_quietly(data: bytes) -> np.ndarray | None:
+    with _quiet_decoders():
+        return _decode_rgb(data)
 
 
 def load_cifar10(split: str = "train", zip_path: str | Path | None = None) -> ArrayDataset:
@@ -144,6 +175,10 @@ def load_fashion_mnist(split: str = "train", root: str | Path = FASHION_MNIST_DI
                         Preprocessing(mean=(0.2860,) * 3, std=(0.3530,) * 3))
 
 
+def _image_files(folder: Path) -> Iterator[Path]:
+    return (f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def load_image_folder(
     root: str | Path, size: tuple[int, int] = (32, 32), on_error: str = "warn"
 ) -> ArrayDataset:
@@ -152,22 +187,28 @@ def load_image_folder(
     Unreadable files are collected; with ``on_error='warn'`` they are skipped and listed on
     stderr, with ``'raise'`` they abort with the full list.
     """
-    import sys
-
     import cv2
 
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"image folder not found: {root}")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not classes:
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
         raise DatasetError(f"{root}: no class sub-directories (expected root/<class>/<image>)")
+    # A folder without a single image file is not a class (an empty or stray directory):
+    # counting it would shift every label after it and add an output no image can teach.
+    empty = [p.name for p in folders if not any(_image_files(p))]
+    if empty:
+        print(f"warning: {root}: skipped {len(empty)} folder(s) without images: {empty}",
+              file=sys.stderr)
+    classes = [p.name for p in folders if p.name not in empty]
+    if not classes:
+        raise DatasetError(f"{root}: no class sub-directory holds an image "
+                           f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     images, labels, bad = [], [], []
     for label, cls in enumerate(classes):
-        for file in sorted((root / cls).rglob("*")):
-            if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            image = _decode_rgb(file.read_bytes())
+        for file in sorted(_image_files(root / cls)):
+            image = _decode_quietly(file.read_bytes())
             if image is None:
                 bad.append(str(file))
                 continue

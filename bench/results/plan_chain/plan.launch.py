@@ -16,11 +16,14 @@ a middle stage (stage_node) publishes ``<chain>/<its device>/features``, and the
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
 
-BUNDLE = (
-    '/work/main/split_infer/assets/default_bundle'
+BUNDLE = ParameterValue(LaunchConfiguration("bundle"), value_type=str)
+BUNDLE_DEFAULT = (
+    PathJoinSubstitution([FindPackageShare("split_infer"), "bundles", "default"])
 )
 
 
@@ -40,6 +43,8 @@ def generate_launch_description():
                               description="namespace of the whole chain"),
         DeclareLaunchArgument("image_topic", default_value="image",
                               description="camera topic of the first stage"),
+        DeclareLaunchArgument("bundle", default_value=BUNDLE_DEFAULT,
+                              description="the bundle every stage loads"),
         Node(
             package="split_infer",
             executable="edge_node",

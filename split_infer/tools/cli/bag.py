@@ -113,16 +113,21 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _spin_until(node: Any, done: Callable[[], bool], timeout_s: float | None) -> None:
-    """Spin ``node`` until ``done()`` is true, ``timeout_s`` passes, or Ctrl-C."""
+    """Spin ``node`` until ``done()`` is true, ``timeout_s`` passes, or Ctrl-C / SIGTERM (a
+    normal way to stop: rclpy's signal handler shuts the context down, which ends the loop)."""
     import time
 
     import rclpy
+    from rclpy.executors import ExternalShutdownException
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while rclpy.ok() and not done():
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        rclpy.spin_once(node, timeout_sec=0.1)
+    try:
+        while rclpy.ok() and not done():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            rclpy.spin_once(node, timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
 
 
 def _play(args: argparse.Namespace) -> int:

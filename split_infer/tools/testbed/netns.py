@@ -18,7 +18,7 @@ shaping as a bandwidth trace (``config/traces/*.csv``) advances:
 * **loss** — an ``iptables`` ``statistic`` rule that drops packets leaving the edge with the
   trace's probability; a rate of 0 (an outage) drops everything the same way;
 * **delay** (and jitter) — ``netem`` under the ``tbf`` when the kernel has ``sch_netem``.
-  Where it does not (this CI kernel has no netem), an ``NFQUEUE`` rule after the loss rule
+  Where it does not (some VM kernels lack it), an ``NFQUEUE`` rule after the loss rule
   hands every packet to a :class:`~split_infer.tools.testbed.nfqueue.PacketDelayer` process in the
   edge namespace, which releases it the delay (± jitter) later, in order. Where neither works,
   delays are not applied: :attr:`NetnsLink.capabilities` says which mechanism is in use and the

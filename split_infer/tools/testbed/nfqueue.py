@@ -1,6 +1,6 @@
 """Packet delay and jitter without ``sch_netem``: hold each packet in an NFQUEUE and release
-it later. The testbed's stand-in for ``netem delay`` on kernels built without it (this CI
-machine's has no netem, but has netfilter queues).
+it later. The testbed's stand-in for ``netem delay`` on kernels built without ``sch_netem``
+but with netfilter queues.
 
 ::
 
