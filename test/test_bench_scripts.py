@@ -1,7 +1,13 @@
-"""The benchmark scripts' functions (bench/rate_accuracy.py, bench/concealment.py) on tiny inputs:
-the tiny bundle's ResNet-8 and random images, so no data set is needed."""
+"""The benchmarks of split_infer.tools.bench: every module's command line, the shared helpers
+(common.py), and the functions of rate_accuracy, concealment, estimate_step and testbed_e2e on
+tiny inputs: the tiny bundle's ResNet-8 and random images, so no data set is needed. No
+benchmark runs here."""
 
 import importlib
+import inspect
+import json
+import os
+import pkgutil
 
 import cv2
 import numpy as np
@@ -20,6 +26,89 @@ def _bench(name: str):
 
 ra = _bench("rate_accuracy")
 cc = _bench("concealment")
+
+#: Modules of split_infer.tools.bench that are not benchmarks themselves.
+HELPERS = {"common", "codec_table"}
+BENCH_PACKAGE = importlib.import_module("split_infer.tools.bench")
+BENCHMARKS = sorted(m.name for m in pkgutil.iter_modules(BENCH_PACKAGE.__path__)
+                    if m.name not in HELPERS)
+
+
+# -- every benchmark's command line ----------------------------------------------------------
+def test_every_module_of_the_package_is_a_benchmark_or_a_helper():
+    from split_infer.tools.cli.bench import BENCHMARKS as LISTED
+
+    assert set(BENCHMARKS) == set(LISTED)  # `split-infer bench NAME` reaches every one
+    assert {m.name for m in pkgutil.iter_modules(BENCH_PACKAGE.__path__)} >= HELPERS
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_has_a_main_and_its_help_exits_0(name, capsys):
+    module = _bench(name)
+    assert callable(module.main)
+    assert list(inspect.signature(module.main).parameters) == ["argv"]
+    with pytest.raises(SystemExit) as info:
+        module.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: split-infer bench {name}")
+    assert "--out" in out
+    source = inspect.getsource(module)
+    assert 'if __name__ == "__main__":\n    raise SystemExit(main())' in source
+    assert "sys.path" not in source and "ros_fixtures" not in source
+
+
+def test_helpers_do_not_touch_sys_path():
+    for name in HELPERS:
+        source = inspect.getsource(_bench(name))
+        assert "sys.path" not in source and "ros_fixtures" not in source
+
+
+# -- common ----------------------------------------------------------------------------------
+def test_write_json_creates_the_directory_and_replaces_the_file(tmp_path):
+    from split_infer.tools.bench.common import write_json
+
+    path = tmp_path / "a" / "b" / "result.json"
+    assert write_json(path, {"x": [1, 2]}) == path
+    assert write_json(path, {"x": 3}) == path
+    assert json.loads(path.read_text()) == {"x": 3}
+    assert path.read_text().endswith("}\n")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["result.json"]  # no temp file
+
+
+def test_machine_info_is_json_and_names_the_libraries():
+    from split_infer.tools.bench.common import command_line, machine_info, timestamp
+
+    info = machine_info(threads=2)
+    assert json.loads(json.dumps(info)) == info
+    assert info["cpu_count"] == os.cpu_count() and info["threads"] == 2
+    assert info["numpy"] == np.__version__
+    assert {"platform", "cpu", "python", "torch", "onnxruntime", "opencv"} <= set(info)
+    assert timestamp().endswith("+00:00")
+    assert command_line("fuzz", ["--out", "a b"]) == "split-infer bench fuzz --out 'a b'"
+
+
+def test_save_figure_writes_a_png_and_closes_the_figure(tmp_path):
+    from split_infer.tools.bench.common import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = save_figure(fig, tmp_path / "sub" / "f.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)
+
+
+def test_limit_threads_zero_or_none_changes_nothing():
+    from split_infer.tools.bench.common import limit_threads
+
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    limit_threads(None)
+    limit_threads(0)
+    if before is not None:
+        assert os.sched_getaffinity(0) == before
+    with pytest.raises(ValueError, match="threads"):
+        limit_threads(-1)
 
 
 @pytest.fixture(scope="module")

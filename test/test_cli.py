@@ -92,8 +92,8 @@ def _parsers(parser, path=("split-infer",)):
 
 
 def test_every_argument_of_every_verb_has_help():
+    from split_infer.tools.bench.codecs import build_parser as codecs_parser
     from split_infer.tools.cli import VERBS, build_parser
-    from split_infer.tools.cli.bench import codecs_parser
 
     parsers = [*_parsers(build_parser()), (("split-infer", "bench", "codecs"), codecs_parser())]
     seen = {path[1] for path, _ in parsers if len(path) > 1}

@@ -9,10 +9,11 @@ well-formed or wrongly typed Image fields. This module covers what they do not:
 * Image messages with dimensions up to 2**64, step/size arithmetic that overflows, and every
   buffer type a field may hold (strided ones included), and PNG/JPEG files whose edited
   chunks carry valid CRCs;
-* regressions for the bugs bench/fuzz.py found (strided buffers, PNG chunk lengths that made
-  OpenCV allocate gigabytes);
-* a short coverage-guided run of bench/fuzz.py itself (atheris) in a subprocess, and its
-  ``--canary`` self-test proving that a crash is caught, saved and counted.
+* regressions for the bugs ``split-infer bench fuzz`` found (strided buffers, PNG chunk lengths
+  that made OpenCV allocate gigabytes);
+* a short coverage-guided run of the fuzzer itself (atheris, ``python -m
+  split_infer.tools.bench.fuzz``) in a subprocess, and its ``--canary`` self-test proving that
+  a crash is caught, saved and counted.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[Heal
 
 
 def _bench_fuzz():
-    """bench/fuzz.py as a module (its helpers build the same inputs the fuzzer does)."""
+    """The fuzzer's module (its helpers build the same inputs the fuzzer does)."""
     return importlib.import_module(FUZZ_MODULE)
 
 
@@ -270,7 +271,7 @@ def test_edited_png_and_jpeg_convert_or_raise_image_error(index, edits, cut, kin
     assert rgb.flags.c_contiguous and max(rgb.shape[:2]) <= MAX_IMAGE_SIDE
 
 
-# -- regressions for what bench/fuzz.py found -------------------------------------------------
+# -- regressions for what the fuzzer found --------------------------------------------------
 
 
 def test_strided_image_buffers_are_bad_messages():
@@ -342,7 +343,7 @@ def test_real_pngs_still_decode_with_trailing_bytes():
     assert compressed_to_rgb(SimpleNamespace(format="png", data=data)).shape == (9, 13, 3)
 
 
-# -- bench/fuzz.py: a short coverage-guided run ---------------------------------------------
+# -- the fuzzer: a short coverage-guided run ------------------------------------------------
 
 
 def _run_fuzz_script(*args: str, out: Path) -> tuple[subprocess.CompletedProcess, dict]:

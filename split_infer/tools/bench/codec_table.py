@@ -7,7 +7,7 @@
                                       │                     │
                                 bytes_per_frame      mse, max_abs_err
 
-Used by ``split-infer bench codecs``. Timings are wall clock on this machine, medians over
+Used by ``split-infer bench codecs``. Timings are wall clock where it runs, medians over
 ``frames × repeats`` calls, and include frame serialization, parsing and the CRC.
 """
 

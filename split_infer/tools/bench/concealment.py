@@ -3,7 +3,8 @@ fraction of the split-point tensor that never arrived, per concealment method.
 
 ::
 
-    python bench/concealment.py [--bundle B] [--split layer2.2 ...] [--images N] [--out DIR]
+    split-infer bench concealment [--bundle B] [--split layer2.2 ...] [--images N]
+        [--out bench/results/concealment]
 
 The bundle's backbone (its safetensors weights, cut at the split and run with ONNX Runtime)
 computes the float32 features of the CIFAR-10 test images. Per frame, a fraction ``f`` of the
@@ -36,23 +37,19 @@ pins the process to that many CPUs.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
-from split_infer.tools.bench.rate_accuracy import (
-    backbone_parts,
-    batches,
-    head_features,
-    limit_threads,
-)
+from split_infer.tools.bench import common
+from split_infer.tools.bench.rate_accuracy import Part, backbone_parts, batches, head_features
+
+if TYPE_CHECKING:
+    from split_infer.data import ArrayDataset
 
 FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 PATTERNS = ("channels", "elements", "segments")
@@ -120,7 +117,8 @@ def conceal(features: np.ndarray, missing: np.ndarray, method: str,
     return np.where(missing, fill[:, :, None, None].astype(np.float32), features)
 
 
-def measure_concealment(head, tail, dataset, dataset_mean: np.ndarray, *,
+def measure_concealment(head: Part, tail: Part, dataset: ArrayDataset,
+                        dataset_mean: np.ndarray, *,
                         fractions: Sequence[float] = FRACTIONS,
                         patterns: Sequence[str] = PATTERNS, methods: Sequence[str] = METHODS,
                         segment: int = DEFAULT_SEGMENT, seed: int = 0, batch_size: int = 200,
@@ -210,11 +208,7 @@ def loss_at(result: dict, fraction: float) -> list[dict]:
 def plot_concealment(panels: list[dict], path: Path, title: str) -> None:
     """Fig. 3.3-style: top-1 against fraction missing, one line per method; a row of panels
     (one per loss pattern) per split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     patterns = list(dict.fromkeys(r["pattern"] for p in panels for r in p["result"]["rows"]))
     fig, axes = plt.subplots(len(panels), len(patterns), figsize=(5 * len(patterns),
                              4.2 * len(panels)), squeeze=False, sharey=True)
@@ -235,19 +229,20 @@ def plot_concealment(panels: list[dict], path: Path, title: str) -> None:
             ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def run(bundle_path: str | Path | None, splits: Sequence[str], images: int,
         calibration_images: int, out_dir: str | Path, *, threads: int = 1,
         segment: int = DEFAULT_SEGMENT, seed: int = 0, progress: bool = True) -> dict:
+    """Measure every split of ``splits``, print the tables and write ``concealment.json`` and
+    ``concealment.png`` to ``out_dir``; returns the result."""
     from split_infer.bundle import Bundle
     from split_infer.defaults import DEFAULT_BUNDLE
     from split_infer.pipeline.parts import load_backbone
     from split_infer.training.datasets import load_dataset
 
-    started = time.time()
+    started, start_time = time.time(), common.timestamp()
     bundle_path = Path(bundle_path) if bundle_path is not None else DEFAULT_BUNDLE
     bundle = Bundle.load(bundle_path)
     dataset_name = bundle.manifest.get("dataset", {}).get("name", "cifar10")
@@ -272,15 +267,14 @@ def run(bundle_path: str | Path | None, splits: Sequence[str], images: int,
             by = ", ".join(f"{m} {v:+.2f}" for m, v in entry["by_method"].items())
             print(f"5% missing, {entry['pattern']}: best {entry['best_method']} loses "
                   f"{entry['loss_points']:.2f} points (all: {by})")
-    result = {"bundle": str(bundle_path), "model": bundle.model_name, "dataset": dataset_name,
-              "test_images": len(test), "calibration_images": len(train),
+    result = {"started": start_time, "bundle": str(bundle_path), "model": bundle.model_name,
+              "dataset": dataset_name, "test_images": len(test),
+              "calibration_images": len(train),
               "segment_elements": segment, "seed": seed, "fractions": list(FRACTIONS),
               "splits": panels, "seconds": time.time() - started,
-              "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                          "threads": threads}}
+              "machine": common.machine_info(threads=threads)}
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "concealment.json").write_text(json.dumps(result, indent=2) + "\n")
+    common.write_json(out / "concealment.json", result)
     plot_concealment(panels, out / "concealment.png",
                      f"{bundle.model_name} on {dataset_name} test ({len(test)} images): "
                      "error concealment of missing features")
@@ -288,26 +282,30 @@ def run(bundle_path: str | Path | None, splits: Sequence[str], images: int,
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    """``split-infer bench concealment [ARGS]``."""
+    parser = common.bench_parser("concealment", __doc__)
     parser.add_argument("--bundle", type=Path, default=None,
                         help="bundle whose backbone is used (default: the shipped one)")
     parser.add_argument("--split", nargs="+", default=["layer2.2"],
-                        help="split points by name or index")
-    parser.add_argument("--images", type=int, default=10000, help="test images (default all)")
-    parser.add_argument("--calibration-images", type=int, default=2048,
-                        help="training images for the dataset mean")
-    parser.add_argument("--segment", type=int, default=DEFAULT_SEGMENT,
-                        help="elements per lost packet of the segments pattern")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/concealment"))
+                        help="split points by name or index (default: %(default)s)")
+    parser.add_argument("--images", type=int, default=10000, metavar="N",
+                        help="test images (default: all)")
+    parser.add_argument("--calibration-images", type=int, default=2048, metavar="N",
+                        help="training images for the dataset mean (default: %(default)s)")
+    parser.add_argument("--segment", type=int, default=DEFAULT_SEGMENT, metavar="N",
+                        help="elements per lost packet of the segments pattern "
+                             "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the loss masks (default: %(default)s)")
+    common.add_threads_argument(parser)
+    common.add_out_argument(parser, "concealment")
     args = parser.parse_args(argv)
-    limit_threads(args.threads)
+    common.limit_threads(args.threads)
     run(args.bundle, args.split, args.images, args.calibration_images, args.out,
         threads=args.threads, segment=args.segment, seed=args.seed)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

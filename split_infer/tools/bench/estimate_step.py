@@ -1,32 +1,32 @@
 """Bandwidth-estimate step response over the real-link testbed (root; issue 6's target: within
 15 % of the shaped rate within 2 s of a step).
 
-    sudo .venv/bin/python bench/estimate_step.py [--bundle B] [--trace step_3_1_2mbps.csv]
+    sudo .venv/bin/split-infer bench estimate_step [--bundle B] [--trace step_3_1_2mbps.csv]
         [--split 10] [--repeats 3] [--out bench/results/testbed/estimate_step]
 
 The monitor can only measure a capacity the sender fills: on an unsaturated link the delivered
 rate is a lower bound of it, flagged as one, and says nothing about the shaped rate. So the
 sender here is the naive float32 split at ``--split`` (added to a copy of the bundle as
-``bench/testbed_e2e.py`` does; 16.4 KB frames at layer3.2 of the default bundle, 3.9 Mbit/s at
-30 fps), fixed, with its edge pacing by the estimate as in every split strategy, over a trace
-whose every rate is below what it offers (``config/traces/step_3_1_2mbps.csv``). For each step
-the testbed reports when the estimate came within 15 % of the new rate and stayed there for
-1 s. Writes ``estimate_step.json`` (every repeat's reactions, their median and worst) and
-``estimate_step.png`` (shaped rate and every repeat's estimate against time).
+``split-infer bench testbed_e2e`` does; 16.4 KB frames at layer3.2 of the default bundle,
+3.9 Mbit/s at 30 fps), fixed, with its edge pacing by the estimate as in every split
+strategy, over a trace whose every rate is below what it offers
+(``config/traces/step_3_1_2mbps.csv``). For each step the testbed reports when the estimate
+came within 15 % of the new rate and stayed there for 1 s. Writes ``estimate_step.json``
+(every repeat's reactions, their median and worst) and ``estimate_step.png`` (shaped rate
+and every repeat's estimate against time).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from split_infer.bundle import Bundle
-from split_infer.defaults import DEFAULT_BUNDLE, DEMO_BAG, find_trace
+from split_infer.defaults import find_trace
+from split_infer.tools.bench import common
 from split_infer.tools.bench.testbed_e2e import naive_bundle
 from split_infer.tools.link import load_trace
 from split_infer.tools.testbed.runner import TestbedSettings, run_testbed
@@ -54,11 +54,8 @@ def summarize(runs: list[list[dict]]) -> list[dict]:
 
 
 def plot(trace_path: Path, timelines: list[list[dict]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The shaped rate (±15 %) and every repeat's bandwidth estimate against time."""
+    plt = common.pyplot()
     trace = load_trace(trace_path)
     fig, ax = plt.subplots(figsize=(10, 4.5))
     end = max(row["t_s"] for timeline in timelines for row in timeline)
@@ -77,21 +74,23 @@ def plot(trace_path: Path, timelines: list[list[dict]], out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
-    parser.add_argument("--bag", type=Path, default=DEMO_BAG)
-    parser.add_argument("--trace", default="step_3_1_2mbps.csv")
+    """``split-infer bench estimate_step [ARGS]`` (as root: the testbed needs namespaces)."""
+    parser = common.bench_parser("estimate_step", __doc__)
+    common.add_bundle_arguments(parser)
+    parser.add_argument("--trace", default="step_3_1_2mbps.csv",
+                        help="stepped trace: a file, or a name in config/traces/ "
+                             "(default: %(default)s)")
     parser.add_argument("--split", type=int, default=10,
-                        help="split point of the naive float32 sender")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tail", type=float, default=15.0,
-                        help="seconds to run after the last step")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/testbed/estimate_step"))
+                        help="split point of the naive float32 sender (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of the whole trace (default: %(default)s)")
+    parser.add_argument("--tail", type=float, default=15.0, metavar="SECONDS",
+                        help="seconds to run after the last step (default: %(default)g)")
+    common.add_out_argument(parser, "testbed/estimate_step")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -107,23 +106,24 @@ def main(argv: list[str] | None = None) -> int:
     naive, strategy = naive_bundle(bundle, args.split, args.out)
     duration = float(trace.times_s[-1]) + args.tail
     runs, timelines = [], []
-    for repeat in range(args.repeats):
-        started = time.time()
+    started = common.timestamp()
+    for repeat in tqdm(range(args.repeats), desc="estimate_step", unit="run"):
+        run_started = time.time()
         report = run_testbed(TestbedSettings(
             bundle=naive.path, bag=args.bag, trace=trace_path, duration_s=duration,
             out_dir=args.out / "runs" / f"run{repeat + 1}", strategy=strategy, status=False))
         runs.append(report["reactions"])
         timelines.append(report["timeline"])
-        print(f"[{repeat + 1}/{args.repeats}] {time.time() - started:.0f} s: "
-              + ", ".join(f"{r['rate_before_bps'] / 1e6:g}→{r['rate_after_bps'] / 1e6:g} "
-                          f"Mbit/s {r['estimate_within_15pct_after_s']} s"
-                          for r in report["reactions"]), flush=True)
+        tqdm.write(f"[{repeat + 1}/{args.repeats}] {time.time() - run_started:.0f} s: "
+                   + ", ".join(f"{r['rate_before_bps'] / 1e6:g}→{r['rate_after_bps'] / 1e6:g} "
+                               f"Mbit/s {r['estimate_within_15pct_after_s']} s"
+                               for r in report["reactions"]))
     steps = summarize(runs)
-    result = {"command": " ".join(["bench/estimate_step.py", *(argv or sys.argv[1:])]),
+    result = {"command": common.command_line("estimate_step", argv), "started": started,
               "trace": str(trace_path), "sender": f"{strategy} (float32, "
               f"{naive.configuration(args.split, 1.0).bytes_per_frame:.0f} B/frame)",
-              "target_s": TARGET_S, "steps": steps, "runs": runs}
-    (args.out / "estimate_step.json").write_text(json.dumps(result, indent=2))
+              "target_s": TARGET_S, "steps": steps, "runs": runs, "machine": common.machine_info()}
+    common.write_json(args.out / "estimate_step.json", result)
     plot(trace_path, timelines, args.out / "estimate_step.png")
     for step in steps:
         print(f"{step['rate_before_bps'] / 1e6:g} → {step['rate_after_bps'] / 1e6:g} Mbit/s: "

@@ -1,7 +1,7 @@
 """Fault injection over the real-link testbed (root): the graph must give 0 stale or
 misdecoded outputs and recover within 2 s after each fault ends (issue 7).
 
-    sudo .venv/bin/python bench/faults.py [--bundle B] [--out bench/results/faults]
+    sudo .venv/bin/split-infer bench faults [--bundle B] [--out bench/results/faults]
 
 Faults (adaptive strategy, the shipped bag at 30 fps, a 5 Mbit/s link):
 
@@ -11,7 +11,7 @@ Faults (adaptive strategy, the shipped bag at 30 fps, a 5 Mbit/s link):
 * the cloud process killed (SIGKILL) at 8 s and a new one started at 12 s;
 * the scheduler killed at 8 s (the edge must keep its last configuration);
 * delay 50 ms ± 20 ms (uniform, packets kept in order) from 5 s to 15 s: ``netem``, or on a
-  kernel without it (this one) the testbed's NFQUEUE delayer; the row says if neither works.
+  kernel without it the testbed's NFQUEUE delayer; the row says if neither works.
 
 A result is *stale* when it reaches the robot more than 1 s after its frame was captured,
 *misdecoded* when it names another configuration than the frame the edge sent, and a
@@ -21,11 +21,11 @@ first result of a frame captured after it. Writes ``faults.json`` and prints a t
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
-from split_infer.defaults import DEFAULT_BUNDLE, DEMO_BAG
+from tqdm import tqdm
+
+from split_infer.tools.bench import common
 from split_infer.tools.link import Trace, write_trace
 from split_infer.tools.testbed.netns import NetnsLink
 from split_infer.tools.testbed.runner import TestbedSettings, run_testbed
@@ -63,20 +63,23 @@ def scenarios(out: Path) -> list[tuple[str, dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
-    parser.add_argument("--bag", type=Path, default=DEMO_BAG)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/faults"))
+    """``split-infer bench faults [ARGS]`` (as root: the testbed needs network namespaces)."""
+    parser = common.bench_parser("faults", __doc__)
+    common.add_bundle_arguments(parser)
+    common.add_out_argument(parser, "faults")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     traces = args.out / "traces"
-    traces.mkdir(exist_ok=True)
+    traces.mkdir(parents=True, exist_ok=True)
     with NetnsLink() as probe:
         capabilities = dict(probe.capabilities)
+    header = {"command": common.command_line("faults", argv), "started": common.timestamp(),
+              "bundle": str(args.bundle), "link_capabilities": capabilities,
+              "machine": common.machine_info()}
     rows = []
     runs = scenarios(traces)
-    for i, (name, kwargs) in enumerate(runs, start=1):
-        print(f"[{i}/{len(runs)}] {name}", flush=True)
+    bar = tqdm(runs, desc="faults", unit="run")
+    for i, (name, kwargs) in enumerate(bar, start=1):
+        bar.set_postfix_str(name)
         run_dir = args.out / "runs" / f"{i:02d}"
         report = run_testbed(TestbedSettings(bundle=args.bundle, bag=args.bag,
                                              out_dir=run_dir, status=False, **kwargs))
@@ -87,14 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             "recoveries": report["recoveries"], "not_applied": report["link"]["not_applied"],
             "edge_stats": report["edge_stats"]}
         rows.append(row)
-        print(f"  delivered {s['frames_delivered']}/{s['frames_generated']}, stale "
-              f"{s['stale_results']}, misdecoded {s['misdecoded_results']}, recovery "
-              f"{[r['recovered_after_s'] for r in report['recoveries']]}"
-              + (f"; not applied here: {row['not_applied']}" if row["not_applied"] else ""),
-              flush=True)
-        (args.out / "faults.json").write_text(json.dumps(
-            {"bundle": str(args.bundle), "link_capabilities": capabilities, "rows": rows},
-            indent=2))
+        tqdm.write(f"[{i}/{len(runs)}] {name}: delivered {s['frames_delivered']}/"
+                   f"{s['frames_generated']}, stale {s['stale_results']}, misdecoded "
+                   f"{s['misdecoded_results']}, recovery "
+                   f"{[r['recovered_after_s'] for r in report['recoveries']]}"
+                   + (f"; not applied here: {row['not_applied']}" if row["not_applied"]
+                      else ""))
+        common.write_json(args.out / "faults.json", {**header, "rows": rows})
     print(f"\n{'fault':<42}{'deliv.':>8}{'ν_eff':>7}{'stale':>6}{'misdec.':>8}{'dup':>5}"
           f"{'recovery s':>12}")
     for r in rows:

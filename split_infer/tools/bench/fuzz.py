@@ -2,7 +2,7 @@
 
 ::
 
-    python bench/fuzz.py --target all --inputs 1000000 --out bench/results/fuzz
+    split-infer bench fuzz --target all --inputs 1000000 --out bench/results/fuzz
 
 Both targets take untrusted bytes from the network, so each may raise exactly one typed
 error and nothing else; anything else is a *crash*:
@@ -10,10 +10,10 @@ error and nothing else; anything else is a *crash*:
 * ``wire`` -- bytes → :meth:`split_infer.pipeline.engine.CloudEngine.decode` (``decode_frame``,
   the route chosen by the frame's configuration id, the calibrated codec, the rateless fill
   and the ONNX cloud part) on a small real bundle built by
-  ``test/ros_fixtures.py::build_tiny_bundle`` with one configuration per byte stage (raw,
-  zstd, lz4, rANS, PNG, JPEG) plus the rateless one. Allowed: ``FrameError`` whose ``reason``
-  is a non-empty string from ``FRAME_ERROR_REASONS``; a decoded frame must give finite
-  float32 logits ``(1, classes)``.
+  ``split_infer.tools.synthetic_bundle.build_tiny_bundle`` with one configuration per byte
+  stage (raw, zstd, lz4, rANS, PNG, JPEG) plus the rateless one. Allowed: ``FrameError``
+  whose ``reason`` is a non-empty string from ``FRAME_ERROR_REASONS``; a decoded frame must
+  give finite float32 logits ``(1, classes)``.
 * ``image`` -- ``image_to_rgb`` on ``sensor_msgs/Image``-like objects built from the fuzz
   bytes (real and bogus encodings, dimensions up to 2**63, mismatched ``step``, truncated or
   padded data, several buffer types, wrongly typed fields) and ``compressed_to_rgb`` on
@@ -64,7 +64,6 @@ import hashlib
 import importlib
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -78,12 +77,15 @@ import tracemalloc
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+
+# common imports only the standard library: the child imports split_infer's targets later,
+# instrumented.
+from split_infer.tools.bench import common
 
 TARGETS = ("wire", "image")
 
@@ -282,9 +284,9 @@ class ImageHarness:
         self.max_side = MAX_IMAGE_SIDE
         self.encodings = [*RAW_ENCODINGS, *BOGUS_ENCODINGS]
 
-    @staticmethod
-    def seeds() -> list[bytes]:
-        """Raw-mode byte strings and real PNG/JPEG files of several kinds."""
+    def seeds(self) -> list[bytes]:
+        """Raw-mode byte strings (some that convert, see :meth:`raw_seeds`) and real PNG/JPEG
+        files of several kinds."""
         import cv2
 
         rng = np.random.default_rng(0)
@@ -301,9 +303,25 @@ class ImageHarness:
                                           cv2.IMWRITE_JPEG_QUALITY, 30])[1],
         ]
         out = [b"\x00" + bytes(range(256)), b"\x00" + bytes(64), b"\x00" + b"\xff" * 64]
+        out += self.raw_seeds()
         for encoded in files:
             out += [b"\x01" + encoded.tobytes(), b"\x02" + encoded.tobytes()]
         return out
+
+    def raw_seeds(self, count: int = 6, tries: int = 20_000) -> list[bytes]:
+        """Raw-mode inputs that convert, each with another encoding: the first ones of a fixed
+        pseudo-random sequence (the field-by-field layout of :meth:`raw_message` makes them
+        hard to write by hand, and a corpus without them leaves libFuzzer to find one)."""
+        rng = np.random.default_rng(0)
+        found: dict[str, bytes] = {}
+        for _ in range(tries):
+            size = int(rng.integers(16, 256))
+            data = b"\x00" + rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+            if self(data) == "raw:converted":
+                found.setdefault(self.raw_message(data[1:]).encoding, data)
+                if len(found) == count:
+                    break
+        return list(found.values())
 
     def raw_message(self, data: bytes) -> SimpleNamespace:
         """A ``sensor_msgs/Image``-like object whose every field comes from ``data``."""
@@ -397,13 +415,6 @@ def _rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Replace ``path`` atomically, so the parent never reads half a file."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def make_harness(target: str, bundle_dir: Path | None) -> Callable[[bytes], str]:
     """Import split_infer instrumented for coverage and build ``target``'s harness."""
     import atheris
@@ -453,7 +464,7 @@ def run_child(args: argparse.Namespace) -> None:
     def flush(finished: bool = False, stopped_by: str | None = None) -> None:
         stats.update(finished=finished, stopped_by=stopped_by, outcomes=dict(outcomes),
                      fuzz_s=time.perf_counter() - fuzz_started, ru_maxrss_bytes=_rss_bytes())
-        _write_json(stats_path, stats)
+        common.write_json(stats_path, stats)  # atomic: the parent never reads half a file
 
     def test_one_input(data: bytes) -> None:
         nonlocal last_write, last_rss
@@ -612,8 +623,10 @@ def print_table(report: dict[str, Any]) -> None:
         print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
 
 
-def run_parent(args: argparse.Namespace) -> int:
-    """Fuzz every requested target and write ``--out/fuzz.json``; 1 if anything crashed."""
+def run_parent(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """Fuzz every requested target and write ``--out/fuzz.json``; 1 if anything crashed.
+
+    ``argv`` (default: this process's arguments) is recorded as the command."""
     import atheris  # noqa: F401  (fail here, with a clear message, rather than in a child)
 
     targets = TARGETS if args.target == "all" else (args.target,)
@@ -621,11 +634,10 @@ def run_parent(args: argparse.Namespace) -> int:
     crash_dir = out / "crashes"
     crash_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": common.command_line("fuzz", argv),
         "engine": f"atheris {_atheris_version()} (libFuzzer; split_infer instrumented)",
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(), "platform": platform.platform(),
-        "cpu_count": os.cpu_count(), "seed": args.seed, "canary": args.canary,
+        "started": common.timestamp(), "machine": common.machine_info(),
+        "seed": args.seed, "canary": args.canary,
         "limits": {"input_timeout_s": INPUT_TIMEOUT_S, "rss_limit_mb": RSS_LIMIT_MB,
                    "raw_data_cap_bytes": RAW_DATA_CAP},
         "targets": {},
@@ -646,7 +658,7 @@ def run_parent(args: argparse.Namespace) -> int:
     report["crashes_total"] = sum(e["crashes"] for e in report["targets"].values())
     if not any(crash_dir.iterdir()):
         crash_dir.rmdir()
-    _write_json(out / "fuzz.json", report)
+    common.write_json(out / "fuzz.json", report)
     print_table(report)
     print(f"report: {out / 'fuzz.json'}")
     if report["crashes_total"]:
@@ -662,17 +674,18 @@ def _atheris_version() -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Coverage-guided fuzzing (atheris) of the wire decoder and the image "
-                    "converter; writes OUT/fuzz.json, crashing inputs under OUT/crashes/.")
-    parser.add_argument("--target", choices=(*TARGETS, "all"), default="all")
-    parser.add_argument("--inputs", type=int, default=1_000_000,
-                        help="inputs per target (default %(default)s)")
+    """The options of ``split-infer bench fuzz`` (and of its child processes, hidden)."""
+    parser = common.bench_parser("fuzz", __doc__)
+    parser.add_argument("--target", choices=(*TARGETS, "all"), default="all",
+                        help="what to fuzz (default: %(default)s)")
+    parser.add_argument("--inputs", type=int, default=1_000_000, metavar="N",
+                        help="inputs per target (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="stop a target after this many seconds of fuzzing even if fewer "
                              "inputs were tried")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/fuzz"))
-    parser.add_argument("--seed", type=int, default=1, help="libFuzzer's random seed")
+    common.add_out_argument(parser, "fuzz", what="fuzz.json and the crashing inputs (crashes/)")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="libFuzzer's random seed (default: %(default)s)")
     parser.add_argument("--bundle", type=Path, default=None,
                         help="fuzz the wire decoder with this bundle instead of building one")
     parser.add_argument("--reproduce", type=Path, default=None, metavar="FILE",
@@ -692,6 +705,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``split-infer bench fuzz [ARGS]``: 0 when nothing crashed, 1 otherwise."""
     args = parse_args(argv)
     if args.child:
         run_child(args)
@@ -705,8 +719,8 @@ def main(argv: list[str] | None = None) -> int:
             tmp = tempfile.TemporaryDirectory(prefix="split_infer_fuzz_")
             bundle = build_bundle(Path(tmp.name) / "bundle")
         return reproduce(args.target, bundle, args.reproduce)
-    return run_parent(args)
+    return run_parent(args, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

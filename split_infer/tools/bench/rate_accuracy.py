@@ -2,10 +2,11 @@
 
 ::
 
-    python bench/rate_accuracy.py BUNDLE [--split N ...] [--images N] [--out DIR]
+    split-infer bench rate_accuracy BUNDLE [--split N ...] [--images N]
+        [--out bench/results/rate_accuracy]
 
 Everything at one split point runs on the bundle's own backbone (its safetensors weights, cut
-at the split with ``runtime.stages.segment_backend`` and run with ONNX Runtime) over the same
+at the split with ``pipeline.parts.segment_backend`` and run with ONNX Runtime) over the same
 test images, and every byte count is a real serialized size:
 
 * **float32** features (``float32+raw``) -- the reference point of the targets;
@@ -13,7 +14,7 @@ test images, and every byte count is a real serialized size:
 * **tiled JPEG** of the 8-bit features at several qualities
   (``quant:bits=8,per=channel+jpeg:quality=Q``, thesis §2.2 / BottleNet);
 * every **learned** configuration the bundle has at that split and its **baseline**
-  configurations, re-measured with ``runtime.evaluate.evaluate_bundle`` (the bundle's edge
+  configurations, re-measured with ``pipeline.evaluate.evaluate_bundle`` (the bundle's edge
   and cloud ONNX parts, real wire frames);
 * **cloud-only** (the thesis's "server-only"): the input image JPEG-encoded at several
   qualities into the full model (``training.baseline.server_only_reference``); bytes = JPEG
@@ -34,21 +35,26 @@ stay on them too.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
 from split_infer.config_key import ConfigKey, config_key
+from split_infer.tools.bench import common
+
+if TYPE_CHECKING:
+    from split_infer.bundle import Bundle
+    from split_infer.data import ArrayDataset
+    from split_infer.models import SplitPoint, SplittableModel
+    from split_infer.pipeline.engine import EdgeConfig
+
+#: A part of the backbone: preprocessed batch (or features) → features (or logits).
+Part = Callable[[np.ndarray], np.ndarray]
 
 FLOAT32_SPEC = "float32+raw"
 QUANT8_SPEC = "quant:bits=8,per=channel+zstd"
@@ -96,26 +102,14 @@ def short_spec(spec: str) -> str:
     return label
 
 
-def limit_threads(threads: int) -> None:
-    """Keep this process on ``threads`` CPUs: affinity (so ORT sessions opened with their
-    default thread count inside the library stay there too), OpenCV and torch pools."""
-    if hasattr(os, "sched_getaffinity"):
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, cpus[-threads:])
-    import cv2
-    import torch
-
-    cv2.setNumThreads(threads)
-    torch.set_num_threads(threads)
-
-
-def batches(dataset, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+def batches(dataset: ArrayDataset, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
     """``(start, preprocessed NCHW batch)`` over ``dataset`` in order."""
     for start in range(0, len(dataset), batch_size):
         yield start, dataset.preprocessing(dataset.images[start:start + batch_size])
 
 
-def backbone_parts(bundle, split: int | str, threads: int | None = 1, model=None):
+def backbone_parts(bundle: Bundle, split: int | str, threads: int | None = 1,
+                   model: SplittableModel | None = None) -> tuple[SplitPoint, Part, Part]:
     """``(split point, head, tail)``: the bundle's backbone cut at ``split``, on ONNX Runtime."""
     from split_infer.pipeline.parts import load_backbone, segment_backend
 
@@ -126,17 +120,17 @@ def backbone_parts(bundle, split: int | str, threads: int | None = 1, model=None
     return point, head, tail
 
 
-def head_features(head, dataset, batch_size: int = 256) -> np.ndarray:
+def head_features(head: Part, dataset: ArrayDataset, batch_size: int = 256) -> np.ndarray:
     """float32 ``(N, C, H, W)`` features of every image (calibration)."""
     return np.concatenate([head(x) for _, x in batches(dataset, batch_size)])
 
 
 def measure_feature_codecs(
-    head,
-    tail,
+    head: Part,
+    tail: Part,
     split_point: int,
     codecs: Sequence[tuple[str, str, Any]],
-    dataset,
+    dataset: ArrayDataset,
     batch_size: int = 200,
     progress: bool = True,
 ) -> list[dict]:
@@ -178,7 +172,8 @@ def measure_feature_codecs(
     return rows
 
 
-def edge_config_key(config) -> ConfigKey:
+def edge_config_key(config: EdgeConfig) -> ConfigKey:
+    """The configuration key of an ``EdgeConfig`` (what its frames carry)."""
     return config_key(config.split_point, config.ratio)
 
 
@@ -193,8 +188,8 @@ def _row(kind: str, label: str, spec: str, split_point: int | None, sizes, predi
             "bytes_max": int(np.max(sizes)), **extra}
 
 
-def measure_bundle_configs(bundle, split_point: int, dataset, progress: bool = True
-                           ) -> list[dict]:
+def measure_bundle_configs(bundle: Bundle, split_point: int, dataset: ArrayDataset,
+                           progress: bool = True) -> list[dict]:
     """The bundle's configurations at ``split_point`` re-measured from real wire frames."""
     from split_infer.pipeline.evaluate import evaluate_bundle
 
@@ -218,7 +213,8 @@ def measure_bundle_configs(bundle, split_point: int, dataset, progress: bool = T
     return rows
 
 
-def measure_cloud_only(bundle, dataset, qualities: Iterable[int] = CLOUD_JPEG_QUALITIES,
+def measure_cloud_only(bundle: Bundle, dataset: ArrayDataset,
+                       qualities: Iterable[int] = CLOUD_JPEG_QUALITIES,
                        progress: bool = True) -> list[dict]:
     """The input image as JPEG at each quality into the bundle's full model (its
     ``client_only`` ONNX, else the backbone exported in memory)."""
@@ -275,6 +271,7 @@ def check_targets(rows: list[dict], reference: dict, targets: Sequence[Target] =
 
 
 def format_table(rows: list[dict]) -> str:
+    """The rows of :func:`relative_to`, largest frames first, as an aligned table."""
     header = (f"{'configuration':44s} {'kind':16s} {'bytes/frame':>11s} {'x fewer':>8s} "
               f"{'top-1 %':>8s} {'loss pts':>8s}")
     lines = [header, "-" * len(header)]
@@ -286,6 +283,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def format_targets(report: list[dict]) -> str:
+    """One line per target of :func:`check_targets`: its bounds and who meets it."""
     lines = []
     for t in report:
         met = ", ".join(t["met_by"]) if t["met_by"] else "none"
@@ -315,11 +313,9 @@ _LEARNED_COLORS = ["tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", 
 
 def plot_rate_accuracy(panels: list[dict], path: Path, title: str) -> None:
     """One panel per split: bytes per frame (log) against top-1, with the target regions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+
+    plt = common.pyplot()
 
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 6.5 * len(panels)), squeeze=False)
     for ax, panel in zip(axes[:, 0], panels, strict=True):
@@ -387,8 +383,7 @@ def plot_rate_accuracy(panels: list[dict], path: Path, title: str) -> None:
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def run(bundle_path: str | Path, splits: Sequence[str] | None, images: int,
@@ -396,12 +391,14 @@ def run(bundle_path: str | Path, splits: Sequence[str] | None, images: int,
         feature_qualities: Sequence[int] = FEATURE_JPEG_QUALITIES,
         cloud_qualities: Sequence[int] = CLOUD_JPEG_QUALITIES, batch_size: int = 200,
         progress: bool = True) -> dict:
+    """Measure every split of ``splits`` (default: the bundle's), print the tables and write
+    ``rate_accuracy.json`` and ``rate_accuracy.png`` to ``out_dir``; returns the result."""
     from split_infer.bundle import Bundle
     from split_infer.codecs import get_codec
     from split_infer.pipeline.parts import load_backbone
     from split_infer.training.datasets import load_dataset
 
-    started = time.time()
+    started, start_time = time.time(), common.timestamp()
     bundle = Bundle.load(bundle_path)
     dataset_name = bundle.manifest.get("dataset", {}).get("name", "cifar10")
     test = load_dataset(dataset_name, "test").subset(images)
@@ -432,6 +429,7 @@ def run(bundle_path: str | Path, splits: Sequence[str] | None, images: int,
         print(format_targets(targets))
     learned = bundle.manifest.get("learned", {})
     result = {
+        "started": start_time,
         "bundle": str(bundle_path),
         "model": bundle.model_name,
         "dataset": dataset_name,
@@ -442,12 +440,10 @@ def run(bundle_path: str | Path, splits: Sequence[str] | None, images: int,
         "cloud_only": cloud_rows,
         "splits": panels,
         "seconds": time.time() - started,
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "threads": threads},
+        "machine": common.machine_info(threads=threads),
     }
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rate_accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
+    common.write_json(out / "rate_accuracy.json", result)
     plot_rate_accuracy(panels, out / "rate_accuracy.png",
                        f"{bundle.model_name} on {dataset_name} test ({len(test)} images): "
                        f"bytes per frame vs top-1 ({Path(bundle_path).name})")
@@ -455,22 +451,25 @@ def run(bundle_path: str | Path, splits: Sequence[str] | None, images: int,
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("bundle", type=Path)
+def main(argv: list[str] | None = None) -> int:
+    """``split-infer bench rate_accuracy BUNDLE [ARGS]``."""
+    parser = common.bench_parser("rate_accuracy", __doc__)
+    parser.add_argument("bundle", type=Path, help="bundle directory")
     parser.add_argument("--split", nargs="+", default=None,
                         help="split points by index or name (default: the bundle's)")
-    parser.add_argument("--images", type=int, default=10000, help="test images (default all)")
-    parser.add_argument("--calibration-images", type=int, default=1024,
-                        help="training images the non-bundle codecs are calibrated on")
+    parser.add_argument("--images", type=int, default=10000, metavar="N",
+                        help="test images (default: all)")
+    parser.add_argument("--calibration-images", type=int, default=1024, metavar="N",
+                        help="training images the non-bundle codecs are calibrated on "
+                             "(default: %(default)s)")
     parser.add_argument("--feature-jpeg", type=int, nargs="+", default=FEATURE_JPEG_QUALITIES,
                         metavar="Q", help="qualities of the tiled feature JPEG")
     parser.add_argument("--cloud-jpeg", type=int, nargs="+", default=CLOUD_JPEG_QUALITIES,
                         metavar="Q", help="qualities of the cloud-only input JPEG")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/rate_accuracy"))
+    common.add_threads_argument(parser)
+    common.add_out_argument(parser, "rate_accuracy")
     args = parser.parse_args(argv)
-    limit_threads(args.threads)
+    common.limit_threads(args.threads)
     run(args.bundle, args.split, args.images, args.calibration_images, args.out,
         threads=args.threads, feature_qualities=args.feature_jpeg,
         cloud_qualities=args.cloud_jpeg)
@@ -478,4 +477,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

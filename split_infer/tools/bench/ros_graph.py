@@ -2,7 +2,7 @@
 
 ::
 
-    python bench/ros_graph.py --out bench/results/ros_graph
+    split-infer bench ros_graph [--configs all|extremes] [--out bench/results/ros_graph]
 
 Shipped default bundle, real camera frames from the shipped demo bag, both nodes (and a probe
 node that publishes ``image`` and listens to ``results``) on one MultiThreadedExecutor, the
@@ -27,26 +27,26 @@ edge's backpressure as shipped. Three measurements, written to ``ros_graph.json`
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
-import platform
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from split_infer.config_key import ConfigKey, config_key
-
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+from split_infer.tools.bench import common
 
 PERCENTILES = (50, 90, 99)
 RATE_HZ = 30.0
 
 
-def pct(values) -> dict[str, float | int | None]:
+def pct(values: Iterable[float]) -> dict[str, float | int | None]:
+    """Count, percentiles (``PERCENTILES``) and mean of ``values``; None for no values."""
     arr = np.asarray(list(values), np.float64)
     if arr.size == 0:
         return {"n": 0, **{f"p{p}": None for p in PERCENTILES}, "mean": None}
@@ -55,19 +55,20 @@ def pct(values) -> dict[str, float | int | None]:
 
 
 def key_str(key: tuple[int, float]) -> str:
+    """``(split, ratio)`` as ``"split:ratio"``."""
     return f"{key[0]}:{key[1]:g}"
 
 
 class Probe:
     """Publishes camera frames on ``image``, records every ``results`` message."""
 
-    def __init__(self, context, images: np.ndarray, namespace: str = "/") -> None:
+    def __init__(self, context: Any, images: np.ndarray, namespace: str = "/") -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.node import Node
         from sensor_msgs.msg import Image
 
         from split_infer.pipeline.images import rgb_to_image
-        from split_infer.ros.common import CAMERA_QOS, RESULT_QOS
+        from split_infer.ros.messages import CAMERA_QOS, RESULT_QOS
 
         self.node = Node("bench_probe", context=context, namespace=namespace)
         self.publisher = self.node.create_publisher(Image, "image", CAMERA_QOS)
@@ -85,9 +86,11 @@ class Probe:
         self.event = threading.Event()
 
     def now_ns(self) -> int:
+        """The probe node's clock, ns."""
         return self.node.get_clock().now().nanoseconds
 
     def publish(self, index: int, config: tuple[int, float]) -> int:
+        """Publish bag image ``index`` stamped now; returns the stamp (ns)."""
         msg = self.messages[index % len(self.messages)]
         stamp = self.now_ns()
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
@@ -96,6 +99,7 @@ class Probe:
         return stamp
 
     def wait_result(self, stamp: int, timeout: float) -> bool:
+        """Whether the result of the frame stamped ``stamp`` arrived within ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while stamp not in self.results:
             remaining = deadline - time.monotonic()
@@ -123,12 +127,12 @@ class NullGraph:
     CompressedImage of ``payload`` bytes, same QoS) → null cloud → ``results`` (top-5
     DiagnosticArray). Its latency is the floor rclpy + DDS put under the real graph."""
 
-    def __init__(self, context, namespace: str) -> None:
+    def __init__(self, context: Any, namespace: str) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
         from rclpy.node import Node
         from sensor_msgs.msg import CompressedImage, Image
 
-        from split_infer.ros.common import CAMERA_QOS, FEATURE_QOS, RESULT_QOS
+        from split_infer.ros.messages import CAMERA_QOS, FEATURE_QOS, RESULT_QOS
 
         self.payload = b""
         self.edge = Node("null_edge", context=context, namespace=namespace)
@@ -156,7 +160,9 @@ class NullGraph:
         self.cloud.create_subscription(CompressedImage, "features", on_features, FEATURE_QOS)
 
 
-def run_null(probe, null, sizes, frames, warmup) -> list[dict]:
+def run_null(probe: Probe, null: NullGraph, sizes: Sequence[int], frames: int,
+             warmup: int) -> list[dict]:
+    """Closed-loop latency of the null graph, per feature payload size in ``sizes``."""
     rows = []
     for size in sizes:
         null.payload = bytes(np.random.default_rng(2).integers(0, 256, size, np.uint8))
@@ -175,7 +181,7 @@ def run_null(probe, null, sizes, frames, warmup) -> list[dict]:
 class Offline:
     """The bundle's parts and codecs run outside ROS: model compute timing and references."""
 
-    def __init__(self, bundle, images: np.ndarray, threads: int | None) -> None:
+    def __init__(self, bundle: Any, images: np.ndarray, threads: int | None) -> None:
         from split_infer.data import Preprocessing
         from split_infer.pipeline.engine import CloudEngine, EdgeEngine
 
@@ -186,9 +192,10 @@ class Offline:
         self.images = images
         self._reference: dict[tuple[int, tuple[int, float]], tuple[int, float]] = {}
 
-    def time_config(self, key: tuple[int, float], indices) -> dict[str, list[float]]:
+    def time_config(self, key: tuple[int, float], indices: Sequence[int]
+                    ) -> dict[str, list[float]]:
         """Per frame, ms of: preprocess, edge part, encode (pack), decode, cloud part."""
-        from split_infer.ros.cloud_node import softmax
+        from split_infer.pipeline.engine import softmax
 
         config = self.edge.activate(*key)
         times = {k: [] for k in ("preprocess", "edge_part", "encode", "decode", "cloud_part")}
@@ -216,7 +223,7 @@ class Offline:
 
     def reference(self, index: int, key: tuple[int, float]) -> tuple[int, float]:
         """Offline (top-1 class, score) of bag image ``index`` with configuration ``key``."""
-        from split_infer.ros.cloud_node import softmax
+        from split_infer.pipeline.engine import softmax
 
         if (index, key) not in self._reference:
             config = self.edge.activate(*key)
@@ -228,12 +235,14 @@ class Offline:
         return self._reference[(index, key)]
 
 
-def active_key(edge) -> ConfigKey:
+def active_key(edge: Any) -> ConfigKey:
+    """The configuration key the edge node runs now."""
     config = edge.active
     return config_key(config.split_point, config.ratio)
 
 
-def set_config(edge, key: tuple[int, float]) -> None:
+def set_config(edge: Any, key: tuple[int, float]) -> None:
+    """Switch the edge node to ``key`` with ``set_parameters_atomically``."""
     from rclpy.parameter import Parameter
 
     result = edge.set_parameters_atomically([
@@ -245,6 +254,7 @@ def set_config(edge, key: tuple[int, float]) -> None:
 
 
 def stats_delta(before: dict, after: dict) -> dict:
+    """What the edge's ``stats()`` counted between ``before`` and ``after``."""
     drops = {r: n - before["drops"].get(r, 0) for r, n in after["drops"].items()}
     return {"received": after["received"] - before["received"],
             "sent": after["sent"] - before["sent"],
@@ -253,7 +263,7 @@ def stats_delta(before: dict, after: dict) -> dict:
             "expired": after["expired"] - before["expired"]}
 
 
-def wait_quiet(probe: Probe, edge, timeout: float = 3.0) -> None:
+def wait_quiet(probe: Probe, edge: Any, timeout: float = 3.0) -> None:
     """Wait until every frame the edge sent has come back (or ``timeout``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -263,7 +273,9 @@ def wait_quiet(probe: Probe, edge, timeout: float = 3.0) -> None:
         time.sleep(0.05)
 
 
-def run_closed_loop(probe, edge, offline, keys, frames, warmup, tqdm) -> list[dict]:
+def run_closed_loop(probe: Probe, edge: Any, offline: Offline, keys: Sequence[ConfigKey],
+                    frames: int, warmup: int) -> list[dict]:
+    """Measurement 1 (overhead): one frame in flight, per configuration in ``keys``."""
     rows = []
     rng = np.random.default_rng(0)
     n_images = len(probe.messages)
@@ -303,7 +315,8 @@ def run_closed_loop(probe, edge, offline, keys, frames, warmup, tqdm) -> list[di
     return rows
 
 
-def stream(probe, edge, seconds: float, start_index: int, on_tick=None) -> tuple[list, int]:
+def stream(probe: Probe, edge: Any, seconds: float, start_index: int,
+           on_tick: Callable[[int], None] | None = None) -> tuple[list[int], int]:
     """Publish at RATE_HZ for ``seconds``; ``on_tick(i)`` runs before frame i. Returns the
     published stamps and the next image index."""
     period = 1.0 / RATE_HZ
@@ -320,7 +333,9 @@ def stream(probe, edge, seconds: float, start_index: int, on_tick=None) -> tuple
     return stamps, start_index + n
 
 
-def summarise_stream(probe, stamps, seconds, before, after) -> dict:
+def summarise_stream(probe: Probe, stamps: list[int], seconds: float, before: dict,
+                     after: dict) -> dict:
+    """Results, drops and latency of the frames stamped ``stamps`` (a stream)."""
     results = [probe.results[s] for s in stamps if s in probe.results]
     latencies = [r["latency_ms"] for r in results]
     delta = stats_delta(before, after)
@@ -349,7 +364,9 @@ def summarise_stream(probe, stamps, seconds, before, after) -> dict:
     }
 
 
-def run_sustained(probe, edge, keys, seconds, index):
+def run_sustained(probe: Probe, edge: Any, keys: Sequence[ConfigKey], seconds: float,
+                  index: int) -> tuple[list[dict], int]:
+    """Measurement 2 (sustained): a 30 Hz stream of ``seconds`` per configuration."""
     runs = []
     for key in keys:
         set_config(edge, key)
@@ -364,7 +381,9 @@ def run_sustained(probe, edge, keys, seconds, index):
     return runs, index
 
 
-def run_switches(probe, edge, offline, keys, switches, interval, index):
+def run_switches(probe: Probe, edge: Any, offline: Offline, keys: Sequence[ConfigKey],
+                 switches: int, interval: float, index: int) -> tuple[dict, int]:
+    """Measurement 3 (switch): ``switches`` configuration switches during a 30 Hz stream."""
     rng = np.random.default_rng(1)
     plan = []
     current = active_key(edge)
@@ -429,11 +448,8 @@ def run_switches(probe, edge, offline, keys, switches, interval, index):
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Overhead CDF per configuration (closed loop) and end-to-end latency CDFs at 30 fps."""
+    plt = common.pyplot()
     fig, (ax_cdf, ax_fps) = plt.subplots(1, 2, figsize=(13, 5))
     rows = sorted(result["overhead"], key=lambda r: r["bytes_per_frame"])
     cmap = plt.get_cmap("viridis")
@@ -469,36 +485,44 @@ def plot(result: dict, path: Path) -> None:
     fig.suptitle(f"split_infer ROS graph, {result['bundle']['model']} default bundle, "
                  "edge + cloud in one process, direct DDS")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="bench/results/ros_graph")
-    parser.add_argument("--frames", type=int, default=100,
-                        help="closed-loop frames per configuration (after warm-up)")
-    parser.add_argument("--warmup", type=int, default=10)
+    """``split-infer bench ros_graph [ARGS]``."""
+    parser = common.bench_parser("ros_graph", __doc__)
+    common.add_out_argument(parser, "ros_graph")
+    parser.add_argument("--frames", type=int, default=100, metavar="N",
+                        help="closed-loop frames per configuration, after the warm-up "
+                             "(default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=10, metavar="N",
+                        help="closed-loop frames per configuration left out "
+                             "(default: %(default)s)")
     parser.add_argument("--configs", choices=("all", "extremes"), default="all",
                         help="closed loop on every configuration or only the smallest and "
-                             "largest frames")
-    parser.add_argument("--sustained-s", type=float, default=15.0)
-    parser.add_argument("--switches", type=int, default=8)
-    parser.add_argument("--switch-interval-s", type=float, default=1.0)
-    parser.add_argument("--executor-threads", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=0,
+                             "largest frames (default: %(default)s)")
+    parser.add_argument("--sustained-s", type=float, default=15.0, metavar="SECONDS",
+                        help="seconds of 30 fps input per configuration (default: %(default)g)")
+    parser.add_argument("--switches", type=int, default=8,
+                        help="configuration switches during the stream (default: %(default)s)")
+    parser.add_argument("--switch-interval-s", type=float, default=1.0, metavar="SECONDS",
+                        help="seconds between switches (default: %(default)g)")
+    parser.add_argument("--executor-threads", type=int, default=4, metavar="N",
+                        help="threads of the MultiThreadedExecutor (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
                         help="ONNX Runtime intra-op threads of both nodes (0: its default)")
     args = parser.parse_args(argv)
 
-    if "AMENT_PREFIX_PATH" not in os.environ:
-        import sys
+    # Imported here: ROS 2 is needed to run the graph, not for --help. DDS discovery stays on
+    # this host unless the caller chose otherwise.
+    from split_infer.tools.cli._common import ensure_ament_prefix
 
-        os.environ["AMENT_PREFIX_PATH"] = sys.prefix
+    ensure_ament_prefix()
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
     from rclpy.parameter import Parameter
-    from tqdm import tqdm
 
     from split_infer.bundle import Bundle
     from split_infer.defaults import DEFAULT_BUNDLE, DEMO_BAG
@@ -512,13 +536,14 @@ def main(argv: list[str] | None = None) -> int:
     keys = [c.key for c in by_size]
     extremes = [keys[0], keys[-1]]
     offline = Offline(bundle, images, args.threads or None)
+    started = common.timestamp()
 
     context = Context()
     rclpy.init(context=context, domain_id=1 + os.getpid() % 100)
-    common = [Parameter("bundle", value=str(DEFAULT_BUNDLE)),
-              Parameter("threads", value=args.threads)]
-    edge = EdgeNode(context=context, parameter_overrides=common)
-    cloud = CloudNode(context=context, parameter_overrides=common)
+    overrides = [Parameter("bundle", value=str(DEFAULT_BUNDLE)),
+                 Parameter("threads", value=args.threads)]
+    edge = EdgeNode(context=context, parameter_overrides=overrides)
+    cloud = CloudNode(context=context, parameter_overrides=overrides)
     probe = Probe(context, images)
     null_probe = Probe(context, images, namespace="/null")
     null = NullGraph(context, "/null")
@@ -546,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         null_rows = run_null(null_probe, null, sizes, args.frames, args.warmup)
         overhead = run_closed_loop(probe, edge, offline,
                                    keys if args.configs == "all" else extremes,
-                                   args.frames, args.warmup, tqdm)
+                                   args.frames, args.warmup)
         sustained, index = run_sustained(probe, edge, extremes, args.sustained_s, 0)
         switch, _ = run_switches(probe, edge, offline, keys, args.switches,
                                  args.switch_interval_s, index)
@@ -562,20 +587,19 @@ def main(argv: list[str] | None = None) -> int:
     small = [r for r in overhead if r["bytes_per_frame"] <= 64 * 1024]
     worst_p50 = max(r["overhead_ms"]["p50"] for r in small) if small else None
     result = {
+        "command": common.command_line("ros_graph", argv), "started": started,
         "bundle": {"path": str(DEFAULT_BUNDLE.name), "model": bundle.model_name},
         "bag": DEMO_BAG.name, "bag_frames": len(images),
-        "settings": {**vars(args), "input_rate_hz": RATE_HZ, "backpressure": "as shipped",
-                     "link": "direct DDS, one process"},
-        "machine": {"python": platform.python_version(), "cpu": platform.processor(),
-                    "cores": os.cpu_count(), "platform": platform.platform()},
+        "settings": {**vars(args), "out": str(args.out), "input_rate_hz": RATE_HZ,
+                     "backpressure": "as shipped", "link": "direct DDS, one process"},
+        "machine": common.machine_info(),
         "target": {"overhead_p50_ms": 1.0, "frames_up_to_bytes": 64 * 1024,
                    "worst_config_overhead_p50_ms": worst_p50,
                    "met": worst_p50 is not None and worst_p50 <= 1.0},
         "null_graph": null_rows, "overhead": overhead, "sustained": sustained, "switch": switch,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ros_graph.json").write_text(json.dumps(result, indent=2))
+    out = args.out
+    common.write_json(out / "ros_graph.json", result)
     plot(result, out / "ros_graph.png")
 
     print(f"\n{'config':>8s} {'B/frame':>8s} {'e2e p50':>8s} {'compute':>8s} "

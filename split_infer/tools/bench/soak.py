@@ -1,7 +1,7 @@
 """Soak test: the whole graph (``split-infer demo``) at 30 fps for a long time, watching for
 leaks and drift (issue 7). A script, not a CI test.
 
-    .venv/bin/python bench/soak.py --minutes 60 [--bundle B] [--trace T] [--out bench/results/soak]
+    split-infer bench soak --minutes 60 [--bundle B] [--trace T] [--out bench/results/soak]
 
 Every ``--sample-s`` seconds it records this process's resident memory (``VmRSS``), its open
 file descriptors (``/proc/self/fd``) and the frames delivered so far. After a warm-up
@@ -18,20 +18,20 @@ Writes ``soak.json`` and ``soak.png`` (RSS, fds and fps against time) and the de
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from split_infer.defaults import DEFAULT_BUNDLE, DEMO_BAG, find_trace
-from split_infer.tools.demo.graph import DemoSettings, run_demo
+from split_infer.defaults import find_trace
+from split_infer.tools.bench import common
 
 
 def rss_mb() -> float:
+    """This process's resident memory (``VmRSS``), MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -39,26 +39,32 @@ def rss_mb() -> float:
 
 
 def open_fds() -> int:
+    """How many file descriptors this process has open."""
     return len(os.listdir("/proc/self/fd"))
 
 
 class Sampler:
-    """Collects (elapsed s, RSS MB, fds, delivered frames) at most every ``period_s``."""
+    """Collects (elapsed s, RSS MB, fds, delivered frames) at most every ``period_s``; moves
+    ``progress`` (a tqdm bar counting seconds), if given, to the elapsed time."""
 
-    def __init__(self, period_s: float) -> None:
+    def __init__(self, period_s: float, progress: tqdm | None = None) -> None:
         self.period_s = period_s
+        self.progress = progress
         self.rows: list[tuple[float, float, int, int]] = []
         self._lock = threading.Lock()
 
     def __call__(self, elapsed_s: float, generated: int, delivered: int, correct: int) -> None:
+        """The demo's ``on_tick``: sample if ``period_s`` has passed since the last sample."""
         with self._lock:
+            if self.progress is not None:
+                self.progress.update(min(int(elapsed_s), self.progress.total) - self.progress.n)
             if self.rows and elapsed_s - self.rows[-1][0] < self.period_s:
                 return
             self.rows.append((elapsed_s, rss_mb(), open_fds(), delivered))
             if len(self.rows) % max(1, int(60 / self.period_s)) == 0:
                 t, rss, fds, frames = self.rows[-1]
-                print(f"soak t={t / 60:5.1f} min RSS {rss:7.1f} MB fds {fds} "
-                      f"delivered {frames}", flush=True)
+                tqdm.write(f"soak t={t / 60:5.1f} min RSS {rss:7.1f} MB fds {fds} "
+                           f"delivered {frames}")
 
 
 def analyse(rows: list[tuple[float, float, int, int]], warmup_s: float) -> dict:
@@ -91,11 +97,8 @@ def analyse(rows: list[tuple[float, float, int, int]], warmup_s: float) -> dict:
 
 
 def plot(rows: list[tuple[float, float, int, int]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """RSS, open fds and delivered fps against time, one panel each."""
+    plt = common.pyplot()
     data = np.array(rows, dtype=float)
     t = data[:, 0] / 60
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
@@ -109,32 +112,45 @@ def plot(rows: list[tuple[float, float, int, int]], path: Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=60.0)
-    parser.add_argument("--warmup-minutes", type=float, default=2.0)
-    parser.add_argument("--sample-s", type=float, default=10.0)
-    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
-    parser.add_argument("--bag", type=Path, default=DEMO_BAG)
-    parser.add_argument("--trace", default="const_5mbps.csv")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/soak"))
+    """``split-infer bench soak [ARGS]``."""
+    parser = common.bench_parser("soak", __doc__)
+    parser.add_argument("--minutes", type=float, default=60.0,
+                        help="how long the graph runs (default: %(default)g)")
+    parser.add_argument("--warmup-minutes", type=float, default=2.0,
+                        help="minutes left out of the fits (default: %(default)g)")
+    parser.add_argument("--sample-s", type=float, default=10.0, metavar="SECONDS",
+                        help="seconds between samples (default: %(default)g)")
+    common.add_bundle_arguments(parser)
+    parser.add_argument("--trace", default="const_5mbps.csv",
+                        help="bandwidth trace: a file, or a name in config/traces/ "
+                             "(default: %(default)s)")
+    common.add_out_argument(parser, "soak")
     args = parser.parse_args(argv)
     if args.minutes <= args.warmup_minutes:
         parser.error("--minutes must be longer than --warmup-minutes")
+    # Imported here: the graph needs ROS 2, the analysis and --help do not.
+    from split_infer.tools.cli._common import ensure_ament_prefix
+
+    ensure_ament_prefix()
+    from split_infer.tools.demo.graph import DemoSettings, run_demo
+
     args.out.mkdir(parents=True, exist_ok=True)
-    sampler = Sampler(args.sample_s)
-    started = time.time()
-    report = run_demo(DemoSettings(
-        bundle=args.bundle, bag=args.bag, trace=find_trace(args.trace),
-        duration_s=args.minutes * 60, out_dir=args.out, status=False, on_tick=sampler))
-    result = {"started_unix": started, "minutes": args.minutes, "trace": args.trace,
+    started = common.timestamp()
+    with tqdm(total=round(args.minutes * 60), desc="soak", unit="s") as bar:
+        sampler = Sampler(args.sample_s, bar)
+        report = run_demo(DemoSettings(
+            bundle=args.bundle, bag=args.bag, trace=find_trace(args.trace),
+            duration_s=args.minutes * 60, out_dir=args.out, status=False, on_tick=sampler))
+    result = {"command": common.command_line("soak", argv), "started": started,
+              "minutes": args.minutes, "trace": args.trace,
               "bundle": str(args.bundle), **analyse(sampler.rows, args.warmup_minutes * 60),
-              "demo_summary": report["summary"], "samples": sampler.rows}
-    (args.out / "soak.json").write_text(json.dumps(result, indent=2))
+              "demo_summary": report["summary"], "machine": common.machine_info(),
+              "samples": sampler.rows}
+    common.write_json(args.out / "soak.json", result)
     plot(sampler.rows, args.out / "soak.png")
     keys = ("measured_minutes", "rss_slope_mb_per_min", "rss_mb_start", "rss_mb_end",
             "fds_start", "fds_end", "fds_max", "fps_drift_per_hour")

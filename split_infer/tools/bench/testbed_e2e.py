@@ -1,6 +1,6 @@
 """End-to-end benchmark over the real-link testbed (root): every strategy on every trace.
 
-    sudo .venv/bin/python bench/testbed_e2e.py [--bundle B] [--traces const_1mbps.csv ...]
+    sudo .venv/bin/split-infer bench testbed_e2e [--bundle B] [--traces const_1mbps.csv ...]
         [--strategies cloud_only edge_only adaptive 10:26.1 ...] [--duration 20]
         [--repeats 2] [--out bench/results/testbed]
 
@@ -20,21 +20,21 @@ repeats, and the target checks), ``summary.md`` (the same as Markdown tables),
 repeats), ``latency_vs_bandwidth.png`` (thesis Fig. 4.4 style), and each run's own
 ``report.json`` + ``timeline.png`` under ``runs/``. With ``--repeats`` > 1 the spread of
 repeated runs is the run-to-run noise the targets are judged against; repeats go round the
-strategies in turn. A progress line per run; the whole default set takes about 20 minutes.
+strategies in turn. A progress bar counts the runs, each of ``--duration`` seconds (longer
+for traces with later steps) plus the graph's start-up.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from split_infer.bundle import Bundle
-from split_infer.defaults import DEFAULT_BUNDLE, DEMO_BAG, find_trace
+from split_infer.defaults import find_trace
+from split_infer.tools.bench import common
 from split_infer.tools.link import load_trace
 from split_infer.tools.testbed.runner import TestbedSettings, run_testbed
 
@@ -197,11 +197,7 @@ def markdown(table: list[dict], checks: list[dict]) -> str:
 def plot(table: list[dict], out: Path) -> list[Path]:
     """ν_eff and p50 latency against the constant link rates, one line per strategy (means of
     the repeats; ν_eff with min–max bars)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     constant = [r for r in table if r["rate_bps"] is not None]
     written = []
     for key, ylabel, name, log in (
@@ -233,26 +229,29 @@ def plot(table: list[dict], out: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        written.append(out / name)
+        written.append(common.save_figure(fig, out / name))
     return written
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
-    parser.add_argument("--bag", type=Path, default=DEMO_BAG)
-    parser.add_argument("--traces", nargs="+", default=list(DEFAULT_TRACES))
-    parser.add_argument("--strategies", nargs="+", default=None)
-    parser.add_argument("--duration", type=float, default=20.0,
+    """``split-infer bench testbed_e2e [ARGS]`` (as root: the testbed needs namespaces)."""
+    parser = common.bench_parser("testbed_e2e", __doc__)
+    common.add_bundle_arguments(parser)
+    parser.add_argument("--traces", nargs="+", default=list(DEFAULT_TRACES), metavar="TRACE",
+                        help="bandwidth traces: files, or names in config/traces/ "
+                             "(default: %(default)s)")
+    parser.add_argument("--strategies", nargs="+", default=None, metavar="STRATEGY",
+                        help="cloud_only, edge_only, naive, adaptive or SPLIT:RATIO (default: "
+                             "see above)")
+    parser.add_argument("--duration", type=float, default=20.0, metavar="SECONDS",
                         help="seconds per run (traces with later steps run to their last "
-                             "step + 15 s)")
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--naive-split", type=int, default=None,
+                             "step + 15 s; default: %(default)g)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of every (trace, strategy) (default: %(default)s)")
+    parser.add_argument("--naive-split", type=int, default=None, metavar="SPLIT",
                         help="add the naive float32 split at this split point (a strategy "
                              "named 'naive'; default: the bundle's middle split point)")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/testbed"))
+    common.add_out_argument(parser, "testbed")
     args = parser.parse_args(argv)
     bundle = Bundle.load(args.bundle)
     strategies = args.strategies or default_strategies(bundle)
@@ -262,10 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     if "naive" not in strategies and not args.strategies:
         strategies.insert(2, "naive")
     traces = [find_trace(t) for t in args.traces]
-    args.out.mkdir(parents=True, exist_ok=True)
+    header = {"command": common.command_line("testbed_e2e", argv), "started": common.timestamp(),
+              "bundle": str(args.bundle), "machine": common.machine_info()}
     rows = []
-    total = len(traces) * len(strategies) * args.repeats
-    started = time.monotonic()
+    bar = tqdm(total=len(traces) * len(strategies) * args.repeats, desc="testbed_e2e",
+               unit="run")
     for trace_path in traces:
         trace = load_trace(trace_path)
         duration = max(args.duration, float(trace.times_s[-1]) + 15.0)
@@ -273,10 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         # hits every strategy rather than all repeats of one.
         for repeat in range(args.repeats):
             for strategy in strategies:
-                done = len(rows)
-                print(f"[{done + 1}/{total}] {trace_path.name} {strategy} (run {repeat + 1}, "
-                      f"{duration:g} s; {time.monotonic() - started:.0f} s so far)",
-                      flush=True)
+                bar.set_postfix_str(f"{trace_path.name} {strategy} (run {repeat + 1}, "
+                                    f"{duration:g} s)")
+                bar.update(len(rows) - bar.n)
                 run_dir = args.out / "runs" / trace_path.stem / strategy.replace(":", "_") / \
                     f"run{repeat + 1}"
                 try:
@@ -286,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                         out_dir=run_dir, status=False,
                         strategy=naive_strategy if strategy == "naive" else strategy))
                 except (RuntimeError, TimeoutError) as exc:
-                    print(f"  failed: {exc}", file=sys.stderr)
+                    tqdm.write(f"{trace_path.name} {strategy} (run {repeat + 1}) failed: "
+                               f"{exc}", file=sys.stderr)
                     rows.append({"trace": trace_path.name, "strategy": strategy,
                                  "repeat": repeat, "error": str(exc),
                                  "rate_bps": _constant_rate(trace_path)})
@@ -296,18 +296,19 @@ def main(argv: list[str] | None = None) -> int:
                              "repeat": repeat, "rate_bps": _constant_rate(trace_path),
                              "reactions": report["reactions"],
                              "link_not_applied": report["link"]["not_applied"]})
-                print(f"  ν_eff {summary['effective_accuracy']} fps {summary['delivered_fps']} "
-                      f"p50 {summary['latency_ms_p50']} ms B/frame "
-                      f"{summary['bytes_per_frame_mean']}", flush=True)
-                (args.out / "results.json").write_text(json.dumps(
-                    {"bundle": str(args.bundle), "rows": rows}, indent=2))
+                tqdm.write(f"{trace_path.name} {strategy} (run {repeat + 1}): ν_eff "
+                           f"{summary['effective_accuracy']} fps {summary['delivered_fps']} "
+                           f"p50 {summary['latency_ms_p50']} ms B/frame "
+                           f"{summary['bytes_per_frame_mean']}")
+                common.write_json(args.out / "results.json", {**header, "rows": rows})
+    bar.update(len(rows) - bar.n)
+    bar.close()
     ok = [r for r in rows if "error" not in r]
     table = aggregate(ok)
     figures = plot(table, args.out)
     checks = target_checks(table)
-    (args.out / "results.json").write_text(json.dumps(
-        {"bundle": str(args.bundle), "rows": rows, "aggregate": table, "targets": checks},
-        indent=2))
+    common.write_json(args.out / "results.json",
+               {**header, "rows": rows, "aggregate": table, "targets": checks})
     (args.out / "summary.md").write_text(markdown(table, checks))
     print("\n" + markdown(table, checks))
     print(f"wrote {args.out / 'results.json'}, {args.out / 'summary.md'}, "
