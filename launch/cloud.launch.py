@@ -8,7 +8,8 @@ node's own namespace) the node subscribes ``<ns>/features`` and publishes ``<ns>
 ``<ns>/receipts`` and ``<ns>/metrics/*``. Robot namespaces are made absolute (``r1`` →
 ``/r1``) so they match edges launched with ``namespace:=r1``. ``bundle`` defaults to the
 bundle the package installs (``share/split_infer/bundles/default``); it must be the edges'
-bundle. Tuning lives in ``config/cloud.yaml`` (``params_file``).
+bundle. Tuning lives in ``config/cloud.yaml`` (``params_file``). ``auth_key_file`` turns frame
+authentication on (keys per robot; see the README's threat model).
 """
 
 from launch import LaunchDescription
@@ -28,7 +29,9 @@ def robot_namespaces(text):
 def cloud_node(context):
     parameters = [
         LaunchConfiguration("params_file"),
-        {"bundle": ParameterValue(LaunchConfiguration("bundle"), value_type=str)},
+        {"bundle": ParameterValue(LaunchConfiguration("bundle"), value_type=str),
+         "auth_key_file": ParameterValue(LaunchConfiguration("auth_key_file"),
+                                         value_type=str)},
     ]
     namespaces = robot_namespaces(LaunchConfiguration("robots").perform(context))
     if namespaces:
@@ -61,5 +64,8 @@ def generate_launch_description():
             default_value=PathJoinSubstitution([FindPackageShare("split_infer"), "config",
                                                 "cloud.yaml"]),
             description="YAML file with the cloud node's tuning parameters"),
+        DeclareLaunchArgument("auth_key_file", default_value="",
+                              description="accept only frames signed with a key of this file "
+                                          "(split_infer.frame_auth); empty: off"),
         OpaqueFunction(function=cloud_node),
     ])

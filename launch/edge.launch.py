@@ -60,6 +60,8 @@ def generate_launch_description():
                 "split_point": ParameterValue(LaunchConfiguration("split_point"),
                                               value_type=int),
                 "ratio": ParameterValue(LaunchConfiguration("ratio"), value_type=float),
+                "auth_key_file": ParameterValue(LaunchConfiguration("auth_key_file"),
+                                                value_type=str),
             },
         ],
         remappings=[
@@ -118,6 +120,9 @@ def generate_launch_description():
         DeclareLaunchArgument("ratio", default_value="0.0",
                               description="initial ratio; 0: chosen the same way, at the "
                                           "split point"),
+        DeclareLaunchArgument("auth_key_file", default_value="",
+                              description="sign every frame with this robot's key "
+                                          "(split_infer.frame_auth); empty: off"),
         DeclareLaunchArgument("adaptive", default_value="true",
                               description="also start the bandwidth monitor and the scheduler "
                                           "(true/false)"),

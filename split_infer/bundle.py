@@ -209,7 +209,32 @@ class Bundle:
         return sorted(c.ratio for c in self.configurations if c.split_point == split_point)
 
     def file(self, relative: str) -> Path:
+        """The path of a bundle file, for tools that write or list bundles. Whatever runs a
+        bundle's contents reads them with :meth:`read`, which verifies them."""
         return _safe_relative(self.path, relative)
+
+    def read(self, relative: str) -> bytes:
+        """The bytes of a listed file, verified against the manifest's sha256 at this read.
+
+        Every runtime consumer (ONNX Runtime sessions, safetensors, calibration, fill values)
+        takes these bytes, never the path: a file swapped or corrupted after :meth:`load` is
+        refused (BundleError) instead of run. A backend switch, the edge-only fallback and
+        lazily read calibration all go through here.
+        """
+        expected = self.manifest["files"].get(relative)
+        if expected is None:
+            raise BundleError(f"{self.path}: {relative} is not in the manifest")
+        path = _safe_relative(self.path, relative)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"{self.path}: cannot read {relative} ({exc.strerror})") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise BundleError(f"{self.path}: {relative} changed since the bundle was loaded "
+                              f"(sha256 {actual[:12]}…, manifest {expected[:12]}…); refusing "
+                              "to run it")
+        return data
 
     def configuration(self, split_point: int, ratio: float) -> BundleConfiguration:
         """The configuration with exactly this wire id; BundleError listing the valid ones."""
@@ -231,18 +256,18 @@ class Bundle:
         """The configuration's codec with its calibration loaded."""
         codec = get_codec(config.codec, shape=config.wire_shape)
         if config.calibration is not None:
-            from safetensors.numpy import load_file
+            from safetensors.numpy import load
 
-            codec.load_state_dict(load_file(str(self.file(config.calibration))))
+            codec.load_state_dict(load(self.read(config.calibration)))
         return codec
 
     def fill_values(self, config: BundleConfiguration) -> np.ndarray | None:
         """Per-channel fill values for channels the edge did not send (dataset means)."""
         if config.fill is None:
             return None
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load
 
-        return load_file(str(self.file(config.fill)))["channel_mean"].astype(np.float32)
+        return load(self.read(config.fill))["channel_mean"].astype(np.float32)
 
     def base_manifest(self) -> dict[str, Any]:
         """The manifest without what :func:`write_bundle` fills in (format, version,

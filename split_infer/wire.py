@@ -7,7 +7,7 @@ A frame rides in ``sensor_msgs/CompressedImage.data`` with
 offset   field           meaning
 =======  ==============  =====================================================================
 0        magic    4s     ``b"SPIF"``
-4        version  u8     ``1``
+4        version  u8     ``1`` (``2``: authenticated, see split_infer.frame_auth)
 5        flags    u8     application bits, carried through uninterpreted
 6        codec_id u16    ``tensor_stage_id << 8 | byte_stage_id`` (see split_infer.codecs)
 8        split    u16    split point  ┐ together the *configuration id*: the cloud picks the
@@ -23,6 +23,7 @@ offset   field           meaning
 38+4n    params   bytes  codec params (cflags, calibration fingerprint, quantizer bounds...)
 ...      payload  bytes  codec payload
 end-4    crc      u32    zlib.crc32 of every byte before it
+(v2)     auth     20 B   key id u32 + HMAC tag: checked by the receiver, skipped here
 =======  ==============  =====================================================================
 
 Decoding is defensive: every length is checked against the bytes actually present (and the
@@ -52,6 +53,8 @@ from split_infer.config_key import ConfigKey, config_key
 from split_infer.errors import EncodeError, FrameError
 
 __all__ = [
+    "AUTH_TRAILER_BYTES",
+    "AUTH_VERSION",
     "DTYPE_CODES",
     "FORMAT_PREFIX",
     "MAGIC",
@@ -67,7 +70,13 @@ __all__ = [
 ]
 
 MAGIC = b"SPIF"
+#: The version :func:`encode_frame` writes.
 VERSION = 1
+#: An authenticated frame (:mod:`split_infer.frame_auth`): the same layout with this version
+#: byte, followed by a trailer of this many bytes (key id, tag) that the decoder skips.
+AUTH_VERSION = 2
+AUTH_TRAILER_BYTES = 20
+_VERSIONS = (VERSION, AUTH_VERSION)
 FORMAT_PREFIX = "split_infer/"
 #: dtype name ⇄ wire code of the tensor the decoder returns.
 DTYPE_CODES: dict[str, int] = {"float32": 1, "float16": 2, "float64": 3}
@@ -192,8 +201,10 @@ def decode_frame(data: Any, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES)
         raise FrameError("bad_magic", f"magic {bytes(buf[:4])!r} != {MAGIC!r}")
     if n < 5:
         raise FrameError("truncated", "frame ends before the version byte")
-    if buf[4] != VERSION:
-        raise FrameError("bad_version", f"wire version {buf[4]}, this decoder speaks {VERSION}")
+    if buf[4] not in _VERSIONS:
+        raise FrameError("bad_version", f"wire version {buf[4]}, this decoder speaks "
+                                        f"{' and '.join(map(str, _VERSIONS))}")
+    trailer = AUTH_TRAILER_BYTES if buf[4] == AUTH_VERSION else 0
     if n < _MIN_FRAME:
         raise FrameError("truncated", f"{n} bytes is shorter than the smallest frame")
     (_, _, flags, codec_id, split_point, ratio, seq, stamp_ns, dtype_code, ndim) = (
@@ -208,10 +219,12 @@ def decode_frame(data: Any, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES)
     shape = struct.unpack_from(f"<{ndim}I", buf, _FIXED.size)
     params_len, payload_len = _LENGTHS.unpack_from(buf, shape_end)
     total = header_end + params_len + payload_len + _CRC.size
-    if n < total:
-        raise FrameError("truncated", f"length fields need {total} bytes, got {n}")
-    if n > total:
-        raise FrameError("length_mismatch", f"{n - total} bytes after the CRC")
+    if n < total + trailer:
+        raise FrameError("truncated", f"length fields need {total + trailer} bytes, got {n}")
+    if n > total + trailer:
+        raise FrameError("length_mismatch", f"{n - total - trailer} bytes after the CRC"
+                                            + (" and the authentication trailer" if trailer
+                                               else ""))
     (crc,) = _CRC.unpack_from(buf, total - _CRC.size)
     if zlib.crc32(buf[: total - _CRC.size]) != crc:
         raise FrameError("crc_mismatch", "CRC32 does not match the frame")
@@ -241,9 +254,10 @@ def decode_frame(data: Any, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES)
     )
 
 
-def format_string(spec: str) -> str:
-    """``CompressedImage.format`` for frames of codec ``spec``: ``"split_infer/1; <spec>"``."""
-    return f"{FORMAT_PREFIX}{VERSION}; {spec}"
+def format_string(spec: str, version: int = VERSION) -> str:
+    """``CompressedImage.format`` for frames of codec ``spec``: ``"split_infer/1; <spec>"``
+    (``/2`` for authenticated frames)."""
+    return f"{FORMAT_PREFIX}{version}; {spec}"
 
 
 def parse_format(text: str) -> str:
@@ -253,8 +267,9 @@ def parse_format(text: str) -> str:
     version, sep, spec = text[len(FORMAT_PREFIX) :].partition(";")
     if not sep or not spec.strip():
         raise FrameError("bad_format", f"format {text!r} lacks '; <codec spec>'")
-    if version.strip() != str(VERSION):
-        raise FrameError("bad_version", f"format version {version.strip()!r} != {VERSION}")
+    if version.strip() not in {str(v) for v in _VERSIONS}:
+        raise FrameError("bad_version", f"format version {version.strip()!r} is not one of "
+                                        f"{list(_VERSIONS)}")
     return spec.strip()
 
 

@@ -129,8 +129,9 @@ def test_bag_play_stops_cleanly_on_a_signal(tmp_path, signal_name):
             line = player.stderr.readline()  # the node logs "playing N messages" once it runs
         assert "playing" in line
         player.send_signal(getattr(signal, signal_name))
-        out, err = player.communicate(timeout=30)
+        _, err = player.communicate(timeout=30)
     finally:
         player.kill()
+    # SIGTERM (launch stopping it) and Ctrl-C are normal ends
     assert player.returncode == 0, err
-    assert "Traceback" not in err and "published" in out
+    assert "Traceback" not in err and "Failed" not in err, err

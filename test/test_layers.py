@@ -17,8 +17,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "split_infer"
 
-CORE = {"errors", "config_key", "data", "defaults", "models", "codecs", "wire", "bundle",
-        "planning"}
+CORE = {"errors", "config_key", "data", "defaults", "models", "codecs", "wire", "frame_auth",
+        "bundle", "planning"}
 #: unit → the units it may import (besides itself and the package's ``__init__``).
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
@@ -28,6 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"errors"},
     "codecs": {"errors", "models"},
     "wire": {"errors", "codecs", "config_key"},
+    "frame_auth": {"errors", "wire"},
     "bundle": {"errors", "codecs", "config_key", "data"},
     "planning": set(),
     "pipeline": CORE,

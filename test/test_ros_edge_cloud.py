@@ -400,7 +400,9 @@ def test_malformed_frames_are_counted_and_the_cloud_keeps_working(ros_context, t
                        stamp_ns=stamp + 2)
     corrupt = bytearray(ref_edge.encode(x, seq=4, stamp_ns=stamp + 3))
     corrupt[60] ^= 0xFF
-    stale = ref_edge.encode(x, seq=5, stamp_ns=stamp - 60 * 10**9)  # a minute old
+    # a minute old and no newer in seq than what was served: a recording, not a sender
+    # whose clock stepped back (that one's seq moves on; test_freshness.py)
+    stale = ref_edge.encode(x, seq=0, stamp_ns=stamp - 60 * 10**9)
     ref_edge.activate(2, 8.0)
     after = ref_edge.encode(x, seq=6, stamp_ns=stamp + 4)
 
@@ -629,3 +631,33 @@ def test_main_exits_nonzero_on_a_bad_bundle(module, tmp_path, monkeypatch):
     assert module.main(["--ros-args", "-p", f"bundle:={tmp_path}"]) == 2
     assert module.main(["--ros-args", "-p", "backend:=tensorrt",
                         "-p", f"bundle:={tmp_path}"]) == 2
+
+
+def test_the_estimate_and_its_lower_bound_flag_arrive_together(ros_context, tiny_bundle):
+    """One message carries both, so the edge never paces by a lower bound (the monitor used
+    to publish them on two topics, and the edge paired a new estimate with an old flag)."""
+    from std_msgs.msg import Float64MultiArray
+
+    from split_infer.ros.messages import ESTIMATE_QOS, make_estimate, parse_estimate
+
+    assert parse_estimate(make_estimate(3e6, True, 12.0)) == (3e6, True, 12.0)
+    assert parse_estimate(make_estimate(3e6, False)) == (3e6, False, None)
+    with pytest.raises(ValueError, match="not an estimate"):
+        parse_estimate(Float64MultiArray(data=[1.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="positive"):
+        parse_estimate(make_estimate(float("nan"), False))
+    edge = make_edge(ros_context, tiny_bundle)
+    probe = Node("estimator", context=ros_context)
+    publisher = probe.create_publisher(Float64MultiArray, "bandwidth_estimate", ESTIMATE_QOS)
+    bandwidth = edge.pipeline._pressure.bandwidth_bps
+    with spin(ros_context, edge, probe):
+        assert wait_for(lambda: publisher.get_subscription_count() >= 1)
+        publisher.publish(make_estimate(5e6, False))
+        assert wait_for(lambda: bandwidth(time.monotonic()) == 5e6)
+        publisher.publish(make_estimate(1e5, True))  # a lower bound: never used for pacing
+        publisher.publish(make_estimate(2e6, False))
+        assert wait_for(lambda: bandwidth(time.monotonic()) == 2e6)
+        bad = make_estimate(1e6, False)
+        bad.data = [1e6, 0.0]
+        publisher.publish(bad)
+        assert wait_for(lambda: edge.stats()["ignored"].get("bad_bandwidth") == 1)

@@ -47,3 +47,4 @@ def test_nodes_refuse_sros2_clearly_without_security_plugins(module, tiny_bundle
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr
     assert "cannot start" in out.stderr and "SROS2" in out.stderr
+

@@ -144,11 +144,12 @@ def test_format_string_round_trip():
     assert format_string(spec) == f"split_infer/1; {spec}"
     assert parse_format(format_string(spec)) == spec
     assert parse_format("split_infer/1;float32+raw") == "float32+raw"
+    assert parse_format(format_string(spec, version=2)) == spec  # authenticated frames
     for text, reason in [
         ("jpeg", "bad_format"),
         ("split_infer/1", "bad_format"),
         ("split_infer/1; ", "bad_format"),
-        ("split_infer/2; float32", "bad_version"),
+        ("split_infer/3; float32", "bad_version"),
         (None, "bad_format"),
     ]:
         with pytest.raises(FrameError) as info:
@@ -197,7 +198,9 @@ def test_bad_magic_and_version(frames):
     data, _ = frames["float32"]
     assert _reason(b"SPIG" + data[4:]) == "bad_magic"
     assert _reason(b"\x89PNG\r\n\x1a\n" + bytes(64)) == "bad_magic"
-    assert _reason(_with_crc(data[:4] + b"\x02" + data[5:-4])) == "bad_version"
+    assert _reason(_with_crc(data[:4] + b"\x03" + data[5:-4])) == "bad_version"
+    # version 2 (authenticated) needs its 20-byte trailer after the CRC
+    assert _reason(_with_crc(data[:4] + b"\x02" + data[5:-4])) == "truncated"
 
 
 def test_oversized_length_fields_do_not_allocate(frames):

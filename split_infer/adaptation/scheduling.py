@@ -50,6 +50,7 @@ __all__ = [
     "Step",
     "configuration_from_bundle",
     "configurations_from_bundle",
+    "initial_configuration",
     "parse_override",
     "reference_configuration",
     "startup_configuration",
@@ -125,6 +126,20 @@ def startup_configuration(configs: Sequence[BundleConfiguration]) -> BundleConfi
     floor = float(min(c.bytes_per_frame for c in sized))
     return max(scored, key=lambda c: (float(c.accuracy) * min(1.0, floor / c.bytes_per_frame),
                                       -float(c.bytes_per_frame)))
+
+
+def initial_configuration(configs: Sequence[BundleConfiguration], split_point: int = -1,
+                          ratio: float = 0.0) -> BundleConfiguration:
+    """:func:`startup_configuration` among ``configs`` that match the requested split point
+    and ratio (-1 / 0: any); LookupError listing the pairs when none does."""
+    candidates = [c for c in configs
+                  if (split_point == -1 or c.split_point == split_point)
+                  and (ratio == 0.0 or c.key[1] == config_key(0, ratio)[1])]
+    if not candidates:
+        pairs = ", ".join(f"({c.split_point}, {c.ratio:g})" for c in configs)
+        raise LookupError(f"no preloaded configuration matches split_point={split_point}, "
+                          f"ratio={ratio:g}; preloaded (split_point, ratio): {pairs}")
+    return startup_configuration(candidates)
 
 
 def reference_configuration(bundle: Bundle, kind: str) -> Configuration | None:

@@ -13,6 +13,7 @@ from split_infer.models._api import (
     list_models,
     load_weights,
     register_model,
+    safetensors_metadata,
     save_weights,
     split,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "list_models",
     "load_weights",
     "register_model",
+    "safetensors_metadata",
     "save_weights",
     "split",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "list_models",
     "load_weights",
     "register_model",
+    "safetensors_metadata",
     "save_weights",
     "split",
 ]
@@ -280,18 +281,40 @@ def save_weights(model: SplittableModel, path: str | Path) -> None:
     save_file(tensors, str(path), metadata={"model": model.model_name})
 
 
-def load_weights(model: SplittableModel, path: str | Path) -> None:
-    """Load safetensors weights (never pickle) into the upstream module, strictly."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of serialized safetensors (its JSON header), without loading any
+    tensor; WeightsError when the header is malformed."""
+    import json
+    import struct
 
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise WeightsError(f"{path}: weights must be a .safetensors file (pickle is never loaded)")
-    if not path.is_file():
-        raise MissingFileError(f"weights file not found: {path}")
     try:
-        state = load_file(str(path))
+        (length,) = struct.unpack_from("<Q", data)
+        if length > len(data) - 8:
+            raise ValueError("header longer than the data")
+        header = json.loads(bytes(data[8:8 + length]))
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"not a valid safetensors header ({exc})") from None
+    return dict(header.get("__metadata__") or {}) if isinstance(header, dict) else {}
+
+
+def load_weights(model: SplittableModel, source: str | Path | bytes) -> None:
+    """Load safetensors weights (a ``.safetensors`` file, or its bytes; never pickle) into the
+    upstream module, strictly."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    if isinstance(source, bytes):
+        path, data = "weights", source
+    else:
+        path = Path(source)
+        if path.suffix != ".safetensors":
+            raise WeightsError(f"{path}: weights must be a .safetensors file (pickle is never "
+                               "loaded)")
+        if not path.is_file():
+            raise MissingFileError(f"weights file not found: {path}")
+        data = path.read_bytes()
+    try:
+        state = load(data)
     except SafetensorError as exc:
         raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from None
     # Checked before loading anything: load_state_dict copies tensor by tensor and would leave

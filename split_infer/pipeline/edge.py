@@ -41,11 +41,13 @@ import numpy as np
 from split_infer.bundle import Bundle, BundleConfiguration, BundleError
 from split_infer.config_key import ConfigKey, config_key, format_config_key, parse_config_key
 from split_infer.errors import EncodeError, UserError
+from split_infer.frame_auth import FrameKey, sign
 from split_infer.pipeline.backends import Backend, OrtBackend, backend_problem
 from split_infer.pipeline.backpressure import Backpressure, RateLimiter
 from split_infer.pipeline.counters import ReasonCounts
 from split_infer.pipeline.engine import EdgeConfig, EdgeEngine
 from split_infer.pipeline.images import ImageError
+from split_infer.wire import AUTH_VERSION, VERSION
 
 __all__ = [
     "EDGE_ONLY_SPLIT",
@@ -144,13 +146,16 @@ class EdgePipeline:
 
     ``configs`` are preloaded (every configuration the edge may be switched to); ``initial``
     is the active one at start. ``clock_ns`` stamps each wire frame just before packing (the
-    node passes its ROS clock). Raises :class:`EdgeConfigError` for settings it cannot use.
+    node passes its ROS clock). ``signer`` authenticates every frame
+    (:mod:`split_infer.frame_auth`; None: frames as without authentication). Raises
+    :class:`EdgeConfigError` for settings it cannot use.
     """
 
     def __init__(self, bundle: Bundle, configs: Sequence[BundleConfiguration],
                  initial: ConfigKey, settings: EdgeSettings | None = None, *,
                  threads: int | None = None,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns,
+                 signer: FrameKey | None = None) -> None:
         self.settings = settings or EdgeSettings()
         problem = backend_problem(self.settings.backend)
         if problem:
@@ -161,6 +166,7 @@ class EdgePipeline:
         self._by_key = {c.key: c for c in self._configs}
         self._threads = threads
         self._clock_ns = clock_ns
+        self.signer = signer
         self._lock = threading.Lock()  # validate + apply a reconfiguration as one
         self._engine = EdgeEngine.from_bundle(bundle, self._configs, threads=threads,
                                               backend=self.settings.backend)
@@ -191,6 +197,11 @@ class EdgePipeline:
         """The bundle's description of the active configuration."""
         active = self._engine.active
         return self._by_key[config_key(active.split_point, active.ratio)]
+
+    @property
+    def wire_version(self) -> int:
+        """The wire version of the frames sent (2 when they are authenticated)."""
+        return AUTH_VERSION if self.signer is not None else VERSION
 
     @property
     def available(self) -> list[ConfigKey]:
@@ -269,7 +280,7 @@ class EdgePipeline:
             if not onnx:
                 return ("fallback 'edge_only' needs the bundle's whole model (manifest "
                         "client_only.onnx), and this bundle has none")
-            self._full_model = OrtBackend(self.bundle.file(onnx), self._threads)
+            self._full_model = OrtBackend(self.bundle.read(onnx), self._threads)
         return None
 
     # -- frames -------------------------------------------------------------------------------
@@ -296,6 +307,8 @@ class EdgePipeline:
             # The send stamp is taken after the head, just before packing, so the receipts'
             # receive - send difference measures the link (plus the codec), not the head.
             data = self._engine.pack_features(config, features, seq, self._clock_ns())
+            if self.signer is not None:
+                data = sign(data, self.signer)
             edge_s = time.perf_counter() - start
             self.sent += 1
             # Sent at arrival + processing time, on the caller's clock (``now``).

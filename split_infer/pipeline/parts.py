@@ -41,7 +41,7 @@ class PartLoader:
         # Configurations that share an ONNX file share the part in either backend.
         if onnx_file not in self._loaded:
             if self.backend == "onnxruntime":
-                self._loaded[onnx_file] = OrtBackend(self.bundle.file(onnx_file), self.threads)
+                self._loaded[onnx_file] = OrtBackend(self.bundle.read(onnx_file), self.threads)
             else:
                 from split_infer.pipeline.torch_backend import TorchBackend
 
@@ -72,13 +72,13 @@ class PartLoader:
     def _learned(self, info: dict, model):
         import copy
 
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         from split_infer.codecs.learned import build_method
 
         bottleneck = build_method(info["method"], info["feature_shape"], info["ratio"],
                                   wire_codec=info["wire_codec"], **info.get("options", {}))
-        tensors = load_file(str(self.bundle.file(info["weights"])))
+        tensors = load(self.bundle.read(info["weights"]))
         bottleneck.load_state_dict({k.removeprefix("bottleneck."): v
                                     for k, v in tensors.items() if k.startswith("bottleneck.")})
         backbone = {k.removeprefix("backbone."): v for k, v in tensors.items()
@@ -96,7 +96,7 @@ def load_backbone(bundle: Bundle):
     from split_infer.models import get_model
 
     model = get_model(bundle.model_name, num_classes=len(bundle.classes))
-    load_slimmed_weights(model, bundle.file(bundle.manifest["model"]["weights"]))
+    load_slimmed_weights(model, bundle.read(bundle.manifest["model"]["weights"]))
     return model.eval()
 
 
@@ -110,7 +110,7 @@ def segment_backend(bundle: Bundle, start: int, end: int | None, *, backend: str
     loaded backbone (:func:`load_backbone`)."""
     tapped = bundle.manifest["model"].get("onnx")
     if backend == "onnxruntime" and tapped and model is None:
-        data = TappedModel(bundle.file(tapped).read_bytes()).part(start, end)
+        data = TappedModel(bundle.read(tapped)).part(start, end)
         return OrtBackend(data, threads)
     import torch
 

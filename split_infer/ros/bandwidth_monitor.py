@@ -54,6 +54,7 @@ from split_infer.ros.messages import (
     DIAGNOSTICS_TOPIC,
     ESTIMATE_QOS,
     RECEIPTS_QOS,
+    make_estimate,
 )
 
 __all__ = ["BandwidthMonitor", "main"]
@@ -93,6 +94,8 @@ class BandwidthMonitor(Node):
         self._bandwidth_pub = self.create_publisher(Float64, "bandwidth_bps", ESTIMATE_QOS)
         self._rtt_pub = self.create_publisher(Float64, "rtt_ms", ESTIMATE_QOS)
         self._lower_pub = self.create_publisher(Bool, "bandwidth_lower_bound", ESTIMATE_QOS)
+        self._estimate_pub = self.create_publisher(Float64MultiArray, "bandwidth_estimate",
+                                                   ESTIMATE_QOS)
         self._metrics = MetricPublishers(self, METRICS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                                       DIAGNOSTICS_QOS)
@@ -161,6 +164,11 @@ class BandwidthMonitor(Node):
             estimate = self._estimator.estimate(self._now_s())
             self._last_estimate = estimate
             if estimate.bandwidth_bps is not None:
+                # Bandwidth and flag travel together here; the single-value topics below are
+                # for rqt_plot.
+                self._estimate_pub.publish(make_estimate(
+                    estimate.bandwidth_bps, estimate.lower_bound,
+                    None if estimate.rtt_s is None else estimate.rtt_s * 1e3))
                 self._bandwidth_pub.publish(Float64(data=float(estimate.bandwidth_bps)))
                 self._lower_pub.publish(Bool(data=bool(estimate.lower_bound)))
             if estimate.rtt_s is not None:

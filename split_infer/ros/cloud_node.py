@@ -31,8 +31,11 @@ node's own namespace, ``"/r1"`` absolute, ``"r1"`` relative to the node's):
   the last configuration seen; and the node's backend and loaded routes.
 
 Parameters: ``bundle`` (required, read-only), ``edge_namespaces`` (read-only), ``top_k``,
-``backend``, ``replay_window``, ``max_frame_age`` (frames captured longer ago than this are
-refused as ``stale``: a late answer is a wrong one) and ``threads``.
+``backend``, ``replay_window`` and ``future_tolerance`` (the freshness rules of
+:mod:`split_infer.pipeline.freshness`), ``max_frame_age`` (frames captured longer ago than
+this are refused as ``stale``: a late answer is a wrong one), ``threads`` and
+``auth_key_file`` (read-only; accept only frames signed with one of its keys, each bound to
+the robots it names: :mod:`split_infer.frame_auth`).
 
 The receiving half (streams, replay check, receipts, reject counts, diagnostics) is
 :class:`~split_infer.ros.receiver.FeatureReceiverNode`, shared with the middle stages of an

@@ -4,9 +4,11 @@ QoS profiles themselves are in :mod:`split_infer.ros.messages`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
@@ -37,6 +39,7 @@ __all__ = [
     "rejected",
     "run_node",
     "shutting_down",
+    "until_signalled",
 ]
 
 class NodeConfigError(UserError, ValueError):
@@ -216,14 +219,43 @@ class ExecutorPerNode:
             self.remove_node(node, timeout_sec)
 
 
+@contextlib.contextmanager
+def until_signalled(args: list[str] | None = None, context=None) -> Iterator[threading.Event]:
+    """rclpy initialised for a process that runs until stopped: SIGINT (Ctrl-C) and SIGTERM
+    (launch, systemd, kill) set the yielded event; the caller spins until it is set.
+
+    rclpy's own handlers shut the context down under whatever the main thread is doing and
+    raise KeyboardInterrupt there (an executor half constructed, a publisher mid-call), which
+    turned a normal stop into tracebacks and error lines; a stop is a normal end here.
+    """
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        yield stop
+    finally:
+        rclpy.try_shutdown(context=context)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_node(node_class: type[Node], name: str, args: list[str] | None = None) -> int:
-    """The ``main`` of every split_infer node: init, spin until Ctrl-C or shutdown, clean up.
+    """The ``main`` of every split_infer node: init, spin until Ctrl-C or SIGTERM, clean up.
 
     A configuration problem found while constructing the node (a bad bundle or bag path, an
     out-of-range or mistyped parameter: all ``ValueError``s; or the middleware refusing it,
     e.g. SROS2 without security plugins) is logged as fatal and gives exit status 2 instead of
-    a traceback.
+    a traceback. A stop by signal is status 0.
     """
+    with until_signalled(args) as stop:
+        return _run(node_class, name, stop)
+
+
+def _run(node_class: type[Node], name: str, stop: threading.Event) -> int:
     import rclpy
     from rclpy._rclpy_pybind11 import RCLError
     from rclpy.exceptions import (
@@ -232,15 +264,15 @@ def run_node(node_class: type[Node], name: str, args: list[str] | None = None) -
     )
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    rclpy.init(args=args)
-    node = None
+    node = executor = None
     try:
         node = node_class()
         # One node per process: a single-threaded executor (see ExecutorPerNode for why not
-        # the multi-threaded one).
+        # the multi-threaded one), woken twice a second to notice a stop.
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.5)
     except (ValueError, InvalidParameterTypeException, InvalidParameterValueException) as exc:
         if node is not None:  # a runtime failure, not a configuration problem
             raise
@@ -255,10 +287,11 @@ def run_node(node_class: type[Node], name: str, args: list[str] | None = None) -
                     "plugins and an enclave for this node; see the README's SROS2 section)")
         rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}{hint}")
         return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:  # the context was shut down from outside
         pass
     finally:
+        if executor is not None:
+            executor.shutdown()
         if node is not None:
             node.destroy_node()
-        rclpy.try_shutdown()
     return 0

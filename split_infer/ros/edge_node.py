@@ -19,9 +19,8 @@ Topics (relative, so one namespace per robot works):
 
 * subscribes ``image`` (``input_type:=raw``) or ``image/compressed`` (``input_type:=compressed``,
   PNG/JPEG), ``receipts`` (from the cloud: acknowledgements and server time) and
-  ``bandwidth_bps`` (the bandwidth monitor's estimate, bit/s) and ``bandwidth_lower_bound``
-  (``std_msgs/Bool``: the estimate is only what an unsaturated link delivered, so it is not
-  used for pacing);
+  ``bandwidth_estimate`` (the bandwidth monitor's estimate in bit/s with its lower-bound flag,
+  one message: a lower bound, what an unsaturated link delivered, is not used for pacing);
 * publishes ``features``, ``metrics/{fps,bytes_per_frame,drop_rate,active_split,active_ratio,
   edge_ms}`` (``std_msgs/Float64``) and ``/diagnostics`` at 1 Hz; with ``fallback:=edge_only``
   also ``results`` (the cloud's results format, ``split_point`` -1) for the frames it
@@ -31,7 +30,7 @@ Parameters (``ros2 param describe`` shows ranges): ``bundle`` (required, read-on
 ``split_point`` and ``ratio`` (the active configuration; change them together with
 ``set_parameters_atomically``, as the scheduler does), ``backend``, ``input_type``,
 ``max_rate``, ``backpressure``, ``fallback``, ``max_in_flight``, ``ack_timeout``,
-``server_rate_limit_ms``, ``preload`` and ``threads``.
+``server_rate_limit_ms``, ``preload``, ``threads``, ``auth_key_file`` and ``auth_key_id``.
 """
 
 from __future__ import annotations
@@ -42,11 +41,11 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Bool, Float64, Float64MultiArray
+from std_msgs.msg import Float64MultiArray
 
-from split_infer.adaptation.scheduling import startup_configuration
-from split_infer.bundle import Bundle, BundleConfiguration
-from split_infer.config_key import config_key
+from split_infer.adaptation.scheduling import initial_configuration
+from split_infer.bundle import Bundle
+from split_infer.frame_auth import KeyFileError, load_key_file, single_key
 from split_infer.pipeline.backends import BACKENDS
 from split_infer.pipeline.edge import (
     EDGE_ONLY_SPLIT,
@@ -82,6 +81,7 @@ from split_infer.ros.messages import (
     FEATURE_QOS,
     RECEIPTS_QOS,
     RESULT_QOS,
+    parse_estimate,
     parse_receipts,
     results_message,
 )
@@ -138,6 +138,10 @@ class EdgeNode(Node):
                                     "['all']", read_only=True)
         threads = declare_int(self, "threads", 0, 0, 256,
                               "ONNX Runtime intra-op threads; 0 = its default", read_only=True)
+        key_file = declare_str(self, "auth_key_file", "", "sign every frame with a key of "
+                               "this file (split_infer.frame_auth); '' = off", read_only=True)
+        key_id = declare_int(self, "auth_key_id", -1, -1, 0xFFFFFFFF, "the key to sign with; "
+                             "-1: the file's only key", read_only=True)
         if not bundle_path:
             raise NodeConfigError("parameter 'bundle' is required: the path of a bundle "
                                   "directory (manifest.json + ONNX parts)")
@@ -146,13 +150,13 @@ class EdgeNode(Node):
         bundle = Bundle.load(bundle_path)
         try:
             configs = parse_preload(bundle, preload)
-            initial = _initial_configuration(configs, split_point, ratio)
+            initial = initial_configuration(configs, split_point, ratio)
+            signer = single_key(load_key_file(key_file), key_id) if key_file else None
             self._pipeline = EdgePipeline(bundle, configs, initial.key, settings,
-                                          threads=threads or None,
+                                          threads=threads or None, signer=signer,
                                           clock_ns=lambda: self.get_clock().now().nanoseconds)
-        except EdgeConfigError as exc:
+        except (EdgeConfigError, KeyFileError, LookupError) as exc:
             raise NodeConfigError(str(exc)) from None
-        self._bandwidth_is_lower_bound = False
 
         # Frames are processed one at a time (one head, one engine); receipts, estimates and
         # the diagnostics timer run in a second group so they are never stuck behind a frame.
@@ -172,9 +176,7 @@ class EdgeNode(Node):
                                      CAMERA_QOS, callback_group=frames)
         self.create_subscription(Float64MultiArray, "receipts", self._on_receipts,
                                  RECEIPTS_QOS, callback_group=aux)
-        self.create_subscription(Float64, "bandwidth_bps", self._on_bandwidth,
-                                 ESTIMATE_READER_QOS, callback_group=aux)
-        self.create_subscription(Bool, "bandwidth_lower_bound", self._on_lower_bound,
+        self.create_subscription(Float64MultiArray, "bandwidth_estimate", self._on_estimate,
                                  ESTIMATE_READER_QOS, callback_group=aux)
         self.create_timer(1.0, guarded_timer(self, self._report), callback_group=aux)
 
@@ -217,8 +219,8 @@ class EdgeNode(Node):
         outcome = self._pipeline.process(lambda: self._convert(msg))
         try:
             if outcome.kind == "sent":
-                out = CompressedImage(header=msg.header,
-                                      format=format_string(outcome.config.codec.spec))
+                out = CompressedImage(header=msg.header, format=format_string(
+                    outcome.config.codec.spec, self._pipeline.wire_version))
                 out.data = outcome.data
                 self._features_pub.publish(out)
                 self._metrics.publish(bytes_per_frame=len(outcome.data),
@@ -254,11 +256,13 @@ class EdgeNode(Node):
             self.get_logger().warning(f"ignored a malformed receipt: {exc}",
                                       throttle_duration_sec=_LOG_THROTTLE_S)
 
-    def _on_bandwidth(self, msg: Float64) -> None:
-        self._pipeline.set_bandwidth(float(msg.data), self._bandwidth_is_lower_bound)
-
-    def _on_lower_bound(self, msg: Bool) -> None:
-        self._bandwidth_is_lower_bound = bool(msg.data)
+    def _on_estimate(self, msg: Float64MultiArray) -> None:
+        try:
+            bandwidth, lower_bound, _ = parse_estimate(msg)
+        except ValueError:
+            self._pipeline.ignored.add("bad_bandwidth")
+            return
+        self._pipeline.set_bandwidth(bandwidth, lower_bound)
 
     # -- reporting ------------------------------------------------------------------------------
     def _report(self) -> None:
@@ -274,20 +278,6 @@ class EdgeNode(Node):
                       if report.bad_frames else ""))
         publish_diagnostics(self, self._diagnostics_pub,
                             [diagnostic_status(self, "edge", level, message, report.values)])
-
-
-def _initial_configuration(configs: list[BundleConfiguration], split_point: int,
-                           ratio: float) -> BundleConfiguration:
-    """:func:`startup_configuration` among the preloaded configurations that match the
-    requested split point and ratio (-1 / 0: any)."""
-    candidates = [c for c in configs
-                  if (split_point == -1 or c.split_point == split_point)
-                  and (ratio == 0.0 or c.key[1] == config_key(0, ratio)[1])]
-    if not candidates:
-        pairs = ", ".join(f"({c.split_point}, {c.ratio:g})" for c in configs)
-        raise EdgeConfigError(f"no preloaded configuration matches split_point={split_point}, "
-                              f"ratio={ratio:g}; preloaded (split_point, ratio): {pairs}")
-    return startup_configuration(candidates)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -5,7 +5,9 @@
 * Results: ``diagnostic_msgs/DiagnosticArray``, one status per top-k class
   (:func:`results_message`).
 * Receipts: ``std_msgs/Float64MultiArray`` rows (:func:`make_receipt`, :func:`parse_receipts`).
-* Estimates: ``std_msgs/Float64`` bandwidth and RTT, ``std_msgs/Bool`` lower-bound flag.
+* Estimates: one ``std_msgs/Float64MultiArray`` on ``bandwidth_estimate`` that keeps the
+  bandwidth and its lower-bound flag together (:func:`make_estimate`), plus ``std_msgs/Float64``
+  ``bandwidth_bps`` / ``rtt_ms`` and ``std_msgs/Bool`` ``bandwidth_lower_bound`` for rqt_plot.
 * Health: ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``).
 """
 
@@ -31,6 +33,7 @@ __all__ = [
     "CAMERA_QOS",
     "DIAGNOSTICS_QOS",
     "DIAGNOSTICS_TOPIC",
+    "ESTIMATE_LABEL",
     "ESTIMATE_QOS",
     "ESTIMATE_READER_QOS",
     "FEATURE_QOS",
@@ -38,7 +41,9 @@ __all__ = [
     "RECEIPT_FIELDS",
     "RECEIPT_LABEL",
     "RESULT_QOS",
+    "make_estimate",
     "make_receipt",
+    "parse_estimate",
     "parse_receipts",
     "results_message",
 ]
@@ -136,3 +141,33 @@ def results_message(header, logits: np.ndarray, k: int, classes: list[str], sour
                     KeyValue(key="score", value=repr(float(probabilities[class_id]))),
                     *common]))
     return out
+
+
+#: ``layout.dim[0].label`` of an estimate message: its values, in order.
+ESTIMATE_LABEL = "bandwidth_bps,lower_bound,rtt_ms"
+
+
+def make_estimate(bandwidth_bps: float, lower_bound: bool,
+                  rtt_ms: float | None = None) -> Float64MultiArray:
+    """The monitor's estimate as one message: the bandwidth (bit/s), whether it is only a
+    lower bound (1.0/0.0), and the RTT in ms (NaN when unknown). One message, so a reader
+    can never pair a bandwidth with another estimate's flag."""
+    msg = Float64MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=ESTIMATE_LABEL, size=3, stride=3)]
+    msg.data = [float(bandwidth_bps), 1.0 if lower_bound else 0.0,
+                float("nan") if rtt_ms is None else float(rtt_ms)]
+    return msg
+
+
+def parse_estimate(msg: Float64MultiArray) -> tuple[float, bool, float | None]:
+    """``(bandwidth_bps, lower_bound, rtt_ms or None)``; ValueError if it is not an estimate
+    or the bandwidth is not a positive finite number."""
+    import math
+
+    dims = msg.layout.dim
+    if not dims or dims[0].label != ESTIMATE_LABEL or len(msg.data) != 3:
+        raise ValueError(f"not an estimate (layout label {ESTIMATE_LABEL!r}, 3 values)")
+    bandwidth, lower, rtt = (float(v) for v in msg.data)
+    if not (math.isfinite(bandwidth) and bandwidth > 0):
+        raise ValueError(f"bandwidth {bandwidth} is not a positive number")
+    return bandwidth, lower != 0.0, rtt if math.isfinite(rtt) and rtt >= 0 else None

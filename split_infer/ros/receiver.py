@@ -7,16 +7,17 @@ their part, and acknowledge every frame to the sender.
     <ns>/features (CompressedImage)     one stream per upstream namespace, each in its own
           │                             mutually exclusive callback group
           ▼
-    parse_format ─▶ wire.decode_frame ─▶ replay check ─▶ engine (decoder + this stage's part)
-     (foreign         (layout, CRC,      (seq, stamp             │
-      formats)         caps)              seen before)           ▼
-          │ reject: counted by reason              subclass._deliver: results (cloud) or
-          ▼                                        the next wire frame (middle stage)
-    <ns>/receipts (Float64MultiArray: seq, bytes, stamps, config, stage ms)
+    pipeline.receiving.StreamReceiver: [frame_auth.verify] ─▶ parse_format ─▶ decode_frame ─▶
+          freshness (replayed / future) ─▶ age ─▶ engine (decoder + this stage's part)
+          │ reject: counted by reason                    │ served
+          ▼                                              ▼
+    <ns>/receipts (seq, bytes, stamps,     subclass._deliver: results (cloud) or the next
+    config, stage ms)                      wire frame (middle stage)
 
 A subclass provides the engine (``decode(Frame) -> (Frame, output)``), ``_deliver`` and its
-own diagnostics status; this class owns streams, replay detection, receipts, reject counting
-and the 1 Hz diagnostics/fps timer. Receipts go to ``<ns>/receipts`` so the sender's
+own diagnostics status; this class owns streams (each a ROS-free
+:class:`~split_infer.pipeline.receiving.StreamReceiver` plus its publishers), receipts and
+the 1 Hz diagnostics/fps timer. Receipts go to ``<ns>/receipts`` so the sender's
 backpressure and the link's bandwidth monitor work on every link of a chain alike.
 """
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -38,9 +38,10 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64MultiArray
 
 from split_infer.bundle import Bundle
-from split_infer.errors import FrameError
+from split_infer.frame_auth import KeyFileError, load_key_file
 from split_infer.pipeline.backends import BACKENDS, backend_problem
-from split_infer.pipeline.counters import ReasonCounts
+from split_infer.pipeline.freshness import FreshnessSettings
+from split_infer.pipeline.receiving import StreamReceiver
 from split_infer.ros.common import (
     MetricPublishers,
     NodeConfigError,
@@ -60,17 +61,17 @@ from split_infer.ros.messages import (
     RESULT_QOS,
     make_receipt,
 )
-from split_infer.wire import Frame, decode_frame, parse_format
+from split_infer.wire import Frame
 
 __all__ = ["FeatureReceiverNode", "FeatureStream"]
 
 LOG_THROTTLE_S = 5.0
-_SEEN_FRAMES = 1024  # (seq, stamp) pairs remembered per stream for replay detection
 
 
 class FeatureStream:
-    """Per-upstream publishers, counters and replay state; only its own callback (one
-    mutually exclusive group) mutates it, the diagnostics timer only reads."""
+    """Per-upstream publishers and the ROS-free receiving state (checks, freshness, counters);
+    only its own callback (one mutually exclusive group) mutates it, the diagnostics timer
+    only reads."""
 
     def __init__(self, node: FeatureReceiverNode, namespace: str) -> None:
         self.namespace = namespace
@@ -81,33 +82,21 @@ class FeatureStream:
         self.metrics = MetricPublishers(node, node.STREAM_METRICS,
                                         prefix=join_topic(namespace, "metrics"))
         self.topic = node.resolve_topic_name(join_topic(namespace, "features"))
-        self.rejects = ReasonCounts()
-        self.frames = 0
-        self.last_config: tuple[int, float] | None = None
+        self.receiver = StreamReceiver(self.topic.rsplit("/", 1)[0] or "/", keys=node._keys,
+                                       freshness=node._freshness, max_age_s=node._max_age_s)
         self.window = (time.monotonic(), 0, 0)  # (t, frames, rejects) at the last tick
-        self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
-        self._newest_stamp: int | None = None
         self.subscription = node.create_subscription(
             CompressedImage, join_topic(namespace, "features"),
             lambda msg, info: node._on_features(self, msg, info), FEATURE_QOS,
             callback_group=self.group)
 
-    def is_replay(self, frame: Frame, window_ns: int) -> bool:
-        """True for a (seq, stamp) already seen, or (``window_ns`` > 0) a stamp older than the
-        newest by more than ``window_ns``; otherwise remember the frame. A restarted sender
-        (seq from 0, fresh stamps) is not a replay."""
-        key = (frame.seq, frame.stamp_ns)
-        if key in self._seen:
-            return True
-        if (window_ns > 0 and self._newest_stamp is not None
-                and frame.stamp_ns < self._newest_stamp - window_ns):
-            return True
-        self._seen[key] = None
-        if len(self._seen) > _SEEN_FRAMES:
-            self._seen.popitem(last=False)
-        if self._newest_stamp is None or frame.stamp_ns > self._newest_stamp:
-            self._newest_stamp = frame.stamp_ns
-        return False
+    @property
+    def frames(self) -> int:
+        return self.receiver.frames
+
+    @property
+    def rejects(self):
+        return self.receiver.rejects
 
 
 class FeatureReceiverNode(Node):
@@ -131,13 +120,24 @@ class FeatureReceiverNode(Node):
         self._threads = declare_int(self, "threads", 0, 0, 256,
                                     "ONNX Runtime intra-op threads; 0 = its default",
                                     read_only=True)
-        replay_window = declare_float(self, "replay_window", 10.0, 0.0, 3600.0,
-                                      "reject frames stamped this many seconds before the "
-                                      "newest of their stream (0: only exact repeats)")
-        max_frame_age = declare_float(self, "max_frame_age", 0.0, 0.0, 3600.0,
-                                      "reject frames whose camera stamp is older than this "
-                                      "many seconds on arrival: a late answer is a wrong one "
-                                      "for a moving robot (0: never; needs synced clocks)")
+        self._freshness = FreshnessSettings(
+            window=declare_float(self, "replay_window", 10.0, 0.0, 3600.0,
+                                 "reject frames stamped this many seconds before the newest "
+                                 "served frame of their stream and not newer in seq (0: only "
+                                 "exact repeats)"),
+            future_tolerance=declare_float(self, "future_tolerance", 2.0, 0.0, 3600.0,
+                                           "reject frames stamped more than this many seconds "
+                                           "ahead of this node's clock (0: never); keep it "
+                                           "below replay_window"))
+        self._max_age_s = declare_float(self, "max_frame_age", 0.0, 0.0, 3600.0,
+                                        "reject frames whose camera stamp is older than this "
+                                        "many seconds on arrival: a late answer is a wrong one "
+                                        "for a moving robot (0: never; needs synced clocks)")
+        key_file = declare_str(self, "auth_key_file", "",
+                               "accept only frames signed with a key of this file "
+                               "('<id> <hex key> [namespace ...]' per line; see "
+                               "split_infer.frame_auth); '' = authentication off",
+                               read_only=True)
         if not bundle_path:
             raise NodeConfigError("parameter 'bundle' is required: the path of a bundle "
                                   "directory (manifest.json + ONNX parts)")
@@ -145,9 +145,11 @@ class FeatureReceiverNode(Node):
         if problem:
             raise NodeConfigError(problem)
         self._bundle = Bundle.load(bundle_path)
+        try:
+            self._keys = load_key_file(key_file) if key_file else None
+        except KeyFileError as exc:
+            raise NodeConfigError(str(exc)) from None
         self._lock = threading.Lock()
-        self._replay_window_ns = int(replay_window * 1e9)
-        self._max_age_ns = int(max_frame_age * 1e9)
         self._streams: list[FeatureStream] = []
 
     def _start(self, namespaces: list[str], parameter: str) -> None:
@@ -169,7 +171,7 @@ class FeatureReceiverNode(Node):
         """Per stream (keyed by its resolved features topic): ``frames`` processed, ``rejects``
         by reason, and the ``last_config`` seen."""
         return {s.topic: {"frames": s.frames, "rejects": s.rejects.snapshot(),
-                          "last_config": s.last_config}
+                          "last_config": s.receiver.last_config}
                 for s in self._streams}
 
     # -- parameters -----------------------------------------------------------------------------
@@ -187,10 +189,15 @@ class FeatureReceiverNode(Node):
                     return rejected(f"backend {changes['backend']!r}: {type(exc).__name__}: "
                                     f"{exc}")
                 self._backend = changes["backend"]
+            # The streams share the settings object: a change applies to the next frame.
             if "replay_window" in changes:
-                self._replay_window_ns = int(float(changes["replay_window"]) * 1e9)
+                self._freshness.window = float(changes["replay_window"])
+            if "future_tolerance" in changes:
+                self._freshness.future_tolerance = float(changes["future_tolerance"])
             if "max_frame_age" in changes:
-                self._max_age_ns = int(float(changes["max_frame_age"]) * 1e9)
+                self._max_age_s = float(changes["max_frame_age"])
+                for stream in self._streams:
+                    stream.receiver.max_age_s = self._max_age_s
             self._apply_parameters(changes)
         return SetParametersResult(successful=True)
 
@@ -218,11 +225,6 @@ class FeatureReceiverNode(Node):
             self.get_logger().error(f"{stream.label}: frame failed: {type(exc).__name__}: "
                                     f"{exc}", throttle_duration_sec=LOG_THROTTLE_S)
 
-    def _reject(self, stream: FeatureStream, reason: str, detail: str) -> None:
-        stream.rejects.add(reason)
-        self.get_logger().warning(f"{stream.label}: rejected a frame ({reason}): {detail}",
-                                  throttle_duration_sec=LOG_THROTTLE_S)
-
     def _receipt(self, stream: FeatureStream, frame: Frame, nbytes: int, receive_ns: int,
                  start: float) -> float:
         stage_ms = (time.perf_counter() - start) * 1e3
@@ -233,44 +235,26 @@ class FeatureReceiverNode(Node):
 
     def _handle(self, stream: FeatureStream, msg: CompressedImage, receive_ns: int,
                 start: float) -> None:
-        data = msg.data
-        try:
-            parse_format(msg.format)
-            header = decode_frame(data)
-        except FrameError as exc:
-            self._reject(stream, exc.reason, exc.message)
-            return
-        if stream.is_replay(header, self._replay_window_ns):
-            self._reject(stream, "replayed", f"seq {header.seq} stamp {header.stamp_ns}")
-            return
         stamp = msg.header.stamp
         captured_ns = stamp.sec * 10**9 + stamp.nanosec
-        # Age now, not at reception: on a busy host the callback can run well after the
-        # middleware received the sample, and the answer would be that much later.
-        age_ns = self.get_clock().now().nanoseconds - captured_ns
-        if self._max_age_ns and captured_ns and age_ns > self._max_age_ns:
-            # Acknowledged all the same: the bytes crossed the link, and the sender's
-            # backpressure must learn that they did.
-            self._reject(stream, "stale", f"seq {header.seq} captured {age_ns / 1e6:.0f} ms "
-                                          "ago")
-            self._receipt(stream, header, len(data), receive_ns, start)
+        # Age and freshness now, not at reception: on a busy host the callback can run well
+        # after the middleware received the sample, and the answer would be that much later.
+        now_ns = self.get_clock().now().nanoseconds
+        received = stream.receiver.receive(msg.data, msg.format, captured_ns, now_ns,
+                                           self._decode)
+        if received.kind == "rejected":
+            self.get_logger().warning(f"{stream.label}: rejected a frame ({received.reason}): "
+                                      f"{received.detail}", throttle_duration_sec=LOG_THROTTLE_S)
+        stage_ms = (self._receipt(stream, received.header, len(msg.data), receive_ns, start)
+                    if received.receipt else 0.0)
+        if received.kind == "rejected":
             return
-        try:
-            frame, output = self._decode(header)
-        except FrameError as exc:
-            self._reject(stream, exc.reason, exc.message)
-            self._receipt(stream, header, len(data), receive_ns, start)
-            return
-        stage_ms = self._receipt(stream, frame, len(data), receive_ns, start)
-        self._deliver(stream, msg, frame, output)
-        stream.frames += 1
-        stream.last_config = frame.config
+        self._deliver(stream, msg, received.header, received.output)
         metrics = {self.STAGE_MS_METRIC: stage_ms}
-        stamp = msg.header.stamp
-        if "e2e_latency_ms" in self.STREAM_METRICS and (stamp.sec or stamp.nanosec):
+        if "e2e_latency_ms" in self.STREAM_METRICS and captured_ns:
             # An unstamped camera frame has no latency to report.
             now_ns = self.get_clock().now().nanoseconds
-            metrics["e2e_latency_ms"] = (now_ns - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
+            metrics["e2e_latency_ms"] = (now_ns - captured_ns) / 1e6
         stream.metrics.publish(**metrics)
 
     def _decode(self, frame: Frame) -> tuple[Frame, Any]:
@@ -297,7 +281,7 @@ class FeatureReceiverNode(Node):
             fps = (stream.frames - frames0) / max(now - t0, 1e-9)
             stream.metrics.publish(fps=fps)
             new_rejects = total_rejects - rejects0
-            config = stream.last_config
+            config = stream.receiver.last_config
             values: dict[str, object] = {
                 "fps": f"{fps:.2f}",
                 "frames": stream.frames,

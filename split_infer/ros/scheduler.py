@@ -6,8 +6,8 @@ probing, rejection back-off, override).
 
 Topics (relative names, one namespace per robot):
 
-* subscribes ``bandwidth_bps``, ``rtt_ms`` (``std_msgs/Float64``) and
-  ``bandwidth_lower_bound`` (``std_msgs/Bool``) from the bandwidth monitor, and
+* subscribes ``bandwidth_estimate`` (``std_msgs/Float64MultiArray``: bandwidth, lower-bound
+  flag and RTT in one message) from the bandwidth monitor, and
   ``/parameter_events`` (to follow what the edge really runs, whoever changed it);
 * publishes ``metrics/split_point``, ``metrics/ratio``,
   ``metrics/predicted_effective_accuracy``, ``metrics/predicted_latency_ms``,
@@ -38,7 +38,7 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import qos_profile_parameter_events
 from rclpy.task import Future
-from std_msgs.msg import Bool, Float64
+from std_msgs.msg import Float64MultiArray
 
 from split_infer.adaptation.policy import OBJECTIVES
 from split_infer.adaptation.scheduling import (
@@ -58,7 +58,12 @@ from split_infer.ros.common import (
     publish_diagnostics,
     run_node,
 )
-from split_infer.ros.messages import DIAGNOSTICS_QOS, DIAGNOSTICS_TOPIC, ESTIMATE_READER_QOS
+from split_infer.ros.messages import (
+    DIAGNOSTICS_QOS,
+    DIAGNOSTICS_TOPIC,
+    ESTIMATE_READER_QOS,
+    parse_estimate,
+)
 
 __all__ = ["Scheduler", "main"]
 
@@ -152,9 +157,7 @@ class Scheduler(Node):
         self._last_step: Step | None = None
         self._last_error = ""
 
-        self.create_subscription(Float64, "bandwidth_bps", self._on_bandwidth, ESTIMATE_READER_QOS)
-        self.create_subscription(Float64, "rtt_ms", self._on_rtt, ESTIMATE_READER_QOS)
-        self.create_subscription(Bool, "bandwidth_lower_bound", self._on_lower_bound,
+        self.create_subscription(Float64MultiArray, "bandwidth_estimate", self._on_estimate,
                                  ESTIMATE_READER_QOS)
         self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameter_event,
                                  qos_profile_parameter_events)
@@ -251,14 +254,16 @@ class Scheduler(Node):
             self.get_logger().error(self._last_error)
 
     # -- inputs --------------------------------------------------------------------------
-    def _on_bandwidth(self, msg: Float64) -> None:
-        self._bandwidth = (float(msg.data), self._now_s())
-
-    def _on_rtt(self, msg: Float64) -> None:
-        self._rtt_s = float(msg.data) / 1e3
-
-    def _on_lower_bound(self, msg: Bool) -> None:
-        self._lower_bound = bool(msg.data)
+    def _on_estimate(self, msg: Float64MultiArray) -> None:
+        try:
+            bandwidth, lower_bound, rtt_ms = parse_estimate(msg)
+        except ValueError as exc:
+            self._last_error = f"ignored an estimate: {exc}"
+            return
+        self._bandwidth = (bandwidth, self._now_s())
+        self._lower_bound = lower_bound
+        if rtt_ms is not None:
+            self._rtt_s = rtt_ms / 1e3
 
     def _on_parameter_event(self, event: ParameterEvent) -> None:
         try:

@@ -26,8 +26,11 @@ Parameters: ``bundle``, ``upstream`` and ``output_namespace`` ('' = this node's 
 relative or absolute), ``input_configuration`` and ``output_configuration`` (bundle
 configuration ids of the two links; both baseline codecs, input split < output split;
 empty: the two smallest split points' most accurate baseline configurations), ``backend``
-(the segment is cut from the bundle's safetensors backbone and exported for it),
-``replay_window``, ``threads``. All but ``backend`` and ``replay_window`` are read-only.
+(ONNX Runtime: the segment is cut from the bundle's tapped ONNX model; torch: from its
+safetensors backbone), ``replay_window``, ``future_tolerance``, ``max_frame_age``,
+``threads``, ``auth_key_file`` (incoming frames must be signed with one of its keys, outgoing
+ones are signed with ``auth_key_id``). All but ``backend``, ``replay_window``,
+``future_tolerance`` and ``max_frame_age`` are read-only.
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64MultiArray
 
 from split_infer.bundle import BundleConfiguration, BundleError, is_link_configuration
+from split_infer.frame_auth import KeyFileError, sign, single_key
 from split_infer.pipeline.counters import ReasonCounts
 from split_infer.pipeline.stages import StageEngine
 from split_infer.ros.common import (
     MetricPublishers,
     NodeConfigError,
+    declare_int,
     declare_str,
     diagnostic_status,
     join_topic,
@@ -50,7 +55,7 @@ from split_infer.ros.common import (
 )
 from split_infer.ros.messages import FEATURE_QOS, RECEIPTS_QOS, parse_receipts
 from split_infer.ros.receiver import LOG_THROTTLE_S, FeatureReceiverNode, FeatureStream
-from split_infer.wire import Frame, format_string
+from split_infer.wire import AUTH_VERSION, VERSION, Frame, format_string
 
 __all__ = ["StageNode", "default_link_configurations", "main"]
 
@@ -92,6 +97,9 @@ class StageNode(FeatureReceiverNode):
                                "bundle configuration id of the incoming link", read_only=True)
         output_id = declare_str(self, "output_configuration", "",
                                 "bundle configuration id of the outgoing link", read_only=True)
+        key_id = declare_int(self, "auth_key_id", -1, -1, 0xFFFFFFFF,
+                             "with auth_key_file: the key outgoing frames are signed with "
+                             "(-1: the file's only key)", read_only=True)
         if upstream == output_namespace:
             raise NodeConfigError(f"upstream and output_namespace are both {upstream!r}: the "
                                   "stage would read its own output")
@@ -114,7 +122,12 @@ class StageNode(FeatureReceiverNode):
             ids = ", ".join(c.id for c in configs)
             raise NodeConfigError(f"{exc} (configurations: {ids})") from None
         self._inbound, self._outbound = inbound, outbound
-        self._format = format_string(self._engine.outbound.codec.spec)
+        try:  # authenticated in, authenticated out
+            self._signer = single_key(self._keys, key_id) if self._keys else None
+        except KeyFileError as exc:
+            raise NodeConfigError(str(exc)) from None
+        self._format = format_string(self._engine.outbound.codec.spec,
+                                     AUTH_VERSION if self._signer else VERSION)
         self._ignored = ReasonCounts()
         self._sent = 0
         self._downstream_ms: float | None = None
@@ -146,7 +159,8 @@ class StageNode(FeatureReceiverNode):
         decoded, features = self._engine.run(frame)
         # Encoding is part of this stage's time (the receipt reports it upstream).
         stamp_ns = self.get_clock().now().nanoseconds
-        return decoded, self._engine.encode(features, decoded.seq, stamp_ns)
+        data = self._engine.encode(features, decoded.seq, stamp_ns)
+        return decoded, sign(data, self._signer) if self._signer else data
 
     def _deliver(self, stream: FeatureStream, msg: CompressedImage, frame: Frame,
                  output: bytes) -> None:

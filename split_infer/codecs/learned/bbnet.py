@@ -267,18 +267,16 @@ def save_slimmed_weights(model: nn.Module, widths: dict[str, int], path: str | P
                                             "slimming_widths": json.dumps(widths)})
 
 
-def load_slimmed_weights(model: nn.Module, path: str | Path) -> dict[str, int]:
-    """Reshape ``model`` to the widths stored in ``path`` and load it (safetensors only)."""
-    from safetensors import safe_open
+def load_slimmed_weights(model: nn.Module, source: str | Path | bytes) -> dict[str, int]:
+    """Reshape ``model`` to the widths stored in ``source`` (a safetensors file, or its bytes)
+    and load it."""
+    from split_infer.models import load_weights, safetensors_metadata
 
-    from split_infer.models import load_weights
-
-    with safe_open(str(path), "pt") as f:
-        metadata = f.metadata() or {}
-    widths = json.loads(metadata.get("slimming_widths", "{}"))
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    widths = json.loads(safetensors_metadata(data).get("slimming_widths", "{}"))
     if widths:
         apply_widths(model, widths)
-    load_weights(model, path)
+    load_weights(model, data)
     return widths
 
 

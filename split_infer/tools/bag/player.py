@@ -25,6 +25,7 @@ from split_infer.ros.common import (
     declare_float,
     declare_str,
     run_node,
+    shutting_down,
 )
 from split_infer.tools.bag.storage import BagError, read_bag_raw
 
@@ -105,6 +106,8 @@ class BagPlayer(Node):
                                + message.header.stamp.nanosec + offset_ns)
                     message.header.stamp.sec = stamped // 1_000_000_000
                     message.header.stamp.nanosec = stamped % 1_000_000_000
+                if shutting_down(self):
+                    return  # Ctrl-C / SIGTERM: the context is gone, stopping is not an error
                 self._topic_publishers[topic].publish(message)
                 self.published += 1
             self.passes += 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -112,65 +114,55 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spin_until(node: Any, done: Callable[[], bool], timeout_s: float | None) -> None:
-    """Spin ``node`` until ``done()`` is true, ``timeout_s`` passes, or Ctrl-C / SIGTERM (a
-    normal way to stop: rclpy's signal handler shuts the context down, which ends the loop)."""
-    import time
-
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
+def _spin_until(node: Any, done: Callable[[], bool], timeout_s: float | None,
+                stop: threading.Event) -> None:
+    """Spin ``node`` until ``done()`` is true, ``timeout_s`` passes, or ``stop`` is set."""
+    from rclpy.executors import SingleThreadedExecutor
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        while rclpy.ok() and not done():
+        while not stop.is_set() and not done():
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        executor.shutdown()
 
 
 def _play(args: argparse.Namespace) -> int:
-    import rclpy
     from rclpy.parameter import Parameter
 
+    from split_infer.ros.common import until_signalled
     from split_infer.tools.bag.player import BagPlayer
 
     require(args.rate > 0, "--rate must be positive")
     require(args.delay >= 0, "--delay must be >= 0")
-    rclpy.init()
-    node = None
-    try:
+    with until_signalled() as stop:
         node = BagPlayer(parameter_overrides=[
             Parameter("bag", value=str(args.bag)), Parameter("rate", value=args.rate),
             Parameter("loop", value=args.loop), Parameter("start_delay", value=args.delay)])
-        _spin_until(node, node.finished.is_set, None)
-        print(f"published {node.published} messages")
-    finally:
-        if node is not None:
+        try:
+            _spin_until(node, node.finished.is_set, None, stop)
+            print(f"published {node.published} messages")
+        finally:
             node.destroy_node()
-        rclpy.try_shutdown()
     return 0
 
 
 def _record(args: argparse.Namespace) -> int:
-    import rclpy
-
+    from split_infer.ros.common import until_signalled
     from split_infer.tools.bag.recorder import BagRecorder
 
     require(args.duration is None or args.duration > 0, "--duration must be positive")
-    rclpy.init()
-    node = None
-    try:
+    with until_signalled() as stop:
         with user_output_errors():  # rosbag2 writers never overwrite --out
             node = BagRecorder(args.out, args.topic)
-        _spin_until(node, lambda: False, args.duration)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
+        try:
+            _spin_until(node, lambda: False, args.duration, stop)
+        finally:
             path = node.close()
             print(f"wrote {path}: " + ", ".join(f"{t} {n}" for t, n in node.counts.items()))
             node.destroy_node()
-        rclpy.try_shutdown()
     return 0

@@ -27,6 +27,8 @@ BENCHMARKS: dict[str, str] = {
     "fuzz": "coverage-guided fuzzing of the wire-frame decoder and the image converter "
             "(atheris)",
     "rate_accuracy": "bytes per frame against top-1 on the CIFAR-10 test set",
+    "receiver_fuzz": "stateful fuzzing of the receiving half: genuine frames keep being "
+                     "served whatever an unauthenticated publisher interleaves",
     "ros_graph": "edge and cloud nodes in one process over direct DDS (no emulated link)",
     "soak": "the whole demo graph at 30 fps for a long time, watching for leaks and drift",
     "testbed_e2e": "every strategy on every trace over the real-link testbed (root)",

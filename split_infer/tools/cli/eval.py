@@ -54,7 +54,7 @@ class EvalVerb(VerbExtension):
                    else bundle.configurations)
         rows = evaluate_bundle(bundle, test, configs)
         full_onnx = bundle.manifest.get("client_only", {}).get("onnx")
-        client = evaluate_client_only(bundle.file(full_onnx), test) if full_onnx else None
+        client = evaluate_client_only(bundle.read(full_onnx), test) if full_onnx else None
         print(f"{bundle.path}: {len(test)} {dataset_name} test images, real wire frames")
         print(format_configurations(bundle, rows))
         if client:

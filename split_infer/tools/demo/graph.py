@@ -23,6 +23,7 @@ It prints a status line every second and writes ``report.json`` and ``timeline.p
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sys
@@ -41,14 +42,14 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage
-from std_msgs.msg import Bool, Float64
+from std_msgs.msg import Float64, Float64MultiArray
 
 from split_infer.bundle import Bundle
 from split_infer.ros.bandwidth_monitor import BandwidthMonitor
 from split_infer.ros.cloud_node import CloudNode
 from split_infer.ros.common import ExecutorPerNode
 from split_infer.ros.edge_node import EdgeNode
-from split_infer.ros.messages import FEATURE_QOS
+from split_infer.ros.messages import FEATURE_QOS, parse_estimate
 from split_infer.ros.scheduler import Scheduler
 from split_infer.tools.bag.player import BagPlayer
 from split_infer.tools.bag.storage import header_stamp_ns
@@ -243,9 +244,7 @@ class DemoRecorder(Node):
         self.create_subscription(DiagnosticArray, "results", self._on_result, qos)
         self.create_subscription(CompressedImage, "features_uplink", self._on_features,
                                  FEATURE_QOS)
-        self.create_subscription(Float64, "bandwidth_bps", self._on_estimate, qos)
-        self.create_subscription(Bool, "bandwidth_lower_bound",
-                                 lambda m: setattr(self, "_lower_bound", bool(m.data)), qos)
+        self.create_subscription(Float64MultiArray, "bandwidth_estimate", self._on_estimate, qos)
         self.create_subscription(Float64, "metrics/active_split",
                                  lambda m: setattr(self, "_split", m.data), qos)
         self.create_subscription(Float64, "metrics/active_ratio",
@@ -258,8 +257,9 @@ class DemoRecorder(Node):
         self.frames_sent += 1
         self.recent_bytes.append(size)
 
-    def _on_estimate(self, msg: Float64) -> None:
-        self._estimate = float(msg.data)
+    def _on_estimate(self, msg: Float64MultiArray) -> None:
+        with contextlib.suppress(ValueError):  # a malformed estimate is not drawn
+            self._estimate, self._lower_bound, _ = parse_estimate(msg)
 
     def _on_label(self, msg: DiagnosticArray) -> None:
         values = {kv.key: kv.value for status in msg.status for kv in status.values}

@@ -79,7 +79,7 @@ class FullModelNode(Node):
         client = self._bundle.manifest.get("client_only") or {}
         if "onnx" not in client:
             raise ValueError(f"{bundle}: the manifest has no client_only ONNX (whole model)")
-        self._model = OrtBackend(self._bundle.file(client["onnx"]))
+        self._model = OrtBackend(self._bundle.read(client["onnx"]))
         self._preprocessing = Preprocessing.from_dict(self._bundle.manifest["preprocessing"])
         self._classes = self._bundle.classes
         self._top_k = min(top_k, len(self._classes))

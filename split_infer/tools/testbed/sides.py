@@ -32,13 +32,18 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage
-from std_msgs.msg import Bool, Float64, Float64MultiArray
+from std_msgs.msg import Float64, Float64MultiArray
 
 from split_infer.ros.bandwidth_monitor import BandwidthMonitor
 from split_infer.ros.cloud_node import CloudNode
 from split_infer.ros.common import ExecutorPerNode
 from split_infer.ros.edge_node import EdgeNode
-from split_infer.ros.messages import FEATURE_QOS, RECEIPTS_QOS, parse_receipts
+from split_infer.ros.messages import (
+    FEATURE_QOS,
+    RECEIPTS_QOS,
+    parse_estimate,
+    parse_receipts,
+)
 from split_infer.ros.scheduler import Scheduler
 from split_infer.tools.bag.player import BagPlayer
 from split_infer.tools.bag.storage import header_stamp_ns
@@ -85,10 +90,8 @@ class EdgeRecorder(_Recorder):
                                                 _QOS)
         self.create_subscription(Float64MultiArray, "receipts", self._on_receipts,
                                  RECEIPTS_QOS)
-        self.create_subscription(Float64, "bandwidth_bps", lambda m: self._add(
-            "estimates", [time.time(), float(m.data)]), _QOS)
-        self.create_subscription(Bool, "bandwidth_lower_bound", lambda m: self._add(
-            "lower_bound", [time.time(), bool(m.data)]), _QOS)
+        self.create_subscription(Float64MultiArray, "bandwidth_estimate", self._on_estimate,
+                                 _QOS)
         self.create_subscription(Float64, "metrics/active_split", lambda m: self._add(
             "active_split", [time.time(), float(m.data)]), _QOS)
         self.create_subscription(Float64, "metrics/active_ratio", lambda m: self._add(
@@ -115,6 +118,15 @@ class EdgeRecorder(_Recorder):
             self._add("results", [time.time(), header_stamp_ns(msg.header),
                                   int(values["class_id"]), float(values["split_point"]),
                                   float(values["ratio"])])
+
+    def _on_estimate(self, msg: Float64MultiArray) -> None:
+        try:
+            bandwidth, lower_bound, _ = parse_estimate(msg)
+        except ValueError:
+            return  # a malformed estimate is not recorded
+        now = time.time()
+        self._add("estimates", [now, bandwidth])
+        self._add("lower_bound", [now, lower_bound])
 
     def _on_receipts(self, msg: Float64MultiArray) -> None:
         for row in parse_receipts(msg):
