@@ -36,6 +36,9 @@ class TestbedVerb(VerbExtension):
         parser.add_argument("--jitter-ms", type=float, default=0.0,
                             help="± uniform jitter added to the delay of trace segments that "
                                  "have one, ms (default: 0)")
+        parser.add_argument("--auth", action="store_true",
+                            help="sign every frame on the edge and verify it on the cloud "
+                                 "(HMAC, a key made for this run)")
         parser.add_argument("--cleanup", action="store_true",
                             help="only remove namespaces left by killed testbed runs")
 
@@ -61,7 +64,8 @@ class TestbedVerb(VerbExtension):
                                    trace=find_trace(args.trace), duration_s=args.duration,
                                    out_dir=args.out, strategy=args.strategy,
                                    initial=args.initial, objective=args.objective,
-                                   frame_rate=args.frame_rate, jitter_ms=args.jitter_ms)
+                                   frame_rate=args.frame_rate, jitter_ms=args.jitter_ms,
+                                   auth=args.auth)
         report = run_testbed(settings)
         print(json.dumps(report["summary"], indent=2))
         if report["link"]["not_applied"]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -77,6 +78,7 @@ class TestbedSettings:
     events: tuple[tuple[float, str], ...] = ()
     stale_after_ms: float = 1000.0  # a result later than this after capture is stale
     jitter_ms: float = 0.0  # ± uniform jitter on the trace segments that have a delay
+    auth: bool = False  # frames signed by the edge and verified by the cloud (frame_auth)
 
 
 class _Side:
@@ -171,6 +173,12 @@ def run_testbed(settings: TestbedSettings) -> dict:
     sides: list[_Side] = []
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     with tempfile.TemporaryDirectory(prefix="si_testbed_") as tmp, NetnsLink() as link:
+        key_file = ""
+        if settings.auth:  # a key of this run only, readable by the owner only
+            key_file = str(Path(tmp) / "frame.keys")
+            descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as keys:
+                keys.write(f"1 {secrets.token_hex(32)}\n")
         try:
             for side in ("cloud", "edge"):
                 config = {"side": side, "bundle": str(Path(settings.bundle).resolve()),
@@ -182,6 +190,7 @@ def run_testbed(settings: TestbedSettings) -> dict:
                           "objective": settings.objective,
                           "frame_rate": settings.frame_rate,
                           "playback_rate": settings.playback_rate, "domain_id": domain_id,
+                          "auth_key_file": key_file,
                           "out": str(Path(tmp) / f"{side}.json")}
                 path = Path(tmp) / f"{side}_config.json"
                 path.write_text(json.dumps(config))

@@ -149,7 +149,8 @@ def _edge_nodes(config: dict, context) -> tuple[list[Node], Node | None]:
         return [EdgeRecorder(**common),
                 FullModelNode(bundle, compressed=False, namespace=ROBOT, **common)], None
     params = [Parameter("bundle", value=bundle),
-              Parameter("fallback", value=config.get("fallback", "drop"))]
+              Parameter("fallback", value=config.get("fallback", "drop")),
+              Parameter("auth_key_file", value=config.get("auth_key_file", ""))]
     adaptive = strategy == "adaptive"
     first = config.get("initial", "") if adaptive else strategy
     if first:
@@ -183,7 +184,8 @@ def _cloud_nodes(config: dict, context) -> list[Node]:
     # late to be of use (the testbed's definition of a stale result).
     return [CloudNode(namespace=ROBOT, context=context, parameter_overrides=[
         Parameter("bundle", value=config["bundle"]),
-        Parameter("max_frame_age", value=float(config.get("max_frame_age", 0.0)))])]
+        Parameter("max_frame_age", value=float(config.get("max_frame_age", 0.0))),
+        Parameter("auth_key_file", value=config.get("auth_key_file", ""))])]
 
 
 def _follow_commands(stop: threading.Event, executor, nodes: list[Node]) -> None:
