@@ -13,8 +13,12 @@ authentication on (keys per robot; see the README's threat model).
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.substitutions import (
+    EnvironmentVariable,
+    LaunchConfiguration,
+    PathJoinSubstitution,
+)
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -49,6 +53,12 @@ def cloud_node(context):
 
 def generate_launch_description():
     return LaunchDescription([
+        # Camera-size messages between processes: a larger shared-memory segment (the
+        # profile's comment says why), unless the environment names a profile already.
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", EnvironmentVariable(
+            "FASTDDS_DEFAULT_PROFILES_FILE",
+            default_value=PathJoinSubstitution([FindPackageShare("split_infer"), "config",
+                                                "fastdds_camera.xml"]))),
         DeclareLaunchArgument(
             "bundle",
             default_value=PathJoinSubstitution([FindPackageShare("split_infer"), "bundles",

@@ -25,9 +25,13 @@ and ratio, the scheduler's objective, frame rate and override) are launch argume
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, GroupAction
+from launch.actions import DeclareLaunchArgument, GroupAction, SetEnvironmentVariable
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import (
+    EnvironmentVariable,
+    LaunchConfiguration,
+    PathJoinSubstitution,
+)
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -101,6 +105,12 @@ def generate_launch_description():
         emulate_tty=True,
     )
     return LaunchDescription([
+        # Camera-size messages between processes: a larger shared-memory segment (the
+        # profile's comment says why), unless the environment names a profile already.
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", EnvironmentVariable(
+            "FASTDDS_DEFAULT_PROFILES_FILE",
+            default_value=PathJoinSubstitution([FindPackageShare("split_infer"), "config",
+                                                "fastdds_camera.xml"]))),
         DeclareLaunchArgument(
             "bundle",
             default_value=PathJoinSubstitution([FindPackageShare("split_infer"), "bundles",

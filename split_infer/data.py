@@ -10,11 +10,43 @@ import numpy as np
 
 from split_infer.errors import UserError
 
-__all__ = ["ArrayDataset", "DatasetError", "Preprocessing"]
+__all__ = ["ArrayDataset", "CameraFrame", "DatasetError", "Preprocessing"]
 
 
 class DatasetError(UserError, RuntimeError):
     """A dataset is missing or malformed; the message says what to do."""
+
+
+def _to_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
+    """``(H, W, C)`` uint8 in ``order`` → a fresh C-contiguous RGB array.
+
+    Always a copy: the input may be a read-only view of the message's buffer, which the caller
+    must be free to release or reuse.
+    """
+    if order == "L":
+        return np.repeat(pixels, 3, axis=2)
+    rgb = pixels[:, :, 2::-1] if order.startswith("BGR") else pixels[:, :, :3]
+    return np.array(rgb, dtype=np.uint8, order="C", copy=True)
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """Validated pixels of a camera message, not yet converted: uint8 ``(H, W, C)`` in channel
+    ``order`` (``RGB``, ``RGBA``, ``BGR``, ``BGRA`` or ``L``), possibly a read-only view of the
+    message's buffer.
+
+    Converting a full camera frame to RGB costs a copy of every pixel; a network that sees
+    224×224 or 32×32 only needs the channels swapped after the resize.
+    :meth:`Preprocessing.__call__` takes a CameraFrame and does just that;
+    :meth:`rgb` is the full conversion for everything else.
+    """
+
+    pixels: np.ndarray
+    order: str
+
+    def rgb(self) -> np.ndarray:
+        """A fresh C-contiguous RGB uint8 ``(H, W, 3)`` copy."""
+        return _to_rgb(self.pixels, self.order)
 
 
 @dataclass(frozen=True)
@@ -34,19 +66,43 @@ class Preprocessing:
     def from_dict(cls, d: dict) -> Preprocessing:
         return cls(tuple(d["size"]), tuple(d["mean"]), tuple(d["std"]), d.get("resize", "area"))
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """uint8 RGB ``(N, H, W, 3)`` or ``(H, W, 3)`` → float32 NCHW, normalized."""
+    def __call__(self, images: np.ndarray | CameraFrame) -> np.ndarray:
+        """uint8 RGB ``(N, H, W, 3)`` or ``(H, W, 3)``, or one
+        :class:`CameraFrame` → float32 NCHW, normalized.
+
+        A BGR or RGB camera frame is resized in its own channel order and only then reordered:
+        the same numbers as converting the full frame first (resizing works per channel), at
+        the cost of the small image instead of the camera's.
+        """
+        if not isinstance(images, np.ndarray):
+            return self._camera_frame(images)
         batch = images[None] if images.ndim == 3 else images
         height, width = self.size
         if batch.shape[1:3] != (height, width):
-            import cv2
+            batch = np.stack([self._resize(im) for im in batch])
+        return self._normalize(batch)
 
-            interp = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}[self.resize]
-            batch = np.stack([cv2.resize(im, (width, height), interpolation=interp)
-                              for im in batch])
+    def _resize(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        height, width = self.size
+        if image.shape[:2] == (height, width):
+            return image
+        interp = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}[self.resize]
+        return cv2.resize(image, (width, height), interpolation=interp)
+
+    def _normalize(self, batch: np.ndarray) -> np.ndarray:
         x = batch.astype(np.float32) / 255.0
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def _camera_frame(self, frame: CameraFrame) -> np.ndarray:
+        if frame.order not in ("RGB", "BGR") or frame.pixels.shape[2] != 3:
+            return self(frame.rgb())
+        small = self._resize(np.ascontiguousarray(frame.pixels))
+        if frame.order == "BGR":
+            small = small[:, :, ::-1]
+        return self._normalize(small[None])
 
 
 @dataclass

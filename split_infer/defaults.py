@@ -43,6 +43,32 @@ def find_trace(name: str | Path) -> Path:
                            f"{', '.join(str(c.parent) for c in candidates)})")
 
 
+#: Fast DDS profile for camera-size messages between processes (config/fastdds_camera.xml).
+DDS_PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
+
+
+def camera_dds_profile() -> Path | None:
+    """The shipped Fast DDS profile for camera-size messages (source tree or install
+    prefix), or None when it is not installed."""
+    import sys
+
+    for candidate in (ASSETS_DIR.parent.parent / "config" / "fastdds_camera.xml",
+                      Path(sys.prefix) / "share" / "split_infer" / "config" /
+                      "fastdds_camera.xml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def with_camera_dds_profile(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with :data:`DDS_PROFILE_ENV` naming the camera profile unless it names one
+    already (a user's own profile wins)."""
+    profile = camera_dds_profile()
+    if profile is not None and not env.get(DDS_PROFILE_ENV):
+        return {**env, DDS_PROFILE_ENV: str(profile)}
+    return env
+
+
 def shipped_weights(model_name: str) -> Path | None:
     """Path of the CIFAR-10 weights shipped for ``model_name``, or None."""
     path = ASSETS_DIR / f"{model_name}_cifar10.safetensors"

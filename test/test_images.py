@@ -1,5 +1,6 @@
 """Camera message → RGB conversion: every encoding, padding, endianness, every error, fuzzing."""
 
+import contextlib
 from types import SimpleNamespace
 
 import cv2
@@ -261,3 +262,67 @@ def test_random_compressed_data_only_raises_image_error(prefix, tail, mutate):
         assert exc.reason in IMAGE_ERROR_REASONS
     else:
         assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "bgra8", "mono8", "rgb16"])
+@pytest.mark.parametrize("size", [(48, 64), (32, 32)])
+def test_preprocessing_a_camera_frame_equals_preprocessing_its_rgb_copy(encoding, size):
+    """The edge resizes camera frames in their own channel order and swaps channels after:
+    the network input is the same as from a full RGB conversion (to float rounding)."""
+    from split_infer.data import Preprocessing
+    from split_infer.pipeline.images import image_to_frame
+
+    rgb = np.random.default_rng(3).integers(0, 256, (*size, 3), dtype=np.uint8)
+    msg = rgb_to_image(rgb, encoding, padding=4)
+    frame = image_to_frame(msg)
+    pre = Preprocessing()
+    np.testing.assert_allclose(pre(frame), pre(image_to_rgb(msg)), atol=1e-6)
+    if encoding in ("rgb8", "bgr8"):
+        assert not frame.pixels.flags.owndata  # a view of the message, no copy
+
+
+def test_serialized_camera_messages_are_read_in_place():
+    """The edge's raw subscription path: header and fields straight from the CDR bytes."""
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from split_infer.pipeline.images import SerializedCamera, image_from_cdr
+
+    rgb = np.random.default_rng(4).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    raw = rgb_to_image(rgb, "bgr8", padding=2)
+    for frame_id in ("", "cam", "camera_optical_frame"):
+        msg = Image(height=raw.height, width=raw.width, encoding=raw.encoding,
+                    is_bigendian=raw.is_bigendian, step=raw.step)
+        msg.data = raw.data
+        msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec = frame_id, -3, 9
+        camera = SerializedCamera(serialize_message(msg))
+        np.testing.assert_array_equal(camera.frame().rgb(), rgb)
+        assert (camera.header.sec, camera.header.nanosec, camera.header.frame_id) == (
+            -3, 9, frame_id)
+        _, fields = image_from_cdr(serialize_message(msg))
+        assert fields.step == raw.step and bytes(fields.data) == bytes(raw.data)
+    _, png = cv2.imencode(".png", rgb[:, :, ::-1])
+    compressed = CompressedImage(format="png")
+    compressed.data = png.tobytes()
+    camera = SerializedCamera(serialize_message(compressed), compressed=True)
+    np.testing.assert_array_equal(camera.frame().rgb(), rgb)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=200), cut=st.integers(0, 400), flip=st.integers(0, 400))
+def test_malformed_serialized_messages_raise_only_image_errors(data, cut, flip):
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image
+
+    from split_infer.pipeline.images import SerializedCamera
+
+    msg = Image(height=2, width=3, encoding="rgb8", step=9)
+    msg.data = bytes(range(18))
+    msg.header.frame_id = "camera"
+    valid = bytearray(serialize_message(msg))
+    if flip < len(valid):
+        valid[flip] ^= 0xA5
+    for raw in (bytes(valid[:cut]), bytes(valid), b"\x00\x01\x00\x00" + data, data):
+        for compressed in (False, True):
+            with contextlib.suppress(ImageError):  # anything else fails the test
+                SerializedCamera(raw, compressed).frame()

@@ -40,6 +40,7 @@ import numpy as np
 
 from split_infer.bundle import Bundle, BundleConfiguration, BundleError
 from split_infer.config_key import ConfigKey, config_key, format_config_key, parse_config_key
+from split_infer.data import CameraFrame
 from split_infer.errors import EncodeError, UserError
 from split_infer.frame_auth import FrameKey, sign
 from split_infer.pipeline.backends import Backend, OrtBackend, backend_problem
@@ -47,6 +48,7 @@ from split_infer.pipeline.backpressure import Backpressure, RateLimiter
 from split_infer.pipeline.counters import ReasonCounts
 from split_infer.pipeline.engine import EdgeConfig, EdgeEngine
 from split_infer.pipeline.images import ImageError
+from split_infer.pipeline.timing import StageTimes
 from split_infer.wire import AUTH_VERSION, VERSION
 
 __all__ = [
@@ -138,7 +140,7 @@ class PeriodReport:
     values: dict[str, object] = field(default_factory=dict)
 
 
-FrameSource = np.ndarray | Callable[[], np.ndarray]
+FrameSource = np.ndarray | CameraFrame | Callable[[], np.ndarray | CameraFrame]
 
 
 class EdgePipeline:
@@ -179,6 +181,7 @@ class EdgePipeline:
         self._pressure = Backpressure(
             max_in_flight=self.settings.max_in_flight, ack_timeout_s=self.settings.ack_timeout,
             server_rate_limit_s=_limit_s(self.settings.server_rate_limit_ms))
+        self.times = StageTimes()  # CPU per stage: convert, preprocess, model, codec, auth
         self.drops = ReasonCounts()
         self.ignored = ReasonCounts()  # malformed receipts / estimates
         self.received = self.sent = self.edge_only = 0
@@ -285,8 +288,9 @@ class EdgePipeline:
 
     # -- frames -------------------------------------------------------------------------------
     def process(self, frame: FrameSource, now: float | None = None) -> FrameOutcome:
-        """One camera frame: uint8 RGB ``(H, W, 3)``, or a callable returning one (converted
-        only if the frame is not dropped first). Never raises: failures are drops by reason."""
+        """One camera frame: uint8 RGB ``(H, W, 3)`` or a :class:`~split_infer.data.CameraFrame`,
+        or a callable returning one (called only if the frame is not dropped first). Never
+        raises: failures are drops by reason."""
         start = time.perf_counter()
         now = time.monotonic() if now is None else now
         self.received += 1
@@ -299,16 +303,23 @@ class EdgePipeline:
                     if self.settings.fallback == "edge_only":
                         return self._classify_here(frame, start)
                     return self._drop(f"backpressure_{decision.reason}")
-            x = self.preprocessing(_rgb(frame))
+            times = self.times
+            with times.stage("convert"):
+                rgb = _pixels(frame)
+            with times.stage("preprocess"):
+                x = self.preprocessing(rgb)
             config = self._engine.active  # read once: this frame uses exactly this config
-            features = self._engine.features(x, config)
+            with times.stage("model"):
+                features = self._engine.features(x, config)
             seq = self._seq
             self._seq += 1
             # The send stamp is taken after the head, just before packing, so the receipts'
             # receive - send difference measures the link (plus the codec), not the head.
-            data = self._engine.pack_features(config, features, seq, self._clock_ns())
+            with times.stage("codec"):
+                data = self._engine.pack_features(config, features, seq, self._clock_ns())
             if self.signer is not None:
-                data = sign(data, self.signer)
+                with times.stage("auth"):
+                    data = sign(data, self.signer)
             edge_s = time.perf_counter() - start
             self.sent += 1
             # Sent at arrival + processing time, on the caller's clock (``now``).
@@ -328,7 +339,7 @@ class EdgePipeline:
 
     def _classify_here(self, frame: FrameSource, start: float) -> FrameOutcome:
         """The edge-only fallback: the whole model on this frame."""
-        logits = self._full_model(self.preprocessing(_rgb(frame)))[0]  # type: ignore[misc]
+        logits = self._full_model(self.preprocessing(_pixels(frame)))[0]  # type: ignore[misc]
         index = self.edge_only
         self.edge_only += 1
         return FrameOutcome("classified", logits=logits, seq=index,
@@ -410,7 +421,7 @@ class EdgePipeline:
         return PeriodReport(fps, drop_rate, bad - bad0, config, values)
 
 
-def _rgb(frame: FrameSource) -> np.ndarray:
+def _pixels(frame: FrameSource) -> np.ndarray | CameraFrame:
     return frame() if callable(frame) else frame
 
 

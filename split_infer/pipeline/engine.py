@@ -29,6 +29,7 @@ from split_infer.config_key import ConfigKey, config_key
 from split_infer.errors import FrameError
 from split_infer.pipeline.backends import Backend
 from split_infer.pipeline.parts import PartLoader
+from split_infer.pipeline.timing import StageTimes
 from split_infer.wire import Frame, decode_frame, decode_tensor, pack
 
 __all__ = ["CloudEngine", "EdgeConfig", "EdgeEngine", "Route", "softmax", "top_k"]
@@ -130,6 +131,7 @@ class CloudEngine:
 
     def __init__(self) -> None:
         self._routes: dict[ConfigKey, Route] = {}
+        self.times = StageTimes()  # CPU per stage: codec (decode + fill), model (the part)
 
     def add_route(self, split_point: int, ratio: float, route: Route) -> None:
         self._routes[config_key(split_point, ratio)] = route
@@ -181,6 +183,12 @@ class CloudEngine:
         # passes the Frame, so the CRC and layout are checked once per frame.
         frame = data if isinstance(data, Frame) else decode_frame(data)
         route = self._route(frame)
+        with self.times.stage("codec"):
+            features = self._features(frame, route)
+        return frame, route, features
+
+    @staticmethod
+    def _features(frame: Frame, route: Route) -> np.ndarray:
         features = decode_tensor(frame, {frame.codec_id: route.codec})
         if route.full_channels is not None and features.shape[0] < route.full_channels:
             missing = route.full_channels - features.shape[0]
@@ -190,7 +198,7 @@ class CloudEngine:
             else:
                 fill = np.zeros((missing, *features.shape[1:]), np.float32)
             features = np.concatenate([features, fill.astype(np.float32)], axis=0)
-        return frame, route, features[None]
+        return features[None]
 
     def features(self, data: bytes | Frame) -> tuple[Frame, np.ndarray]:
         """Wire bytes (or a decoded frame) → (header, cloud-part input ``(1, C, H, W)``)."""
@@ -201,7 +209,8 @@ class CloudEngine:
         """Wire bytes (or a decoded frame) → (header, logits ``(1, classes)``); FrameError on
         bad input."""
         frame, route, features = self._decode(data)
-        return frame, route.part(features)
+        with self.times.stage("model"):
+            return frame, route.part(features)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

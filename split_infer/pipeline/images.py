@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from split_infer.codecs.image import png_chunk_problem
+from split_infer.data import CameraFrame
 from split_infer.errors import _ReasonedError
 
 __all__ = [
@@ -41,9 +42,16 @@ __all__ = [
     "MAX_COMPRESSED_BYTES",
     "MAX_IMAGE_SIDE",
     "RAW_ENCODINGS",
+    "CameraFrame",
+    "CameraHeader",
     "ImageError",
     "RawImage",
+    "SerializedCamera",
+    "compressed_from_cdr",
+    "compressed_to_frame",
     "compressed_to_rgb",
+    "image_from_cdr",
+    "image_to_frame",
     "image_to_rgb",
     "rgb_to_image",
 ]
@@ -171,23 +179,10 @@ def _check_size(height: int, width: int, max_side: int) -> None:
         raise ImageError("too_large", f"{width}×{height} exceeds the {max_side}-pixel side cap")
 
 
-def _to_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
-    """``(H, W, C)`` uint8 in ``order`` → a fresh C-contiguous RGB array.
-
-    Always a copy: the input may be a read-only view of the message's buffer, which the caller
-    must be free to release or reuse.
-    """
-    if order == "L":
-        return np.repeat(pixels, 3, axis=2)
-    rgb = pixels[:, :, 2::-1] if order.startswith("BGR") else pixels[:, :, :3]
-    return np.array(rgb, dtype=np.uint8, order="C", copy=True)
-
-
-def image_to_rgb(msg: Any, *, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
-    """A ``sensor_msgs/Image`` (or anything with its fields) → RGB uint8 ``(H, W, 3)``.
-
-    Raises :class:`ImageError` for every kind of bad input, and nothing else.
-    """
+def image_to_frame(msg: Any, *, max_side: int = MAX_IMAGE_SIDE) -> CameraFrame:
+    """A ``sensor_msgs/Image`` (or anything with its fields) → :class:`CameraFrame`, without
+    copying 8-bit pixels. Raises :class:`ImageError` for every kind of bad input, and nothing
+    else."""
     height, width = _int_field(msg, "height"), _int_field(msg, "width")
     step = _int_field(msg, "step")
     bigendian = _int_field(msg, "is_bigendian")
@@ -196,7 +191,7 @@ def image_to_rgb(msg: Any, *, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
     _check_size(height, width, max_side)
     layout = RAW_ENCODINGS.get(encoding)
     if layout is None:
-        return _via_cv_bridge(msg, encoding, height, step, data)
+        return CameraFrame(_via_cv_bridge(msg, encoding, height, step, data), "RGB")
     row_bytes = width * layout.channels * layout.itemsize
     if step < row_bytes:
         raise ImageError("bad_step", f"step {step} < {row_bytes} bytes per {encoding} row")
@@ -210,7 +205,15 @@ def image_to_rgb(msg: Any, *, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
         dtype = np.dtype(">u2" if bigendian else "<u2")
         wide = np.ascontiguousarray(rows).view(dtype).reshape(height, width, layout.channels)
         pixels = (wide >> 8).astype(np.uint8)  # keep the high byte: full range maps to 0..255
-    return _to_rgb(pixels, layout.order)
+    return CameraFrame(pixels, layout.order)
+
+
+def image_to_rgb(msg: Any, *, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """A ``sensor_msgs/Image`` (or anything with its fields) → RGB uint8 ``(H, W, 3)``.
+
+    Raises :class:`ImageError` for every kind of bad input, and nothing else.
+    """
+    return image_to_frame(msg, max_side=max_side).rgb()
 
 
 def _via_cv_bridge(msg: Any, encoding: str, height: int, step: int,
@@ -276,9 +279,10 @@ def _jpeg_size(data: memoryview) -> tuple[int, int]:
     raise ImageError("corrupt", "JPEG without a frame header")
 
 
-def compressed_to_rgb(msg: Any, *, max_side: int = MAX_IMAGE_SIDE,
-                      max_bytes: int = MAX_COMPRESSED_BYTES) -> np.ndarray:
-    """A ``sensor_msgs/CompressedImage`` (PNG or JPEG) → RGB uint8 ``(H, W, 3)``.
+def compressed_to_frame(msg: Any, *, max_side: int = MAX_IMAGE_SIDE,
+                        max_bytes: int = MAX_COMPRESSED_BYTES) -> CameraFrame:
+    """A ``sensor_msgs/CompressedImage`` (PNG or JPEG) → :class:`CameraFrame` (the decoder's
+    BGR pixels).
 
     The image size is read from the PNG/JPEG header and checked against ``max_side`` before
     decoding, so a small file that claims a huge image (a decompression bomb) is refused
@@ -306,7 +310,124 @@ def compressed_to_rgb(msg: Any, *, max_side: int = MAX_IMAGE_SIDE,
         raise ImageError("corrupt", f"decoder: {exc}") from None
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.shape[:2] != (height, width):
         raise ImageError("corrupt", "the decoder could not read the image")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    return CameraFrame(bgr, "BGR")
+
+
+def compressed_to_rgb(msg: Any, *, max_side: int = MAX_IMAGE_SIDE,
+                      max_bytes: int = MAX_COMPRESSED_BYTES) -> np.ndarray:
+    """A ``sensor_msgs/CompressedImage`` (PNG or JPEG) → RGB uint8 ``(H, W, 3)``; see
+    :func:`compressed_to_frame`. Raises :class:`ImageError` and nothing else."""
+    return compressed_to_frame(msg, max_side=max_side, max_bytes=max_bytes).rgb()
+
+
+# -- serialized messages (rclpy raw subscriptions) -------------------------------------------
+
+#: What a CDR-serialized camera message carries besides the pixels: its header.
+@dataclass(frozen=True)
+class CameraHeader:
+    """``std_msgs/Header`` fields of a serialized camera message."""
+
+    sec: int
+    nanosec: int
+    frame_id: str
+
+
+@dataclass(frozen=True)
+class _SerializedCompressed:
+    format: str
+    data: memoryview
+
+
+_CDR_LE = b"\x00\x01"  # encapsulation: plain CDR, little-endian
+
+
+class _CdrReader:
+    """Little-endian CDR (XCDR1) fields from a serialized ROS message, without copies;
+    ImageError ``bad_message`` for anything out of bounds or malformed."""
+
+    def __init__(self, raw: bytes | memoryview) -> None:
+        self.view = memoryview(raw).cast("B") if not isinstance(raw, memoryview) else raw
+        if len(self.view) < 4 or bytes(self.view[:2]) != _CDR_LE:
+            raise ImageError("bad_message", "not a little-endian CDR message")
+        self.pos = 4  # alignment counts from here
+
+    def _align(self, size: int) -> None:
+        self.pos += (-(self.pos - 4)) % size
+
+    def u32(self) -> int:
+        self._align(4)
+        if self.pos + 4 > len(self.view):
+            raise ImageError("bad_message", "the serialized message ends inside a field")
+        value = int.from_bytes(self.view[self.pos:self.pos + 4], "little")
+        self.pos += 4
+        return value
+
+    def u8(self) -> int:
+        if self.pos + 1 > len(self.view):
+            raise ImageError("bad_message", "the serialized message ends inside a field")
+        value = self.view[self.pos]
+        self.pos += 1
+        return value
+
+    def blob(self) -> memoryview:
+        length = self.u32()
+        if length > len(self.view) - self.pos:
+            raise ImageError("bad_message", f"a sequence of {length} bytes overruns the message")
+        value = self.view[self.pos:self.pos + length]
+        self.pos += length
+        return value
+
+    def string(self) -> str:
+        value = self.blob()
+        if not value or value[-1] != 0:
+            raise ImageError("bad_message", "a string without its terminating NUL")
+        try:
+            return bytes(value[:-1]).decode()
+        except UnicodeDecodeError:
+            raise ImageError("bad_message", "a string that is not UTF-8") from None
+
+    def header(self) -> CameraHeader:
+        sec = self.u32()
+        return CameraHeader(sec - (1 << 32) if sec >= 1 << 31 else sec, self.u32(),
+                            self.string())
+
+
+def image_from_cdr(raw: bytes | memoryview) -> tuple[CameraHeader, RawImage]:
+    """A serialized ``sensor_msgs/Image`` (what an rclpy ``raw=True`` subscription hands
+    over) → its header and fields, the pixels a view of ``raw``: no deserialisation into a
+    Python message, no copy of the pixels. ImageError for malformed bytes."""
+    reader = _CdrReader(raw)
+    header = reader.header()
+    height, width = reader.u32(), reader.u32()
+    encoding = reader.string()
+    bigendian = reader.u8()
+    step = reader.u32()
+    data = reader.blob()
+    return header, RawImage(height, width, encoding, bigendian, step, data)  # type: ignore
+
+
+def compressed_from_cdr(raw: bytes | memoryview) -> tuple[CameraHeader, Any]:
+    """A serialized ``sensor_msgs/CompressedImage`` → its header and (format, data view)."""
+    reader = _CdrReader(raw)
+    header = reader.header()
+    return header, _SerializedCompressed(reader.string(), reader.blob())
+
+
+class SerializedCamera:
+    """One serialized camera message (``sensor_msgs/Image``, or ``CompressedImage`` with
+    ``compressed``), read only when :meth:`frame` is called: header and pixels come from
+    the bytes in place. :attr:`header` is set once it has been read."""
+
+    def __init__(self, raw: bytes | memoryview, compressed: bool = False) -> None:
+        self.raw, self.compressed = raw, compressed
+        self.header: CameraHeader | None = None
+
+    def frame(self) -> CameraFrame:
+        if self.compressed:
+            self.header, message = compressed_from_cdr(self.raw)
+            return compressed_to_frame(message)
+        self.header, image = image_from_cdr(self.raw)
+        return image_to_frame(image)
 
 
 # -- the other direction (publishers, tests, bag players) -----------------------------------

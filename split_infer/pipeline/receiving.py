@@ -32,6 +32,7 @@ from split_infer.errors import FrameError
 from split_infer.frame_auth import KeyRing, verify
 from split_infer.pipeline.counters import ReasonCounts
 from split_infer.pipeline.freshness import FreshnessGuard, FreshnessSettings
+from split_infer.pipeline.timing import StageTimes
 from split_infer.wire import Frame, decode_frame, parse_format
 
 __all__ = ["Received", "StreamReceiver"]
@@ -68,6 +69,7 @@ class StreamReceiver:
         self.guard = FreshnessGuard(freshness)
         self.max_age_s = max_age_s
         self.rejects = ReasonCounts()
+        self.times = StageTimes()  # CPU of the checks (auth, format, header)
         self.frames = 0
         self.last_config: tuple[int, float] | None = None
 
@@ -75,10 +77,11 @@ class StreamReceiver:
                 decode: Decode) -> Received:
         """One message; never raises for bad input (FrameError becomes a rejection)."""
         try:
-            if self.keys is not None:
-                data = verify(data, self.keys, self.namespace)
-            parse_format(fmt)
-            header = decode_frame(data)
+            with self.times.stage("checks"):
+                if self.keys is not None:
+                    data = verify(data, self.keys, self.namespace)
+                parse_format(fmt)
+                header = decode_frame(data)
         except FrameError as exc:
             return self._reject(exc.reason, exc.message)
         reason = self.guard.check(header.seq, header.stamp_ns, now_ns)

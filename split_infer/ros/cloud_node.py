@@ -25,7 +25,8 @@ node's own namespace, ``"/r1"`` absolute, ``"r1"`` relative to the node's):
   :data:`~split_infer.ros.messages.RECEIPT_FIELDS`), also for frames rejected after the header
   (unknown configuration, corrupt payload: the bytes did cross the link), but not for replays;
 * publishes ``<ns>/metrics/e2e_latency_ms`` (now − camera stamp, after the tail),
-  ``<ns>/metrics/cloud_ms`` (decode + tail) and ``<ns>/metrics/fps`` (1 Hz);
+  ``<ns>/metrics/cloud_ms`` (decode + tail) and ``<ns>/metrics/fps``, at 1 Hz (per-frame
+  values as the period's mean);
 * publishes ``/diagnostics`` at 1 Hz: per stream fps, frames, rejects by
   :class:`~split_infer.errors.FrameError` reason (plus ``replayed`` and ``internal_error``),
   the last configuration seen; and the node's backend and loaded routes.

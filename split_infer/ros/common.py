@@ -39,6 +39,7 @@ __all__ = [
     "rejected",
     "run_node",
     "shutting_down",
+    "tune_allocator",
     "until_signalled",
 ]
 
@@ -114,15 +115,37 @@ def declare_bool(node: Node, name: str, default: bool, description: str,
 
 
 class MetricPublishers:
-    """One ``std_msgs/Float64`` topic per metric under ``metrics/`` (rqt_plot-friendly)."""
+    """One ``std_msgs/Float64`` topic per metric under ``metrics/`` (rqt_plot-friendly).
+
+    Per-frame values are :meth:`add`-ed and published as means once per report period
+    (:meth:`flush`): a publish per metric per frame cost more CPU than some of the work it
+    measured, and rqt_plot draws a mean per second just as well.
+    """
 
     def __init__(self, node: Node, names: Iterable[str], prefix: str = "metrics") -> None:
         self._publishers = {name: node.create_publisher(Float64, f"{prefix}/{name}", 10)
                             for name in names}
+        self._lock = threading.Lock()
+        self._sums: dict[str, list[float]] = {}  # name → [sum, count] since the last flush
 
     def publish(self, **values: float) -> None:
         for name, value in values.items():
             self._publishers[name].publish(Float64(data=float(value)))
+
+    def add(self, **values: float) -> None:
+        """Accumulate per-frame values for the next :meth:`flush`."""
+        with self._lock:
+            for name, value in values.items():
+                entry = self._sums.setdefault(name, [0.0, 0])
+                entry[0] += float(value)
+                entry[1] += 1
+
+    def flush(self, **values: float) -> None:
+        """Publish the mean of every metric added since the last flush, and ``values``."""
+        with self._lock:
+            sums, self._sums = self._sums, {}
+        self.publish(**{name: total / count for name, (total, count) in sums.items()},
+                     **values)
 
 
 def diagnostic_status(node: Node, name: str, level: bytes, message: str,
@@ -219,6 +242,34 @@ class ExecutorPerNode:
             self.remove_node(node, timeout_sec)
 
 
+#: glibc ``mallopt`` parameters and the values set by :func:`tune_allocator`.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_BYTES = 64 << 20
+_TRIM_THRESHOLD_BYTES = 128 << 20
+
+
+def tune_allocator() -> bool:
+    """Keep camera-size buffers in the heap instead of fresh ``mmap``s (glibc only).
+
+    Every camera message allocates a few buffers of its size (DDS history, the C message,
+    the Python one) and frees them a frame later. Above glibc's mmap threshold (128 KiB by
+    default, adapting up to 32 MiB) each becomes a new mapping, and every page of it a page
+    fault on first touch: measured with a 640×480 camera this was about half of the node's
+    CPU beyond the model (``bench/results/cpu``). Raising the thresholds makes the allocator
+    reuse those blocks. Returns False where it cannot (not glibc); never raises.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+                and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
+
+
 @contextlib.contextmanager
 def until_signalled(args: list[str] | None = None, context=None) -> Iterator[threading.Event]:
     """rclpy initialised for a process that runs until stopped: SIGINT (Ctrl-C) and SIGTERM
@@ -251,6 +302,7 @@ def run_node(node_class: type[Node], name: str, args: list[str] | None = None) -
     e.g. SROS2 without security plugins) is logged as fatal and gives exit status 2 instead of
     a traceback. A stop by signal is status 0.
     """
+    tune_allocator()
     with until_signalled(args) as stop:
         return _run(node_class, name, stop)
 

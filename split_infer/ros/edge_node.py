@@ -22,7 +22,8 @@ Topics (relative, so one namespace per robot works):
   ``bandwidth_estimate`` (the bandwidth monitor's estimate in bit/s with its lower-bound flag,
   one message: a lower bound, what an unsaturated link delivered, is not used for pacing);
 * publishes ``features``, ``metrics/{fps,bytes_per_frame,drop_rate,active_split,active_ratio,
-  edge_ms}`` (``std_msgs/Float64``) and ``/diagnostics`` at 1 Hz; with ``fallback:=edge_only``
+  edge_ms}`` (``std_msgs/Float64``, 1 Hz: per-frame values as the period's mean) and
+  ``/diagnostics`` at 1 Hz; with ``fallback:=edge_only``
   also ``results`` (the cloud's results format, ``split_point`` -1) for the frames it
   classified itself.
 
@@ -41,7 +42,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, Header
 
 from split_infer.adaptation.scheduling import initial_configuration
 from split_infer.bundle import Bundle
@@ -57,7 +58,7 @@ from split_infer.pipeline.edge import (
     parse_preload,
 )
 from split_infer.pipeline.engine import EdgeConfig
-from split_infer.pipeline.images import compressed_to_rgb, image_to_rgb
+from split_infer.pipeline.images import SerializedCamera
 from split_infer.ros.common import (
     MetricPublishers,
     NodeConfigError,
@@ -167,13 +168,15 @@ class EdgeNode(Node):
         self._metrics = MetricPublishers(self, EDGE_METRICS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                                       DIAGNOSTICS_QOS)
-        self._convert = image_to_rgb if input_type == "raw" else compressed_to_rgb
+        # Camera messages arrive serialized (raw=True) and are read in place: deserialising a
+        # camera frame into a Python message copied every pixel twice (bench/results/cpu).
+        self._compressed = input_type == "compressed"
         if input_type == "raw":
             self.create_subscription(Image, "image", self._on_image, CAMERA_QOS,
-                                     callback_group=frames)
+                                     callback_group=frames, raw=True)
         else:
             self.create_subscription(CompressedImage, "image/compressed", self._on_image,
-                                     CAMERA_QOS, callback_group=frames)
+                                     CAMERA_QOS, callback_group=frames, raw=True)
         self.create_subscription(Float64MultiArray, "receipts", self._on_receipts,
                                  RECEIPTS_QOS, callback_group=aux)
         self.create_subscription(Float64MultiArray, "bandwidth_estimate", self._on_estimate,
@@ -213,22 +216,27 @@ class EdgeNode(Node):
         return SetParametersResult(successful=True)
 
     # -- frames ---------------------------------------------------------------------------------
-    def _on_image(self, msg: Image | CompressedImage) -> None:
-        """One camera frame: the pipeline decides (and converts the pixels only if it keeps
-        the frame); publish what it made of it, log what went wrong."""
-        outcome = self._pipeline.process(lambda: self._convert(msg))
+    def _on_image(self, raw: bytes) -> None:
+        """One serialized camera frame: the pipeline decides (and reads the pixels only if it
+        keeps the frame); publish what it made of it, log what went wrong."""
+        camera = SerializedCamera(raw, self._compressed)
+        outcome = self._pipeline.process(camera.frame)
         try:
+            if outcome.kind in ("sent", "classified"):  # the camera header rides along
+                header = Header(frame_id=camera.header.frame_id)
+                header.stamp.sec, header.stamp.nanosec = camera.header.sec, camera.header.nanosec
             if outcome.kind == "sent":
-                out = CompressedImage(header=msg.header, format=format_string(
+                out = CompressedImage(header=header, format=format_string(
                     outcome.config.codec.spec, self._pipeline.wire_version))
                 out.data = outcome.data
-                self._features_pub.publish(out)
-                self._metrics.publish(bytes_per_frame=len(outcome.data),
-                                      edge_ms=outcome.edge_s * 1e3)
+                with self._pipeline.times.stage("publish"):
+                    self._features_pub.publish(out)
+                self._metrics.add(bytes_per_frame=len(outcome.data),
+                                  edge_ms=outcome.edge_s * 1e3)
             elif outcome.kind == "classified":
                 bundle = self._pipeline.bundle
                 self._results_pub.publish(results_message(
-                    msg.header, outcome.logits, min(5, len(bundle.classes)), bundle.classes,
+                    header, outcome.logits, min(5, len(bundle.classes)), bundle.classes,
                     self.get_namespace(), outcome.seq, EDGE_ONLY_SPLIT, 1.0))
             elif outcome.error is not None:
                 self._log_drop(outcome)
@@ -268,8 +276,8 @@ class EdgeNode(Node):
     def _report(self) -> None:
         report = self._pipeline.period_report()
         config = report.config
-        self._metrics.publish(fps=report.fps, drop_rate=report.drop_rate,
-                              active_split=config.split_point, active_ratio=config.ratio)
+        self._metrics.flush(fps=report.fps, drop_rate=report.drop_rate,
+                            active_split=config.split_point, active_ratio=config.ratio)
         # Rate limiting and backpressure are the pipeline doing its job; anything else means
         # the input (or the node) is broken and raises the diagnostics level.
         level = DiagnosticStatus.WARN if report.bad_frames else DiagnosticStatus.OK

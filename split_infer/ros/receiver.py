@@ -245,17 +245,18 @@ class FeatureReceiverNode(Node):
         if received.kind == "rejected":
             self.get_logger().warning(f"{stream.label}: rejected a frame ({received.reason}): "
                                       f"{received.detail}", throttle_duration_sec=LOG_THROTTLE_S)
-        stage_ms = (self._receipt(stream, received.header, len(msg.data), receive_ns, start)
-                    if received.receipt else 0.0)
-        if received.kind == "rejected":
-            return
-        self._deliver(stream, msg, received.header, received.output)
+        with stream.receiver.times.stage("publish"):
+            stage_ms = (self._receipt(stream, received.header, len(msg.data), receive_ns,
+                                      start) if received.receipt else 0.0)
+            if received.kind == "rejected":
+                return
+            self._deliver(stream, msg, received.header, received.output)
         metrics = {self.STAGE_MS_METRIC: stage_ms}
         if "e2e_latency_ms" in self.STREAM_METRICS and captured_ns:
             # An unstamped camera frame has no latency to report.
             now_ns = self.get_clock().now().nanoseconds
             metrics["e2e_latency_ms"] = (now_ns - captured_ns) / 1e6
-        stream.metrics.publish(**metrics)
+        stream.metrics.add(**metrics)
 
     def _decode(self, frame: Frame) -> tuple[Frame, Any]:
         """This stage's work on a decoded header → (header, output: logits, or the next wire
@@ -279,7 +280,7 @@ class FeatureReceiverNode(Node):
             t0, frames0, rejects0 = stream.window
             stream.window = (now, stream.frames, total_rejects)
             fps = (stream.frames - frames0) / max(now - t0, 1e-9)
-            stream.metrics.publish(fps=fps)
+            stream.metrics.flush(fps=fps)
             new_rejects = total_rejects - rejects0
             config = stream.receiver.last_config
             values: dict[str, object] = {

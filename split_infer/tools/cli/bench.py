@@ -19,6 +19,8 @@ __all__ = ["BENCHMARKS", "BenchVerb"]
 #: benchmark name (a module of split_infer.tools.bench) → one line for the help
 BENCHMARKS: dict[str, str] = {
     "auth_cost": "bytes and sign/verify microseconds per frame of frame authentication",
+    "cpu": "CPU per frame of the edge and cloud nodes by component, camera-size frames, idle "
+           "CPU and the no-work graph",
     "codecs": "bytes per frame, encode/decode ms and bits per symbol of every codec on real "
               "features from a real split",
     "concealment": "top-1 against the fraction of the feature tensor lost, per concealment "
