@@ -93,6 +93,9 @@ def test_bag_player_replays_every_frame_with_paired_restamped_labels(tmp_path):
         assert image_stamps == label_stamps
         assert image_stamps[0] >= started  # restamped onto the live clock
         assert np.asarray(images[3].data).size == 24 * 20 * 3
+        # the recorder spins on its own thread: it may take its last sample a moment later
+        assert wait_for(lambda: len(recorder.counts) == 2
+                        and all(n == 15 for n in recorder.counts.values()))
         recorder.close()
         recorded = read_camera_bag(tmp_path / "recorded")
         assert [f.label for f in recorded] == [int(v) for v in _dataset(15).labels]

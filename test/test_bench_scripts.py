@@ -346,42 +346,114 @@ def test_estimate_step_summary_takes_the_worst_repeat_and_flags_unsettled_steps(
 
 
 # -- testbed_e2e -----------------------------------------------------------------------------
-def _run(trace, strategy, nu, rate=1e5, fps=20.0, bytes_=190.0, wire=420.0):
+def _run(trace, strategy, nu, rate=1e5, fps=20.0, bytes_=190.0, wire=420.0, valid=True,
+         gate="applied", compute_bound=30.0, budget=None):
     mean_rate = rate or 5e6  # a trace that varies: the report's B is its mean rate
     return {"trace": trace, "strategy": strategy, "rate_bps": rate, "effective_accuracy": nu,
             "delivered_fps": fps, "latency_ms_p50": 40.0, "latency_ms_p99": 300.0,
             "bytes_per_frame_mean": bytes_, "wire_bytes_per_frame": wire,
             "link_utilization": 1.0, "link_bound_fps": mean_rate / (8 * bytes_),
-            "link_bound_fps_wire": mean_rate / (8 * wire)}
+            "link_bound_fps_wire": mean_rate / (8 * wire), "valid": valid, "gate": gate,
+            "bound_fps": compute_bound if gate == "applied" else mean_rate / (8 * wire),
+            "compute_bound_fps": compute_bound, "edge_cpu_budget": budget}
+
+
+def _repeats(trace, strategy, values, **kwargs):
+    """Three runs of one cell; ``values`` are ν_eff (or fps with ``key="fps"``)."""
+    key = kwargs.pop("key", "nu")
+    return [_run(trace, strategy, **{"nu": 0.5, **kwargs, key: v}) for v in values]
 
 
 def test_testbed_aggregate_and_targets_judge_against_the_run_to_run_noise(tmp_path):
     e2e = _bench("testbed_e2e")
-    rows = [_run("100k", "cloud_only", 0.10), _run("100k", "cloud_only", 0.14),
-            _run("100k", "10:86.4", 0.60), _run("100k", "10:86.4", 0.50),
-            _run("100k", "naive", 0.0, fps=0.4, bytes_=32823.0, wire=34000.0),
-            _run("100k", "adaptive", 0.56), _run("100k", "adaptive", 0.52),
-            _run("fast", "10:86.4", 0.80, rate=None), _run("fast", "adaptive", 0.70, rate=None)]
+    link = {"gate": "link-limited"}
+    rows = [*_repeats("100k", "cloud_only", [0.10, 0.12, 0.14], **link),
+            *_repeats("100k", "10:86.4", [0.50, 0.55, 0.60], **link),
+            *_repeats("100k", "naive", [0.0, 0.0, 0.0], fps=0.4, bytes_=32823.0,
+                      wire=34000.0, **link),
+            *_repeats("100k", "adaptive", [0.56, 0.57, 0.58], **link),
+            # 1 Mbit/s: adaptive clearly below the best fixed; one cloud-only run invalid
+            *_repeats("1m", "10:86.4", [0.80, 0.81, 0.82], rate=1e6),
+            *_repeats("1m", "adaptive", [0.70, 0.71, 0.72], rate=1e6),
+            _run("1m", "cloud_only", 0.2, rate=1e6), _run("1m", "cloud_only", 0.2, rate=1e6),
+            _run("1m", "cloud_only", 0.05, rate=1e6, fps=3.0, valid=False),
+            # 20 Mbit/s: the fps target
+            *_repeats("20m", "adaptive", [29.9, 30.0, 30.1], key="fps", rate=20e6),
+            *_repeats("20m", "cloud_only", [8.0, 8.5, 9.0], key="fps", rate=20e6),
+            *_repeats("20m", "10:86.4", [26.5, 27.0, 27.5], key="fps", rate=20e6),
+            *_repeats("20m", "edge_only", [29.0, 29.0], key="fps", rate=20e6),
+            {"trace": "20m", "strategy": "edge_only", "repeat": 2, "rate_bps": 20e6,
+             "error": "a testbed process exited early"},
+            # under a budget of 0.25 core: 0.9 of a compute bound of 20 fps is required
+            *_repeats("20m_cpu", "edge_only", [19.0, 19.1, 19.2], key="fps", rate=20e6,
+                      compute_bound=20.0, budget=0.25),
+            # one run each: no measure of the noise
+            _run("fast", "10:86.4", 0.80, rate=None, gate="not steady"),
+            _run("fast", "adaptive", 0.90, rate=None, gate="not steady")]
     table = e2e.aggregate(rows)
-    fixed = next(r for r in table if r["strategy"] == "10:86.4" and r["trace"] == "100k")
-    assert fixed["repeats"] == 2 and fixed["effective_accuracy"] == pytest.approx(0.55)
+    cell = {(r["trace"], r["strategy"]): r for r in table}
+    fixed = cell["100k", "10:86.4"]
+    assert fixed["repeats"] == 3 and fixed["effective_accuracy"] == pytest.approx(0.55)
     assert (fixed["effective_accuracy_min"], fixed["effective_accuracy_max"]) == (0.50, 0.60)
+    assert fixed["valid"] and fixed["link_limited"]
+    assert not cell["1m", "cloud_only"]["valid"]
+    assert cell["1m", "cloud_only"]["invalid_repeats"] == 1
+    failed = cell["20m", "edge_only"]  # a run that did not finish is no valid run
+    assert failed["failed"] == 1 and not failed["valid"]
+
     checks = {c["trace"]: c for c in e2e.target_checks(table)}
     slow = checks["100k"]
     assert slow["noise"] == pytest.approx(0.10)  # the fixed configuration's spread
-    assert slow["best_fixed"] == "10:86.4" and slow["adaptive_nu"] == pytest.approx(0.54)
-    assert slow["adaptive_ge_best_fixed"]  # 0.54 ≥ 0.55 − 0.10
-    assert slow["adaptive_ge_2x_cloud_only"]  # 0.54 ≥ 2 × 0.12
-    (naive,) = slow["link_bound"]  # 190-B frames fit 100 kbit/s at 30 fps; 32.8 kB do not
-    assert naive["strategy"] == "naive"
-    assert naive["fps_over_b_d"] == pytest.approx(0.4 / (1e5 / (8 * 32823.0)))
-    assert naive["fps_over_b_d_wire"] == pytest.approx(0.4 / (1e5 / (8 * 34000.0)))
-    fast = checks["fast"]  # one run each: no noise, and 0.70 < 0.80 fails
-    assert fast["noise"] == 0 and fast["adaptive_ge_best_fixed"] is False
+    assert slow["best_fixed"] == "10:86.4" and slow["adaptive_nu"] == pytest.approx(0.57)
+    # +0.02 ahead, but the best fixed configuration's repeats spread over 0.10
+    assert slow["adaptive_ge_best_fixed"] == "inconclusive"
+    assert slow["adaptive_vs_best_fixed"]["spread"] == pytest.approx(0.10)
+    assert slow["adaptive_ge_2x_cloud_only"] == "met"  # 0.57 − 2 × 0.12 ≫ max(0.02, 2 × 0.04)
+    bound = {b["strategy"]: b for b in slow["link_bound"]}  # the link-limited fixed splits
+    assert set(bound) == {"naive", "10:86.4"}
+    assert bound["naive"]["fps_over_b_d"] == pytest.approx(0.4 / (1e5 / (8 * 32823.0)))
+    assert bound["naive"]["fps_over_b_d_wire"] == pytest.approx(0.4 / (1e5 / (8 * 34000.0)))
+    assert bound["naive"]["verdict"] == "met"  # 0.4 fps ≥ 0.9 × 0.381, no spread
+    assert bound["10:86.4"]["verdict"] == "not met"  # 20 fps ≪ 0.9 × 65.8
+
+    medium = checks["1m"]
+    assert medium["adaptive_ge_best_fixed"] == "not met"  # −0.10, spread 0.02
+    assert medium["adaptive_ge_2x_cloud_only"] == "invalid"  # a cloud-only run failed its gate
+    assert "fps_target" in medium and medium["fps_target"] == []  # only at ≥ 20 Mbit/s
+
+    fps = {f["strategy"]: f for f in checks["20m"]["fps_target"]}
+    assert fps["adaptive"]["verdict"] == "met" and fps["adaptive"]["required_fps"] == 27.0
+    assert fps["cloud_only"]["verdict"] == "not met"
+    assert fps["10:86.4"]["verdict"] == "inconclusive"  # mean 27.0 on 27 with a 1-fps spread
+    assert fps["edge_only"]["verdict"] == "invalid"
+    (budget,) = checks["20m_cpu"]["fps_target"]
+    assert budget["required_fps"] == pytest.approx(18.0) and budget["verdict"] == "met"
+    fast = checks["fast"]  # one run each: 0.90 vs 0.80 is no verdict without the noise
+    assert fast["noise"] == 0 and fast["adaptive_ge_best_fixed"] == "inconclusive"
     assert "adaptive_ge_2x_cloud_only" not in fast
+
+    # Every verdict can come out of the checks, and each can be false.
+    verdicts = {slow["adaptive_ge_best_fixed"], medium["adaptive_ge_best_fixed"],
+                medium["adaptive_ge_2x_cloud_only"], slow["adaptive_ge_2x_cloud_only"]}
+    assert verdicts == set(e2e.VERDICTS)
+
     text = e2e.markdown(table, list(checks.values()))
-    assert "| 100k | 10:86.4 | 0.550 [0.500–0.600] |" in text
-    assert "naive 1.05 [1.09]" in text  # 0.4 fps where B/D = 0.381 (0.368 on the wire)
+    assert "| 100k | 10:86.4 | 0.550 [0.500–0.600] | 20.0 [20.0–20.0] |" in text
+    assert "| 1m | cloud_only |" in text and "invalid (1/3)" in text
+    assert "naive 1.05 [1.09] met" in text  # 0.4 fps where B/D = 0.381 (0.368 on the wire)
+    assert "| inconclusive (+0.02 ± 0.1) |" in text
+    assert "not met (-0.1 ± 0.02)" in text
+    assert "cloud_only 8.5/27 not met" in text and "edge_only 29.0/27 invalid" in text
     written = e2e.plot(table, tmp_path)
     assert [p.name for p in written] == ["nu_eff_vs_bandwidth.png", "latency_vs_bandwidth.png"]
     assert all(p.stat().st_size > 10_000 for p in written)
+
+
+def test_testbed_verdicts_need_a_valid_run_a_margin_beyond_the_spread_and_three_repeats():
+    judge = _bench("testbed_e2e").judge
+    assert judge(0.05, 0.02, valid=True, repeats=3) == "met"
+    assert judge(-0.05, 0.02, valid=True, repeats=3) == "not met"
+    assert judge(0.01, 0.02, valid=True, repeats=3) == "inconclusive"
+    assert judge(-0.01, 0.02, valid=True, repeats=5) == "inconclusive"
+    assert judge(0.05, 0.0, valid=True, repeats=2) == "inconclusive"
+    assert judge(0.05, 0.0, valid=False, repeats=3) == "invalid"

@@ -169,6 +169,25 @@ def test_more_user_errors_exit_2_with_one_line(argv, fragment, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv", [
+    ["profile", "resnet8_cifar", "--edge-cpu", "0.25"],
+    ["plan", "--edge-cpu", "0.25"],
+])
+def test_cpu_budget_without_cgroups_is_one_line(argv, monkeypatch, capsys, tmp_path):
+    from split_infer.tools.testbed import cgroups
+
+    monkeypatch.setattr(cgroups, "cgroups_problem", lambda: "no cgroups in this test")
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--edge-cpu needs cgroups: no cgroups in this test" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_plan_measures_the_edge_scale_or_takes_it_not_both(capsys):
+    assert main(["plan", "--edge-cpu", "0.25", "--edge-time-scale", "4"]) == 2
+    assert "leave out --edge-time-scale" in capsys.readouterr().err
+
+
 def test_console_script_runs_without_traceback():
     result = subprocess.run([sys.executable, "-m", "split_infer.tools.cli", "profile", "nope"],
                             capture_output=True, text=True)

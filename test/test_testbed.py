@@ -1,11 +1,14 @@
-"""The real-link testbed: namespaces + veth + tc, two processes talking DDS over UDP.
+"""The real-link testbed: namespaces + veth + tc, one process per node talking DDS over UDP,
+each side on its own CPUs (cgroups).
 
-The namespace tests need root (CI runs as root) and skip with the reason otherwise; the report
-arithmetic (:func:`split_infer.tools.testbed.runner.summarize`) is tested everywhere.
+The namespace and cgroup tests need root (CI runs as root) and skip with the reason otherwise;
+the report arithmetic (:func:`split_infer.tools.testbed.runner.summarize`, the bounds, the
+placement and the CPU report) is tested everywhere.
 """
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,22 +18,38 @@ from ros_fixtures import build_tiny_bundle, random_images, with_measurements
 from split_infer.data import ArrayDataset
 from split_infer.tools.bag.storage import write_dataset_bag
 from split_infer.tools.link import load_trace, step_trace, write_trace
+from split_infer.tools.testbed import cgroups
 from split_infer.tools.testbed.netns import (
     NetnsLink,
     Shaping,
     list_testbed_namespaces,
     netns_problem,
 )
-from split_infer.tools.testbed.runner import TestbedSettings, run_testbed, summarize
+from split_infer.tools.testbed.runner import (
+    TestbedSettings,
+    cpu_report,
+    physical_bounds,
+    plan_placement,
+    run_testbed,
+    summarize,
+)
 
 NETNS_PROBLEM = netns_problem()
 _netns_skip = pytest.mark.skipif(NETNS_PROBLEM is not None,
                                  reason=f"real-link testbed: {NETNS_PROBLEM}")
+CGROUPS_PROBLEM = cgroups.cgroups_problem()
+_cgroups_skip = pytest.mark.skipif(CGROUPS_PROBLEM is not None,
+                                   reason=f"testbed CPU placement: {CGROUPS_PROBLEM}")
 
 
 def needs_netns(test):
     """Real-link tests: root tier, skipped with the reason where namespaces are unavailable."""
     return pytest.mark.root(_netns_skip(test))
+
+
+def needs_cgroups(test):
+    """CPU placement tests: root tier, skipped with the reason where cgroups are unusable."""
+    return pytest.mark.root(_cgroups_skip(test))
 
 
 # -- report arithmetic (no namespaces) ------------------------------------------------------------
@@ -53,10 +72,22 @@ def test_summarize_counts_dropped_frames_as_wrong(tmp_path):
                         "active_split": [[t0, 3.0]],
                         "estimates": [[t0 + 5.5 + 0.1 * i, 2.1e5] for i in range(20)]},
                "cloud": {}}
-    settings = TestbedSettings(bundle=Path("b"), bag=Path("g"), trace=Path("t"), warmup_s=0.0)
+    records["edge"]["compute"] = {"frames": 100, "cpu_s": 0.4, "ms_per_frame": 4.0}
+    settings = TestbedSettings(bundle=Path("b"), bag=Path("g"), trace=Path("t"), warmup_s=0.0,
+                               edge_cpu=0.5)
+    placement = {"pinned": True, "edge_cpus": [0], "cloud_cpus": [1], "harness_cpus": [1],
+                 "edge_cpu_budget": 0.5}
     report = summarize(records, trace, settings, t0, 10.0, rx_bytes=100_000,
-                       event_ends=[("scheduler killed", 4.0)])
+                       event_ends=[("scheduler killed", 4.0)], placement=placement,
+                       camera_fps=10.0)
     summary = report["summary"]
+    # 4 ms of edge work per frame on half a core allow 125 fps: the camera (10 fps) bounds the
+    # run, and a trace that steps down is judged by the reactions, not by the gate.
+    assert summary["bounds_fps"]["edge"] == pytest.approx(125.0)
+    assert (summary["bound_fps"], summary["bound_by"]) == (10.0, "camera")
+    assert summary["gate"] == "not steady" and summary["valid"] is True
+    assert summary["edge_cpu_budget"] == 0.5 and summary["pinned"] is True
+    assert report["placement"] is placement
     counted = [i for i in range(100) if 0.1 * i <= 9.0]
     delivered = [i for i in counted if i % 2 == 0]
     correct = [i for i in delivered if i % 4]
@@ -80,6 +111,157 @@ def test_summarize_counts_dropped_frames_as_wrong(tmp_path):
     (recovery,) = report["recoveries"]  # first frame captured at/after 4 s: frame 40, +50 ms
     assert recovery["fault"].startswith("scheduler killed")
     assert recovery["recovered_after_s"] == pytest.approx(0.05, abs=1e-6)
+
+
+def test_physical_bound_is_the_smallest_limit_and_the_gate_judges_steady_links():
+    compute = {"edge": {"ms_per_frame": 10.0}, "cloud": {"ms_per_frame": 2.0}}
+    cores = {"edge": 0.25, "cloud": 1.0}  # 10 ms of edge work on a quarter core: 25 fps
+    args = {"camera_fps": 30.0, "compute": compute, "cores": cores, "steady": True}
+    fast_link = physical_bounds(link_fps=1000.0, delivered_fps=24.0, **args)
+    assert (fast_link["bound_fps"], fast_link["bound_by"]) == (25.0, "edge")
+    assert fast_link["bounds_fps"] == {"camera": 30.0, "edge": 25.0, "cloud": 500.0,
+                                       "link": 1000.0}
+    assert fast_link["gate"] == "applied" and fast_link["valid"]  # 24 ≥ 0.95 × 25
+    assert not physical_bounds(link_fps=1000.0, delivered_fps=23.0, **args)["valid"]
+    slow_link = physical_bounds(link_fps=12.0, delivered_fps=3.0, **args)
+    assert (slow_link["bound_by"], slow_link["gate"], slow_link["valid"]) == (
+        "link", "link-limited", True)
+    assert slow_link["compute_bound_fps"] == 25.0
+    varying = physical_bounds(link_fps=None, delivered_fps=3.0,
+                              **{**args, "steady": False, "compute": {}})
+    assert (varying["bound_fps"], varying["gate"], varying["valid"]) == (30.0, "not steady",
+                                                                          True)
+    nothing = physical_bounds(link_fps=None, delivered_fps=0.0, **{**args, "compute": {}})
+    assert nothing["bound_by"] == "camera" and not nothing["valid"]  # delivered nothing
+
+
+def test_steady_traces_are_one_rate_without_loss():
+    from split_infer.tools.testbed.runner import steady_trace
+
+    assert steady_trace(load_trace_rows([(0, 5e6, 10, 0)]))
+    assert not steady_trace(load_trace_rows([(0, 5e6, 10, 0), (5, 1e6, 10, 0)]))
+    assert not steady_trace(load_trace_rows([(0, 5e6, 10, 0.01)]))
+    assert not steady_trace(load_trace_rows([(0, 5e6, 10, 0), (5, 5e6, 50, 0)]))
+
+
+def test_cpu_report_per_process_and_side_after_the_warmup():
+    sides = {"edge": "edge", "monitor": "edge", "cloud": "cloud", "camera": "harness"}
+    samples = [(0.0, {"edge": 0.0, "monitor": 0.0, "cloud": 0.0, "camera": 0.0}),
+               (1.0, {"edge": 0.9, "monitor": 0.1, "cloud": 0.1, "camera": 0.1}),  # warm-up
+               (2.0, {"edge": 1.2, "monitor": 0.15, "cloud": 0.3, "camera": 0.2}),
+               (3.0, {"edge": 1.6, "monitor": 0.2, "cloud": 0.4}),  # the camera is gone
+               (4.0, {"edge": 1.8, "monitor": 0.25, "cloud": 0.5})]
+    report = cpu_report(samples, sides, warmup_s=1.0, end_s=4.0)
+    edge = report["processes"]["edge"]
+    assert edge["side"] == "edge" and edge["cpu_s"] == pytest.approx(1.8)
+    assert edge["mean_percent"] == pytest.approx(30.0) and edge["max_percent"] == 40.0
+    assert report["processes"]["camera"]["mean_percent"] == pytest.approx(10.0)  # one interval
+    assert report["sides"]["edge"] == {"mean_percent": 35.0, "max_percent": 45.0}
+    assert report["sides"]["harness"]["max_percent"] == pytest.approx(10.0)
+    assert report["interval_s"] == 1.0 and report["after_s"] == 1.0
+    assert cpu_report(samples, sides, warmup_s=1.0, end_s=2.5)["sides"]["cloud"][
+        "mean_percent"] == pytest.approx(20.0)
+
+
+def test_cpu_lists_budgets_and_the_default_placement():
+    assert cgroups.parse_cpus("0-2,5") == [0, 1, 2, 5]
+    assert cgroups.format_cpus([5, 0, 1, 2]) == "0-2,5"
+    for bad in ("x", "3-1", "-1"):
+        with pytest.raises(cgroups.CgroupError, match="not a CPU list"):
+            cgroups.parse_cpus(bad)
+    assert cgroups.quota_period_us(0.25) == (2500, 10_000)
+    assert cgroups.quota_period_us(0.05) == (1000, 20_000)  # never under the kernel's 1 ms
+    assert cgroups.quota_period_us(2.0) == (20_000, 10_000)
+    with pytest.raises(ValueError):
+        cgroups.quota_period_us(0.0)
+    assert cgroups.default_cpus([0, 1]) == {"edge": [0], "cloud": [1], "harness": [1]}
+    assert cgroups.default_cpus([0, 1, 2, 3])["harness"] == [2, 3]
+    with pytest.raises(cgroups.CgroupError, match="at least 2 CPUs"):
+        cgroups.default_cpus([0])
+
+
+def test_placement_defaults_overlaps_and_budgets_without_cgroups():
+    settings = TestbedSettings(bundle=Path("b"), bag=Path("g"), trace=Path("t"))
+    pinned = plan_placement(settings, problem="", cpus=[0, 1])
+    assert pinned == {"pinned": True, "edge_cpus": [0], "cloud_cpus": [1],
+                      "harness_cpus": [1], "edge_cpu_budget": None}
+    unpinned = plan_placement(settings, problem="no cgroups here", cpus=[0, 1])
+    assert unpinned == {"pinned": False, "reason": "no cgroups here", "edge_cpu_budget": None}
+    with pytest.raises(cgroups.CgroupError, match="--edge-cpu needs cgroups: no cgroups here"):
+        plan_placement(TestbedSettings(bundle=Path("b"), bag=Path("g"), trace=Path("t"),
+                                       edge_cpu=0.25), problem="no cgroups here", cpus=[0, 1])
+    moved = TestbedSettings(bundle=Path("b"), bag=Path("g"), trace=Path("t"), edge_cpus="1",
+                            cloud_cpus="0")
+    assert plan_placement(moved, problem="", cpus=[0, 1])["harness_cpus"] == [0]
+    for fields, match in (({"edge_cpus": "0", "cloud_cpus": "0"}, "overlap"),
+                          ({"harness_cpus": "0"}, "overlap the edge"),
+                          ({"edge_cpus": "7"}, "not available"),
+                          ({"edge_cpu": 1.5}, "more than the 1 edge CPU"),
+                          ({"edge_cpu": -1.0}, "positive")):
+        with pytest.raises(cgroups.CgroupError, match=match):
+            plan_placement(TestbedSettings(bundle=Path("b"), bag=Path("g"), trace=Path("t"),
+                                           **fields), problem="", cpus=[0, 1])
+
+
+def test_cgroup_hierarchy_is_found_from_mountinfo(tmp_path):
+    unified = tmp_path / "unified"
+    unified.mkdir()
+    (unified / "cgroup.controllers").write_text("cpuset cpu io memory\n")
+    v1 = ("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"
+          "32 31 0:29 / /x/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+          "33 31 0:30 / /x/cpuset rw - cgroup cgroup rw,cpuset\n")
+    found = cgroups.find_hierarchy(v1)
+    assert found.version == 1
+    assert found.roots == {"cpu": Path("/x/cpu,cpuacct"), "cpuset": Path("/x/cpuset")}
+    both = v1 + f"34 31 0:31 / {unified} rw - cgroup2 cgroup2 rw\n"
+    assert cgroups.find_hierarchy(both) == cgroups.Hierarchy(2, {"cpu": unified,
+                                                                 "cpuset": unified})
+    (unified / "cgroup.controllers").write_text("memory\n")  # v2 without the controllers
+    assert cgroups.find_hierarchy(both).version == 1
+    assert cgroups.find_hierarchy(v1.splitlines()[0]) is None
+
+
+@needs_cgroups
+def test_cgroups_pin_and_cap_a_process_and_are_removed():
+    with cgroups.CpuGroups() as groups:
+        cpu = cgroups.allowed_cpus()[0]
+        groups.add("edge", [cpu], budget=0.25)
+        groups.add("harness", cgroups.allowed_cpus())
+        child = subprocess.Popen(groups.wrap("edge", ["sleep", "30"]))
+        other = subprocess.Popen(["sleep", "30"])
+        try:
+            for _ in range(250):  # the shell moves itself into the group, then execs
+                if os.sched_getaffinity(child.pid) == {cpu}:
+                    break
+                time.sleep(0.02)
+            assert os.sched_getaffinity(child.pid) == {cpu}
+            memberships = Path(f"/proc/{child.pid}/cgroup").read_text()
+            assert f"si_testbed_{os.getpid()}/edge" in memberships
+            groups.place("harness", other.pid)
+            assert f"si_testbed_{os.getpid()}/harness" in Path(
+                f"/proc/{other.pid}/cgroup").read_text()
+            assert set(groups.throttling("edge")) == {"periods", "throttled_periods",
+                                                      "throttled_s"}
+            assert groups.describe()["groups"]["edge"] == {"cpus": str(cpu),
+                                                           "budget_cores": 0.25}
+            directories = [root / f"si_testbed_{os.getpid()}"
+                           for root in groups.hierarchy.directories()]
+            assert all(d.is_dir() for d in directories)
+        finally:
+            for process in (child, other):
+                process.kill()
+                process.wait()
+    assert not any(d.exists() for d in directories)
+    # A run killed before its clean-up leaves groups named after a pid that is gone.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = cgroups.CpuGroups(tag=str(dead.pid)).open()
+    leftover.add("edge", [cpu], budget=0.5)
+    stale = [root / f"si_testbed_{dead.pid}" for root in leftover.hierarchy.directories()]
+    assert all(d.is_dir() for d in stale)
+    removed = cgroups.remove_stale()
+    assert {str(d) for d in stale} <= set(removed)
+    assert not any(d.exists() for d in stale)
 
 
 def test_nfqueue_packet_ids_are_read_from_every_message_of_a_datagram():
@@ -240,9 +422,74 @@ def test_testbed_adapts_to_a_rate_drop(graded_bundle, tmp_path):
     late = [f for f in report["frames"] if f["t_s"] > 20 and f["ratio"] is not None]
     assert late and all(f["ratio"] > largest.ratio for f in late)
     assert (tmp_path / "out" / "timeline.png").stat().st_size > 0
+    # One process per node, the scheduler included, each with its CPU use.
+    assert set(report["cpu"]["processes"]) >= {"camera", "edge", "monitor", "scheduler",
+                                               "recorder", "cloud"}
     # Everything this process created is removed (other runs on the host may have their own).
     assert not [n for n in list_testbed_namespaces() if n[2:-1] == str(os.getpid())]
     assert load_trace(trace).rate_at(13.0) == 3e5
+
+
+@pytest.mark.realtime
+@needs_cgroups
+@needs_netns
+def test_testbed_reports_placement_budget_and_cpu_per_process(graded_bundle, tmp_path):
+    """About 10 s: a fixed configuration with the edge side under half a core."""
+    bundle, sizes = graded_bundle
+    bag = tmp_path / "bag"
+    dataset = ArrayDataset("random", random_images(30, seed=5), np.arange(30) % 10,
+                           list(bundle.classes))
+    write_dataset_bag(bag, dataset, rate_hz=30.0, progress=False)
+    trace = tmp_path / "constant.csv"
+    write_trace(step_trace([(0.0, 8e6)]), trace)
+    smallest = min(bundle.configurations, key=lambda c: sizes[c.id])
+    settings = TestbedSettings(bundle=bundle.path, bag=bag, trace=trace, duration_s=6.0,
+                               out_dir=tmp_path / "out", warmup_s=1.0, status=False,
+                               strategy=f"{smallest.split_point}:{smallest.ratio:g}",
+                               edge_cpu=0.5)
+    report = run_testbed(settings)
+    placement = report["placement"]
+    assert placement["pinned"] and placement["edge_cpu_budget"] == 0.5
+    edge_cpus, cloud_cpus = placement["edge_cpus"], placement["cloud_cpus"]
+    assert edge_cpus and cloud_cpus and not set(edge_cpus) & set(cloud_cpus)
+    assert not set(placement["harness_cpus"]) & set(edge_cpus)
+    assert placement["cgroups"]["groups"]["edge"]["budget_cores"] == 0.5
+    assert placement["edge_throttling"]["periods"] >= 0
+    cpu = report["cpu"]
+    assert set(cpu["sides"]) == {"edge", "cloud", "harness"}
+    processes = cpu["processes"]
+    assert set(processes) >= {"camera", "edge", "monitor", "recorder", "cloud"}
+    assert "scheduler" not in processes  # a fixed configuration has none
+    for name, side in (("edge", "edge"), ("monitor", "edge"), ("cloud", "cloud"),
+                       ("camera", "harness"), ("recorder", "harness")):
+        assert processes[name]["side"] == side
+        assert processes[name]["mean_percent"] is not None, name
+    assert all(p["exit_status"] == 0 for p in report["processes"].values()), report[
+        "processes"]
+    pids = [p["pid"] for p in report["processes"].values()]
+    assert len(pids) == len(set(pids)) == 5  # every node in a process of its own
+    summary = report["summary"]
+    assert summary["frames_delivered"] > 0
+    assert summary["edge_compute_ms"] > 0 and summary["cloud_compute_ms"] > 0
+    assert summary["bound_fps"] > 0 and isinstance(summary["valid"], bool)
+    assert summary["gate"] in ("applied", "link-limited")
+    assert set(summary["cpu_percent_mean"]) == {"edge", "cloud", "harness"}
+    assert not [n for n in list_testbed_namespaces() if n[2:-1] == str(os.getpid())]
+    leftovers = [root / f"si_testbed_{os.getpid()}"
+                 for root in cgroups.find_hierarchy().directories()]
+    assert not any(d.exists() for d in leftovers)
+
+
+@needs_netns
+def test_cli_testbed_budget_without_cgroups_says_why(monkeypatch, capsys, tmp_path):
+    from split_infer.tools import cli
+
+    monkeypatch.setattr(cgroups, "cgroups_problem", lambda: "no cgroups in this test")
+    assert cli.main(["testbed", "--edge-cpu", "0.25", "--duration", "1",
+                     "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--edge-cpu needs cgroups: no cgroups in this test" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_cli_testbed_without_root_says_why(monkeypatch, capsys):
@@ -255,7 +502,7 @@ def test_cli_testbed_without_root_says_why(monkeypatch, capsys):
 
 
 def test_delay_segments_above_the_base_delay_are_faults_with_a_recovery():
-    from split_infer.tools.testbed.runner import _fault_ends
+    from split_infer.tools.testbed.report import _fault_ends
 
     trace = load_trace_rows([(0, 5e6, 10, 0), (5, 5e6, 50, 0), (15, 5e6, 10, 0),
                              (18, 5e6, 10, 0.05), (19, 5e6, 10, 0)])

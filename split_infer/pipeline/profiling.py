@@ -56,23 +56,33 @@ _CHECK_RTOL = 1e-3
 
 @dataclass(frozen=True)
 class Latency:
-    """Wall-clock latency of one call in milliseconds: median and 90th percentile."""
+    """Wall-clock latency of one call in milliseconds: median, 90th percentile and mean.
+
+    The mean is what a call costs at a steady rate under a CPU quota (most calls run at full
+    speed, the one that exhausts the period's budget waits), which the median misses; it is
+    None in profiles written before it was recorded."""
 
     median_ms: float
     p90_ms: float
+    mean_ms: float | None = None
 
     @classmethod
     def from_samples_ns(cls, samples: Sequence[int]) -> Latency:
         """Summarise ``time.perf_counter_ns`` durations."""
         ms = np.asarray(samples, dtype=np.float64) / 1e6
-        return cls(float(np.median(ms)), float(np.percentile(ms, 90)))
+        return cls(float(np.median(ms)), float(np.percentile(ms, 90)), float(np.mean(ms)))
 
     def to_dict(self) -> dict[str, float]:
-        return {"median_ms": self.median_ms, "p90_ms": self.p90_ms}
+        data = {"median_ms": self.median_ms, "p90_ms": self.p90_ms}
+        if self.mean_ms is not None:
+            data["mean_ms"] = self.mean_ms
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Latency:
-        return cls(float(data["median_ms"]), float(data["p90_ms"]))
+        mean = data.get("mean_ms")
+        return cls(float(data["median_ms"]), float(data["p90_ms"]),
+                   None if mean is None else float(mean))
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,9 @@ class ModelProfile:
     ``input_bytes`` is the float32 size of one input sample, the data volume of sending the
     raw input (split before the first block). ``onnxruntime_threads`` is ``None`` when ONNX
     Runtime used its default of one thread per physical core. ``machine`` describes where
-    the timings were taken; they only transfer to a machine like it.
+    the timings were taken; they only transfer to a machine like it. A profile measured under
+    a CPU budget (``split-infer profile --edge-cpu``) has ``machine["cpu_budget_cores"]``, and
+    its table and plot show the mean per call (:meth:`typical_ms`).
     """
 
     model: str
@@ -148,6 +160,12 @@ class ModelProfile:
     machine: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     schema: int = PROFILE_SCHEMA
+
+    def typical_ms(self, latency: Latency) -> float:
+        """The figure to show for ``latency``: the median, or under a CPU budget the mean."""
+        if self.machine.get("cpu_budget_cores") and latency.mean_ms is not None:
+            return latency.mean_ms
+        return latency.median_ms
 
     def split(self, point: int | str) -> SplitProfile:
         """The entry of a split point given by index or block name."""
@@ -221,8 +239,8 @@ class ModelProfile:
                 f"{s.kb:.1f}",
                 f"{s.head_macs / 1e6:.2f}",
             ]
-            row += [f"{s.head[b].median_ms:.3f}" for b in self.backends]
-            row += [f"{s.tail[b].median_ms:.3f}" for b in self.backends]
+            row += [f"{self.typical_ms(s.head[b]):.3f}" for b in self.backends]
+            row += [f"{self.typical_ms(s.tail[b]):.3f}" for b in self.backends]
             rows.append(row)
         widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
         # Names and shapes read better left-aligned, numbers right-aligned.
@@ -243,8 +261,12 @@ class ModelProfile:
             f"{self.model}  input {shape} ({self.input_bytes / 1024:.1f} KB)  batch {self.batch}"
             f"  total {self.total_macs / 1e6:.2f} MMACs  {threads}  (median of {self.repeats})"
         )
+        budget = self.machine.get("cpu_budget_cores")
+        if budget:
+            title = title.replace(f"(median of {self.repeats})",
+                                  f"(mean of {self.repeats} under a {budget:g}-core CPU budget)")
         full = ", ".join(
-            f"{b} {self.full[b].median_ms:.3f} ms (p90 {self.full[b].p90_ms:.3f})"
+            f"{b} {self.typical_ms(self.full[b]):.3f} ms (p90 {self.full[b].p90_ms:.3f})"
             for b in self.backends
         )
         out = [title, line(headers), line(["-" * w for w in widths])]
@@ -272,12 +294,12 @@ class ModelProfile:
         names = [s.name for s in self.splits]
         for i, backend in enumerate(self.backends):
             color = f"C{i}"
-            median = [s.head[backend].median_ms for s in self.splits]
+            median = [self.typical_ms(s.head[backend]) for s in self.splits]
             p90 = [s.head[backend].p90_ms for s in self.splits]
             ax_lat.plot(x, median, "o-", color=color, label=backend)
             ax_lat.fill_between(x, median, p90, color=color, alpha=0.2, linewidth=0)
             ax_lat.axhline(
-                self.full[backend].median_ms,
+                self.typical_ms(self.full[backend]),
                 color=color,
                 linestyle="--",
                 linewidth=1,

@@ -9,7 +9,7 @@ Faults (adaptive strategy, the shipped bag at 30 fps, a 5 Mbit/s link):
 * a 10 s outage (rate 0: every packet dropped), with the edge's ``fallback`` both ``drop``
   and ``edge_only``;
 * the cloud process killed (SIGKILL) at 8 s and a new one started at 12 s;
-* the scheduler killed at 8 s (the edge must keep its last configuration);
+* the scheduler's process killed (SIGKILL) at 8 s (the edge must keep its last configuration);
 * delay 50 ms ± 20 ms (uniform, packets kept in order) from 5 s to 15 s: ``netem``, or on a
   kernel without it the testbed's NFQUEUE delayer; the row says if neither works.
 

@@ -2,9 +2,11 @@
 
     sudo .venv/bin/split-infer bench testbed_e2e [--bundle B] [--traces const_1mbps.csv ...]
         [--strategies cloud_only edge_only adaptive 10:26.1 ...] [--duration 20]
-        [--repeats 2] [--out bench/results/testbed]
+        [--repeats 3] [--edge-cpu 0.25] [--out bench/results/testbed]
 
-For each trace, the same bag and backbone go through (see ``split-infer testbed``):
+For each trace, the same bag and backbone go through (see ``split-infer testbed``: every node
+a process of its own, the edge side, the cloud side and the harness on disjoint CPUs, the
+edge under ``--edge-cpu`` cores if given):
 
 1. ``cloud_only`` — JPEG frames (image_transport/compressed style), whole model in the cloud;
 2. ``edge_only`` — whole model on the robot;
@@ -14,19 +16,24 @@ For each trace, the same bag and backbone go through (see ``split-infer testbed`
    learned configurations the bundle's search selected);
 5. ``adaptive`` — bandwidth monitor + scheduler.
 
-Writes ``results.json`` (every run's summary and step reactions, the per-strategy means over
-repeats, and the target checks), ``summary.md`` (the same as Markdown tables),
-``nu_eff_vs_bandwidth.png`` (Hu & K Fig. 3 style, constant-rate traces, min–max bars over
-repeats), ``latency_vs_bandwidth.png`` (thesis Fig. 4.4 style), and each run's own
-``report.json`` + ``timeline.png`` under ``runs/``. With ``--repeats`` > 1 the spread of
-repeated runs is the run-to-run noise the targets are judged against; repeats go round the
-strategies in turn. A progress bar counts the runs, each of ``--duration`` seconds (longer
-for traces with later steps) plus the graph's start-up.
+Writes ``results.json`` (``rows``: every run's summary — among it ``bound_fps``, the run's own
+physical bound, and ``valid``, its sanity gate — and step reactions; ``aggregate``: the
+per-strategy means and spreads over repeats; ``targets``: the target checks), ``summary.md``
+(the same as Markdown tables), ``nu_eff_vs_bandwidth.png`` (Hu & K Fig. 3 style,
+constant-rate traces, min–max bars over repeats), ``latency_vs_bandwidth.png`` (thesis Fig. 4.4
+style), and each run's own ``report.json`` + ``timeline.png`` under ``runs/``.
+
+Every target is a verdict (:func:`judge`): ``invalid`` when a run it involves failed its sanity
+gate, ``inconclusive`` when its margin is smaller than the spread of the repeats (or there are
+fewer than three), else ``met`` or ``not met``. Repeats go round the strategies in turn. A
+progress bar counts the runs, each of ``--duration`` seconds (longer for traces with later
+steps) plus the graph's start-up.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +43,7 @@ from split_infer.bundle import Bundle
 from split_infer.defaults import find_trace
 from split_infer.tools.bench import common
 from split_infer.tools.link import load_trace
-from split_infer.tools.testbed.runner import TestbedSettings, run_testbed
+from split_infer.tools.testbed.runner import TestbedSettings, plan_placement, run_testbed
 
 DEFAULT_TRACES = ("const_100kbps.csv", "const_1mbps.csv", "const_5mbps.csv",
                   "const_20mbps.csv", "step_8_1_4mbps.csv", "outage_5mbps_10s.csv")
@@ -101,21 +108,47 @@ def _mean(values: list) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+#: Fewer repeats than this leave every target inconclusive: their spread says nothing of the
+#: run-to-run noise.
+MIN_REPEATS = 3
+#: The "done" target: at this rate or above, every strategy delivers FPS_TARGET (under an
+#: edge CPU budget: at least FPS_TARGET_OF_BOUND of its compute bound, if that is less).
+FPS_TARGET_RATE_BPS = 20e6
+FPS_TARGET = 27.0
+FPS_TARGET_OF_BOUND = 0.9
+#: Link-bound runs: delivered fps ≥ this share of B/D (payload bytes per frame).
+LINK_BOUND_TARGET = 0.9
+VERDICTS = ("met", "not met", "inconclusive", "invalid")
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
-    """One row per (trace, strategy), in run order: the mean over repeats of each figure, and
-    the min/max of ν_eff (the run-to-run spread). Pure, for testing."""
+    """One row per (trace, strategy), in run order: the mean over repeats of each figure, the
+    min/max of ν_eff and fps (the run-to-run spread), the mean bound, and ``valid``: every
+    repeat ran and passed its sanity gate (a failed run counts as invalid). Pure, for
+    testing."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["trace"], row["strategy"]), []).append(row)
     table = []
-    for (trace, strategy), runs in groups.items():
-        nu = [r["effective_accuracy"] or 0.0 for r in runs]
-        entry = {"trace": trace, "strategy": strategy, "rate_bps": runs[0].get("rate_bps"),
-                 "repeats": len(runs), "effective_accuracy": float(np.mean(nu)),
-                 "effective_accuracy_min": min(nu), "effective_accuracy_max": max(nu)}
+    for (trace, strategy), all_runs in groups.items():
+        runs = [r for r in all_runs if "error" not in r]
+        failed = len(all_runs) - len(runs)
+        nu = [r.get("effective_accuracy") or 0.0 for r in runs] or [0.0]
+        fps = [r.get("delivered_fps") or 0.0 for r in runs] or [0.0]
+        invalid = failed + sum(not r.get("valid", True) for r in runs)
+        gates = [r.get("gate") for r in runs if r.get("gate")]
+        entry = {"trace": trace, "strategy": strategy, "rate_bps": all_runs[0].get("rate_bps"),
+                 "repeats": len(runs), "failed": failed,
+                 "effective_accuracy": float(np.mean(nu)),
+                 "effective_accuracy_min": min(nu), "effective_accuracy_max": max(nu),
+                 "delivered_fps_min": min(fps), "delivered_fps_max": max(fps),
+                 "valid": invalid == 0, "invalid_repeats": invalid,
+                 "link_limited": "link-limited" in gates,
+                 "gate": Counter(gates).most_common(1)[0][0] if gates else None,
+                 "edge_cpu_budget": next((r.get("edge_cpu_budget") for r in runs), None)}
         for key in ("delivered_fps", "latency_ms_p50", "latency_ms_p99", "bytes_per_frame_mean",
                     "wire_bytes_per_frame", "link_utilization", "link_bound_fps",
-                    "link_bound_fps_wire"):
+                    "link_bound_fps_wire", "bound_fps", "compute_bound_fps"):
             entry[key] = _mean([r.get(key) for r in runs])
         table.append(entry)
     return table
@@ -125,40 +158,84 @@ def _is_fixed(strategy: str) -> bool:
     return ":" in strategy or strategy == "naive"
 
 
+def judge(margin: float, spread: float, *, valid: bool, repeats: int) -> str:
+    """A target's verdict: ``invalid`` when a run it involves failed its sanity gate (or did
+    not run), ``inconclusive`` with fewer than :data:`MIN_REPEATS` repeats or when the margin
+    is smaller than the spread, else ``met`` (margin ≥ 0) or ``not met``."""
+    if not valid:
+        return "invalid"
+    if repeats < MIN_REPEATS or abs(margin) < spread:
+        return "inconclusive"
+    return "met" if margin >= 0 else "not met"
+
+
+def _spread(row: dict, key: str = "effective_accuracy") -> float:
+    return row[f"{key}_max"] - row[f"{key}_min"]
+
+
+def _check(margin: float, spread: float, rows: list[dict]) -> dict:
+    return {"verdict": judge(margin, spread, valid=all(r["valid"] for r in rows),
+                             repeats=min(r["repeats"] for r in rows)),
+            "margin": round(margin, 4), "spread": round(spread, 4)}
+
+
 def target_checks(table: list[dict]) -> list[dict]:
-    """Issue 6's targets per trace, from :func:`aggregate` rows. The noise is the largest
-    min–max spread of ν_eff over the repeats of any strategy on that trace (0 with one run):
-    adaptive passes against the best fixed configuration when it is at most that far below."""
+    """The targets per trace, from :func:`aggregate` rows, each a verdict of :func:`judge`
+    with its margin and spread (the spread of a comparison a ≥ k·b is the larger of a's
+    min–max spread and k times b's):
+
+    * ``adaptive_ge_best_fixed`` — adaptive's mean ν_eff ≥ the best fixed configuration's;
+    * ``adaptive_ge_2x_cloud_only`` (at ≤ 1 Mbit/s) — adaptive's ν_eff ≥ 2 × cloud-only's;
+    * ``link_bound`` — per fixed split whose runs the link limits: fps ≥ 0.9 · B/D (D the
+      payload bytes per frame; the wire bytes shown alongside);
+    * ``fps_target`` (at ≥ 20 Mbit/s) — per strategy: fps ≥ 27, or under an edge CPU budget
+      ≥ 0.9 of its compute bound where that is less.
+
+    ``noise`` is the largest ν_eff spread of any strategy on the trace, for reference."""
     checks = []
     for trace in dict.fromkeys(r["trace"] for r in table):
         here = {r["strategy"]: r for r in table if r["trace"] == trace}
         adaptive = here.get("adaptive")
         fixed = [r for s, r in here.items() if _is_fixed(s)]
-        noise = max(r["effective_accuracy_max"] - r["effective_accuracy_min"]
-                    for r in here.values())
-        check: dict = {"trace": trace, "noise": noise}
+        check: dict = {"trace": trace, "noise": max(_spread(r) for r in here.values())}
         if adaptive is not None and fixed:
             best = max(fixed, key=lambda r: r["effective_accuracy"])
+            result = _check(adaptive["effective_accuracy"] - best["effective_accuracy"],
+                            max(_spread(adaptive), _spread(best)), [adaptive, best])
             check.update(best_fixed=best["strategy"],
                          best_fixed_nu=best["effective_accuracy"],
                          adaptive_nu=adaptive["effective_accuracy"],
-                         adaptive_ge_best_fixed=adaptive["effective_accuracy"]
-                         >= best["effective_accuracy"] - noise)
+                         adaptive_ge_best_fixed=result["verdict"],
+                         adaptive_vs_best_fixed=result)
         rate = next(iter(here.values()))["rate_bps"]
         if adaptive is not None and "cloud_only" in here and rate is not None and rate <= 1e6:
-            cloud = here["cloud_only"]["effective_accuracy"]
-            check.update(cloud_only_nu=cloud,
-                         adaptive_ge_2x_cloud_only=adaptive["effective_accuracy"] >= 2 * cloud)
-        # Link-bound runs (a fixed or naive split whose frames at 30 fps need more than the
-        # link): delivered fps against B/D, with D the payload and with D the wire cost.
+            cloud = here["cloud_only"]
+            result = _check(adaptive["effective_accuracy"] - 2 * cloud["effective_accuracy"],
+                            max(_spread(adaptive), 2 * _spread(cloud)), [adaptive, cloud])
+            check.update(cloud_only_nu=cloud["effective_accuracy"],
+                         adaptive_ge_2x_cloud_only=result["verdict"],
+                         adaptive_vs_2x_cloud_only=result)
         bound = []
         for strategy, r in here.items():
-            if _is_fixed(strategy) and r["link_bound_fps"] and r["link_bound_fps"] < 30:
+            if _is_fixed(strategy) and r["link_limited"] and r["link_bound_fps"]:
+                result = _check(r["delivered_fps"] - LINK_BOUND_TARGET * r["link_bound_fps"],
+                                _spread(r, "delivered_fps"), [r])
                 bound.append({"strategy": strategy, "fps": r["delivered_fps"],
                               "fps_over_b_d": r["delivered_fps"] / r["link_bound_fps"],
                               "fps_over_b_d_wire": r["delivered_fps"] / r["link_bound_fps_wire"]
-                              if r["link_bound_fps_wire"] else None})
+                              if r["link_bound_fps_wire"] else None, **result})
         check["link_bound"] = bound
+        fps_target = []
+        if rate is not None and rate >= FPS_TARGET_RATE_BPS:
+            for strategy, r in here.items():
+                required = FPS_TARGET
+                if r["edge_cpu_budget"] is not None and r["compute_bound_fps"]:
+                    required = min(FPS_TARGET, FPS_TARGET_OF_BOUND * r["compute_bound_fps"])
+                result = _check(r["delivered_fps"] - required, _spread(r, "delivered_fps"), [r])
+                fps_target.append({"strategy": strategy, "fps": r["delivered_fps"],
+                                   "fps_min": r["delivered_fps_min"],
+                                   "required_fps": round(required, 2), **result})
+        check["fps_target"] = fps_target
         checks.append(check)
     return checks
 
@@ -167,30 +244,52 @@ def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _verdict(result: dict | None) -> str:
+    if not result:
+        return "–"
+    if result["verdict"] == "invalid":
+        return "invalid"
+    return f"{result['verdict']} ({result['margin']:+.3g} ± {result['spread']:.3g})"
+
+
 def markdown(table: list[dict], checks: list[dict]) -> str:
-    """The aggregate table and the target checks as Markdown (``summary.md``)."""
-    lines = ["| trace | strategy | ν_eff mean [min–max] | fps | p50 / p99 ms | B/frame | "
-             "wire B/frame | link util. |", "|---|---|---|---|---|---|---|---|"]
+    """The aggregate table and the target checks as Markdown (``summary.md``). A cell is
+    "invalid" when a repeat failed its sanity gate (or did not run); a verdict shows its
+    margin ± the spread it was judged against."""
+    lines = ["| trace | strategy | ν_eff mean [min–max] | fps [min–max] | bound fps | valid | "
+             "p50 / p99 ms | B/frame | wire B/frame | link util. |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         spread = (f" [{r['effective_accuracy_min']:.3f}–{r['effective_accuracy_max']:.3f}]"
                   if r["repeats"] > 1 else "")
+        fps = (f" [{r['delivered_fps_min']:.1f}–{r['delivered_fps_max']:.1f}]"
+               if r["repeats"] > 1 else "")
+        valid = ("yes" if r["valid"] else
+                 f"invalid ({r['invalid_repeats']}/{r['repeats'] + r['failed']})")
+        if r["valid"] and r.get("gate") not in (None, "applied"):
+            valid = f"yes ({r['gate']})"
         lines.append(
             f"| {r['trace']} | {r['strategy']} | {r['effective_accuracy']:.3f}{spread} | "
-            f"{_fmt(r['delivered_fps'], '.1f')} | {_fmt(r['latency_ms_p50'], '.0f')} / "
+            f"{_fmt(r['delivered_fps'], '.1f')}{fps} | {_fmt(r.get('bound_fps'), '.1f')} | "
+            f"{valid} | {_fmt(r['latency_ms_p50'], '.0f')} / "
             f"{_fmt(r['latency_ms_p99'], '.0f')} | {_fmt(r['bytes_per_frame_mean'], '.0f')} | "
             f"{_fmt(r['wire_bytes_per_frame'], '.0f')} | {_fmt(r['link_utilization'], '.2f')} |")
-    lines += ["", "| trace | noise | adaptive | best fixed | ≥ best fixed − noise | "
-              "cloud-only | ≥ 2× cloud-only | link-bound fps / (B/D) [wire] |",
+    lines += ["", "| trace | adaptive ν | best fixed ν | adaptive ≥ best fixed | cloud-only ν | "
+              "adaptive ≥ 2× cloud-only | link-bound fps ≥ 0.9·B/D: fps/(B/D) [wire] | "
+              f"fps ≥ {FPS_TARGET:g} (or ≥ {FPS_TARGET_OF_BOUND:g}× compute bound) |",
               "|---|---|---|---|---|---|---|---|"]
     for c in checks:
         bound = ", ".join(
-            f"{b['strategy']} {b['fps_over_b_d']:.2f} [{_fmt(b['fps_over_b_d_wire'], '.2f')}]"
-            for b in c["link_bound"]) or "–"
+            f"{b['strategy']} {b['fps_over_b_d']:.2f} [{_fmt(b['fps_over_b_d_wire'], '.2f')}] "
+            f"{_verdict(b)}" for b in c["link_bound"]) or "–"
+        fps = ", ".join(f"{f['strategy']} {f['fps']:.1f}/{f['required_fps']:g} {_verdict(f)}"
+                        for f in c["fps_target"]) or "–"
         lines.append(
-            f"| {c['trace']} | {c['noise']:.3f} | {_fmt(c.get('adaptive_nu'), '.3f')} | "
+            f"| {c['trace']} | {_fmt(c.get('adaptive_nu'), '.3f')} | "
             f"{c.get('best_fixed', '–')} {_fmt(c.get('best_fixed_nu'), '.3f')} | "
-            f"{c.get('adaptive_ge_best_fixed', '–')} | {_fmt(c.get('cloud_only_nu'), '.3f')} | "
-            f"{c.get('adaptive_ge_2x_cloud_only', '–')} | {bound} |")
+            f"{_verdict(c.get('adaptive_vs_best_fixed'))} | "
+            f"{_fmt(c.get('cloud_only_nu'), '.3f')} | "
+            f"{_verdict(c.get('adaptive_vs_2x_cloud_only'))} | {bound} | {fps} |")
     return "\n".join(lines) + "\n"
 
 
@@ -207,8 +306,10 @@ def plot(table: list[dict], out: Path) -> list[Path]:
              True)):
         fig, ax = plt.subplots(figsize=(8, 5))
         for strategy in dict.fromkeys(r["strategy"] for r in constant):
-            points = sorted((r["rate_bps"] / 1e6, r) for r in constant
-                            if r["strategy"] == strategy and r[key] is not None)
+            # Keyed by rate only: two traces of one rate (with and without a budget) tie.
+            points = sorted(((r["rate_bps"] / 1e6, r) for r in constant
+                             if r["strategy"] == strategy and r[key] is not None),
+                            key=lambda point: point[0])
             if not points:
                 continue
             xs = [x for x, _ in points]
@@ -246,13 +347,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0, metavar="SECONDS",
                         help="seconds per run (traces with later steps run to their last "
                              "step + 15 s; default: %(default)g)")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="runs of every (trace, strategy) (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS,
+                        help="runs of every (trace, strategy); fewer than 3 leave every "
+                             "target inconclusive (default: %(default)s)")
+    parser.add_argument("--edge-cpu", type=float, default=None, metavar="FRACTION",
+                        help="CPU budget of the edge side, in cores (default: none)")
+    parser.add_argument("--edge-cpus", default="", metavar="LIST",
+                        help="CPUs of the edge side (default: the first)")
+    parser.add_argument("--cloud-cpus", default="", metavar="LIST",
+                        help="CPUs of the cloud side (default: the second)")
     parser.add_argument("--naive-split", type=int, default=None, metavar="SPLIT",
                         help="add the naive float32 split at this split point (a strategy "
                              "named 'naive'; default: the bundle's middle split point)")
     common.add_out_argument(parser, "testbed")
     args = parser.parse_args(argv)
+    placement = {"edge_cpu": args.edge_cpu, "edge_cpus": args.edge_cpus,
+                 "cloud_cpus": args.cloud_cpus}
+    # A budget that cannot be had fails every run alike: say so once, before the first.
+    plan_placement(TestbedSettings(bundle=args.bundle, bag=args.bag, trace=Path(),
+                                   **placement))
     bundle = Bundle.load(args.bundle)
     strategies = args.strategies or default_strategies(bundle)
     splits = sorted({c.split_point for c in bundle.configurations})
@@ -262,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         strategies.insert(2, "naive")
     traces = [find_trace(t) for t in args.traces]
     header = {"command": common.command_line("testbed_e2e", argv), "started": common.timestamp(),
-              "bundle": str(args.bundle), "machine": common.machine_info()}
+              "bundle": str(args.bundle), "machine": common.machine_info(), **placement}
     rows = []
     bar = tqdm(total=len(traces) * len(strategies) * args.repeats, desc="testbed_e2e",
                unit="run")
@@ -283,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                         bundle=naive.path if strategy == "naive" else args.bundle,
                         bag=args.bag, trace=trace_path, duration_s=duration,
                         out_dir=run_dir, status=False,
-                        strategy=naive_strategy if strategy == "naive" else strategy))
+                        strategy=naive_strategy if strategy == "naive" else strategy,
+                        **placement))
                 except (RuntimeError, TimeoutError) as exc:
                     tqdm.write(f"{trace_path.name} {strategy} (run {repeat + 1}) failed: "
                                f"{exc}", file=sys.stderr)
@@ -298,13 +412,14 @@ def main(argv: list[str] | None = None) -> int:
                              "link_not_applied": report["link"]["not_applied"]})
                 tqdm.write(f"{trace_path.name} {strategy} (run {repeat + 1}): ν_eff "
                            f"{summary['effective_accuracy']} fps {summary['delivered_fps']} "
+                           f"of {summary['bound_fps']} ({summary['bound_by']}"
+                           f"{'' if summary['valid'] else ', INVALID'}) "
                            f"p50 {summary['latency_ms_p50']} ms B/frame "
                            f"{summary['bytes_per_frame_mean']}")
                 common.write_json(args.out / "results.json", {**header, "rows": rows})
     bar.update(len(rows) - bar.n)
     bar.close()
-    ok = [r for r in rows if "error" not in r]
-    table = aggregate(ok)
+    table = aggregate(rows)  # a failed run makes its cell invalid
     figures = plot(table, args.out)
     checks = target_checks(table)
     common.write_json(args.out / "results.json",

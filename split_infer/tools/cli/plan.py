@@ -42,6 +42,11 @@ class PlanVerb(VerbExtension):
                                  "machine that profiled the bundle)")
         parser.add_argument("--cloud-time-scale", type=float, default=1.0, metavar="FACTOR",
                             help="multiply the profiled cloud times")
+        parser.add_argument("--edge-cpu", type=float, default=None, metavar="FRACTION",
+                            help="measure the edge time scale instead: time the bundle's edge "
+                                 "parts here in a process limited to FRACTION cores (a cgroup "
+                                 "quota, as 'split-infer testbed --edge-cpu'; root) against its "
+                                 "profiled edge times")
         parser.add_argument("--devices", action="append", metavar="NAME=GMACS,...",
                             help="plan an n-stage chain instead: devices in chain order with "
                                  "their speed in GMAC/s, e.g. robot=2,pi=2.5,server=40 "
@@ -59,6 +64,8 @@ class PlanVerb(VerbExtension):
     def main(self, args: argparse.Namespace) -> int:
         """Run the two-device analysis, or the chain planner with ``--devices``."""
         if args.devices:
+            require(args.edge_cpu is None, "--edge-cpu applies to the two-device plan, not "
+                                           "to --devices")
             return _plan_pipeline(args)
         from split_infer.tools.plan.report import plan_bundle
 
@@ -71,18 +78,46 @@ class PlanVerb(VerbExtension):
                                     ("--cloud-time-scale", args.cloud_time_scale, False)):
             require(math.isfinite(value) and (value >= 0 if low_ok else value > 0),
                     f"{flag} must be {'>= 0' if low_ok else 'positive'}, got {value:g}")
+        edge_time_scale = args.edge_time_scale
+        if args.edge_cpu is not None:
+            require(math.isfinite(args.edge_cpu) and args.edge_cpu > 0,
+                    "--edge-cpu must be a positive number of cores")
+            require(args.edge_time_scale == 1.0,
+                    "--edge-cpu measures the edge time scale: leave out --edge-time-scale")
+            edge_time_scale = _measured_edge_scale(args)
         report = plan_bundle(
             args.bundle,
             bandwidths_bps=tuple(b * 1e6 for b in args.bandwidth),
             rtt_s=args.rtt_ms / 1e3,
             frame_rate_hz=args.frame_rate,
             deadline_s=args.deadline_ms / 1e3 if args.deadline_ms else None,
-            edge_time_scale=args.edge_time_scale,
+            edge_time_scale=edge_time_scale,
             cloud_time_scale=args.cloud_time_scale,
             out_dir=args.out,
         )
         print(report.format_text())
         return 0
+
+
+def _measured_edge_scale(args: argparse.Namespace) -> float:
+    """The bundle's edge parts timed under ``--edge-cpu`` cores against its profiled edge
+    times (:mod:`split_infer.tools.plan.edge_timing`); writes ``edge_timing.json``."""
+    import json
+
+    from split_infer.bundle import Bundle
+    from split_infer.tools.plan.edge_timing import edge_time_scale, measure_under_budget
+
+    bundle = Bundle.load(args.bundle)
+    measured = measure_under_budget(bundle.path, args.edge_cpu,
+                                    args.out / "edge_timing_raw.json")
+    scale, ratios = edge_time_scale(bundle, measured)
+    path = args.out / "edge_timing.json"
+    path.write_text(json.dumps({"edge_cpu": args.edge_cpu, "edge_time_scale": scale,
+                                "measured_ms": measured, "ratios": ratios}, indent=2))
+    print(f"edge time scale measured under {args.edge_cpu:g} CPU: {scale:.2f}× the bundle's "
+          f"profile (median of {len(ratios)}, {min(ratios.values()):.2f}–"
+          f"{max(ratios.values()):.2f}; {path})\n")
+    return scale
 
 
 def _plan_pipeline(args: argparse.Namespace) -> int:

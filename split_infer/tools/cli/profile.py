@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 from pathlib import Path
 
 from split_infer.tools.cli._api import VerbExtension
@@ -37,6 +38,11 @@ class ProfileVerb(VerbExtension):
         parser.add_argument("--threads", type=int, default=1, metavar="N",
                             help="torch and ONNX Runtime intra-op threads "
                                  "(default 1: steadier timings)")
+        parser.add_argument("--edge-cpu", type=float, default=None, metavar="FRACTION",
+                            help="profile in a process limited to FRACTION cores (a cgroup "
+                                 "quota, as 'split-infer testbed --edge-cpu'; root): a robot "
+                                 "slower than this machine. Latencies are then the mean per "
+                                 "call, throttled periods included")
 
     def main(self, args: argparse.Namespace) -> int:
         """Profile, print the table and write the outputs."""
@@ -47,6 +53,9 @@ class ProfileVerb(VerbExtension):
         if args.input_shape:
             require(all(d >= 1 for d in args.input_shape), "--input-shape values must be >= 1")
         out = args.out if args.out is not None else Path("profiles") / args.model
+        if args.edge_cpu is not None:
+            require(args.edge_cpu > 0, "--edge-cpu must be a positive number of cores")
+            return _profile_under_budget(args, out)
         set_threads(args.threads)
         profile = run_profile(
             args.model,
@@ -59,3 +68,29 @@ class ProfileVerb(VerbExtension):
         print(profile.format_table())
         print(f"\nwrote {out}/")
         return 0
+
+
+def _profile_under_budget(args: argparse.Namespace, out: Path) -> int:
+    """The same profile in a child process limited to ``--edge-cpu`` cores; the profile
+    records the budget, and its table and plot show the mean per call."""
+    import sys
+
+    from split_infer.pipeline.profiling import ModelProfile
+    from split_infer.tools.testbed.cgroups import run_under_budget
+
+    command = [sys.executable, "-m", "split_infer.tools.cli", "profile", args.model,
+               "--out", str(out), "--backends", *args.backends, "--repeats", str(args.repeats),
+               "--threads", str(args.threads)]
+    if args.input_shape:
+        command += ["--input-shape", *map(str, args.input_shape)]
+    result = run_under_budget(command, args.edge_cpu, stdout=subprocess.DEVNULL)
+    require(result.returncode == 0,
+            f"the profile under {args.edge_cpu:g} CPU failed (exit status {result.returncode})")
+    path = out / f"{args.model}_profile.json"
+    profile = ModelProfile.load(path)
+    profile.machine["cpu_budget_cores"] = args.edge_cpu
+    profile.save(path)
+    profile.plot(out / f"{args.model}_profile.png")
+    print(profile.format_table())
+    print(f"\nwrote {out}/")
+    return 0

@@ -19,8 +19,11 @@ class TestbedVerb(VerbExtension):
 
     HELP = "the graph over a real tc-shaped link between two network namespaces (root)"
     DESCRIPTION = ("Run the graph over a real link (needs root): two network namespaces, a "
-                   "veth pair shaped with tc following a trace, the edge and cloud sides as "
-                   "separate processes over DDS/UDP. Writes report.json and timeline.png.")
+                   "veth pair shaped with tc following a trace, every node a process of its "
+                   "own over DDS/UDP, the edge side, the cloud side and the harness (camera, "
+                   "recorder) on disjoint CPUs, the edge optionally under a CPU budget. Writes "
+                   "report.json (with each process's CPU use and the run's physical bound) and "
+                   "timeline.png.")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The graph arguments plus strategy, start-up choice, jitter and clean-up."""
@@ -39,11 +42,27 @@ class TestbedVerb(VerbExtension):
         parser.add_argument("--auth", action="store_true",
                             help="sign every frame on the edge and verify it on the cloud "
                                  "(HMAC, a key made for this run)")
+        parser.add_argument("--edge-cpu", type=float, default=None, metavar="FRACTION",
+                            help="CPU budget of the edge side's processes, in cores (e.g. "
+                                 "0.25: a robot four times slower than one server core); "
+                                 "needs cgroups (default: no budget)")
+        parser.add_argument("--edge-cpus", default="", metavar="LIST",
+                            help="CPUs of the edge side's product processes, e.g. '0' "
+                                 "(default: the first CPU)")
+        parser.add_argument("--cloud-cpus", default="", metavar="LIST",
+                            help="CPUs of the cloud side, disjoint from the edge's "
+                                 "(default: the second CPU)")
+        parser.add_argument("--harness-cpus", default="", metavar="LIST",
+                            help="CPUs of the camera (bag player), the recorder and the packet "
+                                 "delayer, never the edge's (default: the CPUs after the "
+                                 "second, or the cloud's with two CPUs)")
         parser.add_argument("--cleanup", action="store_true",
-                            help="only remove namespaces left by killed testbed runs")
+                            help="only remove namespaces and cgroups left by killed testbed "
+                                 "runs")
 
     def main(self, args: argparse.Namespace) -> int:
         """Check for root, then clean up or run one strategy over one trace."""
+        from split_infer.tools.testbed import cgroups
         from split_infer.tools.testbed.netns import netns_problem, remove_stale
 
         problem = netns_problem()
@@ -52,22 +71,33 @@ class TestbedVerb(VerbExtension):
             raise UserError(problem)
         if args.cleanup:
             removed = remove_stale()
+            groups = cgroups.remove_stale()
             print(f"removed {len(removed)} stale testbed namespaces" +
-                  (f": {' '.join(removed)}" if removed else ""))
+                  (f": {' '.join(removed)}" if removed else "") +
+                  f" and {len(groups)} stale cgroups" +
+                  (f": {' '.join(groups)}" if groups else ""))
             return 0
         from split_infer.defaults import find_trace
         from split_infer.tools.testbed.runner import TestbedSettings, run_testbed
 
         require(args.duration > 0, "--duration must be positive")
         require(args.jitter_ms >= 0, "--jitter-ms must be >= 0")
+        require(args.edge_cpu is None or args.edge_cpu > 0,
+                "--edge-cpu must be a positive number of cores")
         settings = TestbedSettings(bundle=args.bundle, bag=args.bag,
                                    trace=find_trace(args.trace), duration_s=args.duration,
                                    out_dir=args.out, strategy=args.strategy,
                                    initial=args.initial, objective=args.objective,
                                    frame_rate=args.frame_rate, jitter_ms=args.jitter_ms,
-                                   auth=args.auth)
+                                   auth=args.auth, edge_cpu=args.edge_cpu,
+                                   edge_cpus=args.edge_cpus, cloud_cpus=args.cloud_cpus,
+                                   harness_cpus=args.harness_cpus)
+        # A placement that cannot be had is a CgroupError, a UserError: one line.
         report = run_testbed(settings)
         print(json.dumps(report["summary"], indent=2))
+        placement = report["placement"]
+        if not placement.get("pinned"):
+            print(f"note: processes were not pinned to CPUs: {placement.get('reason')}")
         if report["link"]["not_applied"]:
             print(f"note: this kernel could not apply {report['link']['not_applied']} from the "
                   f"trace (capabilities {report['link']['capabilities']})")

@@ -4,7 +4,7 @@
 
     namespace si<pid>e (edge)                         namespace si<pid>c (cloud)
     ┌────────────────────────────┐   veth pair   ┌────────────────────────────┐
-    │ bag player, edge node, ... │ si<pid>e ──── si<pid>c │ cloud node, ...    │
+    │ camera, edge node, ...     │ si<pid>e ──── si<pid>c │ cloud node         │
     │ 10.77.X.1/30               │ ─────────────▶│ 10.77.X.2/30               │
     └────────────────────────────┘  shaped: tbf  └────────────────────────────┘
                               (+ loss, delay)
@@ -191,6 +191,11 @@ class NetnsLink:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def delayer_pid(self) -> int | None:
+        """The NFQUEUE delayer's process id (None without one), for CPU placement."""
+        return None if self._delayer is None else self._delayer.pid
 
     def exec_prefix(self, side: str) -> list[str]:
         """Command prefix that runs a program in the ``"edge"`` or ``"cloud"`` namespace."""

@@ -71,15 +71,19 @@ class JpegSender(Node):
 
 
 class FullModelNode(Node):
-    """The whole model of a bundle on ``image`` (raw) or ``image/compressed`` frames."""
+    """The whole model of a bundle on ``image`` (raw) or ``image/compressed`` frames.
 
-    def __init__(self, bundle: str, compressed: bool, top_k: int = 5, **kwargs) -> None:
+    ``threads``: ONNX Runtime intra-op threads (None: its default), so that the testbed can
+    give it the same thread setting as the split's nodes."""
+
+    def __init__(self, bundle: str, compressed: bool, top_k: int = 5,
+                 threads: int | None = None, **kwargs) -> None:
         super().__init__("full_model", **kwargs)
         self._bundle = Bundle.load(bundle)
         client = self._bundle.manifest.get("client_only") or {}
         if "onnx" not in client:
             raise ValueError(f"{bundle}: the manifest has no client_only ONNX (whole model)")
-        self._model = OrtBackend(self._bundle.read(client["onnx"]))
+        self._model = OrtBackend(self._bundle.read(client["onnx"]), intra_op_threads=threads)
         self._preprocessing = Preprocessing.from_dict(self._bundle.manifest["preprocessing"])
         self._classes = self._bundle.classes
         self._top_k = min(top_k, len(self._classes))

@@ -2,30 +2,52 @@
 
 ::
 
-    ┌─ namespace edge ─────────────────────────┐  veth, tc tbf   ┌─ namespace cloud ─────────┐
-    │ bag player → edge node ──features────────┼──(trace-shaped)─┼─▶ cloud node → results   │
-    │   ▲ set params    ▲ bandwidth            │                 │        │                  │
-    │ scheduler ◀─ bandwidth monitor ◀─receipts┼─────────────────┼────────┘                  │
-    │ recorder (labels, sent frames, config)   │                 │ recorder (results)        │
-    └──────────────────────────────────────────┘                 └───────────────────────────┘
+    ┌─ namespace edge ──────────────────────────────┐  veth, tc tbf  ┌─ namespace cloud ──┐
+    │ camera ─image─▶ edge node ──features──────────┼─(trace-shaped)─┼─▶ cloud node       │
+    │ (bag player)      ▲ params  ▲ estimate        │                │     │ results,     │
+    │               scheduler ◀─ monitor ◀─receipts─┼────────────────┼─────┘ receipts     │
+    │ recorder: labels, sent frames, estimates,     │                │                    │
+    │           results, receipts                   │                │                    │
+    └───────────────────────────────────────────────┘                └────────────────────┘
+      CPU: edge node, monitor, scheduler → the edge CPUs (with the --edge-cpu budget);
+           cloud node → the cloud CPUs; camera, recorder, packet delayer → the harness CPUs
 
-Two separate processes (``python -m split_infer.tools.testbed.sides``), one per namespace, talk DDS
-over UDP: Fast DDS's shared-memory transport is switched off (``FASTDDS_BUILTIN_TRANSPORTS=
-UDPv4``) so every byte crosses the veth, and discovery uses multicast on the veth plus the peer
-as a static unicast peer. The link follows a trace file (:mod:`split_infer.tools.testbed.netns`).
-Strategies: ``adaptive`` (bandwidth monitor + scheduler), a fixed ``split:ratio``, and the
-alternatives :mod:`.references` implements: ``cloud_only`` (JPEG frames, the whole model on
-the server) and ``edge_only`` (the whole model on the robot; nothing crosses the link).
+Every node is a process of its own (``python -m split_infer.tools.testbed.sides``), as on a
+robot, where the camera driver, the edge node and the monitor are separate processes: the
+bag player and the recorder are harness and never share an interpreter with the product's
+nodes, so the product's per-frame cost is what the run measures. The processes talk DDS over
+UDP: Fast DDS's shared-memory transport is off (``FASTDDS_BUILTIN_TRANSPORTS=UDPv4``) so
+every byte between the namespaces crosses the veth, and discovery uses multicast on the veth
+plus the peer namespace as a static unicast peer. The link follows a trace file
+(:mod:`split_infer.tools.testbed.netns`). Strategies: ``adaptive`` (bandwidth monitor +
+scheduler), a fixed ``split:ratio`` (monitor, no scheduler), and the alternatives
+:mod:`.references` implements: ``cloud_only`` (JPEG frames, the whole model on the server)
+and ``edge_only`` (the whole model on the robot; nothing crosses the link).
 
-The namespaces and both processes are always removed: on success, on failure, on Ctrl-C
-(SIGINT) and SIGTERM. Leftovers of a killed run are removed by the next run (or
-``split-infer testbed --cleanup``).
+**Start-up.** Every process prints READY with its node's topics; the testbed then asks each
+to wait until all its endpoints are matched (SYNC, counts derived from every READY line) and
+shapes the link only after all answered: discovery is a few KB per endpoint and would
+otherwise queue in front of the first frames at 100 kbit/s. GO opens the camera's gate.
 
-Every timing is wall-clock time shared by the namespaces. A frame counts as generated when its
-label is published on the edge, as delivered when its result arrives at the cloud, and as
-correct when that result's top-1 is its label: ν_eff = correct / generated, so dropped frames
-count as wrong (Hu & K). Frames generated in the first ``warmup_s`` and the last second are
-left out of the summary.
+**CPU placement** (:mod:`.cgroups`, root): the edge side's product processes, the cloud side
+and the harness run in per-run cgroups on disjoint CPUs (by default CPU 0, CPU 1 and CPU 1
+with two CPUs: the harness shares the server's CPU, never the robot's), and
+``edge_cpu`` caps the edge side at a fraction of one core, a robot slower than the server.
+Where cgroups cannot be used and no budget was asked, the run goes unpinned and the report
+says why; a budget without cgroups is a :class:`~.cgroups.CgroupError`.
+
+**What the report holds.** Every timing is wall-clock time shared by the namespaces. A frame
+counts as generated when its label is published on the edge, as delivered when its result
+arrives back on the robot, and as correct when that result's top-1 is its label: ν_eff =
+correct / generated, so dropped frames count as wrong (Hu & K). Frames generated in the first
+``warmup_s`` and the last second are left out. Every process's CPU (``/proc/<pid>/stat``
+user + system, sampled each second) is reported per process and per side after the warm-up,
+with the placement. Each run is held to its own physical bound (:func:`physical_bounds`):
+``bound_fps`` and the sanity gate ``valid``.
+
+The namespaces, the cgroups and every process are always removed: on success, on failure, on
+Ctrl-C (SIGINT) and SIGTERM; a process whose testbed is gone stops when its stdin closes.
+Leftovers of a killed run are removed by the next run (or ``split-infer testbed --cleanup``).
 """
 
 from __future__ import annotations
@@ -40,23 +62,37 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from split_infer.bundle import Bundle, BundleError
-from split_infer.config_key import config_key
 from split_infer.tools.link import load_trace
+from split_infer.tools.testbed import cgroups
 from split_infer.tools.testbed.netns import NetnsLink, TraceFollower, remove_stale
+from split_infer.tools.testbed.report import (
+    VALID_FRACTION,
+    CpuSampler,
+    cpu_report,
+    physical_bounds,
+    steady_trace,
+    summarize,
+)
+from split_infer.tools.testbed.sides import ROLE_GROUP, edge_roles
 
-__all__ = ["EVENTS", "TestbedSettings", "run_testbed", "summarize"]
+__all__ = ["EVENTS", "VALID_FRACTION", "CpuSampler", "TestbedSettings", "camera_rate_hz",
+           "cpu_report", "physical_bounds", "plan_placement", "run_testbed", "steady_trace",
+           "summarize"]
 
 EVENTS = ("kill_cloud", "start_cloud", "kill_scheduler")
 
 
 @dataclass
 class TestbedSettings:
+    """One testbed run: what runs (bundle, bag, strategy), over which trace, for how long,
+    and where (CPU lists in the kernel's format, e.g. ``"0"`` or ``"2-3"``; empty: the
+    default placement of :func:`.cgroups.default_cpus`)."""
+
     __test__ = False  # not a pytest test class, despite the name
 
     bundle: Path
@@ -74,24 +110,35 @@ class TestbedSettings:
     window_s: float = 2.0
     status: bool = True
     #: faults at given times (s): "kill_cloud" (SIGKILL), "start_cloud" (a fresh cloud
-    #: process), "kill_scheduler" (removed from the edge process as a crash would)
+    #: process), "kill_scheduler" (SIGKILL of the scheduler's process, as a crash)
     events: tuple[tuple[float, str], ...] = ()
     stale_after_ms: float = 1000.0  # a result later than this after capture is stale
     jitter_ms: float = 0.0  # ± uniform jitter on the trace segments that have a delay
     auth: bool = False  # frames signed by the edge and verified by the cloud (frame_auth)
+    #: the edge side's CPU budget in cores (a fraction of one: a robot slower than the
+    #: server); None: no quota
+    edge_cpu: float | None = None
+    edge_cpus: str = ""  # CPUs of the edge side's product processes
+    cloud_cpus: str = ""  # CPUs of the cloud side
+    harness_cpus: str = ""  # CPUs of the camera, the recorder and the packet delayer
 
 
-class _Side:
-    """A side process and its stdout lines (read by a thread so that a full pipe never
-    blocks it)."""
+class _Process:
+    """One process of the testbed and its stdout lines (read by a thread so that a full pipe
+    never blocks it)."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path) -> None:
-        self.name = name
+    def __init__(self, role: str, command: list[str], env: dict[str, str], log: Path,
+                 records: Path) -> None:
+        self.role = role
+        self.records = records  # where the process writes its records when it stops
+        self.killed_on_stop = False
+        self._terminated = False
         self.lines: list[str] = []
         self._log = log.open("w")
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self._log, text=True,
                                         start_new_session=True)
+        self.pid = self.process.pid
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -99,17 +146,25 @@ class _Side:
         for line in self.process.stdout:
             self.lines.append(line.strip())
 
-    def wait_for(self, word: str, timeout_s: float) -> None:
+    def line(self, word: str) -> str | None:
+        """The first stdout line that is ``word`` or starts with ``word`` and a space."""
+        return next((line for line in self.lines
+                     if line == word or line.startswith(word + " ")), None)
+
+    def wait_for(self, word: str, timeout_s: float) -> str:
+        """The line of :meth:`line` once it came; RuntimeError if the process failed first,
+        TimeoutError after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if word in self.lines:
-                return
+            found = self.line(word)
+            if found is not None:
+                return found
             errors = [line for line in self.lines if line.startswith("ERROR")]
             if errors or self.process.poll() is not None:
-                raise RuntimeError(f"testbed {self.name} side failed before {word}: "
+                raise RuntimeError(f"testbed {self.role} process failed before {word}: "
                                    f"{errors[-1] if errors else self._tail()}")
             time.sleep(0.05)
-        raise TimeoutError(f"testbed {self.name} side not {word} after {timeout_s:g} s: "
+        raise TimeoutError(f"testbed {self.role} process not {word} after {timeout_s:g} s: "
                            f"{self._tail()}")
 
     def _tail(self) -> str:
@@ -118,7 +173,7 @@ class _Side:
         return " | ".join(text[-5:]) or f"exit status {self.process.poll()}"
 
     def kill(self) -> None:
-        """SIGKILL the side (a crash: it writes no records)."""
+        """SIGKILL the process (a crash: it writes no records)."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=5.0)
@@ -127,15 +182,25 @@ class _Side:
         self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self.process.poll() is None:
+    def terminate(self) -> None:
+        """SIGTERM (the process writes its records and exits); :meth:`stop` waits."""
+        # Once: a second SIGTERM could reach the process after its clean-up has restored the
+        # default handler, and kill it there.
+        if self.process.poll() is None and not self._terminated:
+            self._terminated = True
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5.0)
-        self._log.close()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM, wait, SIGKILL the process group if it does not exit in time."""
+        self.terminate()
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.killed_on_stop = True  # it wrote no records: the report says so
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5.0)
+        if not self._log.closed:
+            self._log.close()
 
 
 def _side_env(domain_id: int, peer_ip: str) -> dict[str, str]:
@@ -146,14 +211,88 @@ def _side_env(domain_id: int, peer_ip: str) -> dict[str, str]:
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",
         "ROS_STATIC_PEERS": peer_ip,
         "PYTHONUNBUFFERED": "1",
+        "PYTHONFAULTHANDLER": "1",  # a crash leaves its traceback in the process's log
+        # The same thread settings for every strategy (see sides.MODEL_THREADS).
+        "OMP_NUM_THREADS": "1",
     })
     env.pop("ROS_LOCALHOST_ONLY", None)
     return env
 
 
+# -- placement --------------------------------------------------------------------------------
+
+
+def plan_placement(settings: TestbedSettings, problem: str | None = None,
+                   cpus: list[int] | None = None) -> dict:
+    """Where the run's processes go: ``{"pinned": True, "edge_cpus": [...], "cloud_cpus": [...],
+    "harness_cpus": [...], "edge_cpu_budget": F}``, or ``{"pinned": False, "reason": ...}``
+    when cgroups cannot be used (``problem``, default :func:`.cgroups.cgroups_problem`) and
+    nothing was asked of them. CgroupError when a budget or CPU list was asked and cannot be
+    had, or the lists do not fit (``cpus``: the CPUs available, default this process's)."""
+    asked = [flag for flag, value in (("--edge-cpu", settings.edge_cpu),
+                                      ("--edge-cpus", settings.edge_cpus),
+                                      ("--cloud-cpus", settings.cloud_cpus),
+                                      ("--harness-cpus", settings.harness_cpus))
+             if value not in (None, "")]
+    if settings.edge_cpu is not None and not (math.isfinite(settings.edge_cpu)
+                                              and settings.edge_cpu > 0):
+        raise cgroups.CgroupError(f"--edge-cpu must be a positive fraction of a core, got "
+                                  f"{settings.edge_cpu:g}")
+    problem = cgroups.cgroups_problem() if problem is None else problem
+    cpus = cgroups.allowed_cpus() if cpus is None else sorted(cpus)
+    if not problem and len(cpus) < 2:
+        problem = f"disjoint edge and cloud CPUs need at least 2 CPUs, not {len(cpus)}"
+    if problem:
+        if asked:
+            raise cgroups.CgroupError(f"{' and '.join(asked)} "
+                                      f"{'needs' if len(asked) == 1 else 'need'} cgroups: "
+                                      f"{problem}")
+        return {"pinned": False, "reason": problem, "edge_cpu_budget": None}
+    default = cgroups.default_cpus(cpus)
+    chosen = {}
+    for name, text in (("edge", settings.edge_cpus), ("cloud", settings.cloud_cpus),
+                       ("harness", settings.harness_cpus)):
+        chosen[name] = cgroups.parse_cpus(text) if text else default[name]
+        outside = sorted(set(chosen[name]) - set(cpus))
+        if not chosen[name] or outside:
+            raise cgroups.CgroupError(f"--{name}-cpus {text!r}: CPUs {outside or 'none'} are "
+                                      f"not available (available: {cgroups.format_cpus(cpus)})")
+    if set(chosen["edge"]) & set(chosen["cloud"]):
+        raise cgroups.CgroupError("the edge and cloud CPUs overlap: the sides must run on "
+                                  "disjoint CPUs")
+    if set(chosen["edge"]) & set(chosen["harness"]):
+        if settings.harness_cpus:
+            raise cgroups.CgroupError("the harness CPUs overlap the edge's: the camera and "
+                                      "recorder would take the robot's CPU")
+        chosen["harness"] = chosen["cloud"]  # the default moved aside for --edge-cpus
+    if settings.edge_cpu is not None and settings.edge_cpu > len(chosen["edge"]):
+        raise cgroups.CgroupError(f"--edge-cpu {settings.edge_cpu:g} is more than the "
+                                  f"{len(chosen['edge'])} edge CPU(s)")
+    return {"pinned": True, "edge_cpus": chosen["edge"], "cloud_cpus": chosen["cloud"],
+            "harness_cpus": chosen["harness"], "edge_cpu_budget": settings.edge_cpu}
+
+
+def camera_rate_hz(bag: Path, topic: str = "/camera/image_raw") -> float | None:
+    """The camera rate recorded in ``bag`` (frames over the span of the recording, from the
+    bag's metadata), or None when it cannot be read."""
+    try:
+        from rosbags.rosbag2 import Reader
+
+        with Reader(Path(bag)) as reader:
+            count = sum(c.msgcount for c in reader.connections if c.topic == topic)
+            span_ns = reader.duration
+    except Exception:  # rosbags raises a family of reader errors; the rate is optional
+        return None
+    return (count - 1) / (span_ns / 1e9) if count > 1 and span_ns > 0 else None
+
+
+# -- CPU use ----------------------------------------------------------------------------------
+
+
 def run_testbed(settings: TestbedSettings) -> dict:
     """Run one strategy over one trace; write ``report.json`` and ``timeline.png`` to
-    ``settings.out_dir`` and return the report. PermissionError without root."""
+    ``settings.out_dir`` and return the report. PermissionError without root; CgroupError
+    when the placement asked for cannot be had."""
     bundle = Bundle.load(settings.bundle)  # fail fast with the bundle's own error
     trace = load_trace(settings.trace)
     for what, value in (("strategy", settings.strategy), ("initial", settings.initial)):
@@ -166,87 +305,120 @@ def run_testbed(settings: TestbedSettings) -> dict:
             valid = ", ".join(f"{c.split_point}:{c.ratio:g}" for c in bundle.configurations)
             # A configuration the bundle does not have: a BundleError (a ValueError).
             raise BundleError(f"{what} {value!r}: {exc}; use one of {valid}") from None
+    events = sorted(settings.events)
+    for _, action in events:
+        if action not in EVENTS:
+            raise ValueError(f"unknown testbed event {action!r}; use one of {EVENTS}")
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale()
+    cgroups.remove_stale()
+    placement = plan_placement(settings)
+    camera_hz = camera_rate_hz(settings.bag)
     domain_id = 101 + os.getpid() % 100
-    sides: list[_Side] = []
+    processes: list[_Process] = []
+    sampler: CpuSampler | None = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    groups = cgroups.CpuGroups() if placement["pinned"] else None
     with tempfile.TemporaryDirectory(prefix="si_testbed_") as tmp, NetnsLink() as link:
-        key_file = ""
-        if settings.auth:  # a key of this run only, readable by the owner only
-            key_file = str(Path(tmp) / "frame.keys")
-            descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as keys:
-                keys.write(f"1 {secrets.token_hex(32)}\n")
         try:
-            for side in ("cloud", "edge"):
-                config = {"side": side, "bundle": str(Path(settings.bundle).resolve()),
-                          "bag": str(Path(settings.bag).resolve()),
-                          "strategy": settings.strategy, "initial": settings.initial,
-                          "fallback": settings.fallback,
-                          # a fifth of the bound is left for the tail and the way back
-                          "max_frame_age": 0.8 * settings.stale_after_ms / 1e3,
-                          "objective": settings.objective,
-                          "frame_rate": settings.frame_rate,
-                          "playback_rate": settings.playback_rate, "domain_id": domain_id,
-                          "auth_key_file": key_file,
-                          "out": str(Path(tmp) / f"{side}.json")}
-                path = Path(tmp) / f"{side}_config.json"
+            if groups is not None:
+                groups.open()
+                budget = placement["edge_cpu_budget"]
+                for name in ("edge", "cloud", "harness"):
+                    groups.add(name, placement[f"{name}_cpus"],
+                               budget if name == "edge" else None)
+                if link.delayer_pid is not None:
+                    groups.place("harness", link.delayer_pid)
+            key_file = ""
+            if settings.auth:  # a key of this run only, readable by the owner only
+                key_file = str(Path(tmp) / "frame.keys")
+                descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(descriptor, "w") as keys:
+                    keys.write(f"1 {secrets.token_hex(32)}\n")
+            base = {"bundle": str(Path(settings.bundle).resolve()),
+                    "bag": str(Path(settings.bag).resolve()),
+                    "strategy": settings.strategy, "initial": settings.initial,
+                    "fallback": settings.fallback,
+                    # a fifth of the bound is left for the tail and the way back
+                    "max_frame_age": 0.8 * settings.stale_after_ms / 1e3,
+                    "objective": settings.objective, "frame_rate": settings.frame_rate,
+                    "playback_rate": settings.playback_rate, "auth_key_file": key_file}
+
+            def start(role: str, name: str) -> _Process:
+                records = Path(tmp) / f"{name}.json"
+                config = {**base, "role": role, "out": str(records)}
+                path = Path(tmp) / f"{name}_config.json"
                 path.write_text(json.dumps(config))
-                peer = link.cloud_ip if side == "edge" else link.edge_ip
+                side = "cloud" if role == "cloud" else "edge"
                 command = [*link.exec_prefix(side), sys.executable, "-m",
                            "split_infer.tools.testbed.sides", str(path)]
-                if side == "cloud":
-                    cloud_command = command
-                sides.append(_Side(side, command, _side_env(domain_id, peer),
-                                   out / f"{side}.log"))
-            cloud, edge = sides
-            cloud.wait_for("READY", 60.0)
-            edge.wait_for("READY", 60.0)
-            # Discovery must be complete in both directions while the link is still unshaped.
-            cloud.send(next(line for line in edge.lines if line.startswith("EXPECT ")))
-            cloud.wait_for("MATCHED", 40.0)
-            events = sorted(settings.events)
-            for _, action in events:
-                if action not in EVENTS:
-                    raise ValueError(f"unknown testbed event {action!r}; use one of {EVENTS}")
+                if groups is not None:
+                    command = groups.wrap(ROLE_GROUP[role], command)
+                peer = link.cloud_ip if side == "edge" else link.edge_ip
+                process = _Process(role, command, _side_env(domain_id, peer),
+                                   out / f"{name}.log", records)
+                processes.append(process)
+                return process
+
+            roles = {role: start(role, role) for role in ("cloud", *edge_roles(settings.strategy))}
+            ready = {role: json.loads(p.wait_for("READY", 120.0)[len("READY "):])
+                     for role, p in roles.items()}
+            # Discovery must be complete in every process, both directions across the link,
+            # while the link is still unshaped.
+            readers = Counter(t for r in ready.values() for t in r["sub"])
+            writers = Counter(t for r in ready.values() for t in r["pub"])
+            for role, process in roles.items():
+                process.send("SYNC " + json.dumps({
+                    "pub": {t: readers[t] for t in ready[role]["pub"] if readers[t]},
+                    "sub": {t: writers[t] for t in ready[role]["sub"] if writers[t]},
+                    "timeout_s": 40.0}))
+            for process in roles.values():
+                process.wait_for("SYNCED", 60.0)
             restarts = 0
             follower = TraceFollower(link, trace, jitter_ms=settings.jitter_ms)
             follower.start()
+            sampler = CpuSampler(follower.elapsed_s)
+            for role, process in roles.items():
+                sampler.add(role, ROLE_GROUP[role], process.pid)
+            if link.delayer_pid is not None:
+                sampler.add("packet_delayer", "harness", link.delayer_pid)
             t0_wall = time.time()
             rx0 = link.interface_bytes("cloud")
-            edge.send("GO")
+            throttled0 = groups.throttling("edge") if groups is not None else {}
+            roles["camera"].send("GO")
+            sampler.start()
             last = 0.0
-            cloud_killed = False
-            waiting_ready: _Side | None = None
+            killed: set[str] = set()
+            waiting_ready: _Process | None = None
             fault_ends: list[tuple[str, float]] = []
             while follower.elapsed_s() < settings.duration_s:
                 time.sleep(0.05)
                 while events and events[0][0] <= follower.elapsed_s():
                     _, action = events.pop(0)
                     if action == "kill_cloud":
-                        cloud.kill()
-                        cloud_killed = True
+                        roles["cloud"].kill()
+                        killed.add("cloud")
                     elif action == "start_cloud":
                         restarts += 1
-                        cloud = _Side("cloud", cloud_command, _side_env(domain_id, link.edge_ip),
-                                      out / f"cloud{restarts}.log")
-                        sides.append(cloud)
-                        cloud_killed = False
-                        waiting_ready = cloud
+                        roles["cloud"] = waiting_ready = start("cloud", f"cloud{restarts}")
+                        sampler.add(f"cloud{restarts}", "cloud", waiting_ready.pid)
+                        killed.discard("cloud")
                     else:
-                        edge.send("KILL scheduler")
+                        if "scheduler" in roles:
+                            roles["scheduler"].kill()  # a crash: the edge keeps its config
+                            killed.add("scheduler")
                         fault_ends.append(("scheduler killed", follower.elapsed_s()))
-                if waiting_ready is not None and "READY" in waiting_ready.lines:
+                if waiting_ready is not None and waiting_ready.line("READY") is not None:
                     # The restart is over when the new cloud process serves (its start-up,
                     # imports and model loading, is not the graph's recovery).
                     fault_ends.append(("cloud restarted", follower.elapsed_s()))
                     waiting_ready = None
-                if edge.process.poll() is not None or (
-                        cloud.process.poll() is not None and not cloud_killed):
-                    raise RuntimeError("a testbed side exited early; see the logs in "
-                                       f"{out}")
+                exited = [role for role, p in roles.items()
+                          if role not in killed and p.process.poll() is not None]
+                if exited:
+                    raise RuntimeError(f"testbed process(es) {', '.join(exited)} exited early; "
+                                       f"see the logs in {out}")
                 if follower.error is not None:
                     raise RuntimeError(f"shaping failed: {follower.error}")
                 if settings.status and follower.elapsed_s() - last >= 5.0:
@@ -256,20 +428,31 @@ def run_testbed(settings: TestbedSettings) -> dict:
             elapsed = follower.elapsed_s()
             follower.stop()
             rx_bytes = link.interface_bytes("cloud") - rx0
-            edge.stop()
-            time.sleep(1.0)  # frames in flight reach the cloud
-            cloud.stop()
-            # A killed cloud writes nothing; everything measured is recorded on the edge.
-            records = {side: json.loads(path.read_text()) if path.is_file() else {}
-                       for side, path in (("edge", Path(tmp) / "edge.json"),
-                                          ("cloud", Path(tmp) / "cloud.json"))}
+            sampler.stop()
+            throttled1 = groups.throttling("edge") if groups is not None else {}
+            roles["camera"].stop()
+            time.sleep(1.0)  # frames in flight reach the cloud, and their results the recorder
+            for process in roles.values():
+                process.terminate()
+            for process in roles.values():
+                process.stop()
+            # A killed process writes nothing; everything measured is recorded on the edge.
+            records = _merge_records(roles)
             skipped = sorted(follower.skipped)
             capabilities = dict(link.capabilities)
+            placement["cgroups"] = groups.describe() if groups is not None else None
+            placement["edge_throttling"] = _throttling_delta(throttled0, throttled1)
+            cpu = cpu_report(sampler.samples, sampler.sides(), settings.warmup_s, elapsed)
         finally:
-            for side in sides:
-                side.stop(timeout_s=5.0)
+            if sampler is not None:
+                sampler.stop()
+            for process in processes:
+                process.stop(timeout_s=5.0)
+            if groups is not None:
+                groups.close()
             signal.signal(signal.SIGTERM, previous)
-    report = summarize(records, trace, settings, t0_wall, elapsed, rx_bytes, fault_ends)
+    report = summarize(records, trace, settings, t0_wall, elapsed, rx_bytes, fault_ends,
+                       placement=placement, cpu=cpu, camera_fps=camera_hz)
     report["link"] = {"capabilities": capabilities, "not_applied": skipped,
                       "veth_rx_bytes": rx_bytes}
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -279,183 +462,34 @@ def run_testbed(settings: TestbedSettings) -> dict:
     return report
 
 
+def _merge_records(roles: dict[str, _Process]) -> dict:
+    """The processes' records as :func:`summarize` takes them: ``edge`` (the recorder's rows,
+    the edge node's stats and compute), ``cloud`` (the last cloud process's), ``roles``."""
+    by_role = {role: json.loads(p.records.read_text()) if p.records.is_file() else {}
+               for role, p in roles.items()}
+    exits = {role: {"exit_status": p.process.returncode, "killed_on_stop": p.killed_on_stop}
+             for role, p in roles.items()}
+    edge = dict(by_role.get("recorder", {}))
+    edge["edge_stats"] = by_role.get("edge", {}).get("edge_stats")
+    edge["compute"] = by_role.get("edge", {}).get("compute")
+    return {"edge": edge, "cloud": by_role.get("cloud", {}),
+            # What each process reported (nothing: it was killed, or failed to stop cleanly).
+            "roles": {role: {**{k: v for k, v in r.items()
+                                 if k in ("pid", "process_cpu_s", "compute", "published")},
+                             **exits[role]} for role, r in by_role.items()}}
+
+
+def _throttling_delta(before: dict, after: dict) -> dict | None:
+    if not before or not after:
+        return None
+    periods = after["periods"] - before["periods"]
+    throttled = after["throttled_periods"] - before["throttled_periods"]
+    return {"periods": periods, "throttled_periods": throttled,
+            "throttled_fraction": round(throttled / periods, 3) if periods else 0.0,
+            "throttled_s": round(after["throttled_s"] - before["throttled_s"], 3)}
+
+
 def _raise_interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
-def _value_at(series: list, t: float) -> float | None:
-    """The last value of a (time, value) series at or before ``t``."""
-    value = None
-    for when, v in series:
-        if when > t:
-            break
-        value = v
-    return value
-
-
-def summarize(records: dict, trace, settings: TestbedSettings, t0_wall: float,
-              elapsed_s: float, rx_bytes: int,
-              event_ends: list[tuple[str, float]] | None = None) -> dict:
-    """The testbed report (``summary``, ``timeline``, ``frames``, ``reactions``) from the two
-    sides' records; pure, so it is tested without namespaces."""
-    edge = records["edge"]
-    labels = {stamp: (t - t0_wall, label) for t, stamp, label in edge.get("labels", [])}
-    results: dict[int, tuple] = {}
-    duplicates = 0
-    for t, stamp, cls, split, ratio in edge.get("results", []):
-        if stamp in results:
-            duplicates += 1  # a frame answered twice (a replay the cloud should have refused)
-            continue
-        results[stamp] = (t - t0_wall, cls, split, ratio)
-    sent_config = {row[1]: (row[3], row[4]) for row in edge.get("sent", []) if row[3] is not None}
-    window = (settings.warmup_s, elapsed_s - 1.0)
-    frames = []
-    for stamp, (t, label) in sorted(labels.items(), key=lambda kv: kv[1][0]):
-        result = results.get(stamp)
-        latency = None if result is None else (result[0] + t0_wall) * 1e3 - stamp / 1e6
-        frames.append({"t_s": round(t, 3), "label": label,
-                       "predicted": None if result is None else result[1],
-                       "split_point": None if result is None else result[2],
-                       "ratio": None if result is None else result[3],
-                       "latency_ms": None if latency is None else round(latency, 3)})
-    counted = [f for f in frames if window[0] <= f["t_s"] <= window[1]]
-    delivered = [f for f in counted if f["predicted"] is not None]
-    correct = sum(f["predicted"] == f["label"] for f in delivered)
-    latencies = [f["latency_ms"] for f in delivered]
-    span = max(window[1] - window[0], 1e-9)
-    sent = [(row[0] - t0_wall, row[2]) for row in edge.get("sent", [])]
-    sent_in = [n for t, n in sent if window[0] <= t <= window[1]]
-    capacity_bits = _capacity_bits(trace, 0.0, elapsed_s)
-    estimates = [(t - t0_wall, v) for t, v in edge.get("estimates", [])]
-    splits = [(t - t0_wall, v) for t, v in edge.get("active_split", [])]
-    ratios = [(t - t0_wall, v) for t, v in edge.get("active_ratio", [])]
-    bytes_mean = float(np.mean(sent_in)) if sent_in else None
-    rate_mean = capacity_bits / max(elapsed_s, 1e-9)
-    summary = {
-        "strategy": settings.strategy,
-        "trace": str(settings.trace),
-        "bundle": str(settings.bundle),
-        "duration_s": round(elapsed_s, 2),
-        "frames_generated": len(counted),
-        "frames_delivered": len(delivered),
-        "generated_fps": round(len(counted) / span, 2),
-        "delivered_fps": round(len(delivered) / span, 2),
-        "top1_on_delivered_percent": round(100 * correct / len(delivered), 2) if delivered
-        else None,
-        "effective_accuracy": round(correct / len(counted), 4) if counted else None,
-        "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
-        "latency_ms_p99": round(float(np.percentile(latencies, 99)), 2) if latencies else None,
-        "bytes_per_frame_mean": None if bytes_mean is None else round(bytes_mean, 1),
-        # Goodput over capacity: the veth's received bytes (DDS headers and retransmissions
-        # included) against the shaped capacity integrated over the run.
-        "link_utilization": round(8 * rx_bytes / capacity_bits, 4) if capacity_bits > 0
-        else None,
-        # B/D of the frames actually sent, for the "fps ≥ 0.9·B/D when link-bound" target.
-        "link_bound_fps": round(rate_mean / (8 * bytes_mean), 2) if bytes_mean else None,
-        # What a frame really costs on the uplink: every byte the cloud's veth received
-        # (Ethernet/IP/UDP/RTPS headers, CDR fields, ACKNACKs, discovery) per frame sent. For
-        # small frames it is several times D, and B over it is the fps the link can carry.
-        "wire_bytes_per_frame": round(rx_bytes / len(sent), 1) if sent else None,
-        "link_bound_fps_wire": round(rate_mean * len(sent) / (8 * rx_bytes), 2)
-        if sent and rx_bytes > 0 else None,
-        "configurations_used": sorted({f"{f['split_point']:.0f}:{f['ratio']:g}"
-                                       for f in delivered}),
-        # Fault criteria (issue: 0 stale or misdecoded outputs): a result is stale when it
-        # arrives more than stale_after_ms after capture, misdecoded when it names another
-        # configuration than the frame that was sent for that camera frame.
-        "stale_results": sum(f["latency_ms"] > settings.stale_after_ms for f in delivered),
-        "misdecoded_results": sum(
-            1 for stamp, (_, _, split, ratio) in results.items()
-            if stamp in sent_config
-            and config_key(*sent_config[stamp]) != config_key(split, ratio)),
-        "duplicate_results": duplicates,
-    }
-    timeline = []
-    for t in np.arange(0.0, elapsed_s, 0.5):
-        past = [f for f in frames if t - settings.window_s <= f["t_s"] <= t]
-        good = sum(f["predicted"] == f["label"] for f in past if f["predicted"] is not None)
-        timeline.append({"t_s": round(float(t), 2), "link_rate_bps": trace.rate_at(float(t)),
-                         "estimate_bps": _value_at(estimates, t),
-                         "split_point": _value_at(splits, t), "ratio": _value_at(ratios, t),
-                         "effective_accuracy": good / len(past) if past else None})
-    return {"summary": summary, "reactions": _reactions(trace, elapsed_s, estimates, ratios,
-                                                        splits),
-            "recoveries": _recoveries(trace, frames, elapsed_s, event_ends or []),
-            "settings": {k: str(v) if isinstance(v, Path) else v
-                         for k, v in asdict(settings).items()},
-            "timeline": timeline, "frames": frames, "edge_stats": edge.get("edge_stats")}
-
-
-def _fault_ends(trace, elapsed_s: float, event_ends: list[tuple[str, float]]
-                ) -> list[tuple[str, float]]:
-    """(what, when it ended) for every fault in the run: trace segments with loss, no rate or
-    more than the trace's smallest delay, and the events (a restarted cloud ends when it serves
-    again, a killed scheduler at once)."""
-    ends = []
-    times = [float(t) for t in trace.times_s]
-    base_delay = float(min(trace.delays_s))
-    for i, (rate, loss, delay) in enumerate(zip(trace.rates_bps, trace.losses, trace.delays_s,
-                                                strict=True)):
-        if (rate <= 0 or loss > 0 or delay > base_delay) and i + 1 < len(times) \
-                and times[i + 1] < elapsed_s:
-            what = ("outage" if rate <= 0 else f"loss {100 * float(loss):g}%" if loss > 0
-                    else f"delay {1e3 * float(delay):g} ms")
-            ends.append((f"{what} {times[i]:g}-{times[i + 1]:g} s", times[i + 1]))
-    return ends + [(f"{what} at {t:.2f} s", t) for what, t in event_ends]
-
-
-def _recoveries(trace, frames: list[dict], elapsed_s: float,
-                event_ends: list[tuple[str, float]]) -> list[dict]:
-    """Per fault: seconds from its end until results flow again, i.e. until the first result
-    of a frame captured after the end (None: never within the run)."""
-    rows = []
-    for what, end in _fault_ends(trace, elapsed_s, event_ends):
-        answered = [f["t_s"] + f["latency_ms"] / 1e3 for f in frames
-                    if f["t_s"] >= end and f["latency_ms"] is not None]
-        rows.append({"fault": what, "ended_s": round(end, 3),
-                     "recovered_after_s": round(min(answered) - end, 3) if answered else None})
-    return rows
-
-
-def _capacity_bits(trace, start_s: float, end_s: float) -> float:
-    times = [*trace.times_s, math.inf]
-    total = 0.0
-    for i, rate in enumerate(trace.rates_bps):
-        lo, hi = max(start_s, times[i]), min(end_s, times[i + 1])
-        if hi > lo:
-            total += float(rate) * (hi - lo)
-    return total
-
-
-def _reactions(trace, elapsed_s: float, estimates: list, ratios: list, splits: list
-               ) -> list[dict]:
-    """For every rate change in the run: how long until the estimate was within 15 % of the
-    new rate (and stayed there for 1 s), and until the active configuration changed."""
-    rows = []
-    for i in range(1, len(trace.times_s)):
-        step, rate = float(trace.times_s[i]), float(trace.rates_bps[i])
-        if step >= elapsed_s:
-            break
-        before = float(trace.rates_bps[i - 1])
-        end = float(trace.times_s[i + 1]) if i + 1 < len(trace.times_s) else elapsed_s
-        within = None
-        if rate > 0:
-            after = [(t, v) for t, v in estimates if step <= t <= end]
-            for j, (t, _) in enumerate(after):
-                stay = [v for u, v in after[j:] if u <= t + 1.0]
-                if stay and all(abs(v - rate) <= 0.15 * rate for v in stay):
-                    within = round(t - step, 2)
-                    break
-        config_before = (_value_at(splits, step), _value_at(ratios, step))
-        changed = None
-        for t, _ in sorted(ratios + splits):
-            if step < t <= end and (_value_at(splits, t), _value_at(ratios, t)) != \
-                    config_before:
-                changed = round(t - step, 2)
-                break
-        rows.append({"t_s": step, "rate_before_bps": before, "rate_after_bps": rate,
-                     "estimate_within_15pct_after_s": within,
-                     "configuration_changed_after_s": changed,
-                     "ratio_before": config_before[1],
-                     "ratio_after": _value_at(ratios, end - 1e-6)})
-    return rows

@@ -1,29 +1,49 @@
-"""One side of ``split-infer testbed``, run by the testbed inside its network namespace.
+"""One process of ``split-infer testbed``: one node, as on a robot or a server.
 
     python -m split_infer.tools.testbed.sides CONFIG.json
 
-* ``"side": "edge"`` — bag player → edge node and bandwidth monitor (+ the scheduler when the
-  strategy is ``adaptive``) and a recorder of labels, sent frames, estimates and the active
-  configuration; for ``cloud_only`` a JPEG sender instead of the edge node, for ``edge_only``
-  the whole model and a recorder of its results (:mod:`.references`).
-* ``"side": "cloud"`` — only the serving node (the cloud node; ``cloud_only``: the whole
-  model on JPEG frames; ``edge_only``: nothing), so that a fault test can kill it: results and
-  receipts come back to the robot and are recorded there.
+``CONFIG["role"]`` says which node the process runs (the testbed starts it inside its
+network namespace and its cgroup):
 
-Protocol with the testbed (stdout/stdin, one line each): the side prints ``READY`` once its
-nodes are up (the edge also waits until the cloud's subscription is matched across the link);
-the edge starts the bag player when it reads ``GO`` (and afterwards takes ``KILL scheduler``);
-both stop on SIGTERM or SIGINT and write their records (wall-clock times, ``time.time()``,
-shared by both namespaces) to ``out`` as JSON before exiting.
+* ``camera`` (harness, edge namespace) — the bag player, held by its gate until ``GO``;
+* ``edge`` (product, edge namespace) — the edge node; for ``cloud_only`` the JPEG sender, for
+  ``edge_only`` the whole model (:mod:`.references`);
+* ``monitor`` (product, edge namespace; split strategies) — the bandwidth monitor;
+* ``scheduler`` (product, edge namespace; ``adaptive`` only) — the scheduler;
+* ``recorder`` (harness, edge namespace) — records labels, sent frames, estimates, the active
+  configuration, and the results and receipts coming back from the cloud;
+* ``cloud`` (product, cloud namespace) — only the serving node (the cloud node; ``cloud_only``:
+  the whole model on JPEG frames; ``edge_only``: nothing), so that a fault test can kill it.
+
+Every process spins its one node on a ``SingleThreadedExecutor`` of its own
+(:class:`~split_infer.ros.common.ExecutorPerNode`), and every model runs with one ONNX
+Runtime intra-op thread (:data:`MODEL_THREADS`), whatever the strategy. A product process
+times its frame callbacks with the thread's CPU clock (:class:`FrameCost`): the per-frame
+compute the testbed's physical bound is made of.
+
+Protocol with the testbed (stdout/stdin, one line each):
+
+* the process prints ``READY {"pub": [...], "sub": [...]}`` (its node's topics) once its node
+  is up;
+* ``SYNC {"pub": {topic: n}, "sub": {topic: n}}`` → ``SYNCED`` once each of its publishers
+  has matched n readers and each subscription n writers (and its service clients see their
+  servers), or ``ERROR ...`` naming what is missing after ``timeout_s``. The testbed derives n
+  from every process's ``READY`` line and shapes the link only after all answered, so no
+  discovery crosses the shaped link;
+* ``GO`` opens the camera's gate;
+* SIGTERM, SIGINT or the end of stdin (the testbed is gone) stop the process; it writes its
+  records (wall-clock times, ``time.time()``, shared by both namespaces) to ``out`` as JSON.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
-import signal
+import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import rclpy
@@ -34,54 +54,64 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64, Float64MultiArray
 
-from split_infer.ros.bandwidth_monitor import BandwidthMonitor
-from split_infer.ros.cloud_node import CloudNode
-from split_infer.ros.common import ExecutorPerNode
-from split_infer.ros.edge_node import EdgeNode
+from split_infer.ros.common import ExecutorPerNode, until_signalled
 from split_infer.ros.messages import (
     FEATURE_QOS,
     RECEIPTS_QOS,
     parse_estimate,
     parse_receipts,
 )
-from split_infer.ros.scheduler import Scheduler
-from split_infer.tools.bag.player import BagPlayer
 from split_infer.tools.bag.storage import header_stamp_ns
-from split_infer.tools.testbed.references import FullModelNode, JpegSender
 from split_infer.wire import decode_frame
 
-__all__ = ["main"]
+__all__ = [
+    "MODEL_THREADS",
+    "ROLE_GROUP",
+    "EdgeRecorder",
+    "FrameCost",
+    "edge_roles",
+    "main",
+    "run_role",
+]
 
 ROBOT = "robot"
 _QOS = QoSProfile(depth=200)
+REFERENCE_STRATEGIES = ("cloud_only", "edge_only")
+#: ONNX Runtime intra-op threads of every model node, whatever the strategy: the robot's
+#: budget is a fraction of one core, and one thread keeps the frame work on the thread that
+#: :class:`FrameCost` times.
+MODEL_THREADS = 1
+#: The cgroup (and CPU report side) of each role: the robot's product processes, the server's,
+#: and the harness (camera and recorder), which must not eat the robot's CPU.
+ROLE_GROUP = {"edge": "edge", "monitor": "edge", "scheduler": "edge", "cloud": "cloud",
+              "camera": "harness", "recorder": "harness"}
 
 
-class _Recorder(Node):
-    """Appends (wall time, ...) rows per topic; the lists are only appended to, and read
-    after the executor stopped."""
-
-    def __init__(self, side: str, **kwargs) -> None:
-        super().__init__(f"testbed_{side}_recorder", namespace=ROBOT, **kwargs)
-        self.rows: dict[str, list] = {}
-        self._lock = threading.Lock()
-
-    def _add(self, key: str, row: list) -> None:
-        with self._lock:
-            self.rows.setdefault(key, []).append(row)
-
-    def snapshot(self) -> dict[str, list]:
-        with self._lock:
-            return {k: list(v) for k, v in self.rows.items()}
+def edge_roles(strategy: str) -> list[str]:
+    """The edge namespace's processes for ``strategy``, camera first (it stops first)."""
+    roles = ["camera", "edge"]
+    if strategy not in REFERENCE_STRATEGIES:
+        # Every split strategy has the monitor: the edge's backpressure paces by its estimate,
+        # and a fixed configuration without it would be limited to max_in_flight frames per
+        # round trip. Only the adaptive one has a scheduler.
+        roles.append("monitor")
+    if strategy == "adaptive":
+        roles.append("scheduler")
+    return [*roles, "recorder"]
 
 
-class EdgeRecorder(_Recorder):
+class EdgeRecorder(Node):
     """Everything the testbed measures, recorded on the robot: labels, the frames sent (with
     the configuration their wire header names), estimates, the active configuration, and the
     results and receipts coming back from the cloud (over the unshaped direction). Recording
-    on the edge keeps the cloud process a plain serving node that a fault test can kill."""
+    on the edge keeps the cloud process a plain serving node that a fault test can kill.
+
+    Rows are (wall time, ...) per topic, only appended to, read with :meth:`snapshot`."""
 
     def __init__(self, features_topic: str = "features", **kwargs) -> None:
-        super().__init__("edge", **kwargs)
+        super().__init__("testbed_edge_recorder", namespace=ROBOT, **kwargs)
+        self.rows: dict[str, list] = {}
+        self._lock = threading.Lock()
         self._features_topic = features_topic
         self.create_subscription(DiagnosticArray, "labels", self._on_label, _QOS)
         self.create_subscription(CompressedImage, features_topic, self._on_features,
@@ -96,6 +126,15 @@ class EdgeRecorder(_Recorder):
             "active_split", [time.time(), float(m.data)]), _QOS)
         self.create_subscription(Float64, "metrics/active_ratio", lambda m: self._add(
             "active_ratio", [time.time(), float(m.data)]), _QOS)
+
+    def _add(self, key: str, row: list) -> None:
+        with self._lock:
+            self.rows.setdefault(key, []).append(row)
+
+    def snapshot(self) -> dict[str, list]:
+        """A copy of every row recorded so far, by topic key."""
+        with self._lock:
+            return {k: list(v) for k, v in self.rows.items()}
 
     def _on_label(self, msg: DiagnosticArray) -> None:
         values = {kv.key: kv.value for status in msg.status for kv in status.values}
@@ -133,23 +172,78 @@ class EdgeRecorder(_Recorder):
             self._add("receipts", [time.time(), row["bytes"], row["receive_stamp_s"]])
 
 
-REFERENCE_STRATEGIES = ("cloud_only", "edge_only")
+class FrameCost:
+    """CPU time of a node's frame callbacks, on the CPU clock of the thread running them.
+
+    It wraps the callbacks of ``node``'s subscriptions to ``topics``. A single-threaded
+    executor runs them one at a time on one thread, and every model runs on that thread too
+    (:data:`MODEL_THREADS`), so the thread's clock holds exactly the frames' work (conversion,
+    preprocessing, model, codec, publishing), and neither the other threads' work (DDS) nor
+    the executor's own (waiting, taking and deserialising the message before the callback).
+    Unlike wall time it does not grow when a CPU budget throttles the process."""
+
+    def __init__(self, node: Node, topics: tuple[str, ...]) -> None:
+        self.cpu_ns = 0
+        self.calls = 0
+        self.topics = [s.topic_name for s in node.subscriptions if s.topic_name in topics]
+        for subscription in node.subscriptions:
+            if subscription.topic_name in topics:
+                subscription.callback = self._timed(subscription.callback)
+
+    def _timed(self, callback: Callable) -> Callable:
+        def timed(*args):
+            start = time.thread_time_ns()
+            try:
+                return callback(*args)
+            finally:
+                self.cpu_ns += time.thread_time_ns() - start
+                self.calls += 1
+
+        # rclpy passes the message info only to callbacks whose signature takes two
+        # arguments, so the wrapper keeps the wrapped callback's arity.
+        try:
+            inspect.signature(callback).bind(object())
+        except TypeError:
+            return lambda msg, info: timed(msg, info)
+        return lambda msg: timed(msg)
+
+    def record(self, frames: int) -> dict[str, object]:
+        """``frames`` (those that did the work: sent, classified), the callbacks' CPU
+        seconds and calls, and the CPU ms per frame."""
+        return {"topics": self.topics, "frames": frames, "callbacks": self.calls,
+                "cpu_s": self.cpu_ns / 1e9,
+                "ms_per_frame": self.cpu_ns / 1e6 / frames if frames else None}
 
 
-def _edge_nodes(config: dict, context) -> tuple[list[Node], Node | None]:
-    """The edge side's nodes and the one whose publisher must reach the cloud (None when
-    nothing crosses the link)."""
-    bundle = config["bundle"]
+# -- the nodes of each role -------------------------------------------------------------------
+
+
+def _camera(config: dict, context, gate: threading.Event) -> Node:
+    from split_infer.tools.bag.player import BagPlayer
+
+    # Created before READY, so its discovery crosses the link before it is shaped; it plays
+    # once GO opens the gate.
+    return BagPlayer(gate=gate, context=context, parameter_overrides=[
+        Parameter("bag", value=config["bag"]), Parameter("loop", value=True),
+        Parameter("rate", value=float(config.get("playback_rate", 1.0)))],
+        cli_args=["--ros-args", "-r", f"/camera/image_raw:=/{ROBOT}/image",
+                  "-r", f"/camera/labels:=/{ROBOT}/labels"])
+
+
+def _edge(config: dict, context, gate: threading.Event) -> Node:
+    from split_infer.tools.testbed.references import FullModelNode, JpegSender
+
     strategy = config["strategy"]
-    common = {"context": context}
     if strategy == "cloud_only":
-        sender = JpegSender(int(config.get("jpeg_quality", 90)), namespace=ROBOT, **common)
-        return [EdgeRecorder(features_topic="image/compressed", **common), sender], sender
+        return JpegSender(int(config.get("jpeg_quality", 90)), namespace=ROBOT, context=context)
     if strategy == "edge_only":
-        return [EdgeRecorder(**common),
-                FullModelNode(bundle, compressed=False, namespace=ROBOT, **common)], None
-    params = [Parameter("bundle", value=bundle),
+        return FullModelNode(config["bundle"], compressed=False, threads=MODEL_THREADS,
+                             namespace=ROBOT, context=context)
+    from split_infer.ros.edge_node import EdgeNode
+
+    params = [Parameter("bundle", value=config["bundle"]),
               Parameter("fallback", value=config.get("fallback", "drop")),
+              Parameter("threads", value=MODEL_THREADS),
               Parameter("auth_key_file", value=config.get("auth_key_file", ""))]
     adaptive = strategy == "adaptive"
     first = config.get("initial", "") if adaptive else strategy
@@ -159,159 +253,205 @@ def _edge_nodes(config: dict, context) -> tuple[list[Node], Node | None]:
                    Parameter("ratio", value=float(ratio))]
     if not adaptive:
         params.append(Parameter("preload", value=[strategy]))
-    edge = EdgeNode(namespace=ROBOT, parameter_overrides=params, **common)
-    # Every split strategy has the monitor: the edge's backpressure paces by its estimate, and
-    # a fixed configuration without it would be limited to max_in_flight frames per round
-    # trip. Only the adaptive one has a scheduler.
-    nodes: list[Node] = [EdgeRecorder(**common), edge, BandwidthMonitor(namespace=ROBOT,
-                                                                          **common)]
-    if adaptive:
-        nodes.append(Scheduler(namespace=ROBOT, parameter_overrides=[
-            Parameter("bundle", value=bundle),
-            Parameter("objective", value=config.get("objective", "effective_accuracy")),
-            Parameter("frame_rate", value=float(config.get("frame_rate", 30.0)))], **common))
-    return nodes, edge
+    return EdgeNode(namespace=ROBOT, parameter_overrides=params, context=context)
 
 
-def _cloud_nodes(config: dict, context) -> list[Node]:
+def _monitor(config: dict, context, gate: threading.Event) -> Node:
+    from split_infer.ros.bandwidth_monitor import BandwidthMonitor
+
+    return BandwidthMonitor(namespace=ROBOT, context=context)
+
+
+def _scheduler(config: dict, context, gate: threading.Event) -> Node:
+    from split_infer.ros.scheduler import Scheduler
+
+    return Scheduler(namespace=ROBOT, context=context, parameter_overrides=[
+        Parameter("bundle", value=config["bundle"]),
+        Parameter("objective", value=config.get("objective", "effective_accuracy")),
+        Parameter("frame_rate", value=float(config.get("frame_rate", 30.0)))])
+
+
+def _recorder(config: dict, context, gate: threading.Event) -> Node:
+    topic = "image/compressed" if config["strategy"] == "cloud_only" else "features"
+    return EdgeRecorder(features_topic=topic, context=context)
+
+
+def _cloud(config: dict, context, gate: threading.Event) -> Node | None:
     strategy = config["strategy"]
     if strategy == "edge_only":
-        return []  # nothing crosses the link
+        return None  # nothing crosses the link
     if strategy == "cloud_only":
-        return [FullModelNode(config["bundle"], compressed=True, namespace=ROBOT,
-                              context=context)]
+        from split_infer.tools.testbed.references import FullModelNode
+
+        return FullModelNode(config["bundle"], compressed=True, threads=MODEL_THREADS,
+                             namespace=ROBOT, context=context)
+    from split_infer.ros.cloud_node import CloudNode
+
     # Both namespaces share the host clock, so the cloud can refuse frames that arrive too
     # late to be of use (the testbed's definition of a stale result).
-    return [CloudNode(namespace=ROBOT, context=context, parameter_overrides=[
+    return CloudNode(namespace=ROBOT, context=context, parameter_overrides=[
         Parameter("bundle", value=config["bundle"]),
+        Parameter("threads", value=MODEL_THREADS),
         Parameter("max_frame_age", value=float(config.get("max_frame_age", 0.0))),
-        Parameter("auth_key_file", value=config.get("auth_key_file", ""))])]
+        Parameter("auth_key_file", value=config.get("auth_key_file", ""))])
 
 
-def _follow_commands(stop: threading.Event, executor, nodes: list[Node]) -> None:
-    """Edge stdin after GO: ``KILL scheduler`` removes the scheduler as a crash would (the
-    edge keeps its last configuration); EOF or anything else is ignored."""
-    for line in sys.stdin:
-        if line.strip() == "KILL scheduler":
-            for node in [n for n in nodes if isinstance(n, Scheduler)]:
-                executor.remove_node(node)
-                node.destroy_node()
-                nodes.remove(node)
-            print("KILLED scheduler", flush=True)
-        if stop.is_set():
-            return
+_BUILDERS: dict[str, Callable[[dict, object, threading.Event], Node | None]] = {
+    "camera": _camera, "edge": _edge, "monitor": _monitor, "scheduler": _scheduler,
+    "recorder": _recorder, "cloud": _cloud}
+
+#: The topics whose callbacks are a product process's per-frame work.
+_FRAME_TOPICS = {"edge": (f"/{ROBOT}/image",),
+                 "cloud": (f"/{ROBOT}/features", f"/{ROBOT}/image/compressed")}
 
 
-#: Topics the cloud publishes to readers on the robot.
-CLOUD_PUBLISHED = ("receipts", "results")
+def _frames_worked(node: Node) -> int:
+    """Frames the node did its work on (not those it dropped before the work)."""
+    from split_infer.ros.edge_node import EdgeNode
+    from split_infer.tools.testbed.references import FullModelNode, JpegSender
+
+    if isinstance(node, EdgeNode):  # sent, or classified by its fallback
+        stats = node.stats()
+        return int(stats["sent"]) + int(stats["edge_only"])
+    if isinstance(node, JpegSender):
+        return int(node.sent)
+    if isinstance(node, FullModelNode):
+        return int(node.frames)
+    return sum(int(s["frames"]) for s in node.stats().values())  # the cloud node's streams
 
 
-def _answer_expect(stop: threading.Event, nodes: list[Node], timeout_s: float = 30.0) -> None:
-    """Cloud stdin: ``EXPECT {"topic": n, ...}`` → print ``MATCHED`` once this process has
-    discovered n readers of each topic (an ERROR line after ``timeout_s``)."""
-    for line in sys.stdin:
-        if not line.startswith("EXPECT "):
-            continue
-        expect = json.loads(line[len("EXPECT "):])
-        deadline = time.monotonic() + timeout_s
-        while nodes and not stop.is_set():
-            missing = {topic: n for topic, n in expect.items()
-                       if nodes[0].count_subscribers(f"/{ROBOT}/{topic}") < n}
-            if not missing:
-                break
-            if time.monotonic() > deadline:
-                print(f"ERROR the cloud did not discover the robot's readers of {missing}",
-                      flush=True)
-                return
-            time.sleep(0.05)
-        print("MATCHED", flush=True)
-        return
-
-
-def run_side(config: dict) -> int:
-    """Run one side until SIGTERM/SIGINT; write its records to ``config["out"]``."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(config["domain_id"]))
-    executor = ExecutorPerNode(context)
-    nodes: list[Node] = []
-    try:
-        if config["side"] == "edge":
-            nodes, sender = _edge_nodes(config, context)
+def _records(role: str, node: Node | None, cost: FrameCost | None) -> dict:
+    times = os.times()
+    records: dict = {"role": role, "pid": os.getpid(),
+                     "process_cpu_s": times.user + times.system}
+    if node is None:
+        return records
+    if isinstance(node, EdgeRecorder):
+        records.update(node.snapshot())
+    if cost is not None:
+        records["compute"] = cost.record(_frames_worked(node))
+    if role in ("edge", "cloud"):
+        key = f"{role}_stats"
+        if hasattr(node, "drops"):  # the references count their frames and drops
+            records[key] = {"frames": _frames_worked(node), "drops": node.drops.snapshot()}
+        elif role == "edge":
+            records[key] = node.stats()
         else:
-            nodes = _cloud_nodes(config, context)
-        for node in nodes:
-            executor.add_node(node)
-        if config["side"] == "edge":
-            # Every node, the player included, exists before READY, so all discovery crosses
-            # the link before it is shaped; the player plays once GO opens the gate.
-            gate = threading.Event()
-            player = BagPlayer(gate=gate, context=context, parameter_overrides=[
-                Parameter("bag", value=config["bag"]), Parameter("loop", value=True),
-                Parameter("rate", value=float(config.get("playback_rate", 1.0)))],
-                cli_args=["--ros-args", "-r", f"/camera/image_raw:=/{ROBOT}/image",
-                          "-r", f"/camera/labels:=/{ROBOT}/labels"])
-            nodes.append(player)
-            executor.add_node(player)
-            publisher = None if sender is None else (
-                sender.publisher if isinstance(sender, JpegSender) else sender._features_pub)
-            deadline = time.monotonic() + float(config.get("discovery_timeout_s", 30.0))
-            # Both directions must be matched before frames flow: once a slow link is
-            # saturated, discovery traffic queues behind the frames for seconds.
-            recorder = next(n for n in nodes if isinstance(n, EdgeRecorder))
-            while publisher is not None and not stop.is_set() and (
-                    publisher.get_subscription_count() < 1
-                    or recorder.results.get_publisher_count() < 1):
-                if time.monotonic() > deadline:
-                    print("ERROR the cloud's subscription and results were not discovered "
-                          "across the link", flush=True)
-                    return 3
-                time.sleep(0.05)
-            # The matches above are this side's view. The cloud must also have discovered the
-            # readers here that it publishes to, or those announcements (and their repairs)
-            # would cross the shaped link later; the testbed passes this line to the cloud
-            # and starts once it answers MATCHED.
-            expect = {topic: recorder.count_subscribers(f"/{ROBOT}/{topic}")
-                      for topic in CLOUD_PUBLISHED}
-            print(f"EXPECT {json.dumps(expect)}", flush=True)
-            print("READY", flush=True)
-            line = sys.stdin.readline()
-            if line.strip() != "GO":
-                return 0 if stop.is_set() else 4
+            records[key] = {k: {**v, "last_config": list(v["last_config"] or [])}
+                            for k, v in node.stats().items()}
+    if role == "camera":
+        records["published"] = int(node.published)
+    return records
+
+
+# -- the protocol -----------------------------------------------------------------------------
+
+
+def endpoints(node: Node | None) -> dict[str, list[str]]:
+    """The topics ``node`` publishes and subscribes to (one entry per endpoint)."""
+    if node is None:
+        return {"pub": [], "sub": []}
+    return {"pub": [p.topic_name for p in node.publishers],
+            "sub": [s.topic_name for s in node.subscriptions]}
+
+
+def wait_discovered(node: Node | None, expect: dict, stop: threading.Event,
+                    timeout_s: float = 30.0) -> str | None:
+    """Wait until every publisher of ``node`` on a topic of ``expect["pub"]`` has matched that
+    many readers, every subscription that many writers, and every service client its server;
+    None, or what is still missing after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while node is not None and not stop.is_set():
+        missing = []
+        for publisher in node.publishers:
+            want = expect.get("pub", {}).get(publisher.topic_name, 0)
+            have = publisher.get_subscription_count()
+            if have < want:
+                missing.append(f"{publisher.topic_name} readers {have}/{want}")
+        for subscription in node.subscriptions:
+            want = expect.get("sub", {}).get(subscription.topic_name, 0)
+            have = subscription.get_publisher_count()
+            if have < want:
+                missing.append(f"{subscription.topic_name} writers {have}/{want}")
+        missing += [f"service {getattr(c, 'srv_name', '?')}" for c in node.clients
+                    if not c.service_is_ready()]
+        if not missing:
+            return None
+        if time.monotonic() > deadline:
+            return f"{node.get_name()} did not discover {', '.join(missing)}"
+        time.sleep(0.05)
+    return None
+
+
+def _follow_commands(stop: threading.Event, node: Node | None, gate: threading.Event) -> None:
+    for line in sys.stdin:
+        command = line.strip()
+        if command.startswith("SYNC "):
+            expect = json.loads(command[len("SYNC "):])
+            problem = wait_discovered(node, expect, stop, float(expect.get("timeout_s", 30.0)))
+            print("SYNCED" if problem is None else f"ERROR {problem}", flush=True)
+        elif command == "GO":
             gate.set()
-            threading.Thread(target=_follow_commands, args=(stop, executor, nodes),
+    stop.set()  # the testbed closed stdin (or died): nobody is left to stop this process
+
+
+def _one_thread() -> None:
+    """The same thread settings for every strategy's nodes: image conversion and JPEG coding
+    on the calling thread (OpenCV's pool would run beside the callback, unseen by
+    :class:`FrameCost`)."""
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
+def run_role(config: dict) -> int:
+    """Run the node of ``config["role"]`` until SIGTERM/SIGINT or the end of stdin; write its
+    records to ``config["out"]``."""
+    role = config["role"]
+    if role not in _BUILDERS:
+        print(f"ERROR unknown role {role!r}; use one of {sorted(_BUILDERS)}", flush=True)
+        return 2
+    if role in _FRAME_TOPICS:
+        _one_thread()
+    context = rclpy.Context()
+    gate = threading.Event()
+    with until_signalled(context=context) as stop:
+        node: Node | None = None
+        cost: FrameCost | None = None
+        executor = ExecutorPerNode(context)
+        try:
+            node = _BUILDERS[role](config, context, gate)
+            if node is not None:
+                if role in _FRAME_TOPICS:
+                    cost = FrameCost(node, _FRAME_TOPICS[role])
+                executor.add_node(node)
+            print(f"READY {json.dumps(endpoints(node))}", flush=True)
+            threading.Thread(target=_follow_commands, args=(stop, node, gate),
                              daemon=True).start()
-        else:
-            print("READY", flush=True)
-            threading.Thread(target=_answer_expect, args=(stop, nodes), daemon=True).start()
-        while not stop.wait(0.1):
-            pass
-        return 0
-    finally:
-        executor.shutdown(timeout_sec=5.0)
-        records: dict = {}
-        for node in nodes:
-            if isinstance(node, _Recorder):
-                records = node.snapshot()
-            if isinstance(node, EdgeNode):
-                records["edge_stats"] = node.stats()
-            if isinstance(node, CloudNode):
-                records["cloud_stats"] = {k: {**v, "last_config": list(v["last_config"] or [])}
-                                          for k, v in node.stats().items()}
-        Path(config["out"]).write_text(json.dumps(records))
-        for node in reversed(nodes):
-            node.destroy_node()
-        rclpy.try_shutdown(context=context)
+            while not stop.wait(0.1):
+                pass
+            return 0
+        finally:
+            try:
+                # Written before the executor stops: the testbed stops the camera first, so
+                # nothing is in flight, and a failing shutdown cannot lose the records.
+                Path(config["out"]).write_text(json.dumps(_records(role, node, cost)))
+            finally:
+                executor.shutdown(timeout_sec=5.0)
+                if node is not None:
+                    node.destroy_node()
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m split_infer.tools.testbed.sides CONFIG.json``."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m split_infer.tools.testbed.sides CONFIG.json", file=sys.stderr)
         return 2
-    return run_side(json.loads(Path(args[0]).read_text()))
+    return run_role(json.loads(Path(args[0]).read_text()))
 
 
 if __name__ == "__main__":

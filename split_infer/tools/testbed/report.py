@@ -1,0 +1,383 @@
+"""The testbed's measurements, apart from running it: per-process CPU sampling, physical
+bounds and the validity gate, the per-run summary, recoveries and reactions."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from split_infer.config_key import config_key
+from split_infer.tools.link import Trace
+
+__all__ = ["VALID_FRACTION", "CpuSampler", "cpu_report", "physical_bounds", "steady_trace",
+           "summarize"]
+
+#: The sanity gate: a run whose link is not the limit must deliver this share of its bound.
+VALID_FRACTION = 0.95
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of every thread of ``pid`` so far (None once it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2:].split()  # after "pid (comm) ": the comm may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+class CpuSampler(threading.Thread):
+    """Samples the CPU time of the testbed's processes once a second (``clock``: seconds
+    since GO); :func:`cpu_report` summarises the samples."""
+
+    def __init__(self, clock: Callable[[], float], interval_s: float = 1.0) -> None:
+        super().__init__(name="cpu_sampler", daemon=True)
+        self.clock, self.interval_s = clock, interval_s
+        self.processes: dict[str, tuple[str, int]] = {}  # name → (side, pid)
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+
+    def add(self, name: str, side: str, pid: int) -> None:
+        """Sample ``pid`` as ``name`` of ``side`` ("edge", "cloud" or "harness") from now."""
+        with self._lock:
+            self.processes[name] = (side, pid)
+
+    def sample(self) -> None:
+        """Take one sample now."""
+        with self._lock:
+            processes = dict(self.processes)
+        values = {name: cpu for name, (_, pid) in processes.items()
+                  if (cpu := _process_cpu_s(pid)) is not None}
+        self.samples.append((self.clock(), values))
+
+    def run(self) -> None:
+        self.sample()
+        while not self._halt.wait(self.interval_s):
+            self.sample()
+
+    def stop(self) -> None:
+        """Take a last sample and stop."""
+        self._halt.set()
+        if self.is_alive():
+            self.join(timeout=5.0)
+        self.sample()
+
+    def sides(self) -> dict[str, str]:
+        """Each sampled process's side, by name."""
+        with self._lock:
+            return {name: side for name, (side, _) in self.processes.items()}
+
+
+def cpu_report(samples: list[tuple[float, dict[str, float]]], sides: dict[str, str],
+               warmup_s: float, end_s: float | None = None) -> dict:
+    """Per process and per side, the mean and max % of one core over the sampling intervals
+    that start at or after ``warmup_s`` (and end by ``end_s``), and each process's CPU seconds
+    over the whole run. A side's value per interval is the sum of its processes' (those
+    present at both ends of the interval). Pure, for testing."""
+    per_process: dict[str, list[float]] = {name: [] for name in sides}
+    per_side: dict[str, list[float]] = {side: [] for side in dict.fromkeys(sides.values())}
+    for (t0, a), (t1, b) in itertools.pairwise(samples):
+        if t0 < warmup_s or t1 <= t0 or (end_s is not None and t1 > end_s + 1e-6):
+            continue
+        totals: dict[str, float] = dict.fromkeys(per_side, 0.0)
+        for name, side in sides.items():
+            if name in a and name in b:
+                percent = 100.0 * (b[name] - a[name]) / (t1 - t0)
+                per_process[name].append(percent)
+                totals[side] += percent
+        for side, total in totals.items():
+            per_side[side].append(total)
+
+    def stats(values: list[float]) -> dict[str, float | None]:
+        return {"mean_percent": round(float(np.mean(values)), 1) if values else None,
+                "max_percent": round(float(np.max(values)), 1) if values else None}
+
+    processes = {}
+    for name, side in sides.items():
+        seen = [s[name] for _, s in samples if name in s]
+        processes[name] = {"side": side, **stats(per_process[name]),
+                           "cpu_s": round(seen[-1] - seen[0], 2) if seen else None}
+    return {"interval_s": round(float(np.median(np.diff([t for t, _ in samples]))), 2)
+            if len(samples) > 1 else None,
+            "after_s": warmup_s, "processes": processes,
+            "sides": {side: stats(values) for side, values in per_side.items()}}
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def _cores(placement: dict, side: str) -> float:
+    """The cores one frame pipeline of ``side`` can use: its CPUs, its budget, and one,
+    since a node's frame work runs on one thread (sides.MODEL_THREADS)."""
+    count = (len(placement.get(f"{side}_cpus") or []) if placement.get("pinned")
+             else (os.cpu_count() or 1))
+    budget = placement.get("edge_cpu_budget") if side == "edge" else None
+    return min(1.0, float(count), math.inf if budget is None else float(budget))
+
+
+def _value_at(series: list, t: float) -> float | None:
+    """The last value of a (time, value) series at or before ``t``."""
+    value = None
+    for when, v in series:
+        if when > t:
+            break
+        value = v
+    return value
+
+
+def steady_trace(trace: Trace) -> bool:
+    """Whether ``trace`` is one constant, non-zero rate without loss and with one delay: a link
+    whose only limit is its rate (where the sanity gate applies)."""
+    rates = {float(r) for r in trace.rates_bps}
+    return (len(rates) == 1 and min(rates) > 0 and all(float(x) == 0 for x in trace.losses)
+            and len({float(d) for d in trace.delays_s}) == 1)
+
+
+def physical_bounds(*, camera_fps: float, compute: dict, cores: dict[str, float],
+                    link_fps: float | None, steady: bool, delivered_fps: float) -> dict:
+    """A run's own physical bound and its sanity gate. Pure, for testing.
+
+    The bound is the smallest of: the camera rate; per side with a measured per-frame compute
+    (``compute[side]["ms_per_frame"]``: the CPU time of the product node's frame callbacks
+    per frame it worked on), ``cores[side]`` / that time — the edge's cores are its budget
+    (at most one: the frame work runs on one thread), shared with the monitor and scheduler,
+    whose cost, like rclpy's and DDS's, is thus charged to the run, not to its bound; and the
+    link, ``link_fps`` (the trace's mean rate over the wire bytes each delivered frame
+    cost). ``bound_by`` names it.
+
+    The gate (``gate``: ``"applied"``) holds on a steady link (``steady``: a
+    :func:`steady_trace` and no injected faults) that is not the bound: ``valid`` = delivered
+    fps ≥ :data:`VALID_FRACTION` × bound. Where the link is the bound (``"link-limited"``) or
+    not steady (``"not steady"``) no gate applies and ``valid`` is True: those runs are judged
+    by the link-bound targets, the reactions and the recoveries."""
+    bounds = {"camera": float(camera_fps)}
+    for side in ("edge", "cloud"):
+        ms = (compute.get(side) or {}).get("ms_per_frame")
+        if ms:
+            bounds[side] = cores[side] * 1e3 / float(ms)
+    if link_fps is not None:
+        bounds["link"] = float(link_fps)
+    bound_by = min(bounds, key=bounds.__getitem__)
+    bound = bounds[bound_by]
+    gate = ("link-limited" if bound_by == "link" else "applied" if steady
+            else "not steady")
+    return {"bound_fps": round(bound, 2), "bound_by": bound_by,
+            "compute_bound_fps": round(min(v for k, v in bounds.items() if k != "link"), 2),
+            "bounds_fps": {k: round(v, 2) for k, v in bounds.items()}, "gate": gate,
+            "valid": bool(delivered_fps >= VALID_FRACTION * bound) if gate == "applied"
+            else True}
+
+
+def summarize(records: dict, trace, settings: Any, t0_wall: float,
+              elapsed_s: float, rx_bytes: int,
+              event_ends: list[tuple[str, float]] | None = None, *,
+              placement: dict | None = None, cpu: dict | None = None,
+              camera_fps: float | None = None) -> dict:
+    """The testbed report (``summary``, ``timeline``, ``frames``, ``reactions``,
+    ``recoveries``, ``placement``, ``cpu``) from the processes' records; pure, so it is
+    tested without namespaces. ``camera_fps`` is the bag's recorded rate (None: the
+    settings' frame rate), scaled by the playback rate."""
+    edge = records["edge"]
+    placement = placement or {"pinned": False, "edge_cpu_budget": settings.edge_cpu}
+    labels = {stamp: (t - t0_wall, label) for t, stamp, label in edge.get("labels", [])}
+    results: dict[int, tuple] = {}
+    duplicates = 0
+    for t, stamp, cls, split, ratio in edge.get("results", []):
+        if stamp in results:
+            duplicates += 1  # a frame answered twice (a replay the cloud should have refused)
+            continue
+        results[stamp] = (t - t0_wall, cls, split, ratio)
+    sent_config = {row[1]: (row[3], row[4]) for row in edge.get("sent", []) if row[3] is not None}
+    window = (settings.warmup_s, elapsed_s - 1.0)
+    frames = []
+    for stamp, (t, label) in sorted(labels.items(), key=lambda kv: kv[1][0]):
+        result = results.get(stamp)
+        latency = None if result is None else (result[0] + t0_wall) * 1e3 - stamp / 1e6
+        frames.append({"t_s": round(t, 3), "label": label,
+                       "predicted": None if result is None else result[1],
+                       "split_point": None if result is None else result[2],
+                       "ratio": None if result is None else result[3],
+                       "latency_ms": None if latency is None else round(latency, 3)})
+    counted = [f for f in frames if window[0] <= f["t_s"] <= window[1]]
+    delivered = [f for f in counted if f["predicted"] is not None]
+    correct = sum(f["predicted"] == f["label"] for f in delivered)
+    latencies = [f["latency_ms"] for f in delivered]
+    span = max(window[1] - window[0], 1e-9)
+    sent = [(row[0] - t0_wall, row[2]) for row in edge.get("sent", [])]
+    sent_in = [n for t, n in sent if window[0] <= t <= window[1]]
+    capacity_bits = _capacity_bits(trace, 0.0, elapsed_s)
+    estimates = [(t - t0_wall, v) for t, v in edge.get("estimates", [])]
+    splits = [(t - t0_wall, v) for t, v in edge.get("active_split", [])]
+    ratios = [(t - t0_wall, v) for t, v in edge.get("active_ratio", [])]
+    bytes_mean = float(np.mean(sent_in)) if sent_in else None
+    rate_mean = capacity_bits / max(elapsed_s, 1e-9)
+    # What a frame costs on the uplink, per frame that came through (frames the link dropped
+    # or delivered too late cost bytes too); before any came through, per frame sent.
+    through = len(results) or len(sent)
+    wire_per_frame = rx_bytes / through if through and rx_bytes > 0 else None
+    delivered_fps = len(delivered) / span
+    camera = (camera_fps or settings.frame_rate) * settings.playback_rate
+    bounds = physical_bounds(
+        camera_fps=camera,
+        compute={"edge": edge.get("compute"), "cloud": records.get("cloud", {}).get("compute")},
+        cores={side: _cores(placement, side) for side in ("edge", "cloud")},
+        link_fps=rate_mean / (8 * wire_per_frame)
+        if wire_per_frame and settings.strategy != "edge_only" else None,
+        steady=steady_trace(trace) and not settings.events, delivered_fps=delivered_fps)
+    cpu_sides = (cpu or {}).get("sides", {})
+    summary = {
+        "strategy": settings.strategy,
+        "trace": str(settings.trace),
+        "bundle": str(settings.bundle),
+        "duration_s": round(elapsed_s, 2),
+        "frames_generated": len(counted),
+        "frames_delivered": len(delivered),
+        "generated_fps": round(len(counted) / span, 2),
+        "delivered_fps": round(delivered_fps, 2),
+        "top1_on_delivered_percent": round(100 * correct / len(delivered), 2) if delivered
+        else None,
+        "effective_accuracy": round(correct / len(counted), 4) if counted else None,
+        "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
+        "latency_ms_p99": round(float(np.percentile(latencies, 99)), 2) if latencies else None,
+        "bytes_per_frame_mean": None if bytes_mean is None else round(bytes_mean, 1),
+        # Goodput over capacity: the veth's received bytes (DDS headers and retransmissions
+        # included) against the shaped capacity integrated over the run.
+        "link_utilization": round(8 * rx_bytes / capacity_bits, 4) if capacity_bits > 0
+        else None,
+        # B/D of the frames actually sent, for the "fps ≥ 0.9·B/D when link-bound" target.
+        "link_bound_fps": round(rate_mean / (8 * bytes_mean), 2) if bytes_mean else None,
+        # What a frame really costs on the uplink: every byte the cloud's veth received
+        # (Ethernet/IP/UDP/RTPS headers, CDR fields, ACKNACKs, discovery) per frame sent. For
+        # small frames it is several times D, and B over it is the fps the link can carry.
+        "wire_bytes_per_frame": round(rx_bytes / len(sent), 1) if sent else None,
+        "link_bound_fps_wire": round(rate_mean * len(sent) / (8 * rx_bytes), 2)
+        if sent and rx_bytes > 0 else None,
+        "configurations_used": sorted({f"{f['split_point']:.0f}:{f['ratio']:g}"
+                                       for f in delivered}),
+        # Fault criteria (issue: 0 stale or misdecoded outputs): a result is stale when it
+        # arrives more than stale_after_ms after capture, misdecoded when it names another
+        # configuration than the frame that was sent for that camera frame.
+        "stale_results": sum(f["latency_ms"] > settings.stale_after_ms for f in delivered),
+        "misdecoded_results": sum(
+            1 for stamp, (_, _, split, ratio) in results.items()
+            if stamp in sent_config
+            and config_key(*sent_config[stamp]) != config_key(split, ratio)),
+        "duplicate_results": duplicates,
+        # The run's own physical bound and the sanity gate (physical_bounds).
+        "camera_fps": round(camera, 2),
+        "edge_compute_ms": _ms(edge.get("compute")),
+        "cloud_compute_ms": _ms(records.get("cloud", {}).get("compute")),
+        **bounds,
+        "edge_cpu_budget": placement.get("edge_cpu_budget"),
+        "pinned": bool(placement.get("pinned")),
+        # % of one core per side after the warm-up (the report's ``cpu`` has each process).
+        "cpu_percent_mean": {side: v["mean_percent"] for side, v in cpu_sides.items()},
+        "cpu_percent_max": {side: v["max_percent"] for side, v in cpu_sides.items()},
+    }
+    timeline = []
+    for t in np.arange(0.0, elapsed_s, 0.5):
+        past = [f for f in frames if t - settings.window_s <= f["t_s"] <= t]
+        good = sum(f["predicted"] == f["label"] for f in past if f["predicted"] is not None)
+        timeline.append({"t_s": round(float(t), 2), "link_rate_bps": trace.rate_at(float(t)),
+                         "estimate_bps": _value_at(estimates, t),
+                         "split_point": _value_at(splits, t), "ratio": _value_at(ratios, t),
+                         "effective_accuracy": good / len(past) if past else None})
+    return {"summary": summary, "reactions": _reactions(trace, elapsed_s, estimates, ratios,
+                                                        splits),
+            "recoveries": _recoveries(trace, frames, elapsed_s, event_ends or []),
+            "settings": {k: str(v) if isinstance(v, Path) else v
+                         for k, v in asdict(settings).items()},
+            "placement": placement, "cpu": cpu, "processes": records.get("roles"),
+            "timeline": timeline, "frames": frames, "edge_stats": edge.get("edge_stats")}
+
+
+def _ms(compute: dict | None) -> float | None:
+    ms = (compute or {}).get("ms_per_frame")
+    return None if ms is None else round(float(ms), 3)
+
+
+def _fault_ends(trace, elapsed_s: float, event_ends: list[tuple[str, float]]
+                ) -> list[tuple[str, float]]:
+    """(what, when it ended) for every fault in the run: trace segments with loss, no rate or
+    more than the trace's smallest delay, and the events (a restarted cloud ends when it serves
+    again, a killed scheduler at once)."""
+    ends = []
+    times = [float(t) for t in trace.times_s]
+    base_delay = float(min(trace.delays_s))
+    for i, (rate, loss, delay) in enumerate(zip(trace.rates_bps, trace.losses, trace.delays_s,
+                                                strict=True)):
+        if (rate <= 0 or loss > 0 or delay > base_delay) and i + 1 < len(times) \
+                and times[i + 1] < elapsed_s:
+            what = ("outage" if rate <= 0 else f"loss {100 * float(loss):g}%" if loss > 0
+                    else f"delay {1e3 * float(delay):g} ms")
+            ends.append((f"{what} {times[i]:g}-{times[i + 1]:g} s", times[i + 1]))
+    return ends + [(f"{what} at {t:.2f} s", t) for what, t in event_ends]
+
+
+def _recoveries(trace, frames: list[dict], elapsed_s: float,
+                event_ends: list[tuple[str, float]]) -> list[dict]:
+    """Per fault: seconds from its end until results flow again, i.e. until the first result
+    of a frame captured after the end (None: never within the run)."""
+    rows = []
+    for what, end in _fault_ends(trace, elapsed_s, event_ends):
+        answered = [f["t_s"] + f["latency_ms"] / 1e3 for f in frames
+                    if f["t_s"] >= end and f["latency_ms"] is not None]
+        rows.append({"fault": what, "ended_s": round(end, 3),
+                     "recovered_after_s": round(min(answered) - end, 3) if answered else None})
+    return rows
+
+
+def _capacity_bits(trace, start_s: float, end_s: float) -> float:
+    times = [*trace.times_s, math.inf]
+    total = 0.0
+    for i, rate in enumerate(trace.rates_bps):
+        lo, hi = max(start_s, times[i]), min(end_s, times[i + 1])
+        if hi > lo:
+            total += float(rate) * (hi - lo)
+    return total
+
+
+def _reactions(trace, elapsed_s: float, estimates: list, ratios: list, splits: list
+               ) -> list[dict]:
+    """For every rate change in the run: how long until the estimate was within 15 % of the
+    new rate (and stayed there for 1 s), and until the active configuration changed."""
+    rows = []
+    for i in range(1, len(trace.times_s)):
+        step, rate = float(trace.times_s[i]), float(trace.rates_bps[i])
+        if step >= elapsed_s:
+            break
+        before = float(trace.rates_bps[i - 1])
+        end = float(trace.times_s[i + 1]) if i + 1 < len(trace.times_s) else elapsed_s
+        within = None
+        if rate > 0:
+            after = [(t, v) for t, v in estimates if step <= t <= end]
+            for j, (t, _) in enumerate(after):
+                stay = [v for u, v in after[j:] if u <= t + 1.0]
+                if stay and all(abs(v - rate) <= 0.15 * rate for v in stay):
+                    within = round(t - step, 2)
+                    break
+        config_before = (_value_at(splits, step), _value_at(ratios, step))
+        changed = None
+        for t, _ in sorted(ratios + splits):
+            if step < t <= end and (_value_at(splits, t), _value_at(ratios, t)) != \
+                    config_before:
+                changed = round(t - step, 2)
+                break
+        rows.append({"t_s": step, "rate_before_bps": before, "rate_after_bps": rate,
+                     "estimate_within_15pct_after_s": within,
+                     "configuration_changed_after_s": changed,
+                     "ratio_before": config_before[1],
+                     "ratio_after": _value_at(ratios, end - 1e-6)})
+    return rows
