@@ -326,3 +326,18 @@ def test_malformed_serialized_messages_raise_only_image_errors(data, cut, flip):
         for compressed in (False, True):
             with contextlib.suppress(ImageError):  # anything else fails the test
                 SerializedCamera(raw, compressed).frame()
+
+
+def test_a_large_camera_frame_is_decimated_before_the_area_resize_within_2_levels():
+    """Preprocessing a 1280×720 frame for a 32×32 input decimates it first (each output pixel
+    still averages >= 4 samples per axis): the uint8 image the network sees stays within
+    2/255 of a full area resize on a smooth image."""
+    from split_infer.data import Preprocessing
+
+    rng = np.random.default_rng(8)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8), (0, 0), 3)
+    pre = Preprocessing(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    direct = cv2.resize(frame, (32, 32), interpolation=cv2.INTER_AREA)
+    got = np.rint(pre(frame)[0].transpose(1, 2, 0) * 255.0).astype(int)
+    assert np.abs(got - direct.astype(int)).max() <= 2
+    assert pre._resize(frame[:64, :64]).shape == (32, 32, 3)  # small frames: plain resize

@@ -49,6 +49,7 @@ from split_infer.ros.common import (
     declare_int,
     declare_str,
     diagnostic_status,
+    executor_kind,
     guarded_timer,
     join_topic,
     publish_diagnostics,
@@ -85,9 +86,16 @@ class FeatureStream:
         self.receiver = StreamReceiver(self.topic.rsplit("/", 1)[0] or "/", keys=node._keys,
                                        freshness=node._freshness, max_age_s=node._max_age_s)
         self.window = (time.monotonic(), 0, 0)  # (t, frames, rejects) at the last tick
+        # The middleware's reception stamp (MessageInfo) where the executor can pass it; the
+        # EventsExecutor cannot, and runs callbacks as samples arrive (common.make_executor).
+        if executor_kind() == "events":
+            def callback(msg):
+                node._on_features(self, msg)
+        else:
+            def callback(msg, info):
+                node._on_features(self, msg, info)
         self.subscription = node.create_subscription(
-            CompressedImage, join_topic(namespace, "features"),
-            lambda msg, info: node._on_features(self, msg, info), FEATURE_QOS,
+            CompressedImage, join_topic(namespace, "features"), callback, FEATURE_QOS,
             callback_group=self.group)
 
     @property

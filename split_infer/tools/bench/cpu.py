@@ -64,10 +64,13 @@ def _spin_and_report(node, stats, spec: dict) -> int:
     import rclpy
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
+    from split_infer.ros.common import make_executor
+
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    executor = (MultiThreadedExecutor() if spec.get("executor") == "multi"
-                else SingleThreadedExecutor())
+    kind = spec.get("executor")
+    executor = (MultiThreadedExecutor() if kind == "multi" else
+                SingleThreadedExecutor() if kind == "single" else make_executor())
     executor.add_node(node)
     path = Path(spec["stats"])
     next_report = time.monotonic()
@@ -402,7 +405,8 @@ def measure_null_hop(args, work: Path, domain: int) -> dict[str, Any]:
     import numpy as np
 
     base = {"domain_id": domain, "fps": args.fps, "seconds": args.seconds,
-            "dds_profile": args.dds_profile, "tune_allocator": not args.no_allocator_tuning}
+            "dds_profile": args.dds_profile, "tune_allocator": not args.no_allocator_tuning,
+            "executor": args.executor}
     results = {}
     for plain in (False, True):
         relays = [_Process({**base, "role": "null_relay", "index": i, "plain": plain,
@@ -477,9 +481,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="measured seconds per case (default: %(default)s)")
     parser.add_argument("--warmup", type=float, default=5.0,
                         help="seconds before measuring (default: %(default)s)")
-    parser.add_argument("--executor", choices=("single", "multi"), default="single",
-                        help="how the node processes spin (default: %(default)s; multi = "
-                             "rclpy's MultiThreadedExecutor, as before)")
+    parser.add_argument("--executor", choices=("product", "single", "multi"),
+                        default="product",
+                        help="how the node processes spin: product = as split_infer's nodes "
+                             "do (ros.common.make_executor), single = rclpy's "
+                             "SingleThreadedExecutor, multi = its MultiThreadedExecutor, as "
+                             "before (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0,
                         help="the nodes' ONNX Runtime threads (default: 0 = their default)")
     parser.add_argument("--dds-profile", choices=("camera", "default"), default="camera",

@@ -117,10 +117,10 @@ def _info(args: argparse.Namespace) -> int:
 def _spin_until(node: Any, done: Callable[[], bool], timeout_s: float | None,
                 stop: threading.Event) -> None:
     """Spin ``node`` until ``done()`` is true, ``timeout_s`` passes, or ``stop`` is set."""
-    from rclpy.executors import SingleThreadedExecutor
+    from split_infer.ros.common import make_executor
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    executor = SingleThreadedExecutor()
+    executor = make_executor()
     executor.add_node(node)
     try:
         while not stop.is_set() and not done():
