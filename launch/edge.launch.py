@@ -110,7 +110,7 @@ def generate_launch_description():
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", EnvironmentVariable(
             "FASTDDS_DEFAULT_PROFILES_FILE",
             default_value=PathJoinSubstitution([FindPackageShare("split_infer"), "config",
-                                                "fastdds_camera.xml"]))),
+                                                "fastdds_robot.xml"]))),
         DeclareLaunchArgument(
             "bundle",
             default_value=PathJoinSubstitution([FindPackageShare("split_infer"), "bundles",

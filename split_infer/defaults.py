@@ -43,27 +43,36 @@ def find_trace(name: str | Path) -> Path:
                            f"{', '.join(str(c.parent) for c in candidates)})")
 
 
-#: Fast DDS profile for camera-size messages between processes (config/fastdds_camera.xml).
+#: The environment variable naming Fast DDS's profile file.
 DDS_PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 
-def camera_dds_profile() -> Path | None:
-    """The shipped Fast DDS profile for camera-size messages (source tree or install
-    prefix), or None when it is not installed."""
+def _shipped_config(name: str) -> Path | None:
     import sys
 
-    for candidate in (ASSETS_DIR.parent.parent / "config" / "fastdds_camera.xml",
-                      Path(sys.prefix) / "share" / "split_infer" / "config" /
-                      "fastdds_camera.xml"):
+    for candidate in (ASSETS_DIR.parent.parent / "config" / name,
+                      Path(sys.prefix) / "share" / "split_infer" / "config" / name):
         if candidate.is_file():
             return candidate
     return None
 
 
-def with_camera_dds_profile(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with :data:`DDS_PROFILE_ENV` naming the camera profile unless it names one
+def robot_dds_profile() -> Path | None:
+    """The shipped Fast DDS profile of split_infer's processes (config/fastdds_robot.xml:
+    camera-size messages in shared memory, sparse discovery announcements), or None when
+    it is not installed."""
+    return _shipped_config("fastdds_robot.xml")
+
+
+def udp_only_dds_profile() -> Path | None:
+    """The testbed's Fast DDS profile (config/fastdds_udp_only.xml), or None."""
+    return _shipped_config("fastdds_udp_only.xml")
+
+
+def with_robot_dds_profile(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with :data:`DDS_PROFILE_ENV` naming the robot profile unless it names one
     already (a user's own profile wins)."""
-    profile = camera_dds_profile()
+    profile = robot_dds_profile()
     if profile is not None and not env.get(DDS_PROFILE_ENV):
         return {**env, DDS_PROFILE_ENV: str(profile)}
     return env

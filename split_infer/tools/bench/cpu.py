@@ -254,7 +254,7 @@ def _run_role(spec: dict) -> int:
 
 class _Process:
     def __init__(self, spec: dict, work: Path) -> None:
-        from split_infer.defaults import with_camera_dds_profile
+        from split_infer.defaults import with_robot_dds_profile
         from split_infer.tools.cli._common import ensure_ament_prefix
 
         ensure_ament_prefix()
@@ -264,8 +264,8 @@ class _Process:
         spec_path.write_text(json.dumps(spec))
         self.log = (work / f"{name}.log").open("w")
         env = dict(os.environ)
-        if spec.get("dds_profile") == "camera":
-            env = with_camera_dds_profile(env)
+        if spec.get("dds_profile") == "robot":
+            env = with_robot_dds_profile(env)
         self.process = subprocess.Popen(
             [sys.executable, "-m", __spec__.name, "--role-spec", str(spec_path)],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -489,10 +489,10 @@ def main(argv: list[str] | None = None) -> int:
                              "before (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0,
                         help="the nodes' ONNX Runtime threads (default: 0 = their default)")
-    parser.add_argument("--dds-profile", choices=("camera", "default"), default="camera",
-                        help="camera: the shipped Fast DDS profile for camera-size messages "
-                             "(config/fastdds_camera.xml) in every process; default: Fast "
-                             "DDS's defaults (default: %(default)s)")
+    parser.add_argument("--dds-profile", choices=("robot", "default"), default="robot",
+                        help="robot: the shipped Fast DDS profile (config/fastdds_robot.xml) "
+                             "in every process; default: Fast DDS's defaults "
+                             "(default: %(default)s)")
     parser.add_argument("--no-allocator-tuning", action="store_true",
                         help="leave glibc's malloc thresholds alone (as before)")
     parser.add_argument("--label", default="after",

@@ -67,6 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from split_infer.bundle import Bundle, BundleError
+from split_infer.defaults import udp_only_dds_profile
 from split_infer.tools.link import load_trace
 from split_infer.tools.testbed import cgroups
 from split_infer.tools.testbed.netns import NetnsLink, TraceFollower, remove_stale
@@ -216,6 +217,11 @@ def _side_env(domain_id: int, peer_ip: str) -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
     })
     env.pop("ROS_LOCALHOST_ONLY", None)
+    # UDP only and discovery announcements every 20 s instead of 3 s: with one process per
+    # node, the defaults put a third of a 100 kbit/s uplink into announcements.
+    profile = udp_only_dds_profile()
+    if profile is not None:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     return env
 
 

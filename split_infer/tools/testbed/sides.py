@@ -50,7 +50,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64, Float64MultiArray
 
@@ -76,6 +76,7 @@ __all__ = [
 
 ROBOT = "robot"
 _QOS = QoSProfile(depth=200)
+_RESULTS_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.BEST_EFFORT)
 REFERENCE_STRATEGIES = ("cloud_only", "edge_only")
 #: ONNX Runtime intra-op threads of every model node, whatever the strategy: the robot's
 #: budget is a fraction of one core, and one thread keeps the frame work on the thread that
@@ -116,8 +117,10 @@ class EdgeRecorder(Node):
         self.create_subscription(DiagnosticArray, "labels", self._on_label, _QOS)
         self.create_subscription(CompressedImage, features_topic, self._on_features,
                                  FEATURE_QOS)
+        # Best effort, like the product's receipt readers: a reliable reader here would send
+        # the cloud an ACKNACK per result across the uplink it measures.
         self.results = self.create_subscription(DiagnosticArray, "results", self._on_result,
-                                                _QOS)
+                                                _RESULTS_QOS)
         self.create_subscription(Float64MultiArray, "receipts", self._on_receipts,
                                  RECEIPTS_QOS)
         self.create_subscription(Float64MultiArray, "bandwidth_estimate", self._on_estimate,
