@@ -26,8 +26,10 @@ and ``edge_only`` (the whole model on the robot; nothing crosses the link).
 
 **Start-up.** Every process prints READY with its node's topics; the testbed then asks each
 to wait until all its endpoints are matched (SYNC, counts derived from every READY line) and
-shapes the link only after all answered: discovery is a few KB per endpoint and would
-otherwise queue in front of the first frames at 100 kbit/s. GO opens the camera's gate.
+then waits until the link is quiet (the parameter services' and remaining endpoints'
+announcements have crossed; ``link.discovery_quiet_after_s`` in the report) and shapes it only
+then: discovery is a few KB per endpoint and would otherwise queue in front of the first
+frames at 100 kbit/s, more so for strategies with more processes. GO opens the camera's gate.
 
 **CPU placement** (:mod:`.cgroups`, root): the edge side's product processes, the cloud side
 and the harness run in per-run cgroups on disjoint CPUs (by default CPU 0, CPU 1 and CPU 1
@@ -381,6 +383,11 @@ def run_testbed(settings: TestbedSettings) -> dict:
                     "timeout_s": 40.0}))
             for process in roles.values():
                 process.wait_for("SYNCED", 60.0)
+            # Matched topics are not the end of discovery: every node's parameter services
+            # and the remaining endpoint announcements still cross the link, a few KB per
+            # participant; at 100 kbit/s they would queue in front of the first frames, and
+            # more so for strategies with more processes. Wait (unshaped) until it is quiet.
+            quiet_after_s = _wait_for_quiet_link(link)
             restarts = 0
             follower = TraceFollower(link, trace, jitter_ms=settings.jitter_ms)
             follower.start()
@@ -460,12 +467,29 @@ def run_testbed(settings: TestbedSettings) -> dict:
     report = summarize(records, trace, settings, t0_wall, elapsed, rx_bytes, fault_ends,
                        placement=placement, cpu=cpu, camera_fps=camera_hz)
     report["link"] = {"capabilities": capabilities, "not_applied": skipped,
-                      "veth_rx_bytes": rx_bytes}
+                      "veth_rx_bytes": rx_bytes,
+                      "discovery_quiet_after_s": quiet_after_s}
     (out / "report.json").write_text(json.dumps(report, indent=2))
     from split_infer.tools.demo.graph import plot_timeline
 
     plot_timeline(report, out / "timeline.png")
     return report
+
+
+def _wait_for_quiet_link(link: NetnsLink, window_s: float = 0.5, quiet_bytes: int = 600,
+                         timeout_s: float = 20.0) -> float | None:
+    """Seconds until a ``window_s`` in which fewer than ``quiet_bytes`` crossed the link in
+    both directions (discovery has settled); None when it did not settle within
+    ``timeout_s`` (the run goes on, and the report says so)."""
+    start = time.monotonic()
+    previous = link.interface_bytes("cloud") + link.interface_bytes("edge")
+    while time.monotonic() - start < timeout_s:
+        time.sleep(window_s)
+        now = link.interface_bytes("cloud") + link.interface_bytes("edge")
+        if now - previous < quiet_bytes:
+            return round(time.monotonic() - start, 2)
+        previous = now
+    return None
 
 
 def _merge_records(roles: dict[str, _Process]) -> dict:
