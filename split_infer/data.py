@@ -51,6 +51,8 @@ class CameraFrame:
 
 #: Decimate before the area resize when the frame is at least 4×this times the input per axis.
 _DECIMATE_FROM = 4
+#: Preprocessing.resize → the OpenCV interpolation flag's name.
+_INTERPOLATIONS = {"area": "INTER_AREA", "linear": "INTER_LINEAR"}
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,31 @@ class Preprocessing:
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
     std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
     resize: str = "area"  # OpenCV interpolation used when a frame is not `size`
+    #: ImageNet-style recipe: scale the shorter side to this many pixels (keeping the aspect
+    #: ratio; more where the crop would not fit), then cut the centre ``size`` out. None:
+    #: squash the whole frame to ``size`` (the CIFAR bundles' recipe).
+    resize_shorter: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.resize not in _INTERPOLATIONS:
+            raise DatasetError(f"preprocessing: resize must be one of {sorted(_INTERPOLATIONS)}, "
+                               f"got {self.resize!r}")
+        if self.resize_shorter is not None and self.resize_shorter < min(self.size):
+            raise DatasetError(f"preprocessing: resize_shorter {self.resize_shorter} is smaller "
+                               f"than the crop {self.size}")
 
     def to_dict(self) -> dict:
-        return {"size": list(self.size), "mean": list(self.mean), "std": list(self.std),
-                "resize": self.resize}
+        d = {"size": list(self.size), "mean": list(self.mean), "std": list(self.std),
+             "resize": self.resize}
+        if self.resize_shorter is not None:  # absent in the CIFAR bundles' manifests
+            d["resize_shorter"] = self.resize_shorter
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
-        return cls(tuple(d["size"]), tuple(d["mean"]), tuple(d["std"]), d.get("resize", "area"))
+        shorter = d.get("resize_shorter")
+        return cls(tuple(d["size"]), tuple(d["mean"]), tuple(d["std"]), d.get("resize", "area"),
+                   None if shorter is None else int(shorter))
 
     def __call__(self, images: np.ndarray | CameraFrame) -> np.ndarray:
         """uint8 RGB ``(N, H, W, 3)`` or ``(H, W, 3)``, or one
@@ -83,23 +102,47 @@ class Preprocessing:
         batch = images[None] if images.ndim == 3 else images
         height, width = self.size
         if batch.shape[1:3] != (height, width):
-            batch = np.stack([self._resize(im) for im in batch])
+            batch = np.stack([self.resize_frame(im) for im in batch])
         return self._normalize(batch)
 
-    def _resize(self, image: np.ndarray) -> np.ndarray:
+    def at_input_size(self) -> Preprocessing:
+        """This recipe for frames it has already resized and cropped: normalisation only."""
+        return Preprocessing(self.size, self.mean, self.std, self.resize)
+
+    def resized_size(self, frame_height: int, frame_width: int) -> tuple[int, int]:
+        """(height, width) a ``frame_height × frame_width`` frame is scaled to before the
+        centre crop (``size`` itself without ``resize_shorter``)."""
+        if self.resize_shorter is None:
+            return self.size
+        # The shorter side to resize_shorter, unless the crop would then not fit (a crop
+        # wider than tall in a portrait frame): then just enough to cover the crop.
+        scale = max(self.resize_shorter / min(frame_height, frame_width),
+                    self.size[0] / frame_height, self.size[1] / frame_width)
+        return (max(self.size[0], round(frame_height * scale)),
+                max(self.size[1], round(frame_width * scale)))
+
+    def resize_frame(self, image: np.ndarray) -> np.ndarray:
+        """One uint8 ``(H, W, C)`` frame → ``size``: the recipe's resize (and centre crop),
+        without normalising; channels stay in their order."""
         import cv2
 
-        height, width = self.size
-        if image.shape[:2] == (height, width):
+        if image.shape[:2] == self.size:
             return image
-        interp = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}[self.resize]
+        height, width = self.resized_size(*image.shape[:2])
+        interp = _INTERPOLATIONS[self.resize]
         # A camera frame many times the input (1280×720 → 32×32) is first decimated so that
         # each output pixel still averages >= 4 samples per axis: OpenCV's area resize of the
         # whole frame cost ~1.8 ms against ~0.2 ms, for outputs within 2/255 of each other.
         step = min(image.shape[0] // height, image.shape[1] // width) // 4
         if self.resize == "area" and step >= _DECIMATE_FROM:
-            image = np.ascontiguousarray(image[::step, ::step])
-        return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=interp)
+            image = image[::step, ::step]
+        if image.shape[:2] != (height, width):
+            image = cv2.resize(np.ascontiguousarray(image), (width, height),
+                               interpolation=getattr(cv2, interp))
+        # The centre crop, rounded the way torchvision's CenterCrop rounds.
+        top = round((height - self.size[0]) / 2.0)
+        left = round((width - self.size[1]) / 2.0)
+        return np.ascontiguousarray(image[top:top + self.size[0], left:left + self.size[1]])
 
     def _normalize(self, batch: np.ndarray) -> np.ndarray:
         x = batch.astype(np.float32) / 255.0
@@ -109,7 +152,7 @@ class Preprocessing:
     def _camera_frame(self, frame: CameraFrame) -> np.ndarray:
         if frame.order not in ("RGB", "BGR") or frame.pixels.shape[2] != 3:
             return self(frame.rgb())
-        small = self._resize(frame.pixels)
+        small = self.resize_frame(frame.pixels)
         if frame.order == "BGR":
             small = small[:, :, ::-1]
         return self._normalize(small[None])

@@ -138,3 +138,84 @@ def test_bag_play_stops_cleanly_on_a_signal(tmp_path, signal_name):
     # SIGTERM (launch stopping it) and Ctrl-C are normal ends
     assert player.returncode == 0, err
     assert "Traceback" not in err and "Failed" not in err, err
+
+
+def test_jpeg_bag_of_mixed_sizes_reads_back_cropped_by_the_recipe(tmp_path):
+    from split_infer.data import Preprocessing
+    from split_infer.tools.bag.storage import bag_dataset, write_frames_bag
+
+    rng = np.random.default_rng(1)
+    images = [np.full((60, 80, 3), 40 * i, np.uint8) for i in range(3)]
+    images.append(rng.integers(0, 256, (90, 50, 3), dtype=np.uint8))  # portrait, other size
+    labels = [0, 2, -1, 1]  # the third frame is unlabelled
+    write_frames_bag(tmp_path / "bag", images, labels, ["a", "b", "c"], jpeg_quality=95,
+                     progress=False)
+    frames = read_camera_bag(tmp_path / "bag")
+    assert [f.label for f in frames] == [0, 2, None, 1]
+    assert all(f.image.format.endswith("jpeg compressed bgr8") for f in frames)
+    topics = {topic for topic, *_ in read_bag_raw(tmp_path / "bag")}
+    assert topics == {"/camera/image_raw/compressed", "/camera/labels"}
+    with pytest.raises(BagError, match="different sizes"):
+        bag_dataset(tmp_path / "bag", ["a", "b", "c"])
+    recipe = Preprocessing(size=(32, 32), resize_shorter=36)
+    data = bag_dataset(tmp_path / "bag", ["a", "b", "c"], recipe)
+    assert data.images.shape == (4, 32, 32, 3) and list(data.labels) == [0, 2, -1, 1]
+    assert abs(int(data.images[1].mean()) - 40) <= 2  # flat grey survives JPEG closely
+    assert data.preprocessing.resize_shorter is None and data.preprocessing.size == (32, 32)
+
+
+def test_bag_make_writes_camera_size_jpeg_frames_in_shuffled_order(tmp_path, capsys):
+    import cv2
+
+    from split_infer.tools.cli import main
+
+    root = tmp_path / "photos"
+    for k, name in enumerate(["cat", "dog"]):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(root / name / f"{i}.png"), np.full((30, 40, 3), 100 * k, np.uint8))
+    out = tmp_path / "bag"
+    assert main(["bag", "make", "--out", str(out), "--dataset", "folder", "--data", str(root),
+                 "--split", "test", "--count", "6", "--size", "64x48", "--jpeg", "90"]) == 0
+    assert "6 frames" in capsys.readouterr().out
+    frames = read_camera_bag(out)
+    assert len(frames) == 6
+    labels = [f.label for f in frames]
+    assert sorted(labels) == [0, 0, 0, 1, 1, 1] and labels != sorted(labels)
+    first = cv2.imdecode(np.frombuffer(bytes(frames[0].image.data), np.uint8), 1)
+    assert first.shape == (48, 64, 3)
+    with pytest.raises(SystemExit):
+        main(["bag", "make", "--out", str(tmp_path / "x"), "--size", "64by48"])
+
+
+def test_bag_player_can_publish_compressed_frames_decoded(tmp_path):
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+
+    from split_infer.tools.bag.player import BagPlayer
+    from split_infer.tools.bag.storage import write_frames_bag
+
+    ramp = np.linspace(0, 255, 64, dtype=np.float32)  # smooth: JPEG keeps it closely
+    images = [np.stack([np.tile(ramp, (48, 1)), np.full((48, 64), 40.0 * k),
+                        np.tile(ramp[::-1], (48, 1))], axis=2).astype(np.uint8)
+              for k in range(2)]
+    write_frames_bag(tmp_path / "bag", images, [0, 1], ["a", "b"], jpeg_quality=100,
+                     progress=False)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=(os.getpid() % 200) + 11)
+    player = None
+    try:
+        player = BagPlayer(gate=threading.Event(), context=context, parameter_overrides=[
+            Parameter("bag", value=str(tmp_path / "bag")), Parameter("decompress", value=True)])
+        decoded = [(topic, entry) for topic, cls, _, entry in player._messages if cls is Image]
+        assert [topic for topic, _ in decoded] == ["/camera/image_raw"] * 2
+        image, stamp_ns = decoded[1][1]
+        assert (image.height, image.width, image.encoding) == (48, 64, "bgr8")
+        pixels = np.frombuffer(bytes(image.data), np.uint8).reshape(48, 64, 3)[:, :, ::-1]
+        assert np.abs(pixels.astype(int) - images[1]).mean() < 3  # RGB order kept
+        assert stamp_ns == 1_700_000_000_000_000_000 + round(1e9 / 30)
+    finally:
+        if player is not None:
+            player.destroy_node()
+        rclpy.shutdown(context=context)

@@ -340,4 +340,4 @@ def test_a_large_camera_frame_is_decimated_before_the_area_resize_within_2_level
     direct = cv2.resize(frame, (32, 32), interpolation=cv2.INTER_AREA)
     got = np.rint(pre(frame)[0].transpose(1, 2, 0) * 255.0).astype(int)
     assert np.abs(got - direct.astype(int)).max() <= 2
-    assert pre._resize(frame[:64, :64]).shape == (32, 32, 3)  # small frames: plain resize
+    assert pre.resize_frame(frame[:64, :64]).shape == (32, 32, 3)  # small frames: plain resize

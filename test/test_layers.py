@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "config_key": set(),
     "data": {"errors"},
     "defaults": {"errors"},
-    "models": {"errors"},
+    "models": {"errors", "data"},  # a backbone's weights carry their preprocessing recipe
     "codecs": {"errors", "models"},
     "wire": {"errors", "codecs", "config_key"},
     "frame_auth": {"errors", "wire"},

@@ -23,8 +23,9 @@ from split_infer.models import (
     split,
 )
 from split_infer.models.cifar import BasicBlock as CifarBasicBlock
+from split_infer.models.efficientnet_lite import MBConv
 
-RESIDUAL = (CifarBasicBlock, TvBasicBlock, Bottleneck, InvertedResidual)
+RESIDUAL = (CifarBasicBlock, TvBasicBlock, Bottleneck, InvertedResidual, MBConv)
 
 # ImageNet backbones are convolutional up to adaptive pooling, so a small image exercises
 # every layer at a fraction of the cost of 224×224.
@@ -39,6 +40,7 @@ EXPECTED_SPLITS = {
     "mobilenet_v2": 19,
     "mobilenet_v2_cifar": 19,
     "mobilenet_v2_x0_5_cifar": 19,
+    "efficientnet_lite0": 1 + 16 + 1,
 }
 
 

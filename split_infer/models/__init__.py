@@ -1,6 +1,6 @@
 """Backbone registry, split points and head/tail splitting (no ROS in here)."""
 
-from split_infer.models import cifar, imagenet  # noqa: F401  (registers the models)
+from split_infer.models import cifar, efficientnet_lite, imagenet  # noqa: F401  (registers)
 from split_infer.models._api import (
     ModelSpec,
     SplitPoint,

@@ -28,11 +28,16 @@ import numpy as np
 from split_infer.data import ArrayDataset, DatasetError, Preprocessing
 
 __all__ = [
+    "decode_zip_images",
     "default_cifar_zip",
+    "default_shared_data",
+    "imagenet_sample_index",
     "load_cifar10",
     "load_dataset",
     "load_fashion_mnist",
     "load_image_folder",
+    "load_imagenet_sample",
+    "load_unlabelled_images",
 ]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -225,6 +230,160 @@ def load_image_folder(
         raise DatasetError(f"{root}: no readable images")
     return ArrayDataset(root.name, np.stack(images), np.asarray(labels, np.int64), classes,
                         Preprocessing(size=size))
+
+
+def default_shared_data(name: str) -> Path:
+    """``$SPLIT_INFER_DATA/<name>``, else ``shared/data/<name>`` in the nearest parent of the
+    package that has it (a development checkout), else ``../shared/data/<name>``."""
+    env = os.environ.get("SPLIT_INFER_DATA")
+    if env:
+        return Path(env) / name
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "shared" / "data" / name
+        if candidate.exists():
+            return candidate
+    return Path.cwd().parent / "shared" / "data" / name
+
+
+def _cached(kind: str, source: Path, recipe: Preprocessing, build) -> ArrayDataset:
+    """``build()`` once per (source file, its size and mtime, recipe); later calls read the
+    decoded, cropped arrays from the cache outside the repository."""
+    stat = source.stat()
+    key = hashlib.sha1(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:"
+                       f"{recipe.to_dict()}".encode()).hexdigest()
+    cache = _cache_dir() / f"{kind}-{key[:12]}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as data:
+            return ArrayDataset(str(data["name"]), data["images"], data["labels"],
+                                [str(c) for c in data["classes"]], recipe.at_input_size())
+    dataset = build()
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, name=np.asarray(dataset.name), images=dataset.images, labels=dataset.labels,
+             classes=np.asarray(dataset.classes))
+    tmp.replace(cache)
+    return dataset
+
+
+def _decode_archive(path: Path, names: list[str], recipe: Preprocessing, what: str
+                    ) -> tuple[list[np.ndarray], list[int]]:
+    """Decode ``names`` from the zip at ``path`` and apply the recipe's resize and crop;
+    returns the uint8 crops and the indices of the names that decoded (the rest are
+    reported on stderr)."""
+    from tqdm import tqdm
+
+    crops, kept, bad = [], [], []
+    with zipfile.ZipFile(path) as archive, _quiet_decoders():
+        for i, name in enumerate(tqdm(names, desc=what, unit="image", leave=False,
+                                      disable=None)):
+            image = _decode_rgb(archive.read(name))
+            if image is None:
+                bad.append(name)
+                continue
+            crops.append(recipe.resize_frame(image))
+            kept.append(i)
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable image(s) in {path}: {bad[:5]}",
+              file=sys.stderr)
+    if not crops:
+        raise DatasetError(f"{path}: no readable images")
+    return crops, kept
+
+
+def imagenet_sample_index(zip_path: str | Path | None = None,
+                          classes_path: str | Path | None = None
+                          ) -> tuple[Path, list[str], np.ndarray, list[str]]:
+    """``(zip, member names, labels, the 1000 class names)`` of the labelled ImageNet
+    photographs in ``imagenet-sample-800.zip`` (files named ``<wnid>_<class name>.JPEG``);
+    labels are the wnids' positions in ``imagenet-classes.txt`` (``wnid<TAB>name`` per line
+    in index order, ``#`` comments allowed). Nothing is decoded."""
+    path = Path(zip_path) if zip_path else default_shared_data("imagenet-sample-800.zip")
+    classes_file = Path(classes_path) if classes_path else path.with_name("imagenet-classes.txt")
+    for needed in (path, classes_file):
+        if not needed.is_file():
+            raise DatasetError(f"{needed} not found; set SPLIT_INFER_DATA to the folder with "
+                               "imagenet-sample-800.zip and imagenet-classes.txt")
+    rows = [line.split("\t") for line in classes_file.read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    if len(rows) != 1000 or any(len(r) != 2 for r in rows):
+        raise DatasetError(f"{classes_file}: expected 1000 lines 'wnid<TAB>name'")
+    index = {wnid: i for i, (wnid, _) in enumerate(rows)}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = sorted(n for n in archive.namelist()
+                           if Path(n).suffix.lower() in IMAGE_SUFFIXES)
+    except zipfile.BadZipFile as exc:
+        raise DatasetError(f"{path}: not a zip archive ({exc})") from None
+    unknown = [n for n in names if Path(n).name.split("_")[0] not in index]
+    if unknown:
+        raise DatasetError(f"{path}: {len(unknown)} file(s) not named <wnid>_<name> with "
+                           f"a wnid of {classes_file.name}, e.g. {unknown[:3]}")
+    labels = np.asarray([index[Path(n).name.split("_")[0]] for n in names], np.int64)
+    return path, names, labels, [name for _, name in rows]
+
+
+def decode_zip_images(path: Path, names: list[str]) -> list[np.ndarray | None]:
+    """The members ``names`` of the zip at ``path`` as uint8 RGB at their own sizes (None
+    where one does not decode)."""
+    with zipfile.ZipFile(path) as archive, _quiet_decoders():
+        return [_decode_rgb(archive.read(name)) for name in names]
+
+
+def load_imagenet_sample(recipe: Preprocessing, zip_path: str | Path | None = None,
+                         classes_path: str | Path | None = None) -> ArrayDataset:
+    """The labelled ImageNet sample (:func:`imagenet_sample_index`), each photograph resized
+    and centre-cropped by ``recipe`` at load (cached); the dataset's own preprocessing is
+    then normalisation only."""
+    path, names, labels, classes = imagenet_sample_index(zip_path, classes_path)
+
+    def build() -> ArrayDataset:
+        crops, kept = _decode_archive(path, names, recipe, "ImageNet sample")
+        return ArrayDataset("imagenet_sample", np.stack(crops), labels[kept], classes,
+                            recipe.at_input_size())
+
+    return _cached("imagenet-sample", path, recipe, build)
+
+
+def load_unlabelled_images(source: str | Path, recipe: Preprocessing,
+                           limit: int | None = None) -> ArrayDataset:
+    """Unlabelled photographs (a zip such as ``caltech101-unlabeled-3030.zip``, or a folder
+    searched recursively), resized and centre-cropped by ``recipe``; labels are all -1: the
+    teacher model provides the targets (label-free distillation). ``limit`` keeps the first
+    images in name order."""
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = files[:limit] if limit else files
+        if not files:
+            raise DatasetError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        crops, bad = [], []
+        with _quiet_decoders():
+            for file in files:
+                image = _decode_rgb(file.read_bytes())
+                if image is None:
+                    bad.append(str(file))
+                else:
+                    crops.append(recipe.resize_frame(image))
+        if bad:
+            print(f"warning: skipped {len(bad)} unreadable image(s): {bad[:5]}", file=sys.stderr)
+        if not crops:
+            raise DatasetError(f"{path}: no readable images")
+        return ArrayDataset(path.name, np.stack(crops), np.full(len(crops), -1, np.int64), [],
+                            recipe.at_input_size())
+    if not path.is_file():
+        raise DatasetError(f"image source not found: {path} (a zip of images or a folder)")
+    if not zipfile.is_zipfile(path):
+        raise DatasetError(f"{path}: not a zip archive or a folder of images")
+
+    def build() -> ArrayDataset:
+        with zipfile.ZipFile(path) as archive:
+            names = sorted(n for n in archive.namelist()
+                           if Path(n).suffix.lower() in IMAGE_SUFFIXES)
+        names = names[:limit] if limit else names
+        crops, _ = _decode_archive(path, names, recipe, path.name)
+        return ArrayDataset(path.stem, np.stack(crops), np.full(len(crops), -1, np.int64), [],
+                            recipe.at_input_size())
+
+    return _cached(f"unlabelled-{limit or 'all'}", path, recipe, build)
 
 
 def load_dataset(name: str, split: str, path: str | Path | None = None) -> ArrayDataset:

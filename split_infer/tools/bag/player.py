@@ -6,7 +6,10 @@ one offset per pass, so end-to-end latency is measured against the live clock wh
 and their labels keep identical stamps and still pair up.
 
 Parameters: ``bag`` (path), ``rate`` (playback speed, 1.0 = recorded), ``loop``,
-``restamp``, ``start_delay`` (s), ``topics`` (empty = all). Publishes ``metrics/frames_published``.
+``restamp``, ``start_delay`` (s), ``topics`` (empty = all), ``decompress`` (JPEG/PNG
+``…/compressed`` topics published decoded as ``sensor_msgs/Image`` ``bgr8`` on the topic without
+``/compressed``, as a camera driver publishes raw frames). Publishes
+``metrics/frames_published``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import importlib
 import threading
 import time
 
+import numpy as np
+from builtin_interfaces.msg import Time
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CompressedImage, Image
 
 from split_infer.ros.common import (
     MetricPublishers,
@@ -27,9 +33,18 @@ from split_infer.ros.common import (
     run_node,
     shutting_down,
 )
-from split_infer.tools.bag.storage import BagError, read_bag_raw
+from split_infer.tools.bag.storage import (
+    COMPRESSED_SUFFIX,
+    COMPRESSED_TYPE,
+    BagError,
+    read_bag_raw,
+)
 
 __all__ = ["BagPlayer", "main"]
+
+
+def _stamp_ns(stamp: Time) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 def message_class(msgtype: str) -> type:
@@ -60,12 +75,17 @@ class BagPlayer(Node):
             self, "start_delay", 0.0, 0.0, 60.0,
             "seconds to wait before the first message, so subscribers can be discovered",
             read_only=True)
+        self._decompress = declare_bool(
+            self, "decompress", False,
+            "publish .../compressed image topics decoded, as sensor_msgs/Image bgr8 on the "
+            "topic without /compressed (what a camera driver publishes)", read_only=True)
         self.declare_parameter("topics", [""])
         wanted = [t for t in self.get_parameter("topics").value if t] or None
         if not self._bag:
             raise BagError("parameter 'bag' is required")
-        # A short camera bag fits in memory; preloading keeps the replay timing steady.
-        self._messages = [(topic, message_class(msgtype), stamp, raw)
+        # A short camera bag fits in memory; preloading (and decoding) keeps the replay
+        # timing steady.
+        self._messages = [self._preload(topic, msgtype, stamp, raw)
                           for topic, msgtype, stamp, raw in read_bag_raw(self._bag, wanted)]
         if not self._messages:
             raise BagError(f"{self._bag} holds no messages to play")
@@ -84,6 +104,26 @@ class BagPlayer(Node):
         self.get_logger().info(f"playing {len(self._messages)} messages from {self._bag} "
                                f"at {self._rate}x{' in a loop' if self._loop else ''}")
 
+    def _preload(self, topic: str, msgtype: str, stamp: int, raw: bytes
+                 ) -> tuple[str, type, int, bytes | tuple[Image, int]]:
+        """One bag message as (topic, class, bag time, CDR bytes or a decoded Image with its
+        recorded header stamp in ns)."""
+        if not (self._decompress and msgtype == COMPRESSED_TYPE
+                and topic.endswith(COMPRESSED_SUFFIX)):
+            return topic, message_class(msgtype), stamp, raw
+        import cv2
+
+        compressed = deserialize_message(raw, CompressedImage)
+        bgr = cv2.imdecode(np.frombuffer(compressed.data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise BagError(f"{self._bag}: a {topic} message at {stamp} ns does not decode "
+                           f"(format {compressed.format!r})")
+        image = Image(header=compressed.header, height=bgr.shape[0], width=bgr.shape[1],
+                      encoding="bgr8", is_bigendian=0, step=bgr.shape[1] * 3)
+        image.data = bgr.tobytes()
+        return (topic[:-len(COMPRESSED_SUFFIX)], Image, stamp,
+                (image, _stamp_ns(compressed.header.stamp)))
+
     def _play(self) -> None:
         if self._stop.wait(self._start_delay):
             return
@@ -100,12 +140,16 @@ class BagPlayer(Node):
                 due = start + (stamp - first) / 1e9 / self._rate
                 if self._stop.wait(max(0.0, due - time.monotonic())):
                     return
-                message = deserialize_message(raw, cls)
-                if self._restamp and hasattr(message, "header"):
-                    stamped = (message.header.stamp.sec * 1_000_000_000
-                               + message.header.stamp.nanosec + offset_ns)
-                    message.header.stamp.sec = stamped // 1_000_000_000
-                    message.header.stamp.nanosec = stamped % 1_000_000_000
+                if isinstance(raw, bytes):
+                    message = deserialize_message(raw, cls)
+                    recorded_ns = (_stamp_ns(message.header.stamp)
+                                   if hasattr(message, "header") else None)
+                else:  # decoded at preload: one message object and its recorded stamp
+                    message, recorded_ns = raw
+                if self._restamp and recorded_ns is not None:
+                    stamped = recorded_ns + offset_ns
+                    message.header.stamp = Time(sec=stamped // 1_000_000_000,
+                                                nanosec=stamped % 1_000_000_000)
                 if shutting_down(self):
                     return  # Ctrl-C / SIGTERM: the context is gone, stopping is not an error
                 self._topic_publishers[topic].publish(message)
