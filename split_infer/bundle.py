@@ -15,6 +15,12 @@ spec that turns its output into wire bytes, and the cloud ONNX part that finishe
 Several configurations may share ONNX parts (a rateless codec serves every ratio from one
 model: the edge sends the first ``keep_channels`` channels and the cloud fills the rest).
 
+A part is named by a *part spec*: one bundle file (``onnx/split4_edge.onnx``), or a chain of
+components joined by ``+``, each a bundle file or a segment of the bundle's tapped whole
+model (``model[0:7]``: the input through split point 7; ``model[7:]``: split 7 through the
+logits). ``model[0:7]+onnx/split7_bbnet_encoder.onnx`` is a learned edge part whose backbone
+lives once in the bundle, however many configurations use it (:func:`part_components`).
+
 Loading verifies the sha256 of every file against the manifest and refuses files the
 manifest does not list, so a tampered or unexpected file never reaches ONNX Runtime.
 """
@@ -26,6 +32,7 @@ import itertools
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +54,7 @@ __all__ = [
     "check_chain",
     "is_link_configuration",
     "link_problem",
+    "part_components",
     "sha256_file",
     "write_bundle",
 ]
@@ -59,6 +67,30 @@ class BundleError(UserError, ValueError):
     """A bundle is missing, malformed, tampered with, or does not have what was asked."""
 
 
+_SEGMENT = re.compile(r"model\[(\d+):(\d*)\]")
+
+
+def part_components(spec: str) -> list[str | tuple[int, int | None]]:
+    """A part spec (see the module docstring) as its components in order: a bundle file's
+    relative path, or ``(start, end)`` of a segment of the tapped whole model (``end``
+    None: through the logits). BundleError for an empty component or an empty segment."""
+    components: list[str | tuple[int, int | None]] = []
+    for text in spec.split("+"):
+        text = text.strip()
+        match = _SEGMENT.fullmatch(text)
+        if match:
+            start, end = int(match[1]), (int(match[2]) if match[2] else None)
+            if end is not None and end <= start:
+                raise BundleError(f"part spec {spec!r}: segment {text} is empty")
+            components.append((start, end))
+        elif text and not text.startswith("model["):
+            components.append(text)
+        else:
+            raise BundleError(f"part spec {spec!r}: {text!r} is neither a bundle file nor a "
+                              "segment model[START:END]")
+    return components
+
+
 @dataclass(frozen=True)
 class BundleConfiguration:
     """One deployable (split point, ratio) configuration."""
@@ -69,8 +101,8 @@ class BundleConfiguration:
     ratio: float
     codec: str
     feature_shape: tuple[int, ...]  # what the edge part outputs, (C, H, W)
-    edge_onnx: str
-    cloud_onnx: str
+    edge_onnx: str  # part spec (see the module docstring): image → features sent
+    cloud_onnx: str  # part spec: received features → logits
     method: str = "baseline"  # baseline | bottlenet | hu_ae | aecnn | bbnet | rateless
     keep_channels: int | None = None  # rateless: channels sent; None = all
     calibration: str | None = None
@@ -160,8 +192,16 @@ class Bundle:
             cls._verify(bundle_dir, manifest["files"])
         configurations = [BundleConfiguration.from_dict(c) for c in manifest["configurations"]]
         bundle = cls(bundle_dir, manifest, configurations)
+        tapped = manifest["model"].get("onnx")
         for config in configurations:
-            for relative in (config.edge_onnx, config.cloud_onnx, config.calibration, config.fill):
+            named = [config.calibration, config.fill]
+            for spec in (config.edge_onnx, config.cloud_onnx):
+                components = part_components(spec)
+                if any(isinstance(c, tuple) for c in components) and not tapped:
+                    raise BundleError(f"configuration {config.id!r}: {spec!r} cuts the whole "
+                                      "model, but the manifest names no tapped model.onnx")
+                named += [c for c in components if isinstance(c, str)]
+            for relative in named:
                 if relative is not None and relative not in manifest["files"]:
                     raise BundleError(f"configuration {config.id!r} names {relative}, which the "
                                       "manifest's file list does not hold")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["OUTPUT", "TappedModel", "tap_name"]
+__all__ = ["OUTPUT", "TappedModel", "chain", "tap_name"]
 
 #: Name of the logits output of a tapped model (its first output).
 OUTPUT = "output"
@@ -78,3 +78,28 @@ class TappedModel:
             raise ValueError(f"the tapped model has no output {name!r} (taps: "
                              f"{self.split_points})")
         return name
+
+
+def chain(parts: list[bytes]) -> bytes:
+    """Serialized single-input, single-output ONNX models run one after the other, as one
+    model (input ``input``, output ``output``): a backbone segment and a learned encoder, or a
+    decoder and the rest of the backbone, become one ONNX Runtime session, so the runtime
+    optimises across the seam. One part is returned unchanged."""
+    if len(parts) == 1:
+        return parts[0]
+    import onnx
+    import onnx.compose
+
+    merged = onnx.load_from_string(parts[0])
+    for i, data in enumerate(parts[1:], start=1):
+        following = onnx.load_from_string(data)
+        # Both sides have values named "input"/"output"; prefixes keep every name unique.
+        if i == 1:
+            merged = onnx.compose.add_prefix(merged, "p0_")
+        following = onnx.compose.add_prefix(following, f"p{i}_")
+        merged = onnx.compose.merge_models(
+            merged, following,
+            io_map=[(merged.graph.output[0].name, following.graph.input[0].name)])
+    _rename_value(merged, merged.graph.input[0].name, "input")
+    _rename_value(merged, merged.graph.output[0].name, OUTPUT)
+    return merged.SerializeToString()

@@ -4,11 +4,32 @@ bottlenecks from their weights). Torch is imported only when a torch part is ask
 
 from __future__ import annotations
 
-from split_infer.bundle import Bundle, BundleConfiguration
+from split_infer.bundle import Bundle, BundleConfiguration, BundleError, part_components
 from split_infer.pipeline.backends import Backend, OrtBackend, backend_problem
-from split_infer.pipeline.onnx_parts import TappedModel
+from split_infer.pipeline.onnx_parts import TappedModel, chain
 
-__all__ = ["PartLoader", "load_backbone", "segment_backend"]
+__all__ = ["PartLoader", "load_backbone", "part_bytes", "segment_backend"]
+
+
+def part_bytes(bundle: Bundle, spec: str, tapped: list[TappedModel] | None = None) -> bytes:
+    """The serialized ONNX model of a part spec (:func:`~split_infer.bundle.part_components`):
+    its files read verified, its segments cut out of the bundle's tapped whole model, chained
+    into one model. ``tapped`` (a list of at most one) caches the parsed whole model across
+    calls."""
+    cache = tapped if tapped is not None else []
+    parts = []
+    for component in part_components(spec):
+        if isinstance(component, str):
+            parts.append(bundle.read(component))
+            continue
+        if not cache:
+            whole = bundle.manifest["model"].get("onnx")
+            if not whole:
+                raise BundleError(f"{bundle.path}: {spec!r} cuts the whole model, but the "
+                                  "manifest names no tapped model.onnx")
+            cache.append(TappedModel(bundle.read(whole)))
+        parts.append(cache[0].part(*component))
+    return chain(parts)
 
 
 class PartLoader:
@@ -30,6 +51,7 @@ class PartLoader:
         self.bundle, self.backend, self.threads = bundle, backend, threads
         self._loaded: dict[str, Backend] = {}
         self._model = None
+        self._tapped: list[TappedModel] = []  # the whole model, parsed once if a part cuts it
 
     def edge(self, config: BundleConfiguration) -> Backend:
         return self._part(config, config.edge_onnx, edge=True)
@@ -41,7 +63,8 @@ class PartLoader:
         # Configurations that share an ONNX file share the part in either backend.
         if onnx_file not in self._loaded:
             if self.backend == "onnxruntime":
-                self._loaded[onnx_file] = OrtBackend(self.bundle.read(onnx_file), self.threads)
+                self._loaded[onnx_file] = OrtBackend(
+                    part_bytes(self.bundle, onnx_file, self._tapped), self.threads)
             else:
                 from split_infer.pipeline.torch_backend import TorchBackend
 

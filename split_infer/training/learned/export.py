@@ -30,6 +30,7 @@ from split_infer.codecs import get_codec
 from split_infer.codecs.learned import get_method
 from split_infer.models.macs import count_macs
 from split_infer.pipeline.backends import OrtBackend
+from split_infer.pipeline.parts import part_bytes
 from split_infer.pipeline.torch_backend import export_onnx
 from split_infer.training.baseline import _measured_ratio
 from split_infer.training.learned.data import SplitData
@@ -113,8 +114,8 @@ def _export_trained(out: Path, trained: TrainedConfig, rows: list[SearchRow],
     return _Exported(configurations, learned)
 
 
-def _time_part(path: Path, shape: Sequence[int], repeats: int) -> float:
-    backend = OrtBackend(path, 1)
+def _time_part(model: bytes, shape: Sequence[int], repeats: int) -> float:
+    backend = OrtBackend(model, 1)
     x = np.zeros((1, *shape), np.float32)
     backend(x)
     times = []
@@ -142,10 +143,10 @@ def _retime_learned(bundle: Bundle, repeats: int) -> Bundle:
         encode_ms = (config.edge_ms or 0) - split_timing.head["onnxruntime"].median_ms
         decode_ms = (config.cloud_ms or 0) - split_timing.tail["onnxruntime"].median_ms
         if config.edge_onnx not in timed:
-            timed[config.edge_onnx] = _time_part(bundle.file(config.edge_onnx), input_shape,
-                                                 repeats)
+            timed[config.edge_onnx] = _time_part(part_bytes(bundle, config.edge_onnx),
+                                                 input_shape, repeats)
         if config.cloud_onnx not in timed:
-            timed[config.cloud_onnx] = _time_part(bundle.file(config.cloud_onnx),
+            timed[config.cloud_onnx] = _time_part(part_bytes(bundle, config.cloud_onnx),
                                                   config.feature_shape, repeats)
         updated.append(BundleConfiguration.from_dict({
             **config.to_dict(), "edge_ms": timed[config.edge_onnx] + max(encode_ms, 0.0),
