@@ -47,7 +47,9 @@ def test_bundle_holds_measured_configurations(built):
         assert 0.0 <= config.accuracy <= 1.0
         assert config.bytes_per_frame > 0
         assert config.edge_ms and config.cloud_ms  # measured (a duration, not compared)
-        assert (bundle.path / config.edge_onnx).is_file()
+        # Parts are segments of the one tapped whole model: no backbone copy per split.
+        assert config.edge_onnx == f"model[0:{config.split_point}]"
+        assert config.cloud_onnx == f"model[{config.split_point}:]"
     by_codec = {c.codec.split(":")[0] + c.codec.split("+")[-1]: c for c in bundle.configurations
                 if c.split_point == 2}
     # Fewer bits, fewer bytes; the ratio is the measured one.
@@ -58,6 +60,7 @@ def test_bundle_holds_measured_configurations(built):
     assert manifest["classes"][0] == "airplane"
     assert manifest["server_only"]["bytes_per_frame"] > 0
     assert set(manifest["files"]) >= {"weights/backbone.safetensors", "onnx/full.onnx"}
+    assert [f for f in manifest["files"] if f.startswith("onnx/")] == ["onnx/full.onnx"]
 
 
 def test_lossless_configuration_decides_like_the_unsplit_model(built):
@@ -80,11 +83,11 @@ def test_eval_reproduces_the_manifest(built):
 
 
 def test_tampered_file_is_refused(copy):
-    onnx = copy / "onnx" / "split2_edge.onnx"
+    onnx = copy / "onnx" / "full.onnx"
     data = bytearray(onnx.read_bytes())
     data[len(data) // 2] ^= 0xFF
     onnx.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match=r"sha256 mismatch for onnx/split2_edge\.onnx"):
+    with pytest.raises(BundleError, match=r"sha256 mismatch for onnx/full\.onnx"):
         Bundle.load(copy)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from split_infer.bundle import Bundle, BundleError
+from split_infer.bundle import Bundle, BundleError, part_components
 from split_infer.codecs import get_codec
 from split_infer.codecs.learned import CodecSTE, build_method, get_method, list_methods
 from split_infer.codecs.learned import bbnet as bbnet_module
@@ -440,8 +440,15 @@ def test_export_writes_a_verified_bundle(exported):
     assert bbnet.codec.startswith("tanhq:bits=8") and bbnet.calibration is None
     hu = next(c for c in loaded.configurations if c.method == "hu_ae")
     assert hu.feature_shape == (64, 8, 8)  # γ = 2: twice the channels at half the size
+    # A frozen backbone is not copied: learned parts chain the tapped model's segments with
+    # the bottleneck's own small files.
+    head, encoder_file = part_components(hu.edge_onnx)
+    decoder_file, tail = part_components(hu.cloud_onnx)
+    assert head == (0, hu.split_point) and tail == (hu.split_point, None)
+    assert encoder_file.endswith("_encoder.onnx") and decoder_file.endswith("_decoder.onnx")
+    assert not [f for f in loaded.manifest["files"] if f.endswith(("_edge.onnx", "_cloud.onnx"))]
     # A tampered file is refused.
-    onnx_file = loaded.path / hu.cloud_onnx
+    onnx_file = loaded.path / decoder_file
     original = onnx_file.read_bytes()
     try:
         onnx_file.write_bytes(original + b"\0")

@@ -2,7 +2,8 @@
 
 ::
 
-    backbone weights ─▶ split at each chosen point ─▶ head ONNX (edge) / tail ONNX (cloud)
+    backbone weights ─▶ one tapped ONNX of the whole model ─▶ head model[0:k] (edge) /
+                                │                            tail model[k:] (cloud)
                                 │
          calibration images ─▶ head features ─▶ codec.calibrate ─▶ calibration/*.safetensors
                                 │
@@ -32,7 +33,7 @@ from split_infer.defaults import resolve_weights
 from split_infer.models import get_model, save_weights, split
 from split_infer.pipeline.evaluate import evaluate_bundle, evaluate_client_only
 from split_infer.pipeline.profiling import ModelProfile, profile_model
-from split_infer.pipeline.torch_backend import export_onnx, export_tapped
+from split_infer.pipeline.torch_backend import export_tapped
 from split_infer.training.datasets import load_dataset
 from split_infer.training.features import head_features
 from split_infer.wire import pack
@@ -146,9 +147,9 @@ def build_baseline_bundle(
     split_info = []
     taken_by_split: dict[int, set[float]] = {}
     for point in points:
-        head, tail = split(model, point)
+        head, _ = split(model, point)
         features = head_features(head, calibration, progress=progress)
-        entry, configs = export_baseline_split(out, point, head, tail, example, features,
+        entry, configs = export_baseline_split(out, point, head, example, features,
                                                codec_specs, taken_by_split.setdefault(
                                                    point.index, set()))
         split_info.append(entry)
@@ -165,15 +166,15 @@ def export_baseline_split(
     out: Path,
     point,
     head: torch.nn.Module,
-    tail: torch.nn.Module,
     example: torch.Tensor,
     features: np.ndarray,
     codec_specs: list[str],
     taken: set[float],
 ) -> tuple[dict, list[BundleConfiguration]]:
-    """Export the plain head/tail ONNX parts at ``point`` and one calibrated configuration per
-    codec spec; returns the manifest's split entry and the configurations. ``taken`` holds
-    the ratios already used at this split (ratios are part of the wire configuration id)."""
+    """One calibrated configuration per codec spec at ``point``, its parts segments of the
+    bundle's tapped whole model; returns the manifest's split entry and the configurations.
+    ``taken`` holds the ratios already used at this split (ratios are part of the wire
+    configuration id)."""
     from safetensors.numpy import save_file
 
     with torch.no_grad():
@@ -182,12 +183,9 @@ def export_baseline_split(
     entry = {"index": point.index, "name": point.name, "shape": list(feature_shape),
              "float32_bytes": int(np.prod(feature_shape)) * 4}
     configurations: list[BundleConfiguration] = []
-    if not codec_specs:  # a bundle of learned codecs only: no plain parts to ship
-        return entry, configurations
-    edge_onnx = f"onnx/split{point.index}_edge.onnx"
-    cloud_onnx = f"onnx/split{point.index}_cloud.onnx"
-    export_onnx(head, example, out / edge_onnx)
-    export_onnx(tail, feature_example, out / cloud_onnx)
+    # The parts are segments of the bundle's tapped whole model (bundle.part_components):
+    # the backbone is stored once, not once per split point.
+    edge_onnx, cloud_onnx = f"model[0:{point.index}]", f"model[{point.index}:]"
     for j, spec in enumerate(codec_specs):
         # Calibrate every codec that has state (quant works uncalibrated, sending per-frame
         # min/max, but calibrated statistics are both smaller and better, thesis §2.1).

@@ -188,10 +188,10 @@ def train_bundle(
     selected: dict[str, str | None] = {}
     for point in points:
         taken: set[float] = set()
-        head, tail = split(model, point)
+        head, _ = split(model, point)
         features = head_features(head, calibration, progress=progress) if codec_specs else \
             np.zeros((0,), np.float32)
-        entry, baseline_configs = export_baseline_split(out, point, head, tail, example,
+        entry, baseline_configs = export_baseline_split(out, point, head, example,
                                                         features, codec_specs, taken)
         split_info.append(entry)
         configurations.extend(baseline_configs)

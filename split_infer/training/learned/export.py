@@ -70,10 +70,20 @@ def _export_trained(out: Path, trained: TrainedConfig, rows: list[SearchRow],
     i, method = trained.split_index, trained.method
     tag = f"split{i}_{method}" + ("" if get_method(method).rateless else
                                   f"_r{trained.ratio:g}")
-    edge_onnx, cloud_onnx = f"onnx/{tag}_edge.onnx", f"onnx/{tag}_cloud.onnx"
-    export_onnx(nn.Sequential(trained.head, b.encoder), example, out / edge_onnx)
-    export_onnx(nn.Sequential(b.decoder, trained.tail), torch.zeros(1, *b.code_shape),
-                out / cloud_onnx)
+    code_example = torch.zeros(1, *b.code_shape)
+    if trained.net is None:
+        # Frozen backbone: the bundle's tapped whole model holds it once; only the bottleneck
+        # is exported, and the parts are chained at load (bundle.part_components).
+        encoder_onnx, decoder_onnx = f"onnx/{tag}_encoder.onnx", f"onnx/{tag}_decoder.onnx"
+        with torch.no_grad():
+            feature_example = trained.head(example)
+        export_onnx(b.encoder, feature_example, out / encoder_onnx)
+        export_onnx(b.decoder, code_example, out / decoder_onnx)
+        edge_onnx, cloud_onnx = f"model[0:{i}]+{encoder_onnx}", f"{decoder_onnx}+model[{i}:]"
+    else:  # fine-tuned with its bottleneck (Hu & K): a backbone of its own
+        edge_onnx, cloud_onnx = f"onnx/{tag}_edge.onnx", f"onnx/{tag}_cloud.onnx"
+        export_onnx(nn.Sequential(trained.head, b.encoder), example, out / edge_onnx)
+        export_onnx(nn.Sequential(b.decoder, trained.tail), code_example, out / cloud_onnx)
     weights = f"weights/{tag}.safetensors"
     _save_module_weights(out / weights, b, b.describe(), None if trained.net is None
                          else trained.net.net)
