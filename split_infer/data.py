@@ -4,17 +4,28 @@ dataset type the loaders, evaluation and bag tools exchange."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from split_infer.errors import UserError
 
-__all__ = ["ArrayDataset", "CameraFrame", "DatasetError", "Preprocessing"]
+__all__ = ["ArrayDataset", "CameraFrame", "DatasetError", "Preprocessing", "cache_dir"]
 
 
 class DatasetError(UserError, RuntimeError):
     """A dataset is missing or malformed; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/split_infer`` (default ``~/.cache/split_infer``), created: decoded
+    data sets and converted weights live here, outside the repository."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    path = Path(base) / "split_infer"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _to_rgb(pixels: np.ndarray, order: str) -> np.ndarray:

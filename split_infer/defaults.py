@@ -11,6 +11,8 @@ DEFAULT_MODEL = "resnet20_cifar"
 DEFAULT_SPLIT = "layer2.2"
 DEFAULT_BUNDLE = ASSETS_DIR / "default_bundle"
 DEMO_BAG = ASSETS_DIR / "cifar10_demo_bag"
+#: 100 camera frames (640×480 JPEG, shuffled classes) made from the ImageNet sample.
+IMAGENET_DEMO_BAG = ASSETS_DIR / "imagenet_demo_bag"
 DEMO_TRACE = "demo_step.csv"
 
 
@@ -85,11 +87,16 @@ def shipped_weights(model_name: str) -> Path | None:
 
 
 def resolve_weights(model_name: str, weights: str | Path | None) -> Path:
-    """``weights`` if given, else the shipped file; a clear error if neither exists."""
+    """``weights`` if given, else the shipped file, else the model's published weights
+    (``ModelSpec.pretrained``, converted on first use); a clear error if none exists."""
     if weights is not None:
         return Path(weights)
     shipped = shipped_weights(model_name)
     if shipped is None:
+        from split_infer.models import get_model_spec
+
+        if get_model_spec(model_name).pretrained is not None:
+            return get_model_spec(model_name).pretrained()
         raise MissingFileError(
             f"no weights shipped for {model_name}; pass --weights FILE.safetensors "
             f"(shipped: {sorted(p.name for p in ASSETS_DIR.glob('*.safetensors'))})"

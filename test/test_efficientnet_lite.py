@@ -143,3 +143,25 @@ def test_recipe_round_trips_through_a_manifest_and_old_manifests_keep_theirs():
         Preprocessing(size=(224, 224), resize_shorter=200)
     with pytest.raises(DatasetError, match="resize must be one of"):
         Preprocessing(resize="cubic")
+
+
+@needs_weights
+def test_published_weights_are_verified_converted_once_and_cached(tmp_path, monkeypatch):
+    from split_infer.defaults import resolve_weights
+    from split_infer.models import efficientnet_lite, pretrained_weights
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(efficientnet_lite, "PRETRAINED_SHA256", "0" * 64)
+    with pytest.raises(WeightsError, match="not the pinned"):
+        pretrained_weights("efficientnet_lite0")
+    assert not list(tmp_path.rglob("*.safetensors"))  # nothing half-converted left behind
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = resolve_weights("efficientnet_lite0", None)
+    assert path.parent == tmp_path / "split_infer" and path.suffix == ".safetensors"
+    stamp = path.stat().st_mtime_ns
+    assert pretrained_weights("efficientnet_lite0") == path
+    assert path.stat().st_mtime_ns == stamp  # read from the cache, not converted again
+    get_model("efficientnet_lite0", weights=path)  # strict safetensors load
+    with pytest.raises(MissingFileError, match="no published weights"):
+        pretrained_weights("resnet8_cifar")

@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "config_key": set(),
     "data": {"errors"},
-    "defaults": {"errors"},
+    "defaults": {"errors", "models"},  # a model's published weights are a default
     "models": {"errors", "data"},  # a backbone's weights carry their preprocessing recipe
     "codecs": {"errors", "models"},
     "wire": {"errors", "codecs", "config_key"},

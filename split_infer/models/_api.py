@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from split_infer.data import Preprocessing
 from split_infer.errors import MissingFileError, UserError
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "get_model_spec",
     "list_models",
     "load_weights",
+    "pretrained_weights",
     "register_model",
     "safetensors_metadata",
     "save_weights",
@@ -206,6 +208,11 @@ class ModelSpec:
     num_classes: int
     family: str
     description: str
+    #: The published weights as safetensors (converted and cached on first use); None when
+    #: the model has none (the CIFAR backbones ship trained weights as package assets).
+    pretrained: Callable[[], Path] | None = None
+    #: The preprocessing those weights expect; None: the data set's own.
+    preprocessing: Preprocessing | None = None
 
 
 _MODELS: dict[str, ModelSpec] = {}
@@ -218,13 +225,16 @@ def register_model(
     num_classes: int,
     family: str,
     description: str,
+    pretrained: Callable[[], Path] | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> Callable[[Callable[..., SplittableModel]], Callable[..., SplittableModel]]:
     """Decorator that adds a builder to the registry under ``name``."""
 
     def wrapper(builder: Callable[..., SplittableModel]) -> Callable[..., SplittableModel]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = ModelSpec(name, builder, input_shape, num_classes, family, description)
+        _MODELS[name] = ModelSpec(name, builder, input_shape, num_classes, family, description,
+                                  pretrained, preprocessing)
         return builder
 
     return wrapper
@@ -264,6 +274,16 @@ def get_model(
     if weights is not None:
         load_weights(model, weights)
     return model.eval()
+
+
+def pretrained_weights(name: str) -> Path:
+    """The safetensors file of ``name``'s published weights (see ``ModelSpec.pretrained``);
+    MissingFileError when the model has none."""
+    spec = get_model_spec(name)
+    if spec.pretrained is None:
+        raise MissingFileError(f"{name} has no published weights registered; pass a "
+                               ".safetensors file")
+    return spec.pretrained()
 
 
 def split(

