@@ -36,8 +36,11 @@ class TrainVerb(VerbExtension):
         parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
         parser.add_argument("--weights", type=Path, default=None,
                             help="backbone safetensors (default: the shipped CIFAR-10 weights)")
-        parser.add_argument("--dataset", default="cifar10", choices=DATASETS,
-                            help="calibration and evaluation data set (default: %(default)s)")
+        parser.add_argument("--dataset", default="cifar10",
+                            choices=[*DATASETS, "imagenet_sample"],
+                            help="calibration and evaluation data set; imagenet_sample (the "
+                                 "labelled ImageNet photographs) is an evaluation set for "
+                                 "--label-free (default: %(default)s)")
         parser.add_argument("--data", type=Path, default=None,
                             help="data path (zip, IDX dir, folder)")
         parser.add_argument("--split", action="append",
@@ -77,6 +80,13 @@ class TrainVerb(VerbExtension):
         parser.add_argument("--eval-images", type=int, default=1000, metavar="N",
                             help="test images every configuration is measured on "
                                  "(0 = the whole test split; default: %(default)s)")
+        parser.add_argument("--label-free", action="store_true",
+                            help="train by distillation from the unsplit model on unlabelled "
+                                 "images (--train-data): no labels needed; the search bounds "
+                                 "the loss of agreement with the unsplit model")
+        parser.add_argument("--train-data", type=Path, default=None, metavar="PATH",
+                            help="with --label-free: an image folder, a zip of images or a "
+                                 "recorded camera bag (rosbag2 directory)")
         parser.add_argument("--force", action="store_true", help="replace an existing bundle")
         add_threads_argument(parser)
 
@@ -86,8 +96,15 @@ class TrainVerb(VerbExtension):
         methods = args.method or ["baseline"]
         require(args.eval_images >= 0 and args.train_images >= 0,
                 "--eval-images and --train-images must be >= 0 (0 = all)")
+        require(args.label_free == (args.train_data is not None),
+                "--label-free and --train-data go together (unlabelled images to distil on)")
+        require(args.dataset != "imagenet_sample" or args.label_free,
+                "imagenet_sample has no training split; use it as the evaluation set of "
+                "--label-free --train-data PATH")
         with user_output_errors():  # --out exists and is not empty, and no --force
-            if methods == ["baseline"]:
+            if args.label_free:
+                bundle = self._learned(args, methods, **self._label_free_sets(args))
+            elif methods == ["baseline"]:
                 bundle = self._baseline(args)
             else:
                 bundle = self._learned(args, methods)
@@ -113,7 +130,35 @@ class TrainVerb(VerbExtension):
         )
 
     @staticmethod
-    def _learned(args: argparse.Namespace, methods: list[str]) -> Any:
+    def _label_free_sets(args: argparse.Namespace) -> dict[str, Any]:
+        """The unlabelled training images (folder, zip or bag) and the evaluation set, both
+        prepared with the model's own recipe (the data set's for models without one)."""
+        import numpy as np
+
+        from split_infer.data import Preprocessing
+        from split_infer.models import get_model_spec
+        from split_infer.training.datasets import load_dataset, load_imagenet_sample
+
+        recipe = get_model_spec(args.model).preprocessing or Preprocessing()
+        limit = args.train_images or None
+        source = args.train_data
+        if (source / "metadata.yaml").is_file():  # a recorded camera bag
+            from split_infer.tools.bag.storage import bag_dataset
+
+            frames = bag_dataset(source, [], recipe)
+            n = len(frames) if limit is None else min(limit, len(frames))
+            train = type(frames)(source.name, frames.images[:n], np.full(n, -1, np.int64), [],
+                                 frames.preprocessing)
+        else:
+            from split_infer.training.datasets import load_unlabelled_images
+
+            train = load_unlabelled_images(source, recipe, limit)
+        test = load_imagenet_sample(recipe, args.data) if args.dataset == "imagenet_sample" \
+            else load_dataset(args.dataset, "test", args.data)
+        return {"train_set": train, "test_set": test, "label_free": True}
+
+    @staticmethod
+    def _learned(args: argparse.Namespace, methods: list[str], **data: Any) -> Any:
         from split_infer.training.learned import train_bundle
 
         return train_bundle(
@@ -136,6 +181,7 @@ class TrainVerb(VerbExtension):
             baseline_codecs=args.codec or None,
             slim=args.slim,
             force=args.force,
+            **data,
         )
 
 

@@ -26,6 +26,7 @@ from split_infer.codecs import get_codec
 from split_infer.codecs.learned import get_method, get_slimming, list_methods
 from split_infer.data import ArrayDataset
 from split_infer.defaults import resolve_weights
+from split_infer.errors import UserError
 from split_infer.models import get_model, save_weights, split
 from split_infer.models.macs import count_macs
 from split_infer.pipeline.torch_backend import export_tapped
@@ -70,6 +71,19 @@ def _search_and_eval_sets(test: ArrayDataset, train: ArrayDataset, eval_images: 
     return pick(train, kept), pick(train, held), test
 
 
+def _label_free(model, train: ArrayDataset, test: ArrayDataset, settings: LearnedTrainConfig,
+                progress: bool) -> tuple[ArrayDataset, ArrayDataset, LearnedTrainConfig]:
+    """Pseudo-labels from the unsplit model for the training images (and for the test
+    images when they have no labels), and the distillation-only loss."""
+    from split_infer.training.distill import pseudo_labelled
+
+    classes = list(test.classes) or [str(i) for i in range(model.num_classes)]
+    train = pseudo_labelled(model, train, classes, progress=progress)
+    if (test.labels < 0).any():
+        test = pseudo_labelled(model, test, classes, progress=progress)
+    return train, test, replace(settings, cross_entropy=0.0, distill=settings.distill or 1.0)
+
+
 def train_bundle(
     model_name: str,
     out_dir: str | Path,
@@ -96,6 +110,9 @@ def train_bundle(
     profile_repeats: int = 10,
     force: bool = False,
     progress: bool = True,
+    label_free: bool = False,
+    train_set: ArrayDataset | None = None,
+    test_set: ArrayDataset | None = None,
 ) -> Bundle:
     """Train learned bottlenecks at split points, run the accuracy-aware search and write a
     bundle with every kept configuration (plus baseline codecs with ``"baseline"``).
@@ -125,6 +142,14 @@ def train_bundle(
     * ``slim``: BBNet network slimming of the backbone first (fraction pruned, e.g. 0.4;
       ``slim_epochs`` = (sparse-training, fine-tuning) epochs); the slimmed backbone is then
       the bundle's backbone.
+    * ``train_set`` / ``test_set``: data sets already loaded (instead of ``dataset``'s
+      splits), e.g. unlabelled robot footage and a labelled evaluation set.
+    * ``label_free``: the training and search images' labels are replaced by the unsplit
+      model's top-1 (:mod:`split_infer.training.distill`), the loss is the distillation term
+      alone (``settings.distill``, default 1; cross-entropy weight 0), and the search bounds
+      the loss of *agreement* with the unsplit model. The bundle is measured on
+      ``test_set`` against its own labels (pseudo-labels too when it has none). Beyond the
+      seed papers, which all train with labels.
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -148,13 +173,21 @@ def train_bundle(
     work.mkdir(parents=True, exist_ok=True)
 
     model = get_model(model_name, weights=resolve_weights(model_name, weights))
-    train_full = load_dataset(dataset, "train", data_path)
-    test_full = load_dataset(dataset, "test", data_path)
-    if len(train_full.classes) != model.num_classes:
-        raise ValueError(f"{model_name} has {model.num_classes} outputs but {dataset} has "
-                         f"{len(train_full.classes)} classes")
-    train, search, test = _search_and_eval_sets(test_full, train_full, eval_images,
-                                                search_images)
+    train_full = train_set if train_set is not None else load_dataset(dataset, "train",
+                                                                      data_path)
+    test_full = test_set if test_set is not None else load_dataset(dataset, "test", data_path)
+    if label_free:
+        train_full, test_full, settings = _label_free(model, train_full, test_full, settings,
+                                                      progress)
+    if len(test_full.classes) != model.num_classes:
+        raise ValueError(f"{model_name} has {model.num_classes} outputs but {test_full.name} "
+                         f"has {len(test_full.classes)} classes")
+    if label_free:  # the search measures agreement: on held-out pseudo-labelled images
+        train, search, _ = _search_and_eval_sets(train_full, train_full, None, search_images)
+        test = test_full if eval_images is None else test_full.subset(eval_images, seed=1)
+    else:
+        train, search, test = _search_and_eval_sets(test_full, train_full, eval_images,
+                                                    search_images)
     if train_images is not None:
         train = train.subset(train_images, seed=3)
 
@@ -230,7 +263,13 @@ def train_bundle(
             search_rows += [{**asdict(r), "exported": any(
                 learned[c]["nominal_ratio"] == r.ratio for c in exported_ids)} for r in rows]
 
-    manifest = bundle_manifest(model, dataset, test, split_info,
+    if not configurations:
+        raise UserError(f"no configuration was kept: none came within {threshold_points:g} "
+                        "points of the unsplit model on the search set; train longer "
+                        "(--epochs), allow more loss (--threshold), or keep every trained one "
+                        "(--keep all)")
+    manifest = bundle_manifest(model, train_full.name if train_set is not None else dataset,
+                               test, split_info,
                                calibration_images=len(calibration),
                                profile_repeats=profile_repeats, progress=progress)
     manifest["learned"] = {
@@ -238,7 +277,7 @@ def train_bundle(
         "freeze_backbone": freeze_backbone, "keep": keep, "settings": settings.key(),
         "train_images": len(train), "search_images": len(search),
         "reference_accuracy": reference, "configurations": learned, "search": search_rows,
-        "selected": selected}
+        "selected": selected, "label_free": label_free}
     if slimming:
         manifest["model"]["slimming"] = slimming
     bundle = write_bundle(out, manifest, configurations)

@@ -43,6 +43,9 @@ class LearnedTrainConfig:
     # Beyond the papers (all train with cross-entropy only): weight of a distillation term
     # KL(backbone logits ‖ compressed logits); 0 keeps the papers' loss.
     distill: float = 0.0
+    # Weight of the cross-entropy against the labels; label-free training sets it to 0 and
+    # learns from the distillation term alone (the labels are then the teacher's own).
+    cross_entropy: float = 1.0
     # Beyond the papers too: weight of a feature-reconstruction term ‖x̂ − x‖² / Var(x) next
     # to the cross-entropy. The papers train for tens of epochs on GPUs; on a CPU budget of a
     # few epochs this anchors a freshly initialised decoder to the features the tail expects.

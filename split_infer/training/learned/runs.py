@@ -210,8 +210,11 @@ def _run_epoch(run: _Run, stage: Stage, optimizer: torch.optim.Optimizer, epoch:
 def _loss(logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None,
           settings: LearnedTrainConfig, decoded: torch.Tensor | None = None,
           target: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy, plus the optional reconstruction and distillation terms."""
-    loss = nn.functional.cross_entropy(logits, y)
+    """Cross-entropy (weighted; 0 when training label-free), plus the optional
+    reconstruction and distillation terms."""
+    loss = logits.new_zeros(())
+    if settings.cross_entropy > 0:
+        loss = settings.cross_entropy * nn.functional.cross_entropy(logits, y)
     if settings.reconstruction > 0 and decoded is not None and target is not None:
         scale = target.detach().var().clamp_min(1e-8)
         loss = loss + settings.reconstruction * nn.functional.mse_loss(decoded, target) / scale
