@@ -95,9 +95,11 @@ class SameConv2d(nn.Conv2d):
                                         reversed(self.stride), strict=True):
             total = max((math.ceil(int(size) / stride) - 1) * stride + kernel - int(size), 0)
             pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return super().forward(x)
+        if pads[0] == pads[1] and pads[2] == pads[3]:
+            # Symmetric (every stride-1 conv): the convolution pads itself, no Pad node.
+            return F.conv2d(x, self.weight, None, self.stride, (pads[2], pads[0]),
+                            self.dilation, self.groups)
+        return super().forward(F.pad(x, pads))
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
