@@ -219,3 +219,19 @@ def test_bag_player_can_publish_compressed_frames_decoded(tmp_path):
         if player is not None:
             player.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_shipped_imagenet_demo_bag_is_camera_size_jpeg_in_mixed_class_order():
+    from split_infer.defaults import IMAGENET_DEMO_BAG
+
+    size = sum(f.stat().st_size for f in IMAGENET_DEMO_BAG.iterdir())
+    assert size <= 8 * 2**20  # the data's licence allows 100 derived frames, the repo ~8 MB
+    frames = read_camera_bag(IMAGENET_DEMO_BAG)
+    assert len(frames) == 100
+    assert all(f.image.format.endswith("jpeg compressed bgr8") for f in frames)
+    labels = [f.label for f in frames]
+    assert None not in labels and len(set(labels)) == 100 and labels != sorted(labels)
+    import cv2
+
+    first = cv2.imdecode(np.frombuffer(bytes(frames[0].image.data), np.uint8), 1)
+    assert first.shape == (480, 640, 3)
