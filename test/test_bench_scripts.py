@@ -457,3 +457,28 @@ def test_testbed_verdicts_need_a_valid_run_a_margin_beyond_the_spread_and_three_
     assert judge(-0.01, 0.02, valid=True, repeats=5) == "inconclusive"
     assert judge(0.05, 0.0, valid=True, repeats=2) == "inconclusive"
     assert judge(0.05, 0.0, valid=False, repeats=3) == "invalid"
+
+
+def test_imagenet_targets_are_verdicts_that_can_fail():
+    from split_infer.tools.bench.rate_accuracy_imagenet import check_targets
+
+    def row(split, codec, size, top1, fraction=0.0, kind="bundle_learned"):
+        return {"split": split, "codec": codec, "bytes_per_frame": size, "top1": top1,
+                "agreement": top1, "edge_macs_fraction": fraction, "kind": kind}
+
+    cloud = [row(0, "input jpeg:quality=95", 20000, 0.86, kind="cloud_only"),
+             row(0, "input jpeg:quality=75", 9000, 0.85, kind="cloud_only"),
+             row(0, "input jpeg:quality=30", 4000, 0.80, kind="cloud_only"),
+             # the camera frame is not "the input JPEG": never the comparison point
+             row(0, "input jpeg:quality=90,frame=640x480", 100, 0.99, kind="cloud_only")]
+    split6 = [row(6, "float32+raw", 125440, 0.865, 0.295, "float32"),
+              row(6, "a", 2500, 0.858, 0.295), row(6, "b", 1500, 0.857, 0.295),
+              row(6, "c", 400, 0.80, 0.295)]
+    verdicts = {v["target"]: v for v in check_targets(cloud + split6, unsplit_top1=0.866)}
+    third = verdicts["jpeg_third"]
+    assert third["met"] and third["best"]["row"] == "b" and third["best"]["jpeg_bytes"] == 20000
+    assert verdicts["64x_1pt"]["met_by"] == ["b"]
+    assert not verdicts["256x_3pt"]["met"] and not verdicts["bottlenet_anchor"]["met"]
+    # Beyond 30 % of the MACs on the robot the JPEG target does not count the split.
+    late = [{**r, "edge_macs_fraction": 0.6} for r in split6]
+    assert not {v["target"]: v for v in check_targets(cloud + late, 0.866)}["jpeg_third"]["met"]

@@ -133,8 +133,10 @@ def measure_feature_codecs(
     dataset: ArrayDataset,
     batch_size: int = 200,
     progress: bool = True,
+    teacher: np.ndarray | None = None,
 ) -> list[dict]:
-    """Top-1 and bytes per frame of calibrated ``(kind, label, codec)`` triples at one split.
+    """Top-1 and bytes per frame of calibrated ``(kind, label, codec)`` triples at one split
+    (and ``agreement`` with ``teacher``, the unsplit model's top-1, when given).
 
     Each image's head features are packed into a real wire frame (``EdgeEngine.pack_features``),
     decoded by a :class:`CloudEngine` route holding that codec and the tail, and the tail
@@ -168,7 +170,7 @@ def measure_feature_codecs(
     for kind, label, edge_config, _, record in routes:
         predictions = np.concatenate(record["predictions"])
         rows.append(_row(kind, label, edge_config.codec.spec, split_point, record["bytes"],
-                         predictions, dataset.labels))
+                         predictions, dataset.labels, teacher))
     return rows
 
 
@@ -178,9 +180,11 @@ def edge_config_key(config: EdgeConfig) -> ConfigKey:
 
 
 def _row(kind: str, label: str, spec: str, split_point: int | None, sizes, predictions,
-         labels, **extra) -> dict:
+         labels, teacher: np.ndarray | None = None, **extra) -> dict:
     predictions = np.asarray(predictions)
     correct = int((predictions == np.asarray(labels)).sum())
+    if teacher is not None:  # agreement with the unsplit model's top-1 on the same images
+        extra["agreement"] = float((predictions == teacher).mean())
     return {"kind": kind, "label": label, "spec": spec, "split_point": split_point,
             "frames": len(predictions), "correct": correct,
             "accuracy": correct / len(predictions),
@@ -189,8 +193,10 @@ def _row(kind: str, label: str, spec: str, split_point: int | None, sizes, predi
 
 
 def measure_bundle_configs(bundle: Bundle, split_point: int, dataset: ArrayDataset,
-                           progress: bool = True) -> list[dict]:
-    """The bundle's configurations at ``split_point`` re-measured from real wire frames."""
+                           progress: bool = True, teacher: np.ndarray | None = None
+                           ) -> list[dict]:
+    """The bundle's configurations at ``split_point`` re-measured from real wire frames (and
+    their ``agreement`` with ``teacher`` when given)."""
     from split_infer.pipeline.evaluate import evaluate_bundle
 
     configs = [c for c in bundle.configurations if c.split_point == split_point]
@@ -209,6 +215,8 @@ def measure_bundle_configs(bundle: Bundle, split_point: int, dataset: ArrayDatas
             "ratio": config.ratio, "keep_channels": config.keep_channels,
             "manifest_accuracy": config.accuracy,
             "manifest_bytes_per_frame": config.bytes_per_frame,
+            **({} if teacher is None else
+               {"agreement": float((np.asarray(m["predictions"]) == teacher).mean())}),
         })
     return rows
 

@@ -30,6 +30,8 @@ BENCHMARKS: dict[str, str] = {
     "fuzz": "coverage-guided fuzzing of the wire-frame decoder and the image converter "
             "(atheris)",
     "rate_accuracy": "bytes per frame against top-1 on the CIFAR-10 test set",
+    "rate_accuracy_imagenet": "bytes per frame against top-1 and agreement with the unsplit "
+                              "model at 224 px (ImageNet sample), with the cloud-only JPEGs",
     "receiver_fuzz": "stateful fuzzing of the receiving half: genuine frames keep being "
                      "served whatever an unauthenticated publisher interleaves",
     "ros_graph": "edge and cloud nodes in one process over direct DDS (no emulated link)",
