@@ -459,22 +459,28 @@ def run(bundle_path: str | Path, splits: Sequence[str] | None, images: int,
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``split-infer bench rate_accuracy BUNDLE [ARGS]``."""
-    parser = common.bench_parser("rate_accuracy", __doc__)
+def add_arguments(parser: Any, *, images: int, calibration_images: int,
+                  calibration_help: str) -> None:
+    """The options every rate–accuracy benchmark has."""
     parser.add_argument("bundle", type=Path, help="bundle directory")
     parser.add_argument("--split", nargs="+", default=None,
                         help="split points by index or name (default: the bundle's)")
-    parser.add_argument("--images", type=int, default=10000, metavar="N",
-                        help="test images (default: all)")
-    parser.add_argument("--calibration-images", type=int, default=1024, metavar="N",
-                        help="training images the non-bundle codecs are calibrated on "
-                             "(default: %(default)s)")
+    parser.add_argument("--images", type=int, default=images, metavar="N",
+                        help="test images (default: %(default)s, or all there are)")
+    parser.add_argument("--calibration-images", type=int, default=calibration_images,
+                        metavar="N", help=f"{calibration_help} (default: %(default)s)")
     parser.add_argument("--feature-jpeg", type=int, nargs="+", default=FEATURE_JPEG_QUALITIES,
                         metavar="Q", help="qualities of the tiled feature JPEG")
     parser.add_argument("--cloud-jpeg", type=int, nargs="+", default=CLOUD_JPEG_QUALITIES,
                         metavar="Q", help="qualities of the cloud-only input JPEG")
     common.add_threads_argument(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``split-infer bench rate_accuracy BUNDLE [ARGS]``."""
+    parser = common.bench_parser("rate_accuracy", __doc__)
+    add_arguments(parser, images=10000, calibration_images=1024,
+                  calibration_help="training images the non-bundle codecs are calibrated on")
     common.add_out_argument(parser, "rate_accuracy")
     args = parser.parse_args(argv)
     common.limit_threads(args.threads)

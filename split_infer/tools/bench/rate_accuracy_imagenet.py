@@ -42,6 +42,7 @@ from split_infer.tools.bench import common
 from split_infer.tools.bench.rate_accuracy import (
     CLOUD_JPEG_QUALITIES,
     FEATURE_JPEG_QUALITIES,
+    add_arguments,
     backbone_parts,
     feature_codec_specs,
     head_features,
@@ -258,25 +259,15 @@ def format_rows(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """``split-infer bench rate_accuracy_imagenet BUNDLE [ARGS]``."""
     parser = common.bench_parser("rate_accuracy_imagenet", __doc__)
-    parser.add_argument("bundle", type=Path, help="bundle directory (an ImageNet recipe)")
-    parser.add_argument("--split", nargs="+", default=None,
-                        help="split points by index or name (default: the bundle's)")
-    parser.add_argument("--images", type=int, default=800, metavar="N",
-                        help="ImageNet sample images (default: all %(default)s)")
-    parser.add_argument("--calibration-images", type=int, default=512, metavar="N",
-                        help="unlabelled photographs the feature codecs are calibrated on "
-                             "(default: %(default)s)")
+    add_arguments(parser, images=800, calibration_images=512,
+                  calibration_help="unlabelled photographs the feature codecs are calibrated "
+                                   "on")
     parser.add_argument("--data", type=Path, default=None,
                         help="imagenet-sample-800.zip (default: ../shared/data or "
                              "$SPLIT_INFER_DATA)")
     parser.add_argument("--unlabelled", type=Path, default=None,
                         help="calibration photographs: a zip or a folder (default: "
                              "caltech101-unlabeled-3030.zip beside the sample)")
-    parser.add_argument("--feature-jpeg", type=int, nargs="+", default=FEATURE_JPEG_QUALITIES,
-                        metavar="Q", help="qualities of the tiled feature JPEG")
-    parser.add_argument("--cloud-jpeg", type=int, nargs="+", default=CLOUD_JPEG_QUALITIES,
-                        metavar="Q", help="qualities of the cloud-only 224-crop JPEG")
-    common.add_threads_argument(parser)
     common.add_out_argument(parser, "rate_accuracy_imagenet")
     args = parser.parse_args(argv)
     common.limit_threads(args.threads)
