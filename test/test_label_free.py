@@ -36,18 +36,23 @@ def tiny(tmp_path_factory):
     return root, weights
 
 
-def _train(root, weights, source, out):
+def _train(root, weights, source, out, *more):
     return main(["train", "resnet8_cifar", "--weights", str(weights), "--label-free",
                  "--train-data", str(source), "--dataset", "folder", "--data",
                  str(root / "data"), "--method", "bbnet", "--ratio", "8", "--split", "3",
                  "--epochs", "1", "--calibration-images", "16", "--keep", "all",
-                 "--out", str(out)])
+                 "--out", str(out), *more])
 
 
 def test_label_free_training_from_an_image_folder(tiny, capsys):
     root, weights = tiny
-    assert _train(root, weights, root / "photos", root / "from_folder") == 0
+    # Baseline codecs at two split points, the learned method at one of them.
+    assert _train(root, weights, root / "photos", root / "from_folder", "--method", "baseline",
+                  "--split", "2", "--learned-split", "3",
+                  "--codec", "quant:bits=8,per=channel+zstd") == 0
     manifest = json.loads((root / "from_folder" / "manifest.json").read_text())
+    where = {(c["method"], c["split_point"]) for c in manifest["configurations"]}
+    assert where == {("baseline", 2), ("baseline", 3), ("bbnet", 3)}
     learned = manifest["learned"]
     assert learned["label_free"] is True
     assert learned["settings"]["cross_entropy"] == 0.0 and learned["settings"]["distill"] == 1.0

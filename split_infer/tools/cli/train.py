@@ -46,6 +46,9 @@ class TrainVerb(VerbExtension):
         parser.add_argument("--split", action="append",
                             help="split point index or block name (repeatable; default: "
                                  "points spread over the network)")
+        parser.add_argument("--learned-split", action="append",
+                            help="split point where the learned methods train (repeatable; "
+                                 "default: every --split; baselines go to every --split)")
         parser.add_argument("--codec", action="append",
                             help="baseline codec spec (repeatable; see 'split-infer codecs')")
         parser.add_argument("--method", action="append", choices=METHODS,
@@ -169,6 +172,7 @@ class TrainVerb(VerbExtension):
             dataset=args.dataset,
             data_path=args.data,
             split_points=args.split or None,
+            learned_split_points=args.learned_split or None,
             ratios=parse_ratios(args.ratio, methods),
             method_options=parse_method_options(args.option, methods),
             epochs=args.epochs,

@@ -111,6 +111,7 @@ def train_bundle(
     force: bool = False,
     progress: bool = True,
     label_free: bool = False,
+    learned_split_points: Sequence[int | str] | None = None,
     train_set: ArrayDataset | None = None,
     test_set: ArrayDataset | None = None,
 ) -> Bundle:
@@ -142,6 +143,8 @@ def train_bundle(
     * ``slim``: BBNet network slimming of the backbone first (fraction pruned, e.g. 0.4;
       ``slim_epochs`` = (sparse-training, fine-tuning) epochs); the slimmed backbone is then
       the bundle's backbone.
+    * ``learned_split_points``: where the learned methods train (default: every split point;
+      the baseline codecs are calibrated at all of ``split_points``).
     * ``train_set`` / ``test_set``: data sets already loaded (instead of ``dataset``'s
       splits), e.g. unlabelled robot footage and a labelled evaluation set.
     * ``label_free``: the training and search images' labels are replaced by the unsplit
@@ -198,6 +201,8 @@ def train_bundle(
                                  settings=settings, work_dir=work, progress=progress)
         model.eval()
     points = [model.split_point(p) for p in (split_points or default_split_points(model))]
+    learned_at = {p.index for p in points} if learned_split_points is None else \
+        {model.split_point(p).index for p in learned_split_points}
     from split_infer.training.backbone import evaluate_top1
 
     reference = evaluate_top1(model, search)
@@ -228,7 +233,7 @@ def train_bundle(
                                                         features, codec_specs, taken)
         split_info.append(entry)
         configurations.extend(baseline_configs)
-        if not learned_methods:
+        if not learned_methods or point.index not in learned_at:
             continue
         data = SplitData(model, point, train, search, settings, frozen=freeze_backbone,
                          progress=progress)
