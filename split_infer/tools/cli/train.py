@@ -83,6 +83,10 @@ class TrainVerb(VerbExtension):
         parser.add_argument("--eval-images", type=int, default=1000, metavar="N",
                             help="test images every configuration is measured on "
                                  "(0 = the whole test split; default: %(default)s)")
+        parser.add_argument("--reconstruction", type=float, default=0.0, metavar="WEIGHT",
+                            help="weight of a feature-reconstruction term ||x^ - x||^2 / Var(x) "
+                                 "next to the task loss (beyond the papers: it anchors a fresh "
+                                 "decoder on a budget of few epochs; default: %(default)g)")
         parser.add_argument("--label-free", action="store_true",
                             help="train by distillation from the unsplit model on unlabelled "
                                  "images (--train-data): no labels needed; the search bounds "
@@ -162,8 +166,10 @@ class TrainVerb(VerbExtension):
 
     @staticmethod
     def _learned(args: argparse.Namespace, methods: list[str], **data: Any) -> Any:
-        from split_infer.training.learned import train_bundle
+        from split_infer.training.learned import LearnedTrainConfig, train_bundle
 
+        require(args.reconstruction >= 0, "--reconstruction must be >= 0")
+        settings = LearnedTrainConfig(reconstruction=args.reconstruction)
         return train_bundle(
             args.model,
             args.out,
@@ -183,6 +189,7 @@ class TrainVerb(VerbExtension):
             eval_images=args.eval_images or None,
             keep=args.keep,
             baseline_codecs=args.codec or None,
+            settings=settings,
             slim=args.slim,
             force=args.force,
             **data,
