@@ -147,19 +147,19 @@ class TrainVerb(VerbExtension):
         from split_infer.training.datasets import load_dataset, load_imagenet_sample
 
         recipe = get_model_spec(args.model).preprocessing or Preprocessing()
-        limit = args.train_images or None
         source = args.train_data
         if (source / "metadata.yaml").is_file():  # a recorded camera bag
             from split_infer.tools.bag.storage import bag_dataset
 
             frames = bag_dataset(source, [], recipe)
-            n = len(frames) if limit is None else min(limit, len(frames))
-            train = type(frames)(source.name, frames.images[:n], np.full(n, -1, np.int64), [],
-                                 frames.preprocessing)
+            train = type(frames)(source.name, frames.images, np.full(len(frames), -1, np.int64),
+                                 [], frames.preprocessing)
         else:
             from split_infer.training.datasets import load_unlabelled_images
 
-            train = load_unlabelled_images(source, recipe, limit)
+            train = load_unlabelled_images(source, recipe)
+        if args.train_images:  # a random draw: files are often sorted by place or category
+            train = train.subset(args.train_images, seed=3)
         test = load_imagenet_sample(recipe, args.data) if args.dataset == "imagenet_sample" \
             else load_dataset(args.dataset, "test", args.data)
         return {"train_set": train, "test_set": test, "label_free": True}
