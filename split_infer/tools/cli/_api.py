@@ -36,6 +36,7 @@ VERBS: dict[str, str] = {
     "train-backbone": "split_infer.tools.cli.train_backbone:TrainBackboneVerb",
     "train": "split_infer.tools.cli.train:TrainVerb",
     "eval": "split_infer.tools.cli.eval:EvalVerb",
+    "bundle": "split_infer.tools.cli.bundle:BundleVerb",
     "plan": "split_infer.tools.cli.plan:PlanVerb",
     "testbed": "split_infer.tools.cli.testbed:TestbedVerb",
     "bench": "split_infer.tools.cli.bench:BenchVerb",

@@ -1,0 +1,125 @@
+"""Ship a bundle without its backbone, and put it back together on the machine that runs it.
+
+A 224-px bundle's backbone (safetensors weights and the tapped whole-model ONNX, ~19 MB each
+for EfficientNet-Lite0) comes from published weights every machine installs anyway; what the
+project trained (bottlenecks, calibration, the manifest) is a few MB. So::
+
+    bundle ─▶ pack ─▶ packed dir: every file but the derivable ones + assembly.json
+    packed dir ─▶ assemble ─▶ published weights (sha256-pinned source) ─▶ backbone.safetensors
+                            ─▶ tapped ONNX export of that backbone     ─▶ onnx/full.onnx
+                            ─▶ Bundle.load: every file, regenerated ones too, checked against
+                               the manifest's sha256
+
+A file counts as derivable only if regenerating it at pack time gave exactly the bytes the
+manifest lists; assembling regenerates it the same way and the bundle's own verification
+refuses anything else (another torch version that exports different bytes, a different
+weights file): the result is the bundle that was packed, or an error naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from split_infer.bundle import MANIFEST, Bundle, BundleError, sha256_file
+
+__all__ = ["ASSEMBLY", "assemble_bundle", "pack_bundle"]
+
+#: The packed directory's list of files to regenerate, next to its manifest.
+ASSEMBLY = "assembly.json"
+_WEIGHTS, _TAPPED = "backbone_weights", "tapped_onnx"
+
+
+def _regenerate(bundle_manifest: dict, kind: str) -> bytes:
+    """The bytes of one derivable file: the model's published (or shipped) weights saved as
+    the bundle saves them, or the tapped ONNX export of that backbone."""
+    import torch
+
+    from split_infer.defaults import resolve_weights
+    from split_infer.models import get_model, save_weights
+    from split_infer.pipeline.torch_backend import export_tapped
+
+    name = bundle_manifest["model"]["name"]
+    model = get_model(name, weights=resolve_weights(name, None))
+    if kind == _TAPPED:
+        return export_tapped(model.blocks, torch.zeros(1, *model.input_shape))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "weights.safetensors"
+        save_weights(model, path)
+        return path.read_bytes()
+
+
+def _derivable(bundle: Bundle) -> dict[str, str]:
+    """``{relative path: kind}`` of the files that regenerate to the manifest's bytes."""
+    import hashlib
+
+    candidates = {bundle.manifest["model"]["weights"]: _WEIGHTS}
+    if bundle.manifest["model"].get("onnx"):
+        candidates[bundle.manifest["model"]["onnx"]] = _TAPPED
+    if bundle.manifest["model"].get("slimming"):
+        return {}  # a slimmed backbone is the bundle's own, not the published one
+    found = {}
+    for relative, kind in candidates.items():
+        try:
+            data = _regenerate(bundle.manifest, kind)
+        except (BundleError, OSError, ValueError) as exc:
+            raise BundleError(f"cannot regenerate {relative}: {exc}") from None
+        if hashlib.sha256(data).hexdigest() == bundle.manifest["files"].get(relative):
+            found[relative] = kind
+    return found
+
+
+def pack_bundle(bundle_dir: str | Path, out_dir: str | Path) -> dict[str, str]:
+    """Copy the verified bundle at ``bundle_dir`` to ``out_dir`` without the files that
+    :func:`assemble_bundle` can regenerate byte for byte; returns those (path → kind)."""
+    bundle = Bundle.load(bundle_dir)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty")
+    derived = _derivable(bundle)
+    for relative in [*bundle.manifest["files"], MANIFEST]:
+        if relative in derived:
+            continue
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundle.path / relative, target)
+    (out / ASSEMBLY).write_text(json.dumps(
+        {"model": bundle.model_name, "derived": derived}, indent=2) + "\n")
+    return derived
+
+
+def assemble_bundle(packed_dir: str | Path, out_dir: str | Path) -> Bundle:
+    """The packed bundle at ``packed_dir`` completed in ``out_dir`` (created; replaced when it
+    is an earlier, incomplete assembly) and loaded, every file verified by sha256."""
+    packed = Path(packed_dir)
+    try:
+        plan = json.loads((packed / ASSEMBLY).read_text())
+        manifest = json.loads((packed / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{packed} is not a packed bundle ({exc})") from None
+    out = Path(out_dir)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for relative in [*manifest["files"], MANIFEST]:
+        if relative in plan["derived"]:
+            continue
+        source = packed / relative
+        if not source.is_file():
+            raise BundleError(f"{packed}: {relative} is missing")
+        if relative != MANIFEST and sha256_file(source) != manifest["files"][relative]:
+            raise BundleError(f"{packed}: sha256 mismatch for {relative} (tampered or corrupt)")
+        (partial / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, partial / relative)
+    for relative, kind in plan["derived"].items():
+        (partial / relative).parent.mkdir(parents=True, exist_ok=True)
+        (partial / relative).write_bytes(_regenerate(manifest, kind))
+    try:
+        Bundle.load(partial)
+    except BundleError as exc:
+        raise BundleError(f"the assembled bundle does not verify ({exc}); was it packed with "
+                          "another torch or weights package version?") from None
+    shutil.rmtree(out, ignore_errors=True)
+    partial.replace(out)
+    return Bundle.load(out)

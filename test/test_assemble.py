@@ -1,0 +1,61 @@
+"""Packing a bundle without its derivable backbone and assembling it again, verified."""
+
+import json
+
+import pytest
+
+from split_infer.bundle import Bundle, BundleError
+from split_infer.defaults import DEFAULT_BUNDLE
+from split_infer.tools.cli import main
+from split_infer.training.assemble import ASSEMBLY, assemble_bundle, pack_bundle
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("packed") / "default"
+    derived = pack_bundle(DEFAULT_BUNDLE, out)
+    return out, derived
+
+
+def test_pack_leaves_out_exactly_what_regenerates_byte_for_byte(packed):
+    out, derived = packed
+    # The shipped bundle's backbone comes from the shipped weights: both files regenerate.
+    assert derived == {"weights/backbone.safetensors": "backbone_weights",
+                       "onnx/full.onnx": "tapped_onnx"}
+    assert not (out / "onnx" / "full.onnx").exists()
+    assert json.loads((out / ASSEMBLY).read_text())["derived"] == derived
+    with pytest.raises(BundleError, match="listed but missing"):
+        Bundle.load(out)  # a packed bundle is not a bundle until assembled
+
+
+def test_assembled_bundle_is_the_packed_one(packed, tmp_path):
+    out, _ = packed
+    bundle = assemble_bundle(out, tmp_path / "assembled")
+    original = Bundle.load(DEFAULT_BUNDLE)
+    assert bundle.manifest["files"] == original.manifest["files"]  # every sha256 verified
+    assert [c.id for c in bundle.configurations] == [c.id for c in original.configurations]
+    # Assembling again replaces the earlier result.
+    assert assemble_bundle(out, tmp_path / "assembled").path == tmp_path / "assembled"
+
+
+def test_a_tampered_packed_file_is_refused(packed, tmp_path):
+    import shutil
+
+    out, _ = packed
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    target = next((copy / "calibration").iterdir())
+    target.write_bytes(target.read_bytes() + b"\0")
+    with pytest.raises(BundleError, match="sha256 mismatch"):
+        assemble_bundle(copy, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_pack_and_assemble(tmp_path, capsys):
+    assert main(["bundle", "pack", str(DEFAULT_BUNDLE), str(tmp_path / "p")]) == 0
+    assert "regenerated at assembly: weights/backbone.safetensors, onnx/full.onnx" in \
+        capsys.readouterr().out
+    assert main(["bundle", "pack", str(DEFAULT_BUNDLE), str(tmp_path / "p")]) == 2
+    assert main(["bundle", "assemble", str(tmp_path / "p"), str(tmp_path / "b")]) == 0
+    assert "files verified" in capsys.readouterr().out
+    assert main(["bundle", "assemble", str(tmp_path / "nothing"), str(tmp_path / "c")]) == 2
