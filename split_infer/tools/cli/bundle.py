@@ -26,10 +26,15 @@ class BundleVerb(VerbExtension):
         sub = parser.add_subparsers(dest="bundle_command", required=True,
                                     metavar="BUNDLE_COMMAND", title="bundle commands",
                                     help="one of:")
-        p = sub.add_parser("pack", help="copy a bundle without its derivable backbone files")
+        p = sub.add_parser("pack", help="copy a bundle without its derivable backbone files",
+                           description="Copy a verified bundle without the backbone files "
+                                       "that regenerate byte for byte from published weights; "
+                                       "lists them in assembly.json.")
         p.add_argument("bundle", type=Path, help="bundle directory")
         p.add_argument("out", type=Path, help="packed directory to create (must not exist)")
-        p = sub.add_parser("assemble", help="complete a packed bundle and verify it")
+        p = sub.add_parser("assemble", help="complete a packed bundle and verify it",
+                           description="Regenerate a packed bundle's backbone files and "
+                                       "verify every file of the result by sha256.")
         p.add_argument("packed", type=Path, help="packed bundle directory")
         p.add_argument("out", type=Path, help="bundle directory to write (replaced)")
 
