@@ -59,3 +59,20 @@ def test_cli_pack_and_assemble(tmp_path, capsys):
     assert main(["bundle", "assemble", str(tmp_path / "p"), str(tmp_path / "b")]) == 0
     assert "files verified" in capsys.readouterr().out
     assert main(["bundle", "assemble", str(tmp_path / "nothing"), str(tmp_path / "c")]) == 2
+
+
+def test_assembled_on_first_use_then_reused_and_repaired(packed, tmp_path, monkeypatch):
+    from split_infer.training.assemble import assembled
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    out, _ = packed
+    path = assembled(out)
+    assert path.parent == tmp_path / "split_infer" / "bundles"
+    stamp = (path / "onnx" / "full.onnx").stat().st_mtime_ns
+    assert assembled(out) == path
+    assert (path / "onnx" / "full.onnx").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    (path / "onnx" / "full.onnx").write_bytes(b"damaged")
+    assert Bundle.load(assembled(out)).manifest["files"] == Bundle.load(DEFAULT_BUNDLE).manifest[
+        "files"]
+    with pytest.raises(BundleError, match="not a packed bundle"):
+        assembled(tmp_path / "nothing")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from split_infer.bundle import MANIFEST, Bundle, BundleError, sha256_file
 
-__all__ = ["ASSEMBLY", "assemble_bundle", "pack_bundle"]
+__all__ = ["ASSEMBLY", "assemble_bundle", "assembled", "pack_bundle"]
 
 #: The packed directory's list of files to regenerate, next to its manifest.
 ASSEMBLY = "assembly.json"
@@ -123,3 +123,22 @@ def assemble_bundle(packed_dir: str | Path, out_dir: str | Path) -> Bundle:
     shutil.rmtree(out, ignore_errors=True)
     partial.replace(out)
     return Bundle.load(out)
+
+
+def assembled(packed_dir: str | Path) -> Path:
+    """The bundle of the packed directory, assembled into ``~/.cache/split_infer/bundles`` on
+    first use (keyed by the packed manifest's sha256, so a new version assembles anew) and
+    verified on every call; the set-up calls this once so that the first run does not wait."""
+    from split_infer.data import cache_dir
+
+    packed = Path(packed_dir)
+    if not (packed / MANIFEST).is_file():
+        raise BundleError(f"{packed} is not a packed bundle ({MANIFEST} not found)")
+    out = cache_dir() / "bundles" / f"{packed.name}-{sha256_file(packed / MANIFEST)[:12]}"
+    if (out / MANIFEST).is_file():
+        try:
+            Bundle.load(out)
+            return out
+        except BundleError:
+            pass  # damaged since: assemble it again
+    return assemble_bundle(packed, out).path
