@@ -516,3 +516,27 @@ def load_trace_rows(rows):
     from split_infer.tools.link import Trace
 
     return Trace.from_rows(rows, "test")
+
+
+def test_link_counts_as_quiet_after_a_window_with_almost_no_bytes(monkeypatch):
+    from split_infer.tools.testbed import runner
+
+    class Link:
+        """Interface counters that grow by a discovery burst, then by a trickle."""
+
+        def __init__(self, steps):
+            self.steps, self.total = list(steps), 0
+
+        def interface_bytes(self, side):
+            if side == "cloud":  # one read per window per side: advance on the first
+                self.total += self.steps.pop(0) if self.steps else 0
+            return self.total
+
+    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
+    settling = Link([0, 5000, 4000, 100, 9000])
+    assert runner._wait_for_quiet_link(settling, window_s=0.5) is not None
+    assert settling.steps == [9000]  # returned at the first quiet window, not before
+    busy = Link([5000] * 10_000)
+    clock = iter(range(10_000))
+    monkeypatch.setattr(runner.time, "monotonic", lambda: next(clock) * 0.5)
+    assert runner._wait_for_quiet_link(busy, window_s=0.5, timeout_s=3.0) is None
