@@ -450,11 +450,16 @@ def run(bundle_path: str | Path, splits: Sequence[str] | None, images: int,
         "seconds": time.time() - started,
         "machine": common.machine_info(threads=threads),
     }
+    return write_results(out_dir, result, panels,
+                         f"{bundle.model_name} on {dataset_name} test ({len(test)} images): "
+                         f"bytes per frame vs top-1 ({Path(bundle_path).name})")
+
+
+def write_results(out_dir: str | Path, result: dict, panels: list[dict], title: str) -> dict:
+    """``rate_accuracy.json`` and ``rate_accuracy.png`` in ``out_dir``; returns ``result``."""
     out = Path(out_dir)
     common.write_json(out / "rate_accuracy.json", result)
-    plot_rate_accuracy(panels, out / "rate_accuracy.png",
-                       f"{bundle.model_name} on {dataset_name} test ({len(test)} images): "
-                       f"bytes per frame vs top-1 ({Path(bundle_path).name})")
+    plot_rate_accuracy(panels, out / "rate_accuracy.png", title)
     print(f"\nwrote {out / 'rate_accuracy.json'} and {out / 'rate_accuracy.png'}")
     return result
 

@@ -48,7 +48,7 @@ from split_infer.tools.bench.rate_accuracy import (
     head_features,
     measure_bundle_configs,
     measure_feature_codecs,
-    plot_rate_accuracy,
+    write_results,
 )
 
 __all__ = ["check_targets", "main", "run"]
@@ -235,13 +235,9 @@ def run(bundle_path: str | Path, splits: Sequence[str] | None, images: int,
         "unsplit_top1": unsplit_top1, "rows": rows, "targets": targets,
         "seconds": time.time() - started, "machine": common.machine_info(threads=threads),
     }
-    out = Path(out_dir)
-    common.write_json(out / "rate_accuracy.json", result)
-    plot_rate_accuracy(panels, out / "rate_accuracy.png",
-                       f"{bundle.model_name}, ImageNet sample ({len(test)} images): bytes per "
-                       f"frame vs top-1 (unsplit {100 * unsplit_top1:.1f} %)")
-    print(f"\nwrote {out / 'rate_accuracy.json'} and {out / 'rate_accuracy.png'}")
-    return result
+    return write_results(out_dir, result, panels,
+                         f"{bundle.model_name}, ImageNet sample ({len(test)} images): bytes per "
+                         f"frame vs top-1 (unsplit {100 * unsplit_top1:.1f} %)")
 
 
 def format_rows(rows: list[dict]) -> str:
