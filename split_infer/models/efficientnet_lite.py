@@ -33,6 +33,7 @@ never arbitrary pickled objects) and checks it fits; bundles then carry safetens
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -91,15 +92,26 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
-        for size, kernel, stride in zip(reversed(x.shape[-2:]), reversed(self.kernel_size),
+        for size, kernel, stride in zip(_spatial_size(x), reversed(self.kernel_size),
                                         reversed(self.stride), strict=True):
-            total = max((math.ceil(int(size) / stride) - 1) * stride + kernel - int(size), 0)
+            total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
             pads += [total // 2, total - total // 2]
         if pads[0] == pads[1] and pads[2] == pads[3]:
             # Symmetric (every stride-1 conv): the convolution pads itself, no Pad node.
             return F.conv2d(x, self.weight, None, self.stride, (pads[2], pads[0]),
                             self.dilation, self.groups)
         return super().forward(F.pad(x, pads))
+
+
+def _spatial_size(x: torch.Tensor) -> tuple[int, int]:
+    """(width, height) of ``x`` as Python ints. While tracing for ONNX export they become
+    constants on purpose (the exported graph has a fixed image size; only the batch axis is
+    dynamic), so the tracer's warning about it is silenced here."""
+    if torch.jit.is_tracing():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return int(x.shape[-1]), int(x.shape[-2])
+    return int(x.shape[-1]), int(x.shape[-2])
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
