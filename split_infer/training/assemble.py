@@ -32,9 +32,10 @@ ASSEMBLY = "assembly.json"
 _WEIGHTS, _TAPPED = "backbone_weights", "tapped_onnx"
 
 
-def _regenerate(bundle_manifest: dict, kind: str) -> bytes:
-    """The bytes of one derivable file: the model's published (or shipped) weights saved as
-    the bundle saves them, or the tapped ONNX export of that backbone."""
+def _regenerate(bundle_manifest: dict, kinds: set[str]) -> dict[str, bytes]:
+    """The bytes of the derivable files of ``kinds``, from one load of the backbone: its
+    published (or shipped) weights saved as the bundle saves them, and the tapped ONNX
+    export of that backbone."""
     import torch
 
     from split_infer.defaults import resolve_weights
@@ -43,32 +44,33 @@ def _regenerate(bundle_manifest: dict, kind: str) -> bytes:
 
     name = bundle_manifest["model"]["name"]
     model = get_model(name, weights=resolve_weights(name, None))
-    if kind == _TAPPED:
-        return export_tapped(model.blocks, torch.zeros(1, *model.input_shape))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "weights.safetensors"
-        save_weights(model, path)
-        return path.read_bytes()
+    out = {}
+    if _TAPPED in kinds:
+        out[_TAPPED] = export_tapped(model.blocks, torch.zeros(1, *model.input_shape))
+    if _WEIGHTS in kinds:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "weights.safetensors"
+            save_weights(model, path)
+            out[_WEIGHTS] = path.read_bytes()
+    return out
 
 
 def _derivable(bundle: Bundle) -> dict[str, str]:
     """``{relative path: kind}`` of the files that regenerate to the manifest's bytes."""
     import hashlib
 
+    if bundle.manifest["model"].get("slimming"):
+        return {}  # a slimmed backbone is the bundle's own, not the published one
     candidates = {bundle.manifest["model"]["weights"]: _WEIGHTS}
     if bundle.manifest["model"].get("onnx"):
         candidates[bundle.manifest["model"]["onnx"]] = _TAPPED
-    if bundle.manifest["model"].get("slimming"):
-        return {}  # a slimmed backbone is the bundle's own, not the published one
-    found = {}
-    for relative, kind in candidates.items():
-        try:
-            data = _regenerate(bundle.manifest, kind)
-        except (BundleError, OSError, ValueError) as exc:
-            raise BundleError(f"cannot regenerate {relative}: {exc}") from None
-        if hashlib.sha256(data).hexdigest() == bundle.manifest["files"].get(relative):
-            found[relative] = kind
-    return found
+    try:
+        regenerated = _regenerate(bundle.manifest, set(candidates.values()))
+    except (BundleError, OSError, ValueError) as exc:
+        raise BundleError(f"cannot regenerate {', '.join(candidates)}: {exc}") from None
+    return {relative: kind for relative, kind in candidates.items()
+            if hashlib.sha256(regenerated[kind]).hexdigest()
+            == bundle.manifest["files"].get(relative)}
 
 
 def pack_bundle(bundle_dir: str | Path, out_dir: str | Path) -> dict[str, str]:
@@ -112,9 +114,11 @@ def assemble_bundle(packed_dir: str | Path, out_dir: str | Path) -> Bundle:
             raise BundleError(f"{packed}: sha256 mismatch for {relative} (tampered or corrupt)")
         (partial / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, partial / relative)
+    regenerated = _regenerate(manifest, set(plan["derived"].values())) if plan["derived"] \
+        else {}
     for relative, kind in plan["derived"].items():
         (partial / relative).parent.mkdir(parents=True, exist_ok=True)
-        (partial / relative).write_bytes(_regenerate(manifest, kind))
+        (partial / relative).write_bytes(regenerated[kind])
     try:
         Bundle.load(partial)
     except BundleError as exc:
