@@ -39,8 +39,8 @@ from split_infer.training.features import head_features
 from split_infer.wire import pack
 
 __all__ = ["DEFAULT_BASELINE_CODECS", "build_baseline_bundle", "bundle_manifest",
-           "default_split_points", "export_baseline_split", "measure_bundle",
-           "server_only_reference"]
+           "default_split_points", "export_baseline_split", "jpeg_round_trip",
+           "measure_bundle", "server_only_reference"]
 
 DEFAULT_BASELINE_CODECS = (
     "quant:bits=8,per=channel+zstd",
@@ -59,18 +59,24 @@ def default_split_points(model, count: int = 3) -> list[int]:
     return sorted({points[round(i)] for i in picks})
 
 
-def server_only_reference(dataset: ArrayDataset, full_onnx: Path, quality: int = 90) -> dict:
-    """The input image as JPEG (what ``image_transport/compressed`` sends) into the full model."""
+def jpeg_round_trip(image: np.ndarray, quality: int) -> tuple[np.ndarray, int]:
+    """A uint8 RGB image through JPEG at ``quality``: (decoded RGB, encoded size in bytes)."""
     import cv2
 
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a JPEG")
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), len(buf)
+
+
+def server_only_reference(dataset: ArrayDataset, full_onnx: Path, quality: int = 90) -> dict:
+    """The input image as JPEG (what ``image_transport/compressed`` sends) into the full model."""
     sizes, decoded = [], []
     for image in dataset.images:
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if not ok:
-            raise RuntimeError("OpenCV could not encode a JPEG")
-        sizes.append(len(buf))
-        decoded.append(cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+        back, size = jpeg_round_trip(image, quality)
+        sizes.append(size)
+        decoded.append(back)
     jpeg_set = ArrayDataset(dataset.name, np.stack(decoded), dataset.labels, dataset.classes,
                             dataset.preprocessing)
     result = evaluate_client_only(full_onnx, jpeg_set)

@@ -64,22 +64,13 @@ def _predict(full, dataset, batch_size: int) -> np.ndarray:
                            .argmax(1) for i in range(0, len(dataset), batch_size)])
 
 
-def _jpeg_round_trip(image_rgb: np.ndarray, quality: int) -> tuple[np.ndarray, int]:
-    import cv2
-
-    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image_rgb[:, :, ::-1]),
-                            [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise RuntimeError("OpenCV could not encode a JPEG")
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1], len(data)
-
-
 def measure_cloud_only(full, test, photos: list[np.ndarray] | None, recipe, teacher: np.ndarray,
                        qualities: Sequence[int], batch_size: int, progress: bool) -> list[dict]:
     """The 224 crop as JPEG at each quality, and the camera frame (``CAMERA_SIZE``, cover-fit
     and centre-cropped from each photograph) as JPEG q90 then resized and cropped by the
     model's ``recipe``, into the unsplit model."""
     from split_infer.data import ArrayDataset, Preprocessing
+    from split_infer.training.baseline import jpeg_round_trip
 
     cases = [(f"224-px crop JPEG q{q}", q, None) for q in qualities]
     if photos is not None:
@@ -94,7 +85,7 @@ def measure_cloud_only(full, test, photos: list[np.ndarray] | None, recipe, teac
         for image in sources:
             if frame is not None:
                 image = camera.resize_frame(image)
-            back, size = _jpeg_round_trip(image, quality)
+            back, size = jpeg_round_trip(image, quality)
             decoded.append(back if frame is None else recipe.resize_frame(back))
             sizes.append(size)
         jpeg_set = ArrayDataset(test.name, np.stack(decoded), test.labels, test.classes,
@@ -121,7 +112,7 @@ def _flat(row: dict, split: int, macs_fraction: float) -> dict:
 
 def check_targets(rows: list[dict], unsplit_top1: float) -> list[dict]:
     """The issue's targets as verdicts over the flat ``rows``."""
-    cloud = sorted((r for r in rows if r["split"] == 0 and r["codec"].count("frame=") == 0),
+    cloud = sorted((r for r in rows if r["split"] == 0 and "frame=" not in r["codec"]),
                    key=lambda r: r["bytes_per_frame"])
     split_rows = [r for r in rows if r["split"] > 0]
     verdicts = []
@@ -184,15 +175,14 @@ def run(bundle_path: str | Path, splits: Sequence[str] | None, images: int,
                         "use 'split-infer bench rate_accuracy' for 32-px bundles")
     test = load_imagenet_sample(recipe, data_zip)
     path, names, _, _ = imagenet_sample_index(data_zip)
-    chosen_photos = np.arange(len(test))
+    # The camera-frame row needs the very photographs of the evaluated crops: only when
+    # every photograph decoded are crops and names in step.
+    in_step = len(names) == len(test)
+    chosen = np.arange(len(test))
     if images < len(test):
-        chosen_photos = np.sort(np.random.default_rng(1).choice(len(test), images,
-                                                                replace=False))
+        chosen = np.sort(np.random.default_rng(1).choice(len(test), images, replace=False))
         test = test.subset(images, seed=1)  # the same draw
-    photos = None  # the camera-frame row needs the very photographs of the evaluated crops
-    if len(names) == len(load_imagenet_sample(recipe, data_zip)):
-        photos = decode_zip_images(path, [names[i] for i in chosen_photos])
-        photos = None if any(p is None for p in photos) else photos
+    photos = decode_zip_images(path, [names[i] for i in chosen]) if in_step else None
     calibration = load_unlabelled_images(
         unlabelled or default_shared_data("caltech101-unlabeled-3030.zip"), recipe,
         limit=calibration_images)
