@@ -257,18 +257,18 @@ def _cached(kind: str, source: Path, recipe: Preprocessing, build) -> ArrayDatas
     return dataset
 
 
-def _decode_archive(path: Path, names: list[str], recipe: Preprocessing, what: str
+def _decode_cropped(path: Path, names: list[str], read, recipe: Preprocessing, what: str
                     ) -> tuple[list[np.ndarray], list[int]]:
-    """Decode ``names`` from the zip at ``path`` and apply the recipe's resize and crop;
-    returns the uint8 crops and the indices of the names that decoded (the rest are
-    reported on stderr)."""
+    """Decode each of ``names`` (its bytes from ``read(name)``) and apply the recipe's resize
+    and crop; returns the uint8 crops and the indices of the names that decoded (the rest are
+    reported on stderr, once)."""
     from tqdm import tqdm
 
     crops, kept, bad = [], [], []
-    with zipfile.ZipFile(path) as archive, _quiet_decoders():
+    with _quiet_decoders():
         for i, name in enumerate(tqdm(names, desc=what, unit="image", leave=False,
                                       disable=None)):
-            image = _decode_rgb(archive.read(name))
+            image = _decode_rgb(read(name))
             if image is None:
                 bad.append(name)
                 continue
@@ -280,6 +280,13 @@ def _decode_archive(path: Path, names: list[str], recipe: Preprocessing, what: s
     if not crops:
         raise DatasetError(f"{path}: no readable images")
     return crops, kept
+
+
+def _decode_archive(path: Path, names: list[str], recipe: Preprocessing, what: str
+                    ) -> tuple[list[np.ndarray], list[int]]:
+    """:func:`_decode_cropped` over members of the zip at ``path``."""
+    with zipfile.ZipFile(path) as archive:
+        return _decode_cropped(path, names, archive.read, recipe, what)
 
 
 def imagenet_sample_index(zip_path: str | Path | None = None,
@@ -348,18 +355,8 @@ def load_unlabelled_images(source: str | Path, recipe: Preprocessing,
         files = files[:limit] if limit else files
         if not files:
             raise DatasetError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        crops, bad = [], []
-        with _quiet_decoders():
-            for file in files:
-                image = _decode_rgb(file.read_bytes())
-                if image is None:
-                    bad.append(str(file))
-                else:
-                    crops.append(recipe.resize_frame(image))
-        if bad:
-            print(f"warning: skipped {len(bad)} unreadable image(s): {bad[:5]}", file=sys.stderr)
-        if not crops:
-            raise DatasetError(f"{path}: no readable images")
+        crops, _ = _decode_cropped(path, [str(f) for f in files],
+                                   lambda name: Path(name).read_bytes(), recipe, path.name)
         return ArrayDataset(path.name, np.stack(crops), np.full(len(crops), -1, np.int64), [],
                             recipe.at_input_size())
     if not path.is_file():
