@@ -142,14 +142,17 @@ class Preprocessing:
         height, width = self.resized_size(*image.shape[:2])
         interp = _INTERPOLATIONS[self.resize]
         # A camera frame many times the input (1280×720 → 32×32) is first decimated so that
-        # each output pixel still averages >= 4 samples per axis: OpenCV's area resize of the
-        # whole frame cost ~1.8 ms against ~0.2 ms, for outputs within 2/255 of each other.
+        # each output pixel still averages >= 4 samples per axis: an area resize of the whole
+        # frame costs several times more, for outputs within 2/255 of each other
+        # (bench/results/cpu).
         step = min(image.shape[0] // height, image.shape[1] // width) // 4
         if self.resize == "area" and step >= _DECIMATE_FROM:
             image = image[::step, ::step]
         if image.shape[:2] != (height, width):
             image = cv2.resize(np.ascontiguousarray(image), (width, height),
                                interpolation=getattr(cv2, interp))
+        if (height, width) == self.size:  # no crop (the CIFAR recipe squashes the frame)
+            return np.ascontiguousarray(image)  # a decimated view may already be the size
         # The centre crop, rounded the way torchvision's CenterCrop rounds.
         top = round((height - self.size[0]) / 2.0)
         left = round((width - self.size[1]) / 2.0)
