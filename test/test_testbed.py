@@ -398,17 +398,23 @@ def graded_bundle(tmp_path_factory):
     return bundle, sizes
 
 
+def _bag_and_trace(tmp_path, bundle, frames: int, seed: int, steps):
+    """A 30-fps camera bag of ``frames`` random labelled images and a trace of ``steps``."""
+    bag = tmp_path / "bag"
+    dataset = ArrayDataset("random", random_images(frames, seed=seed), np.arange(frames) % 10,
+                           list(bundle.classes))
+    write_dataset_bag(bag, dataset, rate_hz=30.0, progress=False)
+    trace = tmp_path / "trace.csv"
+    write_trace(step_trace(steps), trace)
+    return bag, trace
+
+
 @pytest.mark.realtime
 @needs_netns
 def test_testbed_adapts_to_a_rate_drop(graded_bundle, tmp_path):
     """About 30 s: 30 fps of camera frames over a veth that drops from 8 to 0.3 Mbit/s."""
     bundle, sizes = graded_bundle
-    bag = tmp_path / "bag"
-    dataset = ArrayDataset("random", random_images(60, seed=4), np.arange(60) % 10,
-                           list(bundle.classes))
-    write_dataset_bag(bag, dataset, rate_hz=30.0, progress=False)
-    trace = tmp_path / "drop.csv"
-    write_trace(step_trace([(0.0, 8e6), (12.0, 3e5)]), trace)
+    bag, trace = _bag_and_trace(tmp_path, bundle, 60, 4, [(0.0, 8e6), (12.0, 3e5)])
     largest = max(bundle.configurations, key=lambda c: sizes[c.id])
     settings = TestbedSettings(bundle=bundle.path, bag=bag, trace=trace, duration_s=26.0,
                                out_dir=tmp_path / "out", initial=f"{largest.split_point}:"
@@ -436,12 +442,7 @@ def test_testbed_adapts_to_a_rate_drop(graded_bundle, tmp_path):
 def test_testbed_reports_placement_budget_and_cpu_per_process(graded_bundle, tmp_path):
     """About 10 s: a fixed configuration with the edge side under half a core."""
     bundle, sizes = graded_bundle
-    bag = tmp_path / "bag"
-    dataset = ArrayDataset("random", random_images(30, seed=5), np.arange(30) % 10,
-                           list(bundle.classes))
-    write_dataset_bag(bag, dataset, rate_hz=30.0, progress=False)
-    trace = tmp_path / "constant.csv"
-    write_trace(step_trace([(0.0, 8e6)]), trace)
+    bag, trace = _bag_and_trace(tmp_path, bundle, 30, 5, [(0.0, 8e6)])
     smallest = min(bundle.configurations, key=lambda c: sizes[c.id])
     settings = TestbedSettings(bundle=bundle.path, bag=bag, trace=trace, duration_s=6.0,
                                out_dir=tmp_path / "out", warmup_s=1.0, status=False,

@@ -140,6 +140,8 @@ class TrainVerb(VerbExtension):
     def _label_free_sets(args: argparse.Namespace) -> dict[str, Any]:
         """The unlabelled training images (folder, zip or bag) and the evaluation set, both
         prepared with the model's own recipe (the data set's for models without one)."""
+        import dataclasses
+
         import numpy as np
 
         from split_infer.data import Preprocessing
@@ -151,9 +153,8 @@ class TrainVerb(VerbExtension):
         if (source / "metadata.yaml").is_file():  # a recorded camera bag
             from split_infer.tools.bag.storage import bag_dataset
 
-            frames = bag_dataset(source, [], recipe)
-            train = type(frames)(source.name, frames.images, np.full(len(frames), -1, np.int64),
-                                 [], frames.preprocessing)
+            frames = bag_dataset(source, [], recipe)  # a bag's own labels are not used
+            train = dataclasses.replace(frames, labels=np.full(len(frames), -1, np.int64))
         else:
             from split_infer.training.datasets import load_unlabelled_images
 
