@@ -48,6 +48,7 @@ from split_infer.errors import UserError
 
 __all__ = [
     "BUNDLE_FORMAT",
+    "PACKED_MARKER",
     "Bundle",
     "BundleConfiguration",
     "BundleError",
@@ -61,6 +62,9 @@ __all__ = [
 
 BUNDLE_FORMAT = "split_infer.bundle/1"
 MANIFEST = "manifest.json"
+#: Written next to the manifest of a packed bundle (``training.assemble``): its list of the
+#: backbone files regenerated at assembly.
+PACKED_MARKER = "assembly.json"
 
 
 class BundleError(UserError, ValueError):
@@ -189,6 +193,13 @@ class Bundle:
             if key not in manifest:
                 raise BundleError(f"{manifest_path}: missing {key!r}")
         if verify:
+            if (bundle_dir / PACKED_MARKER).is_file():
+                missing = [f for f in manifest["files"] if not (bundle_dir / f).is_file()]
+                if missing:
+                    raise BundleError(
+                        f"{bundle_dir} is a packed bundle (its backbone files, e.g. "
+                        f"{missing[0]}, are regenerated at assembly): run 'split-infer bundle "
+                        f"assemble {bundle_dir}' and use the directory it prints")
             cls._verify(bundle_dir, manifest["files"])
         configurations = [BundleConfiguration.from_dict(c) for c in manifest["configurations"]]
         bundle = cls(bundle_dir, manifest, configurations)

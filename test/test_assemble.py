@@ -24,7 +24,7 @@ def test_pack_leaves_out_exactly_what_regenerates_byte_for_byte(packed):
                        "onnx/full.onnx": "tapped_onnx"}
     assert not (out / "onnx" / "full.onnx").exists()
     assert json.loads((out / ASSEMBLY).read_text())["derived"] == derived
-    with pytest.raises(BundleError, match="listed but missing"):
+    with pytest.raises(BundleError, match=r"is a packed bundle.*split-infer bundle assemble"):
         Bundle.load(out)  # a packed bundle is not a bundle until assembled
 
 
@@ -76,3 +76,19 @@ def test_assembled_on_first_use_then_reused_and_repaired(packed, tmp_path, monke
         "files"]
     with pytest.raises(BundleError, match="not a packed bundle"):
         assembled(tmp_path / "nothing")
+
+
+def test_verbs_given_a_packed_bundle_assemble_it_once_into_the_cache(packed, tmp_path,
+                                                                     monkeypatch, capsys):
+    out, _ = packed
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["bundle", "assemble", str(out)]) == 0
+    printed = capsys.readouterr().out
+    cached = next((tmp_path / "cache" / "split_infer" / "bundles").iterdir())
+    assert str(cached) in printed
+    first = (cached / "onnx" / "full.onnx").stat().st_mtime_ns
+    # eval takes the packed directory and uses the cached assembly (not assembled again).
+    assert main(["eval", str(out), "--images", "20", "--config",
+                 Bundle.load(cached).configurations[0].id]) == 0
+    assert (cached / "onnx" / "full.onnx").stat().st_mtime_ns == first
+    assert len(list((tmp_path / "cache" / "split_infer" / "bundles").iterdir())) == 1

@@ -165,3 +165,30 @@ def test_published_weights_are_verified_converted_once_and_cached(tmp_path, monk
     get_model("efficientnet_lite0", weights=path)  # strict safetensors load
     with pytest.raises(MissingFileError, match="no published weights"):
         pretrained_weights("resnet8_cifar")
+
+
+def test_a_bundle_records_the_whole_recipe_of_data_cropped_at_load():
+    """Data sets loaded by the model's recipe keep only its normalisation (they were cropped
+    at load); the manifest must carry the resize and crop the edge node applies to camera
+    frames. CIFAR data keeps its own preprocessing."""
+    from split_infer.data import ArrayDataset
+    from split_infer.training.baseline import _recorded_preprocessing
+
+    images = np.zeros((2, 224, 224, 3), np.uint8)
+    cropped = ArrayDataset("imagenet_sample", images, np.zeros(2, np.int64), ["a"],
+                           PREPROCESSING.at_input_size())
+    assert _recorded_preprocessing("efficientnet_lite0", cropped) == PREPROCESSING
+    cifar = ArrayDataset("cifar10", images[:, :32, :32], np.zeros(2, np.int64), ["a"],
+                         Preprocessing())
+    assert _recorded_preprocessing("resnet20_cifar", cifar) == Preprocessing()
+
+
+def test_the_imagenet_sample_is_an_evaluation_set_that_needs_the_recipe():
+    from split_infer.training.datasets import load_dataset
+
+    with pytest.raises(DatasetError, match="no 'train' split"):
+        load_dataset("imagenet_sample", "train", recipe=PREPROCESSING)
+    with pytest.raises(DatasetError, match="preprocessing recipe"):
+        load_dataset("imagenet_sample", "test")
+    with pytest.raises(DatasetError, match="imagenet_sample"):
+        load_dataset("imagenet", "test")

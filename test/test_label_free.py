@@ -75,9 +75,21 @@ def test_label_free_training_from_a_camera_bag(tiny):
     assert learned["label_free"] and learned["train_images"] + learned["search_images"] == 30
 
 
-def test_label_free_arguments_are_checked(tiny, capsys):
+def test_label_free_arguments_are_checked(tiny, capsys, monkeypatch):
+    import dataclasses
+
+    from split_infer.training.learned import bundle as learned_bundle
+
     root, weights = tiny
-    # An untrained bottleneck agrees with nothing: "within the threshold" keeps none.
+    # A random backbone on noise answers one class for everything, so any bottleneck may
+    # agree with it: the search's verdict is forced here to reach "nothing within".
+    real = learned_bundle.search_split
+
+    def nothing_within(*args, **kwargs):
+        rows, trained = real(*args, **kwargs)
+        return [dataclasses.replace(r, within=False) for r in rows], trained
+
+    monkeypatch.setattr(learned_bundle, "search_split", nothing_within)
     assert main(["train", "resnet8_cifar", "--weights", str(weights), "--label-free",
                  "--train-data", str(root / "photos"), "--dataset", "folder", "--data",
                  str(root / "data"), "--method", "bbnet", "--ratio", "64", "--split", "3",

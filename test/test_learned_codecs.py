@@ -334,6 +334,58 @@ def test_training_reduces_the_loss(split_data, tmp_path, method):
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.parametrize("method", ["bbnet", "rateless"])
+def test_feature_matching_warmup_runs_first_without_the_tail(split_data, tmp_path, method,
+                                                             monkeypatch):
+    """The warm-up epochs come first (after the rateless pair's PCA start), train only the
+    pair (the tail never runs) and lower the feature-matching loss; the method's schedule
+    follows in full."""
+    data = split_data
+    tail_calls = []
+    hook = data.tail.register_forward_hook(lambda *a: tail_calls.append(1))
+    data.settings.warmup_epochs, data.settings.batch_size = 3, 16
+    stages_seen: list[str] = []
+    real = learned_runs._run_epoch
+
+    def recording(run, stage, optimizer, epoch):
+        stages_seen.append(stage.name)
+        before = len(tail_calls)
+        loss = real(run, stage, optimizer, epoch)
+        if stage.name == "feature-matching":
+            assert len(tail_calls) == before, "the warm-up ran the tail"
+        return loss
+
+    monkeypatch.setattr(learned_runs, "_run_epoch", recording)
+    try:
+        torch.manual_seed(0)
+        trained = learned.train_config(data, method, None if method == "rateless" else 4,
+                                       work_dir=tmp_path, ratios=[1, 4], progress=False)
+    finally:
+        hook.remove()
+        data.settings.warmup_epochs, data.settings.batch_size = 0, 32
+    assert stages_seen == ["feature-matching"] * 3 + ["train"]
+    warmup = [h["loss"] for h in trained.history if h["stage"] == "feature-matching"]
+    assert len(warmup) == 3 and warmup[-1] < warmup[0], warmup
+
+
+def test_teacher_logits_are_computed_once_and_match_the_tail(split_data):
+    data = split_data
+    data.settings.distill = 1.0
+    try:
+        x, _, are_features, teacher = next(data.train_batches(0))
+        cached = data.train_teacher
+        next(data.train_batches(1))
+    finally:
+        data.settings.distill = 0.0
+        data.train_teacher = None
+    assert are_features and teacher is not None
+    assert data.train_teacher is None and cached is not None
+    with torch.no_grad():
+        torch.testing.assert_close(teacher, data.tail(x), rtol=1e-4, atol=1e-4)
+    # Without distillation no logits are computed.
+    assert next(data.train_batches(0))[3] is None
+
+
 def test_search_resumes_and_skips_finished_configurations(split_data, tmp_path, monkeypatch):
     data = split_data
     data.settings.epochs = 2

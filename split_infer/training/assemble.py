@@ -23,12 +23,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from split_infer.bundle import MANIFEST, Bundle, BundleError, sha256_file
+from split_infer.bundle import MANIFEST, PACKED_MARKER, Bundle, BundleError, sha256_file
 
 __all__ = ["ASSEMBLY", "assemble_bundle", "assembled", "pack_bundle"]
 
 #: The packed directory's list of files to regenerate, next to its manifest.
-ASSEMBLY = "assembly.json"
+ASSEMBLY = PACKED_MARKER
 _WEIGHTS, _TAPPED = "backbone_weights", "tapped_onnx"
 
 

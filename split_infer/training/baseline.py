@@ -28,9 +28,9 @@ import torch
 from split_infer.bundle import Bundle, BundleConfiguration, write_bundle
 from split_infer.codecs import get_codec
 from split_infer.config_key import config_key
-from split_infer.data import ArrayDataset
+from split_infer.data import ArrayDataset, Preprocessing
 from split_infer.defaults import resolve_weights
-from split_infer.models import get_model, save_weights, split
+from split_infer.models import get_model, get_model_spec, save_weights, split
 from split_infer.pipeline.evaluate import evaluate_bundle, evaluate_client_only
 from split_infer.pipeline.profiling import ModelProfile, profile_model
 from split_infer.pipeline.torch_backend import export_tapped
@@ -208,9 +208,19 @@ def export_baseline_split(
     return entry, configurations
 
 
+def _recorded_preprocessing(model_name: str, test: ArrayDataset) -> Preprocessing:
+    """The recipe the bundle's users apply to camera frames. Data sets loaded by the model's
+    recipe were resized and cropped at load and keep only its normalisation; the manifest
+    records the whole recipe (the edge node gets 640×480 frames, not 224-px crops)."""
+    recipe = get_model_spec(model_name).preprocessing
+    if recipe is not None and test.preprocessing == recipe.at_input_size():
+        return recipe
+    return test.preprocessing
+
+
 def bundle_manifest(model, dataset: str, test: ArrayDataset, split_info: list[dict], *,
                     calibration_images: int, profile_repeats: int = 10,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, train_dataset: str | None = None) -> dict:
     """The manifest fields every bundle writer shares (model, data, classes, splits and the
     ONNX Runtime profile), for ``write_bundle``."""
     profile = profile_model(model, backends=("onnxruntime",), repeats=profile_repeats,
@@ -221,9 +231,12 @@ def bundle_manifest(model, dataset: str, test: ArrayDataset, split_info: list[di
                   "weights": "weights/backbone.safetensors",
                   # the whole model, every split point tapped (pipeline.onnx_parts)
                   "onnx": FULL_ONNX},
+        # "name": what the bundle is measured on (split-infer eval loads it); "train": the
+        # images it was trained and calibrated on, when they are another set (label-free).
         "dataset": {"name": dataset, "calibration_images": calibration_images,
-                    "eval_images": len(test)},
-        "preprocessing": test.preprocessing.to_dict(),
+                    "eval_images": len(test),
+                    **({"train": train_dataset} if train_dataset not in (None, dataset) else {})},
+        "preprocessing": _recorded_preprocessing(model.model_name, test).to_dict(),
         "classes": list(test.classes),
         "split_points": split_info,
         "profile": profile.to_dict(),

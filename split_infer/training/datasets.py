@@ -376,8 +376,11 @@ def load_unlabelled_images(source: str | Path, recipe: Preprocessing,
     return _cached(f"unlabelled-{limit or 'all'}", path, recipe, build)
 
 
-def load_dataset(name: str, split: str, path: str | Path | None = None) -> ArrayDataset:
-    """``cifar10``, ``fashion_mnist`` or ``folder`` (``path`` holds ``<split>/`` or classes)."""
+def load_dataset(name: str, split: str, path: str | Path | None = None,
+                 recipe: Preprocessing | None = None) -> ArrayDataset:
+    """``cifar10``, ``fashion_mnist``, ``folder`` (``path`` holds ``<split>/`` or classes) or
+    ``imagenet_sample`` (evaluation only; ``path`` is its zip, ``recipe`` the model's
+    preprocessing, which crops the photographs at load)."""
     if name == "cifar10":
         return load_cifar10(split, path)
     if name == "fashion_mnist":
@@ -387,4 +390,12 @@ def load_dataset(name: str, split: str, path: str | Path | None = None) -> Array
             raise DatasetError("dataset 'folder' needs a path (root/<split>/<class>/<image>)")
         root = Path(path)
         return load_image_folder(root / split if (root / split).is_dir() else root)
-    raise DatasetError(f"unknown dataset {name!r}; choose cifar10, fashion_mnist or folder")
+    if name == "imagenet_sample":
+        if split != "test":
+            raise DatasetError("the ImageNet sample is an evaluation set only (one photograph "
+                               f"per class); it has no {split!r} split")
+        if recipe is None:
+            raise DatasetError("the ImageNet sample needs the model's preprocessing recipe")
+        return load_imagenet_sample(recipe, path)
+    raise DatasetError(f"unknown dataset {name!r}; choose cifar10, fashion_mnist, folder or "
+                       "imagenet_sample")

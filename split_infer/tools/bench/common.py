@@ -76,9 +76,11 @@ def add_out_argument(parser: argparse.ArgumentParser, subdir: str | None = None,
 def add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
     """``--bundle`` and ``--bag``, by default the shipped bundle and demo bag."""
     from split_infer.defaults import DEFAULT_BUNDLE, DEMO_BAG
+    from split_infer.tools.cli._common import bundle_directory
 
-    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE,
-                        help="bundle directory (default: the shipped bundle)")
+    parser.add_argument("--bundle", type=bundle_directory, default=DEFAULT_BUNDLE,
+                        help="bundle directory, or a packed one (assembled on first use; "
+                             "default: the shipped bundle)")
     parser.add_argument("--bag", type=Path, default=DEMO_BAG,
                         help="camera bag with labels (default: the shipped demo bag)")
 

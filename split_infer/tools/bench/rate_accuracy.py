@@ -467,7 +467,10 @@ def write_results(out_dir: str | Path, result: dict, panels: list[dict], title: 
 def add_arguments(parser: Any, *, images: int, calibration_images: int,
                   calibration_help: str) -> None:
     """The options every rate–accuracy benchmark has."""
-    parser.add_argument("bundle", type=Path, help="bundle directory")
+    from split_infer.tools.cli._common import bundle_directory
+
+    parser.add_argument("bundle", type=bundle_directory,
+                        help="bundle directory, or a packed one (assembled on first use)")
     parser.add_argument("--split", nargs="+", default=None,
                         help="split points by index or name (default: the bundle's)")
     parser.add_argument("--images", type=int, default=images, metavar="N",

@@ -16,6 +16,7 @@ from split_infer.errors import UserError
 __all__ = [
     "DATASETS",
     "add_threads_argument",
+    "bundle_directory",
     "ensure_ament_prefix",
     "format_configurations",
     "graph_arguments",
@@ -73,11 +74,32 @@ def user_output_errors() -> Iterator[None]:
         raise UserError(str(exc)) from exc
 
 
+def bundle_directory(text: str) -> Path:
+    """An argparse ``type`` for bundle arguments: a packed bundle (shipped without its
+    backbone files) is assembled on first use into the cache, every file verified, and that
+    directory is used; any other path is passed on as it is."""
+    from split_infer.bundle import MANIFEST, PACKED_MARKER, BundleError
+
+    path = Path(text)
+    if not (path / PACKED_MARKER).is_file():
+        return path
+    from split_infer.training.assemble import assembled
+
+    try:
+        return assembled(path)
+    except BundleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{path}: cannot assemble the packed bundle "
+                                         f"({exc}; {MANIFEST} damaged?)") from None
+
+
 def graph_arguments(parser: argparse.ArgumentParser, duration_s: float, out: str) -> None:
     """The arguments ``demo`` and ``testbed`` share: what runs, over which trace, how long."""
-    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE,
-                        help="bundle directory: model parts, codecs and their measurements "
-                             "(default: the shipped CIFAR-10 ResNet-20 bundle)")
+    parser.add_argument("--bundle", type=bundle_directory, default=DEFAULT_BUNDLE,
+                        help="bundle directory (or a packed one, assembled on first use): "
+                             "model parts, codecs and their measurements (default: the "
+                             "shipped CIFAR-10 ResNet-20 bundle)")
     parser.add_argument("--bag", type=Path, default=DEMO_BAG,
                         help="camera bag with labels (default: the shipped CIFAR-10 bag)")
     parser.add_argument("--trace", default=DEMO_TRACE,
@@ -99,14 +121,18 @@ def graph_arguments(parser: argparse.ArgumentParser, duration_s: float, out: str
 def format_configurations(bundle: Any, rows: list[dict] | None = None) -> str:
     """Aligned table of a bundle's configurations (or of fresh evaluation ``rows``)."""
     entries = rows or [c.to_dict() for c in bundle.configurations]
-    header = f"{'id':14s} {'split':>14s} {'ratio':>7s} {'top-1 %':>8s} {'bytes/frame':>11s}  codec"
+    agreement = any(e.get("agreement") is not None for e in entries)
+    header = (f"{'id':14s} {'split':>14s} {'ratio':>7s} {'top-1 %':>8s}"
+              + (f" {'agree %':>8s}" if agreement else "") + f" {'bytes/frame':>11s}  codec")
     lines = [header, "-" * (len(header) + 30)]
     for e in entries:
         split_label = f"{e['split_point']}:{e['split_name']}"
         accuracy = "-" if e.get("accuracy") is None else f"{100 * e['accuracy']:.2f}"
+        agrees = "" if not agreement else " " + (
+            f"{'-':>8s}" if e.get("agreement") is None else f"{100 * e['agreement']:8.2f}")
         size = "-" if e.get("bytes_per_frame") is None else f"{e['bytes_per_frame']:.1f}"
-        lines.append(f"{e['id']:14s} {split_label:>14s} {e['ratio']:7.3g} {accuracy:>8s} "
-                     f"{size:>11s}  {e['codec']}")
+        lines.append(f"{e['id']:14s} {split_label:>14s} {e['ratio']:7.3g} {accuracy:>8s}"
+                     f"{agrees} {size:>11s}  {e['codec']}")
     references = {
         "client_only": "whole model on the edge",
         "server_only": "input image as JPEG q{jpeg_quality} into the whole model",

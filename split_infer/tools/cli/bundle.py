@@ -36,7 +36,10 @@ class BundleVerb(VerbExtension):
                            description="Regenerate a packed bundle's backbone files and "
                                        "verify every file of the result by sha256.")
         p.add_argument("packed", type=Path, help="packed bundle directory")
-        p.add_argument("out", type=Path, help="bundle directory to write (replaced)")
+        p.add_argument("out", type=Path, nargs="?", default=None,
+                       help="bundle directory to write (replaced); default: the user cache "
+                            "(~/.cache/split_infer/bundles), where verbs given the packed "
+                            "directory find it")
 
     def main(self, args: argparse.Namespace) -> int:
         """Run the chosen command and say what it did."""
@@ -49,7 +52,13 @@ class BundleVerb(VerbExtension):
                 print(f"packed {args.bundle} into {args.out} ({size / 2**20:.1f} MB); "
                       f"regenerated at assembly: {', '.join(derived) or 'nothing'}")
                 return 0
-        bundle = assemble_bundle(args.packed, args.out)
+        if args.out is None:
+            from split_infer.bundle import Bundle
+            from split_infer.training.assemble import assembled
+
+            bundle = Bundle.load(assembled(args.packed))
+        else:
+            bundle = assemble_bundle(args.packed, args.out)
         print(f"assembled {bundle.path}: {len(bundle.configurations)} configurations, "
               f"{len(bundle.manifest['files'])} files verified")
         return 0

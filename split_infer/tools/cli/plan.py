@@ -9,7 +9,7 @@ from pathlib import Path
 
 from split_infer.defaults import DEFAULT_BUNDLE
 from split_infer.tools.cli._api import VerbExtension
-from split_infer.tools.cli._common import require
+from split_infer.tools.cli._common import bundle_directory, require
 
 __all__ = ["PlanVerb"]
 
@@ -26,8 +26,9 @@ class PlanVerb(VerbExtension):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The bundle, the link and camera model, and the chain options."""
-        parser.add_argument("bundle", type=Path, nargs="?", default=DEFAULT_BUNDLE,
-                            help="bundle directory (default: the shipped bundle)")
+        parser.add_argument("bundle", type=bundle_directory, nargs="?", default=DEFAULT_BUNDLE,
+                            help="bundle directory, or a packed one (assembled on first "
+                                 "use; default: the shipped bundle)")
         parser.add_argument("--bandwidth", type=float, nargs="+", default=[0.1, 1.0, 10.0],
                             metavar="MBPS", help="bandwidths to plan for, Mbit/s "
                                                  "(default: 0.1 1 10)")

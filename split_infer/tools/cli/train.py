@@ -67,7 +67,7 @@ class TrainVerb(VerbExtension):
                                  "(Algorithm 1; default: %(default)g)")
         parser.add_argument("--keep", default="within", choices=["within", "best", "all"],
                             help="export every ratio within the threshold, only the best, or "
-                                 "all (default: %(default)s)")
+                                 "all, every ratio asked for trained (default: %(default)s)")
         parser.add_argument("--no-freeze", action="store_true",
                             help="fine-tune the backbone too (Hu & K); default: frozen backbone")
         parser.add_argument("--slim", type=float, default=None, metavar="FRACTION",
@@ -87,6 +87,16 @@ class TrainVerb(VerbExtension):
                             help="weight of a feature-reconstruction term ||x^ - x||^2 / Var(x) "
                                  "next to the task loss (beyond the papers: it anchors a fresh "
                                  "decoder on a budget of few epochs; default: %(default)g)")
+        parser.add_argument("--warmup-epochs", type=int, default=0, metavar="N",
+                            help="epochs of feature matching (the reconstruction loss alone, "
+                                 "no pass through the tail) before each learned "
+                                 "configuration's own schedule (beyond the papers: a cheap "
+                                 "start for large backbones; default: %(default)s)")
+        parser.add_argument("--batch-size", type=int, default=128, metavar="N",
+                            help="learned-codec training batch (default: %(default)s)")
+        parser.add_argument("--lr", type=float, default=5e-3,
+                            help="learned-codec Adam learning rate, cosine-decayed per stage "
+                                 "(default: %(default)g)")
         parser.add_argument("--label-free", action="store_true",
                             help="train by distillation from the unsplit model on unlabelled "
                                  "images (--train-data): no labels needed; the search bounds "
@@ -170,7 +180,12 @@ class TrainVerb(VerbExtension):
         from split_infer.training.learned import LearnedTrainConfig, train_bundle
 
         require(args.reconstruction >= 0, "--reconstruction must be >= 0")
-        settings = LearnedTrainConfig(reconstruction=args.reconstruction)
+        require(args.warmup_epochs >= 0, "--warmup-epochs must be >= 0")
+        require(args.batch_size >= 1, "--batch-size must be >= 1")
+        require(args.lr > 0, "--lr must be > 0")
+        settings = LearnedTrainConfig(reconstruction=args.reconstruction,
+                                      warmup_epochs=args.warmup_epochs,
+                                      batch_size=args.batch_size, lr=args.lr)
         return train_bundle(
             args.model,
             args.out,

@@ -132,7 +132,8 @@ def train_bundle(
       configuration.
     * ``keep``: ``"within"`` exports every tried configuration within the threshold,
       ``"best"`` only the highest compression within it per (split, method) (Alg. 1's
-      output), ``"all"`` everything that was trained.
+      output), ``"all"`` every ratio asked for (the search then does not stop at the first
+      ratio over the threshold).
     * ``work_dir``: checkpoints (default ``<out_dir>.work`` next to the bundle); reruns skip
       finished configurations and resume unfinished ones.
     * ``train_images``: a random subset of the training split (None: all of it).
@@ -243,7 +244,10 @@ def train_bundle(
                 data, method, _ratios_for(method, ratios), work_dir=work,
                 reference_accuracy=reference, threshold_points=threshold_points,
                 frozen=freeze_backbone, options=(method_options or {}).get(method),
-                progress=progress, shared=shared)
+                progress=progress, shared=shared,
+                # Keeping all: every ratio asked for is trained, not only those up to the
+                # first one over the threshold.
+                early_exit=keep != "all")
             within = [r for r in rows if r.within]
             best = max(within, key=lambda r: r.ratio) if within else None
             chosen = {"within": within, "best": [best] if best else [], "all": rows}[keep]
@@ -273,10 +277,11 @@ def train_bundle(
                         "points of the unsplit model on the search set; train longer "
                         "(--epochs), allow more loss (--threshold), or keep every trained one "
                         "(--keep all)")
-    manifest = bundle_manifest(model, train_full.name if train_set is not None else dataset,
+    manifest = bundle_manifest(model, test_full.name if test_set is not None else dataset,
                                test, split_info,
                                calibration_images=len(calibration),
-                               profile_repeats=profile_repeats, progress=progress)
+                               profile_repeats=profile_repeats, progress=progress,
+                               train_dataset=train_full.name if train_set is not None else None)
     manifest["learned"] = {
         "methods": learned_methods, "threshold_points": threshold_points,
         "freeze_backbone": freeze_backbone, "keep": keep, "settings": settings.key(),

@@ -4,6 +4,8 @@
 
     ArrayDataset (train) ─▶ head ─▶ train_x: (1 + augment_copies, N, C, H, W) float32
                                     (fast path; else the head runs per batch)
+                                    ─▶ tail ─▶ train_teacher: (copies, N, classes) logits
+                                    (fast path with distillation: once, not once per step)
     ArrayDataset (search) ─▶ head ─▶ val_x        calibration subset ─▶ head ─▶ calib_x
 """
 
@@ -50,6 +52,12 @@ class LearnedTrainConfig:
     # to the cross-entropy. The papers train for tens of epochs on GPUs; on a CPU budget of a
     # few epochs this anchors a freshly initialised decoder to the features the tail expects.
     reconstruction: float = 0.0
+    # Beyond the papers too: epochs of feature matching (‖x̂ − x‖² / Var(x) alone, no tail)
+    # before the method's own schedule, as head-network distillation trains a student head
+    # to reproduce the teacher's features. It needs no pass through the tail, so it costs a
+    # small fraction of a task-loss epoch; at 224 px it gives the decoder a start the few
+    # task-loss epochs a CPU allows can refine.
+    warmup_epochs: int = 0
     slim_l1: float = 1e-4  # λ of BBNet eq. 1 (network slimming)
 
     def key(self) -> dict[str, Any]:
@@ -79,6 +87,7 @@ class SplitData:
         self.nonnegative = bool(self.calib_x.min() >= 0)
         self.val_x = head_features(self.head, val, progress=progress) if frozen else None
         self.train_x: np.ndarray | None = None
+        self.train_teacher: np.ndarray | None = None
         copies = 1 + max(0, settings.augment_copies)
         need = copies * len(train) * math.prod(self.feature_shape) * 4
         if frozen and need <= settings.memory_budget_mb << 20:
@@ -108,35 +117,62 @@ class SplitData:
         bar.close()
         return out
 
+    @torch.inference_mode()
+    def _teacher_logits(self) -> np.ndarray:
+        """The unsplit model's logits of every precomputed training feature (each copy)."""
+        assert self.train_x is not None
+        copies, n = self.train_x.shape[:2]
+        out: np.ndarray | None = None
+        bs = 128
+        bar = tqdm(total=copies * n, desc=f"teacher @{self.point.name}", leave=False,
+                   disable=not self.progress)
+        for copy_index in range(copies):
+            for start in range(0, n, bs):
+                logits = self.tail(torch.from_numpy(
+                    self.train_x[copy_index, start:start + bs])).numpy()
+                if out is None:
+                    out = np.empty((copies, n, logits.shape[1]), np.float32)
+                out[copy_index, start:start + len(logits)] = logits
+                bar.update(len(logits))
+        bar.close()
+        assert out is not None
+        return out
+
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one epoch."""
         return math.ceil(len(self.train_set) / self.settings.batch_size)
 
     def train_batches(self, epoch: int, images: bool = False
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
-        """``(inputs, labels, inputs_are_features)`` for one epoch (deterministic per epoch);
-        ``images`` asks for augmented images (a configuration that fine-tunes its head)."""
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool, torch.Tensor | None]]:
+        """``(inputs, labels, inputs_are_features, teacher_logits)`` for one epoch
+        (deterministic per epoch); ``images`` asks for augmented images (a configuration that
+        fine-tunes its head). Teacher logits come precomputed on the fast path when the loss
+        distils (computed once per split and shared by its configurations), else None."""
         seed = self.settings.seed + 7919 * epoch
         bs = self.settings.batch_size
         labels = self.train_set.labels
         if self.train_x is not None and not images:
+            if self.settings.distill > 0 and self.train_teacher is None:
+                self.train_teacher = self._teacher_logits()
             rng = np.random.default_rng(seed)
             order = rng.permutation(len(labels))
             version = rng.integers(0, self.train_x.shape[0], len(labels))
             for start in range(0, len(order), bs):
                 idx = order[start:start + bs]
                 x = torch.from_numpy(self.train_x[version[idx], idx])
-                yield x, torch.from_numpy(labels[idx]), True
+                teacher = (None if self.train_teacher is None else
+                           torch.from_numpy(self.train_teacher[version[idx], idx]))
+                yield x, torch.from_numpy(labels[idx]), True, teacher
             return
         generator = torch.Generator().manual_seed(seed)
         for x, y in batches(self.train_set, bs, shuffle=True, seed=seed):
             x = augment(x, generator)
             if images:
-                yield x, y, False
+                yield x, y, False, None
             else:
                 with torch.no_grad():
                     x = self.head(x)
-                yield x, y, True
+                yield x, y, True, None
 
     def val_batches(self, head: nn.Module | None = None, batch_size: int = 250
                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -193,11 +193,11 @@ def _run_epoch(run: _Run, stage: Stage, optimizer: torch.optim.Optimizer, epoch:
     total, seen = 0.0, 0
     bar = tqdm(data.train_batches(epoch, images=run.needs_images), total=steps, leave=False,
                desc=f"{run.desc} {stage.name} ep {epoch + 1}", disable=not run.progress)
-    for i, (x, y, are_features) in enumerate(bar):
+    for i, (x, y, are_features, teacher) in enumerate(bar):
         t = local * steps + i
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * t / total_steps))
-        loss = run.step(x, y, are_features, generator)
+        loss = run.step(x, y, are_features, generator, teacher)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

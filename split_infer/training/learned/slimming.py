@@ -51,7 +51,7 @@ def slim_backbone(model: SplittableModel, train: ArrayDataset, val: ArrayDataset
     data = _ImageData(train, settings)
     info: dict[str, Any] = {"fraction": fraction, "l1": settings.slim_l1}
 
-    def step(x, y, are_features, generator):
+    def step(x, y, are_features, generator, teacher=None):
         loss = nn.functional.cross_entropy(model(x), y)
         if run.stages[run._locate(run.state["epoch"])[0]].name == "sparse":
             loss = loss + settings.slim_l1 * slimming.penalty(groups_holder["groups"])
@@ -110,8 +110,8 @@ class _ImageData:
         return math.ceil(len(self.train_set) / self.settings.batch_size)
 
     def train_batches(self, epoch: int, images: bool = True
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool, None]]:
         seed = self.settings.seed + 7919 * epoch
         generator = torch.Generator().manual_seed(seed)
         for x, y in batches(self.train_set, self.settings.batch_size, shuffle=True, seed=seed):
-            yield augment(x, generator), y, False
+            yield augment(x, generator), y, False, None

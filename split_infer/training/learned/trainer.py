@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +79,14 @@ def train_config(data: SplitData, method: str, ratio: float | None, *, work_dir:
         return [p for p in bottleneck.parameters() if p.requires_grad]
 
     def step(x: torch.Tensor, y: torch.Tensor, are_features: bool,
-             generator: torch.Generator) -> torch.Tensor:
+             generator: torch.Generator, teacher: torch.Tensor | None = None) -> torch.Tensor:
         feats = parts.features(x, are_features)
-        teacher = None
-        if settings.distill > 0:
+        decoded = bottleneck.training_forward(feats, transmit, generator)
+        if run.stages[run._locate(run.state["epoch"])[0]].name == _WARMUP:
+            return _feature_matching(decoded, feats.detach())
+        if settings.distill > 0 and teacher is None:
             with torch.no_grad():
                 teacher = teacher_tail(feats if parts.frozen else data.head(x))
-        decoded = bottleneck.training_forward(feats, transmit, generator)
         return _loss(parts.tail(decoded), y, teacher, settings, decoded, feats.detach())
 
     groups = lambda: [codec_params(), parts.backbone_params()]  # noqa: E731
@@ -94,6 +96,7 @@ def train_config(data: SplitData, method: str, ratio: float | None, *, work_dir:
                     groups if phase.train_pair else backbone_only, start=phase.start,
                     enter=phase.enter)
               for phase in bottleneck.training_phases(context)]
+    stages = _with_warmup(stages, settings.warmup_epochs)
 
     modules: dict[str, nn.Module] = {"bottleneck": bottleneck, **parts.modules()}
     run = _Run(_config_dir(work_dir, data.point.index, method,
@@ -142,6 +145,26 @@ def train_config(data: SplitData, method: str, ratio: float | None, *, work_dir:
                          extra)
 
 
+_WARMUP = "feature-matching"
+
+
+def _with_warmup(stages: list[Stage], epochs: int) -> list[Stage]:
+    """``epochs`` of feature matching before the first stage that trains the pair, in that
+    stage's mode (it starts there: e.g. the rateless pair's PCA initialisation comes first)."""
+    first = next((i for i, s in enumerate(stages) if s.epochs > 0 and s.params()[0]), None)
+    if epochs <= 0 or first is None:
+        return stages
+    stage = stages[first]
+    warmup = Stage(_WARMUP, epochs, lambda: [stage.params()[0], []], start=stage.start,
+                   enter=stage.enter)
+    return [*stages[:first], warmup, replace(stage, start=None), *stages[first + 1:]]
+
+
+def _feature_matching(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """‖x̂ − x‖² / Var(x): the warm-up loss (no tail in the graph)."""
+    return nn.functional.mse_loss(decoded, target) / target.var().clamp_min(1e-8)
+
+
 def _pretrain(data: SplitData, method: str, pretraining: SplitPretraining, work_dir: Path,
               frozen: bool, progress: bool) -> dict[str, Any]:
     """A method's per-split pretraining (AECNN Alg. 1 lines 2-4: the CA module trained in
@@ -152,7 +175,7 @@ def _pretrain(data: SplitData, method: str, pretraining: SplitPretraining, work_
     parts = _Parts(data, frozen)
     settings = data.settings
 
-    def step(x, y, are_features, generator):
+    def step(x, y, are_features, generator, teacher=None):
         feats = parts.features(x, are_features)
         return _loss(parts.tail(module(feats)), y, None, settings)
 
