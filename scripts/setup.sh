@@ -74,3 +74,11 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 say "ready: .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+
+# The 224-px EfficientNet-Lite0 bundle ships packed (what the project trained: bottlenecks,
+# calibration, manifest); its backbone files are regenerated from the published weights the
+# requirements installed, then every file is verified by sha256. Once per bundle version.
+if [ -f split_infer/assets/imagenet_bundle/assembly.json ]; then
+  say "assembling the 224-px bundle (split_infer/assets/imagenet_bundle)"
+  .venv/bin/split-infer bundle assemble split_infer/assets/imagenet_bundle
+fi

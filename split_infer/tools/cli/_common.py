@@ -122,7 +122,8 @@ def format_configurations(bundle: Any, rows: list[dict] | None = None) -> str:
     """Aligned table of a bundle's configurations (or of fresh evaluation ``rows``)."""
     entries = rows or [c.to_dict() for c in bundle.configurations]
     agreement = any(e.get("agreement") is not None for e in entries)
-    header = (f"{'id':14s} {'split':>14s} {'ratio':>7s} {'top-1 %':>8s}"
+    width = max([14, *(len(e["id"]) for e in entries)])
+    header = (f"{'id':{width}s} {'split':>14s} {'ratio':>7s} {'top-1 %':>8s}"
               + (f" {'agree %':>8s}" if agreement else "") + f" {'bytes/frame':>11s}  codec")
     lines = [header, "-" * (len(header) + 30)]
     for e in entries:
@@ -131,7 +132,7 @@ def format_configurations(bundle: Any, rows: list[dict] | None = None) -> str:
         agrees = "" if not agreement else " " + (
             f"{'-':>8s}" if e.get("agreement") is None else f"{100 * e['agreement']:8.2f}")
         size = "-" if e.get("bytes_per_frame") is None else f"{e['bytes_per_frame']:.1f}"
-        lines.append(f"{e['id']:14s} {split_label:>14s} {e['ratio']:7.3g} {accuracy:>8s}"
+        lines.append(f"{e['id']:{width}s} {split_label:>14s} {e['ratio']:7.3g} {accuracy:>8s}"
                      f"{agrees} {size:>11s}  {e['codec']}")
     references = {
         "client_only": "whole model on the edge",
@@ -141,6 +142,6 @@ def format_configurations(bundle: Any, rows: list[dict] | None = None) -> str:
         ref = bundle.manifest.get(key)
         if ref and rows is None:  # references were measured on the manifest's image set
             size = f"{ref.get('bytes_per_frame', 0.0):.1f}"
-            lines.append(f"{key:14s} {'':>14s} {'':>7s} {100 * ref['accuracy']:8.2f} "
+            lines.append(f"{key:{width}s} {'':>14s} {'':>7s} {100 * ref['accuracy']:8.2f} "
                          f"{size:>11s}  {description.format(**ref)}")
     return "\n".join(lines)
