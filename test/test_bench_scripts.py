@@ -358,6 +358,18 @@ def _run(trace, strategy, nu, rate=1e5, fps=20.0, bytes_=190.0, wire=420.0, vali
             "compute_bound_fps": compute_bound, "edge_cpu_budget": budget}
 
 
+def test_the_naive_bundle_is_a_temporary_copy_with_a_float32_configuration(tiny_bundle):
+    from split_infer.bundle import Bundle
+
+    bundle = tiny_bundle
+    split = bundle.configurations[0].split_point
+    naive, strategy = _bench("testbed_e2e").naive_bundle(bundle, split)
+    assert strategy == f"{split}:1"
+    assert naive.path.parent.name.startswith("split_infer_naive_")  # not in the results
+    assert naive.configuration(split, 1.0).codec == "float32+raw"
+    assert Bundle.load(naive.path).manifest["files"].keys() >= bundle.manifest["files"].keys()
+
+
 def _repeats(trace, strategy, values, **kwargs):
     """Three runs of one cell; ``values`` are ν_eff (or fps with ``key="fps"``)."""
     key = kwargs.pop("key", "nu")

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--split {args.split}: the bundle has split points "
                      f"{sorted({c.split_point for c in bundle.configurations})}")
     args.out.mkdir(parents=True, exist_ok=True)
-    naive, strategy = naive_bundle(bundle, args.split, args.out)
+    naive, strategy = naive_bundle(bundle, args.split)
     duration = float(trace.times_s[-1]) + args.tail
     runs, timelines = [], []
     started = common.timestamp()

@@ -69,11 +69,16 @@ def default_strategies(bundle: Bundle) -> list[str]:
     return [*strategies, "adaptive"]
 
 
-def naive_bundle(bundle: Bundle, split_point: int, out_dir: Path) -> tuple[Bundle, str]:
+def naive_bundle(bundle: Bundle, split_point: int) -> tuple[Bundle, str]:
     """A copy of ``bundle`` with a ``float32+raw`` configuration at ``split_point`` (what the
     only public ROS 2 split demo sends): the same ONNX parts as the bundle's configurations
-    there, lossless, so its accuracy is the unsplit model's; bytes from a real wire frame."""
+    there, lossless, so its accuracy is the unsplit model's; bytes from a real wire frame.
+
+    The copy is a temporary directory removed when the process exits: it is a means of the
+    run, not a result (a 224-px bundle is tens of MB)."""
+    import atexit
     import shutil
+    import tempfile
 
     from split_infer.bundle import BundleConfiguration, write_bundle
     from split_infer.codecs import get_codec
@@ -84,9 +89,8 @@ def naive_bundle(bundle: Bundle, split_point: int, out_dir: Path) -> tuple[Bundl
     codec = get_codec("float32+raw", shape=base.feature_shape)
     nbytes = len(pack(codec, np.zeros(base.feature_shape, np.float32), split_point=split_point,
                       ratio=1.0, seq=0, stamp_ns=0))
-    out = out_dir / "naive_bundle"
-    if out.exists():
-        shutil.rmtree(out)
+    out = Path(tempfile.mkdtemp(prefix="split_infer_naive_")) / "bundle"
+    atexit.register(shutil.rmtree, out.parent, True)
     shutil.copytree(bundle.path, out)
     manifest = bundle.base_manifest()
     naive = BundleConfiguration.from_dict({
@@ -369,8 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle = Bundle.load(args.bundle)
     strategies = args.strategies or default_strategies(bundle)
     splits = sorted({c.split_point for c in bundle.configurations})
-    naive, naive_strategy = naive_bundle(bundle, args.naive_split or splits[len(splits) // 2],
-                                         args.out)
+    naive, naive_strategy = naive_bundle(bundle, args.naive_split or splits[len(splits) // 2])
     if "naive" not in strategies and not args.strategies:
         strategies.insert(2, "naive")
     traces = [find_trace(t) for t in args.traces]
