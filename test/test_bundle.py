@@ -139,3 +139,20 @@ def test_cli_eval_and_refusals(built, copy, tmp_path, capsys):
     assert "sha256 mismatch" in capsys.readouterr().err
     assert main(["train", "resnet8_cifar", "--out", str(built.path)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_evaluation_batches_shrink_with_the_input_size():
+    """ONNX Runtime keeps each session's peak memory: 224-px bundles evaluate in small
+    batches (a 27-configuration bundle at batch 200 ran out of 24 GB)."""
+    import numpy as np
+
+    from split_infer.data import ArrayDataset, Preprocessing
+    from split_infer.pipeline.evaluate import default_batch_size
+
+    def dataset(size):
+        return ArrayDataset("x", np.zeros((1, *size, 3), np.uint8), np.zeros(1, np.int64), ["a"],
+                            Preprocessing(size=size))
+
+    assert default_batch_size(dataset((32, 32))) == 200
+    assert default_batch_size(dataset((224, 224))) == 16
+    assert default_batch_size(dataset((4096, 4096))) == 1
