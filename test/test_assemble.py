@@ -92,3 +92,21 @@ def test_verbs_given_a_packed_bundle_assemble_it_once_into_the_cache(packed, tmp
                  Bundle.load(cached).configurations[0].id]) == 0
     assert (cached / "onnx" / "full.onnx").stat().st_mtime_ns == first
     assert len(list((tmp_path / "cache" / "split_infer" / "bundles").iterdir())) == 1
+
+
+def test_pack_can_leave_out_a_method_and_its_files(tmp_path, capsys):
+    out = tmp_path / "p"
+    assert main(["bundle", "pack", str(DEFAULT_BUNDLE), str(out), "--drop-method",
+                 "rateless"]) == 0
+    bundle = assemble_bundle(out, tmp_path / "b")
+    original = Bundle.load(DEFAULT_BUNDLE)
+    assert {c.method for c in bundle.configurations} == \
+        {c.method for c in original.configurations} - {"rateless"}
+    assert not any("rateless" in f for f in bundle.manifest["files"])
+    assert not any("rateless" in k for k in bundle.manifest["learned"]["configurations"])
+    kept = [c for c in original.configurations if c.method != "rateless"]
+    assert [c.to_dict() for c in bundle.configurations] == [c.to_dict() for c in kept]
+    capsys.readouterr()
+    assert main(["bundle", "pack", str(DEFAULT_BUNDLE), str(tmp_path / "q"), "--drop-method",
+                 "aecnn"]) == 2
+    assert "has no aecnn configurations" in capsys.readouterr().err

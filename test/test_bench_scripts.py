@@ -502,3 +502,18 @@ def test_imagenet_targets_are_verdicts_that_can_fail():
     # Beyond 30 % of the MACs on the robot the JPEG target does not count the split.
     late = [{**r, "edge_macs_fraction": 0.6} for r in split6]
     assert not {v["target"]: v for v in check_targets(cloud + late, 0.866)}["jpeg_third"]["met"]
+
+
+def test_imagenet_rows_name_their_codec_whatever_produced_them():
+    from split_infer.tools.bench.rate_accuracy_imagenet import _flat
+
+    common = {"label": "x", "bytes_per_frame": 10.0, "accuracy": 0.5, "agreement": 0.6,
+              "frames": 800}
+    cloud = {**common, "kind": "cloud_only", "codec": "input jpeg:quality=90"}
+    feature = {**common, "kind": "float32", "spec": "float32+raw"}
+    config = {**common, "kind": "bundle_learned", "id": "split17_bbnet_r16", "method": "bbnet"}
+    assert _flat(cloud, 0, 0.0)["codec"] == "input jpeg:quality=90"
+    assert _flat(feature, 6, 0.3)["codec"] == "float32+raw"
+    assert _flat(config, 17, 0.9)["codec"] == "split17_bbnet_r16"
+    with pytest.raises(ValueError, match="names no codec"):
+        _flat(common | {"kind": "x"}, 0, 0.0)

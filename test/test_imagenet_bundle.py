@@ -36,7 +36,10 @@ def test_the_packed_bundle_is_small_and_assembles_verified(bundle):
     # The recipe camera frames need (not the crops the training data was cut to at load).
     assert bundle.preprocessing.resize_shorter == 256 and bundle.preprocessing.size == (224, 224)
     methods = {c.method for c in bundle.configurations}
-    assert {"baseline", "bbnet", "bottlenet", "rateless"} <= methods
+    # The rateless model was trained too (its rows are in the benchmark) but is not shipped:
+    # its decoder alone is 7.8 MB at blocks.15 (see bench/README.md).
+    assert {"baseline", "bbnet", "bottlenet"} <= methods
+    assert "rateless" in {row["method"] for row in bundle.manifest["learned"]["search"]}
     assert len({c.split_point for c in bundle.configurations if c.method == "baseline"}) >= 4
     # No copy of the backbone per configuration: every part is a segment of the one model,
     # plus at most a small encoder or decoder file.
@@ -50,9 +53,9 @@ def test_eval_reproduces_the_rate_accuracy_rows(bundle, tmp_path):
         pytest.skip("needs the ImageNet sample (../shared/data); a fresh clone has none")
     rows = {r["codec"]: r for r in json.loads(RESULTS.read_text())["rows"]}
     ids = [c.id for c in bundle.configurations]
-    # One configuration of each kind: a calibrated baseline codec, BBNet, a rateless prefix.
+    # One configuration of each kind: a calibrated baseline codec, BBNet, BottleNet.
     chosen = [next(i for i in ids if i in rows and bundle.configuration_by_id(i).method == m)
-              for m in ("baseline", "bbnet", "rateless")]
+              for m in ("baseline", "bbnet", "bottlenet")]
     out = tmp_path / "eval.json"
     args = ["eval", str(IMAGENET_BUNDLE), "--out", str(out)]
     for config_id in chosen:

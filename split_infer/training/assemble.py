@@ -73,13 +73,20 @@ def _derivable(bundle: Bundle) -> dict[str, str]:
             == bundle.manifest["files"].get(relative)}
 
 
-def pack_bundle(bundle_dir: str | Path, out_dir: str | Path) -> dict[str, str]:
+def pack_bundle(bundle_dir: str | Path, out_dir: str | Path,
+                drop_methods: tuple[str, ...] = ()) -> dict[str, str]:
     """Copy the verified bundle at ``bundle_dir`` to ``out_dir`` without the files that
-    :func:`assemble_bundle` can regenerate byte for byte; returns those (path → kind)."""
+    :func:`assemble_bundle` can regenerate byte for byte; returns those (path → kind).
+    ``drop_methods`` leaves out every configuration of those methods and the files only they
+    use (the manifest keeps the search rows that trained them)."""
     bundle = Bundle.load(bundle_dir)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty")
+    if drop_methods:
+        with tempfile.TemporaryDirectory(prefix="split_infer_pack_") as tmp:
+            subset = _without_methods(bundle, set(drop_methods), Path(tmp) / "bundle")
+            return pack_bundle(subset.path, out)
     derived = _derivable(bundle)
     for relative in [*bundle.manifest["files"], MANIFEST]:
         if relative in derived:
@@ -90,6 +97,49 @@ def pack_bundle(bundle_dir: str | Path, out_dir: str | Path) -> dict[str, str]:
     (out / ASSEMBLY).write_text(json.dumps(
         {"model": bundle.model_name, "derived": derived}, indent=2) + "\n")
     return derived
+
+
+def _named_files(bundle: Bundle, config) -> set[str]:
+    from split_infer.bundle import part_components
+
+    names = {config.calibration, config.fill}
+    for spec in (config.edge_onnx, config.cloud_onnx):
+        names |= {c for c in part_components(spec) if isinstance(c, str)}
+    learned = (bundle.manifest.get("learned") or {}).get("configurations", {}).get(config.id)
+    if learned and learned.get("weights"):
+        names.add(learned["weights"])
+    return {n for n in names if n}
+
+
+def _without_methods(bundle: Bundle, methods: set[str], out: Path) -> Bundle:
+    """A copy of ``bundle`` in ``out`` without the configurations of ``methods``."""
+    from split_infer.bundle import write_bundle
+
+    present = {c.method for c in bundle.configurations}
+    unknown = methods - present
+    if unknown:
+        raise BundleError(f"{bundle.path} has no {', '.join(sorted(unknown))} configurations "
+                          f"(it has {', '.join(sorted(present))})")
+    kept = [c for c in bundle.configurations if c.method not in methods]
+    if not kept:
+        raise BundleError(f"dropping {', '.join(sorted(methods))} leaves no configuration")
+    used = set().union(*(_named_files(bundle, c) for c in kept))
+    dropped = set().union(*(_named_files(bundle, c) for c in bundle.configurations
+                            if c.method in methods)) - used
+    for relative in bundle.manifest["files"]:
+        if relative not in dropped:
+            (out / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(bundle.path / relative, out / relative)
+    manifest = json.loads(json.dumps(bundle.base_manifest()))
+    learned = manifest.get("learned")
+    if learned:
+        ids = {c.id for c in kept}
+        learned["configurations"] = {k: v for k, v in learned["configurations"].items()
+                                     if k in ids}
+        learned["methods"] = [m for m in learned["methods"] if m not in methods]
+        learned["selected"] = {k: v for k, v in learned["selected"].items()
+                               if k.split("/")[-1] not in methods}
+    return write_bundle(out, manifest, kept)
 
 
 def assemble_bundle(packed_dir: str | Path, out_dir: str | Path) -> Bundle:

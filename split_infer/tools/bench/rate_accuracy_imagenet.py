@@ -103,7 +103,11 @@ def measure_cloud_only(full, test, photos: list[np.ndarray] | None, recipe, teac
 
 def _flat(row: dict, split: int, macs_fraction: float) -> dict:
     """A row in the results file's layout (the keys checks outside the repository read)."""
-    return {"split": split, "codec": row.get("id") or row.get("spec"), "kind": row["kind"],
+    # A bundle configuration's id, a feature codec's spec, a cloud-only row's input codec.
+    codec = row.get("id") or row.get("spec") or row.get("codec")
+    if codec is None:
+        raise ValueError(f"row {row.get('label')!r} names no codec")
+    return {"split": split, "codec": codec, "kind": row["kind"],
             "label": row["label"], "bytes_per_frame": row["bytes_per_frame"],
             "top1": row["accuracy"], "agreement": row["agreement"],
             "edge_macs_fraction": macs_fraction, "frames": row["frames"],

@@ -32,6 +32,9 @@ class BundleVerb(VerbExtension):
                                        "lists them in assembly.json.")
         p.add_argument("bundle", type=Path, help="bundle directory")
         p.add_argument("out", type=Path, help="packed directory to create (must not exist)")
+        p.add_argument("--drop-method", action="append", default=[], metavar="METHOD",
+                       help="leave out every configuration of this method and the files only "
+                            "it uses (repeatable; the manifest keeps its search rows)")
         p = sub.add_parser("assemble", help="complete a packed bundle and verify it",
                            description="Regenerate a packed bundle's backbone files and "
                                        "verify every file of the result by sha256.")
@@ -47,7 +50,7 @@ class BundleVerb(VerbExtension):
 
         with user_output_errors():  # an existing, non-empty output directory
             if args.bundle_command == "pack":
-                derived = pack_bundle(args.bundle, args.out)
+                derived = pack_bundle(args.bundle, args.out, tuple(args.drop_method))
                 size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
                 print(f"packed {args.bundle} into {args.out} ({size / 2**20:.1f} MB); "
                       f"regenerated at assembly: {', '.join(derived) or 'nothing'}")
