@@ -128,6 +128,14 @@ class BundleConfiguration:
         """The wire configuration id ``(split_point, ratio)``, ratio at float32 precision."""
         return config_key(self.split_point, self.ratio)
 
+    def named_files(self) -> list[str]:
+        """The bundle files this configuration reads: calibration, fill and the small ONNX
+        files of its part specs (segments of the tapped model are not files)."""
+        named = [self.calibration, self.fill]
+        for spec in (self.edge_onnx, self.cloud_onnx):
+            named += [c for c in part_components(spec) if isinstance(c, str)]
+        return [n for n in named if n is not None]
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["feature_shape"] = list(self.feature_shape)
@@ -205,15 +213,12 @@ class Bundle:
         bundle = cls(bundle_dir, manifest, configurations)
         tapped = manifest["model"].get("onnx")
         for config in configurations:
-            named = [config.calibration, config.fill]
             for spec in (config.edge_onnx, config.cloud_onnx):
-                components = part_components(spec)
-                if any(isinstance(c, tuple) for c in components) and not tapped:
+                if any(isinstance(c, tuple) for c in part_components(spec)) and not tapped:
                     raise BundleError(f"configuration {config.id!r}: {spec!r} cuts the whole "
                                       "model, but the manifest names no tapped model.onnx")
-                named += [c for c in components if isinstance(c, str)]
-            for relative in named:
-                if relative is not None and relative not in manifest["files"]:
+            for relative in config.named_files():
+                if relative not in manifest["files"]:
                     raise BundleError(f"configuration {config.id!r} names {relative}, which the "
                                       "manifest's file list does not hold")
         keys = [c.key for c in configurations]

@@ -100,15 +100,12 @@ def pack_bundle(bundle_dir: str | Path, out_dir: str | Path,
 
 
 def _named_files(bundle: Bundle, config) -> set[str]:
-    from split_infer.bundle import part_components
-
-    names = {config.calibration, config.fill}
-    for spec in (config.edge_onnx, config.cloud_onnx):
-        names |= {c for c in part_components(spec) if isinstance(c, str)}
+    """What ``config`` reads, plus its learned pair's safetensors (the torch backend's)."""
+    names = set(config.named_files())
     learned = (bundle.manifest.get("learned") or {}).get("configurations", {}).get(config.id)
     if learned and learned.get("weights"):
         names.add(learned["weights"])
-    return {n for n in names if n}
+    return names
 
 
 def _without_methods(bundle: Bundle, methods: set[str], out: Path) -> Bundle:
