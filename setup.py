@@ -59,6 +59,8 @@ setup(
             "scheduler = split_infer.ros.scheduler:main",
             "bag_player = split_infer.tools.bag.player:main",
             "stage_node = split_infer.ros.stage_node:main",
+            "link_prober = split_infer.ros.link_prober:main",
+            "probe_echo = split_infer.ros.probe_echo:main",
         ],
     },
 )

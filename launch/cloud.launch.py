@@ -5,11 +5,12 @@
 
 For each robot namespace ``<ns>`` in ``robots`` (space or comma separated; empty = the cloud
 node's own namespace) the node subscribes ``<ns>/features`` and publishes ``<ns>/results``,
-``<ns>/receipts`` and ``<ns>/metrics/*``. Robot namespaces are made absolute (``r1`` →
-``/r1``) so they match edges launched with ``namespace:=r1``. ``bundle`` defaults to the
-bundle the package installs (``share/split_infer/bundles/default``); it must be the edges'
-bundle. Tuning lives in ``config/cloud.yaml`` (``params_file``). ``auth_key_file`` turns frame
-authentication on (keys per robot; see the README's threat model).
+``<ns>/receipts`` and ``<ns>/metrics/*``, and a ``probe_echo`` in ``<ns>`` answers the
+robot's probe trains (``<ns>/probe`` → ``<ns>/probe_receipts``). Robot namespaces are made
+absolute (``r1`` → ``/r1``) so they match edges launched with ``namespace:=r1``. ``bundle``
+defaults to the bundle the package installs (``share/split_infer/bundles/default``); it must be
+the edges' bundle. Tuning lives in ``config/cloud.yaml`` (``params_file``). ``auth_key_file``
+turns frame authentication on (keys per robot; see the README's threat model).
 """
 
 from launch import LaunchDescription
@@ -40,6 +41,15 @@ def cloud_node(context):
     namespaces = robot_namespaces(LaunchConfiguration("robots").perform(context))
     if namespaces:
         parameters.append({"edge_namespaces": namespaces})
+    echoes = [Node(
+        package="split_infer",
+        executable="probe_echo",
+        name="probe_echo",
+        # One per robot, in the robot's namespace (relative topics: probe, probe_receipts).
+        namespace=robot or LaunchConfiguration("namespace"),
+        output="screen",
+        emulate_tty=True,
+    ) for robot in (namespaces or [""])]
     return [Node(
         package="split_infer",
         executable="cloud_node",
@@ -48,7 +58,7 @@ def cloud_node(context):
         parameters=parameters,
         output="screen",
         emulate_tty=True,
-    )]
+    ), *echoes]
 
 
 def generate_launch_description():

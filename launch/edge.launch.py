@@ -15,7 +15,11 @@ The monitor and scheduler only need the cloud's ``<ns>/receipts`` and the edge's
 services, so they could run on either host; they are cheap and belong to one robot, so they
 start here, with the edge, and ``edge.launch.py`` alone gives an adaptive robot.
 ``adaptive:=false`` leaves them out: the edge then stays on ``split_point``/``ratio`` unless
-someone sets them (``ros2 param set``).
+someone sets them (``ros2 param set``). With them starts the link prober, which sends short
+packet trains on ``probe`` (at most 5 % of the estimate) so that the monitor measures the
+link's capacity even when the frames use a small part of it; the cloud's ``probe_echo``
+answers on ``probe_receipts``. ``probing:=false`` keeps it quiet (the estimate is then only a
+lower bound whenever the frames do not fill the link).
 
 ``bundle`` defaults to the bundle the package installs (``share/split_infer/bundles/default``).
 Tuning lives in ``config/edge.yaml``, ``config/bandwidth_monitor.yaml`` and
@@ -104,6 +108,16 @@ def generate_launch_description():
         output="screen",
         emulate_tty=True,
     )
+    prober = Node(
+        package="split_infer",
+        executable="link_prober",
+        name="link_prober",
+        namespace=namespace,
+        parameters=[{"enabled": ParameterValue(LaunchConfiguration("probing"),
+                                               value_type=bool)}],
+        output="screen",
+        emulate_tty=True,
+    )
     return LaunchDescription([
         # Camera-size messages between processes: a larger shared-memory segment (the
         # profile's comment says why), unless the environment names a profile already.
@@ -153,5 +167,9 @@ def generate_launch_description():
                               default_value=config_file("scheduler.yaml"),
                               description="YAML file with the scheduler's tuning parameters"),
         edge,
-        GroupAction([monitor, scheduler], condition=IfCondition(LaunchConfiguration("adaptive"))),
+        DeclareLaunchArgument("probing", default_value="true", choices=["true", "false"],
+                              description="send probe trains so the monitor measures the "
+                                          "link's headroom (needs the cloud's probe_echo)"),
+        GroupAction([monitor, scheduler, prober],
+                    condition=IfCondition(LaunchConfiguration("adaptive"))),
     ])

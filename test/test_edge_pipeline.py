@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ros_fixtures import random_images, tiny_bundle_fixture, with_measurements  # noqa: F401
 
-from split_infer.config_key import config_key
+from split_infer.config_key import EDGE_ONLY_KEY, config_key
 from split_infer.pipeline.edge import (
     EdgeConfigError,
     EdgePipeline,
@@ -122,6 +122,39 @@ def test_edge_only_fallback_classifies_held_back_frames(tiny_bundle, tmp_path):
     assert outcome.kind == "classified" and outcome.seq == 0
     assert outcome.logits.shape == (len(bundle.classes),)
     assert pipeline.stats()["edge_only"] == 1 and pipeline.stats()["drops"] == {}
+
+
+def test_edge_only_configuration_classifies_every_frame_and_switches_back(tiny_bundle,
+                                                                         tmp_path):
+    import torch
+
+    from split_infer.pipeline.parts import load_backbone
+    from split_infer.pipeline.torch_backend import export_onnx
+
+    with pytest.raises(EdgeConfigError, match=r"edge-only configuration.*client_only"):
+        make(tiny_bundle).reconfigure(split_point=-1, ratio=1.0)
+    full = export_onnx(load_backbone(tiny_bundle), torch.zeros(1, 3, 32, 32))
+    bundle = with_measurements(tiny_bundle, tmp_path / "bundle", lambda c: {},
+                               files={"onnx/full.onnx": full},
+                               client_only={"onnx": "onnx/full.onnx"})
+    pipeline = make(bundle)
+    said = pipeline.reconfigure(split_point=-1, ratio=1.0)
+    assert "edge-only" in said[0]
+    assert pipeline.active_key == EDGE_ONLY_KEY and pipeline.edge_only_active
+    # No backpressure, no link: every frame, even with frames "in flight", is classified.
+    outcomes = [pipeline.process(image, now=0.01 * k)
+                for k, image in enumerate(random_images(5))]
+    assert [o.kind for o in outcomes] == ["classified"] * 5
+    assert [o.seq for o in outcomes] == list(range(5))
+    report = pipeline.period_report()
+    assert report.values["active_split"] == -1
+    assert report.values["active_configuration"] == "edge_only"
+    assert report.fps > 0  # classified frames count as done
+    assert pipeline.reconfigure(split_point=-1, ratio=1.0) == []  # already active
+    said = pipeline.reconfigure(split_point=3, ratio=8.0)  # back to the split it left
+    assert said and "split 3" in said[0] and not pipeline.edge_only_active
+    outcome = pipeline.process(random_images(1)[0], now=1.0)
+    assert outcome.kind == "sent" and decode_frame(outcome.data).config == (3, 8.0)
 
 
 def test_malformed_feedback_is_refused(tiny_bundle):

@@ -35,10 +35,11 @@ PACKAGE = "split_infer"
 DEFAULT_BUNDLE_SOURCE = f"{PACKAGE}/assets/default_bundle"
 DEFAULT_BUNDLE_SHARE = f"share/{PACKAGE}/bundles/default"
 #: The nodes ``split_inference.launch.py`` must bring up.
-GRAPH_EXECUTABLES = {"edge_node", "cloud_node", "bandwidth_monitor", "scheduler"}
+GRAPH_EXECUTABLES = {"edge_node", "cloud_node", "bandwidth_monitor", "scheduler",
+                     "link_prober", "probe_echo"}
 #: The per-robot nodes (edge.launch.py), which share one namespace.
-ROBOT_EXECUTABLES = {"edge_node", "bandwidth_monitor", "scheduler"}
-ADAPTIVE_EXECUTABLES = {"bandwidth_monitor", "scheduler"}
+ROBOT_EXECUTABLES = {"edge_node", "bandwidth_monitor", "scheduler", "link_prober"}
+ADAPTIVE_EXECUTABLES = {"bandwidth_monitor", "scheduler", "link_prober"}
 #: Parameters whose launch default is a sentinel the node replaces with what it resolved
 #: (split_point -1 / ratio 0: the start-up choice, scheduling.startup_configuration).
 RESOLVED_BY_NODE = {"edge_node": {"split_point", "ratio"}}

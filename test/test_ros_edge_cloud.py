@@ -594,6 +594,45 @@ def test_edge_only_fallback_classifies_held_back_frames_on_the_robot(ros_context
         assert_result_matches(msg, reference(pre(images[i]))[0], bundle.classes, top_k=5)
 
 
+def test_the_edge_only_configuration_is_set_like_a_split(ros_context, tiny_bundle, tmp_path):
+    """``split_point`` -1 with ``ratio`` 1, set atomically as the scheduler does, runs the whole
+    model on every frame and sends nothing; a split set the same way sends again."""
+    import torch
+
+    from split_infer.pipeline.parts import load_backbone
+    from split_infer.pipeline.torch_backend import export_onnx
+
+    full = export_onnx(load_backbone(tiny_bundle), torch.zeros(1, 3, 32, 32))
+    bundle = with_measurements(tiny_bundle, tmp_path / "bundle", lambda c: {},
+                               files={"onnx/full.onnx": full},
+                               client_only={"onnx": "onnx/full.onnx"})
+    plain = make_edge(ros_context, tiny_bundle)
+    refused = plain.set_parameters_atomically([Parameter("split_point", value=-1),
+                                               Parameter("ratio", value=1.0)])
+    assert not refused.successful and "client_only" in refused.reason
+    plain.destroy_node()
+    edge = make_edge(ros_context, bundle)
+    probe = Probe(ros_context)
+    images = random_images(4, seed=5)
+    with spin(ros_context, edge, probe.node):
+        probe.wait_matched(probe.images)
+        result = edge.set_parameters_atomically([Parameter("split_point", value=-1),
+                                                 Parameter("ratio", value=1.0)])
+        assert result.successful, result.reason
+        for i, image in enumerate(images):
+            probe.images.publish(image_msg(image, sec=500 + i))
+            assert wait_for(lambda i=i: edge.stats()["received"] > i)
+        assert wait_for(lambda: probe.count(probe.results) >= len(images))
+        assert edge.stats()["sent"] == 0 and edge.stats()["edge_only"] == len(images)
+        back = edge.set_parameters_atomically([Parameter("split_point", value=3),
+                                               Parameter("ratio", value=8.0)])
+        assert back.successful, back.reason
+        probe.images.publish(image_msg(images[0], sec=600))
+        assert wait_for(lambda: edge.stats()["sent"] == 1)
+    for msg in probe.results:
+        assert {(e[3], e[4]) for e in result_entries(msg)} == {(-1, 1.0)}
+
+
 def test_startup_errors_are_clear(ros_context, tiny_bundle, tmp_path):
     cases = [
         ({}, NodeConfigError, "'bundle' is required"),

@@ -27,7 +27,7 @@ from split_infer.adaptation.scheduling import (
     startup_configuration,
 )
 from split_infer.bundle import BundleConfiguration, write_bundle
-from split_infer.config_key import format_config_key
+from split_infer.config_key import EDGE_ONLY_KEY, format_config_key
 from split_infer.planning import Configuration
 from split_infer.tools.link import LinkShaper, load_trace
 
@@ -425,3 +425,52 @@ def test_startup_without_measurements_falls_back_to_the_smallest_frames():
                                   _sized("c", 8, None, None)]).id == "b"
     with pytest.raises(ValueError, match="no configurations"):
         startup_configuration([])
+
+
+def test_edge_only_is_a_configuration_that_wins_only_where_the_link_is_too_poor(tmp_path):
+    from split_infer.adaptation.scheduling import edge_only_configuration
+    from split_infer.tools.synthetic_bundle import with_measurements
+
+    plain = make_bundle(tmp_path / "plain")
+    assert edge_only_configuration(plain) is None  # no whole model to run
+    _, skipped = configurations_from_bundle(plain, include_edge_only=True)
+    assert skipped == ["edge_only"]
+    _tiny_onnx(tmp_path / "full.onnx")
+    # A slow robot: the whole model takes 250 ms, 4 frames/s of a 10-Hz camera.
+    bundle = with_measurements(plain, tmp_path / "b", lambda c: {},
+                               files={"onnx/full.onnx": (tmp_path / "full.onnx").read_bytes()},
+                               client_only={"onnx": "onnx/full.onnx", "accuracy": 0.93,
+                                            "edge_ms": 250.0})
+    configs, skipped = configurations_from_bundle(bundle, include_edge_only=True)
+    assert skipped == []
+    edge_only = next(c for c in configs if c.name == "edge_only")
+    assert (edge_only.split_point, edge_only.ratio) == EDGE_ONLY_KEY
+    assert edge_only.kind == "client_only" and not edge_only.transmits
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    assert loop.lookup(*EDGE_ONLY_KEY) is edge_only
+    # 6.4 Mbit/s carries the best split at the camera rate: 0.92 > 0.93 × 4/10.
+    assert apply(loop, 0.0, LinkState(6.4e6)).target.name == "s2g1"
+    # 0.1 Mbit/s: the smallest split gets 1.6 frames/s (ν_eff 0.13); edge-only 0.37.
+    step = apply(loop, 1.0, LinkState(0.1e6))
+    assert step.target is edge_only and step.apply
+    assert step.predicted_effective_accuracy(T_GEN) == pytest.approx(0.93 * 4 / T_GEN)
+    # Back up: the split again.
+    assert apply(loop, 2.0, LinkState(6.4e6)).target.name == "s2g1"
+
+
+def test_measured_edge_times_replace_the_profile(configs):
+    from split_infer.adaptation.scheduling import with_edge_timing
+
+    by_name = {c.name: c for c in configs}
+    timed = {c.name: c for c in with_edge_timing(configs, {"s2g1": 40.0}, scale=3.0)}
+    assert timed["s2g1"].edge_s == pytest.approx(0.040)
+    assert timed["s3g4"].edge_s == pytest.approx(by_name["s3g4"].edge_s * 3.0)
+    kept = {c.name: c for c in with_edge_timing(configs, {"s2g1": 40.0})}
+    assert kept["s3g4"].edge_s == by_name["s3g4"].edge_s
+    with pytest.raises(ValueError, match="s2g1"):
+        with_edge_timing(configs, {"s2g1": -1.0})
+    # A slow robot moves the decision: at 6.4 Mbit/s, s2g1 at 250 ms per frame delivers 4 of
+    # 10 frames/s (0.37), and the next rung down the ladder wins.
+    slow = with_edge_timing(configs, {"s2g1": 250.0})
+    loop = SchedulingLoop(slow, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    assert apply(loop, 0.0, LinkState(6.4e6)).target.name == "s2g2"

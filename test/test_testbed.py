@@ -481,6 +481,36 @@ def test_testbed_reports_placement_budget_and_cpu_per_process(graded_bundle, tmp
     assert not any(d.exists() for d in leftovers)
 
 
+@pytest.mark.realtime
+@needs_netns
+def test_probe_trains_show_a_step_up_the_frames_cannot(graded_bundle, tmp_path):
+    """About 25 s: the smallest frames (under 10 % of the link) over 8 → 16 Mbit/s, with the
+    link prober and the probe echo; the estimate follows the shaped rate, not the frames."""
+    bundle, sizes = graded_bundle
+    bag, trace = _bag_and_trace(tmp_path, bundle, 30, 6, [(0.0, 8e6), (8.0, 16e6)])
+    smallest = min(bundle.configurations, key=lambda c: sizes[c.id])
+    assert 8 * 30 * sizes[smallest.id] < 0.1 * 8e6
+    settings = TestbedSettings(bundle=bundle.path, bag=bag, trace=trace, duration_s=16.0,
+                               out_dir=tmp_path / "out", warmup_s=1.0, status=False,
+                               strategy=f"{smallest.split_point}:{smallest.ratio:g}",
+                               probing=True)
+    report = run_testbed(settings)
+    summary = report["summary"]
+    assert summary["probe_trains_sent"] > 5
+    assert summary["probe_trains_echoed"] >= summary["probe_trains_sent"] - 2
+    assert {"prober", "probe_echo"} <= set(report["processes"])
+    assert report["cpu"]["processes"]["prober"]["side"] == "edge"
+    assert report["cpu"]["processes"]["probe_echo"]["side"] == "cloud"
+    # Wide bounds for a shared test machine; bench/README has the measured step response.
+    before = [r["estimate_bps"] for r in report["timeline"]
+              if 4.0 <= r["t_s"] < 8.0 and r["estimate_bps"]]
+    after = [r["estimate_bps"] for r in report["timeline"]
+             if 11.0 <= r["t_s"] < 15.0 and r["estimate_bps"]]
+    assert before and 0.7 * 8e6 <= float(np.median(before)) <= 1.3 * 8e6, before
+    assert after and 0.7 * 16e6 <= float(np.median(after)) <= 1.3 * 16e6, after
+    assert summary["probe_fraction_of_estimate"] < 0.1
+
+
 @needs_netns
 def test_cli_testbed_budget_without_cgroups_says_why(monkeypatch, capsys, tmp_path):
     from split_infer.tools import cli
@@ -541,3 +571,25 @@ def test_link_counts_as_quiet_after_a_window_with_almost_no_bytes(monkeypatch):
     clock = iter(range(10_000))
     monkeypatch.setattr(runner.time, "monotonic", lambda: next(clock) * 0.5)
     assert runner._wait_for_quiet_link(busy, window_s=0.5, timeout_s=3.0) is None
+
+
+def test_switch_cost_counts_frames_until_the_first_in_the_new_configuration():
+    from split_infer.tools.testbed.report import switch_costs
+
+    def frame(t, split, ratio, latency):
+        return {"t_s": t, "split_point": split, "ratio": ratio, "latency_ms": latency}
+
+    t0 = 1000.0
+    frames = [frame(k / 10, 10, 86.4, 20.0) for k in range(30)]  # 0.0–2.9 s on 10:86.4
+    frames += [frame(3.0, 10, 86.4, 25.0), frame(3.1, None, None, None),  # in flight, lost
+               frame(3.2, 4, 4.73, 90.0), frame(3.3, 4, 4.73, 40.0), frame(3.4, 4, 4.73, 30.0)]
+    frames += [frame(5.0 + k / 10, -1, 1.0, 5.0) for k in range(3)]  # edge-only from 5 s
+    events = [[t0 - 5.0, 10, 86.4], [t0 + 3.0, 4, 4.73], [t0 + 4.95, -1, 1.0],
+              [t0 + 9.0, 10, 86.4]]
+    costs = switch_costs(events, frames, t0)
+    assert [c["t_s"] for c in costs] == [3.0, 4.95, 9.0]  # the start-up choice is not a switch
+    first = costs[0]
+    assert first["frames_until_first"] == 2 and first["first_latency_ms"] == 90.0
+    assert first["max_latency_ms_first5"] == 90.0 and first["median_latency_ms_before"] == 20.0
+    assert costs[1]["frames_until_first"] == 0 and costs[1]["first_latency_ms"] == 5.0
+    assert costs[2]["frames_until_first"] is None  # nothing confirmed it before the end

@@ -45,10 +45,22 @@ def traces() -> dict[str, tuple[Trace, str]]:
         "saturating step for the estimator (bench/estimate_step.py): 3 Mbit/s, at 20 s down "
         "to 1 Mbit/s, at 40 s up to 2 Mbit/s; float32 frames at layer3.2 (16.4 KB, 3.9 "
         "Mbit/s at 30 fps) exceed every rate")
+    out["step_2_20_0p5_8mbps"] = (
+        step_trace([(0, 2 * MBPS), (15, 20 * MBPS), (30, 0.5 * MBPS), (45, 8 * MBPS)],
+                   DELAY_MS),
+        "probing step for the estimator (bench/estimate_step.py --probing): 2 Mbit/s, at 15 s "
+        "up to 20, at 30 s down to 0.5, at 45 s up to 8 Mbit/s; BBNet x32 frames (46 kbit/s "
+        "at 30 fps) use under 10 % of every rate")
     out["demo_step"] = (
         step_trace([(0, 4 * MBPS), (15, 0.3 * MBPS), (30, 1.5 * MBPS)], DELAY_MS),
         "split-infer demo: 4 Mbit/s, at 15 s down to 0.3 Mbit/s, at 30 s up to 1.5 Mbit/s "
         "(the default bundle sends 0.09-14 KB frames; at 30 fps its BBNet x32 needs 46 kbit/s)")
+    out["demo_imagenet"] = (
+        step_trace([(0, 10 * MBPS), (12, 1 * MBPS), (24, 0.3 * MBPS), (36, 4 * MBPS)],
+                   DELAY_MS),
+        "split-infer demo (224-px scenario): 10 Mbit/s, at 12 s down to 1, at 24 s to 0.3, "
+        "at 36 s back up to 4 Mbit/s (the 224-px bundle sends 3-69 KB frames: 0.7-16 Mbit/s "
+        "at 30 fps)")
     out["outage_5mbps_10s"] = (
         outage_trace(5 * MBPS, 20.0, 10.0, DELAY_MS),
         "5 Mbit/s with an outage (rate 0) from 20 s to 30 s")

@@ -41,8 +41,19 @@ nothing since has contradicted it: a capacity that dropped below the offered loa
 frames and be measured at once; only a capacity *increase* goes unseen, so the value is also
 flagged ``lower_bound``. If the delivered rate exceeds the held value, the held value is
 obsolete and the throughput is reported instead. Nothing here invents capacity; whoever wants
-to find out whether more is available must offer more (the scheduler probes, see
-:mod:`.scheduling`).
+to find out whether more is available must offer more: packet trains
+(:mod:`.probing`, fed in with :meth:`BandwidthEstimator.add_probe`) or a larger configuration
+(the scheduler's configuration probes, :mod:`.scheduling`).
+
+**Probe trains.** A train's measurement (its second half's dispersion) is the capacity now,
+``source="probe"``, not a lower bound, for ``probe_valid_s`` after it arrived. The frames'
+own dispersion still wins while frames are queueing (the link is saturated by them, measured
+with every frame); once they stop queueing, a train newer than the last queued pair wins over
+the pairs still in the window, so a step up shows as soon as a train crosses it. A train too
+short to time is no measurement: the estimate keeps its value, flagged as a lower bound, and
+the planner doubles the next train. Probe packets also count as traffic for
+the silence test (with probing on and no frames, as when the edge classifies by itself, the
+link is not silent), with a threshold of at least twice the interval between trains.
 
 **Silence.** If no receipt has arrived for longer than ``max(silence_min_s, silence_factor ×
 the mean inter-arrival)``, the link may be down (an outage) or the sender idle; the two look the
@@ -76,6 +87,8 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from split_infer.adaptation.probing import TrainMeasurement
 
 __all__ = [
     "RECEIPT_COLUMNS",
@@ -167,6 +180,7 @@ class EstimatorConfig:
     silence_min_s: float = 1.0
     silence_factor: float = 4.0  # × mean inter-arrival
     server_margin_s: float = 0.001
+    probe_valid_s: float = 4.0  # a probe train's measurement counts this long
 
     def __post_init__(self) -> None:
         if not 0 < self.window_s <= self.max_window_s:
@@ -179,6 +193,8 @@ class EstimatorConfig:
             raise ValueError("max_busy_s must be >= 0")
         if self.server_margin_s < 0:
             raise ValueError("server_margin_s must be >= 0")
+        if not self.probe_valid_s > 0:
+            raise ValueError("probe_valid_s must be > 0")
 
 
 @dataclass(frozen=True)
@@ -270,6 +286,11 @@ class BandwidthEstimator:
         self._held: float | None = None
         self._seen_order: deque[tuple[int, float]] = deque()
         self._seen: set[tuple[int, float]] = set()
+        self._probe: TrainMeasurement | None = None
+        self._probe_local_s: float | None = None
+        self._probe_gap_s = 0.0  # local time between the last two trains
+        self._last_pair_receive_s: float | None = None
+        self.probe_trains = 0
         self.received = 0
         self.duplicates = 0
         self.out_of_order = 0
@@ -333,6 +354,7 @@ class BandwidthEstimator:
                     self.server_bound_pairs += 1
                 else:
                     self._pairs.append((sample.receive_s, sample.bits, gap))
+                    self._last_pair_receive_s = sample.receive_s
                     self.queued_pairs += 1
                     self._last_queued = True
                     if self._busy_since is None:
@@ -345,6 +367,27 @@ class BandwidthEstimator:
         if capacity is not None:
             throughput = self._throughput(sample.receive_s)[0]
             self._held = max(capacity, throughput or 0.0)
+
+    def add_probe(self, measurement: TrainMeasurement, now_s: float | None = None) -> None:
+        """A probe train's measurement (:func:`~split_infer.adaptation.probing.analyze_train`).
+        ``now_s`` is the caller's clock (default: the train's last arrival); an older train
+        than the newest one seen is ignored."""
+        if self._probe is not None and measurement.receive_s <= self._probe.receive_s:
+            return
+        local = measurement.receive_s if now_s is None else now_s
+        if self._probe_local_s is not None:
+            self._probe_gap_s = max(local - self._probe_local_s, 0.0)
+        self._probe, self._probe_local_s = measurement, local
+        self.probe_trains += 1
+        if not measurement.lower_bound:
+            self._held = measurement.rate_bps
+
+    def _fresh_probe(self, now_s: float | None) -> TrainMeasurement | None:
+        if self._probe is None or self._probe_local_s is None:
+            return None
+        if now_s is not None and now_s - self._probe_local_s > self.config.probe_valid_s:
+            return None
+        return self._probe
 
     def _prop_window_start(self, active_s: float) -> float:
         """Start of the delay window, in active time."""
@@ -410,19 +453,59 @@ class BandwidthEstimator:
             return None, recent
         return sum(s.bits for s in recent[1:]) / span, recent
 
+    def _silence(self, now_s: float | None, recent: list[_Sample]) -> tuple[float, float]:
+        """Seconds without any receipt (frame or probe train) and how long counts as
+        silence."""
+        cfg = self.config
+        heard = [t for t in (self._last_local_s, self._probe_local_s) if t is not None]
+        if now_s is None or not heard:
+            return 0.0, math.inf
+        silence = max(now_s - max(heard), 0.0)
+        mean_gap = ((recent[-1].receive_s - recent[0].receive_s) / (len(recent) - 1)
+                    if len(recent) >= 2 else 0.0)
+        threshold = max(cfg.silence_min_s, cfg.silence_factor * mean_gap)
+        if self._probe_local_s is not None and (
+                self._last_local_s is None or self._probe_local_s > self._last_local_s):
+            # Only trains cross the link: silence is a train that does not come (before the
+            # second train, the interval is unknown: a measurement's validity stands in).
+            gap = self._probe_gap_s
+            threshold = max(threshold, 2.0 * gap if gap > 0 else cfg.probe_valid_s)
+        return silence, threshold
+
+    def _probe_only(self, probe: TrainMeasurement, now_s: float | None) -> BandwidthEstimate:
+        """The estimate before any frame: what the trains show."""
+        silence, threshold = self._silence(now_s, [])
+        value, stale = self._held, silence > threshold
+        if stale:
+            bound = probe.bits / max(silence, 1e-9)
+            value = bound if value is None else min(value, bound)
+        fresh = self._fresh_probe(now_s) is not None
+        source = "silence" if stale else "probe" if fresh and value is not None else "held"
+        lower = not stale and (value is None or not fresh or probe.lower_bound)
+        return BandwidthEstimate(value, lower, source, None, self._held, None, None, None,
+                                 None, 0, 0, 0.0, silence, stale, False)
+
     def estimate(self, now_s: float | None = None) -> BandwidthEstimate:
         """The current estimate. ``now_s`` (the caller's clock, as passed to :meth:`add`)
         measures silence; without it there is none."""
         cfg = self.config
+        probe = self._fresh_probe(now_s)
         if self._last is None:
-            return BandwidthEstimate(None, True, "none", None, None, None, None, None, None,
-                                     0, 0, 0.0, 0.0, False, False)
+            if self._probe is None:
+                return BandwidthEstimate(None, True, "none", None, None, None, None, None,
+                                         None, 0, 0, 0.0, 0.0, False, False)
+            return self._probe_only(self._probe, now_s)
         latest = self._last.receive_s
         capacity, pairs = self._capacity(latest)
         throughput, recent = self._throughput(latest)
-        if capacity is not None:
+        probe_newer = probe is not None and not self._last_queued and (
+            self._last_pair_receive_s is None or probe.receive_s > self._last_pair_receive_s)
+        if capacity is not None and not probe_newer:
             value: float | None = max(capacity, throughput or 0.0)
             source, lower = "dispersion", False
+        elif probe is not None and not probe.lower_bound:
+            value = max(probe.rate_bps, throughput or 0.0)
+            source, lower = "probe", False
         elif self._held is not None and (throughput is None or throughput <= self._held):
             value, source, lower = self._held, "held", True
         elif throughput is not None:
@@ -430,11 +513,8 @@ class BandwidthEstimator:
         else:
             value, source, lower = None, "none", True
 
-        silence = 0.0 if now_s is None or self._last_local_s is None else max(
-            now_s - self._last_local_s, 0.0)
-        mean_gap = ((recent[-1].receive_s - recent[0].receive_s) / (len(recent) - 1)
-                    if len(recent) >= 2 else 0.0)
-        stale = silence > max(cfg.silence_min_s, cfg.silence_factor * mean_gap)
+        silence, threshold = self._silence(now_s, recent)
+        stale = silence > threshold
         if stale:
             bound = self._last.bits / silence
             value = bound if value is None else min(value, bound)

@@ -23,6 +23,11 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   configuration is left out of the decisions for ``retry_backoff_s``, doubling per consecutive
   refusal up to ``max_retry_backoff_s``; the hysteresis state rolls back to what the edge
   really runs.
+* **Edge-only.** The whole model on the robot, nothing sent (the thesis's client-only
+  strategy, eq. 4.4), is one more configuration when the scheduler is given it
+  (``configurations_from_bundle(include_edge_only=True)``): ``(-1, 1)``. Its ν_eff does not
+  depend on the link, only on the robot's time for the whole model, so on a slow robot it
+  wins only where the link is too poor for every split.
 * **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
   if the edge drifts away from it); clearing the pin hands control back to the policy.
 
@@ -32,12 +37,12 @@ Units: bits/s, seconds, frames/s (see :mod:`split_infer.planning`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from split_infer.adaptation.policy import OBJECTIVES, Decision, Hysteresis, choose_configuration
 from split_infer.bundle import Bundle, BundleConfiguration
-from split_infer.config_key import ConfigKey, config_key, parse_config_key
+from split_infer.config_key import EDGE_ONLY_KEY, ConfigKey, config_key, parse_config_key
 from split_infer.planning import Configuration
 from split_infer.planning.configuration import BITS_PER_BYTE, KINDS
 from split_infer.planning.effective_accuracy import effective_accuracy, pipeline_throughput_hz
@@ -50,10 +55,12 @@ __all__ = [
     "Step",
     "configuration_from_bundle",
     "configurations_from_bundle",
+    "edge_only_configuration",
     "initial_configuration",
     "parse_override",
     "reference_configuration",
     "startup_configuration",
+    "with_edge_timing",
 ]
 
 #: The manifest's whole-model references (``manifest[kind]``) and the measured fields each needs.
@@ -187,13 +194,33 @@ def reference_configuration(bundle: Bundle, kind: str) -> Configuration | None:
         cloud_s=float(entry["cloud_ms"]) / 1e3)
 
 
+def edge_only_configuration(bundle: Bundle) -> Configuration | None:
+    """The manifest's client-only reference as a configuration the edge can be switched to:
+    ``split_point`` -1, ratio 1 (:data:`~split_infer.config_key.EDGE_ONLY_KEY`), nothing sent.
+    None when the bundle has no whole model to run (``client_only.onnx``) or no measured
+    accuracy and edge time for it."""
+    entry = bundle.manifest.get("client_only")
+    if not isinstance(entry, dict) or not entry.get("onnx"):
+        return None
+    try:
+        reference = reference_configuration(bundle, "client_only")
+    except ValueError:
+        return None
+    if reference is None:
+        return None
+    return replace(reference, name="edge_only", split_point=EDGE_ONLY_KEY[0],
+                   ratio=EDGE_ONLY_KEY[1])
+
+
 def configurations_from_bundle(
-    bundle: Bundle, *, include_references: bool = False
+    bundle: Bundle, *, include_references: bool = False, include_edge_only: bool = False
 ) -> tuple[list[Configuration], list[str]]:
     """Every configuration of ``bundle`` the scheduler can reason about, and the ids of those
     skipped because a measured number is missing. ValueError if none is usable.
 
-    With ``include_references`` (for planning, not for the scheduler: the edge cannot run them),
+    With ``include_edge_only`` the edge-only configuration (:func:`edge_only_configuration`)
+    is appended when the bundle can run it (skipped as ``edge_only`` otherwise). With
+    ``include_references`` (for planning, not for the scheduler: the edge cannot run them),
     the manifest's client-only and server-only references (:func:`reference_configuration`) are
     appended when present; an incomplete one is skipped and reported by its kind."""
     usable: list[Configuration] = []
@@ -206,6 +233,12 @@ def configurations_from_bundle(
     if not usable:
         raise ValueError(f"{bundle.path}: no configuration has measured accuracy, "
                          "bytes_per_frame, edge_ms and cloud_ms")
+    if include_edge_only:
+        edge_only = edge_only_configuration(bundle)
+        if edge_only is None:
+            skipped.append("edge_only")
+        else:
+            usable.append(edge_only)
     if include_references:
         for kind in REFERENCE_FIELDS:
             try:
@@ -216,6 +249,30 @@ def configurations_from_bundle(
             if reference is not None:
                 usable.append(reference)
     return usable, skipped
+
+
+def with_edge_timing(configs: Sequence[Configuration], measured_ms: Mapping[str, float],
+                     scale: float | None = None) -> list[Configuration]:
+    """``configs`` with the robot's edge times replaced by measured ones: ``measured_ms`` by
+    configuration name (``edge_only`` may be given as ``client_only``, the manifest's name for
+    the whole model), as ``split-infer plan --edge-cpu`` writes them (``edge_timing.json``).
+    A configuration it does not name is scaled by ``scale`` (the file's median ratio), or
+    kept when ``scale`` is None. ValueError for a time that is not a positive number."""
+    out = []
+    for config in configs:
+        ms = measured_ms.get(config.name)
+        if ms is None and config.name == "edge_only":
+            ms = measured_ms.get("client_only")
+        if ms is not None:
+            if not (math.isfinite(float(ms)) and float(ms) > 0):
+                raise ValueError(f"measured edge time of {config.name!r} is not a positive "
+                                 f"number of ms: {ms!r}")
+            out.append(replace(config, edge_s=float(ms) / 1e3))
+        elif scale is not None:
+            out.append(replace(config, edge_s=config.edge_s * float(scale)))
+        else:
+            out.append(config)
+    return out
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@
           │
     RateLimiter (max_rate) ──▶ dropped("rate_limit")
           │
+    edge-only configuration (-1:1) ─────────────────────────────▶ classified (whole model)
+          │
     Backpressure.should_process_frame (thesis §4.3) ──▶ dropped("backpressure_<why>")
           │                                  └── fallback edge_only ──▶ classified (whole model)
           ▼
@@ -25,6 +27,12 @@ Switching is race-free: :meth:`EdgePipeline.reconfigure` validates every request
 first and applies them together under one lock; :meth:`EdgePipeline.process` reads the active
 configuration exactly once, so every frame is encoded entirely with the old or the new
 configuration and names it.
+
+**Edge-only as a configuration** (beyond the papers' schedulers, which only choose among cuts;
+the thesis's client-only strategy, eq. 4.4): ``(split_point, ratio) = (-1, 1)``
+(:data:`~split_infer.config_key.EDGE_ONLY_KEY`) runs the bundle's whole model on every frame
+and sends nothing. The split engine keeps its last configuration, so switching back costs no
+load.
 """
 
 from __future__ import annotations
@@ -39,7 +47,14 @@ from typing import Literal
 import numpy as np
 
 from split_infer.bundle import Bundle, BundleConfiguration, BundleError
-from split_infer.config_key import ConfigKey, config_key, format_config_key, parse_config_key
+from split_infer.config_key import (
+    EDGE_ONLY_KEY,
+    EDGE_ONLY_SPLIT,
+    ConfigKey,
+    config_key,
+    format_config_key,
+    parse_config_key,
+)
 from split_infer.data import CameraFrame
 from split_infer.errors import EncodeError, UserError
 from split_infer.frame_auth import FrameKey, sign
@@ -52,6 +67,7 @@ from split_infer.pipeline.timing import StageTimes
 from split_infer.wire import AUTH_VERSION, VERSION
 
 __all__ = [
+    "EDGE_ONLY_KEY",
     "EDGE_ONLY_SPLIT",
     "FALLBACKS",
     "EdgeConfigError",
@@ -64,8 +80,6 @@ __all__ = [
 
 #: What happens to a frame backpressure holds back.
 FALLBACKS = ("drop", "edge_only")
-#: ``split_point`` of results the edge-only fallback produces (no cut: the whole model).
-EDGE_ONLY_SPLIT = -1
 #: Drop reasons that are the pipeline doing its job; any other drop means broken input.
 _EXPECTED_DROPS = ("rate_limit", "backpressure_")
 
@@ -174,6 +188,7 @@ class EdgePipeline:
                                               backend=self.settings.backend)
         self._engine.activate(*initial)
         self._full_model: Backend | None = None
+        self._edge_only_mode = False  # the edge-only configuration is active
         problem = self._fallback_problem(self.settings.fallback)
         if problem:
             raise EdgeConfigError(problem)
@@ -196,8 +211,23 @@ class EdgePipeline:
         return self._engine.active
 
     @property
+    def active_key(self) -> ConfigKey:
+        """``(split_point, ratio)`` the next frame will use; :data:`EDGE_ONLY_KEY` while the
+        edge-only configuration is active."""
+        if self._edge_only_mode:
+            return EDGE_ONLY_KEY
+        active = self._engine.active
+        return config_key(active.split_point, active.ratio)
+
+    @property
+    def edge_only_active(self) -> bool:
+        """Whether the edge-only configuration is active (every frame classified here)."""
+        return self._edge_only_mode
+
+    @property
     def active_configuration(self) -> BundleConfiguration:
-        """The bundle's description of the active configuration."""
+        """The bundle's description of the split engine's active configuration (the last one
+        while edge-only runs)."""
         active = self._engine.active
         return self._by_key[config_key(active.split_point, active.ratio)]
 
@@ -222,6 +252,10 @@ class EdgePipeline:
             for problem in problems:
                 if problem:
                     raise EdgeConfigError(problem)
+            if pair == EDGE_ONLY_KEY:
+                problem = self._whole_model_problem("the edge-only configuration (-1, 1)")
+                if problem:
+                    raise EdgeConfigError(problem)
             engine = self._engine
             if "backend" in changes and changes["backend"] != self.settings.backend:
                 # Load every preloaded configuration on the new backend first, then swap the
@@ -237,11 +271,16 @@ class EdgePipeline:
             # Everything is valid: apply.
             said = []
             self._engine = engine
-            if pair is not None and pair != config_key(self.active.split_point,
-                                                       self.active.ratio):
-                config = self._engine.activate(*pair)
-                said.append(f"active configuration: split {config.split_point}, "
-                            f"ratio {config.ratio:g} ({config.codec.spec})")
+            if pair is not None and pair != self.active_key:
+                if pair == EDGE_ONLY_KEY:
+                    self._edge_only_mode = True
+                    said.append("active configuration: edge-only (the whole model here, "
+                                "nothing sent)")
+                else:
+                    self._edge_only_mode = False
+                    config = self._engine.activate(*pair)
+                    said.append(f"active configuration: split {config.split_point}, "
+                                f"ratio {config.ratio:g} ({config.codec.spec})")
             for name, value in changes.items():
                 if hasattr(self.settings, name):
                     setattr(self.settings, name, type(getattr(self.settings, name))(value))
@@ -257,10 +296,13 @@ class EdgePipeline:
         current = self._engine.active
         split = int(changes.get("split_point", current.split_point))  # type: ignore[arg-type]
         ratio = float(changes.get("ratio", current.ratio))  # type: ignore[arg-type]
+        pair = config_key(split, ratio)
+        if pair == EDGE_ONLY_KEY:
+            return pair
         if split == -1 or ratio == 0.0:
             raise EdgeConfigError("split_point -1 and ratio 0 only select a default at "
-                                  "start-up; name a preloaded configuration")
-        pair = config_key(split, ratio)
+                                  "start-up; name a preloaded configuration, or (-1, 1) "
+                                  "for edge-only")
         if pair not in self._by_key:
             hint = ""
             if len({"split_point", "ratio"} & changes.keys()) == 1:
@@ -278,11 +320,17 @@ class EdgePipeline:
         """Why ``fallback`` cannot be used with this bundle (loading its whole model), or None."""
         if fallback not in FALLBACKS:
             return f"fallback {fallback!r}: choose one of {list(FALLBACKS)}"
-        if fallback == "edge_only" and self._full_model is None:
+        if fallback == "edge_only":
+            return self._whole_model_problem("fallback 'edge_only'")
+        return None
+
+    def _whole_model_problem(self, what: str) -> str | None:
+        """Load the bundle's whole model (once); why it cannot be had, or None."""
+        if self._full_model is None:
             onnx = (self.bundle.manifest.get("client_only") or {}).get("onnx")
             if not onnx:
-                return ("fallback 'edge_only' needs the bundle's whole model (manifest "
-                        "client_only.onnx), and this bundle has none")
+                return (f"{what} needs the bundle's whole model (manifest client_only.onnx), "
+                        "and this bundle has none")
             self._full_model = OrtBackend(self.bundle.read(onnx), self._threads)
         return None
 
@@ -297,6 +345,8 @@ class EdgePipeline:
         try:
             if not self._rate.allow(now):
                 return self._drop("rate_limit")
+            if self._edge_only_mode:
+                return self._classify_here(frame, start)
             if self.settings.backpressure:
                 decision = self._pressure.should_process_frame(now)
                 if not decision.process:
@@ -338,8 +388,14 @@ class EdgePipeline:
         return FrameOutcome("dropped", reason=reason, error=error)
 
     def _classify_here(self, frame: FrameSource, start: float) -> FrameOutcome:
-        """The edge-only fallback: the whole model on this frame."""
-        logits = self._full_model(self.preprocessing(_pixels(frame)))[0]  # type: ignore[misc]
+        """The edge-only configuration or fallback: the whole model on this frame."""
+        times = self.times
+        with times.stage("convert"):
+            rgb = _pixels(frame)
+        with times.stage("preprocess"):
+            x = self.preprocessing(rgb)
+        with times.stage("model"):
+            logits = self._full_model(x)[0]  # type: ignore[misc]
         index = self.edge_only
         self.edge_only += 1
         return FrameOutcome("classified", logits=logits, seq=index,
@@ -381,9 +437,10 @@ class EdgePipeline:
         drops = self.drops.snapshot()
         dropped = sum(drops.values())
         bad = sum(n for reason, n in drops.items() if not reason.startswith(_EXPECTED_DROPS))
-        t0, received0, sent0, dropped0, bad0 = self._window
-        self._window = (now, self.received, self.sent, dropped, bad)
-        fps = (self.sent - sent0) / max(now - t0, 1e-9)
+        t0, received0, done0, dropped0, bad0 = self._window
+        done = self.sent + self.edge_only  # frames sent on, or classified here
+        self._window = (now, self.received, done, dropped, bad)
+        fps = (done - done0) / max(now - t0, 1e-9)
         arrived = self.received - received0
         drop_rate = (dropped - dropped0) / arrived if arrived else 0.0
         config = self._engine.active
@@ -399,9 +456,10 @@ class EdgePipeline:
             "frames_dropped": dropped,
             **{f"drops.{reason}": n for reason, n in drops.items()},
             **{f"ignored.{reason}": n for reason, n in self.ignored.snapshot().items()},
-            "active_split": config.split_point,
-            "active_ratio": f"{config.ratio:g}",
-            "active_configuration": self.active_configuration.id,
+            "active_split": self.active_key[0],
+            "active_ratio": f"{self.active_key[1]:g}",
+            "active_configuration": "edge_only" if self._edge_only_mode
+            else self.active_configuration.id,
             "codec": config.codec.spec,
             "backend": self.settings.backend,
             "backpressure": self.settings.backpressure,

@@ -7,18 +7,20 @@ RTT — is documented there).
 Topics (relative names, one namespace per robot):
 
 * subscribes ``receipts`` (``std_msgs/Float64MultiArray``, ``layout.dim[0].label`` =
-  ``seq,bytes,send_stamp_s,receive_stamp_s,split_point,ratio,cloud_ms``, one row per frame);
+  ``seq,bytes,send_stamp_s,receive_stamp_s,split_point,ratio,cloud_ms``, one row per frame)
+  and ``probe_receipts`` (the probe echo's rows, ``train,index,count,bytes,send_stamp_s,
+  receive_stamp_s``, one message per train: :mod:`split_infer.ros.link_probe`);
 * publishes ``bandwidth_bps`` (``std_msgs/Float64``, bits/s: the value to plan with — the
   edge's backpressure consumes it), ``rtt_ms`` (``std_msgs/Float64``) and
   ``bandwidth_lower_bound`` (``std_msgs/Bool``: True when the link was not saturated, so the
   capacity may be higher than ``bandwidth_bps``); all reliable, transient-local, depth 1, so a
   late subscriber gets the latest value;
 * publishes ``metrics/capacity_bps``, ``metrics/throughput_bps``, ``metrics/one_way_delay_ms``,
-  ``metrics/queued_fraction``, ``metrics/silence_s`` (``std_msgs/Float64``, for rqt_plot) and
-  ``/diagnostics``.
+  ``metrics/queued_fraction``, ``metrics/silence_s``, ``metrics/probe_rate_bps`` (the newest
+  train's measurement) (``std_msgs/Float64``, for rqt_plot) and ``/diagnostics``.
 
 Parameters (all live-changeable): ``window_s``, ``max_window_s``, ``min_pairs``,
-``rtt_window_s``, ``max_busy_s``, ``silence_min_s``, ``server_margin_s`` (see
+``rtt_window_s``, ``max_busy_s``, ``silence_min_s``, ``server_margin_s``, ``probe_valid_s`` (see
 :class:`~split_infer.adaptation.estimator.EstimatorConfig`), ``publish_period_s`` and
 ``diagnostics_period_s``.
 """
@@ -38,8 +40,12 @@ from split_infer.adaptation.estimator import (
     BandwidthEstimate,
     BandwidthEstimator,
     EstimatorConfig,
-    ReceiptError,
     parse_receipts,
+)
+from split_infer.adaptation.probing import (
+    TrainMeasurement,
+    analyze_train,
+    parse_probe_receipts,
 )
 from split_infer.ros.common import (
     MetricPublishers,
@@ -59,7 +65,8 @@ from split_infer.ros.messages import (
 
 __all__ = ["BandwidthMonitor", "main"]
 
-METRICS = ("capacity_bps", "throughput_bps", "one_way_delay_ms", "queued_fraction", "silence_s")
+METRICS = ("capacity_bps", "throughput_bps", "one_way_delay_ms", "queued_fraction", "silence_s",
+           "probe_rate_bps")
 
 _ESTIMATOR_FLOATS = {
     # name: (default, low, high, description)
@@ -69,6 +76,7 @@ _ESTIMATOR_FLOATS = {
     "max_busy_s": (60.0, 0.0, 3600.0, "longest a busy period holds the delay window (s)"),
     "silence_min_s": (1.0, 0.05, 600.0, "no receipts for this long (at least) is silence (s)"),
     "server_margin_s": (0.001, 0.0, 1.0, "gap within cloud_ms + this is server-bound (s)"),
+    "probe_valid_s": (4.0, 0.1, 600.0, "a probe train's measurement counts this long (s)"),
 }
 
 
@@ -89,6 +97,8 @@ class BandwidthMonitor(Node):
         self._malformed = 0
         self._skipped_rows = 0
         self._last_estimate: BandwidthEstimate | None = None
+        self._last_probe: TrainMeasurement | None = None
+        self._probe_rows_skipped = 0
         self._last_error = ""
 
         self._bandwidth_pub = self.create_publisher(Float64, "bandwidth_bps", ESTIMATE_QOS)
@@ -100,6 +110,8 @@ class BandwidthMonitor(Node):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                                       DIAGNOSTICS_QOS)
         self.create_subscription(Float64MultiArray, "receipts", self._on_receipts, RECEIPTS_QOS)
+        self.create_subscription(Float64MultiArray, "probe_receipts", self._on_probe_receipts,
+                                 RECEIPTS_QOS)
         self._timer = self.create_timer(self._publish_period, self._publish)
         self._diagnostics_timer = self.create_timer(self._diagnostics_period,
                                                     self._publish_diagnostics)
@@ -142,21 +154,44 @@ class BandwidthMonitor(Node):
 
     # -- receipts ------------------------------------------------------------------------
     def _on_receipts(self, msg: Float64MultiArray) -> None:
+        self._take("receipts", msg, self._add_receipts)
+
+    def _on_probe_receipts(self, msg: Float64MultiArray) -> None:
+        self._take("probe receipts", msg, self._add_probe_receipts)
+
+    def _take(self, what: str, msg: Float64MultiArray, handle) -> None:
+        """Hand a receipts message's rows to ``handle``; a malformed one (ValueError) is
+        counted and logged, never raised."""
         try:
-            label = msg.layout.dim[0].label if msg.layout.dim else None
-            receipts, skipped = parse_receipts(msg.data, label)
-            self._skipped_rows += skipped
-            self._estimator.add_many(receipts, self._now_s())
-        except ReceiptError as exc:
+            handle(msg.data, msg.layout.dim[0].label if msg.layout.dim else None)
+        except ValueError as exc:  # ReceiptError included
             self._malformed += 1
             self._last_error = str(exc)
-            self.get_logger().warning(f"dropping a receipts message: {exc}",
+            self.get_logger().warning(f"dropping a {what} message: {exc}",
                                       throttle_duration_sec=5.0)
         except Exception as exc:
             self._malformed += 1
             self._last_error = f"{type(exc).__name__}: {exc}"
-            self.get_logger().error(f"receipts callback failed: {self._last_error}",
+            self.get_logger().error(f"{what} callback failed: {self._last_error}",
                                     throttle_duration_sec=5.0)
+
+    def _add_receipts(self, data, label: str | None) -> None:
+        receipts, skipped = parse_receipts(data, label)
+        self._skipped_rows += skipped
+        self._estimator.add_many(receipts, self._now_s())
+
+    def _add_probe_receipts(self, data, label: str | None) -> None:
+        packets, skipped = parse_probe_receipts(data, label)
+        self._probe_rows_skipped += skipped
+        trains: dict[int, list] = {}
+        for packet in packets:
+            trains.setdefault(packet.train, []).append(packet)
+        now = self._now_s()
+        for train in sorted(trains):
+            measurement = analyze_train(trains[train])
+            if measurement is not None:
+                self._last_probe = measurement
+                self._estimator.add_probe(measurement, now)
 
     # -- output --------------------------------------------------------------------------
     def _publish(self) -> None:
@@ -181,6 +216,8 @@ class BandwidthMonitor(Node):
                 metrics["throughput_bps"] = estimate.throughput_bps
             if estimate.one_way_delay_s is not None:
                 metrics["one_way_delay_ms"] = estimate.one_way_delay_s * 1e3
+            if self._last_probe is not None and not self._last_probe.lower_bound:
+                metrics["probe_rate_bps"] = self._last_probe.rate_bps
             if estimate.receipts or estimate.bandwidth_bps is not None:
                 self._metrics.publish(**metrics)
         except Exception as exc:
@@ -197,8 +234,14 @@ class BandwidthMonitor(Node):
             "out_of_order": est.out_of_order, "queued_pairs": est.queued_pairs,
             "server_bound_pairs": est.server_bound_pairs,
             "malformed_messages": self._malformed, "skipped_rows": self._skipped_rows,
-            "receipts_label": RECEIPT_LABEL,
+            "receipts_label": RECEIPT_LABEL, "probe_trains": est.probe_trains,
+            "probe_rows_skipped": self._probe_rows_skipped,
         }
+        probe = self._last_probe
+        if probe is not None:
+            values.update({"last_probe_bps": f"{probe.rate_bps:.6g}",
+                           "last_probe_unresolved": probe.lower_bound,
+                           "last_probe_packets": f"{probe.packets}/{probe.sent}"})
         if e is None or e.bandwidth_bps is None:
             level, message = DiagnosticStatus.WARN, "no estimate yet: waiting for receipts"
         else:
@@ -221,6 +264,8 @@ class BandwidthMonitor(Node):
                 level = DiagnosticStatus.OK
                 message = (f"lower bound ({e.source}): link not saturated, capacity may be "
                            "higher")
+            elif e.source == "probe":
+                level, message = DiagnosticStatus.OK, "capacity measured by probe trains"
             else:
                 level, message = DiagnosticStatus.OK, "capacity measured from dispersion"
         if self._last_error:

@@ -191,9 +191,12 @@ def publish_diagnostics(node: Node, publisher, statuses: list[DiagnosticStatus])
 EXECUTOR_ENV = "SPLIT_INFER_EXECUTOR"
 
 
-def executor_kind() -> str:
-    """``events`` (rclpy's EventsExecutor) unless :data:`EXECUTOR_ENV` says ``single`` or
-    this rclpy has none."""
+def executor_kind(node: Node | type[Node] | None = None) -> str:
+    """``events`` (rclpy's EventsExecutor) unless :data:`EXECUTOR_ENV` says ``single``, this
+    rclpy has none, or ``node`` (a node or its class) sets ``EXECUTOR_KIND = "single"``: a node
+    whose callbacks need ``MessageInfo`` (the probe echo's reception stamps)."""
+    if getattr(node, "EXECUTOR_KIND", None) == "single":
+        return "single"
     if os.environ.get(EXECUTOR_ENV, "events") == "single":
         return "single"
     try:
@@ -203,7 +206,7 @@ def executor_kind() -> str:
     return "events"
 
 
-def make_executor(context=None):
+def make_executor(context=None, node: Node | type[Node] | None = None):
     """The executor one split_infer node spins on (one per node, each polled with
     ``spin_once``).
 
@@ -213,9 +216,10 @@ def make_executor(context=None):
     rclpy implementation shape how split_infer uses it: ``spin()`` busy-looped without
     running anything, while ``spin_once`` works, in any thread; and a subscription callback
     that takes ``MessageInfo`` fails (``SystemError``), so no split_infer callback asks for it
-    under this executor (:func:`executor_kind`).
+    under this executor (:func:`executor_kind`; a node that needs it says so and gets the
+    single-threaded one).
     """
-    if executor_kind() == "events":
+    if executor_kind(node) == "events":
         from rclpy.experimental import EventsExecutor
 
         return EventsExecutor(context=context)
@@ -244,7 +248,7 @@ class ExecutorPerNode:
         self._spinning: dict[Node, tuple[object, threading.Thread, threading.Event]] = {}
 
     def add_node(self, node: Node) -> None:
-        executor = make_executor(self._context)
+        executor = make_executor(self._context, node)
         executor.add_node(node)
         stop = threading.Event()
         thread = threading.Thread(target=self._spin, args=(node, executor, stop), daemon=True,
@@ -361,7 +365,7 @@ def _run(node_class: type[Node], name: str, stop: threading.Event) -> int:
         node = node_class()
         # One node per process, one executor (see ExecutorPerNode for why not rclpy's
         # multi-threaded one), woken twice a second to notice a stop.
-        executor = make_executor()
+        executor = make_executor(node=node)
         executor.add_node(node)
         while not stop.is_set():
             executor.spin_once(timeout_sec=0.5)

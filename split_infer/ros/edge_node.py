@@ -275,13 +275,14 @@ class EdgeNode(Node):
     # -- reporting ------------------------------------------------------------------------------
     def _report(self) -> None:
         report = self._pipeline.period_report()
-        config = report.config
+        split, ratio = self._pipeline.active_key
         self._metrics.flush(fps=report.fps, drop_rate=report.drop_rate,
-                            active_split=config.split_point, active_ratio=config.ratio)
+                            active_split=split, active_ratio=ratio)
         # Rate limiting and backpressure are the pipeline doing its job; anything else means
         # the input (or the node) is broken and raises the diagnostics level.
         level = DiagnosticStatus.WARN if report.bad_frames else DiagnosticStatus.OK
-        message = (f"split {config.split_point} ratio {config.ratio:g}, {report.fps:.1f} fps"
+        active = "edge-only" if split == EDGE_ONLY_SPLIT else f"split {split} ratio {ratio:g}"
+        message = (f"{active}, {report.fps:.1f} fps"
                    + (f", {report.bad_frames} bad frames in the last period"
                       if report.bad_frames else ""))
         publish_diagnostics(self, self._diagnostics_pub,

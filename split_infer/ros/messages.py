@@ -37,10 +37,12 @@ __all__ = [
     "ESTIMATE_QOS",
     "ESTIMATE_READER_QOS",
     "FEATURE_QOS",
+    "PROBE_QOS",
     "RECEIPTS_QOS",
     "RECEIPT_FIELDS",
     "RECEIPT_LABEL",
     "RESULT_QOS",
+    "edge_configuration_event",
     "make_estimate",
     "make_receipt",
     "parse_estimate",
@@ -73,6 +75,11 @@ RESULT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10)
 #: estimate errs low, never high) and leaves its frame in flight until ``ack_timeout``.
 RECEIPTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                           reliability=ReliabilityPolicy.BEST_EFFORT)
+
+#: Probe packets (the link prober's trains): best effort (a retransmission would be another
+#: packet in the train), deep enough for a whole train.
+PROBE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=64,
+                       reliability=ReliabilityPolicy.BEST_EFFORT)
 
 #: Estimates (bandwidth, RTT, lower-bound flag): latched, so a late subscriber gets the newest
 #: value at once.
@@ -171,3 +178,20 @@ def parse_estimate(msg: Float64MultiArray) -> tuple[float, bool, float | None]:
     if not (math.isfinite(bandwidth) and bandwidth > 0):
         raise ValueError(f"bandwidth {bandwidth} is not a positive number")
     return bandwidth, lower != 0.0, rtt if math.isfinite(rtt) and rtt >= 0 else None
+
+
+def edge_configuration_event(event, node: str, state: dict[str, float]) -> bool:
+    """Fold a ``/parameter_events`` message into ``state`` (``split_point``, ``ratio``) when it
+    comes from ``node`` (fully qualified); True when it changed either of them. The scheduler
+    follows the edge with it, and the recorders time configuration switches with it."""
+    from rcl_interfaces.msg import ParameterType
+
+    if event.node != node:
+        return False
+    changed = False
+    for p in list(event.new_parameters) + list(event.changed_parameters):
+        if p.name == "split_point" and p.value.type == ParameterType.PARAMETER_INTEGER:
+            state["split_point"], changed = p.value.integer_value, True
+        elif p.name == "ratio" and p.value.type == ParameterType.PARAMETER_DOUBLE:
+            state["ratio"], changed = p.value.double_value, True
+    return changed

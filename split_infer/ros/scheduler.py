@@ -20,15 +20,20 @@ together and validates the pair. (rclpy's plain ``set_parameters`` service sets 
 parameters one by one: the edge would see a new split with the old ratio first.)
 
 Parameters: ``bundle`` (path), ``edge_node`` (read-only; relative names resolve in this node's
-namespace), ``objective`` (``effective_accuracy`` | ``latency`` | ``accuracy``),
-``frame_rate`` (T_gen, Hz), ``deadline_ms`` (0 = none), ``margin``, ``min_dwell_s``,
-``override`` (``"split:ratio"`` or empty), ``probe_interval_s`` (0 = never), ``probe_gain``,
-``retry_backoff_s``, ``max_accuracy_loss`` (1 = no constraint), ``period_s``,
-``request_timeout_s``, ``estimate_timeout_s``. All but ``edge_node`` are live-changeable.
+namespace), ``edge_only`` (read-only: also choose the edge-only configuration ``-1:1``, the
+whole model on the robot), ``edge_timing`` (read-only: edge times measured on the robot,
+``edge_timing.json`` of ``split-infer plan --edge-cpu``, instead of the bundle's profile),
+``edge_time_scale`` (read-only: without a file, the profile's edge times × this),
+``objective`` (``effective_accuracy`` | ``latency`` | ``accuracy``), ``frame_rate`` (T_gen,
+Hz), ``deadline_ms`` (0 = none), ``margin``, ``min_dwell_s``, ``override`` (``"split:ratio"``
+or empty), ``probe_interval_s`` (0 = never), ``probe_gain``, ``retry_backoff_s``,
+``max_accuracy_loss`` (1 = no constraint), ``period_s``, ``request_timeout_s``,
+``estimate_timeout_s``. All but the read-only ones are live-changeable.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -48,10 +53,12 @@ from split_infer.adaptation.scheduling import (
     Step,
     configurations_from_bundle,
     parse_override,
+    with_edge_timing,
 )
 from split_infer.bundle import Bundle
 from split_infer.ros.common import (
     MetricPublishers,
+    declare_bool,
     declare_float,
     declare_str,
     diagnostic_status,
@@ -62,6 +69,7 @@ from split_infer.ros.messages import (
     DIAGNOSTICS_QOS,
     DIAGNOSTICS_TOPIC,
     ESTIMATE_READER_QOS,
+    edge_configuration_event,
     parse_estimate,
 )
 
@@ -124,7 +132,20 @@ class Scheduler(Node):
         edge_node = declare_str(self, "edge_node", "edge_node",
                                 "the edge node whose split_point/ratio are set", read_only=True)
         override = declare_str(self, "override", "",
-                               "pin a configuration: 'split:ratio', or empty for the policy")
+                               "pin a configuration: 'split:ratio' ('-1:1': edge-only), or "
+                               "empty for the policy")
+        self._edge_timing = declare_str(
+            self, "edge_timing", "", "edge times measured on this robot (edge_timing.json of "
+            "'split-infer plan --edge-cpu', or any {measured_ms: {id: ms}}); empty: the "
+            "bundle's profile", read_only=True)
+        self._edge_time_scale = declare_float(
+            self, "edge_time_scale", 1.0, 0.01, 1000.0, "the robot's edge times as a multiple "
+            "of the bundle's profile, when there is no edge_timing file (e.g. 4: a robot four "
+            "times slower than the machine that profiled the bundle)", read_only=True)
+        self._edge_only = declare_bool(self, "edge_only", False,
+                                       "also choose the edge-only configuration (-1, 1): the "
+                                       "bundle's whole model on the robot, nothing sent; the "
+                                       "edge node must be able to load it", read_only=True)
         self._settings = _settings_from(self._values)  # ValueError here: bad launch values
 
         self._loop: SchedulingLoop | None = None
@@ -180,7 +201,16 @@ class Scheduler(Node):
 
     def _load(self, path: str) -> tuple[SchedulingLoop, list[str]]:
         bundle = Bundle.load(Path(path))
-        configs, skipped = configurations_from_bundle(bundle)
+        configs, skipped = configurations_from_bundle(bundle,
+                                                      include_edge_only=self._edge_only)
+        if self._edge_timing:
+            timing = json.loads(Path(self._edge_timing).read_text())
+            if not isinstance(timing, dict) or not isinstance(timing.get("measured_ms"), dict):
+                raise ValueError(f"{self._edge_timing}: expected {{\"measured_ms\": {{id: ms}}}}")
+            configs = with_edge_timing(configs, timing["measured_ms"],
+                                       timing.get("edge_time_scale"))
+        elif self._edge_time_scale != 1.0:
+            configs = with_edge_timing(configs, {}, self._edge_time_scale)
         if skipped:
             self.get_logger().warning(f"bundle configurations without measured numbers are not "
                                       f"scheduled: {', '.join(skipped)}")
@@ -267,14 +297,8 @@ class Scheduler(Node):
 
     def _on_parameter_event(self, event: ParameterEvent) -> None:
         try:
-            if event.node != self._edge_fqn:
-                return
-            for p in list(event.new_parameters) + list(event.changed_parameters):
-                if p.name == "split_point" and p.value.type == ParameterType.PARAMETER_INTEGER:
-                    self._edge_params["split_point"] = p.value.integer_value
-                elif p.name == "ratio" and p.value.type == ParameterType.PARAMETER_DOUBLE:
-                    self._edge_params["ratio"] = p.value.double_value
-            self._observe_edge()
+            if edge_configuration_event(event, self._edge_fqn, self._edge_params):
+                self._observe_edge()
         except Exception as exc:
             self._last_error = f"parameter event: {exc}"
 

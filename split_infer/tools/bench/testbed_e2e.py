@@ -323,10 +323,10 @@ def plot(table: list[dict], out: Path) -> list[Path]:
             ys = [r[key] for _, r in points]
             style = {"linewidth": 3, "color": "black"} if strategy == "adaptive" else {}
             if key == "effective_accuracy":
-                bars = [[y - r["effective_accuracy_min"] for y, (_, r) in zip(ys, points,
-                                                                             strict=True)],
-                        [r["effective_accuracy_max"] - y for y, (_, r) in zip(ys, points,
-                                                                             strict=True)]]
+                # The mean is rounded and the extremes are not: never a negative bar.
+                pairs = list(zip(ys, points, strict=True))
+                bars = [[max(y - r["effective_accuracy_min"], 0.0) for y, (_, r) in pairs],
+                        [max(r["effective_accuracy_max"] - y, 0.0) for y, (_, r) in pairs]]
                 ax.errorbar(xs, ys, yerr=bars, marker="o", capsize=3, label=strategy, **style)
             else:
                 ax.plot(xs, ys, marker="o", label=strategy, **style)
@@ -360,8 +360,9 @@ def _plot_varying(cells: list[dict], out: Path) -> list[Path]:
                 continue
             xs.append(t - 0.4 + width * (i + 0.5))
             ys.append(cell["effective_accuracy"])
-            low.append(cell["effective_accuracy"] - cell["effective_accuracy_min"])
-            high.append(cell["effective_accuracy_max"] - cell["effective_accuracy"])
+            # The mean is rounded and the extremes are not: never a negative bar length.
+            low.append(max(cell["effective_accuracy"] - cell["effective_accuracy_min"], 0.0))
+            high.append(max(cell["effective_accuracy_max"] - cell["effective_accuracy"], 0.0))
         style = {"color": "black"} if strategy == "adaptive" else {}
         ax.bar(xs, ys, width, yerr=[low, high], capsize=3, label=strategy, **style)
     ax.set_xticks(range(len(traces)), [t.removesuffix(".csv") for t in traces])
@@ -391,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
                              "target inconclusive (default: %(default)s)")
     parser.add_argument("--edge-cpu", type=float, default=None, metavar="FRACTION",
                         help="CPU budget of the edge side, in cores (default: none)")
+    parser.add_argument("--probing", action="store_true",
+                        help="run the link prober and the probe echo beside every split "
+                             "strategy (default: off, as the earlier tables were measured)")
     parser.add_argument("--edge-cpus", default="", metavar="LIST",
                         help="CPUs of the edge side (default: the first)")
     parser.add_argument("--cloud-cpus", default="", metavar="LIST",
@@ -413,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         strategies.insert(2, "naive")
     traces = [find_trace(t) for t in args.traces]
     header = {"command": common.command_line("testbed_e2e", argv), "started": common.timestamp(),
-              "bundle": str(args.bundle), "machine": common.machine_info(), **placement}
+              "bundle": str(args.bundle), "machine": common.machine_info(),
+              "probing": args.probing, **placement}
     rows = []
     bar = tqdm(total=len(traces) * len(strategies) * args.repeats, desc="testbed_e2e",
                unit="run")
@@ -435,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                         bag=args.bag, trace=trace_path, duration_s=duration,
                         out_dir=run_dir, status=False,
                         strategy=naive_strategy if strategy == "naive" else strategy,
-                        **placement))
+                        probing=args.probing, **placement))
                 except (RuntimeError, TimeoutError) as exc:
                     tqdm.write(f"{trace_path.name} {strategy} (run {repeat + 1}) failed: "
                                f"{exc}", file=sys.stderr)
@@ -447,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({**summary, "trace": trace_path.name, "strategy": strategy,
                              "repeat": repeat, "rate_bps": _constant_rate(trace_path),
                              "reactions": report["reactions"],
+                             "switches": report["switches"],
                              "link_not_applied": report["link"]["not_applied"]})
                 tqdm.write(f"{trace_path.name} {strategy} (run {repeat + 1}): ν_eff "
                            f"{summary['effective_accuracy']} fps {summary['delivered_fps']} "

@@ -94,19 +94,27 @@ def bundle_directory(text: str) -> Path:
                                          f"({exc}; {MANIFEST} damaged?)") from None
 
 
-def graph_arguments(parser: argparse.ArgumentParser, duration_s: float, out: str) -> None:
-    """The arguments ``demo`` and ``testbed`` share: what runs, over which trace, how long."""
-    parser.add_argument("--bundle", type=bundle_directory, default=DEFAULT_BUNDLE,
+def graph_arguments(parser: argparse.ArgumentParser, duration_s: float | None, out: str,
+                    scenario: str = "") -> None:
+    """The arguments ``demo`` and ``testbed`` share: what runs, over which trace, how long.
+    With ``scenario`` (the demo) bundle, bag, trace and duration default to None, and the
+    help names the scenario that fills them in."""
+    default = (lambda value: None) if scenario else (lambda value: value)
+    said = f"set by {scenario}" if scenario else None
+    parser.add_argument("--bundle", type=bundle_directory, default=default(DEFAULT_BUNDLE),
                         help="bundle directory (or a packed one, assembled on first use): "
-                             "model parts, codecs and their measurements (default: the "
-                             "shipped CIFAR-10 ResNet-20 bundle)")
-    parser.add_argument("--bag", type=Path, default=DEMO_BAG,
-                        help="camera bag with labels (default: the shipped CIFAR-10 bag)")
-    parser.add_argument("--trace", default=DEMO_TRACE,
+                             "model parts, codecs and their measurements (default: "
+                             f"{said or 'the shipped CIFAR-10 ResNet-20 bundle'})")
+    parser.add_argument("--bag", type=Path, default=default(DEMO_BAG),
+                        help="camera bag with labels (default: "
+                             f"{said or 'the shipped CIFAR-10 bag'})")
+    parser.add_argument("--trace", default=default(DEMO_TRACE),
                         help="bandwidth trace: a file, or a name in config/traces/ "
-                             "(time_s,rate_bps,delay_ms,loss; default: %(default)s)")
-    parser.add_argument("--duration", type=float, default=duration_s, metavar="SECONDS",
-                        help="how long to run, seconds (default: %(default)g)")
+                             "(time_s,rate_bps,delay_ms,loss; default: "
+                             f"{said or '%(default)s'})")
+    parser.add_argument("--duration", type=float, default=default(duration_s),
+                        metavar="SECONDS", help="how long to run, seconds (default: "
+                        f"{said or '%(default)g'})")
     parser.add_argument("--objective", default="effective_accuracy",
                         choices=["effective_accuracy", "latency", "accuracy"],
                         help="what the scheduler maximises (default: %(default)s)")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
+from split_infer.errors import UserError
 from split_infer.tools.cli._api import VerbExtension
 from split_infer.tools.cli._common import (
     add_threads_argument,
+    bundle_directory,
     graph_arguments,
     require,
     set_threads,
@@ -29,7 +32,21 @@ class DemoVerb(VerbExtension):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The graph arguments, threads, and the ``--offline`` group."""
-        graph_arguments(parser, duration_s=45.0, out="out/demo")
+        from split_infer.tools.demo.scenarios import SCENARIOS
+
+        graph_arguments(parser, duration_s=None, out="out/demo", scenario="--scenario")
+        parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="cifar",
+                            help="what runs: " + "; ".join(
+                                f"{name}: {s.summary}" for name, s in SCENARIOS.items())
+                            + " (default: %(default)s)")
+        parser.add_argument("--robot-slowdown", type=float, default=None, metavar="FACTOR",
+                            help="emulate a robot this many times slower than this machine: "
+                                 "every frame's edge compute is stretched, and the scheduler "
+                                 "plans with the profile's edge times × FACTOR (default: the "
+                                 "scenario's)")
+        parser.add_argument("--no-probing", dest="probing", action="store_false",
+                            help="no probe trains: the monitor then sees only what the frames "
+                                 "use, a lower bound whenever they do not fill the link")
         add_threads_argument(parser)
         offline = parser.add_argument_group(
             "--offline: edge → codec → cloud without ROS, on test images")
@@ -58,13 +75,33 @@ class DemoVerb(VerbExtension):
             return _offline(args)
         from split_infer.defaults import find_trace
         from split_infer.tools.demo.graph import DemoSettings, run_demo
+        from split_infer.tools.demo.scenarios import SCENARIOS
 
-        require(args.duration > 0, "--duration must be positive")
-        settings = DemoSettings(bundle=args.bundle, bag=args.bag, trace=find_trace(args.trace),
-                                duration_s=args.duration, out_dir=args.out,
-                                objective=args.objective, frame_rate=args.frame_rate)
-        print(f"split-infer demo: {settings.bundle.name} bundle, bag {settings.bag.name}, "
-              f"trace {settings.trace.name}, {settings.duration_s:g} s")
+        scenario = SCENARIOS[args.scenario]
+        duration = scenario.duration_s if args.duration is None else args.duration
+        slowdown = (scenario.robot_slowdown if args.robot_slowdown is None
+                    else args.robot_slowdown)
+        require(duration > 0, "--duration must be positive")
+        require(math.isfinite(slowdown) and slowdown >= 1,
+                "--robot-slowdown must be >= 1 (1: the robot runs as fast as this machine)")
+        trace = find_trace(args.trace or scenario.trace)  # before assembling a bundle
+        bundle = args.bundle
+        if bundle is None:
+            try:
+                bundle = bundle_directory(str(scenario.bundle))
+            except argparse.ArgumentTypeError as exc:
+                raise UserError(f"the {args.scenario} scenario's bundle: {exc} (scripts/"
+                                "setup.sh installs what it needs; --scenario cifar runs "
+                                "without it)") from None
+        settings = DemoSettings(bundle=bundle, bag=args.bag or scenario.bag,
+                                trace=trace,
+                                duration_s=duration, out_dir=args.out,
+                                objective=args.objective, frame_rate=args.frame_rate,
+                                probing=args.probing, robot_slowdown=slowdown,
+                                edge_only=scenario.edge_only)
+        print(f"split-infer demo ({args.scenario}): {settings.bundle.name} bundle, bag "
+              f"{settings.bag.name}, trace {settings.trace.name}, {settings.duration_s:g} s"
+              + (f", robot {slowdown:g}x slower" if slowdown != 1 else ""))
         report = run_demo(settings)
         print(json.dumps(report["summary"], indent=2))
         print(f"wrote {settings.out_dir / 'report.json'} and "

@@ -42,6 +42,10 @@ class TestbedVerb(VerbExtension):
         parser.add_argument("--auth", action="store_true",
                             help="sign every frame on the edge and verify it on the cloud "
                                  "(HMAC, a key made for this run)")
+        parser.add_argument("--probing", action="store_true",
+                            help="split strategies: run the link prober (edge side) and the "
+                                 "probe echo (cloud side), so the monitor measures the link's "
+                                 "capacity even when the frames do not fill it")
         parser.add_argument("--edge-cpu", type=float, default=None, metavar="FRACTION",
                             help="CPU budget of the edge side's processes, in cores (e.g. "
                                  "0.25: a robot four times slower than one server core); "
@@ -89,7 +93,8 @@ class TestbedVerb(VerbExtension):
                                    out_dir=args.out, strategy=args.strategy,
                                    initial=args.initial, objective=args.objective,
                                    frame_rate=args.frame_rate, jitter_ms=args.jitter_ms,
-                                   auth=args.auth, edge_cpu=args.edge_cpu,
+                                   auth=args.auth, probing=args.probing,
+                                   edge_cpu=args.edge_cpu,
                                    edge_cpus=args.edge_cpus, cloud_cpus=args.cloud_cpus,
                                    harness_cpus=args.harness_cpus)
         # A placement that cannot be had is a CgroupError, a UserError: one line.

@@ -38,22 +38,33 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterEvent
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile
+from rclpy.qos import QoSProfile, qos_profile_parameter_events
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64, Float64MultiArray
 
+from split_infer.adaptation.probing import wire_bytes
 from split_infer.bundle import Bundle
+from split_infer.config_key import EDGE_ONLY_SPLIT
 from split_infer.ros.bandwidth_monitor import BandwidthMonitor
 from split_infer.ros.cloud_node import CloudNode
 from split_infer.ros.common import ExecutorPerNode
 from split_infer.ros.edge_node import EdgeNode
-from split_infer.ros.messages import FEATURE_QOS, parse_estimate
+from split_infer.ros.link_prober import LinkProber
+from split_infer.ros.messages import (
+    FEATURE_QOS,
+    PROBE_QOS,
+    edge_configuration_event,
+    parse_estimate,
+)
+from split_infer.ros.probe_echo import ProbeEcho
 from split_infer.ros.scheduler import Scheduler
 from split_infer.tools.bag.player import BagPlayer
 from split_infer.tools.bag.storage import header_stamp_ns
 from split_infer.tools.link import EmulatedLink, LinkShaper, Trace, load_trace
+from split_infer.tools.testbed.report import switch_costs
 
 __all__ = ["DemoSettings", "FrameLedger", "plot_timeline", "run_demo"]
 
@@ -74,32 +85,80 @@ class DemoSettings:
     status: bool = True
     domain_id: int | None = None  # None: ROS_DOMAIN_ID from the environment
     override: str = ""  # pin the scheduler to "split:ratio" (empty: adapt)
+    probing: bool = True  # the link prober and probe echo run (adaptation.probing)
+    #: the edge's compute stretched this many times (an emulated slower robot); the
+    #: scheduler plans with the profile's edge times × this
+    robot_slowdown: float = 1.0
+    edge_only: bool = False  # the scheduler may choose the whole model on the robot
     #: called about five times a second with (elapsed s, generated, delivered, correct frames
     #: so far): how a soak test samples throughput while the demo runs
     on_tick: Callable[[float, int, int, int], None] | None = None
 
 
 class LinkRelay(Node):
-    """Carries feature frames from the edge to the cloud through the trace-shaped link."""
+    """Carries feature frames and probe packets from the edge to the cloud through the
+    trace-shaped link: one FIFO, so probe trains measure what the frames share.
+
+    The link runs its own thread, which sleeps until the next delivery is due: probe trains
+    are timed by their reception stamps, and a polling timer would deliver them in
+    quantised bunches. Frames are charged their payload (what the receipts count), probe
+    packets their wire size (what the probe echo reports,
+    :func:`~split_infer.adaptation.probing.wire_bytes`)."""
 
     def __init__(self, trace: Trace, **kwargs) -> None:
         super().__init__("link", namespace=ROBOT, **kwargs)
         self.trace = trace
-        self._out = self.create_publisher(CompressedImage, "features", FEATURE_QOS)
-        self.link = EmulatedLink(LinkShaper(trace), deliver=self._out.publish)
-        self.sent = self.dropped = 0
+        self._out = {"features": self.create_publisher(CompressedImage, "features",
+                                                       FEATURE_QOS),
+                     "probe": self.create_publisher(CompressedImage, "probe", PROBE_QOS)}
+        self.link = EmulatedLink(LinkShaper(trace), deliver=self._deliver)
+        self.sent = self.dropped = self.probe_packets = 0
         self.create_subscription(CompressedImage, "features_uplink", self._on_frame,
                                  FEATURE_QOS)
-        self.create_timer(0.002, self.link.poll)
+        self.create_subscription(CompressedImage, "probe_uplink", self._on_probe, PROBE_QOS)
+        self.link.start()
 
     def elapsed_s(self) -> float:
         """Seconds since the trace started (the demo's time axis)."""
         return self.link.now_s()
 
+    def _deliver(self, item: tuple[str, CompressedImage]) -> None:
+        self._out[item[0]].publish(item[1])
+
     def _on_frame(self, msg: CompressedImage) -> None:
         self.sent += 1
-        if self.link.send(msg, len(msg.data)) is None:
+        if self.link.send(("features", msg), len(msg.data)) is None:
             self.dropped += 1
+
+    def _on_probe(self, msg: CompressedImage) -> None:
+        self.probe_packets += 1
+        self.link.send(("probe", msg), wire_bytes(len(msg.data), len(msg.format)
+                                                  + len(msg.header.frame_id)))
+
+    def destroy_node(self) -> None:
+        self.link.stop()
+        super().destroy_node()
+
+
+class SlowRobotEdgeNode(EdgeNode):
+    """The edge node on an emulated slower robot: every camera frame's work (the callback's
+    CPU time on its own thread, the model on one ONNX Runtime thread) is stretched to
+    ``slowdown`` × by sleeping for the rest, so the node takes frames as a robot that much
+    slower would. The demo's stand-in for the testbed's real CPU budget (``--edge-cpu``),
+    which needs root and cgroups; a sleep costs this machine nothing."""
+
+    def __init__(self, slowdown: float, **kwargs) -> None:
+        if not slowdown >= 1.0:
+            raise ValueError("slowdown must be >= 1")
+        self.slowdown = float(slowdown)
+        super().__init__(**kwargs)
+
+    def _on_image(self, raw: bytes) -> None:
+        start = time.thread_time()
+        try:
+            super()._on_image(raw)
+        finally:
+            time.sleep(max(time.thread_time() - start, 0.0) * (self.slowdown - 1.0))
 
 
 @dataclass
@@ -249,7 +308,25 @@ class DemoRecorder(Node):
                                  lambda m: setattr(self, "_split", m.data), qos)
         self.create_subscription(Float64, "metrics/active_ratio",
                                  lambda m: setattr(self, "_ratio", m.data), qos)
+        # When the edge node takes a configuration (its parameter event, on the demo's time
+        # axis): the start of a switch, for its cost (testbed.report.switch_costs).
+        self.edge_configs: list[list[float]] = []
+        self._edge_config: dict[str, float] = {}
+        self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameters,
+                                 qos_profile_parameter_events)
         self.create_timer(0.5, self._sample)
+
+    def restart(self) -> None:
+        """Forget what was recorded before the trace (re)started: the time axis starts
+        again."""
+        self.samples.clear()
+        self.edge_configs.clear()
+
+    def _on_parameters(self, event: ParameterEvent) -> None:
+        if (edge_configuration_event(event, f"/{ROBOT}/edge_node", self._edge_config)
+                and len(self._edge_config) == 2):
+            self.edge_configs.append([self.relay.elapsed_s(), self._edge_config["split_point"],
+                                      self._edge_config["ratio"]])
 
     def _on_features(self, msg: CompressedImage) -> None:
         size = len(msg.data)
@@ -366,6 +443,8 @@ def _status_line(recorder: DemoRecorder, window_s: float) -> str:
     size = f"{np.mean(recorder.recent_bytes):.0f}" if recorder.recent_bytes else "-"
     split = "-" if sample.split_point is None else f"{sample.split_point:.0f}"
     ratio = "-" if sample.ratio is None else f"{sample.ratio:.3g}"
+    if sample.split_point == EDGE_ONLY_SPLIT:
+        split, ratio = "edge-only", "-"
     return (f"t={sample.t:5.1f}s link {sample.rate_bps / 1e6:5.2f} Mbit/s "
             f"est {bound}{estimate} | split {split} ratio {ratio} | "
             f"{delivered / window_s:4.1f} fps | {size} B/frame | ν_eff {nu}")
@@ -392,25 +471,46 @@ def run_demo(settings: DemoSettings) -> dict:
         nodes.append(CloudNode(namespace=ROBOT, parameter_overrides=[
             Parameter("bundle", value=str(settings.bundle))], **common))
         nodes.append(BandwidthMonitor(namespace=ROBOT, **common))
-        nodes.append(EdgeNode(namespace=ROBOT, parameter_overrides=[
-            Parameter("bundle", value=str(settings.bundle))],
-            cli_args=["--ros-args", "-r", "features:=features_uplink"], **common))
+        if settings.probing:
+            nodes.append(ProbeEcho(namespace=ROBOT, **common))
+        edge_parameters = [Parameter("bundle", value=str(settings.bundle))]
+        edge_args = {"namespace": ROBOT, "cli_args": [
+            "--ros-args", "-r", "features:=features_uplink"], **common}
+        if settings.robot_slowdown > 1.0:
+            edge = SlowRobotEdgeNode(settings.robot_slowdown, parameter_overrides=[
+                *edge_parameters, Parameter("threads", value=1)], **edge_args)
+        else:
+            edge = EdgeNode(parameter_overrides=edge_parameters, **edge_args)
+        nodes.append(edge)
         nodes.append(Scheduler(namespace=ROBOT, parameter_overrides=[
             Parameter("bundle", value=str(settings.bundle)),
             Parameter("objective", value=settings.objective),
             Parameter("frame_rate", value=float(settings.frame_rate)),
-            Parameter("override", value=settings.override)], **common))
+            Parameter("override", value=settings.override),
+            Parameter("edge_time_scale", value=float(settings.robot_slowdown)),
+            Parameter("edge_only", value=bool(settings.edge_only))], **common))
         for node in nodes:
             executor.add_node(node)
         player = BagPlayer(parameter_overrides=[
             Parameter("bag", value=str(settings.bag)), Parameter("loop", value=True),
             Parameter("rate", value=float(settings.playback_rate)),
+            # A compressed camera bag is played as a camera driver publishes: decoded frames.
+            Parameter("decompress", value=True),
             Parameter("start_delay", value=0.5)],
             cli_args=["--ros-args", "-r", f"/camera/image_raw:=/{ROBOT}/image",
                       "-r", f"/camera/labels:=/{ROBOT}/labels"], **common)
         nodes.append(player)
         executor.add_node(player)
         relay.link.restart()
+        recorder.restart()
+        # What the edge runs as the trace starts: its start-up choice is no switch.
+        initial = edge.pipeline.active_key
+        prober = None
+        if settings.probing:  # after the restart, which drops whatever the link holds
+            prober = LinkProber(namespace=ROBOT, cli_args=[
+                "--ros-args", "-r", "probe:=probe_uplink"], **common)
+            nodes.append(prober)
+            executor.add_node(prober)
         tty = sys.stdout.isatty()
         last_print = 0.0
         while relay.elapsed_s() < settings.duration_s:
@@ -423,7 +523,7 @@ def run_demo(settings: DemoSettings) -> dict:
                 print(f"\r{line}\033[K" if tty else line, end="" if tty else "\n", flush=True)
         if settings.status and tty:
             print()
-        report = _report(settings, bundle, recorder, relay)
+        report = _report(settings, bundle, recorder, relay, prober, initial)
     finally:
         # Stop taking new work, let the callbacks in flight finish, and only then destroy the
         # nodes: a handle destroyed under a queued callback fails that callback's task.
@@ -436,8 +536,23 @@ def run_demo(settings: DemoSettings) -> dict:
     return report
 
 
+def _probe_summary(recorder: DemoRecorder, relay: LinkRelay,
+                   prober: LinkProber | None) -> dict:
+    """What probing cost: payload bits/s of the trains, and that as a fraction of the mean
+    estimate (the budget is 5 % of it)."""
+    if prober is None:
+        return {"probing": False}
+    sent = int(prober.stats()["probe_bytes_sent"])
+    probe_bps = 8.0 * sent / max(relay.elapsed_s(), 1e-9)
+    estimates = [s.estimate_bps for s in recorder.samples if s.estimate_bps]
+    mean = float(np.mean(estimates)) if estimates else None
+    return {"probing": True, "probe_bps": round(probe_bps, 1),
+            "probe_fraction_of_estimate": round(probe_bps / mean, 4) if mean else None}
+
+
 def _report(settings: DemoSettings, bundle: Bundle, recorder: DemoRecorder,
-            relay: LinkRelay) -> dict:
+            relay: LinkRelay, prober: LinkProber | None = None,
+            initial: tuple[int, float] | None = None) -> dict:
     # Frames labelled in the last second may still be in flight: leave them out.
     cutoff = relay.elapsed_s() - 1.0
     frames = recorder.ledger.frames(until_s=cutoff)
@@ -446,6 +561,7 @@ def _report(settings: DemoSettings, bundle: Bundle, recorder: DemoRecorder,
     latencies = [f["latency_ms"] for f in delivered]
     configs = [(f["split_point"], f["ratio"]) for f in delivered]
     switches = sum(1 for a, b in itertools.pairwise(configs) if a != b)
+    switch_rows = switch_costs(recorder.edge_configs, frames, 0.0, initial)
     summary = {
         "bundle": str(settings.bundle),
         "model": bundle.model_name,
@@ -464,10 +580,15 @@ def _report(settings: DemoSettings, bundle: Bundle, recorder: DemoRecorder,
         "results_without_label": recorder.ledger.results_without_label,
         "link_frames_dropped": relay.dropped,
         "configuration_switches": switches,
+        "switch_frames_until_first_max": max(
+            (c["frames_until_first"] for c in switch_rows
+             if c["frames_until_first"] is not None), default=None),
+        **_probe_summary(recorder, relay, prober),
         "configurations_used": sorted({f"{s:.0f}:{r:g}" for s, r in configs}),
     }
     return {"summary": summary,
             "settings": {k: str(v) if isinstance(v, Path) else v
                          for k, v in settings.__dict__.items() if not callable(v)},
             "timeline": _window_series(recorder.samples, settings.window_s),
+            "switches": switch_rows,
             "frames": frames}

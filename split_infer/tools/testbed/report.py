@@ -226,7 +226,11 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
     # What a frame costs on the uplink, per frame that came through (frames the link dropped
     # or delivered too late cost bytes too); before any came through, per frame sent.
     through = len(results) or len(sent)
-    wire_per_frame = rx_bytes / through if through and rx_bytes > 0 else None
+    # The frames' bytes on the uplink: the veth's count less the probe trains' (their wire
+    # size as the prober counts it; adaptation.probing.wire_bytes).
+    probe_wire = (edge.get("probe_stats") or {}).get("probe_wire_bytes_sent") or 0
+    rx_frames = max(rx_bytes - probe_wire, 0)
+    wire_per_frame = rx_frames / through if through and rx_frames > 0 else None
     delivered_fps = len(delivered) / span
     camera = (camera_fps or settings.frame_rate) * settings.playback_rate
     bounds = physical_bounds(
@@ -237,6 +241,12 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
         if wire_per_frame and settings.strategy != "edge_only" else None,
         steady=steady_trace(trace) and not settings.events, delivered_fps=delivered_fps)
     cpu_sides = (cpu or {}).get("sides", {})
+    switches = switch_costs(edge.get("edge_config", []), frames, t0_wall)
+    # Probe trains on the wire (adaptation.probing) against the mean estimate: the budget.
+    probe_stats = edge.get("probe_stats") or {}
+    probe_bytes = probe_stats.get("probe_wire_bytes_sent", probe_stats.get("probe_bytes_sent"))
+    probe_bps = 8.0 * probe_bytes / max(elapsed_s, 1e-9) if probe_bytes is not None else None
+    mean_estimate = float(np.mean([v for _, v in estimates])) if estimates else None
     summary = {
         "strategy": settings.strategy,
         "trace": str(settings.trace),
@@ -252,8 +262,8 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
         "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
         "latency_ms_p99": round(float(np.percentile(latencies, 99)), 2) if latencies else None,
         "bytes_per_frame_mean": None if bytes_mean is None else round(bytes_mean, 1),
-        # Goodput over capacity: the veth's received bytes (DDS headers and retransmissions
-        # included) against the shaped capacity integrated over the run.
+        # Goodput over capacity: the veth's received bytes (DDS headers, retransmissions and
+        # probe trains included) against the shaped capacity integrated over the run.
         "link_utilization": round(8 * rx_bytes / capacity_bits, 4) if capacity_bits > 0
         else None,
         # B/D of the frames actually sent, for the "fps ≥ 0.9·B/D when link-bound" target.
@@ -261,11 +271,16 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
         # What a frame really costs on the uplink: every byte the cloud's veth received
         # (Ethernet/IP/UDP/RTPS headers, CDR fields, ACKNACKs, discovery) per frame sent. For
         # small frames it is several times D, and B over it is the fps the link can carry.
-        "wire_bytes_per_frame": round(rx_bytes / len(sent), 1) if sent else None,
-        "link_bound_fps_wire": round(rate_mean * len(sent) / (8 * rx_bytes), 2)
-        if sent and rx_bytes > 0 else None,
+        "wire_bytes_per_frame": round(rx_frames / len(sent), 1) if sent else None,
+        "link_bound_fps_wire": round(rate_mean * len(sent) / (8 * rx_frames), 2)
+        if sent and rx_frames > 0 else None,
         "configurations_used": sorted({f"{f['split_point']:.0f}:{f['ratio']:g}"
                                        for f in delivered}),
+        # Configurations the edge node took during the run (its parameter events).
+        "configuration_switches": len(switches),
+        "switch_frames_until_first_max": max(
+            (c["frames_until_first"] for c in switches if c["frames_until_first"] is not None),
+            default=None),
         # Fault criteria (issue: 0 stale or misdecoded outputs): a result is stale when it
         # arrives more than stale_after_ms after capture, misdecoded when it names another
         # configuration than the frame that was sent for that camera frame.
@@ -281,6 +296,11 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
         "cloud_compute_ms": _ms(records.get("cloud", {}).get("compute")),
         **bounds,
         "edge_cpu_budget": placement.get("edge_cpu_budget"),
+        "probe_bps": None if probe_bps is None else round(probe_bps, 1),
+        "probe_trains_sent": (edge.get("probe_stats") or {}).get("trains_sent"),
+        "probe_trains_echoed": (edge.get("echo_stats") or {}).get("trains"),
+        "probe_fraction_of_estimate": round(probe_bps / mean_estimate, 4)
+        if probe_bps is not None and mean_estimate else None,
         "pinned": bool(placement.get("pinned")),
         # % of one core per side after the warm-up (the report's ``cpu`` has each process).
         "cpu_percent_mean": {side: v["mean_percent"] for side, v in cpu_sides.items()},
@@ -297,10 +317,52 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
     return {"summary": summary, "reactions": _reactions(trace, elapsed_s, estimates, ratios,
                                                         splits),
             "recoveries": _recoveries(trace, frames, elapsed_s, event_ends or []),
+            "switches": switches,
             "settings": {k: str(v) if isinstance(v, Path) else v
                          for k, v in asdict(settings).items()},
             "placement": placement, "cpu": cpu, "processes": records.get("roles"),
             "timeline": timeline, "frames": frames, "edge_stats": edge.get("edge_stats")}
+
+
+def switch_costs(events: list, frames: list[dict], t0_wall: float,
+                 initial: tuple[int, float] | None = None) -> list[dict]:
+    """What each configuration switch cost, from the edge node's parameter events
+    (``[wall time, split_point, ratio]``, as the recorder keeps them) and the report's frames.
+
+    For a switch at ``t``: ``frames_until_first`` camera frames captured from ``t`` until the
+    first frame whose result names the new configuration (frames already on their way, or
+    dropped), ``first_latency_ms`` that frame's end-to-end latency (a split change runs the
+    new head and tail for the first time), ``max_latency_ms_first5`` the worst of the first
+    five in it, against ``median_latency_ms_before``, the median of the 2 s before ``t``.
+    Switches that no frame confirmed before the next one (or the end) have ``None`` there.
+    An event before ``t0_wall`` (the start-up choice), or one that names the configuration
+    already in force (``initial`` at the start), is no switch."""
+    out = []
+    current = None if initial is None else config_key(*initial)
+    for k, (t_wall, split, ratio) in enumerate(events):
+        t = t_wall - t0_wall
+        key = config_key(int(split), float(ratio))
+        if t < 0 or key == current:
+            current = key
+            continue
+        current = key
+        end = events[k + 1][0] - t0_wall if k + 1 < len(events) else math.inf
+        after = [f for f in frames if t <= f["t_s"] < end]
+        new = [f for f in after if f["split_point"] is not None
+               and config_key(int(f["split_point"]), float(f["ratio"])) == key]
+        before = [f["latency_ms"] for f in frames
+                  if t - 2.0 <= f["t_s"] < t and f["latency_ms"] is not None]
+        first = new[0] if new else None
+        out.append({
+            "t_s": round(t, 3), "split_point": int(split), "ratio": float(ratio),
+            "frames_until_first": None if first is None
+            else sum(1 for f in after if f["t_s"] < first["t_s"]),
+            "first_latency_ms": None if first is None else first["latency_ms"],
+            "max_latency_ms_first5": None if first is None
+            else max(f["latency_ms"] for f in new[:5]),
+            "median_latency_ms_before": round(float(np.median(before)), 3) if before else None,
+        })
+    return out
 
 
 def _ms(compute: dict | None) -> float | None:

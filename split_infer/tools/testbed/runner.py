@@ -81,7 +81,7 @@ from split_infer.tools.testbed.report import (
     steady_trace,
     summarize,
 )
-from split_infer.tools.testbed.sides import ROLE_GROUP, edge_roles
+from split_infer.tools.testbed.sides import CLOUD_ROLES, ROLE_GROUP, cloud_roles, edge_roles
 
 __all__ = ["EVENTS", "VALID_FRACTION", "CpuSampler", "TestbedSettings", "camera_rate_hz",
            "cpu_report", "physical_bounds", "plan_placement", "run_testbed", "steady_trace",
@@ -118,6 +118,9 @@ class TestbedSettings:
     stale_after_ms: float = 1000.0  # a result later than this after capture is stale
     jitter_ms: float = 0.0  # ± uniform jitter on the trace segments that have a delay
     auth: bool = False  # frames signed by the edge and verified by the cloud (frame_auth)
+    #: the link prober and the probe echo run (split strategies): the monitor measures the
+    #: link's capacity even when the frames do not fill it (adaptation.probing)
+    probing: bool = False
     #: the edge side's CPU budget in cores (a fraction of one: a robot slower than the
     #: server); None: no quota
     edge_cpu: float | None = None
@@ -358,7 +361,7 @@ def run_testbed(settings: TestbedSettings) -> dict:
                 config = {**base, "role": role, "out": str(records)}
                 path = Path(tmp) / f"{name}_config.json"
                 path.write_text(json.dumps(config))
-                side = "cloud" if role == "cloud" else "edge"
+                side = "cloud" if role in CLOUD_ROLES else "edge"
                 command = [*link.exec_prefix(side), sys.executable, "-m",
                            "split_infer.tools.testbed.sides", str(path)]
                 if groups is not None:
@@ -369,7 +372,9 @@ def run_testbed(settings: TestbedSettings) -> dict:
                 processes.append(process)
                 return process
 
-            roles = {role: start(role, role) for role in ("cloud", *edge_roles(settings.strategy))}
+            roles = {role: start(role, role)
+                     for role in (*cloud_roles(settings.strategy, settings.probing),
+                                  *edge_roles(settings.strategy, settings.probing))}
             ready = {role: json.loads(p.wait_for("READY", 120.0)[len("READY "):])
                      for role, p in roles.items()}
             # Discovery must be complete in every process, both directions across the link,
@@ -400,6 +405,8 @@ def run_testbed(settings: TestbedSettings) -> dict:
             rx0 = link.interface_bytes("cloud")
             throttled0 = groups.throttling("edge") if groups is not None else {}
             roles["camera"].send("GO")
+            if "prober" in roles:
+                roles["prober"].send("GO")  # probe trains start with the frames
             sampler.start()
             last = 0.0
             killed: set[str] = set()
@@ -502,6 +509,8 @@ def _merge_records(roles: dict[str, _Process]) -> dict:
     edge = dict(by_role.get("recorder", {}))
     edge["edge_stats"] = by_role.get("edge", {}).get("edge_stats")
     edge["compute"] = by_role.get("edge", {}).get("compute")
+    edge["probe_stats"] = by_role.get("prober", {}).get("probe_stats")
+    edge["echo_stats"] = by_role.get("probe_echo", {}).get("echo_stats")
     return {"edge": edge, "cloud": by_role.get("cloud", {}),
             # What each process reported (nothing: it was killed, or failed to stop cleanly).
             "roles": {role: {**{k: v for k, v in r.items()

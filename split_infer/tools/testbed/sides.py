@@ -10,10 +10,12 @@ network namespace and its cgroup):
   ``edge_only`` the whole model (:mod:`.references`);
 * ``monitor`` (product, edge namespace; split strategies) — the bandwidth monitor;
 * ``scheduler`` (product, edge namespace; ``adaptive`` only) — the scheduler;
+* ``prober`` (product, edge namespace; split strategies with ``probing``) — the link prober;
 * ``recorder`` (harness, edge namespace) — records labels, sent frames, estimates, the active
   configuration, and the results and receipts coming back from the cloud;
 * ``cloud`` (product, cloud namespace) — only the serving node (the cloud node; ``cloud_only``:
-  the whole model on JPEG frames; ``edge_only``: nothing), so that a fault test can kill it.
+  the whole model on JPEG frames; ``edge_only``: nothing), so that a fault test can kill it;
+* ``probe_echo`` (product, cloud namespace; with ``prober``) — the probe echo.
 
 Every process spins its one node on a ``SingleThreadedExecutor`` of its own
 (:class:`~split_infer.ros.common.ExecutorPerNode`), and every model runs with one ONNX
@@ -48,9 +50,10 @@ from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterEvent
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_parameter_events
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64, Float64MultiArray
 
@@ -58,6 +61,7 @@ from split_infer.ros.common import ExecutorPerNode, until_signalled
 from split_infer.ros.messages import (
     FEATURE_QOS,
     RECEIPTS_QOS,
+    edge_configuration_event,
     parse_estimate,
     parse_receipts,
 )
@@ -65,10 +69,12 @@ from split_infer.tools.bag.storage import header_stamp_ns
 from split_infer.wire import decode_frame
 
 __all__ = [
+    "CLOUD_ROLES",
     "MODEL_THREADS",
     "ROLE_GROUP",
     "EdgeRecorder",
     "FrameCost",
+    "cloud_roles",
     "edge_roles",
     "main",
     "run_role",
@@ -84,21 +90,33 @@ REFERENCE_STRATEGIES = ("cloud_only", "edge_only")
 MODEL_THREADS = 1
 #: The cgroup (and CPU report side) of each role: the robot's product processes, the server's,
 #: and the harness (camera and recorder), which must not eat the robot's CPU.
-ROLE_GROUP = {"edge": "edge", "monitor": "edge", "scheduler": "edge", "cloud": "cloud",
-              "camera": "harness", "recorder": "harness"}
+ROLE_GROUP = {"edge": "edge", "monitor": "edge", "scheduler": "edge", "prober": "edge",
+              "cloud": "cloud", "probe_echo": "cloud", "camera": "harness",
+              "recorder": "harness"}
+#: Roles that run in the cloud namespace.
+CLOUD_ROLES = ("cloud", "probe_echo")
 
 
-def edge_roles(strategy: str) -> list[str]:
+def edge_roles(strategy: str, probing: bool = False) -> list[str]:
     """The edge namespace's processes for ``strategy``, camera first (it stops first)."""
     roles = ["camera", "edge"]
     if strategy not in REFERENCE_STRATEGIES:
         # Every split strategy has the monitor: the edge's backpressure paces by its estimate,
         # and a fixed configuration without it would be limited to max_in_flight frames per
-        # round trip. Only the adaptive one has a scheduler.
+        # round trip. Only the adaptive one has a scheduler. With probing, every split
+        # strategy probes (the same estimate paces them all).
         roles.append("monitor")
+        if probing:
+            roles.append("prober")
     if strategy == "adaptive":
         roles.append("scheduler")
     return [*roles, "recorder"]
+
+
+def cloud_roles(strategy: str, probing: bool = False) -> list[str]:
+    """The cloud namespace's processes for ``strategy``."""
+    return ["cloud", "probe_echo"] if probing and strategy not in REFERENCE_STRATEGIES \
+        else ["cloud"]
 
 
 class EdgeRecorder(Node):
@@ -129,6 +147,11 @@ class EdgeRecorder(Node):
             "active_split", [time.time(), float(m.data)]), _QOS)
         self.create_subscription(Float64, "metrics/active_ratio", lambda m: self._add(
             "active_ratio", [time.time(), float(m.data)]), _QOS)
+        # The moment the edge node takes a new configuration (its parameter event): the
+        # start of a switch, for the switch cost (frames until the first frame in it).
+        self._edge_config: dict[str, float] = {}
+        self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameters,
+                                 qos_profile_parameter_events)
 
     def _add(self, key: str, row: list) -> None:
         with self._lock:
@@ -169,6 +192,12 @@ class EdgeRecorder(Node):
         now = time.time()
         self._add("estimates", [now, bandwidth])
         self._add("lower_bound", [now, lower_bound])
+
+    def _on_parameters(self, event: ParameterEvent) -> None:
+        if (edge_configuration_event(event, f"/{ROBOT}/edge_node", self._edge_config)
+                and len(self._edge_config) == 2):
+            self._add("edge_config", [time.time(), self._edge_config["split_point"],
+                                      self._edge_config["ratio"]])
 
     def _on_receipts(self, msg: Float64MultiArray) -> None:
         for row in parse_receipts(msg):
@@ -228,7 +257,9 @@ def _camera(config: dict, context, gate: threading.Event) -> Node:
     # once GO opens the gate.
     return BagPlayer(gate=gate, context=context, parameter_overrides=[
         Parameter("bag", value=config["bag"]), Parameter("loop", value=True),
-        Parameter("rate", value=float(config.get("playback_rate", 1.0)))],
+        Parameter("rate", value=float(config.get("playback_rate", 1.0))),
+        # A compressed camera bag plays as a camera driver publishes: decoded frames.
+        Parameter("decompress", value=True)],
         cli_args=["--ros-args", "-r", f"/camera/image_raw:=/{ROBOT}/image",
                   "-r", f"/camera/labels:=/{ROBOT}/labels"])
 
@@ -274,6 +305,28 @@ def _scheduler(config: dict, context, gate: threading.Event) -> Node:
         Parameter("frame_rate", value=float(config.get("frame_rate", 30.0)))])
 
 
+def _prober(config: dict, context, gate: threading.Event) -> Node:
+    from split_infer.ros.link_prober import LinkProber
+
+    # Quiet until GO: trains over the unshaped link would measure the veth, not the trace,
+    # and would keep the testbed's wait for a quiet link from ending.
+    node = LinkProber(namespace=ROBOT, context=context,
+                      parameter_overrides=[Parameter("enabled", value=False)])
+
+    def enable() -> None:
+        gate.wait()
+        node.set_parameters([Parameter("enabled", value=True)])
+
+    threading.Thread(target=enable, daemon=True, name="prober_gate").start()
+    return node
+
+
+def _probe_echo(config: dict, context, gate: threading.Event) -> Node:
+    from split_infer.ros.probe_echo import ProbeEcho
+
+    return ProbeEcho(namespace=ROBOT, context=context)
+
+
 def _recorder(config: dict, context, gate: threading.Event) -> Node:
     topic = "image/compressed" if config["strategy"] == "cloud_only" else "features"
     return EdgeRecorder(features_topic=topic, context=context)
@@ -301,7 +354,7 @@ def _cloud(config: dict, context, gate: threading.Event) -> Node | None:
 
 _BUILDERS: dict[str, Callable[[dict, object, threading.Event], Node | None]] = {
     "camera": _camera, "edge": _edge, "monitor": _monitor, "scheduler": _scheduler,
-    "recorder": _recorder, "cloud": _cloud}
+    "recorder": _recorder, "cloud": _cloud, "prober": _prober, "probe_echo": _probe_echo}
 
 #: The topics whose callbacks are a product process's per-frame work.
 _FRAME_TOPICS = {"edge": (f"/{ROBOT}/image",),
@@ -344,6 +397,11 @@ def _records(role: str, node: Node | None, cost: FrameCost | None) -> dict:
                             for k, v in node.stats().items()}
     if role == "camera":
         records["published"] = int(node.published)
+    if role == "prober":
+        records["probe_stats"] = node.stats()
+    if role == "probe_echo":
+        records["echo_stats"] = {"received": node.received, "trains": node.trains,
+                                 "malformed": node.malformed}
     return records
 
 

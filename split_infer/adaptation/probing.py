@@ -1,0 +1,376 @@
+"""Active capacity probing: short packet trains that show the link's headroom. No ROS in here.
+
+The receipts of the frames only measure a capacity the frames fill (:mod:`.estimator`): on a
+link the frames use at 5 %, the monitor can say "at least what was sent" and no more, so a
+scheduler never learns that it could afford a larger, more accurate configuration. Hu & K
+Algorithm 2 and the thesis simply assume "measure current bandwidth b_i"; this module is how we
+measure it when the frames do not (all beyond the papers)::
+
+    robot                                link                         server
+    ProbePlanner.due(now, estimate) ─▶ train of n packets ─▶ probe echo: the middleware's
+      (budget: a token bucket of        sent back to back       reception stamp per packet,
+       budget_fraction × estimate)                              one row per packet, one message
+                                                                per train
+    BandwidthEstimator.add_probe ◀── analyze_train(rows) ◀──────────────┘
+
+**Packet-train dispersion.** Packets sent back to back leave the bottleneck back to back, so
+their arrival gaps are their serialization times at the capacity. A shaper with a burst
+allowance (``tc tbf``'s bucket, a cellular policer) lets the *first* bytes of a train through
+at line rate, so the rate is taken over the train's **second half** only: from the arrival of
+its middle packet to its last, ``8 · Σ bytes after the middle / (a_last − a_middle)``. That is
+exact as long as the train is at least twice the burst allowance; :class:`ProbeSettings` sizes
+trains to ``train_s`` at ``headroom ×`` the estimate (``min_train_bytes`` at least) so that
+holds for the links we shape (``tc tbf`` with a 5-ms bucket, :mod:`split_infer.tools.testbed`).
+A gap much longer than the train's median (more than ``outlier_factor ×``) is a frame of the
+edge's own stream that slipped between two probe packets: it is left out of both sums, so
+interleaved traffic does not read as a slow link. When the burst reached into the
+second half, the earlier of its gaps are shorter than the later ones (by more than
+``burst_factor``): then only the later gaps count. A second half that arrived faster than
+``min_span_s`` cannot be timed from reception stamps (the train was too short, or passed inside
+the burst allowance): it is no measurement, only flagged (``lower_bound``), the estimate keeps
+its value with the lower-bound flag, and the planner doubles the next train.
+
+**Frames that queue need no train.** When the frames themselves queue at the bottleneck (the
+monitor's ``queued_fraction``, the share of frame pairs that left it back to back, at least
+``QUEUED_ENOUGH``), their dispersion measures the capacity with every frame, and a train would
+only take bandwidth from them: none is sent.
+
+**Link time.** A train occupies the link for its length at the capacity, and the frames
+behind it wait that long: no train is sent that would take more than ``max_train_s`` at the
+last *measured* capacity (0.25 s: on a link measured under about 0.4 Mbit/s the smallest train
+is too long, and the estimate is what the frames show, a lower bound when they do not fill the
+link; ``slow_recheck_s`` after the last train, one looks again). A lower bound (what
+unsaturating frames delivered) is no reason to hold back: the link may be much faster.
+
+**Budget.** Probing costs bytes. The planner spends from a token bucket that fills at
+``budget_fraction ×`` the current estimate (4 % of payload by default, so that with the
+packets' headers and the bucket's first fill the trains stay under 5 % of the link) and holds
+at most ``budget_window_s`` of it (or one train, if a train is larger), starting full so that
+the first train goes at once. While the estimate is only a lower bound, or there is none, the
+budget is that fraction of at least ``floor_bps`` (1 Mbit/s): a fraction of what frames that
+fill 2 % of the link deliver would never pay for the one train that measures it. So over any
+window the probes use at most that fraction of what the link was believed to carry plus one
+bucket, and a slow link is probed less often, never harder. Every byte is counted
+(:attr:`ProbePlanner.bytes_sent`).
+
+**Wire size.** The shaper counts every header, so each packet's size is reported as its
+payload plus the RTPS/UDP/IP/Ethernet headers around it (:func:`wire_bytes`); at 1,200-byte
+payloads the headers are about 10 % of a packet, and leaving them out would read a 10-Mbit/s
+link as 9.
+
+Times in seconds, sizes in bytes, rates in bits/s; every clock value is passed in.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "PROBE_FORMAT",
+    "PROBE_RECEIPT_COLUMNS",
+    "PROBE_RECEIPT_LABEL",
+    "QUEUED_ENOUGH",
+    "ProbePacket",
+    "ProbePlanner",
+    "ProbeSettings",
+    "ProbeTrain",
+    "TrainMeasurement",
+    "analyze_train",
+    "parse_probe_format",
+    "parse_probe_receipts",
+    "probe_format",
+    "probe_receipt_rows",
+    "wire_bytes",
+]
+
+#: Share of frame pairs that queued (the monitor's ``queued_fraction``) from which the frames
+#: measure the capacity themselves and no train is sent.
+QUEUED_ENOUGH = 0.5
+
+#: ``format`` of a probe packet: ``split_infer/probe; train=T; index=I; count=N``.
+PROBE_FORMAT = "split_infer/probe"
+_FORMAT_RE = re.compile(
+    r"^split_infer/probe; train=(\d{1,12}); index=(\d{1,6}); count=(\d{1,6})$")
+
+#: Columns of the probe echo's ``probe_receipts`` rows (one row per received packet).
+PROBE_RECEIPT_COLUMNS: tuple[str, ...] = (
+    "train", "index", "count", "bytes", "send_stamp_s", "receive_stamp_s")
+PROBE_RECEIPT_LABEL = ",".join(PROBE_RECEIPT_COLUMNS)
+
+# Headers around a probe payload on the wire: Ethernet 14 + IPv4 20 per IP fragment; UDP 8,
+# RTPS header 20, INFO_TS 12, DATA submessage 24, CDR encapsulation 4, Header stamp 8 and the
+# two string/sequence lengths 12 once per message (the strings themselves are added).
+_PER_FRAGMENT = 14 + 20
+_PER_MESSAGE = 8 + 20 + 12 + 24 + 4 + 8 + 12
+_MTU_PAYLOAD = 1500 - 20
+
+
+def wire_bytes(payload_bytes: int, text_bytes: int = 0) -> int:
+    """Bytes a probe packet occupies on an Ethernet link: the payload, ``text_bytes`` of
+    strings (frame id and format) and the headers around them (one IP fragment per 1,480
+    bytes of UDP datagram)."""
+    datagram = payload_bytes + text_bytes + _PER_MESSAGE
+    return datagram + _PER_FRAGMENT * math.ceil(datagram / _MTU_PAYLOAD)
+
+
+def probe_format(train: int, index: int, count: int) -> str:
+    """The ``format`` string of packet ``index`` (of ``count``) of train ``train``."""
+    return f"{PROBE_FORMAT}; train={train}; index={index}; count={count}"
+
+
+def parse_probe_format(text: str) -> tuple[int, int, int]:
+    """``(train, index, count)`` of a probe packet's ``format``; ValueError if malformed."""
+    match = _FORMAT_RE.match(text)
+    if match is None:
+        raise ValueError(f"not a probe packet format: {text[:80]!r}")
+    train, index, count = (int(g) for g in match.groups())
+    if not 0 <= index < count:
+        raise ValueError(f"probe index {index} outside a train of {count}")
+    return train, index, count
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How hard and how often to probe (see the module docstring)."""
+
+    budget_fraction: float = 0.04  # payload, of the estimate, over budget_window_s
+    budget_window_s: float = 2.0  # the token bucket holds this much of the budget
+    interval_s: float = 0.25  # at most one train this often
+    train_s: float = 0.015  # a train lasts this long at headroom × the estimate
+    headroom: float = 1.5  # trains are sized for a link this much faster than believed
+    min_train_bytes: int = 12_000  # at least twice the burst allowance of the shaper
+    max_train_bytes: int = 400_000
+    min_packets: int = 16
+    max_packets: int = 64
+    max_packet_bytes: int = 8_000  # one UDP datagram (IP-fragmented), never DDS-fragmented
+    #: sizing and budget while nothing has measured the link (no estimate, or only a lower
+    #: bound: 5 % of what unsaturating frames deliver would never pay for one train)
+    floor_bps: float = 1_000_000.0
+    #: no train that would hold the link longer than this at its measured capacity: on a
+    #: slow link a train long enough to measure it delays the frames behind it as much
+    max_train_s: float = 0.25
+    slow_recheck_s: float = 30.0  # a link measured too slow to probe is tried again after this
+
+    def __post_init__(self) -> None:
+        if not 0 < self.budget_fraction <= 1:
+            raise ValueError("budget_fraction must be in (0, 1]")
+        positive = ("budget_window_s", "interval_s", "train_s", "floor_bps", "max_train_s",
+                    "slow_recheck_s")
+        for name in positive:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if not self.headroom >= 1:
+            raise ValueError("headroom must be >= 1")
+        if not 2 <= self.min_packets <= self.max_packets:
+            raise ValueError("need 2 <= min_packets <= max_packets")
+        if not 0 < self.min_train_bytes <= self.max_train_bytes:
+            raise ValueError("need 0 < min_train_bytes <= max_train_bytes")
+        if self.max_packet_bytes < 64:
+            raise ValueError("max_packet_bytes must be >= 64")
+
+
+@dataclass(frozen=True)
+class ProbeTrain:
+    """One train to send now, back to back: ``packets`` payloads of ``packet_bytes``."""
+
+    train: int
+    packets: int
+    packet_bytes: int
+
+    @property
+    def payload_bytes(self) -> int:
+        return self.packets * self.packet_bytes
+
+
+class ProbePlanner:
+    """When to send a train and how large, within the budget. Pure: the clock is passed in."""
+
+    def __init__(self, settings: ProbeSettings | None = None) -> None:
+        self.settings = settings or ProbeSettings()
+        self._tokens = 0.0
+        self._last_fill_s: float | None = None
+        self._last_train_s: float | None = None
+        self._next_train = 0
+        self._last_train_bytes = 0
+        self._measured: float | None = None  # the last capacity measured (not a lower bound)
+        self.trains_sent = 0
+        self.bytes_sent = 0
+
+    def update_settings(self, settings: ProbeSettings) -> None:
+        """New knobs; the budget already saved is kept (clipped to the new bucket)."""
+        self.settings = settings
+
+    def train_bytes(self, estimate_bps: float | None, lower_bound: bool = False) -> int:
+        """Payload bytes of a train sized for ``estimate_bps`` (None: no estimate yet); twice
+        the last train when the estimate is only a lower bound (the last train was too short
+        to time, or the link was not measured at all)."""
+        s = self.settings
+        rate = self._rate(estimate_bps, lower_bound)
+        wanted = max(s.headroom * rate * s.train_s / 8.0, s.min_train_bytes)
+        if lower_bound and self._last_train_bytes:
+            # At most 8× the size for the estimate: three doublings reach past a burst
+            # allowance that hid the rate, and nothing is gained beyond (a link whose trains
+            # never come back, e.g. no probe echo, stays probed at a bounded size).
+            wanted = max(wanted, min(2.0 * self._last_train_bytes, 8.0 * wanted))
+        return int(min(wanted, s.max_train_bytes))
+
+    def _rate(self, estimate_bps: float | None, lower_bound: bool) -> float:
+        """What trains are sized and budgeted for: a measured capacity as it is; a lower
+        bound (or nothing) no lower than ``floor_bps``."""
+        if estimate_bps is not None and not lower_bound:
+            return float(estimate_bps)
+        return max(estimate_bps or 0.0, self.settings.floor_bps)
+
+    def _shape(self, total: int) -> tuple[int, int]:
+        s = self.settings
+        packets = max(s.min_packets, math.ceil(total / s.max_packet_bytes))
+        packets = min(packets, s.max_packets, max(total // 64, 2))
+        return packets, max(64, min(total // packets, s.max_packet_bytes))
+
+    def due(self, now_s: float, estimate_bps: float | None,
+            lower_bound: bool = False, frames_queue: bool = False) -> ProbeTrain | None:
+        """The train to send now, or None (too soon, the budget has not saved enough, or
+        ``frames_queue``: the frames fill the link and measure it themselves, and a train
+        would only take bandwidth from them). A returned train counts as sent."""
+        s = self.settings
+        budget_bytes_per_s = s.budget_fraction * self._rate(estimate_bps, lower_bound) / 8.0
+        size = self.train_bytes(estimate_bps, lower_bound)
+        packets, packet_bytes = self._shape(size)
+        cost = packets * packet_bytes
+        capacity = max(budget_bytes_per_s * s.budget_window_s, float(cost))
+        if self._last_fill_s is None:
+            self._tokens = capacity  # the first train goes at once: nothing is known yet
+        else:
+            self._tokens += budget_bytes_per_s * max(now_s - self._last_fill_s, 0.0)
+        self._tokens = min(self._tokens, capacity)
+        self._last_fill_s = now_s
+        if frames_queue:
+            return None
+        if self._last_train_s is not None and now_s - self._last_train_s < s.interval_s:
+            return None
+        if estimate_bps is not None and not lower_bound:
+            self._measured = estimate_bps
+        if (self._measured is not None and 8.0 * cost / self._measured > s.max_train_s
+                and self._last_train_s is not None
+                and now_s - self._last_train_s < s.slow_recheck_s):
+            return None  # a link measured too slow for a train: frames would wait behind it
+        if self._tokens < cost:
+            return None
+        self._tokens -= cost
+        self._last_train_s = now_s
+        self._last_train_bytes = cost
+        train = ProbeTrain(self._next_train, packets, packet_bytes)
+        self._next_train += 1
+        self.trains_sent += 1
+        self.bytes_sent += cost
+        return train
+
+
+@dataclass(frozen=True)
+class ProbePacket:
+    """One received probe packet (a row of ``probe_receipts``)."""
+
+    train: int
+    index: int
+    count: int
+    nbytes: int  # on the wire (:func:`wire_bytes`)
+    send_s: float
+    receive_s: float
+
+
+def probe_receipt_rows(packets: Iterable[ProbePacket]) -> list[float]:
+    """Flat row-major values of a ``probe_receipts`` message."""
+    out: list[float] = []
+    for p in packets:
+        out += [float(p.train), float(p.index), float(p.count), float(p.nbytes), p.send_s,
+                p.receive_s]
+    return out
+
+
+def parse_probe_receipts(data: Sequence[float], label: str | None = None
+                         ) -> tuple[list[ProbePacket], int]:
+    """Rows of a ``probe_receipts`` message; returns ``(packets, rows_skipped)``. A wrong
+    label or a length that is not a multiple of the row width raises ValueError; rows with
+    non-finite values or impossible indices are skipped and counted."""
+    if label is not None and label.replace(" ", "") != PROBE_RECEIPT_LABEL:
+        raise ValueError(f"probe receipts label must be {PROBE_RECEIPT_LABEL!r}, got {label!r}")
+    width = len(PROBE_RECEIPT_COLUMNS)
+    if len(data) % width:
+        raise ValueError(f"probe receipts hold {len(data)} values, not a multiple of {width}")
+    packets: list[ProbePacket] = []
+    skipped = 0
+    for k in range(0, len(data), width):
+        row = [float(v) for v in data[k:k + width]]
+        train, index, count, nbytes, send_s, receive_s = row
+        if (not all(math.isfinite(v) for v in row) or nbytes <= 0 or count < 2
+                or not 0 <= index < count or index != int(index) or train < 0):
+            skipped += 1
+            continue
+        packets.append(ProbePacket(int(train), int(index), int(count), int(nbytes), send_s,
+                                   receive_s))
+    return packets, skipped
+
+
+@dataclass(frozen=True)
+class TrainMeasurement:
+    """What one train showed: ``rate_bps`` over its second half. ``lower_bound`` when that
+    half arrived in less than ``min_span_s``: too fast to time, so the train was too short
+    for this link (or passed inside a shaper's burst allowance); ``rate_bps`` is then only
+    what such a train can resolve at most, not a measurement, and the next train should be
+    longer."""
+
+    train: int
+    rate_bps: float
+    lower_bound: bool
+    receive_s: float  # arrival of the train's last packet (the cloud's clock)
+    packets: int  # received
+    sent: int  # in the train
+    pairs: int  # gaps the rate is made of
+    outliers: int  # gaps left out (the edge's own frames in between)
+    bits: float  # in those gaps
+
+
+def analyze_train(packets: Sequence[ProbePacket], *, min_span_s: float = 0.001,
+                  outlier_factor: float = 4.0, burst_factor: float = 1.3
+                  ) -> TrainMeasurement | None:
+    """The capacity one train shows (the module docstring says how), or None when fewer
+    than three of its second-half packets arrived. ``packets`` are one train's rows, in any
+    order."""
+    if not packets:
+        return None
+    ordered = sorted(packets, key=lambda p: p.index)
+    count = ordered[0].count
+    middle = (count - 1) // 2
+    tail = [p for p in ordered if p.index >= middle]
+    if len(tail) < 3:
+        return None
+    tail.sort(key=lambda p: p.receive_s)
+    gaps = [(b.receive_s - a.receive_s, b.nbytes) for a, b in itertools.pairwise(tail)]
+    positive = sorted(g for g, _ in gaps if g > 0)
+    median = positive[len(positive) // 2] if positive else 0.0
+    limit = outlier_factor * median if median > 0 else math.inf
+    kept = [(g, n) for g, n in gaps if g <= limit]
+    outliers = len(gaps) - len(kept)
+
+    def rate_of(part: list[tuple[float, int]]) -> tuple[float, float]:
+        return 8.0 * sum(n for _, n in part), sum(g for g, _ in part)
+
+    bits, span = rate_of(kept)
+    # A burst allowance that reached into the second half makes its earlier gaps shorter
+    # than its later ones: then only the later half of the gaps is the shaped rate.
+    half = len(kept) // 2
+    if half >= 2:
+        early_bits, early_span = rate_of(kept[:half])
+        late_bits, late_span = rate_of(kept[half:])
+        if late_span > 0 and early_bits * late_span > burst_factor * late_bits * early_span:
+            kept = kept[half:]
+            bits, span = late_bits, late_span
+    lower = span < min_span_s
+    rate = bits / max(span, min_span_s)
+    return TrainMeasurement(ordered[0].train, rate, lower, tail[-1].receive_s, len(ordered),
+                            count, len(kept), outliers, bits)

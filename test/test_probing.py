@@ -1,0 +1,283 @@
+"""Active capacity probing (split_infer.adaptation.probing) and its use by the estimator."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from split_infer.adaptation.estimator import BandwidthEstimator, Receipt
+from split_infer.adaptation.probing import (
+    PROBE_RECEIPT_LABEL,
+    ProbePacket,
+    ProbePlanner,
+    ProbeSettings,
+    analyze_train,
+    parse_probe_format,
+    parse_probe_receipts,
+    probe_format,
+    probe_receipt_rows,
+    wire_bytes,
+)
+from split_infer.tools.link import LinkShaper, step_trace
+
+
+class TokenBucket:
+    """``tc tbf``: a bucket of ``burst`` bytes refilled at ``rate_bps``; a packet leaves when
+    the bucket holds its size (FIFO), at line rate otherwise."""
+
+    def __init__(self, rate_bps: float, burst: int, line_bps: float = 1e9) -> None:
+        self.rate, self.burst, self.line = rate_bps, burst, line_bps
+        self.tokens, self.t, self.free_s = float(burst), 0.0, 0.0
+
+    def send(self, now_s: float, nbytes: int) -> float:
+        start = max(now_s, self.free_s)
+        self.tokens = min(self.burst, self.tokens + (start - self.t) * self.rate / 8)
+        self.t = start
+        if self.tokens < nbytes:  # wait for the tokens
+            start += (nbytes - self.tokens) * 8 / self.rate
+            self.tokens, self.t = float(nbytes), start
+        self.tokens -= nbytes
+        self.free_s = start + nbytes * 8 / self.line
+        return self.free_s + 0.010
+
+
+def send_train(link, now_s: float, train, seq_gap_s: float = 20e-6) -> list[ProbePacket]:
+    size = wire_bytes(train.packet_bytes)
+    return [ProbePacket(train.train, k, train.packets, size, now_s + k * seq_gap_s,
+                        link.send(now_s + k * seq_gap_s, size))
+            for k in range(train.packets)]
+
+
+def test_format_and_receipts_round_trip():
+    assert parse_probe_format(probe_format(12, 3, 10)) == (12, 3, 10)
+    for bad in ("split_infer/1; raw", "split_infer/probe; train=1; index=10; count=10",
+                "split_infer/probe; train=-1; index=0; count=2"):
+        with pytest.raises(ValueError):
+            parse_probe_format(bad)
+    packets = [ProbePacket(1, 0, 2, 1300, 0.5, 0.6), ProbePacket(1, 1, 2, 1300, 0.5, 0.7)]
+    rows = [*probe_receipt_rows(packets), math.nan, 0, 2, 100, 0, 0]
+    parsed, skipped = parse_probe_receipts(rows, PROBE_RECEIPT_LABEL)
+    assert parsed == packets and skipped == 1
+    with pytest.raises(ValueError, match="label"):
+        parse_probe_receipts(rows, "seq,bytes")
+    with pytest.raises(ValueError, match="multiple"):
+        parse_probe_receipts(rows[:-1])
+
+
+def test_wire_bytes_counts_headers_per_fragment():
+    assert wire_bytes(1200) - 1200 == 88 + 34
+    assert wire_bytes(8000) - 8000 == 88 + 34 * 6  # 8,088 B of datagram in 6 fragments
+
+
+@pytest.mark.parametrize("rate_bps", [1e6, 4e6, 8e6, 30e6])
+def test_second_half_of_a_train_measures_a_token_bucket_link(rate_bps):
+    burst = max(4096, int(rate_bps / 8 * 0.005))  # the testbed's tbf
+    planner = ProbePlanner()
+    train = planner.due(0.0, rate_bps)  # sized to the link: longer than two bursts
+    assert train is not None and train.payload_bytes >= 2 * burst
+    result = analyze_train(send_train(TokenBucket(rate_bps, burst), 0.0, train))
+    assert not result.lower_bound
+    assert result.rate_bps == pytest.approx(rate_bps, rel=0.05)
+    # The whole train's dispersion would have overestimated it: the burst passed at line rate.
+    packets = send_train(TokenBucket(rate_bps, burst), 0.0, train)
+    whole = 8 * sum(p.nbytes for p in packets[1:]) / (packets[-1].receive_s
+                                                       - packets[0].receive_s)
+    assert whole > 1.1 * rate_bps
+
+
+def test_a_train_inside_the_burst_is_only_a_lower_bound_and_the_next_is_longer():
+    link = TokenBucket(30e6, 18_750)
+    planner = ProbePlanner()
+    first = planner.due(0.0, 4e6)  # believed 4 Mbit/s, the link went up to 30
+    assert first.payload_bytes < 18_750
+    result = analyze_train(send_train(link, 0.0, first))
+    assert result.lower_bound  # it passed inside the bucket: no measurement
+    estimator = BandwidthEstimator()
+    estimator.add(Receipt(0, 500, 0.0, 0.01), 0.0)
+    estimator.add(Receipt(1, 500, 0.033, 0.043), 0.033)
+    estimator.add_probe(result, 0.05)
+    estimate = estimator.estimate(0.05)
+    assert estimate.lower_bound and estimate.bandwidth_bps < 1e6  # kept, and flagged
+    # Doubling from there: the burst reaches into the second train's second half, and only
+    # its later gaps count; the third is long enough.
+    believed, lower = estimate.bandwidth_bps, True
+    for k in range(1, 4):  # a train every 10 s: the bucket is full again each time
+        train = planner.due(10.0 * k, believed, lower)
+        measured = analyze_train(send_train(link, 10.0 * k, train))
+        if not measured.lower_bound:
+            believed, lower = measured.rate_bps, False
+    assert not lower and believed == pytest.approx(30e6, rel=0.05)
+
+
+def test_a_frame_between_probe_packets_is_left_out():
+    link = TokenBucket(4e6, 4096)
+    train = ProbePlanner().due(0.0, 4e6)
+    packets = send_train(link, 0.0, train)
+    # Delay the tail by a 20-kB frame's serialization after packet k (it slipped in).
+    k = train.packets - 3
+    frame_s = 20_000 * 8 / 4e6
+    packets = [p if p.index <= k else ProbePacket(p.train, p.index, p.count, p.nbytes,
+                                                   p.send_s, p.receive_s + frame_s)
+               for p in packets]
+    result = analyze_train(packets)
+    assert result.outliers == 1
+    assert result.rate_bps == pytest.approx(4e6, rel=0.05)
+
+
+def test_lost_packets_and_short_trains():
+    link = TokenBucket(4e6, 4096)
+    train = ProbePlanner().due(0.0, 4e6)
+    packets = send_train(link, 0.0, train)
+    lossy = [p for p in packets if p.index % 3 != 1]
+    result = analyze_train(lossy)
+    assert result.packets == len(lossy) and result.rate_bps <= 4e6 * 1.05
+    assert analyze_train(packets[:train.packets // 2]) is None  # no second half
+    assert analyze_train([]) is None
+
+
+def test_budget_holds_over_any_window_and_follows_the_estimate():
+    settings = ProbeSettings()
+    slow = ProbePlanner(settings)
+    # A link measured at 100 kbit/s: the smallest train (12 kB) would hold it ~1 s. One
+    # train, then none for slow_recheck_s (the budget alone would allow one every 19 s).
+    trains = [slow.due(k * 0.5, 1e5) for k in range(130)]
+    assert [k for k, t in enumerate(trains) if t is not None] == [0, 60, 120]
+    # A lower bound of 100 kbit/s (frames that do not fill the link) is probed.
+    assert ProbePlanner(settings).due(0.0, 1e5, lower_bound=True) is not None
+    for estimate in (5e5, 1e6, 4e6, 30e6):
+        planner = ProbePlanner(settings)
+        sent: list[tuple[float, int]] = []
+        for k in range(6000):  # 60 s in 10-ms ticks
+            now = k * 0.01
+            train = planner.due(now, estimate)
+            if train is not None:
+                sent.append((now, train.payload_bytes))
+        total = sum(n for _, n in sent)
+        assert total == planner.bytes_sent and planner.trains_sent == len(sent)
+        # The bucket starts full (the first train goes at once); beyond it, the budget.
+        bucket = max(settings.budget_fraction * estimate / 8 * settings.budget_window_s,
+                     sent[0][1])
+        assert 8 * (total - bucket) / 60 <= settings.budget_fraction * estimate
+        assert 8 * total / 60 >= settings.budget_fraction * estimate * 0.5, "budget unused"
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(sent)]
+        assert min(gaps) >= settings.interval_s - 1e-9
+        # At a few Mbit/s a train crosses every second or faster (what a 2-s step response
+        # needs); at 500 kbit/s the budget allows one every few seconds.
+        if estimate >= 4e6:
+            assert max(gaps) <= 1.0
+
+
+def test_settings_are_validated():
+    for bad in ({"budget_fraction": 0}, {"budget_fraction": 1.5}, {"interval_s": 0},
+                {"headroom": 0.5}, {"min_packets": 1}, {"min_train_bytes": 0},
+                {"max_packet_bytes": 10}, {"train_s": math.nan}):
+        with pytest.raises(ValueError):
+            ProbeSettings(**bad)
+
+
+def _simulate(levels, frame_bytes, seconds, probing=True, fps=30.0):
+    """Frames of ``frame_bytes`` at ``fps`` and (optionally) probe trains over the emulated
+    link of the demo (FIFO, no burst); returns [(t, estimate)] every 100 ms."""
+    link = LinkShaper(step_trace(levels), queue_limit_bytes=10_000_000)
+    estimator = BandwidthEstimator()
+    planner = ProbePlanner()
+    events = []  # (arrival, kind, payload)
+    out = []
+    seq = 0
+    tick = 0.01
+    pending: dict[int, list[ProbePacket]] = {}
+    next_frame = 0.0
+    for k in range(int(seconds / tick)):
+        now = k * tick
+        while next_frame <= now:
+            arrival = link.send(next_frame, frame_bytes)
+            events.append((arrival, "frame", Receipt(seq, frame_bytes, next_frame, arrival)))
+            seq += 1
+            next_frame += 1 / fps
+        estimate = estimator.estimate(now)
+        if probing:
+            train = planner.due(now, estimate.bandwidth_bps, estimate.lower_bound)
+            if train is not None:
+                for packet in send_train(link, now, train, seq_gap_s=0.0):
+                    events.append((packet.receive_s, "probe", packet))
+        events.sort(key=lambda e: e[0])
+        while events and events[0][0] <= now:
+            _, kind, item = events.pop(0)
+            if kind == "frame":
+                estimator.add(item, now)
+            else:
+                pending.setdefault(item.train, []).append(item)
+                if len(pending[item.train]) == item.count:
+                    measured = analyze_train(pending.pop(item.train))
+                    if measured is not None:
+                        estimator.add_probe(measured, now)
+        if k % 10 == 0:
+            out.append((now, estimator.estimate(now)))
+    return out, planner
+
+
+def test_probing_tracks_a_step_up_that_frames_at_5_percent_cannot_show():
+    levels = [(0.0, 2e6), (10.0, 8e6), (20.0, 3e6)]
+    frame_bytes = 400  # 96 kbit/s at 30 fps: under 5 % of the slowest rate
+    timeline, planner = _simulate(levels, frame_bytes, 30.0)
+
+    def settle_after(step_s, rate):
+        for t, e in timeline:
+            if t < step_s or e.bandwidth_bps is None:
+                continue
+            later = [x for s, x in timeline if t <= s < t + 1.0]
+            if all(abs(x.bandwidth_bps - rate) <= 0.15 * rate for x in later):
+                return t - step_s
+        return math.inf
+
+    assert settle_after(10.0, 8e6) <= 2.0
+    assert settle_after(20.0, 3e6) <= 2.0
+    at_8 = [e for t, e in timeline if 12 <= t < 20]
+    assert all(e.source == "probe" and not e.lower_bound for e in at_8)
+    assert 8 * planner.bytes_sent / 30.0 <= 0.05 * 8e6  # under the budget of the highest
+    # Without probing the same frames only ever show what they offered, flagged as such.
+    blind, _ = _simulate(levels, frame_bytes, 30.0, probing=False)
+    assert all(e.lower_bound for t, e in blind if t > 5)
+    assert max(e.bandwidth_bps for t, e in blind if t > 5) < 0.2e6
+
+
+def test_frames_that_queue_win_over_an_older_train_and_silence_counts_trains():
+    estimator = BandwidthEstimator()
+    train = ProbePlanner().due(0.0, 4e6)
+    estimator.add_probe(analyze_train(send_train(TokenBucket(4e6, 4096), 0.0, train)), 0.1)
+    assert estimator.estimate(0.2).source == "probe"
+    # Only trains for 3 s (the edge classifies by itself): not silence.
+    later = ProbePlanner().due(0.0, 4e6)
+    estimator.add_probe(analyze_train(send_train(TokenBucket(4e6, 4096), 1.5, later)), 1.6)
+    assert not estimator.estimate(2.9).stale
+    assert estimator.estimate(7.0).stale  # nothing for over 4 s
+    # Saturating frames now: 10 kB every 33 ms on a 1 Mbit/s link queue, and win.
+    t = 8.0
+    arrival = t
+    for seq in range(40):
+        send = t + seq / 30
+        arrival = max(arrival, send) + 10_000 * 8 / 1e6
+        estimator.add(Receipt(seq, 10_000, send, arrival + 0.01), send)
+    final = estimator.estimate(send)
+    assert final.source == "dispersion"
+    assert final.bandwidth_bps == pytest.approx(1e6, rel=0.05)
+
+
+def test_doubling_on_lower_bounds_stops_at_eight_times_the_base_size():
+    planner = ProbePlanner(ProbeSettings(budget_fraction=1.0))
+    sizes = []
+    for k in range(10):  # trains that never come back: every estimate stays a lower bound
+        train = planner.due(100.0 * k, 1e6, lower_bound=True)
+        sizes.append(train.payload_bytes)
+    base = planner.train_bytes(1e6)  # 12 kB: the minimum train
+    assert sizes[:4] == sorted(sizes[:4]) and sizes[1] >= 2 * sizes[0] - 64
+    assert max(sizes) <= 8 * base and sizes[-1] >= 4 * base
+
+
+def test_no_train_while_the_frames_queue():
+    planner = ProbePlanner()
+    assert planner.due(0.0, 5e6, frames_queue=True) is None
+    assert planner.due(0.1, 5e6) is not None
+    assert planner.trains_sent == 1
