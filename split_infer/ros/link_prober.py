@@ -46,7 +46,6 @@ from split_infer.adaptation.probing import (
     ProbePlanner,
     ProbeSettings,
     probe_format,
-    wire_bytes,
 )
 from split_infer.ros.common import (
     MetricPublishers,
@@ -65,21 +64,21 @@ from split_infer.ros.messages import (
     ESTIMATE_READER_QOS,
     PROBE_QOS,
     parse_estimate,
+    probe_wire_bytes,
 )
 
 __all__ = ["LinkProber", "main"]
 
+#: Live parameters: each is the ProbeSettings field of its name, (low, high, description).
 _PROBER_FLOATS = {
-    # name: (ProbeSettings field, low, high, description)
-    "budget_fraction": ("budget_fraction", 0.001, 0.5,
-                        "probe bytes as a fraction of the estimated bandwidth"),
-    "interval_s": ("interval_s", 0.02, 60.0, "at most one train this often (s)"),
-    "train_s": ("train_s", 0.001, 1.0, "a train lasts this long at 1.5 x the estimate (s)"),
+    "budget_fraction": (0.001, 0.5, "probe bytes as a fraction of the estimated bandwidth"),
+    "interval_s": (0.02, 60.0, "at most one train this often (s)"),
+    "train_s": (0.001, 1.0, "a train lasts this long at 1.5 x the estimate (s)"),
 }
 _PROBER_INTS = {
-    "min_train_bytes": ("min_train_bytes", 1_000, 10_000_000,
+    "min_train_bytes": (1_000, 10_000_000,
                         "smallest train (bytes): at least twice the shaper's burst"),
-    "max_train_bytes": ("max_train_bytes", 1_000, 10_000_000, "largest train (bytes)"),
+    "max_train_bytes": (1_000, 10_000_000, "largest train (bytes)"),
 }
 
 
@@ -92,14 +91,14 @@ class LinkProber(Node):
         super().__init__("link_prober", **kwargs)
         defaults = ProbeSettings()
         values: dict[str, object] = {}
-        for name, (field, low, high, text) in _PROBER_FLOATS.items():
-            values[field] = declare_float(self, name, getattr(defaults, field), low, high, text)
-        for name, (field, low, high, text) in _PROBER_INTS.items():
-            values[field] = declare_int(self, name, getattr(defaults, field), low, high, text)
+        for name, (low, high, text) in _PROBER_FLOATS.items():
+            values[name] = declare_float(self, name, getattr(defaults, name), low, high, text)
+        for name, (low, high, text) in _PROBER_INTS.items():
+            values[name] = declare_int(self, name, getattr(defaults, name), low, high, text)
         self._enabled = declare_bool(self, "enabled", True, "send probe trains")
         self._planner = ProbePlanner(ProbeSettings(**values))
         self._estimate: tuple[float, bool] | None = None
-        self._padding: dict[int, bytes] = {}
+        self._padding = b""  # the last train's packet payload, reused while its size holds
         self._window: list[tuple[float, int]] = []  # (monotonic s, bytes) of the last second
         self._bad_estimates = 0
         self.wire_bytes_sent = 0  # with every header (adaptation.probing.wire_bytes)
@@ -121,8 +120,8 @@ class LinkProber(Node):
 
     # -- parameters ------------------------------------------------------------------------
     def _settings_with(self, parameters: list[Parameter]) -> ProbeSettings:
-        fields = {**_PROBER_FLOATS, **_PROBER_INTS}
-        changes = {fields[p.name][0]: p.value for p in parameters if p.name in fields}
+        changes = {p.name: p.value for p in parameters
+                   if p.name in _PROBER_FLOATS or p.name in _PROBER_INTS}
         return dataclasses.replace(self._planner.settings, **changes)
 
     def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
@@ -167,20 +166,17 @@ class LinkProber(Node):
             train = self._planner.due(now, bandwidth, lower, self._frames_queue(now))
             if train is None:
                 return
-            padding = self._padding.get(train.packet_bytes)
-            if padding is None:
-                self._padding = {train.packet_bytes: bytes(train.packet_bytes)}
-                padding = self._padding[train.packet_bytes]
+            if len(self._padding) != train.packet_bytes:
+                self._padding = bytes(train.packet_bytes)
             msg = CompressedImage()
-            msg.data = padding
+            msg.data = self._padding
             # Back to back: the stamp is taken once, every packet left within this loop.
             msg.header.stamp = self.get_clock().now().to_msg()
             for index in range(train.packets):
                 msg.format = probe_format(train.train, index, train.packets)
                 self._probe_pub.publish(msg)
             self._window.append((now, train.payload_bytes))
-            self.wire_bytes_sent += train.packets * wire_bytes(
-                train.packet_bytes, len(msg.format) + len(msg.header.frame_id))
+            self.wire_bytes_sent += train.packets * probe_wire_bytes(msg)
         except Exception as exc:  # a timer must never take the executor down
             self._last_error = f"{type(exc).__name__}: {exc}"
             self.get_logger().error(f"probe train failed: {self._last_error}",

@@ -47,6 +47,7 @@ __all__ = [
     "make_receipt",
     "parse_estimate",
     "parse_receipts",
+    "probe_wire_bytes",
     "results_message",
 ]
 
@@ -195,3 +196,12 @@ def edge_configuration_event(event, node: str, state: dict[str, float]) -> bool:
         elif p.name == "ratio" and p.value.type == ParameterType.PARAMETER_DOUBLE:
             state["ratio"], changed = p.value.double_value, True
     return changed
+
+
+def probe_wire_bytes(msg) -> int:
+    """Bytes a probe packet (``sensor_msgs/CompressedImage``) occupies on the link: its
+    padding, its frame id and format strings, and every header around them
+    (:func:`split_infer.adaptation.probing.wire_bytes`)."""
+    from split_infer.adaptation.probing import wire_bytes
+
+    return wire_bytes(len(msg.data), len(msg.format) + len(msg.header.frame_id))

@@ -34,10 +34,9 @@ from split_infer.adaptation.probing import (
     ProbePacket,
     parse_probe_format,
     probe_receipt_rows,
-    wire_bytes,
 )
 from split_infer.ros.common import declare_float, run_node
-from split_infer.ros.messages import PROBE_QOS, RESULT_QOS
+from split_infer.ros.messages import PROBE_QOS, RESULT_QOS, probe_wire_bytes
 
 __all__ = ["ProbeEcho", "main"]
 
@@ -80,7 +79,7 @@ class ProbeEcho(Node):
         stamp = msg.header.stamp
         packet = ProbePacket(
             train, index, count,
-            wire_bytes(len(msg.data), len(msg.format) + len(msg.header.frame_id)),
+            probe_wire_bytes(msg),
             stamp.sec + stamp.nanosec * 1e-9, receive_ns * 1e-9)
         entry = self._open.get(train)
         if entry is None:

@@ -45,7 +45,6 @@ from rclpy.qos import QoSProfile, qos_profile_parameter_events
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64, Float64MultiArray
 
-from split_infer.adaptation.probing import wire_bytes
 from split_infer.bundle import Bundle
 from split_infer.config_key import EDGE_ONLY_SPLIT
 from split_infer.ros.bandwidth_monitor import BandwidthMonitor
@@ -58,6 +57,7 @@ from split_infer.ros.messages import (
     PROBE_QOS,
     edge_configuration_event,
     parse_estimate,
+    probe_wire_bytes,
 )
 from split_infer.ros.probe_echo import ProbeEcho
 from split_infer.ros.scheduler import Scheduler
@@ -103,7 +103,7 @@ class LinkRelay(Node):
     are timed by their reception stamps, and a polling timer would deliver them in
     quantised bunches. Frames are charged their payload (what the receipts count), probe
     packets their wire size (what the probe echo reports,
-    :func:`~split_infer.adaptation.probing.wire_bytes`)."""
+    :func:`~split_infer.ros.messages.probe_wire_bytes`)."""
 
     def __init__(self, trace: Trace, **kwargs) -> None:
         super().__init__("link", namespace=ROBOT, **kwargs)
@@ -132,8 +132,7 @@ class LinkRelay(Node):
 
     def _on_probe(self, msg: CompressedImage) -> None:
         self.probe_packets += 1
-        self.link.send(("probe", msg), wire_bytes(len(msg.data), len(msg.format)
-                                                  + len(msg.header.frame_id)))
+        self.link.send(("probe", msg), probe_wire_bytes(msg))
 
     def destroy_node(self) -> None:
         self.link.stop()
