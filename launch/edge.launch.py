@@ -113,8 +113,8 @@ def generate_launch_description():
         executable="link_prober",
         name="link_prober",
         namespace=namespace,
-        parameters=[{"enabled": ParameterValue(LaunchConfiguration("probing"),
-                                               value_type=bool)}],
+        parameters=[{"enabled": ParameterValue(LaunchConfiguration("probing"), value_type=bool),
+                     "edge_node": EDGE_NODE}],
         output="screen",
         emulate_tty=True,
     )

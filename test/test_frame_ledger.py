@@ -65,7 +65,7 @@ def test_settled_frames_cost_tens_of_bytes_each():
 
 
 def test_window_series_uses_only_the_samples_inside_each_window():
-    samples = [_Sample(t=t, rate_bps=1e6, estimate_bps=None, lower_bound=False,
+    samples = [_Sample(t=t, rate_bps=1e6, estimate_bps=None, lower_bound=False, stale=False,
                        split_point=None, ratio=None, generated=int(30 * t),
                        correct=int(15 * t), delivered=int(30 * t)) for t in np.arange(0, 10, 0.5)]
     rows = _window_series(samples, window_s=2.0)

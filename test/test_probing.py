@@ -10,6 +10,7 @@ import pytest
 from split_infer.adaptation.estimator import BandwidthEstimator, Receipt
 from split_infer.adaptation.probing import (
     PROBE_RECEIPT_LABEL,
+    QUEUED_ENOUGH,
     ProbePacket,
     ProbePlanner,
     ProbeSettings,
@@ -177,9 +178,10 @@ def test_settings_are_validated():
             ProbeSettings(**bad)
 
 
-def _simulate(levels, frame_bytes, seconds, probing=True, fps=30.0):
-    """Frames of ``frame_bytes`` at ``fps`` and (optionally) probe trains over the emulated
-    link of the demo (FIFO, no burst); returns [(t, estimate)] every 100 ms."""
+def _simulate(levels, frame_bytes, seconds, probing=True, fps=30.0, frames_until_s=math.inf):
+    """Frames of ``frame_bytes`` at ``fps`` (until ``frames_until_s``: then the robot runs
+    edge-only and the link is idle) and (optionally) probe trains over the emulated link of
+    the demo (FIFO, no burst); returns [(t, estimate)] every 100 ms."""
     link = LinkShaper(step_trace(levels), queue_limit_bytes=10_000_000)
     estimator = BandwidthEstimator()
     planner = ProbePlanner()
@@ -191,14 +193,16 @@ def _simulate(levels, frame_bytes, seconds, probing=True, fps=30.0):
     next_frame = 0.0
     for k in range(int(seconds / tick)):
         now = k * tick
-        while next_frame <= now:
+        while next_frame <= now and next_frame < frames_until_s:
             arrival = link.send(next_frame, frame_bytes)
             events.append((arrival, "frame", Receipt(seq, frame_bytes, next_frame, arrival)))
             seq += 1
             next_frame += 1 / fps
         estimate = estimator.estimate(now)
         if probing:
-            train = planner.due(now, estimate.bandwidth_bps, estimate.lower_bound)
+            train = planner.due(now, estimate.bandwidth_bps, estimate.lower_bound,
+                                estimate.queued_fraction >= QUEUED_ENOUGH,
+                                stale=estimate.stale, link_idle=now >= frames_until_s)
             if train is not None:
                 for packet in send_train(link, now, train, seq_gap_s=0.0):
                     events.append((packet.receive_s, "probe", packet))
@@ -281,3 +285,34 @@ def test_no_train_while_the_frames_queue():
     assert planner.due(0.0, 5e6, frames_queue=True) is None
     assert planner.due(0.1, 5e6) is not None
     assert planner.trains_sent == 1
+
+
+def test_a_silence_cap_is_probed_as_unknown_not_as_a_slow_link():
+    """The demo's first 224-px run: the robot went edge-only, nothing crossed the link, the
+    estimate became a silence cap of a few kbit/s, and a prober that took it for a measurement
+    budgeted 4 % of it and never sent again."""
+    def trains(**flags):
+        planner = ProbePlanner()
+        return sum(planner.due(k * 0.05, 4e3, **flags) is not None for k in range(200))
+
+    assert trains() == 1  # "measured" 4 kbit/s: too slow for a train for 30 s
+    assert trains(stale=True) >= 4  # unknown: budgeted at floor_bps, 12-kB trains
+    # A link measured slow (0.3 Mbit/s) while the robot runs edge-only: nothing waits behind
+    # a train, so the budget alone paces them (4 % of 0.3 Mbit/s: one 12-kB train per 8 s).
+    planner = ProbePlanner()
+    sent = [k * 0.05 for k in range(1200)
+            if planner.due(k * 0.05, 3e5, link_idle=True) is not None]
+    assert len(sent) >= 4 and min(b - a for a, b in itertools.pairwise(sent)) >= 7.0
+
+
+def test_trains_alone_keep_measuring_after_the_frames_stop():
+    """Frames saturate 1 Mbit/s until 5 s, then the robot runs edge-only; the link drops to
+    0.3 Mbit/s, then rises to 4 Mbit/s. The trains are the only traffic: the estimate follows
+    them (not the old frame pairs, not a silence cap) and sees the link come back."""
+    levels = [(0.0, 1e6), (5.0, 3e5), (40.0, 4e6)]
+    timeline, _ = _simulate(levels, 6_000, 60.0, frames_until_s=5.0)
+    slow = [e for t, e in timeline if 25 <= t < 40]
+    assert all(not e.stale and not e.lower_bound for e in slow)
+    assert all(abs(e.bandwidth_bps - 3e5) <= 0.15 * 3e5 for e in slow)
+    fast = [e for t, e in timeline if 48 <= t < 60]  # the next train: within 8 s at 0.3
+    assert all(abs(e.bandwidth_bps - 4e6) <= 0.15 * 4e6 for e in fast)

@@ -675,12 +675,17 @@ def test_main_exits_nonzero_on_a_bad_bundle(module, tmp_path, monkeypatch):
 def test_the_estimate_and_its_lower_bound_flag_arrive_together(ros_context, tiny_bundle):
     """One message carries both, so the edge never paces by a lower bound (the monitor used
     to publish them on two topics, and the edge paired a new estimate with an old flag)."""
-    from std_msgs.msg import Float64MultiArray
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
     from split_infer.ros.messages import ESTIMATE_QOS, make_estimate, parse_estimate
 
-    assert parse_estimate(make_estimate(3e6, True, 12.0)) == (3e6, True, 12.0)
-    assert parse_estimate(make_estimate(3e6, False)) == (3e6, False, None)
+    assert parse_estimate(make_estimate(3e6, True, 12.0)) == (3e6, True, 12.0, False)
+    assert parse_estimate(make_estimate(3e6, False)) == (3e6, False, None, False)
+    assert parse_estimate(make_estimate(4e3, False, stale=True)).stale
+    old = Float64MultiArray(data=[2e6, 1.0, 5.0])  # recorded before the silence flag existed
+    old.layout.dim = [MultiArrayDimension(label="bandwidth_bps,lower_bound,rtt_ms", size=3,
+                                          stride=3)]
+    assert parse_estimate(old) == (2e6, True, 5.0, False)
     with pytest.raises(ValueError, match="not an estimate"):
         parse_estimate(Float64MultiArray(data=[1.0, 0.0, 0.0]))
     with pytest.raises(ValueError, match="positive"):

@@ -42,9 +42,10 @@ class Listener(Node):
                                  lambda m: self.probe_bps.append(m.data), 10)
 
     def _on_estimate(self, msg: Float64MultiArray) -> None:
-        bandwidth, lower, _ = parse_estimate(msg)
+        estimate = parse_estimate(msg)
         with self.lock:
-            self.estimates.append((time.monotonic(), bandwidth, lower))
+            self.estimates.append((time.monotonic(), estimate.bandwidth_bps,
+                                   estimate.lower_bound))
 
 
 def test_probe_trains_alone_measure_the_link_and_follow_a_step_up():
@@ -60,7 +61,11 @@ def test_probe_trains_alone_measure_the_link_and_follow_a_step_up():
         prober = LinkProber(namespace=ROBOT, context=context,
                             cli_args=["--ros-args", "-r", "probe:=probe_uplink"])
         listener = Listener(context=context)
-        nodes = [relay, monitor, echo, prober, listener]
+        # Stands in for the edge node: the prober follows its configuration.
+        edge = Node("edge_node", namespace=ROBOT, context=context)
+        edge.declare_parameter("split_point", 6)
+        edge.declare_parameter("ratio", 4.0)
+        nodes = [relay, monitor, echo, prober, listener, edge]
         for node in nodes:
             executor.add_node(node)
         relay.link.restart()
@@ -85,6 +90,15 @@ def test_probe_trains_alone_measure_the_link_and_follow_a_step_up():
         assert 8 * stats["probe_bytes_sent"] / 12.0 <= 0.05 * 6e6
         assert echo.trains >= stats["trains_sent"] - 2 and echo.malformed == 0
         assert relay.probe_packets > 0 and relay.sent == 0
+        def edge_only() -> str:
+            return {kv.key: kv.value for kv in prober.diagnostics().values}["edge_only"]
+
+        assert edge_only() == "False"
+        edge.set_parameters([Parameter("split_point", value=-1)])
+        deadline = time.monotonic() + 5.0
+        while edge_only() != "True" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert edge_only() == "True", "the prober missed the edge-only switch"
     finally:
         executor.shutdown(timeout_sec=5.0)
         for node in reversed(nodes):

@@ -46,10 +46,14 @@ to find out whether more is available must offer more: packet trains
 (the scheduler's configuration probes, :mod:`.scheduling`).
 
 **Probe trains.** A train's measurement (its second half's dispersion) is the capacity now,
-``source="probe"``, not a lower bound, for ``probe_valid_s`` after it arrived. The frames'
+``source="probe"``, not a lower bound, for ``probe_valid_s`` after it arrived, and for as
+long as no frame has arrived since (the trains are then the only traffic, and the newest one
+is the newest word on the link until the silence test says it stopped). The frames'
 own dispersion still wins while frames are queueing (the link is saturated by them, measured
 with every frame); once they stop queueing, a train newer than the last queued pair wins over
-the pairs still in the window, so a step up shows as soon as a train crosses it. A train too
+the pairs still in the window, so a step up shows as soon as a train crosses it; once the
+frames stop altogether (a train more than ``silence_min_s`` after the last frame), the trains
+win whatever the last frames showed. A train too
 short to time is no measurement: the estimate keeps its value, flagged as a lower bound, and
 the planner doubles the next train. Probe packets also count as traffic for
 the silence test (with probing on and no frames, as when the edge classifies by itself, the
@@ -210,8 +214,9 @@ class BandwidthEstimate:
     ``held_capacity_bps`` (last measured), ``throughput_bps`` (delivered rate in the window),
     ``rtt_s``, ``base_delay_s`` (one-way delay of the frame that set the propagation floor),
     ``one_way_delay_s`` (newest frame), ``pairs`` (queued pairs behind ``capacity_bps``),
-    ``receipts`` and ``queued_fraction`` (in the window), ``silence_s`` (since the last
-    receipt, caller's clock), ``stale`` (silence), ``clock_suspect`` (negative one-way delay).
+    ``receipts`` and ``queued_fraction`` (in the window; 0 once the frames stopped),
+    ``silence_s`` (since the last receipt, caller's clock), ``stale`` (silence),
+    ``clock_suspect`` (negative one-way delay).
     """
 
     bandwidth_bps: float | None
@@ -383,11 +388,21 @@ class BandwidthEstimator:
             self._held = measurement.rate_bps
 
     def _fresh_probe(self, now_s: float | None) -> TrainMeasurement | None:
+        """The newest train, while it counts: for ``probe_valid_s``, or for as long as no
+        frame arrived after it (only trains cross the link)."""
         if self._probe is None or self._probe_local_s is None:
             return None
-        if now_s is not None and now_s - self._probe_local_s > self.config.probe_valid_s:
+        if (now_s is not None and now_s - self._probe_local_s > self.config.probe_valid_s
+                and self._last_local_s is not None
+                and self._last_local_s >= self._probe_local_s):
             return None
         return self._probe
+
+    def _frames_stopped_before_probe(self, cfg: EstimatorConfig) -> bool:
+        """The newest train came more than ``silence_min_s`` after the last frame: the frames
+        stopped (the robot runs edge-only), whatever their last pairs showed."""
+        return (self._probe_local_s is not None and self._last_local_s is not None
+                and self._probe_local_s - self._last_local_s > cfg.silence_min_s)
 
     def _prop_window_start(self, active_s: float) -> float:
         """Start of the delay window, in active time."""
@@ -453,6 +468,13 @@ class BandwidthEstimator:
             return None, recent
         return sum(s.bits for s in recent[1:]) / span, recent
 
+    def _frame_silence_threshold(self, recent: list[_Sample]) -> float:
+        """How long without a frame counts as the frames having stopped."""
+        cfg = self.config
+        mean_gap = ((recent[-1].receive_s - recent[0].receive_s) / (len(recent) - 1)
+                    if len(recent) >= 2 else 0.0)
+        return max(cfg.silence_min_s, cfg.silence_factor * mean_gap)
+
     def _silence(self, now_s: float | None, recent: list[_Sample]) -> tuple[float, float]:
         """Seconds without any receipt (frame or probe train) and how long counts as
         silence."""
@@ -461,9 +483,7 @@ class BandwidthEstimator:
         if now_s is None or not heard:
             return 0.0, math.inf
         silence = max(now_s - max(heard), 0.0)
-        mean_gap = ((recent[-1].receive_s - recent[0].receive_s) / (len(recent) - 1)
-                    if len(recent) >= 2 else 0.0)
-        threshold = max(cfg.silence_min_s, cfg.silence_factor * mean_gap)
+        threshold = self._frame_silence_threshold(recent)
         if self._probe_local_s is not None and (
                 self._last_local_s is None or self._probe_local_s > self._last_local_s):
             # Only trains cross the link: silence is a train that does not come (before the
@@ -498,8 +518,10 @@ class BandwidthEstimator:
         latest = self._last.receive_s
         capacity, pairs = self._capacity(latest)
         throughput, recent = self._throughput(latest)
-        probe_newer = probe is not None and not self._last_queued and (
-            self._last_pair_receive_s is None or probe.receive_s > self._last_pair_receive_s)
+        probe_newer = probe is not None and (
+            self._frames_stopped_before_probe(cfg)
+            or (not self._last_queued and (self._last_pair_receive_s is None
+                                           or probe.receive_s > self._last_pair_receive_s)))
         if capacity is not None and not probe_newer:
             value: float | None = max(capacity, throughput or 0.0)
             source, lower = "dispersion", False
@@ -530,6 +552,11 @@ class BandwidthEstimator:
         in_window = [s for s in recent if s.receive_s > latest - cfg.window_s]
         window_pairs = len(self._newer_than(self._pairs, latest - cfg.window_s))
         queued_fraction = window_pairs / (len(in_window) - 1) if len(in_window) > 1 else 0.0
+        if (now_s is not None and self._last_local_s is not None
+                and now_s - self._last_local_s > self._frame_silence_threshold(recent)):
+            # The frames stopped (edge-only, or an outage): none queue now, whatever the last
+            # ones did, so the prober may measure the link again.
+            queued_fraction = 0.0
         return BandwidthEstimate(
             bandwidth_bps=value,
             lower_bound=lower,

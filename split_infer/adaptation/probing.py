@@ -40,7 +40,14 @@ behind it wait that long: no train is sent that would take more than ``max_train
 last *measured* capacity (0.25 s: on a link measured under about 0.4 Mbit/s the smallest train
 is too long, and the estimate is what the frames show, a lower bound when they do not fill the
 link; ``slow_recheck_s`` after the last train, one looks again). A lower bound (what
-unsaturating frames delivered) is no reason to hold back: the link may be much faster.
+unsaturating frames delivered) is no reason to hold back: the link may be much faster. While
+no frames use the link (the robot classifies by itself, edge-only), nothing waits behind a
+train and the rule is off: the trains are then the only way to see the link come back.
+
+**Silence.** When nothing crossed the link for a while, the monitor's estimate is a *silence
+cap* (one frame in the silence, falling towards 0), flagged ``stale``: it is neither a
+measurement nor a lower bound, and a budget that is a fraction of it would stop the very
+trains that could end the silence. Stale estimates are probed as if nothing were known.
 
 **Budget.** Probing costs bytes. The planner spends from a token bucket that fills at
 ``budget_fraction ×`` the current estimate (4 % of payload by default, so that with the
@@ -233,11 +240,21 @@ class ProbePlanner:
         return packets, max(64, min(total // packets, s.max_packet_bytes))
 
     def due(self, now_s: float, estimate_bps: float | None,
-            lower_bound: bool = False, frames_queue: bool = False) -> ProbeTrain | None:
+            lower_bound: bool = False, frames_queue: bool = False, *, stale: bool = False,
+            link_idle: bool = False) -> ProbeTrain | None:
         """The train to send now, or None (too soon, the budget has not saved enough, or
         ``frames_queue``: the frames fill the link and measure it themselves, and a train
-        would only take bandwidth from them). A returned train counts as sent."""
+        would only take bandwidth from them). A returned train counts as sent.
+
+        ``stale``: the estimate is a silence cap (nothing crossed the link lately), not a
+        measurement: trains are sized and budgeted as if nothing were known (``floor_bps``),
+        never for a cap that falls towards 0 while the link is quiet, or no train would ever
+        end the quiet. ``link_idle``: no frames use the link (the robot runs edge-only), so
+        none can wait behind a train and a link measured slow is still probed (within the
+        budget)."""
         s = self.settings
+        if stale:
+            estimate_bps, lower_bound = None, False  # unknown, but no train came back short
         budget_bytes_per_s = s.budget_fraction * self._rate(estimate_bps, lower_bound) / 8.0
         size = self.train_bytes(estimate_bps, lower_bound)
         packets, packet_bytes = self._shape(size)
@@ -255,7 +272,8 @@ class ProbePlanner:
             return None
         if estimate_bps is not None and not lower_bound:
             self._measured = estimate_bps
-        if (self._measured is not None and 8.0 * cost / self._measured > s.max_train_s
+        if (not link_idle and self._measured is not None
+                and 8.0 * cost / self._measured > s.max_train_s
                 and self._last_train_s is not None
                 and now_s - self._last_train_s < s.slow_recheck_s):
             return None  # a link measured too slow for a train: frames would wait behind it

@@ -203,7 +203,7 @@ class BandwidthMonitor(Node):
                 # for rqt_plot.
                 self._estimate_pub.publish(make_estimate(
                     estimate.bandwidth_bps, estimate.lower_bound,
-                    None if estimate.rtt_s is None else estimate.rtt_s * 1e3))
+                    None if estimate.rtt_s is None else estimate.rtt_s * 1e3, estimate.stale))
                 self._bandwidth_pub.publish(Float64(data=float(estimate.bandwidth_bps)))
                 self._lower_pub.publish(Bool(data=bool(estimate.lower_bound)))
             if estimate.rtt_s is not None:

@@ -38,6 +38,7 @@ __all__ = [
     "guarded_timer",
     "join_topic",
     "make_executor",
+    "node_fqn",
     "publish_diagnostics",
     "rejected",
     "run_node",
@@ -65,6 +66,15 @@ def join_topic(namespace: str, name: str) -> str:
         return name
     stripped = namespace.rstrip("/")
     return f"{stripped}/{name}" if stripped else f"/{name}"
+
+
+def node_fqn(node: Node, name: str) -> str:
+    """The fully qualified name of node ``name``: absolute as it is, relative in ``node``'s
+    namespace (how ``/parameter_events`` names the node that changed)."""
+    if name.startswith("/"):
+        return name
+    namespace = node.get_namespace().rstrip("/")
+    return f"{namespace}/{name}"
 
 
 def _descriptor(name: str, description: str, read_only: bool = False,

@@ -266,11 +266,11 @@ class EdgeNode(Node):
 
     def _on_estimate(self, msg: Float64MultiArray) -> None:
         try:
-            bandwidth, lower_bound, _ = parse_estimate(msg)
+            estimate = parse_estimate(msg)
         except ValueError:
             self._pipeline.ignored.add("bad_bandwidth")
             return
-        self._pipeline.set_bandwidth(bandwidth, lower_bound)
+        self._pipeline.set_bandwidth(estimate.bandwidth_bps, estimate.lower_bound)
 
     # -- reporting ------------------------------------------------------------------------------
     def _report(self) -> None:

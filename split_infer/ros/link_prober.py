@@ -13,15 +13,18 @@ headroom. A thin shell over :mod:`split_infer.adaptation.probing` (design and bu
 Topics (relative, one namespace per robot; the node runs beside the edge node):
 
 * subscribes ``bandwidth_estimate`` (the monitor's estimate: trains are sized for it, and the
-  budget is a fraction of it) and ``metrics/queued_fraction`` (the monitor's: while the
-  frames queue, they measure the link themselves and no train is sent);
+  budget is a fraction of it; a silence cap is probed as if nothing were known),
+  ``metrics/queued_fraction`` (the monitor's: while the frames queue, they measure the link
+  themselves and no train is sent) and ``/parameter_events`` (the edge node's configuration:
+  while it runs edge-only, no frame can wait behind a train);
 * publishes ``probe`` (``sensor_msgs/CompressedImage``: ``header.stamp`` = send time,
   ``format`` = ``split_infer/probe; train=T; index=I; count=N``, ``data`` = padding),
   ``metrics/probe_bps`` (probe bits per second over the last second, for rqt_plot) and
   ``/diagnostics``.
 
 Parameters (live): ``enabled``, ``budget_fraction``, ``interval_s``, ``train_s``,
-``min_train_bytes``, ``max_train_bytes``.
+``min_train_bytes``, ``max_train_bytes``; read-only ``edge_node`` (the edge node to follow,
+relative names in this node's namespace).
 
 The server side is :mod:`split_infer.ros.probe_echo`. Probe packets are not authenticated: a
 forged train can raise the estimate, which costs accuracy until the frames queue, and queued
@@ -35,9 +38,10 @@ import dataclasses
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import SetParametersResult
+from rcl_interfaces.msg import ParameterEvent, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_parameter_events
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64, Float64MultiArray
 
@@ -47,13 +51,16 @@ from split_infer.adaptation.probing import (
     ProbeSettings,
     probe_format,
 )
+from split_infer.config_key import EDGE_ONLY_SPLIT
 from split_infer.ros.common import (
     MetricPublishers,
     declare_bool,
     declare_float,
     declare_int,
+    declare_str,
     diagnostic_status,
     guarded_timer,
+    node_fqn,
     publish_diagnostics,
     rejected,
     run_node,
@@ -63,6 +70,8 @@ from split_infer.ros.messages import (
     DIAGNOSTICS_TOPIC,
     ESTIMATE_READER_QOS,
     PROBE_QOS,
+    LinkEstimate,
+    edge_configuration_event,
     parse_estimate,
     probe_wire_bytes,
 )
@@ -96,8 +105,12 @@ class LinkProber(Node):
         for name, (low, high, text) in _PROBER_INTS.items():
             values[name] = declare_int(self, name, getattr(defaults, name), low, high, text)
         self._enabled = declare_bool(self, "enabled", True, "send probe trains")
+        self._edge_fqn = node_fqn(self, declare_str(
+            self, "edge_node", "edge_node", "the edge node whose configuration is followed",
+            read_only=True))
+        self._edge_config: dict[str, float] = {}
         self._planner = ProbePlanner(ProbeSettings(**values))
-        self._estimate: tuple[float, bool] | None = None
+        self._estimate: LinkEstimate | None = None
         self._padding = b""  # the last train's packet payload, reused while its size holds
         self._window: list[tuple[float, int]] = []  # (monotonic s, bytes) of the last second
         self._bad_estimates = 0
@@ -113,6 +126,8 @@ class LinkProber(Node):
         # it themselves (no train then).
         self._queued: tuple[float, float] | None = None  # (value, monotonic s)
         self.create_subscription(Float64, "metrics/queued_fraction", self._on_queued, 10)
+        self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameter_event,
+                                 qos_profile_parameter_events)
         self.create_timer(self.TICK_S, self._tick)
         self.create_timer(1.0, guarded_timer(self, self._report, "probe report"))
         self.add_on_set_parameters_callback(self._validate_parameters)
@@ -140,12 +155,20 @@ class LinkProber(Node):
     # -- input -----------------------------------------------------------------------------
     def _on_estimate(self, msg: Float64MultiArray) -> None:
         try:
-            bandwidth, lower, _ = parse_estimate(msg)
+            self._estimate = parse_estimate(msg)
         except ValueError as exc:
             self._bad_estimates += 1
             self._last_error = str(exc)
-            return
-        self._estimate = (bandwidth, lower)
+
+    def _on_parameter_event(self, event: ParameterEvent) -> None:
+        try:
+            edge_configuration_event(event, self._edge_fqn, self._edge_config)
+        except Exception as exc:  # a malformed event must not take the executor down
+            self._last_error = f"parameter event: {exc}"
+
+    def _link_idle(self) -> bool:
+        """The edge runs edge-only: no frames use the link."""
+        return self._edge_config.get("split_point") == EDGE_ONLY_SPLIT
 
     def _on_queued(self, msg: Float64) -> None:
         self._queued = (float(msg.data), time.monotonic())
@@ -161,9 +184,12 @@ class LinkProber(Node):
         if not self._enabled:
             return
         try:
-            bandwidth, lower = self._estimate or (None, True)
+            estimate = self._estimate
             now = time.monotonic()
-            train = self._planner.due(now, bandwidth, lower, self._frames_queue(now))
+            train = self._planner.due(
+                now, None if estimate is None else estimate.bandwidth_bps,
+                True if estimate is None else estimate.lower_bound, self._frames_queue(now),
+                stale=estimate is not None and estimate.stale, link_idle=self._link_idle())
             if train is None:
                 return
             if len(self._padding) != train.packet_bytes:
@@ -201,15 +227,20 @@ class LinkProber(Node):
             "enabled": self._enabled, "trains_sent": planner.trains_sent,
             "probe_bytes_sent": planner.bytes_sent,
             "budget_fraction": planner.settings.budget_fraction,
-            "estimate_bps": None if self._estimate is None else f"{self._estimate[0]:.6g}",
+            "estimate_bps": (None if self._estimate is None
+                             else f"{self._estimate.bandwidth_bps:.6g}"),
+            "estimate_stale": self._estimate is not None and self._estimate.stale,
+            "edge_only": self._link_idle(),
             "bad_estimates": self._bad_estimates,
         }
         if self._last_error:
             values["last_error"] = self._last_error
         if not self._enabled:
             level, message = DiagnosticStatus.OK, "probing off"
-        elif self._estimate is None:
-            level, message = DiagnosticStatus.OK, "probing at the floor rate: no estimate yet"
+        elif self._estimate is None or self._estimate.stale:
+            level, message = DiagnosticStatus.OK, (
+                "probing at the floor rate: "
+                + ("no estimate yet" if self._estimate is None else "the link is silent"))
         else:
             level, message = DiagnosticStatus.OK, "probing"
         return diagnostic_status(self, "link prober", level, message, values)

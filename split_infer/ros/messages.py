@@ -6,14 +6,16 @@
   (:func:`results_message`).
 * Receipts: ``std_msgs/Float64MultiArray`` rows (:func:`make_receipt`, :func:`parse_receipts`).
 * Estimates: one ``std_msgs/Float64MultiArray`` on ``bandwidth_estimate`` that keeps the
-  bandwidth and its lower-bound flag together (:func:`make_estimate`), plus ``std_msgs/Float64``
-  ``bandwidth_bps`` / ``rtt_ms`` and ``std_msgs/Bool`` ``bandwidth_lower_bound`` for rqt_plot.
+  bandwidth and its lower-bound and silence flags together (:func:`make_estimate`), plus
+  ``std_msgs/Float64`` ``bandwidth_bps`` / ``rtt_ms`` and ``std_msgs/Bool``
+  ``bandwidth_lower_bound`` for rqt_plot.
 * Health: ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -42,6 +44,7 @@ __all__ = [
     "RECEIPT_FIELDS",
     "RECEIPT_LABEL",
     "RESULT_QOS",
+    "LinkEstimate",
     "edge_configuration_event",
     "make_estimate",
     "make_receipt",
@@ -152,33 +155,52 @@ def results_message(header, logits: np.ndarray, k: int, classes: list[str], sour
 
 
 #: ``layout.dim[0].label`` of an estimate message: its values, in order.
-ESTIMATE_LABEL = "bandwidth_bps,lower_bound,rtt_ms"
+ESTIMATE_LABEL = "bandwidth_bps,lower_bound,rtt_ms,stale"
+#: The label before ``stale`` was added (bags recorded then still parse, never stale).
+_ESTIMATE_LABEL_V1 = "bandwidth_bps,lower_bound,rtt_ms"
 
 
-def make_estimate(bandwidth_bps: float, lower_bound: bool,
-                  rtt_ms: float | None = None) -> Float64MultiArray:
+class LinkEstimate(NamedTuple):
+    """A parsed estimate. ``stale``: nothing (no frame, no probe train) came over the link for
+    a while, and ``bandwidth_bps`` is only the silence cap (one typical frame in the silence),
+    neither a measurement nor a lower bound of the capacity."""
+
+    bandwidth_bps: float
+    lower_bound: bool
+    rtt_ms: float | None
+    stale: bool
+
+
+def make_estimate(bandwidth_bps: float, lower_bound: bool, rtt_ms: float | None = None,
+                  stale: bool = False) -> Float64MultiArray:
     """The monitor's estimate as one message: the bandwidth (bit/s), whether it is only a
-    lower bound (1.0/0.0), and the RTT in ms (NaN when unknown). One message, so a reader
-    can never pair a bandwidth with another estimate's flag."""
+    lower bound (1.0/0.0), the RTT in ms (NaN when unknown) and whether it is a silence cap
+    (1.0/0.0). One message, so a reader can never pair a bandwidth with another estimate's
+    flags."""
     msg = Float64MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label=ESTIMATE_LABEL, size=3, stride=3)]
+    msg.layout.dim = [MultiArrayDimension(label=ESTIMATE_LABEL, size=4, stride=4)]
     msg.data = [float(bandwidth_bps), 1.0 if lower_bound else 0.0,
-                float("nan") if rtt_ms is None else float(rtt_ms)]
+                float("nan") if rtt_ms is None else float(rtt_ms), 1.0 if stale else 0.0]
     return msg
 
 
-def parse_estimate(msg: Float64MultiArray) -> tuple[float, bool, float | None]:
-    """``(bandwidth_bps, lower_bound, rtt_ms or None)``; ValueError if it is not an estimate
-    or the bandwidth is not a positive finite number."""
+def parse_estimate(msg: Float64MultiArray) -> LinkEstimate:
+    """The estimate in ``msg``; ValueError if it is not an estimate or the bandwidth is not a
+    positive finite number."""
     import math
 
     dims = msg.layout.dim
-    if not dims or dims[0].label != ESTIMATE_LABEL or len(msg.data) != 3:
-        raise ValueError(f"not an estimate (layout label {ESTIMATE_LABEL!r}, 3 values)")
-    bandwidth, lower, rtt = (float(v) for v in msg.data)
+    label = dims[0].label if dims else None
+    values = [float(v) for v in msg.data]
+    if label == _ESTIMATE_LABEL_V1 and len(values) == 3:
+        values.append(0.0)
+    elif label != ESTIMATE_LABEL or len(values) != 4:
+        raise ValueError(f"not an estimate (layout label {ESTIMATE_LABEL!r}, 4 values)")
+    bandwidth, lower, rtt, stale = values
     if not (math.isfinite(bandwidth) and bandwidth > 0):
         raise ValueError(f"bandwidth {bandwidth} is not a positive number")
-    return bandwidth, lower != 0.0, rtt if math.isfinite(rtt) and rtt >= 0 else None
+    return LinkEstimate(bandwidth, lower != 0.0,
+                        rtt if math.isfinite(rtt) and rtt >= 0 else None, stale == 1.0)
 
 
 def edge_configuration_event(event, node: str, state: dict[str, float]) -> bool:

@@ -62,6 +62,7 @@ from split_infer.ros.common import (
     declare_float,
     declare_str,
     diagnostic_status,
+    node_fqn,
     publish_diagnostics,
     run_node,
 )
@@ -166,7 +167,7 @@ class Scheduler(Node):
             except (KeyError, ValueError) as exc:
                 self.get_logger().error(f"ignoring override {override!r}: {exc}")
 
-        self._edge_fqn = self._resolve(edge_node)
+        self._edge_fqn = node_fqn(self, edge_node)
         self._client = AsyncParameterClient(self, edge_node)
         self._bandwidth: tuple[float, float] | None = None  # (bps, received at)
         self._rtt_s = 0.0
@@ -192,12 +193,6 @@ class Scheduler(Node):
     # -- helpers -------------------------------------------------------------------------
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
-
-    def _resolve(self, name: str) -> str:
-        if name.startswith("/"):
-            return name
-        namespace = self.get_namespace().rstrip("/")
-        return f"{namespace}/{name}"
 
     def _load(self, path: str) -> tuple[SchedulingLoop, list[str]]:
         bundle = Bundle.load(Path(path))
@@ -286,14 +281,16 @@ class Scheduler(Node):
     # -- inputs --------------------------------------------------------------------------
     def _on_estimate(self, msg: Float64MultiArray) -> None:
         try:
-            bandwidth, lower_bound, rtt_ms = parse_estimate(msg)
+            estimate = parse_estimate(msg)
         except ValueError as exc:
             self._last_error = f"ignored an estimate: {exc}"
             return
-        self._bandwidth = (bandwidth, self._now_s())
-        self._lower_bound = lower_bound
-        if rtt_ms is not None:
-            self._rtt_s = rtt_ms / 1e3
+        # A silence cap is planned with as it is: nothing crossed the link for a while, and
+        # the smallest configuration (or edge-only) is right until something does.
+        self._bandwidth = (estimate.bandwidth_bps, self._now_s())
+        self._lower_bound = estimate.lower_bound
+        if estimate.rtt_ms is not None:
+            self._rtt_s = estimate.rtt_ms / 1e3
 
     def _on_parameter_event(self, event: ParameterEvent) -> None:
         try:

@@ -43,7 +43,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_parameter_events
 from sensor_msgs.msg import CompressedImage
-from std_msgs.msg import Float64, Float64MultiArray
+from std_msgs.msg import Float64MultiArray
 
 from split_infer.bundle import Bundle
 from split_infer.config_key import EDGE_ONLY_SPLIT
@@ -166,6 +166,7 @@ class _Sample:
     rate_bps: float
     estimate_bps: float | None
     lower_bound: bool
+    stale: bool
     split_point: float | None
     ratio: float | None
     generated: int
@@ -295,6 +296,7 @@ class DemoRecorder(Node):
         self.recent_bytes: deque[int] = deque(maxlen=30)
         self._estimate: float | None = None
         self._lower_bound = False
+        self._stale = False
         self._split: float | None = None
         self._ratio: float | None = None
         qos = QoSProfile(depth=100)
@@ -303,12 +305,10 @@ class DemoRecorder(Node):
         self.create_subscription(CompressedImage, "features_uplink", self._on_features,
                                  FEATURE_QOS)
         self.create_subscription(Float64MultiArray, "bandwidth_estimate", self._on_estimate, qos)
-        self.create_subscription(Float64, "metrics/active_split",
-                                 lambda m: setattr(self, "_split", m.data), qos)
-        self.create_subscription(Float64, "metrics/active_ratio",
-                                 lambda m: setattr(self, "_ratio", m.data), qos)
         # When the edge node takes a configuration (its parameter event, on the demo's time
-        # axis): the start of a switch, for its cost (testbed.report.switch_costs).
+        # axis): the timeline's configuration, and the start of a switch, for its cost
+        # (testbed.report.switch_costs). Not the edge's metrics/active_* topics: their timer
+        # runs between frames, and a robot busy with every frame publishes them late.
         self.edge_configs: list[list[float]] = []
         self._edge_config: dict[str, float] = {}
         self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameters,
@@ -324,8 +324,9 @@ class DemoRecorder(Node):
     def _on_parameters(self, event: ParameterEvent) -> None:
         if (edge_configuration_event(event, f"/{ROBOT}/edge_node", self._edge_config)
                 and len(self._edge_config) == 2):
-            self.edge_configs.append([self.relay.elapsed_s(), self._edge_config["split_point"],
-                                      self._edge_config["ratio"]])
+            self._split = self._edge_config["split_point"]
+            self._ratio = self._edge_config["ratio"]
+            self.edge_configs.append([self.relay.elapsed_s(), self._split, self._ratio])
 
     def _on_features(self, msg: CompressedImage) -> None:
         size = len(msg.data)
@@ -335,7 +336,9 @@ class DemoRecorder(Node):
 
     def _on_estimate(self, msg: Float64MultiArray) -> None:
         with contextlib.suppress(ValueError):  # a malformed estimate is not drawn
-            self._estimate, self._lower_bound, _ = parse_estimate(msg)
+            estimate = parse_estimate(msg)
+            self._estimate, self._lower_bound = estimate.bandwidth_bps, estimate.lower_bound
+            self._stale = estimate.stale
 
     def _on_label(self, msg: DiagnosticArray) -> None:
         values = {kv.key: kv.value for status in msg.status for kv in status.values}
@@ -362,8 +365,8 @@ class DemoRecorder(Node):
         self.ledger.expire(now)
         generated, delivered, correct = self.counts(0.0)
         self.samples.append(_Sample(now, self.relay.trace.rate_at(now), self._estimate,
-                                    self._lower_bound, self._split, self._ratio, generated,
-                                    correct, delivered))
+                                    self._lower_bound, self._stale, self._split, self._ratio,
+                                    generated, correct, delivered))
 
 
 def _window_series(samples: list[_Sample], window_s: float) -> list[dict]:
@@ -382,6 +385,7 @@ def _window_series(samples: list[_Sample], window_s: float) -> list[dict]:
             "link_rate_bps": sample.rate_bps,
             "estimate_bps": sample.estimate_bps,
             "estimate_is_lower_bound": sample.lower_bound,
+            "estimate_is_silence_cap": sample.stale,
             "split_point": sample.split_point,
             "ratio": sample.ratio,
             "delivered_fps": delivered / span if sample.t > first.t else None,
@@ -431,13 +435,19 @@ def plot_timeline(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _status_line(recorder: DemoRecorder, window_s: float) -> str:
+def _status_line(recorder: DemoRecorder, window_s: float, probing: bool) -> str:
+    """One line of what the demo does now. The estimate reads as the link's capacity: with
+    probing on, trains measure it even when the frames use a sliver, so the lower-bound flag
+    (``≥``) is shown only when probing is off; a silence cap (nothing crossed the link for a
+    while) is marked ``(silent)``."""
     sample = recorder.samples[-1] if recorder.samples else None
     generated, delivered, correct = recorder.counts(recorder.relay.elapsed_s() - window_s)
     if sample is None:
         return "starting…"
     estimate = "-" if sample.estimate_bps is None else f"{sample.estimate_bps / 1e6:.2f}"
-    bound = "≥" if sample.lower_bound else ""
+    bound = "≥" if sample.lower_bound and not probing else ""
+    if sample.stale:
+        estimate += " (silent)"
     nu = f"{correct / generated:.2f}" if generated else "-"
     size = f"{np.mean(recorder.recent_bytes):.0f}" if recorder.recent_bytes else "-"
     split = "-" if sample.split_point is None else f"{sample.split_point:.0f}"
@@ -518,7 +528,7 @@ def run_demo(settings: DemoSettings) -> dict:
                 settings.on_tick(relay.elapsed_s(), *recorder.counts(0.0))
             if settings.status and relay.elapsed_s() - last_print >= (1.0 if tty else 5.0):
                 last_print = relay.elapsed_s()
-                line = _status_line(recorder, settings.window_s)
+                line = _status_line(recorder, settings.window_s, settings.probing)
                 print(f"\r{line}\033[K" if tty else line, end="" if tty else "\n", flush=True)
         if settings.status and tty:
             print()

@@ -186,12 +186,12 @@ class EdgeRecorder(Node):
 
     def _on_estimate(self, msg: Float64MultiArray) -> None:
         try:
-            bandwidth, lower_bound, _ = parse_estimate(msg)
+            estimate = parse_estimate(msg)
         except ValueError:
             return  # a malformed estimate is not recorded
         now = time.time()
-        self._add("estimates", [now, bandwidth])
-        self._add("lower_bound", [now, lower_bound])
+        self._add("estimates", [now, estimate.bandwidth_bps])
+        self._add("lower_bound", [now, estimate.lower_bound])
 
     def _on_parameters(self, event: ParameterEvent) -> None:
         if (edge_configuration_event(event, f"/{ROBOT}/edge_node", self._edge_config)
