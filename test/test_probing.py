@@ -316,3 +316,23 @@ def test_trains_alone_keep_measuring_after_the_frames_stop():
     assert all(abs(e.bandwidth_bps - 3e5) <= 0.15 * 3e5 for e in slow)
     fast = [e for t, e in timeline if 48 <= t < 60]  # the next train: within 8 s at 0.3
     assert all(abs(e.bandwidth_bps - 4e6) <= 0.15 * 4e6 for e in fast)
+
+
+def test_a_train_too_short_to_time_is_followed_at_once_on_credit():
+    planner = ProbePlanner()
+    first = planner.due(0.0, 2e6)  # a measured 2 Mbit/s: 12-kB trains, ~1.2 s of budget each
+    assert first is not None
+    assert planner.due(0.3, 2e6) is None  # the budget has not refilled
+    # That train came back too short to time (the link is now much faster): the estimate is
+    # a lower bound, and the doubled train goes after interval_s instead of a budget period.
+    doubled = planner.due(0.3, 2e6, lower_bound=True)
+    assert doubled is not None and doubled.payload_bytes >= 2 * first.payload_bytes - 64
+    # The credit is paid back before anything else goes, so a link whose trains never time
+    # (no echo: a lower bound for ever) is still probed within the budget in the long run.
+    assert planner.due(0.6, 2e6, lower_bound=True) is None
+    for k in range(7, 600):
+        planner.due(k * 0.1, 2e6, lower_bound=True)
+    settings = planner.settings
+    largest = 8 * planner.train_bytes(2e6)
+    assert planner.bytes_sent <= (settings.budget_fraction * 2e6 / 8 * (60 + 2)
+                                  + 2 * largest)

@@ -34,7 +34,13 @@ from split_infer.ros import cloud_node, edge_node
 from split_infer.ros.cloud_node import CloudNode
 from split_infer.ros.common import NodeConfigError
 from split_infer.ros.edge_node import EdgeNode
-from split_infer.ros.messages import CAMERA_QOS, RECEIPT_FIELDS, make_receipt, parse_receipts
+from split_infer.ros.messages import (
+    CAMERA_QOS,
+    RECEIPT_FIELDS,
+    link_bytes,
+    make_receipt,
+    parse_receipts,
+)
 from split_infer.wire import decode_frame, format_string, pack
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -168,11 +174,13 @@ def test_results_match_offline_frame_by_frame(ros_context, tiny_bundle):
         assert feature.format == format_string(ref_edge.active.codec.spec)
     rows = [row for msg in probe.receipts for row in parse_receipts(msg)]
     assert sorted(int(r["seq"]) for r in rows) == list(range(len(images)))
-    sizes = {decode_frame(f.data).seq: len(f.data) for f in probe.features}
+    # A receipt counts the frame as the link carries it: data, strings and every header.
+    sizes = {decode_frame(f.data).seq: link_bytes(f) for f in probe.features}
     for row in rows:
         assert row["bytes"] == sizes[int(row["seq"])]
         assert (row["split_point"], row["ratio"]) == (3.0, 8.0)
         assert row["cloud_ms"] > 0 and row["send_stamp_s"] > 0 and row["receive_stamp_s"] > 0
+    assert all(link_bytes(f) > len(f.data) + 100 for f in probe.features)
     assert edge.stats()["sent"] == len(images)
     assert edge.stats()["acknowledged"] == len(images)  # the receipts reached the edge
 

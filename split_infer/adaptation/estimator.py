@@ -1,7 +1,9 @@
 """Bandwidth and RTT estimation from the cloud's per-frame receipts. No ROS in here.
 
 The cloud publishes one receipt per received feature frame (:data:`RECEIPT_COLUMNS`): the
-frame's size, the edge's send stamp and the cloud's receive stamp. That is the thesis's
+frame's size on the link (its data and every header around it: the shaper drains both, and a
+small frame's headers are as large as its data), the edge's send stamp and the cloud's receive
+stamp. That is the thesis's
 "confirmation upon the reception of a chunk of tensor data ... the total number of bytes
 received, a unique identifier ... and the time it is received at" (Ulhaq §4.3), and what
 Hu & Krishnamachari's Algorithm 2 needs ("measure current bandwidth b_i"). Neither says how to

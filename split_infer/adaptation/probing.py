@@ -53,11 +53,13 @@ trains that could end the silence. Stale estimates are probed as if nothing were
 ``budget_fraction ×`` the current estimate (4 % of payload by default, so that with the
 packets' headers and the bucket's first fill the trains stay under 5 % of the link) and holds
 at most ``budget_window_s`` of it (or one train, if a train is larger), starting full so that
-the first train goes at once. While the estimate is only a lower bound, or there is none, the
-budget is that fraction of at least ``floor_bps`` (1 Mbit/s): a fraction of what frames that
-fill 2 % of the link deliver would never pay for the one train that measures it. So over any
-window the probes use at most that fraction of what the link was believed to carry plus one
-bucket, and a slow link is probed less often, never harder. Every byte is counted
+the first train goes at once; a train too short to time is followed by the doubled one after
+``interval_s``, on credit of one train that the bucket pays back before the next. While the
+estimate is only a lower bound, or there is none, the budget is that fraction of at least
+``floor_bps`` (1 Mbit/s): a fraction of what frames that fill 2 % of the link deliver would
+never pay for the one train that measures it. So over any window the probes use at most that
+fraction of what the link was believed to carry plus one bucket (and one train of credit), and
+a slow link is probed less often, never harder. Every byte is counted
 (:attr:`ProbePlanner.bytes_sent`).
 
 **Wire size.** The shaper counts every header, so each packet's size is reported as its
@@ -277,7 +279,11 @@ class ProbePlanner:
                 and self._last_train_s is not None
                 and now_s - self._last_train_s < s.slow_recheck_s):
             return None  # a link measured too slow for a train: frames would wait behind it
-        if self._tokens < cost:
+        # A train too short to time (the estimate is a lower bound after one) is followed by
+        # the doubled one at once, on credit: the bucket may owe one train, paid back before
+        # the next. Otherwise a step up waits a whole budget period for its second train.
+        credit = cost if lower_bound and self._last_train_bytes and self._tokens >= 0 else 0
+        if self._tokens + credit < cost:
             return None
         self._tokens -= cost
         self._last_train_s = now_s

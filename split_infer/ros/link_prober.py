@@ -72,8 +72,8 @@ from split_infer.ros.messages import (
     PROBE_QOS,
     LinkEstimate,
     edge_configuration_event,
+    link_bytes,
     parse_estimate,
-    probe_wire_bytes,
 )
 
 __all__ = ["LinkProber", "main"]
@@ -202,7 +202,7 @@ class LinkProber(Node):
                 msg.format = probe_format(train.train, index, train.packets)
                 self._probe_pub.publish(msg)
             self._window.append((now, train.payload_bytes))
-            self.wire_bytes_sent += train.packets * probe_wire_bytes(msg)
+            self.wire_bytes_sent += train.packets * link_bytes(msg)
         except Exception as exc:  # a timer must never take the executor down
             self._last_error = f"{type(exc).__name__}: {exc}"
             self.get_logger().error(f"probe train failed: {self._last_error}",

@@ -46,11 +46,11 @@ __all__ = [
     "RESULT_QOS",
     "LinkEstimate",
     "edge_configuration_event",
+    "link_bytes",
     "make_estimate",
     "make_receipt",
     "parse_estimate",
     "parse_receipts",
-    "probe_wire_bytes",
     "results_message",
 ]
 
@@ -220,10 +220,11 @@ def edge_configuration_event(event, node: str, state: dict[str, float]) -> bool:
     return changed
 
 
-def probe_wire_bytes(msg) -> int:
-    """Bytes a probe packet (``sensor_msgs/CompressedImage``) occupies on the link: its
-    padding, its frame id and format strings, and every header around them
-    (:func:`split_infer.adaptation.probing.wire_bytes`)."""
+def link_bytes(msg) -> int:
+    """Bytes a ``sensor_msgs/CompressedImage`` (a feature frame or a probe packet) occupies on
+    the link: its data, its frame id and format strings, and every header around them
+    (:func:`split_infer.adaptation.probing.wire_bytes`). A shaper counts them all; for a
+    200-byte frame the headers are as large as the data."""
     from split_infer.adaptation.probing import wire_bytes
 
     return wire_bytes(len(msg.data), len(msg.format) + len(msg.header.frame_id))

@@ -36,7 +36,7 @@ from split_infer.adaptation.probing import (
     probe_receipt_rows,
 )
 from split_infer.ros.common import declare_float, run_node
-from split_infer.ros.messages import PROBE_QOS, RESULT_QOS, probe_wire_bytes
+from split_infer.ros.messages import PROBE_QOS, RESULT_QOS, link_bytes
 
 __all__ = ["ProbeEcho", "main"]
 
@@ -79,7 +79,7 @@ class ProbeEcho(Node):
         stamp = msg.header.stamp
         packet = ProbePacket(
             train, index, count,
-            probe_wire_bytes(msg),
+            link_bytes(msg),
             stamp.sec + stamp.nanosec * 1e-9, receive_ns * 1e-9)
         entry = self._open.get(train)
         if entry is None:

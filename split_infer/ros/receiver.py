@@ -60,6 +60,7 @@ from split_infer.ros.messages import (
     DIAGNOSTICS_TOPIC,
     FEATURE_QOS,
     RESULT_QOS,
+    link_bytes,
     make_receipt,
 )
 from split_infer.wire import Frame
@@ -254,7 +255,7 @@ class FeatureReceiverNode(Node):
             self.get_logger().warning(f"{stream.label}: rejected a frame ({received.reason}): "
                                       f"{received.detail}", throttle_duration_sec=LOG_THROTTLE_S)
         with stream.receiver.times.stage("publish"):
-            stage_ms = (self._receipt(stream, received.header, len(msg.data), receive_ns,
+            stage_ms = (self._receipt(stream, received.header, link_bytes(msg), receive_ns,
                                       start) if received.receipt else 0.0)
             if received.kind == "rejected":
                 return

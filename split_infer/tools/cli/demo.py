@@ -35,7 +35,7 @@ class DemoVerb(VerbExtension):
         from split_infer.tools.demo.scenarios import SCENARIOS
 
         graph_arguments(parser, duration_s=None, out="out/demo", scenario="--scenario")
-        parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="cifar",
+        parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="imagenet",
                             help="what runs: " + "; ".join(
                                 f"{name}: {s.summary}" for name, s in SCENARIOS.items())
                             + " (default: %(default)s)")

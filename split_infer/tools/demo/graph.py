@@ -56,8 +56,8 @@ from split_infer.ros.messages import (
     FEATURE_QOS,
     PROBE_QOS,
     edge_configuration_event,
+    link_bytes,
     parse_estimate,
-    probe_wire_bytes,
 )
 from split_infer.ros.probe_echo import ProbeEcho
 from split_infer.ros.scheduler import Scheduler
@@ -101,9 +101,8 @@ class LinkRelay(Node):
 
     The link runs its own thread, which sleeps until the next delivery is due: probe trains
     are timed by their reception stamps, and a polling timer would deliver them in
-    quantised bunches. Frames are charged their payload (what the receipts count), probe
-    packets their wire size (what the probe echo reports,
-    :func:`~split_infer.ros.messages.probe_wire_bytes`)."""
+    quantised bunches. Frames and probe packets are charged their size on the wire (what the
+    receipts and the probe echo report, :func:`~split_infer.ros.messages.link_bytes`)."""
 
     def __init__(self, trace: Trace, **kwargs) -> None:
         super().__init__("link", namespace=ROBOT, **kwargs)
@@ -127,12 +126,12 @@ class LinkRelay(Node):
 
     def _on_frame(self, msg: CompressedImage) -> None:
         self.sent += 1
-        if self.link.send(("features", msg), len(msg.data)) is None:
+        if self.link.send(("features", msg), link_bytes(msg)) is None:
             self.dropped += 1
 
     def _on_probe(self, msg: CompressedImage) -> None:
         self.probe_packets += 1
-        self.link.send(("probe", msg), probe_wire_bytes(msg))
+        self.link.send(("probe", msg), link_bytes(msg))
 
     def destroy_node(self) -> None:
         self.link.stop()

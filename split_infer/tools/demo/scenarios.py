@@ -1,16 +1,16 @@
 """The scenarios ``split-infer demo`` runs: what model, camera, link and robot.
 
-* ``cifar`` (the default): the 32×32 CIFAR-10 ResNet-20 bundle and bag over
-  ``demo_step.csv``, the robot at this machine's speed. Edge-only is left out of the
-  scheduler's choices: the whole model takes about a millisecond, so it would win at every
-  rate and nothing would adapt.
-* ``imagenet``: the 224-px EfficientNet-Lite0 bundle on the 640×480 camera bag, on a robot
-  emulated four times slower than this machine (every frame's edge compute is stretched
-  four-fold: the demo's stand-in for the testbed's real CPU budget, ``--edge-cpu``), over a
-  link that falls from 10 to 1 and 0.3 Mbit/s and comes back to 4. The scheduler plans with
-  the robot's times (the profile × 4) and may keep the whole model on the robot (edge-only):
-  early splits need bandwidth, late splits need robot time, edge-only needs neither but is
-  slow, so which one wins moves with the link.
+* ``imagenet`` (the default): the 224-px EfficientNet-Lite0 bundle on the 640×480 camera
+  bag, on a robot emulated four times slower than this machine (every frame's edge compute is
+  stretched four-fold: the demo's stand-in for the testbed's real CPU budget, ``--edge-cpu``),
+  over a link that falls from 10 to 1 and 0.3 Mbit/s and comes back to 4. The scheduler plans
+  with the robot's times (the profile × 4) and may keep the whole model on the robot
+  (edge-only): early splits need bandwidth, late splits need robot time, edge-only needs
+  neither but is slow, so which one wins moves with the link (the planner's choices over the
+  trace are checked by ``test_imagenet_bundle.py``).
+* ``cifar``: the 32×32 CIFAR-10 ResNet-20 bundle and bag over ``demo_step.csv``, the robot at
+  this machine's speed. Edge-only is left out of the scheduler's choices: the whole model
+  takes about a millisecond, so it would win at every rate and nothing would adapt.
 """
 
 from __future__ import annotations
