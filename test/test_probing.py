@@ -336,3 +336,20 @@ def test_a_train_too_short_to_time_is_followed_at_once_on_credit():
     largest = 8 * planner.train_bytes(2e6)
     assert planner.bytes_sent <= (settings.budget_fraction * 2e6 / 8 * (60 + 2)
                                   + 2 * largest)
+
+
+def test_a_slow_link_stays_probed_and_a_step_up_from_it_is_seen():
+    """20 → 0.5 → 8 Mbit/s with 190-byte frames (BBNet ×86): at 0.5 Mbit/s the budget spaces
+    trains further apart than a measurement's validity; the lapsed measurement must not turn
+    into a doubled train too long for the link (held back for slow_recheck_s), or the step
+    back up goes unseen for half a minute."""
+    levels = [(0.0, 20e6), (10.0, 5e5), (25.0, 8e6)]
+    timeline, _ = _simulate(levels, 190, 40.0)
+    slow = [e for t, e in timeline if 14 <= t < 25]  # after the drain of the 20-M trains
+    assert all(abs(e.bandwidth_bps - 5e5) <= 0.15 * 5e5 for e in slow)
+    # The budget at 0.5 Mbit/s allows a 12-kB train every few seconds: the step shows at the
+    # next one.
+    settled = next(t for t, e in timeline
+                   if t >= 25 and abs(e.bandwidth_bps - 8e6) <= 0.15 * 8e6)
+    assert settled - 25 <= 6.0
+    assert all(abs(e.bandwidth_bps - 8e6) <= 0.15 * 8e6 for t, e in timeline if t >= settled)

@@ -48,7 +48,8 @@ to find out whether more is available must offer more: packet trains
 (the scheduler's configuration probes, :mod:`.scheduling`).
 
 **Probe trains.** A train's measurement (its second half's dispersion) is the capacity now,
-``source="probe"``, not a lower bound, for ``probe_valid_s`` after it arrived, and for as
+``source="probe"``, not a lower bound, for ``probe_valid_s`` after it arrived (or twice the
+interval between trains, if longer), and for as
 long as no frame has arrived since (the trains are then the only traffic, and the newest one
 is the newest word on the link until the silence test says it stopped). The frames'
 own dispersion still wins while frames are queueing (the link is saturated by them, measured
@@ -394,7 +395,11 @@ class BandwidthEstimator:
         frame arrived after it (only trains cross the link)."""
         if self._probe is None or self._probe_local_s is None:
             return None
-        if (now_s is not None and now_s - self._probe_local_s > self.config.probe_valid_s
+        # Until the next train is overdue: on a slow link the budget spaces trains further
+        # apart than probe_valid_s, and a measurement that lapsed between them would read
+        # as a lower bound (and make the prober double a train the link has no room for).
+        valid_s = max(self.config.probe_valid_s, 2.0 * self._probe_gap_s)
+        if (now_s is not None and now_s - self._probe_local_s > valid_s
                 and self._last_local_s is not None
                 and self._last_local_s >= self._probe_local_s):
             return None

@@ -225,7 +225,12 @@ class ProbePlanner:
             # At most 8× the size for the estimate: three doublings reach past a burst
             # allowance that hid the rate, and nothing is gained beyond (a link whose trains
             # never come back, e.g. no probe echo, stays probed at a bounded size).
-            wanted = max(wanted, min(2.0 * self._last_train_bytes, 8.0 * wanted))
+            doubled = min(2.0 * self._last_train_bytes, 8.0 * wanted)
+            if self._measured is not None:
+                # Never so long that the slow-link rule would hold it back: a link measured
+                # slow whose measurement merely lapsed is probed again, not silenced.
+                doubled = min(doubled, self._measured * s.max_train_s / 8.0)
+            wanted = max(wanted, doubled)
         return int(min(wanted, s.max_train_bytes))
 
     def _rate(self, estimate_bps: float | None, lower_bound: bool) -> float:
