@@ -387,6 +387,7 @@ def test_testbed_aggregate_and_targets_judge_against_the_run_to_run_noise(tmp_pa
             # 1 Mbit/s: adaptive clearly below the best fixed; one cloud-only run invalid
             *_repeats("1m", "10:86.4", [0.80, 0.81, 0.82], rate=1e6),
             *_repeats("1m", "adaptive", [0.70, 0.71, 0.72], rate=1e6),
+            *_repeats("1m", "edge_only", [0.60, 0.61, 0.62], rate=1e6),
             _run("1m", "cloud_only", 0.2, rate=1e6), _run("1m", "cloud_only", 0.2, rate=1e6),
             _run("1m", "cloud_only", 0.05, rate=1e6, fps=3.0, valid=False),
             # 20 Mbit/s: the fps target
@@ -431,6 +432,9 @@ def test_testbed_aggregate_and_targets_judge_against_the_run_to_run_noise(tmp_pa
     medium = checks["1m"]
     assert medium["adaptive_ge_best_fixed"] == "not met"  # −0.10, spread 0.02
     assert medium["adaptive_ge_2x_cloud_only"] == "invalid"  # a cloud-only run failed its gate
+    assert medium["adaptive_ge_edge_only"] == "met"  # +0.10, spread 0.02
+    assert checks["20m"]["adaptive_ge_edge_only"] == "invalid"  # an edge-only run failed
+    assert "adaptive_ge_edge_only" not in slow  # only where the link carries features
     assert "fps_target" in medium and medium["fps_target"] == []  # only at ≥ 20 Mbit/s
 
     fps = {f["strategy"]: f for f in checks["20m"]["fps_target"]}

@@ -8,7 +8,8 @@ For each trace, the same bag and backbone go through (see ``split-infer testbed`
 a process of its own, the edge side, the cloud side and the harness on disjoint CPUs, the
 edge under ``--edge-cpu`` cores if given):
 
-1. ``cloud_only`` — JPEG frames (image_transport/compressed style), whole model in the cloud;
+1. ``cloud_only`` — JPEG camera frames (image_transport/compressed style), whole model in the
+   cloud; ``cloud_only_crop`` — the same with the model's input crop as the JPEG;
 2. ``edge_only`` — whole model on the robot;
 3. ``naive`` — float32 features at one split (``--naive-split``), as the only public ROS 2
    split demo sends them (added to a copy of the bundle: same parts, lossless);
@@ -190,6 +191,9 @@ def target_checks(table: list[dict]) -> list[dict]:
 
     * ``adaptive_ge_best_fixed`` — adaptive's mean ν_eff ≥ the best fixed configuration's;
     * ``adaptive_ge_2x_cloud_only`` (at ≤ 1 Mbit/s) — adaptive's ν_eff ≥ 2 × cloud-only's;
+    * ``adaptive_ge_edge_only`` (at ≥ 1 Mbit/s) — adaptive's ν_eff ≥ edge-only's (a weak
+      robot's target: where the link carries features, splitting must beat keeping the whole
+      model on the robot);
     * ``link_bound`` — per fixed split whose runs the link limits: fps ≥ 0.9 · B/D (D the
       payload bytes per frame; the wire bytes shown alongside);
     * ``fps_target`` (at ≥ 20 Mbit/s) — per strategy: fps ≥ 27, or under an edge CPU budget
@@ -219,6 +223,13 @@ def target_checks(table: list[dict]) -> list[dict]:
             check.update(cloud_only_nu=cloud["effective_accuracy"],
                          adaptive_ge_2x_cloud_only=result["verdict"],
                          adaptive_vs_2x_cloud_only=result)
+        if adaptive is not None and "edge_only" in here and rate is not None and rate >= 1e6:
+            edge = here["edge_only"]
+            result = _check(adaptive["effective_accuracy"] - edge["effective_accuracy"],
+                            max(_spread(adaptive), _spread(edge)), [adaptive, edge])
+            check.update(edge_only_nu=edge["effective_accuracy"],
+                         adaptive_ge_edge_only=result["verdict"],
+                         adaptive_vs_edge_only=result)
         bound = []
         for strategy, r in here.items():
             if _is_fixed(strategy) and r["link_limited"] and r["link_bound_fps"]:
@@ -279,9 +290,10 @@ def markdown(table: list[dict], checks: list[dict]) -> str:
             f"{_fmt(r['latency_ms_p99'], '.0f')} | {_fmt(r['bytes_per_frame_mean'], '.0f')} | "
             f"{_fmt(r['wire_bytes_per_frame'], '.0f')} | {_fmt(r['link_utilization'], '.2f')} |")
     lines += ["", "| trace | adaptive ν | best fixed ν | adaptive ≥ best fixed | cloud-only ν | "
-              "adaptive ≥ 2× cloud-only | link-bound fps ≥ 0.9·B/D: fps/(B/D) [wire] | "
+              "adaptive ≥ 2× cloud-only | edge-only ν | adaptive ≥ edge-only | "
+              "link-bound fps ≥ 0.9·B/D: fps/(B/D) [wire] | "
               f"fps ≥ {FPS_TARGET:g} (or ≥ {FPS_TARGET_OF_BOUND:g}× compute bound) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for c in checks:
         bound = ", ".join(
             f"{b['strategy']} {b['fps_over_b_d']:.2f} [{_fmt(b['fps_over_b_d_wire'], '.2f')}] "
@@ -293,7 +305,9 @@ def markdown(table: list[dict], checks: list[dict]) -> str:
             f"{c.get('best_fixed', '–')} {_fmt(c.get('best_fixed_nu'), '.3f')} | "
             f"{_verdict(c.get('adaptive_vs_best_fixed'))} | "
             f"{_fmt(c.get('cloud_only_nu'), '.3f')} | "
-            f"{_verdict(c.get('adaptive_vs_2x_cloud_only'))} | {bound} | {fps} |")
+            f"{_verdict(c.get('adaptive_vs_2x_cloud_only'))} | "
+            f"{_fmt(c.get('edge_only_nu'), '.3f')} | "
+            f"{_verdict(c.get('adaptive_vs_edge_only'))} | {bound} | {fps} |")
     return "\n".join(lines) + "\n"
 
 
@@ -382,8 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="bandwidth traces: files, or names in config/traces/ "
                              "(default: %(default)s)")
     parser.add_argument("--strategies", nargs="+", default=None, metavar="STRATEGY",
-                        help="cloud_only, edge_only, naive, adaptive or SPLIT:RATIO (default: "
-                             "see above)")
+                        help="cloud_only, cloud_only_crop, edge_only, naive, adaptive or "
+                             "SPLIT:RATIO (default: see above)")
     parser.add_argument("--duration", type=float, default=20.0, metavar="SECONDS",
                         help="seconds per run (traces with later steps run to their last "
                              "step + 15 s; default: %(default)g)")
@@ -392,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
                              "target inconclusive (default: %(default)s)")
     parser.add_argument("--edge-cpu", type=float, default=None, metavar="FRACTION",
                         help="CPU budget of the edge side, in cores (default: none)")
+    parser.add_argument("--scheduler-edge-only", action="store_true",
+                        help="adaptive: the scheduler may choose edge-only")
+    parser.add_argument("--edge-timing", default="", metavar="FILE",
+                        help="adaptive: the robot's measured edge times (the edge_timing.json "
+                             "of 'split-infer plan --edge-cpu'; default: the bundle's profile)")
     parser.add_argument("--probing", action="store_true",
                         help="run the link prober and the probe echo beside every split "
                              "strategy (default: off, as the earlier tables were measured)")
@@ -418,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     traces = [find_trace(t) for t in args.traces]
     header = {"command": common.command_line("testbed_e2e", argv), "started": common.timestamp(),
               "bundle": str(args.bundle), "machine": common.machine_info(),
-              "probing": args.probing, **placement}
+              "probing": args.probing, "scheduler_edge_only": args.scheduler_edge_only,
+              "edge_timing": args.edge_timing, **placement}
     rows = []
     bar = tqdm(total=len(traces) * len(strategies) * args.repeats, desc="testbed_e2e",
                unit="run")
@@ -440,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
                         bag=args.bag, trace=trace_path, duration_s=duration,
                         out_dir=run_dir, status=False,
                         strategy=naive_strategy if strategy == "naive" else strategy,
-                        probing=args.probing, **placement))
+                        probing=args.probing, scheduler_edge_only=args.scheduler_edge_only,
+                        edge_timing=args.edge_timing, **placement))
                 except (RuntimeError, TimeoutError) as exc:
                     tqdm.write(f"{trace_path.name} {strategy} (run {repeat + 1}) failed: "
                                f"{exc}", file=sys.stderr)

@@ -30,8 +30,16 @@ class TestbedVerb(VerbExtension):
         graph_arguments(parser, duration_s=30.0, out="out/testbed")
         parser.add_argument("--strategy", default="adaptive",
                             help="'adaptive' (monitor + scheduler), a fixed 'split:ratio', "
-                                 "'cloud_only' (JPEG frames) or 'edge_only' (whole model on "
+                                 "'cloud_only' (JPEG camera frames), 'cloud_only_crop' (JPEG "
+                                 "of the model's input crop) or 'edge_only' (whole model on "
                                  "the robot) (default: %(default)s)")
+        parser.add_argument("--scheduler-edge-only", action="store_true",
+                            help="adaptive: the scheduler may choose edge-only (the whole "
+                                 "model on the robot)")
+        parser.add_argument("--edge-timing", default="", metavar="FILE",
+                            help="adaptive: the robot's measured edge times, the "
+                                 "edge_timing.json 'split-infer plan --edge-cpu' writes "
+                                 "(default: the bundle's profile)")
         parser.add_argument("--initial", default="",
                             help="adaptive: the edge's first 'split:ratio' (default: the edge "
                                  "node's start-up choice, the best effective accuracy on a link "
@@ -95,6 +103,8 @@ class TestbedVerb(VerbExtension):
                                    frame_rate=args.frame_rate, jitter_ms=args.jitter_ms,
                                    auth=args.auth, probing=args.probing,
                                    edge_cpu=args.edge_cpu,
+                                   scheduler_edge_only=args.scheduler_edge_only,
+                                   edge_timing=args.edge_timing,
                                    edge_cpus=args.edge_cpus, cloud_cpus=args.cloud_cpus,
                                    harness_cpus=args.harness_cpus)
         # A placement that cannot be had is a CgroupError, a UserError: one line.

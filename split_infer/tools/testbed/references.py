@@ -3,7 +3,9 @@ its benchmark run side by side with the split graph, on the same bag and backbon
 
 * **cloud-only** — :class:`JpegSender` on the robot compresses each camera frame to JPEG and
   publishes it as ``image/compressed`` the way ``image_transport/compressed`` does (reliable,
-  depth 10, no backpressure); :class:`FullModelNode` on the server decodes it and runs the whole
+  depth 10, no backpressure), or, with ``crop``, first cuts the model's input out of it (the
+  bundle's resize and centre crop: what a user who knows the model would send);
+  :class:`FullModelNode` on the server decodes it and runs the whole
   model (the bundle's ``client_only`` ONNX part). The thesis's "server-only" strategy.
 * **edge-only** — :class:`FullModelNode` on the robot runs the whole model on the raw frames.
 
@@ -36,11 +38,14 @@ IMAGE_TRANSPORT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10)
 
 
 class JpegSender(Node):
-    """``image`` (raw) → JPEG at ``quality`` → ``image/compressed``, header kept."""
+    """``image`` (raw) → JPEG at ``quality`` → ``image/compressed``, header kept. ``crop``: the
+    recipe whose resize and centre crop (not its normalisation) the frame goes through first;
+    the receiver's preprocessing then leaves a frame of the input size as it is."""
 
-    def __init__(self, quality: int = 90, **kwargs) -> None:
+    def __init__(self, quality: int = 90, crop: Preprocessing | None = None, **kwargs) -> None:
         super().__init__("jpeg_sender", **kwargs)
         self.quality = int(quality)
+        self.crop = crop
         self.drops = ReasonCounts()
         self.sent = 0
         self._out = self.create_publisher(CompressedImage, "image/compressed",
@@ -57,6 +62,8 @@ class JpegSender(Node):
         except ImageError as exc:
             self.drops.add(f"image_{exc.reason}")
             return
+        if self.crop is not None:
+            rgb = self.crop.resize_frame(rgb)
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:

@@ -21,8 +21,9 @@ every byte between the namespaces crosses the veth, and discovery uses multicast
 plus the peer namespace as a static unicast peer. The link follows a trace file
 (:mod:`split_infer.tools.testbed.netns`). Strategies: ``adaptive`` (bandwidth monitor +
 scheduler), a fixed ``split:ratio`` (monitor, no scheduler), and the alternatives
-:mod:`.references` implements: ``cloud_only`` (JPEG frames, the whole model on the server)
-and ``edge_only`` (the whole model on the robot; nothing crosses the link).
+:mod:`.references` implements: ``cloud_only`` (JPEG camera frames, the whole model on the
+server), ``cloud_only_crop`` (JPEG of the model's input crop) and ``edge_only`` (the whole
+model on the robot; nothing crosses the link).
 
 **Start-up.** Every process prints READY with its node's topics; the testbed then asks each
 to wait until all its endpoints are matched (SYNC, counts derived from every READY line) and
@@ -81,7 +82,13 @@ from split_infer.tools.testbed.report import (
     steady_trace,
     summarize,
 )
-from split_infer.tools.testbed.sides import CLOUD_ROLES, ROLE_GROUP, cloud_roles, edge_roles
+from split_infer.tools.testbed.sides import (
+    CLOUD_ROLES,
+    REFERENCE_STRATEGIES,
+    ROLE_GROUP,
+    cloud_roles,
+    edge_roles,
+)
 
 __all__ = ["EVENTS", "VALID_FRACTION", "CpuSampler", "TestbedSettings", "camera_rate_hz",
            "cpu_report", "physical_bounds", "plan_placement", "run_testbed", "steady_trace",
@@ -103,7 +110,7 @@ class TestbedSettings:
     trace: Path
     duration_s: float = 30.0
     out_dir: Path = Path("out/testbed")
-    strategy: str = "adaptive"  # or "split:ratio", "cloud_only", "edge_only"
+    strategy: str = "adaptive"  # or "split:ratio", "cloud_only", "cloud_only_crop", "edge_only"
     initial: str = ""  # adaptive only: the edge's first "split:ratio" (default: its start-up rule)
     fallback: str = "drop"  # the edge node's fallback for frames it holds back (or edge_only)
     objective: str = "effective_accuracy"
@@ -124,6 +131,11 @@ class TestbedSettings:
     #: the edge side's CPU budget in cores (a fraction of one: a robot slower than the
     #: server); None: no quota
     edge_cpu: float | None = None
+    #: adaptive: the scheduler may choose edge-only (the whole model on the robot)
+    scheduler_edge_only: bool = False
+    #: adaptive: the robot's measured edge times (``split-infer plan --edge-cpu`` writes this
+    #: ``edge_timing.json``); empty: the bundle's profile
+    edge_timing: str = ""
     edge_cpus: str = ""  # CPUs of the edge side's product processes
     cloud_cpus: str = ""  # CPUs of the cloud side
     harness_cpus: str = ""  # CPUs of the camera, the recorder and the packet delayer
@@ -307,7 +319,7 @@ def run_testbed(settings: TestbedSettings) -> dict:
     bundle = Bundle.load(settings.bundle)  # fail fast with the bundle's own error
     trace = load_trace(settings.trace)
     for what, value in (("strategy", settings.strategy), ("initial", settings.initial)):
-        if value in ("adaptive", "", "cloud_only", "edge_only"):
+        if value in ("adaptive", "", *REFERENCE_STRATEGIES):
             continue
         split, _, ratio = value.partition(":")
         try:
@@ -354,7 +366,10 @@ def run_testbed(settings: TestbedSettings) -> dict:
                     # a fifth of the bound is left for the tail and the way back
                     "max_frame_age": 0.8 * settings.stale_after_ms / 1e3,
                     "objective": settings.objective, "frame_rate": settings.frame_rate,
-                    "playback_rate": settings.playback_rate, "auth_key_file": key_file}
+                    "playback_rate": settings.playback_rate, "auth_key_file": key_file,
+                    "scheduler_edge_only": settings.scheduler_edge_only,
+                    "edge_timing": (str(Path(settings.edge_timing).resolve())
+                                    if settings.edge_timing else "")}
 
             def start(role: str, name: str) -> _Process:
                 records = Path(tmp) / f"{name}.json"

@@ -6,15 +6,17 @@
 network namespace and its cgroup):
 
 * ``camera`` (harness, edge namespace) — the bag player, held by its gate until ``GO``;
-* ``edge`` (product, edge namespace) — the edge node; for ``cloud_only`` the JPEG sender, for
+* ``edge`` (product, edge namespace) — the edge node; for ``cloud_only`` the JPEG sender (the
+  camera frame), for ``cloud_only_crop`` the JPEG sender of the model's input crop, for
   ``edge_only`` the whole model (:mod:`.references`);
 * ``monitor`` (product, edge namespace; split strategies) — the bandwidth monitor;
 * ``scheduler`` (product, edge namespace; ``adaptive`` only) — the scheduler;
 * ``prober`` (product, edge namespace; split strategies with ``probing``) — the link prober;
 * ``recorder`` (harness, edge namespace) — records labels, sent frames, estimates, the active
   configuration, and the results and receipts coming back from the cloud;
-* ``cloud`` (product, cloud namespace) — only the serving node (the cloud node; ``cloud_only``:
-  the whole model on JPEG frames; ``edge_only``: nothing), so that a fault test can kill it;
+* ``cloud`` (product, cloud namespace) — only the serving node (the cloud node; ``cloud_only``
+  and ``cloud_only_crop``: the whole model on JPEG frames; ``edge_only``: nothing), so that a
+  fault test can kill it;
 * ``probe_echo`` (product, cloud namespace; with ``prober``) — the probe echo.
 
 Every process spins its one node on a ``SingleThreadedExecutor`` of its own
@@ -69,8 +71,10 @@ from split_infer.tools.bag.storage import header_stamp_ns
 from split_infer.wire import decode_frame
 
 __all__ = [
+    "CLOUD_ONLY_STRATEGIES",
     "CLOUD_ROLES",
     "MODEL_THREADS",
+    "REFERENCE_STRATEGIES",
     "ROLE_GROUP",
     "EdgeRecorder",
     "FrameCost",
@@ -83,7 +87,10 @@ __all__ = [
 ROBOT = "robot"
 _QOS = QoSProfile(depth=200)
 _RESULTS_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.BEST_EFFORT)
-REFERENCE_STRATEGIES = ("cloud_only", "edge_only")
+#: What cloud-only sends: the camera frame as ``image_transport/compressed`` does, or the
+#: model's input (the bundle's resize and centre crop) — both JPEG.
+CLOUD_ONLY_STRATEGIES = ("cloud_only", "cloud_only_crop")
+REFERENCE_STRATEGIES = (*CLOUD_ONLY_STRATEGIES, "edge_only")
 #: ONNX Runtime intra-op threads of every model node, whatever the strategy: the robot's
 #: budget is a fraction of one core, and one thread keeps the frame work on the thread that
 #: :class:`FrameCost` times.
@@ -268,8 +275,15 @@ def _edge(config: dict, context, gate: threading.Event) -> Node:
     from split_infer.tools.testbed.references import FullModelNode, JpegSender
 
     strategy = config["strategy"]
-    if strategy == "cloud_only":
-        return JpegSender(int(config.get("jpeg_quality", 90)), namespace=ROBOT, context=context)
+    if strategy in CLOUD_ONLY_STRATEGIES:
+        crop = None
+        if strategy == "cloud_only_crop":
+            from split_infer.bundle import Bundle
+            from split_infer.data import Preprocessing
+
+            crop = Preprocessing.from_dict(Bundle.load(config["bundle"]).manifest["preprocessing"])
+        return JpegSender(int(config.get("jpeg_quality", 90)), crop=crop, namespace=ROBOT,
+                          context=context)
     if strategy == "edge_only":
         return FullModelNode(config["bundle"], compressed=False, threads=MODEL_THREADS,
                              namespace=ROBOT, context=context)
@@ -302,7 +316,11 @@ def _scheduler(config: dict, context, gate: threading.Event) -> Node:
     return Scheduler(namespace=ROBOT, context=context, parameter_overrides=[
         Parameter("bundle", value=config["bundle"]),
         Parameter("objective", value=config.get("objective", "effective_accuracy")),
-        Parameter("frame_rate", value=float(config.get("frame_rate", 30.0)))])
+        Parameter("frame_rate", value=float(config.get("frame_rate", 30.0))),
+        # The robot's own times (split-infer plan --edge-cpu) and edge-only among the choices:
+        # a weak robot's trade of compute against bytes.
+        Parameter("edge_timing", value=config.get("edge_timing", "")),
+        Parameter("edge_only", value=bool(config.get("scheduler_edge_only", False)))])
 
 
 def _prober(config: dict, context, gate: threading.Event) -> Node:
@@ -328,7 +346,7 @@ def _probe_echo(config: dict, context, gate: threading.Event) -> Node:
 
 
 def _recorder(config: dict, context, gate: threading.Event) -> Node:
-    topic = "image/compressed" if config["strategy"] == "cloud_only" else "features"
+    topic = "image/compressed" if config["strategy"] in CLOUD_ONLY_STRATEGIES else "features"
     return EdgeRecorder(features_topic=topic, context=context)
 
 
@@ -336,7 +354,7 @@ def _cloud(config: dict, context, gate: threading.Event) -> Node | None:
     strategy = config["strategy"]
     if strategy == "edge_only":
         return None  # nothing crosses the link
-    if strategy == "cloud_only":
+    if strategy in CLOUD_ONLY_STRATEGIES:
         from split_infer.tools.testbed.references import FullModelNode
 
         return FullModelNode(config["bundle"], compressed=True, threads=MODEL_THREADS,

@@ -1,0 +1,80 @@
+"""The testbed's cloud-only senders: the camera frame as JPEG, or the model's input crop."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+cv2 = pytest.importorskip("cv2")
+
+from rclpy.node import Node  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from split_infer.data import Preprocessing  # noqa: E402
+from split_infer.ros.common import ExecutorPerNode  # noqa: E402
+from split_infer.ros.messages import CAMERA_QOS  # noqa: E402
+from split_infer.tools.testbed.references import IMAGE_TRANSPORT_QOS, JpegSender  # noqa: E402
+
+DOMAIN_ID = 100 + os.getpid() % 50
+RECIPE = Preprocessing((224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "area", 256)
+
+
+def _frame() -> np.ndarray:
+    y, x = np.mgrid[0:480, 0:640]
+    return np.stack([(x * 255 // 639), (y * 255 // 479), ((x + y) % 256)],
+                    axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("crop", [None, RECIPE], ids=["camera_frame", "input_crop"])
+def test_jpeg_sender_sends_the_frame_or_the_models_input_crop(crop):
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    executor = ExecutorPerNode(context)
+    nodes = []
+    try:
+        sender = JpegSender(90, crop=crop, context=context)
+        probe = Node("probe", context=context)
+        got: list[CompressedImage] = []
+        lock = threading.Lock()
+
+        def keep(msg: CompressedImage) -> None:
+            with lock:
+                got.append(msg)
+
+        probe.create_subscription(CompressedImage, "image/compressed", keep,
+                                  IMAGE_TRANSPORT_QOS)
+        camera = probe.create_publisher(Image, "image", CAMERA_QOS)
+        nodes = [sender, probe]
+        for node in nodes:
+            executor.add_node(node)
+        rgb = _frame()
+        msg = Image(height=480, width=640, encoding="rgb8", step=640 * 3, data=rgb.tobytes())
+        msg.header.frame_id = "camera"
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            camera.publish(msg)
+            time.sleep(0.1)
+            with lock:
+                if got:
+                    break
+        assert got, "no JPEG came out"
+        out = got[0]
+        assert out.header.frame_id == "camera" and "jpeg" in out.format
+        decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(out.data, np.uint8),
+                                            cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        expected = rgb if crop is None else crop.resize_frame(rgb)
+        assert decoded.shape == expected.shape
+        assert np.abs(decoded.astype(int) - expected).mean() < 3.0  # JPEG q90 of a smooth image
+        if crop is not None:
+            # The receiver's preprocessing leaves a frame of the input size as it is.
+            assert np.array_equal(crop(decoded), crop.at_input_size()(decoded))
+    finally:
+        executor.shutdown(timeout_sec=5.0)
+        for node in reversed(nodes):
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
