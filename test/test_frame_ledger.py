@@ -73,3 +73,26 @@ def test_window_series_uses_only_the_samples_inside_each_window():
     for row in rows[4:]:
         assert abs(row["delivered_fps"] - 30) < 1e-6
         assert abs(row["effective_accuracy"] - 0.5) < 1e-6
+
+
+def test_status_line_reads_the_estimate_as_capacity_and_marks_a_silence_cap():
+    from collections import deque
+    from types import SimpleNamespace
+
+    from split_infer.tools.demo.graph import _status_line
+
+    def line(lower_bound: bool, stale: bool, probing: bool, split: float = 9.0) -> str:
+        sample = _Sample(t=20.0, rate_bps=4e6, estimate_bps=3.9e6, lower_bound=lower_bound,
+                         stale=stale, split_point=split, ratio=20.8, generated=600,
+                         correct=500, delivered=580)
+        recorder = SimpleNamespace(samples=[sample], counts=lambda since: (60, 58, 50),
+                                   relay=SimpleNamespace(elapsed_s=lambda: 20.0),
+                                   recent_bytes=deque([3000, 3100]))
+        return _status_line(recorder, 2.0, probing)
+
+    assert "est 3.90 |" in line(lower_bound=True, stale=False, probing=True)
+    assert "est ≥3.90 |" in line(lower_bound=True, stale=False, probing=False)
+    assert "est 3.90 (silent) |" in line(lower_bound=False, stale=True, probing=True)
+    text = line(lower_bound=False, stale=False, probing=True)
+    assert "split 9 ratio 20.8" in text and "29.0 fps" in text and "ν_eff 0.83" in text
+    assert "split edge-only ratio -" in line(False, False, True, split=-1.0)
