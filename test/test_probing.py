@@ -100,9 +100,11 @@ def test_a_train_inside_the_burst_is_only_a_lower_bound_and_the_next_is_longer()
     estimator.add(Receipt(1, 500, 0.033, 0.043), 0.033)
     estimator.add_probe(result, 0.05)
     estimate = estimator.estimate(0.05)
-    assert estimate.lower_bound and estimate.bandwidth_bps < 1e6  # kept, and flagged
-    # Doubling from there: the burst reaches into the second train's second half, and only
-    # its later gaps count; the third is long enough.
+    # Flagged, at what the train showed at least (more than the frames' 0.1 Mbit/s).
+    assert estimate.lower_bound and estimate.source == "probe_bound"
+    assert estimate.bandwidth_bps == pytest.approx(result.rate_bps)
+    # Trains sized for that bound, or doubled: the burst reaches into a train's second half,
+    # only its later gaps count, and a longer one measures the link.
     believed, lower = estimate.bandwidth_bps, True
     for k in range(1, 4):  # a train every 10 s: the bucket is full again each time
         train = planner.due(10.0 * k, believed, lower)
@@ -110,6 +112,55 @@ def test_a_train_inside_the_burst_is_only_a_lower_bound_and_the_next_is_longer()
         if not measured.lower_bound:
             believed, lower = measured.rate_bps, False
     assert not lower and believed == pytest.approx(30e6, rel=0.05)
+
+
+def test_a_train_sent_as_slowly_as_it_arrives_measured_the_sender():
+    """A robot out of CPU (a quarter core, busy loading its models) sent its first train
+    at 0.13 Mbit/s onto a 30 Mbit/s link; read as the link's rate, it sent the robot
+    edge-only for the whole run."""
+    link = TokenBucket(30e6, 18_750)
+    train = ProbePlanner().due(0.0, None)
+    slow = analyze_train(send_train(link, 0.0, train, seq_gap_s=0.02))
+    assert slow.lower_bound and slow.sender_limited
+    send_rate = 8 * wire_bytes(train.packet_bytes) / 0.02
+    assert slow.rate_bps == pytest.approx(send_rate, rel=0.05)  # at least that: a bound
+    # The same link with a sender faster than it: measured, not flagged.
+    fast_train = ProbePlanner().due(0.0, 30e6)
+    fast = analyze_train(send_train(TokenBucket(30e6, 18_750), 0.0, fast_train))
+    assert not fast.lower_bound and not fast.sender_limited
+    # One long pause of the sender (its cgroup throttled mid-train) is one outlier gap, no
+    # reason to distrust the rest.
+    paused = [p if p.index < train.packets - 4 else
+              ProbePacket(p.train, p.index, p.count, p.nbytes, p.send_s + 0.075,
+                          p.receive_s + 0.075)
+              for p in send_train(TokenBucket(4e6, 4096), 0.0, ProbePlanner().due(0.0, 4e6))]
+    result = analyze_train(paused)
+    assert not result.sender_limited and result.outliers == 1
+    assert result.rate_bps == pytest.approx(4e6, rel=0.05)
+
+
+def test_a_train_faster_than_an_old_measurement_unsticks_the_prober():
+    """Measured 0.3 Mbit/s, then the robot went edge-only and the link rose to 30 Mbit/s:
+    12-kB trains pass inside the shaper's burst, too short to time. Without the train's bound
+    the estimate held 0.3 as a lower bound, the doubled trains were capped at what 0.3 Mbit/s
+    carries in max_train_s, and the step up was never seen."""
+    planner = ProbePlanner()
+    assert planner.due(0.0, 3e5) is not None  # measured slow
+    estimator = BandwidthEstimator()
+    link = TokenBucket(30e6, 18_750)
+    believed, lower, t = 3e5, False, 0.0
+    for _ in range(200):
+        t += 0.25
+        train = planner.due(t, believed, lower, link_idle=True)
+        if train is None:
+            continue
+        estimator.add_probe(analyze_train(send_train(link, t, train)), t + 0.02)
+        estimate = estimator.estimate(t + 0.03)
+        believed, lower = estimate.bandwidth_bps, estimate.lower_bound
+        if not lower:
+            break
+    assert not lower and believed == pytest.approx(30e6, rel=0.05)
+    assert t <= 12.0  # the budget of 4 % of 0.3 Mbit/s pays a train every 2.4 s
 
 
 def test_a_frame_between_probe_packets_is_left_out():

@@ -211,7 +211,10 @@ class BandwidthEstimate:
     ``bandwidth_bps`` is the value to plan with (``None`` until there is one). ``lower_bound``
     says the true capacity may be higher than it (no saturation in the window). ``source`` is
     ``"dispersion"`` (measured capacity), ``"held"`` (last measurement, link unsaturated
-    since), ``"throughput"`` (delivered rate only) or ``"silence"`` (capped during silence).
+    since), ``"throughput"`` (delivered rate only), ``"probe"`` (a train's measurement),
+    ``"probe_bound"`` (a train the link carried faster than anything else showed, but too
+    short to time or sent too slowly to fill the link: a lower bound) or ``"silence"`` (capped
+    during silence).
 
     The rest, for diagnostics: ``capacity_bps`` (dispersion in the window, or None),
     ``held_capacity_bps`` (last measured), ``throughput_bps`` (delivered rate in the window),
@@ -509,6 +512,8 @@ class BandwidthEstimator:
         fresh = self._fresh_probe(now_s) is not None
         source = "silence" if stale else "probe" if fresh and value is not None else "held"
         lower = not stale and (value is None or not fresh or probe.lower_bound)
+        if lower and fresh and probe.lower_bound and (value is None or probe.rate_bps > value):
+            value, source = probe.rate_bps, "probe_bound"  # see estimate()
         return BandwidthEstimate(value, lower, source, None, self._held, None, None, None,
                                  None, 0, 0, 0.0, silence, stale, False)
 
@@ -541,6 +546,14 @@ class BandwidthEstimator:
             value, source, lower = throughput, "throughput", True
         else:
             value, source, lower = None, "none", True
+        if (lower and probe is not None and probe.lower_bound
+                and (value is None or probe.rate_bps > value)):
+            # The link carried a train faster than the held measurement or the frames show:
+            # at least that fast now, and a measurement it exceeds is out of date (the prober
+            # would otherwise keep sizing trains for it, too short to time on the faster
+            # link). A train inside a burst allowance overstates the rate; the next train,
+            # sized for this bound, outlasts the burst and corrects it.
+            value, source = probe.rate_bps, "probe_bound"
 
         silence, threshold = self._silence(now_s, recent)
         stale = silence > threshold

@@ -30,6 +30,16 @@ second half, the earlier of its gaps are shorter than the later ones (by more th
 the burst allowance): it is no measurement, only flagged (``lower_bound``), the estimate keeps
 its value with the lower-bound flag, and the planner doubles the next train.
 
+**A sender too slow to fill the link.** Dispersion measures the link only when the packets
+left faster than the link drained them. A robot whose CPU is spent (a weak robot under its
+budget, the edge loading its models) can send a train so slowly that it arrives as it was
+sent, and its arrival gaps are the sender's, not the link's: at 30 Mbit/s under a quarter core
+such a train read 0.13 Mbit/s and sent the robot edge-only. So the gaps that make the rate are
+compared with the same packets' send gaps (the echo returns each packet's send stamp; a span
+on one clock each, so the two clocks need not agree): when the link stretched them by less
+than ``sender_factor``, the train measured the sender and its rate is only a lower bound (the
+link carried it at least that fast), flagged like a train too short to time.
+
 **Frames that queue need no train.** When the frames themselves queue at the bottleneck (the
 monitor's ``queued_fraction``, the share of frame pairs that left it back to back, at least
 ``QUEUED_ENOUGH``), their dispersion measures the capacity with every frame, and a train would
@@ -279,6 +289,11 @@ class ProbePlanner:
             return None
         if estimate_bps is not None and not lower_bound:
             self._measured = estimate_bps
+        elif (estimate_bps is not None and self._measured is not None
+              and estimate_bps > self._measured):
+            # The link carried more than the last measurement: it is out of date, and neither
+            # the slow-link rule nor the cap on doubled trains holds for it any more.
+            self._measured = None
         if (not link_idle and self._measured is not None
                 and 8.0 * cost / self._measured > s.max_train_s
                 and self._last_train_s is not None
@@ -362,11 +377,13 @@ class TrainMeasurement:
     pairs: int  # gaps the rate is made of
     outliers: int  # gaps left out (the edge's own frames in between)
     bits: float  # in those gaps
+    #: the packets arrived about as they were sent: the sender, not the link, set the pace
+    sender_limited: bool = False
 
 
 def analyze_train(packets: Sequence[ProbePacket], *, min_span_s: float = 0.001,
-                  outlier_factor: float = 4.0, burst_factor: float = 1.3
-                  ) -> TrainMeasurement | None:
+                  outlier_factor: float = 4.0, burst_factor: float = 1.3,
+                  sender_factor: float = 1.25) -> TrainMeasurement | None:
     """The capacity one train shows (the module docstring says how), or None when fewer
     than three of its second-half packets arrived. ``packets`` are one train's rows, in any
     order."""
@@ -379,15 +396,17 @@ def analyze_train(packets: Sequence[ProbePacket], *, min_span_s: float = 0.001,
     if len(tail) < 3:
         return None
     tail.sort(key=lambda p: p.receive_s)
-    gaps = [(b.receive_s - a.receive_s, b.nbytes) for a, b in itertools.pairwise(tail)]
-    positive = sorted(g for g, _ in gaps if g > 0)
+    # (arrival gap, bytes, send gap) of consecutive arrivals
+    gaps = [(b.receive_s - a.receive_s, b.nbytes, b.send_s - a.send_s)
+            for a, b in itertools.pairwise(tail)]
+    positive = sorted(g for g, _, _ in gaps if g > 0)
     median = positive[len(positive) // 2] if positive else 0.0
     limit = outlier_factor * median if median > 0 else math.inf
-    kept = [(g, n) for g, n in gaps if g <= limit]
+    kept = [gap for gap in gaps if gap[0] <= limit]
     outliers = len(gaps) - len(kept)
 
-    def rate_of(part: list[tuple[float, int]]) -> tuple[float, float]:
-        return 8.0 * sum(n for _, n in part), sum(g for g, _ in part)
+    def rate_of(part: list[tuple[float, int, float]]) -> tuple[float, float]:
+        return 8.0 * sum(n for _, n, _ in part), sum(g for g, _, _ in part)
 
     bits, span = rate_of(kept)
     # A burst allowance that reached into the second half makes its earlier gaps shorter
@@ -399,7 +418,10 @@ def analyze_train(packets: Sequence[ProbePacket], *, min_span_s: float = 0.001,
         if late_span > 0 and early_bits * late_span > burst_factor * late_bits * early_span:
             kept = kept[half:]
             bits, span = late_bits, late_span
-    lower = span < min_span_s
+    # Sent as slowly as it arrived: the arrival gaps are the sender's (module docstring).
+    send_span = sum(max(d, 0.0) for _, _, d in kept)
+    sender_limited = span >= min_span_s and span < sender_factor * send_span
+    lower = span < min_span_s or sender_limited
     rate = bits / max(span, min_span_s)
     return TrainMeasurement(ordered[0].train, rate, lower, tail[-1].receive_s, len(ordered),
-                            count, len(kept), outliers, bits)
+                            count, len(kept), outliers, bits, sender_limited)

@@ -196,10 +196,12 @@ class LinkProber(Node):
                 self._padding = bytes(train.packet_bytes)
             msg = CompressedImage()
             msg.data = self._padding
-            # Back to back: the stamp is taken once, every packet left within this loop.
-            msg.header.stamp = self.get_clock().now().to_msg()
+            clock = self.get_clock()
             for index in range(train.packets):
                 msg.format = probe_format(train.train, index, train.packets)
+                # Each packet's own send time: a robot out of CPU may send a train as slowly
+                # as the link would drain it, and only the send gaps tell (analyze_train).
+                msg.header.stamp = clock.now().to_msg()
                 self._probe_pub.publish(msg)
             self._window.append((now, train.payload_bytes))
             self.wire_bytes_sent += train.packets * link_bytes(msg)
