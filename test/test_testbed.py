@@ -133,6 +133,16 @@ def test_physical_bound_is_the_smallest_limit_and_the_gate_judges_steady_links()
                                                                           True)
     nothing = physical_bounds(link_fps=None, delivered_fps=0.0, **{**args, "compute": {}})
     assert nothing["bound_by"] == "camera" and not nothing["valid"]  # delivered nothing
+    # A weak robot that spent its quarter core: its overhead outside the frame callbacks is
+    # what the run measures, not a starved harness.
+    spent = physical_bounds(link_fps=1000.0, delivered_fps=21.0, edge_cpu_percent=24.9,
+                            edge_cpu_budget=0.25, **args)
+    assert (spent["gate"], spent["valid"]) == ("robot-limited", True)
+    idle = physical_bounds(link_fps=1000.0, delivered_fps=21.0, edge_cpu_percent=15.0,
+                           edge_cpu_budget=0.25, **args)
+    assert (idle["gate"], idle["valid"]) == ("applied", False)  # the robot was not the limit
+    assert physical_bounds(link_fps=12.0, delivered_fps=3.0, edge_cpu_percent=25.0,
+                           edge_cpu_budget=0.25, **args)["gate"] == "link-limited"
 
 
 def test_steady_traces_are_one_rate_without_loss():

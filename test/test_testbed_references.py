@@ -78,3 +78,19 @@ def test_jpeg_sender_sends_the_frame_or_the_models_input_crop(crop):
         for node in reversed(nodes):
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_merging_keeps_other_cells_and_regates_a_robot_that_spent_its_budget():
+    from split_infer.tools.bench.testbed_e2e import merge_rows
+
+    spent = {"trace": "const_3mbps.csv", "strategy": "9:9.36", "repeat": 0,
+             "delivered_fps": 23.0, "bound_fps": 28.3, "bound_by": "edge", "gate": "applied",
+             "valid": False, "cpu_percent_mean": {"edge": 24.9}, "edge_cpu_budget": 0.25}
+    rerun = {**spent, "strategy": "adaptive"}
+    failed = {"trace": "const_3mbps.csv", "strategy": "edge_only", "repeat": 0, "error": "x"}
+    merged = merge_rows([spent, rerun, failed], {("const_3mbps.csv", "adaptive")})
+    assert [r["strategy"] for r in merged] == ["9:9.36", "edge_only"]
+    assert merged[0]["gate"] == "robot-limited" and merged[0]["valid"]
+    assert merged[1] == failed
+    starved = {**spent, "cpu_percent_mean": {"edge": 12.0}}
+    assert not merge_rows([starved], set())[0]["valid"]

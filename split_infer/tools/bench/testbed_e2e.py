@@ -24,6 +24,11 @@ per-strategy means and spreads over repeats; ``targets``: the target checks), ``
 constant-rate traces, min–max bars over repeats), ``latency_vs_bandwidth.png`` (thesis Fig. 4.4
 style), and each run's own ``report.json`` + ``timeline.png`` under ``runs/``.
 
+``--merge`` keeps the runs of an earlier ``results.json`` in ``--out`` for every (trace,
+strategy) this invocation does not run (re-gated with today's :func:`validity_gate`), so one
+strategy can be measured again after a fix without repeating the others; ``merged`` in the
+file lists the earlier commands.
+
 Every target is a verdict (:func:`judge`): ``invalid`` when a run it involves failed its sanity
 gate, ``inconclusive`` when its margin is smaller than the spread of the repeats (or there are
 fewer than three), else ``met`` or ``not met``. Repeats go round the strategies in turn. A
@@ -33,6 +38,7 @@ steps) plus the graph's start-up.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -44,6 +50,7 @@ from split_infer.bundle import Bundle
 from split_infer.defaults import find_trace
 from split_infer.tools.bench import common
 from split_infer.tools.link import load_trace
+from split_infer.tools.testbed.report import validity_gate
 from split_infer.tools.testbed.runner import TestbedSettings, plan_placement, run_testbed
 
 DEFAULT_TRACES = ("const_100kbps.csv", "const_1mbps.csv", "const_5mbps.csv",
@@ -157,6 +164,26 @@ def aggregate(rows: list[dict]) -> list[dict]:
             entry[key] = _mean([r.get(key) for r in runs])
         table.append(entry)
     return table
+
+
+def regate(row: dict) -> dict:
+    """``row`` with its sanity gate evaluated again from its own figures (:func:`validity_gate`:
+    a run saved before the gate knew a robot that spent its budget). Rows without a bound
+    (failed runs, older layouts) are returned as they are."""
+    if "error" in row or row.get("bound_by") is None or row.get("bound_fps") is None:
+        return row
+    gate, valid = validity_gate(
+        bound_by=row["bound_by"], bound_fps=row["bound_fps"],
+        steady=row.get("gate") != "not steady", delivered_fps=row.get("delivered_fps") or 0.0,
+        edge_cpu_percent=(row.get("cpu_percent_mean") or {}).get("edge"),
+        edge_cpu_budget=row.get("edge_cpu_budget"))
+    return {**row, "gate": gate, "valid": valid}
+
+
+def merge_rows(earlier: list[dict], cells: set[tuple[str, str]]) -> list[dict]:
+    """The earlier rows of every (trace, strategy) not in ``cells`` (those are run again),
+    re-gated. Pure, for testing."""
+    return [regate(r) for r in earlier if (r.get("trace"), r.get("strategy")) not in cells]
 
 
 def _is_fixed(strategy: str) -> bool:
@@ -421,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-split", type=int, default=None, metavar="SPLIT",
                         help="add the naive float32 split at this split point (a strategy "
                              "named 'naive'; default: the bundle's middle split point)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the earlier results.json's runs of every (trace, strategy) "
+                             "not run now (see above)")
     common.add_out_argument(parser, "testbed")
     args = parser.parse_args(argv)
     placement = {"edge_cpu": args.edge_cpu, "edge_cpus": args.edge_cpus,
@@ -439,7 +469,21 @@ def main(argv: list[str] | None = None) -> int:
               "bundle": str(args.bundle), "machine": common.machine_info(),
               "probing": args.probing, "scheduler_edge_only": args.scheduler_edge_only,
               "edge_timing": args.edge_timing, **placement}
-    rows = []
+    rows: list[dict] = []
+    if args.merge:
+        earlier_path = args.out / "results.json"
+        try:
+            earlier = json.loads(earlier_path.read_text())
+        except FileNotFoundError:
+            earlier = {}
+        except (OSError, ValueError) as exc:
+            parser.error(f"--merge: cannot read {earlier_path}: {exc}")
+        rows = merge_rows(earlier.get("rows", []),
+                          {(t.name, s) for t in traces for s in strategies})
+        header["merged"] = [*earlier.get("merged", []),
+                            *([{"command": earlier["command"], "started": earlier.get("started")}]
+                              if "command" in earlier else [])]
+    kept = len(rows)
     bar = tqdm(total=len(traces) * len(strategies) * args.repeats, desc="testbed_e2e",
                unit="run")
     for trace_path in traces:
@@ -451,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
             for strategy in strategies:
                 bar.set_postfix_str(f"{trace_path.name} {strategy} (run {repeat + 1}, "
                                     f"{duration:g} s)")
-                bar.update(len(rows) - bar.n)
+                bar.update(len(rows) - kept - bar.n)
                 run_dir = args.out / "runs" / trace_path.stem / strategy.replace(":", "_") / \
                     f"run{repeat + 1}"
                 try:
@@ -482,8 +526,11 @@ def main(argv: list[str] | None = None) -> int:
                            f"p50 {summary['latency_ms_p50']} ms B/frame "
                            f"{summary['bytes_per_frame_mean']}")
                 common.write_json(args.out / "results.json", {**header, "rows": rows})
-    bar.update(len(rows) - bar.n)
+    bar.update(len(rows) - kept - bar.n)
     bar.close()
+    # Merged runs first, then today's: grouped by trace again, in the order traces came.
+    trace_order = {t: k for k, t in reversed(list(enumerate(r["trace"] for r in rows)))}
+    rows.sort(key=lambda r: trace_order[r["trace"]])
     table = aggregate(rows)  # a failed run makes its cell invalid
     figures = plot(table, args.out)
     checks = target_checks(table)

@@ -17,11 +17,13 @@ import numpy as np
 from split_infer.config_key import config_key
 from split_infer.tools.link import Trace
 
-__all__ = ["VALID_FRACTION", "CpuSampler", "cpu_report", "physical_bounds", "steady_trace",
-           "summarize"]
+__all__ = ["ROBOT_SPENT_FRACTION", "VALID_FRACTION", "CpuSampler", "cpu_report",
+           "physical_bounds", "steady_trace", "summarize", "validity_gate"]
 
 #: The sanity gate: a run whose link is not the limit must deliver this share of its bound.
 VALID_FRACTION = 0.95
+#: A robot side under a CPU budget counts as spent from this share of it (validity_gate).
+ROBOT_SPENT_FRACTION = 0.9
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -146,7 +148,9 @@ def steady_trace(trace: Trace) -> bool:
 
 
 def physical_bounds(*, camera_fps: float, compute: dict, cores: dict[str, float],
-                    link_fps: float | None, steady: bool, delivered_fps: float) -> dict:
+                    link_fps: float | None, steady: bool, delivered_fps: float,
+                    edge_cpu_percent: float | None = None,
+                    edge_cpu_budget: float | None = None) -> dict:
     """A run's own physical bound and its sanity gate. Pure, for testing.
 
     The bound is the smallest of: the camera rate; per side with a measured per-frame compute
@@ -157,11 +161,8 @@ def physical_bounds(*, camera_fps: float, compute: dict, cores: dict[str, float]
     link, ``link_fps`` (the trace's mean rate over the wire bytes each delivered frame
     cost). ``bound_by`` names it.
 
-    The gate (``gate``: ``"applied"``) holds on a steady link (``steady``: a
-    :func:`steady_trace` and no injected faults) that is not the bound: ``valid`` = delivered
-    fps ≥ :data:`VALID_FRACTION` × bound. Where the link is the bound (``"link-limited"``) or
-    not steady (``"not steady"``) no gate applies and ``valid`` is True: those runs are judged
-    by the link-bound targets, the reactions and the recoveries."""
+    The gate is :func:`validity_gate` (``edge_cpu_percent``: the edge side's mean CPU after
+    the warm-up, % of one core; ``edge_cpu_budget``: its budget in cores, None: none)."""
     bounds = {"camera": float(camera_fps)}
     for side in ("edge", "cloud"):
         ms = (compute.get(side) or {}).get("ms_per_frame")
@@ -171,13 +172,41 @@ def physical_bounds(*, camera_fps: float, compute: dict, cores: dict[str, float]
         bounds["link"] = float(link_fps)
     bound_by = min(bounds, key=bounds.__getitem__)
     bound = bounds[bound_by]
-    gate = ("link-limited" if bound_by == "link" else "applied" if steady
-            else "not steady")
+    gate, valid = validity_gate(bound_by=bound_by, bound_fps=bound, steady=steady,
+                                delivered_fps=delivered_fps, edge_cpu_percent=edge_cpu_percent,
+                                edge_cpu_budget=edge_cpu_budget)
     return {"bound_fps": round(bound, 2), "bound_by": bound_by,
             "compute_bound_fps": round(min(v for k, v in bounds.items() if k != "link"), 2),
             "bounds_fps": {k: round(v, 2) for k, v in bounds.items()}, "gate": gate,
-            "valid": bool(delivered_fps >= VALID_FRACTION * bound) if gate == "applied"
-            else True}
+            "valid": valid}
+
+
+def validity_gate(*, bound_by: str, bound_fps: float, steady: bool, delivered_fps: float,
+                  edge_cpu_percent: float | None = None,
+                  edge_cpu_budget: float | None = None) -> tuple[str, bool]:
+    """A run's sanity gate: ``(gate, valid)``. Pure, for testing.
+
+    ``"applied"``: on a steady link (``steady``: a :func:`steady_trace` and no injected
+    faults) that is not the bound, valid = delivered fps ≥ :data:`VALID_FRACTION` × bound.
+    Where the link is the bound (``"link-limited"``) or not steady (``"not steady"``) no gate
+    applies and the run is valid: those runs are judged by the link-bound targets, the
+    reactions and the recoveries.
+
+    ``"robot-limited"``: a robot under a CPU budget that spent it (mean CPU of the edge side
+    at least :data:`ROBOT_SPENT_FRACTION` of the budget) is the limit the run measures, the
+    weak robot of the 224-px benchmark: valid. Its bound counts only the frame callbacks'
+    CPU, so the gap to it is the robot's own overhead (rclpy, DDS, the monitor, prober and
+    scheduler beside the edge node), which a weak robot pays and the run must show, not a
+    harness that starved it. A robot below its budget that still missed the bound fails the
+    gate as before."""
+    if bound_by == "link":
+        return "link-limited", True
+    if not steady:
+        return "not steady", True
+    if (edge_cpu_budget and edge_cpu_percent is not None
+            and edge_cpu_percent >= ROBOT_SPENT_FRACTION * 100.0 * edge_cpu_budget):
+        return "robot-limited", True
+    return "applied", bool(delivered_fps >= VALID_FRACTION * bound_fps)
 
 
 def summarize(records: dict, trace, settings: Any, t0_wall: float,
@@ -233,14 +262,16 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
     wire_per_frame = rx_frames / through if through and rx_frames > 0 else None
     delivered_fps = len(delivered) / span
     camera = (camera_fps or settings.frame_rate) * settings.playback_rate
+    cpu_sides = (cpu or {}).get("sides", {})
     bounds = physical_bounds(
         camera_fps=camera,
         compute={"edge": edge.get("compute"), "cloud": records.get("cloud", {}).get("compute")},
         cores={side: _cores(placement, side) for side in ("edge", "cloud")},
         link_fps=rate_mean / (8 * wire_per_frame)
         if wire_per_frame and settings.strategy != "edge_only" else None,
-        steady=steady_trace(trace) and not settings.events, delivered_fps=delivered_fps)
-    cpu_sides = (cpu or {}).get("sides", {})
+        steady=steady_trace(trace) and not settings.events, delivered_fps=delivered_fps,
+        edge_cpu_percent=cpu_sides.get("edge", {}).get("mean_percent"),
+        edge_cpu_budget=placement.get("edge_cpu_budget"))
     switches = switch_costs(edge.get("edge_config", []), frames, t0_wall)
     # Probe trains on the wire (adaptation.probing) against the mean estimate: the budget.
     probe_stats = edge.get("probe_stats") or {}
