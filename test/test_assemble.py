@@ -110,3 +110,45 @@ def test_pack_can_leave_out_a_method_and_its_files(tmp_path, capsys):
     assert main(["bundle", "pack", str(DEFAULT_BUNDLE), str(tmp_path / "q"), "--drop-method",
                  "aecnn"]) == 2
     assert "has no aecnn configurations" in capsys.readouterr().err
+
+
+def test_export_copies_weights_and_computes_batchnorm_constants_in_float64():
+    # Why a bundle assembles on any machine: no float32 arithmetic of the exporter's (its
+    # BatchNorm folding rounded differently on another CPU) reaches the graph's constants.
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import numpy_helper
+    from torch import nn
+
+    from split_infer.pipeline.torch_backend import export_onnx
+
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8, eps=1e-3)
+    with torch.no_grad():
+        for tensor, low, high in ((bn.running_mean, -1, 1), (bn.running_var, 0.5, 2),
+                                  (bn.weight, 0.5, 2), (bn.bias, -1, 1)):
+            tensor.uniform_(low, high)
+    model = nn.Sequential(conv, bn, nn.ReLU6()).train()
+    data = export_onnx(model, torch.zeros(1, 3, 8, 8))
+    graph = onnx.load_from_string(data).graph
+    constants = [numpy_helper.to_array(t).ravel() for t in graph.initializer]
+    constants += [numpy_helper.to_array(n.attribute[0].t).ravel() for n in graph.node
+                  if n.op_type == "Constant" and n.attribute[0].type == onnx.AttributeProto.TENSOR]
+
+    def present(expected: np.ndarray) -> bool:
+        flat = np.asarray(expected, dtype=np.float32).ravel()
+        return any(c.dtype == np.float32 and np.array_equal(c, flat) for c in constants)
+
+    var = bn.running_var.detach().double().numpy()
+    scale = bn.weight.detach().double().numpy() / np.sqrt(var + 1e-3)
+    shift = bn.bias.detach().double().numpy() - bn.running_mean.detach().double().numpy() * scale
+    assert present(conv.weight.detach().numpy())  # verbatim, not folded
+    assert present(scale) and present(shift)
+    assert model.training and bn.training and "forward" not in vars(bn)  # restored
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = model.eval()(x).numpy()
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=1e-5)

@@ -6,9 +6,10 @@ ONNX Runtime backend in :mod:`.backends` never imports it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from torch import nn
 from split_infer.models.macs import eval_mode
 from split_infer.pipeline.backends import BACKENDS, Backend, OrtBackend, _as_input
 
-__all__ = ["TorchBackend", "eval_mode", "export_onnx", "export_tapped", "make_backend"]
+__all__ = ["TorchBackend", "eval_mode", "export_onnx", "export_tapped", "frozen_batchnorm",
+           "make_backend"]
 
 
 def export_onnx(
@@ -31,18 +33,26 @@ def export_onnx(
 ) -> bytes:
     """Export ``module`` to ONNX and return the serialized model (also written to ``path``).
 
-    Uses the TorchScript exporter (the dynamo exporter needs onnxscript) in eval mode, so
-    BatchNorm is folded into the preceding convolutions; every submodule's mode is restored
-    afterwards. The graph has one input ``"input"`` and one output ``"output"`` (a module
-    returning a tuple names one output per entry of ``output_names``), all with a dynamic
-    batch axis; the other dimensions are fixed by ``example``. The result is validated with
+    Uses the TorchScript exporter (the dynamo exporter needs onnxscript) in eval mode; every
+    submodule's mode is restored afterwards. BatchNorm layers in eval mode are exported as a
+    per-channel multiply and add whose constants are computed in float64
+    (:func:`frozen_batchnorm`), not folded into the convolutions by the exporter: its float32
+    folding rounds differently on different CPUs (one ulp in ~10 % of the weights), so the
+    same weights exported the same bytes only on the machine that exported them, and a
+    bundle assembled elsewhere failed its sha256 check. ONNX Runtime fuses the multiply and
+    add into the convolution when it loads the graph.
+
+    The graph has one input ``"input"`` and one output ``"output"`` (a module returning a
+    tuple names one output per entry of ``output_names``), all with a dynamic batch axis;
+    the other dimensions are fixed by ``example``. The result is validated with
     ``onnx.checker``.
     """
     import onnx
 
     names = list(output_names)
     buffer = io.BytesIO()
-    with eval_mode(module), torch.no_grad(), warnings.catch_warnings():
+    with eval_mode(module), frozen_batchnorm(module), torch.no_grad(), \
+            warnings.catch_warnings():
         # The legacy exporter warns on every call that it is deprecated; it is the only one
         # usable without onnxscript, so the warning is noise here.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -65,6 +75,41 @@ def export_onnx(
     if path is not None:
         Path(path).write_bytes(data)
     return data
+
+
+@contextlib.contextmanager
+def frozen_batchnorm(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every BatchNorm of ``module`` in eval mode with running statistics
+    computes ``x * scale + shift``, its constants rounded once to float32 from float64 (each
+    float64 operation is correctly rounded, so the bits are the same on every IEEE-754
+    machine). The layers' own ``forward`` is patched, not the modules replaced: a model may
+    call a BatchNorm through another attribute than the one the module tree lists."""
+    patched = []
+    for layer in module.modules():
+        if (isinstance(layer, nn.modules.batchnorm._BatchNorm) and not layer.training
+                and layer.running_mean is not None and "forward" not in vars(layer)):
+            var = layer.running_var.detach().double().numpy()
+            mean = layer.running_mean.detach().double().numpy()
+            gamma = (layer.weight.detach().double().numpy() if layer.weight is not None
+                     else np.ones_like(var))
+            beta = (layer.bias.detach().double().numpy() if layer.bias is not None
+                    else np.zeros_like(var))
+            scale64 = gamma / np.sqrt(var + layer.eps)
+            shift64 = beta - mean * scale64
+            scale = torch.from_numpy(scale64.astype(np.float32))
+            shift = torch.from_numpy(shift64.astype(np.float32))
+
+            def forward(x: torch.Tensor, scale=scale, shift=shift) -> torch.Tensor:
+                shape = (1, -1, *[1] * (x.dim() - 2))
+                return x * scale.reshape(shape) + shift.reshape(shape)
+
+            layer.forward = forward
+            patched.append(layer)
+    try:
+        yield module
+    finally:
+        for layer in patched:
+            del layer.forward
 
 
 class TorchBackend:
