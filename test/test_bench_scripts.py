@@ -483,6 +483,47 @@ def test_testbed_verdicts_need_a_valid_run_a_margin_beyond_the_spread_and_three_
     assert judge(0.05, 0.0, valid=False, repeats=3) == "invalid"
 
 
+def test_step_trace_adaptation_targets_count_the_repeats_that_meet_them():
+    e2e = _bench("testbed_e2e")
+
+    def step(t, before, after, estimate, changed):
+        return {"t_s": t, "rate_before_bps": before, "rate_after_bps": after,
+                "estimate_within_15pct_after_s": estimate,
+                "configuration_changed_after_s": changed}
+
+    def run(repeat, used, reactions, trace="step"):
+        return {"trace": trace, "strategy": "adaptive", "repeat": repeat,
+                "configurations_used": used, "reactions": reactions}
+
+    moving = ["6:9.42", "9:20.8", "9:9.36"]
+    good = [step(30.0, 8e6, 1e6, 1.2, 1.3), step(60.0, 1e6, 4e6, 1.9, 2.0)]
+    late = [step(30.0, 8e6, 1e6, 1.2, 1.3), step(60.0, 1e6, 4e6, 3.5, None)]
+    gauss = [step(float(t), 5e6, 4e6, None, None) for t in range(1, 30)]
+    outage = [step(20.0, 5e6, 0.0, None, 0.8), step(30.0, 0.0, 5e6, 1.0, 1.5)]
+    rows = [run(0, moving, good), run(1, moving, good), run(2, ["9:20.8", "9:9.36"], late),
+            run(0, moving, gauss, "gauss"), {"trace": "step", "strategy": "9:9.36"},
+            *(run(k, ["-1:1", "9:20.8"], outage, "outage") for k in range(2))]
+    checks = {c["trace"]: c for c in e2e.adaptation_checks(rows)}
+    assert set(checks) == {"step", "outage"}  # one rate a second is no step trace
+    step_check = checks["step"]
+    assert step_check["two_splits_two_ratios"] == {"verdict": "not met", "repeats_met": 2,
+                                                   "repeats": 3}
+    assert step_check["configuration_within_2s"]["verdict"] == "not met"
+    assert step_check["estimate_within_2s"]["repeats_met"] == 2
+    assert step_check["runs"][0]["splits"] == [6, 9]
+    assert step_check["runs"][0]["ratios"] == [9.36, 9.42, 20.8]
+    # Edge-only is a split point without a ratio; the outage's zero rate needs no estimate.
+    assert checks["outage"]["runs"][0]["splits"] == [-1, 9]
+    assert checks["outage"]["runs"][0]["ratios"] == [20.8]
+    assert checks["outage"]["estimate_within_2s"] == {"verdict": "inconclusive",
+                                                      "repeats_met": 2, "repeats": 2}
+    everything_met = e2e.adaptation_checks([run(k, moving, good) for k in range(3)])[0]
+    assert all(everything_met[k]["verdict"] == "met" for k in
+               ("two_splits_two_ratios", "configuration_within_2s", "estimate_within_2s"))
+    text = e2e.adaptation_markdown(e2e.adaptation_checks(rows))
+    assert "edge-only, 9" in text and "never" in text and "(2/3)" in text
+
+
 def test_imagenet_targets_are_verdicts_that_can_fail():
     from split_infer.tools.bench.rate_accuracy_imagenet import check_targets
 

@@ -19,7 +19,8 @@ edge under ``--edge-cpu`` cores if given):
 
 Writes ``results.json`` (``rows``: every run's summary — among it ``bound_fps``, the run's own
 physical bound, and ``valid``, its sanity gate — and step reactions; ``aggregate``: the
-per-strategy means and spreads over repeats; ``targets``: the target checks), ``summary.md``
+per-strategy means and spreads over repeats; ``targets``: the target checks;
+``adaptation_targets``: the step traces' reactions, :func:`adaptation_checks`), ``summary.md``
 (the same as Markdown tables), ``nu_eff_vs_bandwidth.png`` (Hu & K Fig. 3 style,
 constant-rate traces, min–max bars over repeats), ``latency_vs_bandwidth.png`` (thesis Fig. 4.4
 style), and each run's own ``report.json`` + ``timeline.png`` under ``runs/``.
@@ -282,6 +283,95 @@ def target_checks(table: list[dict]) -> list[dict]:
     return checks
 
 
+#: A step trace's adaptation targets: the estimate within 15 % of the new rate, and the
+#: configuration changed, this long after each step.
+REACTION_TARGET_S = 2.0
+#: Traces whose rate changes at least this far apart are step traces (the Gaussian traces,
+#: a new rate every second, are not: no step there lasts long enough to be adapted to).
+STEP_TRACE_MIN_GAP_S = 10.0
+
+
+def _split_and_ratio(key: str) -> tuple[int, float]:
+    split, ratio = key.split(":")
+    return int(split), float(ratio)
+
+
+def adaptation_checks(rows: list[dict]) -> list[dict]:
+    """Per step trace (steps :data:`STEP_TRACE_MIN_GAP_S` or more apart), the adaptive runs'
+    reactions (issue 16's step targets), each a count of the repeats that meet it and a
+    verdict (``met``: every repeat; fewer than :data:`MIN_REPEATS` repeats:
+    ``inconclusive``). Pure, for testing.
+
+    * ``two_splits_two_ratios`` — the run used ≥ 2 split points and ≥ 2 compression ratios
+      (edge-only counts as a split point, the model's end, and has no ratio);
+    * ``configuration_within_2s`` — after every step the configuration changed within
+      :data:`REACTION_TARGET_S` (a step after which it did not change at all fails);
+    * ``estimate_within_2s`` — after every step to a non-zero rate the estimate was within
+      15 % of the new rate (and stayed so for 1 s) within :data:`REACTION_TARGET_S`."""
+    checks = []
+    for trace in dict.fromkeys(r["trace"] for r in rows):
+        runs = [r for r in rows if r["trace"] == trace and r["strategy"] == "adaptive"
+                and "error" not in r and r.get("reactions")]
+        if not runs:
+            continue
+        times = [x["t_s"] for x in runs[0]["reactions"]]
+        if min(np.diff([0.0, *times])) < STEP_TRACE_MIN_GAP_S:
+            continue
+        per_run = []
+        for r in runs:
+            used = [_split_and_ratio(k) for k in r.get("configurations_used") or []]
+            splits = sorted({s for s, _ in used})
+            ratios = sorted({q for s, q in used if s >= 0})
+            steps = r["reactions"]
+            changed = [x["configuration_changed_after_s"] for x in steps]
+            estimate = [x["estimate_within_15pct_after_s"] for x in steps
+                        if x["rate_after_bps"] > 0]
+            per_run.append({
+                "repeat": r.get("repeat"), "splits": splits, "ratios": ratios,
+                "configuration_changed_after_s": changed,
+                "estimate_within_15pct_after_s": estimate,
+                "two_splits_two_ratios": len(splits) >= 2 and len(ratios) >= 2,
+                "configuration_within_2s": all(c is not None and c <= REACTION_TARGET_S
+                                               for c in changed),
+                "estimate_within_2s": all(e is not None and e <= REACTION_TARGET_S
+                                          for e in estimate)})
+        check: dict = {"trace": trace, "runs": per_run}
+        for key in ("two_splits_two_ratios", "configuration_within_2s", "estimate_within_2s"):
+            met = sum(run[key] for run in per_run)
+            verdict = ("inconclusive" if len(per_run) < MIN_REPEATS
+                       else "met" if met == len(per_run) else "not met")
+            check[key] = {"verdict": verdict, "repeats_met": met, "repeats": len(per_run)}
+        checks.append(check)
+    return checks
+
+
+def adaptation_markdown(checks: list[dict]) -> str:
+    """:func:`adaptation_checks` as a Markdown table, one line per repeat and a verdict line
+    per trace ("" when no trace steps)."""
+    if not checks:
+        return ""
+
+    def seconds(values: list) -> str:
+        return ", ".join("never" if v is None else f"{v:g}" for v in values) or "–"
+
+    lines = ["", "| trace | repeat | splits | ratios | configuration changed after (s) | "
+             "estimate within 15 % after (s) |", "|---|---|---|---|---|---|"]
+    for c in checks:
+        for run in c["runs"]:
+            lines.append(f"| {c['trace']} | {run['repeat']} | "
+                         f"{', '.join('edge-only' if s < 0 else str(s) for s in run['splits'])}"
+                         f" | {', '.join(f'{q:g}' for q in run['ratios']) or '–'} | "
+                         f"{seconds(run['configuration_changed_after_s'])} | "
+                         f"{seconds(run['estimate_within_15pct_after_s'])} |")
+        verdicts = "; ".join(
+            f"{label}: {c[key]['verdict']} ({c[key]['repeats_met']}/{c[key]['repeats']})"
+            for key, label in (("two_splits_two_ratios", "≥ 2 splits and ≥ 2 ratios"),
+                               ("configuration_within_2s", "switch ≤ 2 s after each step"),
+                               ("estimate_within_2s", "estimate ≤ 2 s after each step")))
+        lines.append(f"| {c['trace']} | targets | {verdicts} | | | |")
+    return "\n".join(lines) + "\n"
+
+
 def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
@@ -534,10 +624,13 @@ def main(argv: list[str] | None = None) -> int:
     table = aggregate(rows)  # a failed run makes its cell invalid
     figures = plot(table, args.out)
     checks = target_checks(table)
+    reactions = adaptation_checks(rows)
     common.write_json(args.out / "results.json",
-               {**header, "rows": rows, "aggregate": table, "targets": checks})
-    (args.out / "summary.md").write_text(markdown(table, checks))
-    print("\n" + markdown(table, checks))
+                      {**header, "rows": rows, "aggregate": table, "targets": checks,
+                       "adaptation_targets": reactions})
+    summary_md = markdown(table, checks) + adaptation_markdown(reactions)
+    (args.out / "summary.md").write_text(summary_md)
+    print("\n" + summary_md)
     print(f"wrote {args.out / 'results.json'}, {args.out / 'summary.md'}, "
           + ", ".join(str(f) for f in figures))
     return 0
