@@ -62,12 +62,18 @@ def test_eval_reproduces_the_rate_accuracy_rows(bundle, tmp_path):
         args += ["--config", config_id]
     assert main(args) == 0
     measured = {r["id"]: r for r in json.loads(out.read_text())["rows"]}
+    # ONNX Runtime picks its kernels by CPU (AVX2, AVX-512, ...), and their float rounding
+    # differs in the last bit: a handful of activations land in the next quantisation bin,
+    # so the entropy-coded sizes move by a few bytes in 55 MB (seen: 4 bytes, Xeon vs EPYC)
+    # and a borderline image could change class. The tolerances allow that and no more: a
+    # codec or model change moves sizes by percent and accuracy by many images.
+    one_image = 1 / 800
     for config_id in chosen:
         row, again = rows[config_id], measured[config_id]
         assert again["frames"] == row["frames"] == 800
-        assert again["accuracy"] == pytest.approx(row["top1"], abs=1e-9), config_id
-        assert again["agreement"] == pytest.approx(row["agreement"], abs=1e-9), config_id
-        assert again["bytes_per_frame"] == pytest.approx(row["bytes_per_frame"], rel=1e-9)
+        assert again["accuracy"] == pytest.approx(row["top1"], abs=2 * one_image), config_id
+        assert again["agreement"] == pytest.approx(row["agreement"], abs=2 * one_image)
+        assert again["bytes_per_frame"] == pytest.approx(row["bytes_per_frame"], rel=1e-4)
 
 
 def test_the_imagenet_demo_trace_moves_both_split_point_and_ratio(bundle):
