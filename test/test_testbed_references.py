@@ -94,3 +94,15 @@ def test_merging_keeps_other_cells_and_regates_a_robot_that_spent_its_budget():
     assert merged[1] == failed
     starved = {**spent, "cpu_percent_mean": {"edge": 12.0}}
     assert not merge_rows([starved], set())[0]["valid"]
+
+
+def test_merging_refuses_to_compare_strategies_across_machines():
+    from split_infer.tools.bench.testbed_e2e import merge_conflicts
+
+    xeon = {"trace": "const_3mbps.csv", "strategy": "9:9.36", "machine_cpu": "Xeon"}
+    other_trace = {**xeon, "trace": "const_1mbps.csv"}
+    cells = {("const_3mbps.csv", "adaptive")}
+    assert merge_conflicts([xeon, other_trace], cells, "EPYC") == ["const_3mbps.csv"]
+    assert merge_conflicts([xeon, other_trace], cells, "Xeon") == []
+    # Every strategy of the trace run again: nothing of it is kept, nothing compared.
+    assert merge_conflicts([xeon], {("const_3mbps.csv", "9:9.36"), *cells}, "EPYC") == []

@@ -28,7 +28,9 @@ style), and each run's own ``report.json`` + ``timeline.png`` under ``runs/``.
 ``--merge`` keeps the runs of an earlier ``results.json`` in ``--out`` for every (trace,
 strategy) this invocation does not run (re-gated with today's :func:`validity_gate`), so one
 strategy can be measured again after a fix without repeating the others; ``merged`` in the
-file lists the earlier commands.
+file lists the earlier commands. Each row names its machine (``machine_cpu``); a trace whose
+kept rows come from another machine than the strategies run now is refused (its targets
+would compare machines), while whole traces from other machines may sit side by side.
 
 Every target is a verdict (:func:`judge`): ``invalid`` when a run it involves failed its sanity
 gate, ``inconclusive`` when its margin is smaller than the spread of the repeats (or there are
@@ -185,6 +187,16 @@ def merge_rows(earlier: list[dict], cells: set[tuple[str, str]]) -> list[dict]:
     """The earlier rows of every (trace, strategy) not in ``cells`` (those are run again),
     re-gated. Pure, for testing."""
     return [regate(r) for r in earlier if (r.get("trace"), r.get("strategy")) not in cells]
+
+
+def merge_conflicts(earlier: list[dict], cells: set[tuple[str, str]], machine: str) -> list[str]:
+    """The traces whose kept rows (:func:`merge_rows`) were measured on another machine
+    (``machine_cpu``) than the strategies run again on them now: their targets would compare
+    strategies across machines. Pure, for testing."""
+    traces = {trace for trace, _ in cells}
+    return sorted({r["trace"] for r in earlier
+                   if r.get("trace") in traces and (r["trace"], r.get("strategy")) not in cells
+                   and r.get("machine_cpu") != machine})
 
 
 def _is_fixed(strategy: str) -> bool:
@@ -568,8 +580,17 @@ def main(argv: list[str] | None = None) -> int:
             earlier = {}
         except (OSError, ValueError) as exc:
             parser.error(f"--merge: cannot read {earlier_path}: {exc}")
-        rows = merge_rows(earlier.get("rows", []),
-                          {(t.name, s) for t in traces for s in strategies})
+        # Rows from before machine_cpu was recorded were measured where the file says.
+        earlier_cpu = (earlier.get("machine") or {}).get("cpu")
+        earlier_rows = [{"machine_cpu": earlier_cpu, **r} for r in earlier.get("rows", [])]
+        cells = {(t.name, s) for t in traces for s in strategies}
+        conflicts = merge_conflicts(earlier_rows, cells, header["machine"]["cpu"])
+        if conflicts:
+            parser.error(f"--merge: the other strategies of {', '.join(conflicts)} in "
+                         f"{earlier_path} were measured on another machine ({earlier_cpu}; "
+                         f"this one: {header['machine']['cpu']}); run every strategy of "
+                         "those traces here, or merge other traces only")
+        rows = merge_rows(earlier_rows, cells)
         header["merged"] = [*earlier.get("merged", []),
                             *([{"command": earlier["command"], "started": earlier.get("started")}]
                               if "command" in earlier else [])]
@@ -601,11 +622,13 @@ def main(argv: list[str] | None = None) -> int:
                                f"{exc}", file=sys.stderr)
                     rows.append({"trace": trace_path.name, "strategy": strategy,
                                  "repeat": repeat, "error": str(exc),
+                                 "machine_cpu": header["machine"]["cpu"],
                                  "rate_bps": _constant_rate(trace_path)})
                     continue
                 summary = report["summary"]
                 rows.append({**summary, "trace": trace_path.name, "strategy": strategy,
                              "repeat": repeat, "rate_bps": _constant_rate(trace_path),
+                             "machine_cpu": header["machine"]["cpu"],
                              "reactions": report["reactions"],
                              "switches": report["switches"],
                              "link_not_applied": report["link"]["not_applied"]})
