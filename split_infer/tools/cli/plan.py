@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from split_infer.defaults import DEFAULT_BUNDLE
+from split_infer.errors import UserError
 from split_infer.tools.cli._api import VerbExtension
 from split_infer.tools.cli._common import bundle_directory, require
 
@@ -47,7 +48,12 @@ class PlanVerb(VerbExtension):
                             help="measure the edge time scale instead: time the bundle's edge "
                                  "parts here in a process limited to FRACTION cores (a cgroup "
                                  "quota, as 'split-infer testbed --edge-cpu'; root) against its "
-                                 "profiled edge times")
+                                 "profiled edge times; every configuration's time per "
+                                 "frame (the scheduler's edge_timing.json) starts from a "
+                                 "raw camera frame of --camera-size")
+        parser.add_argument("--camera-size", default="640x480", metavar="WIDTHxHEIGHT",
+                            help="with --edge-cpu: the camera frame the robot reads and "
+                                 "preprocesses at every frame (default: %(default)s)")
         parser.add_argument("--devices", action="append", metavar="NAME=GMACS,...",
                             help="plan an n-stage chain instead: devices in chain order with "
                                  "their speed in GMAC/s, e.g. robot=2,pi=2.5,server=40 "
@@ -106,18 +112,32 @@ def _measured_edge_scale(args: argparse.Namespace) -> float:
     import json
 
     from split_infer.bundle import Bundle
-    from split_infer.tools.plan.edge_timing import edge_time_scale, measure_under_budget
+    from split_infer.tools.plan.edge_timing import (
+        CAMERA_FRAME,
+        edge_time_scale,
+        measure_under_budget,
+        parse_camera_size,
+    )
 
+    try:
+        camera = parse_camera_size(args.camera_size)
+    except ValueError as exc:
+        raise UserError(f"--camera-size: {exc}") from None
     bundle = Bundle.load(args.bundle)
     measured = measure_under_budget(bundle.path, args.edge_cpu,
-                                    args.out / "edge_timing_raw.json")
+                                    args.out / "edge_timing_raw.json", camera=camera)
     scale, ratios = edge_time_scale(bundle, measured)
+    camera_ms = measured.pop(CAMERA_FRAME)
     path = args.out / "edge_timing.json"
+    # measured_ms: what the scheduler uses, each configuration's whole time per frame from the
+    # camera message; camera_frame_ms is the part of it every configuration pays.
     path.write_text(json.dumps({"edge_cpu": args.edge_cpu, "edge_time_scale": scale,
+                                "camera_size": args.camera_size, "camera_frame_ms": camera_ms,
                                 "measured_ms": measured, "ratios": ratios}, indent=2))
     print(f"edge time scale measured under {args.edge_cpu:g} CPU: {scale:.2f}× the bundle's "
           f"profile (median of {len(ratios)}, {min(ratios.values()):.2f}–"
-          f"{max(ratios.values()):.2f}; {path})\n")
+          f"{max(ratios.values()):.2f}); a {args.camera_size} camera frame costs "
+          f"{camera_ms:.1f} ms of it per frame ({path})\n")
     return scale
 
 

@@ -1,0 +1,59 @@
+"""The robot's time per frame that ``plan --edge-cpu`` measures for the scheduler."""
+
+from __future__ import annotations
+
+import pytest
+
+from split_infer.bundle import Bundle
+from split_infer.defaults import DEFAULT_BUNDLE
+from split_infer.tools.cli import main as cli_main
+from split_infer.tools.plan.edge_timing import (
+    CAMERA_FRAME,
+    edge_time_scale,
+    measure_edge_ms,
+    parse_camera_size,
+)
+
+
+def test_every_configuration_is_timed_from_the_camera_frame():
+    bundle = Bundle.load(DEFAULT_BUNDLE)
+    small = measure_edge_ms(DEFAULT_BUNDLE, seconds=0.03, camera=(32, 32))
+    large = measure_edge_ms(DEFAULT_BUNDLE, seconds=0.03, camera=(960, 1280))
+    ids = {c.id for c in bundle.configurations}
+    assert ids | {CAMERA_FRAME} <= set(small)
+    for times in (small, large):
+        assert all(times[cid] > times[CAMERA_FRAME] > 0 for cid in ids)
+    # A 1280×960 frame costs far more to read and shrink than a 32×32 one, and every
+    # configuration pays it.
+    assert large[CAMERA_FRAME] > 5 * small[CAMERA_FRAME]
+    assert sum(large[cid] for cid in ids) > sum(small[cid] for cid in ids)
+
+
+def test_the_scale_compares_the_model_part_with_the_profile():
+    bundle = Bundle.load(DEFAULT_BUNDLE)
+    profiled = {c.id: c.edge_ms for c in bundle.configurations}
+    # Twice the profile plus a camera frame: the scale is 2, not inflated by the frame.
+    measured = {cid: 2 * ms + 7.0 for cid, ms in profiled.items()}
+    scale, ratios = edge_time_scale(bundle, {**measured, CAMERA_FRAME: 7.0})
+    assert scale == pytest.approx(2.0)
+    assert set(ratios) == set(profiled)
+    scale_without, _ = edge_time_scale(bundle, measured)
+    assert scale_without > 2.0
+
+
+@pytest.mark.parametrize("text, expected", [("640x480", (480, 640)), ("1280X720", (720, 1280))])
+def test_camera_sizes_parse(text, expected):
+    assert parse_camera_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["640", "640x", "x480", "0x480", "-640x480", "640x480x3", ""])
+def test_bad_camera_sizes_are_refused(text):
+    with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+        parse_camera_size(text)
+
+
+def test_plan_refuses_a_bad_camera_size_in_one_line(tmp_path, capsys):
+    assert cli_main(["plan", "--edge-cpu", "0.25", "--camera-size", "vga",
+                     "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--camera-size" in err and "Traceback" not in err
