@@ -82,7 +82,11 @@ def test_the_imagenet_demo_trace_moves_both_split_point_and_ratio(bundle):
     best configuration (Hu & K Algorithm 2 at the demo's 30 fps) uses at least two split
     points and two ratios, and edge-only where the link is slowest."""
     from split_infer.adaptation.policy import choose_configuration
-    from split_infer.adaptation.scheduling import configurations_from_bundle, with_edge_timing
+    from split_infer.adaptation.scheduling import (
+        SchedulerSettings,
+        configurations_from_bundle,
+        with_edge_timing,
+    )
     from split_infer.defaults import find_trace
     from split_infer.tools.demo.scenarios import SCENARIOS
     from split_infer.tools.link import load_trace
@@ -91,7 +95,9 @@ def test_the_imagenet_demo_trace_moves_both_split_point_and_ratio(bundle):
     configs, _ = configurations_from_bundle(bundle, include_edge_only=scenario.edge_only)
     configs = with_edge_timing(configs, {}, scale=scenario.robot_slowdown)
     rates = sorted({float(r) for r in load_trace(find_trace(scenario.trace)).rates_bps})
-    chosen = {rate: choose_configuration(configs, rate, 0.02, t_gen_hz=30.0).configuration
+    share = SchedulerSettings().link_share  # the scheduler plans at this share of capacity
+    chosen = {rate: choose_configuration(configs, rate * share, 0.02,
+                                         t_gen_hz=30.0).configuration
               for rate in rates}
     split = [c for c in chosen.values() if c.split_point >= 0]
     assert len({c.split_point for c in split}) >= 2, chosen

@@ -82,7 +82,9 @@ def configs(tmp_path) -> list[Configuration]:
 
 
 def settings(**overrides) -> SchedulerSettings:
-    base = dict(frame_rate_hz=T_GEN, margin=0.01, min_dwell_s=2.0, probe_interval_s=10.0)
+    """The paper's policy (the frames may fill the link) unless a test says otherwise."""
+    base = dict(frame_rate_hz=T_GEN, margin=0.01, min_dwell_s=2.0, probe_interval_s=10.0,
+                link_share=1.0)
     return SchedulerSettings(**{**base, **overrides})
 
 
@@ -157,6 +159,23 @@ def test_decisions_are_the_planners(configs, objective):
         expected = choose_configuration(configs, mbps * 1e6, 0.02, objective,
                                         deadline_s=0.5, t_gen_hz=T_GEN).configuration
         assert step.target == expected and step.apply
+
+
+def test_a_capacity_estimate_is_planned_at_the_link_share_and_a_lower_bound_in_full(configs):
+    assert SchedulerSettings().link_share == 0.85  # probes and headers share the link
+    for mbps in np.geomspace(0.1, 20, 25):
+        loop = SchedulingLoop(configs, settings(link_share=0.5, probe_interval_s=0.0))
+        step = loop.step(0.0, measured(mbps))
+        assert step.bandwidth_bps == pytest.approx(mbps * 0.5e6)
+        assert step.target == choose_configuration(configs, mbps * 0.5e6, 0.02,
+                                                   t_gen_hz=T_GEN).configuration
+        bound = SchedulingLoop(configs, settings(link_share=0.5, probe_interval_s=0.0))
+        assert bound.step(0.0, LinkState(mbps * 1e6, 0.02, lower_bound=True)
+                          ).bandwidth_bps == pytest.approx(mbps * 1e6)
+    # Somewhere in that range the share changes the answer, or the test shows nothing.
+    assert any(SchedulingLoop(configs, settings(link_share=0.5)).step(0.0, measured(m)).target
+               != SchedulingLoop(configs, settings()).step(0.0, measured(m)).target
+               for m in np.geomspace(0.1, 20, 25))
 
 
 def test_a_bandwidth_drop_moves_to_fewer_bytes_only_after_the_dwell(configs):
@@ -330,7 +349,8 @@ def test_latency_objective_with_a_deadline_and_a_client_only_option(tmp_path):
 def test_settings_are_validated():
     for bad in (dict(objective="speed"), dict(frame_rate_hz=0), dict(deadline_s=0),
                 dict(margin=-1), dict(probe_gain=1.0), dict(probe_steps=0),
-                dict(retry_backoff_s=10, max_retry_backoff_s=5)):
+                dict(retry_backoff_s=10, max_retry_backoff_s=5), dict(link_share=0),
+                dict(link_share=1.5)):
         with pytest.raises(ValueError):
             SchedulerSettings(**bad)
 

@@ -28,6 +28,13 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   (``configurations_from_bundle(include_edge_only=True)``): ``(-1, 1)``. Its ν_eff does not
   depend on the link, only on the robot's time for the whole model, so on a slow robot it
   wins only where the link is too poor for every split.
+* **Link share.** A capacity estimate (not a lower bound) is planned at ``link_share`` × its
+  value: Algorithm 2 lets the frames fill the link, but the link also carries the probe
+  trains (up to 5 % of the estimate), the RTPS/UDP/IP headers of every fragment and the other
+  topics, and a link planned full queues at the first larger frame (and when the link drops,
+  the queue of large frames it holds reads as an outage). 0.85 is the share WebRTC's
+  congestion control (GCC) targets when it backs off: 0.85 × the received rate. A lower bound
+  is what the frames already carried and is taken as it is.
 * **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
   if the edge drifts away from it); clearing the pin hands control back to the policy.
 
@@ -292,7 +299,9 @@ class SchedulerSettings:
     objective: str = "effective_accuracy"
     frame_rate_hz: float = 10.0  # T_gen
     deadline_s: float | None = None
-    margin: float = 0.01
+    # A ±5 % estimate moves a link-limited configuration's ν_eff by a few points: a smaller
+    # margin switches between near-ties on that noise, paying a new head's first run each time.
+    margin: float = 0.03
     min_dwell_s: float = 2.0
     probe_interval_s: float = 10.0  # 0 disables probing
     probe_gain: float = 2.0
@@ -301,6 +310,7 @@ class SchedulerSettings:
     retry_backoff_s: float = 5.0
     max_retry_backoff_s: float = 60.0
     max_accuracy_loss: float | None = None
+    link_share: float = 0.85  # of a capacity estimate, what the frames may plan for
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -317,6 +327,8 @@ class SchedulerSettings:
             raise ValueError("probe_steps and max_probe_backoff must be >= 1")
         if not 0 < self.retry_backoff_s <= self.max_retry_backoff_s:
             raise ValueError("need 0 < retry_backoff_s <= max_retry_backoff_s")
+        if not 0 < self.link_share <= 1:
+            raise ValueError("link_share must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -500,7 +512,7 @@ class SchedulingLoop:
         candidates = [c for c in self._configs if not self._is_blocked(c, now_s)]
         if not candidates:
             return Step(self.active, False, "every configuration was refused recently")
-        bandwidth = link.bandwidth_bps
+        bandwidth = link.bandwidth_bps * (1.0 if link.lower_bound else s.link_share)
         probe_due = False
         if link.lower_bound and s.probe_interval_s > 0 and self.active is not None:
             if self._next_probe_s is None:

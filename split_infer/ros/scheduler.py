@@ -27,7 +27,8 @@ whole model on the robot), ``edge_timing`` (read-only: edge times measured on th
 ``objective`` (``effective_accuracy`` | ``latency`` | ``accuracy``), ``frame_rate`` (T_gen,
 Hz), ``deadline_ms`` (0 = none), ``margin``, ``min_dwell_s``, ``override`` (``"split:ratio"``
 or empty), ``probe_interval_s`` (0 = never), ``probe_gain``, ``retry_backoff_s``,
-``max_accuracy_loss`` (1 = no constraint), ``period_s``, ``request_timeout_s``,
+``max_accuracy_loss`` (1 = no constraint), ``link_share`` (of a capacity estimate, what the
+frames are planned for), ``period_s``, ``request_timeout_s``,
 ``estimate_timeout_s``. All but the read-only ones are live-changeable.
 """
 
@@ -84,12 +85,14 @@ _SETTINGS_FLOATS = {
     # parameter: (default, low, high, description)
     "frame_rate": (10.0, 0.01, 1000.0, "camera frame rate T_gen (Hz)"),
     "deadline_ms": (0.0, 0.0, 3.6e6, "latency deadline (ms); 0 = none"),
-    "margin": (0.01, 0.0, 1.0, "hysteresis: score gain needed to switch (objective units)"),
+    "margin": (0.03, 0.0, 1.0, "hysteresis: score gain needed to switch (objective units)"),
     "min_dwell_s": (2.0, 0.0, 3600.0, "hysteresis: least time between switches (s)"),
     "probe_interval_s": (10.0, 0.0, 3600.0, "probe for more bandwidth this often (s); 0 = never"),
     "probe_gain": (2.0, 1.01, 16.0, "a probe looks up by this factor per rung (> 1)"),
     "retry_backoff_s": (5.0, 0.01, 600.0, "first back-off after the edge refuses (s)"),
     "max_accuracy_loss": (1.0, 0.0, 1.0, "exclude configs this far below the best; 1 = off"),
+    "link_share": (0.85, 0.1, 1.0, "plan frames for this share of a capacity estimate (probes "
+                   "and headers take the rest)"),
 }
 _NODE_FLOATS = {
     "period_s": (0.5, 0.01, 60.0, "decision period (s)"),
@@ -113,6 +116,7 @@ def _settings_from(values: dict[str, object]) -> SchedulerSettings:
         retry_backoff_s=retry,
         max_retry_backoff_s=max(60.0, retry),
         max_accuracy_loss=loss if loss < 1.0 else None,
+        link_share=float(values["link_share"]),  # type: ignore[arg-type]
     )
 
 
