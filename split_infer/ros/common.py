@@ -204,7 +204,13 @@ EXECUTOR_ENV = "SPLIT_INFER_EXECUTOR"
 def executor_kind(node: Node | type[Node] | None = None) -> str:
     """``events`` (rclpy's EventsExecutor) unless :data:`EXECUTOR_ENV` says ``single``, this
     rclpy has none, or ``node`` (a node or its class) sets ``EXECUTOR_KIND = "single"``: a node
-    whose callbacks need ``MessageInfo`` (the probe echo's reception stamps)."""
+    whose callbacks need ``MessageInfo`` (the probe echo's reception stamps), or one whose
+    frames may take longer than they arrive (the edge node). The events executor queues one
+    event per message and runs them in order, the parameter service's requests behind them:
+    when each camera frame takes longer than the camera interval (a weak robot classifying
+    edge-only), that queue only grows, a request waits behind it until the scheduler gives up,
+    and the robot stayed edge-only on a 4-Mbit/s link. A wait-set executor takes the newest
+    frame and every pending request on each pass."""
     if getattr(node, "EXECUTOR_KIND", None) == "single":
         return "single"
     if os.environ.get(EXECUTOR_ENV, "events") == "single":

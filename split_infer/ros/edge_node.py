@@ -98,6 +98,7 @@ _LOG_THROTTLE_S = 5.0
 
 class EdgeNode(Node):
     """Runs the head and encoder of a bundle on camera frames; see the module docstring."""
+    EXECUTOR_KIND = "single"  # frames may take longer than the camera interval: executor_kind
 
     def __init__(self, **kwargs) -> None:
         super().__init__("edge_node", **kwargs)
@@ -290,8 +291,7 @@ class EdgeNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """``ros2 run split_infer edge_node --ros-args -p bundle:=DIR``; exit status 2 on a bad
-    configuration (fatal log, no traceback)."""
+    """``ros2 run split_infer edge_node --ros-args -p bundle:=DIR``; exit 2 on a bad config."""
     return run_node(EdgeNode, "edge_node", args)
 
 
