@@ -571,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
               "bundle": str(args.bundle), "machine": common.machine_info(),
               "probing": args.probing, "scheduler_edge_only": args.scheduler_edge_only,
               "edge_timing": args.edge_timing, **placement}
+    machine_cpu = header["machine"]["cpu"]
     rows: list[dict] = []
     if args.merge:
         earlier_path = args.out / "results.json"
@@ -584,12 +585,14 @@ def main(argv: list[str] | None = None) -> int:
         earlier_cpu = (earlier.get("machine") or {}).get("cpu")
         earlier_rows = [{"machine_cpu": earlier_cpu, **r} for r in earlier.get("rows", [])]
         cells = {(t.name, s) for t in traces for s in strategies}
-        conflicts = merge_conflicts(earlier_rows, cells, header["machine"]["cpu"])
+        conflicts = merge_conflicts(earlier_rows, cells, machine_cpu)
         if conflicts:
+            others = sorted({str(r["machine_cpu"]) for r in earlier_rows
+                             if r.get("trace") in conflicts and r["machine_cpu"] != machine_cpu})
             parser.error(f"--merge: the other strategies of {', '.join(conflicts)} in "
-                         f"{earlier_path} were measured on another machine ({earlier_cpu}; "
-                         f"this one: {header['machine']['cpu']}); run every strategy of "
-                         "those traces here, or merge other traces only")
+                         f"{earlier_path} were measured on another machine ({', '.join(others)}; "
+                         f"this one: {machine_cpu}); run every strategy of those traces here, "
+                         "or merge other traces only")
         rows = merge_rows(earlier_rows, cells)
         header["merged"] = [*earlier.get("merged", []),
                             *([{"command": earlier["command"], "started": earlier.get("started")}]
@@ -622,13 +625,13 @@ def main(argv: list[str] | None = None) -> int:
                                f"{exc}", file=sys.stderr)
                     rows.append({"trace": trace_path.name, "strategy": strategy,
                                  "repeat": repeat, "error": str(exc),
-                                 "machine_cpu": header["machine"]["cpu"],
+                                 "machine_cpu": machine_cpu,
                                  "rate_bps": _constant_rate(trace_path)})
                     continue
                 summary = report["summary"]
                 rows.append({**summary, "trace": trace_path.name, "strategy": strategy,
                              "repeat": repeat, "rate_bps": _constant_rate(trace_path),
-                             "machine_cpu": header["machine"]["cpu"],
+                             "machine_cpu": machine_cpu,
                              "reactions": report["reactions"],
                              "switches": report["switches"],
                              "link_not_applied": report["link"]["not_applied"]})
