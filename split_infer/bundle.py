@@ -20,6 +20,9 @@ components joined by ``+``, each a bundle file or a segment of the bundle's tapp
 model (``model[0:7]``: the input through split point 7; ``model[7:]``: split 7 through the
 logits). ``model[0:7]+onnx/split7_bbnet_encoder.onnx`` is a learned edge part whose backbone
 lives once in the bundle, however many configurations use it (:func:`part_components`).
+``model[0:0]``, the one empty segment, is the input as it is: the edge part of a split-0
+configuration, whose wire frames carry the (encoded) input image and whose cloud part
+``model[0:]`` is the whole model.
 
 Loading verifies the sha256 of every file against the manifest and refuses files the
 manifest does not list, so a tampered or unexpected file never reaches ONNX Runtime.
@@ -77,14 +80,15 @@ _SEGMENT = re.compile(r"model\[(\d+):(\d*)\]")
 def part_components(spec: str) -> list[str | tuple[int, int | None]]:
     """A part spec (see the module docstring) as its components in order: a bundle file's
     relative path, or ``(start, end)`` of a segment of the tapped whole model (``end``
-    None: through the logits). BundleError for an empty component or an empty segment."""
+    None: through the logits; ``(0, 0)``: the input itself). BundleError for an empty component
+    or any other empty segment."""
     components: list[str | tuple[int, int | None]] = []
     for text in spec.split("+"):
         text = text.strip()
         match = _SEGMENT.fullmatch(text)
         if match:
             start, end = int(match[1]), (int(match[2]) if match[2] else None)
-            if end is not None and end <= start:
+            if end is not None and end <= start and (start, end) != (0, 0):
                 raise BundleError(f"part spec {spec!r}: segment {text} is empty")
             components.append((start, end))
         elif text and not text.startswith("model["):

@@ -151,12 +151,12 @@ def test_parse_spec_fills_defaults():
 def test_list_codecs_and_codec_from_id():
     listing = list_codecs()
     assert listing["tensor"][:3] == ["float32", "float16", "quant"]
-    assert listing["byte"] == ["raw", "zstd", "lz4", "rans", "png", "jpeg"]
+    assert listing["byte"] == ["raw", "zstd", "lz4", "rans", "png", "jpeg", "jpeg_rgb"]
     assert listing["examples"] == list(EXAMPLE_SPECS)
     assert codec_from_id(0x0303).spec == "quant:bits=8,w=3.3,per=tensor+rans"
-    assert not is_registered_codec_id(0x0006) and not is_registered_codec_id(0x0F00)
+    assert not is_registered_codec_id(0x0007) and not is_registered_codec_id(0x0F00)
     with pytest.raises(ValueError, match="unknown codec id"):
-        codec_from_id(0x0306)
+        codec_from_id(0x0307)
 
 
 def test_registry_rejects_duplicates_and_bad_ids(monkeypatch):

@@ -1,4 +1,5 @@
-"""Image byte stages ``png`` and ``jpeg``: tile the channels into a 2-D mosaic (thesis §2.2).
+"""Image byte stages ``png`` and ``jpeg``: tile the channels into a 2-D mosaic (thesis §2.2);
+``jpeg_rgb``: a 3-channel tensor as one colour photograph.
 
 The C channels of a (C, H, W) symbol tensor are laid out row-major on a near-square grid of
 ``cols = ceil(sqrt(C))`` by ``rows = ceil(C / cols)`` tiles; missing tiles are zero::
@@ -12,6 +13,11 @@ The C channels of a (C, H, W) symbol tensor are laid out row-major on a near-squ
 Keeping each channel contiguous lets the codec exploit intra-channel spatial redundancy.
 Symbols with fewer than 256 levels are spread over 0..255 (so the mosaic is viewable and
 JPEG's error is rounded away) and mapped back to the nearest level.
+
+``jpeg_rgb`` is for split point 0, where the tensor is the model's input image: the three
+channels become one colour JPEG (YCbCr with chroma subsampled 4:2:0, as a camera's
+``image_transport/compressed`` sends it), so a bundle can offer "send the camera image" as a
+configuration the scheduler chooses like any split.
 
 Decoding parses the image header (PNG IHDR, JPEG SOFn) *before* handing the bytes to the
 image library and rejects anything whose declared size is not the expected mosaic: a tiny
@@ -30,6 +36,7 @@ from split_infer.codecs._api import ByteStage, Param, SymbolSpec, register_byte_
 from split_infer.errors import EncodeError, FrameError
 
 __all__ = [
+    "JpegRgbStage",
     "JpegStage",
     "PngStage",
     "from_grey",
@@ -272,3 +279,60 @@ class JpegStage(_ImageStage):
 
     def decode(self, payload: bytes, shape: tuple[int, ...], spec: SymbolSpec) -> np.ndarray:
         return from_grey(self._decode_grey(payload, shape), spec.levels)
+
+
+@register_byte_stage("jpeg_rgb", 6)
+class JpegRgbStage(ByteStage):
+    """Lossy colour baseline JPEG of a (3, H, W) tensor read as an RGB image (4:2:0).
+
+    Beyond the thesis, whose JPEG stages tile channels into a grey mosaic: for the input
+    image itself, colour JPEG's chroma subsampling is what makes cloud-only cheap.
+    """
+
+    lossless = False
+    PARAMS = {  # noqa: RUF012 -- read-only schema shared by all instances
+        "quality": Param(int, 90, "JPEG quality factor", low=1, high=100),
+    }
+
+    def __init__(self, *, quality: int) -> None:
+        super().__init__(quality=quality)
+        self.quality = quality
+
+    def check_symbols(self, symbols: SymbolSpec) -> str | None:
+        if not symbols.is_integer or symbols.dtype != "uint8":
+            return f"{self.name} needs integer symbols of <= 8 bits; use a quant tensor stage"
+        return None
+
+    def check_shape(self, shape: tuple[int, ...]) -> str | None:
+        if len(shape) != 3 or shape[0] != 3:
+            return f"{self.name} encodes (3, H, W) images, got shape {shape}"
+        if max(shape[1:]) > _MAX_SIDE:
+            return f"image {shape[2]}x{shape[1]} exceeds {_MAX_SIDE} pixels"
+        return None
+
+    def encode(self, symbols: np.ndarray, spec: SymbolSpec) -> bytes:
+        # (3, H, W) RGB → (H, W, 3) BGR, OpenCV's order, so the JPEG is a viewable photograph.
+        image = np.ascontiguousarray(to_grey(symbols, spec.levels).transpose(1, 2, 0)[..., ::-1])
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality,
+                                               cv2.IMWRITE_JPEG_OPTIMIZE, 1])
+        if not ok:
+            raise EncodeError("bad_shape", f"cv2 could not encode a {image.shape} {self.name}")
+        return buf.tobytes()
+
+    def decode(self, payload: bytes, shape: tuple[int, ...], spec: SymbolSpec) -> np.ndarray:
+        height, width = shape[1], shape[2]
+        got_w, got_h, comps, precision, sof = jpeg_header(payload)
+        if (got_w, got_h) != (width, height):
+            raise FrameError("shape_mismatch", f"JPEG is {got_w}x{got_h}, need {width}x{height}")
+        if (comps, precision) != (3, 8):
+            raise FrameError("corrupt_payload", f"JPEG has {comps} components, {precision} bits")
+        if sof not in _JPEG_SEQUENTIAL:  # see JpegStage: no progressive scans
+            raise FrameError("corrupt_payload", f"JPEG process SOF{sof - 0xC0} not accepted")
+        try:
+            image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
+        except cv2.error as exc:
+            raise FrameError("corrupt_payload", f"{self.name}: {exc}") from None
+        if image is None or image.dtype != np.uint8 or image.shape != (height, width, 3):
+            raise FrameError("corrupt_payload", f"{self.name} did not decode to the image")
+        rgb = np.ascontiguousarray(image[..., ::-1].transpose(2, 0, 1))
+        return from_grey(rgb, spec.levels)

@@ -45,8 +45,9 @@ class TappedModel:
     """A tapped ONNX model (serialized bytes) and the segments cut from it.
 
     ``part(start, end)`` is blocks ``start+1 .. end`` (``start=0``: from the input image;
-    ``end=None``: through the logits), as serialized ONNX with one input ``input`` and one
-    output ``output``. ValueError when the model has no tap for a requested split point.
+    ``end=None``: through the logits; ``(0, 0)``: no block, the input passed through), as
+    serialized ONNX with one input ``input`` and one output ``output``. ValueError when the
+    model has no tap for a requested split point.
     """
 
     def __init__(self, data: bytes) -> None:
@@ -56,6 +57,9 @@ class TappedModel:
         model = onnx.load_from_string(data)
         self.outputs = [o.name for o in model.graph.output]
         self.input = model.graph.input[0].name
+        self._input_info = model.graph.input[0]
+        self._opsets = list(model.opset_import)
+        self._ir_version = model.ir_version
         self._extractor = onnx.utils.Extractor(model)
 
     @property
@@ -65,12 +69,30 @@ class TappedModel:
                       if name.startswith("split_"))
 
     def part(self, start: int, end: int | None) -> bytes:
+        if (start, end) == (0, 0):
+            return self._identity()
         source = self.input if start == 0 else self._tap(start)
         target = self.outputs[0] if end is None else self._tap(end)
         model = self._extractor.extract_model([source], [target])
         _rename_value(model, source, "input")
         _rename_value(model, target, OUTPUT)
         return model.SerializeToString()
+
+    def _identity(self) -> bytes:
+        """The input passed through unchanged (the edge part of a split-0 configuration)."""
+        import onnx
+        import onnx.helper
+
+        source = onnx.ValueInfoProto()
+        source.CopyFrom(self._input_info)
+        source.name = "input"
+        target = onnx.ValueInfoProto()
+        target.CopyFrom(self._input_info)
+        target.name = OUTPUT
+        graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["input"], [OUTPUT])],
+                                       "input", [source], [target])
+        return onnx.helper.make_model(graph, opset_imports=self._opsets,
+                                      ir_version=self._ir_version).SerializeToString()
 
     def _tap(self, split_index: int) -> str:
         name = tap_name(split_index)

@@ -84,6 +84,8 @@ class PartLoader:
         learned = ((self.bundle.manifest.get("learned") or {}).get("configurations") or {})
         info = learned.get(config.id)
         model = self._backbone()
+        if edge and config.split_point == 0:  # model[0:0]: the input image is what is sent
+            return nn.Identity()
         if info is None:  # a baseline codec (or a plain channel prefix) on the backbone
             return model.segment(0, config.split_point) if edge else \
                 model.segment(config.split_point, None)

@@ -43,6 +43,19 @@ class BundleVerb(VerbExtension):
                        help="bundle directory to write (replaced); default: the user cache "
                             "(~/.cache/split_infer/bundles), where verbs given the packed "
                             "directory find it")
+        p = sub.add_parser("add-input-jpeg",
+                           help="add the split-0 configuration that sends the input image",
+                           description="Add (or replace) a split-point-0 configuration to an "
+                                       "assembled bundle: the edge sends the model's input "
+                                       "crop as a colour JPEG and the cloud runs the whole "
+                                       "model, so the scheduler can choose cloud-only like any "
+                                       "split. Accuracy and bytes are measured on the "
+                                       "bundle's evaluation images.")
+        p.add_argument("bundle", type=Path, help="assembled bundle directory (rewritten)")
+        p.add_argument("--quality", type=int, default=90, metavar="Q",
+                       help="JPEG quality 1..100 (default 90, image_transport's default)")
+        p.add_argument("--data", type=Path, default=None,
+                       help="data path of the bundle's data set (default: its usual place)")
 
     def main(self, args: argparse.Namespace) -> int:
         """Run the chosen command and say what it did."""
@@ -55,6 +68,8 @@ class BundleVerb(VerbExtension):
                 print(f"packed {args.bundle} into {args.out} ({size / 2**20:.1f} MB); "
                       f"regenerated at assembly: {', '.join(derived) or 'nothing'}")
                 return 0
+        if args.bundle_command == "add-input-jpeg":
+            return _add_input_jpeg(args)
         if args.out is None:
             from split_infer.bundle import Bundle
             from split_infer.training.assemble import assembled
@@ -65,3 +80,35 @@ class BundleVerb(VerbExtension):
         print(f"assembled {bundle.path}: {len(bundle.configurations)} configurations, "
               f"{len(bundle.manifest['files'])} files verified")
         return 0
+
+
+def _add_input_jpeg(args: argparse.Namespace) -> int:
+    from split_infer.bundle import MANIFEST, Bundle, BundleError
+    from split_infer.tools.cli._common import require
+    from split_infer.training.assemble import ASSEMBLY
+    from split_infer.training.input_jpeg import add_input_jpeg_configuration
+
+    require(1 <= args.quality <= 100, "--quality must be in 1..100")
+    require((args.bundle / MANIFEST).is_file(), f"{args.bundle} is not a bundle (no {MANIFEST})")
+    require(not (args.bundle / ASSEMBLY).is_file() or _assembled(args.bundle),
+            f"{args.bundle} is packed: assemble it first ('split-infer bundle assemble "
+            f"{args.bundle} OUT'), add the configuration there, then pack OUT again")
+    try:
+        Bundle.load(args.bundle)
+    except BundleError as exc:
+        require(False, f"{args.bundle}: {exc}")
+    config = add_input_jpeg_configuration(args.bundle, args.quality, data_path=args.data)
+    print(f"{args.bundle}: added {config.id} (split {config.split_point}, ratio "
+          f"{config.ratio:g}, {config.codec}): top-1 {100 * config.accuracy:.2f} %, "
+          f"{config.bytes_per_frame:.0f} B per frame")
+    return 0
+
+
+def _assembled(bundle: Path) -> bool:
+    """Whether every file a packed bundle regenerates at assembly is present."""
+    import json
+
+    from split_infer.training.assemble import ASSEMBLY
+
+    derived = json.loads((bundle / ASSEMBLY).read_text()).get("derived", {})
+    return all((bundle / name).is_file() for name in derived)
