@@ -57,3 +57,25 @@ def test_plan_refuses_a_bad_camera_size_in_one_line(tmp_path, capsys):
                      "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--camera-size" in err and "Traceback" not in err
+
+
+def test_the_demo_plans_with_its_robots_measured_times_stretched(monkeypatch, tmp_path):
+    import json
+
+    from split_infer.adaptation.scheduling import configurations_from_bundle, with_edge_timing
+    from split_infer.tools.plan import edge_timing
+
+    bundle = Bundle.load(DEFAULT_BUNDLE)
+    here = {**{c.id: 1.0 + i for i, c in enumerate(bundle.configurations)},
+            "client_only": 9.0, CAMERA_FRAME: 0.5}
+    monkeypatch.setattr(edge_timing, "measure_edge_ms", lambda *a, **k: dict(here))
+    path = edge_timing.emulated_robot_timing(DEFAULT_BUNDLE, 6.0, tmp_path)
+    written = json.loads(path.read_text())
+    assert written["camera_frame_ms"] == pytest.approx(3.0)
+    assert written["measured_ms"] == pytest.approx(
+        {name: 6 * ms for name, ms in here.items() if name != CAMERA_FRAME})
+    # What the scheduler node does with its edge_timing parameter.
+    configs, _ = configurations_from_bundle(bundle)
+    planned = with_edge_timing(configs, written["measured_ms"], written["edge_time_scale"])
+    assert {c.name: c.edge_s * 1e3 for c in planned} == pytest.approx(
+        {c.name: 6 * here[c.name] for c in configs})

@@ -76,11 +76,14 @@ def test_eval_reproduces_the_rate_accuracy_rows(bundle, tmp_path):
         assert again["bytes_per_frame"] == pytest.approx(row["bytes_per_frame"], rel=1e-4)
 
 
-def test_the_imagenet_demo_trace_moves_both_split_point_and_ratio(bundle):
+@pytest.mark.parametrize("robot_times", ["profile", "measured"])
+def test_the_imagenet_demo_trace_moves_both_split_point_and_ratio(bundle, robot_times,
+                                                                   tmp_path):
     """What the main demo shows rests on its plan: over ``demo_imagenet.csv``, with the robot
-    4× slower than the profile (the scenario's ``--robot-slowdown``) and edge-only allowed, the
-    best configuration (Hu & K Algorithm 2 at the demo's 30 fps) uses at least two split
-    points and two ratios, and edge-only where the link is slowest."""
+    6× slower (the scenario's ``--robot-slowdown``) and edge-only allowed, the best
+    configuration (Hu & K Algorithm 2 at the demo's 30 fps) uses at least two split points and
+    two ratios, and edge-only where the link is slowest: with the profile's edge times × 6,
+    and with the times per frame the demo measures at start × 6 (camera frame included)."""
     from split_infer.adaptation.policy import choose_configuration
     from split_infer.adaptation.scheduling import (
         SchedulerSettings,
@@ -93,7 +96,14 @@ def test_the_imagenet_demo_trace_moves_both_split_point_and_ratio(bundle):
 
     scenario = SCENARIOS["imagenet"]
     configs, _ = configurations_from_bundle(bundle, include_edge_only=scenario.edge_only)
-    configs = with_edge_timing(configs, {}, scale=scenario.robot_slowdown)
+    measured = {}
+    if robot_times == "measured":
+        from split_infer.tools.plan.edge_timing import emulated_robot_timing
+
+        path = emulated_robot_timing(bundle.path, scenario.robot_slowdown, tmp_path)
+        measured = json.loads(path.read_text())["measured_ms"]
+        assert set(measured) == {c.id for c in bundle.configurations} | {"client_only"}
+    configs = with_edge_timing(configs, measured, scale=scenario.robot_slowdown)
     rates = sorted({float(r) for r in load_trace(find_trace(scenario.trace)).rates_bps})
     share = SchedulerSettings().link_share  # the scheduler plans at this share of capacity
     chosen = {rate: choose_configuration(configs, rate * share, 0.02,

@@ -42,8 +42,8 @@ class DemoVerb(VerbExtension):
         parser.add_argument("--robot-slowdown", type=float, default=None, metavar="FACTOR",
                             help="emulate a robot this many times slower than this machine: "
                                  "every frame's edge compute is stretched, and the scheduler "
-                                 "plans with the profile's edge times × FACTOR (default: the "
-                                 "scenario's)")
+                                 "plans with each configuration's time per frame measured at "
+                                 "start × FACTOR (default: the scenario's)")
         parser.add_argument("--no-probing", dest="probing", action="store_false",
                             help="no probe trains: the monitor then sees only what the frames "
                                  "use, a lower bound whenever they do not fill the link")

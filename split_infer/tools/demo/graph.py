@@ -64,6 +64,7 @@ from split_infer.ros.scheduler import Scheduler
 from split_infer.tools.bag.player import BagPlayer
 from split_infer.tools.bag.storage import header_stamp_ns
 from split_infer.tools.link import EmulatedLink, LinkShaper, Trace, load_trace
+from split_infer.tools.plan.edge_timing import emulated_robot_timing
 from split_infer.tools.testbed.report import switch_costs
 
 __all__ = ["DemoSettings", "FrameLedger", "plot_timeline", "run_demo"]
@@ -87,7 +88,8 @@ class DemoSettings:
     override: str = ""  # pin the scheduler to "split:ratio" (empty: adapt)
     probing: bool = True  # the link prober and probe echo run (adaptation.probing)
     #: the edge's compute stretched this many times (an emulated slower robot); the
-    #: scheduler plans with the profile's edge times × this
+    #: scheduler plans with each configuration's time per frame measured at start × this
+    #: (:func:`~split_infer.tools.plan.edge_timing.emulated_robot_timing`)
     robot_slowdown: float = 1.0
     edge_only: bool = False  # the scheduler may choose the whole model on the robot
     #: called about five times a second with (elapsed s, generated, delivered, correct frames
@@ -464,6 +466,11 @@ def run_demo(settings: DemoSettings) -> dict:
     trace = load_trace(settings.trace)
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    timing = None
+    if settings.robot_slowdown > 1.0:
+        if settings.status:
+            print(f"timing the robot's {len(bundle.configurations)} configurations…", flush=True)
+        timing = emulated_robot_timing(bundle.path, settings.robot_slowdown, out)
     context = rclpy.Context()
     if settings.domain_id is None:
         rclpy.init(context=context)
@@ -496,6 +503,7 @@ def run_demo(settings: DemoSettings) -> dict:
             Parameter("frame_rate", value=float(settings.frame_rate)),
             Parameter("override", value=settings.override),
             Parameter("edge_time_scale", value=float(settings.robot_slowdown)),
+            Parameter("edge_timing", value=str(timing or "")),
             Parameter("edge_only", value=bool(settings.edge_only))], **common))
         for node in nodes:
             executor.add_node(node)

@@ -38,8 +38,8 @@ import numpy as np
 
 from split_infer.bundle import Bundle
 
-__all__ = ["CAMERA_FRAME", "DEFAULT_CAMERA", "edge_time_scale", "main", "measure_edge_ms",
-           "measure_under_budget", "parse_camera_size"]
+__all__ = ["CAMERA_FRAME", "DEFAULT_CAMERA", "edge_time_scale", "emulated_robot_timing", "main",
+           "measure_edge_ms", "measure_under_budget", "parse_camera_size"]
 
 #: The key of the camera frame's own cost (pixels read + preprocessed) in the measured times.
 CAMERA_FRAME = "camera_frame"
@@ -107,6 +107,24 @@ def measure_edge_ms(bundle_path: str | Path, seconds: float = 1.5, threads: int 
         for name, call in calls.items():
             rounds[name].append(_mean_ms(call, seconds / ROUNDS))
     return {name: float(np.median(values)) for name, values in rounds.items()}
+
+
+def emulated_robot_timing(bundle_path: str | Path, slowdown: float, out_dir: str | Path,
+                          seconds: float = 0.3) -> Path:
+    """The emulated robot's time per frame in every configuration, for the scheduler's
+    ``edge_timing``: each measured here from a 640×480 camera frame, as the edge node gets
+    the demo bag's (:func:`measure_edge_ms`), and stretched by ``slowdown`` as
+    ``split-infer demo``'s slow edge node stretches its frames. Planning with the
+    profile × slowdown instead leaves out the camera frame, which the robot pays in every
+    configuration, and sees no reason to send the image itself. Returns the file written."""
+    measured = measure_edge_ms(bundle_path, seconds=seconds, threads=1)
+    path = Path(out_dir) / "edge_timing.json"
+    path.write_text(json.dumps({
+        "robot_slowdown": slowdown, "edge_time_scale": slowdown,
+        "camera_frame_ms": measured[CAMERA_FRAME] * slowdown,
+        "measured_ms": {name: ms * slowdown for name, ms in measured.items()
+                        if name != CAMERA_FRAME}}, indent=2))
+    return path
 
 
 def edge_time_scale(bundle: Bundle, measured: dict[str, float]
