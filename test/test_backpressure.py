@@ -211,4 +211,25 @@ def test_a_lower_bound_estimate_does_not_pace_the_edge():
     assert bp.bandwidth_bps(now=0.1) is None
     assert bp.should_process_frame(now=0.1).process
     bp.frame_sent(1, 1000, now=0.1)
-    assert not bp.should_process_frame(now=0.2).process
+    assert bp.should_process_frame(now=0.2).reason == "in_flight"
+
+
+def test_a_lower_bound_lets_frames_past_the_cap_only_when_they_drain_even_at_it():
+    # A fast link and a slow server: receipts come back long after the bytes crossed.
+    bp = Backpressure(ack_timeout_s=10.0, max_in_flight=2)
+    bp.frame_processed(0.020)
+    for seq in (0, 1):
+        bp.frame_sent(seq, 10_000, now=0.0)
+    assert bp.should_process_frame(now=0.01).reason == "in_flight"
+    # At least 20 Mbit/s: 20 kB cross in 8 ms, long before the next frame is ready.
+    assert bp.set_bandwidth(20e6, now=0.01, lower_bound=True)
+    assert bp.bandwidth_bps(now=0.01) is None  # still not a capacity
+    assert bp.should_process_frame(now=0.01).process
+    # At least 1 Mbit/s says nothing about 20 kB draining in 20 ms: the cap holds.
+    assert bp.set_bandwidth(1e6, now=0.01, lower_bound=True)
+    assert bp.should_process_frame(now=0.01).reason == "in_flight"
+    # A stale lower bound admits nothing, and a capacity estimate replaces it.
+    assert bp.set_bandwidth(20e6, now=0.01, lower_bound=True)
+    assert bp.should_process_frame(now=0.01 + bp.bandwidth_stale_s + 0.5).reason == "in_flight"
+    assert bp.set_bandwidth(1e6, now=0.02)
+    assert bp.should_process_frame(now=0.02).reason == "bandwidth"

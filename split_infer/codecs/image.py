@@ -248,18 +248,14 @@ class PngStage(_ImageStage):
         return symbols
 
 
-@register_byte_stage("jpeg", 5)
-class JpegStage(_ImageStage):
-    """Lossy 8-bit greyscale baseline JPEG of the channel mosaic (thesis §2.2.2)."""
+class _Jpeg:
+    """What both JPEG stages share: the quality, the encoder's flags, the header checks."""
 
-    _ext = ".jpg"
     lossless = False
-    PARAMS = {  # noqa: RUF012 -- read-only schema shared by all instances
-        "quality": Param(int, 75, "JPEG quality factor", low=1, high=100),
-    }
+    _components = 1
 
     def __init__(self, *, quality: int) -> None:
-        super().__init__(quality=quality)
+        super().__init__(quality=quality)  # type: ignore[call-arg]
         self.quality = quality
 
     def _imencode_params(self) -> list[int]:
@@ -270,33 +266,39 @@ class JpegStage(_ImageStage):
         got_w, got_h, comps, precision, sof = jpeg_header(payload)
         if (got_w, got_h) != (width, height):
             raise FrameError("shape_mismatch", f"JPEG is {got_w}x{got_h}, need {width}x{height}")
-        if (comps, precision) != (1, 8):
+        if (comps, precision) != (self._components, 8):
             raise FrameError("corrupt_payload", f"JPEG has {comps} components, {precision} bits")
         # Only the sequential Huffman processes the encoder emits: a progressive stream can
         # pack thousands of scans into a few KB, each a full pass over the image.
         if sof not in _JPEG_SEQUENTIAL:
             raise FrameError("corrupt_payload", f"JPEG process SOF{sof - 0xC0} not accepted")
 
+
+@register_byte_stage("jpeg", 5)
+class JpegStage(_Jpeg, _ImageStage):
+    """Lossy 8-bit greyscale baseline JPEG of the channel mosaic (thesis §2.2.2)."""
+
+    _ext = ".jpg"
+    PARAMS = {  # noqa: RUF012 -- read-only schema shared by all instances
+        "quality": Param(int, 75, "JPEG quality factor", low=1, high=100),
+    }
+
     def decode(self, payload: bytes, shape: tuple[int, ...], spec: SymbolSpec) -> np.ndarray:
         return from_grey(self._decode_grey(payload, shape), spec.levels)
 
 
 @register_byte_stage("jpeg_rgb", 6)
-class JpegRgbStage(ByteStage):
+class JpegRgbStage(_Jpeg, ByteStage):
     """Lossy colour baseline JPEG of a (3, H, W) tensor read as an RGB image (4:2:0).
 
     Beyond the thesis, whose JPEG stages tile channels into a grey mosaic: for the input
     image itself, colour JPEG's chroma subsampling is what makes cloud-only cheap.
     """
 
-    lossless = False
+    _components = 3
     PARAMS = {  # noqa: RUF012 -- read-only schema shared by all instances
         "quality": Param(int, 90, "JPEG quality factor", low=1, high=100),
     }
-
-    def __init__(self, *, quality: int) -> None:
-        super().__init__(quality=quality)
-        self.quality = quality
 
     def check_symbols(self, symbols: SymbolSpec) -> str | None:
         if not symbols.is_integer or symbols.dtype != "uint8":
@@ -313,21 +315,14 @@ class JpegRgbStage(ByteStage):
     def encode(self, symbols: np.ndarray, spec: SymbolSpec) -> bytes:
         # (3, H, W) RGB → (H, W, 3) BGR, OpenCV's order, so the JPEG is a viewable photograph.
         image = np.ascontiguousarray(to_grey(symbols, spec.levels).transpose(1, 2, 0)[..., ::-1])
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality,
-                                               cv2.IMWRITE_JPEG_OPTIMIZE, 1])
+        ok, buf = cv2.imencode(".jpg", image, self._imencode_params())
         if not ok:
             raise EncodeError("bad_shape", f"cv2 could not encode a {image.shape} {self.name}")
         return buf.tobytes()
 
     def decode(self, payload: bytes, shape: tuple[int, ...], spec: SymbolSpec) -> np.ndarray:
         height, width = shape[1], shape[2]
-        got_w, got_h, comps, precision, sof = jpeg_header(payload)
-        if (got_w, got_h) != (width, height):
-            raise FrameError("shape_mismatch", f"JPEG is {got_w}x{got_h}, need {width}x{height}")
-        if (comps, precision) != (3, 8):
-            raise FrameError("corrupt_payload", f"JPEG has {comps} components, {precision} bits")
-        if sof not in _JPEG_SEQUENTIAL:  # see JpegStage: no progressive scans
-            raise FrameError("corrupt_payload", f"JPEG process SOF{sof - 0xC0} not accepted")
+        self._check_header(payload, width, height)
         try:
             image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
         except cv2.error as exc:

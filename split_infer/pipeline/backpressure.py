@@ -16,6 +16,14 @@ queue behind them and arrive stale. Until a bandwidth estimate exists (or when t
 older than ``bandwidth_stale_s``) the bandwidth term is replaced by a cap on unacknowledged
 frames in flight (``max_in_flight``, 2 by default).
 
+Beyond the thesis: an estimate flagged as a lower bound (the link carries *at least* that
+much) is not a capacity and never paces the edge down, but it still lets a frame through the
+in-flight cap when even at that rate the bytes in flight will have drained by the time the
+frame is ready. The cap alone bounds the rate at ``max_in_flight`` frames per round trip: when
+the server runs the whole model (split point 0) a round trip takes longer than two camera
+intervals, and a robot whose probe trains are sender-limited on a fast link only ever gets
+lower bounds.
+
 ``estimate_unreceived_bytes`` starts from the bytes sent and not yet receipted, as the thesis
 suggests, and accounts for the receipt's latency as it also suggests: those frames are drained
 first-in first-out at the estimated bandwidth from their send times, and only what the link
@@ -90,6 +98,8 @@ class Backpressure:
         self._last_send: float | None = None
         self._bandwidth_bps: float | None = None
         self._bandwidth_at = -math.inf
+        self._floor_bps: float | None = None  # the latest lower-bound estimate
+        self._floor_at = -math.inf
         self._in_flight: OrderedDict[int, tuple[float, int]] = OrderedDict()  # seq → (t, bytes)
         self.acknowledged = 0
         self.expired = 0
@@ -128,17 +138,18 @@ class Backpressure:
         (False), so the in-flight fallback stays in charge rather than dividing by zero.
 
         A ``lower_bound`` estimate (an unsaturated link shows only what was offered) is not a
-        capacity: pacing to it would ratchet the rate down, so the in-flight cap decides.
+        capacity: pacing to it would ratchet the rate down, so the in-flight cap decides, and
+        the lower bound only admits frames beyond it (see the module docstring).
         """
         if not (math.isfinite(bits_per_second) and bits_per_second > 0):
             return False
-        if lower_bound:
-            with self._lock:
-                self._bandwidth_bps = None
-            return True
         with self._lock:
-            self._bandwidth_bps = float(bits_per_second)
-            self._bandwidth_at = now
+            if lower_bound:
+                self._bandwidth_bps = None
+                self._floor_bps, self._floor_at = float(bits_per_second), now
+            else:
+                self._bandwidth_bps, self._bandwidth_at = float(bits_per_second), now
+                self._floor_bps = None
         return True
 
     def set_server_rate_limit(self, seconds: float | None) -> None:
@@ -213,6 +224,12 @@ class Backpressure:
             if bandwidth is None:
                 link = math.nan
                 link_busy = len(self._in_flight) >= self.max_in_flight
+                floor = self._floor_bps
+                if link_busy and floor is not None and now - self._floor_at <= \
+                        self.bandwidth_stale_s:
+                    # The link carries at least ``floor``: bytes that drain even at that
+                    # rate before this frame is ready would only cost it its turn.
+                    link_busy = client < self._link_remain(now, floor)
             else:
                 link = self._link_remain(now, bandwidth)
                 link_busy = client < link
