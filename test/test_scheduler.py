@@ -494,3 +494,29 @@ def test_measured_edge_times_replace_the_profile(configs):
     slow = with_edge_timing(configs, {"s2g1": 250.0})
     loop = SchedulingLoop(slow, settings(min_dwell_s=0.0, probe_interval_s=0.0))
     assert apply(loop, 0.0, LinkState(6.4e6)).target.name == "s2g2"
+
+
+def test_a_configuration_slower_than_planned_is_planned_with_what_it_costs(configs):
+    from split_infer.adaptation.scheduling import EDGE_TIME_SETTLE_S
+
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    s2g1 = loop.lookup(2, 1.0)
+    # 6.4 Mbit/s carries s2g1 at the camera rate, as planned (5 ms per frame).
+    assert apply(loop, 0.0, LinkState(6.4e6)).target is s2g1
+    # The robot reports 250 ms per frame (4 of 10 frames/s). Too early after the switch the
+    # report may still hold the previous configuration's frames: not credited.
+    assert loop.observe_edge_time(EDGE_TIME_SETTLE_S / 2, 0.250) is None
+    assert loop.edge_time_s(s2g1) == pytest.approx(0.005)
+    assert loop.observe_edge_time(EDGE_TIME_SETTLE_S, 0.250) is s2g1
+    assert loop.edge_time_s(s2g1) == pytest.approx(0.250)
+    for bad in (math.nan, -1.0, 0.0):
+        assert loop.observe_edge_time(EDGE_TIME_SETTLE_S, bad) is None
+    step = apply(loop, EDGE_TIME_SETTLE_S + 1, LinkState(6.4e6))
+    assert step.apply and step.target.name == "s2g2"  # planned at its own 5 ms
+    # What s2g1 costs is remembered while s2g2 runs: no switching back at the same bandwidth,
+    # however long s2g2 runs and whatever it reports.
+    for t in range(4, 20):
+        loop.observe_edge_time(float(t), 0.004)
+        assert not apply(loop, float(t), LinkState(6.4e6)).apply
+    assert loop.edge_time_s(loop.lookup(2, 2.0)) == pytest.approx(0.004, rel=0.1)
+    assert loop.edge_time_s(s2g1) == pytest.approx(0.250)

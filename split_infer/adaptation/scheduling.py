@@ -35,6 +35,14 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   the queue of large frames it holds reads as an outage). 0.85 is the share WebRTC's
   congestion control (GCC) targets when it backs off: 0.85 × the received rate. A lower bound
   is what the frames already carried and is taken as it is.
+* **Measured robot time.** The planned edge times come from a profile or a one-off
+  measurement (``split-infer plan --edge-cpu``), and a robot's CPU is shared and drifts: a
+  configuration planned at 30 fps may deliver 22 while another would have kept up. The edge
+  reports its time per frame (``metrics/edge_ms``); once a configuration has run for
+  ``EDGE_TIME_SETTLE_S``, :meth:`SchedulingLoop.observe_edge_time` keeps an EWMA of what it
+  really costs, and every later decision plans that configuration with it. Only what ran is
+  corrected (a configuration's time is remembered while another one runs), so a wrong plan
+  costs one try, not an oscillation.
 * **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
   if the edge drifts away from it); clearing the pin hands control back to the policy.
 
@@ -55,6 +63,7 @@ from split_infer.planning.configuration import BITS_PER_BYTE, KINDS
 from split_infer.planning.effective_accuracy import effective_accuracy, pipeline_throughput_hz
 
 __all__ = [
+    "EDGE_TIME_SETTLE_S",
     "REFERENCE_FIELDS",
     "LinkState",
     "SchedulerSettings",
@@ -356,6 +365,13 @@ class Step:
         return float(effective_accuracy(self.target, self.bandwidth_bps, frame_rate_hz))
 
 
+#: Seconds a configuration runs before the edge's reported time per frame counts as its own
+#: (the edge reports period means; the first period after a switch mixes two configurations).
+EDGE_TIME_SETTLE_S = 2.0
+#: Weight of a new report in a configuration's measured edge time.
+EDGE_TIME_ALPHA = 0.3
+
+
 class SchedulingLoop:
     """The decision loop. Pure: the caller passes the clock to every method."""
 
@@ -384,6 +400,7 @@ class SchedulingLoop:
         self._next_probe_s: float | None = None
         self._probe_backoff = 1
         self._probe: tuple[Configuration, float] | None = None  # probed config, when
+        self._edge_s: dict[str, float] = {}  # name → measured edge time per frame (EWMA)
         self.switches = 0
         self.probes = 0
         self.failed_probes = 0
@@ -427,6 +444,25 @@ class SchedulingLoop:
             if self.hysteresis.current != config.name:
                 self.hysteresis.current, self.hysteresis.since_s = config.name, now_s
         return config
+
+    def observe_edge_time(self, now_s: float, edge_s: float) -> Configuration | None:
+        """The edge's measured time per frame (seconds) over its last period; credited to the
+        active configuration once it has run ``EDGE_TIME_SETTLE_S`` with no request pending.
+        Returns the configuration credited (None: too early, nothing active, or unusable)."""
+        config = self.active
+        if (config is None or self.pending is not None or not math.isfinite(edge_s)
+                or edge_s <= 0 or now_s - self.hysteresis.since_s < EDGE_TIME_SETTLE_S
+                or self.hysteresis.current != config.name):
+            return None
+        previous = self._edge_s.get(config.name)
+        self._edge_s[config.name] = edge_s if previous is None else (
+            (1.0 - EDGE_TIME_ALPHA) * previous + EDGE_TIME_ALPHA * edge_s)
+        return config
+
+    def edge_time_s(self, config: Configuration) -> float:
+        """The edge time per frame decisions plan ``config`` with: measured if it has run,
+        else the planned one."""
+        return self._edge_s.get(config.name, config.edge_s)
 
     def request_sent(self, now_s: float, config: Configuration) -> None:
         """A request for ``config`` went out; :meth:`step` waits for its answer."""
@@ -527,21 +563,25 @@ class SchedulingLoop:
             candidates = [c for c in candidates if c.bytes_per_frame >= active.bytes_per_frame
                           or c.accuracy >= active.accuracy] or [active]
 
+        planned = [replace(c, edge_s=self._edge_s[c.name]) if c.name in self._edge_s else c
+                   for c in candidates]
+        active_name = None if self.active is None else self.active.name
+
         def decide(bandwidth_bps: float) -> Decision:
             return choose_configuration(
-                candidates, bandwidth_bps, rtt, s.objective,  # type: ignore[arg-type]
+                planned, bandwidth_bps, rtt, s.objective,  # type: ignore[arg-type]
                 deadline_s=s.deadline_s, t_gen_hz=s.frame_rate_hz,
                 max_accuracy_loss=s.max_accuracy_loss)
 
         probing = False
         try:
             decision = decide(bandwidth)
-            if probe_due and decision.configuration == self.active:
+            if probe_due and decision.configuration.name == active_name:
                 # One rung up: the smallest gain^k × bound at which the policy would change.
                 for k in range(1, s.probe_steps + 1):
                     rung = link.bandwidth_bps * s.probe_gain**k
                     trial = decide(rung)
-                    if trial.configuration != self.active:
+                    if trial.configuration.name != active_name:
                         decision, bandwidth, probing = trial, rung, True
                         break
                 else:  # nothing to gain within reach; look again an interval later

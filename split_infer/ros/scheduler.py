@@ -7,8 +7,10 @@ probing, rejection back-off, override).
 Topics (relative names, one namespace per robot):
 
 * subscribes ``bandwidth_estimate`` (``std_msgs/Float64MultiArray``: bandwidth, lower-bound
-  flag and RTT in one message) from the bandwidth monitor, and
-  ``/parameter_events`` (to follow what the edge really runs, whoever changed it);
+  flag and RTT in one message) from the bandwidth monitor, the edge's ``metrics/edge_ms``
+  (its measured time per frame: what the running configuration really costs, see
+  ``SchedulingLoop.observe_edge_time``) and ``/parameter_events`` (to follow what the edge
+  really runs, whoever changed it);
 * publishes ``metrics/split_point``, ``metrics/ratio``,
   ``metrics/predicted_effective_accuracy``, ``metrics/predicted_latency_ms``,
   ``metrics/decision_bandwidth_bps``, ``metrics/rtt_ms``, ``metrics/probing``,
@@ -44,7 +46,7 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import qos_profile_parameter_events
 from rclpy.task import Future
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64, Float64MultiArray
 
 from split_infer.adaptation.policy import OBJECTIVES
 from split_infer.adaptation.scheduling import (
@@ -187,6 +189,9 @@ class Scheduler(Node):
                                  ESTIMATE_READER_QOS)
         self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameter_event,
                                  qos_profile_parameter_events)
+        edge_namespace = self._edge_fqn.rsplit("/", 1)[0]  # the edge's relative topics' root
+        self.create_subscription(Float64, f"{edge_namespace}/metrics/edge_ms", self._on_edge_ms,
+                                 10)
         self._metrics = MetricPublishers(self, METRICS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                                       DIAGNOSTICS_QOS)
@@ -295,6 +300,10 @@ class Scheduler(Node):
         self._lower_bound = estimate.lower_bound
         if estimate.rtt_ms is not None:
             self._rtt_s = estimate.rtt_ms / 1e3
+
+    def _on_edge_ms(self, msg: Float64) -> None:
+        if self._loop is not None:
+            self._loop.observe_edge_time(self._now_s(), float(msg.data) / 1e3)
 
     def _on_parameter_event(self, event: ParameterEvent) -> None:
         try:
