@@ -520,3 +520,23 @@ def test_a_configuration_slower_than_planned_is_planned_with_what_it_costs(confi
         assert not apply(loop, float(t), LinkState(6.4e6)).apply
     assert loop.edge_time_s(loop.lookup(2, 2.0)) == pytest.approx(0.004, rel=0.1)
     assert loop.edge_time_s(s2g1) == pytest.approx(0.250)
+
+
+def test_unrun_configurations_are_planned_as_slow_as_the_robot_has_been(configs):
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    s2g1, s2g2 = loop.lookup(2, 1.0), loop.lookup(2, 2.0)
+    assert apply(loop, 0.0, LinkState(6.4e6)).target is s2g1
+    # 20 ms per frame instead of the planned 5: 4x, capped there.
+    for t in range(3, 30):
+        loop.observe_edge_time(float(t), 0.020)
+    assert loop.robot_factor == pytest.approx(4.0, rel=0.01)
+    # s2g2 has not run; its planned 5 ms become 20, like every other split configuration's,
+    # so nothing is worth a switch.
+    assert loop.edge_time_s(s2g2) == pytest.approx(0.020, rel=0.01)
+    assert not apply(loop, 30.0, LinkState(6.4e6)).apply
+    # A robot faster than planned never makes unrun configurations look faster.
+    fresh = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    apply(fresh, 0.0, LinkState(6.4e6))
+    fresh.observe_edge_time(5.0, 0.001)
+    assert fresh.robot_factor == 1.0
+    assert fresh.edge_time_s(s2g2) == pytest.approx(s2g2.edge_s)

@@ -40,9 +40,11 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   configuration planned at 30 fps may deliver 22 while another would have kept up. The edge
   reports its time per frame (``metrics/edge_ms``); once a configuration has run for
   ``EDGE_TIME_SETTLE_S``, :meth:`SchedulingLoop.observe_edge_time` keeps an EWMA of what it
-  really costs, and every later decision plans that configuration with it. Only what ran is
-  corrected (a configuration's time is remembered while another one runs), so a wrong plan
-  costs one try, not an oscillation.
+  really costs, and every later decision plans that configuration with it. A configuration
+  that has not run yet is planned with its planned time × how much slower than planned the
+  robot has been (an EWMA of measured / planned over every report, never below 1): a robot
+  slower than its plan is slower for everything. A measured time is remembered while another
+  configuration runs, so a wrong plan costs one try, not an oscillation.
 * **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
   if the edge drifts away from it); clearing the pin hands control back to the policy.
 
@@ -368,8 +370,10 @@ class Step:
 #: Seconds a configuration runs before the edge's reported time per frame counts as its own
 #: (the edge reports period means; the first period after a switch mixes two configurations).
 EDGE_TIME_SETTLE_S = 2.0
-#: Weight of a new report in a configuration's measured edge time.
+#: Weight of a new report in a configuration's measured edge time and in the robot's factor.
 EDGE_TIME_ALPHA = 0.3
+#: The robot's measured / planned factor is kept in [1, this].
+MAX_ROBOT_FACTOR = 4.0
 
 
 class SchedulingLoop:
@@ -401,6 +405,7 @@ class SchedulingLoop:
         self._probe_backoff = 1
         self._probe: tuple[Configuration, float] | None = None  # probed config, when
         self._edge_s: dict[str, float] = {}  # name → measured edge time per frame (EWMA)
+        self._robot_factor = 1.0  # measured / planned edge time, EWMA over every report
         self.switches = 0
         self.probes = 0
         self.failed_probes = 0
@@ -457,12 +462,23 @@ class SchedulingLoop:
         previous = self._edge_s.get(config.name)
         self._edge_s[config.name] = edge_s if previous is None else (
             (1.0 - EDGE_TIME_ALPHA) * previous + EDGE_TIME_ALPHA * edge_s)
+        if config.edge_s > 0:
+            factor = (1.0 - EDGE_TIME_ALPHA) * self._robot_factor + \
+                EDGE_TIME_ALPHA * edge_s / config.edge_s
+            self._robot_factor = min(max(factor, 1.0), MAX_ROBOT_FACTOR)
         return config
+
+    @property
+    def robot_factor(self) -> float:
+        """How much slower than planned the robot has run (≥ 1): the factor on the planned
+        time of configurations that have not run yet."""
+        return self._robot_factor
 
     def edge_time_s(self, config: Configuration) -> float:
         """The edge time per frame decisions plan ``config`` with: measured if it has run,
-        else the planned one."""
-        return self._edge_s.get(config.name, config.edge_s)
+        else the planned one × :attr:`robot_factor`."""
+        measured = self._edge_s.get(config.name)
+        return measured if measured is not None else config.edge_s * self._robot_factor
 
     def request_sent(self, now_s: float, config: Configuration) -> None:
         """A request for ``config`` went out; :meth:`step` waits for its answer."""
@@ -563,8 +579,7 @@ class SchedulingLoop:
             candidates = [c for c in candidates if c.bytes_per_frame >= active.bytes_per_frame
                           or c.accuracy >= active.accuracy] or [active]
 
-        planned = [replace(c, edge_s=self._edge_s[c.name]) if c.name in self._edge_s else c
-                   for c in candidates]
+        planned = [replace(c, edge_s=self.edge_time_s(c)) for c in candidates]
         active_name = None if self.active is None else self.active.name
 
         def decide(bandwidth_bps: float) -> Decision:

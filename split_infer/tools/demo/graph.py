@@ -145,13 +145,22 @@ class SlowRobotEdgeNode(EdgeNode):
     CPU time on its own thread, the model on one ONNX Runtime thread) is stretched to
     ``slowdown`` × by sleeping for the rest, so the node takes frames as a robot that much
     slower would. The demo's stand-in for the testbed's real CPU budget (``--edge-cpu``),
-    which needs root and cgroups; a sleep costs this machine nothing."""
+    which needs root and cgroups; a sleep costs this machine nothing. The time per frame it
+    reports (``metrics/edge_ms``, which the scheduler plans with) is stretched alike."""
 
     def __init__(self, slowdown: float, **kwargs) -> None:
         if not slowdown >= 1.0:
             raise ValueError("slowdown must be >= 1")
         self.slowdown = float(slowdown)
         super().__init__(**kwargs)
+        add = self._metrics.add
+
+        def add_stretched(**values: float) -> None:
+            if "edge_ms" in values:
+                values["edge_ms"] *= self.slowdown
+            add(**values)
+
+        self._metrics.add = add_stretched  # type: ignore[method-assign]
 
     def _on_image(self, raw: bytes) -> None:
         start = time.thread_time()
