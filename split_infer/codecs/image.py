@@ -173,7 +173,8 @@ def jpeg_header(data: bytes) -> tuple[int, int, int, int, int]:
 
 
 class _ImageStage(ByteStage):
-    """Shared tiling, header checks and cv2 plumbing of the PNG and JPEG stages."""
+    """What the image stages share: 8-bit symbols, header checks and cv2 plumbing, and the
+    channel mosaic of ``png`` and ``jpeg`` (``jpeg_rgb`` replaces the tiling)."""
 
     _ext: str = ""
 
@@ -288,7 +289,7 @@ class JpegStage(_Jpeg, _ImageStage):
 
 
 @register_byte_stage("jpeg_rgb", 6)
-class JpegRgbStage(_Jpeg, ByteStage):
+class JpegRgbStage(_Jpeg, _ImageStage):
     """Lossy colour baseline JPEG of a (3, H, W) tensor read as an RGB image (4:2:0).
 
     Beyond the thesis, whose JPEG stages tile channels into a grey mosaic: for the input
@@ -299,11 +300,6 @@ class JpegRgbStage(_Jpeg, ByteStage):
     PARAMS = {  # noqa: RUF012 -- read-only schema shared by all instances
         "quality": Param(int, 90, "JPEG quality factor", low=1, high=100),
     }
-
-    def check_symbols(self, symbols: SymbolSpec) -> str | None:
-        if not symbols.is_integer or symbols.dtype != "uint8":
-            return f"{self.name} needs integer symbols of <= 8 bits; use a quant tensor stage"
-        return None
 
     def check_shape(self, shape: tuple[int, ...]) -> str | None:
         if len(shape) != 3 or shape[0] != 3:

@@ -83,32 +83,18 @@ class BundleVerb(VerbExtension):
 
 
 def _add_input_jpeg(args: argparse.Namespace) -> int:
-    from split_infer.bundle import MANIFEST, Bundle, BundleError
+    from split_infer.bundle import Bundle, BundleError
     from split_infer.tools.cli._common import require
-    from split_infer.training.assemble import ASSEMBLY
     from split_infer.training.input_jpeg import add_input_jpeg_configuration
 
     require(1 <= args.quality <= 100, "--quality must be in 1..100")
-    require((args.bundle / MANIFEST).is_file(), f"{args.bundle} is not a bundle (no {MANIFEST})")
-    require(not (args.bundle / ASSEMBLY).is_file() or _assembled(args.bundle),
-            f"{args.bundle} is packed: assemble it first ('split-infer bundle assemble "
-            f"{args.bundle} OUT'), add the configuration there, then pack OUT again")
-    try:
+    try:  # says what is wrong with a missing, damaged or packed bundle
         Bundle.load(args.bundle)
     except BundleError as exc:
-        require(False, f"{args.bundle}: {exc}")
+        require(False, f"{exc} (a packed bundle: assemble it first, add the configuration to "
+                       "the assembled copy, then pack that again)")
     config = add_input_jpeg_configuration(args.bundle, args.quality, data_path=args.data)
     print(f"{args.bundle}: added {config.id} (split {config.split_point}, ratio "
           f"{config.ratio:g}, {config.codec}): top-1 {100 * config.accuracy:.2f} %, "
           f"{config.bytes_per_frame:.0f} B per frame")
     return 0
-
-
-def _assembled(bundle: Path) -> bool:
-    """Whether every file a packed bundle regenerates at assembly is present."""
-    import json
-
-    from split_infer.training.assemble import ASSEMBLY
-
-    derived = json.loads((bundle / ASSEMBLY).read_text()).get("derived", {})
-    return all((bundle / name).is_file() for name in derived)
