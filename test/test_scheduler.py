@@ -540,3 +540,19 @@ def test_unrun_configurations_are_planned_as_slow_as_the_robot_has_been(configs)
     fresh.observe_edge_time(5.0, 0.001)
     assert fresh.robot_factor == 1.0
     assert fresh.edge_time_s(s2g2) == pytest.approx(s2g2.edge_s)
+
+
+def test_the_first_report_sets_the_robot_factor_and_later_ones_are_averaged(configs):
+    from split_infer.adaptation.scheduling import EDGE_TIME_ALPHA
+
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    s2g1, s2g2 = loop.lookup(2, 1.0), loop.lookup(2, 2.0)
+    assert apply(loop, 0.0, LinkState(6.4e6)).target is s2g1
+    # One report of 1.5x the planned 5 ms: every unrun configuration is 1.5x at once, not
+    # the 1.15x an average starting from the prior of 1 would give.
+    loop.observe_edge_time(3.0, 0.0075)
+    assert loop.robot_factor == pytest.approx(1.5)
+    assert loop.edge_time_s(s2g2) == pytest.approx(1.5 * s2g2.edge_s)
+    # A second report (2x) is averaged in with the usual weight.
+    loop.observe_edge_time(4.0, 0.010)
+    assert loop.robot_factor == pytest.approx((1 - EDGE_TIME_ALPHA) * 1.5 + EDGE_TIME_ALPHA * 2)

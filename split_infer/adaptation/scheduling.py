@@ -42,9 +42,10 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   ``EDGE_TIME_SETTLE_S``, :meth:`SchedulingLoop.observe_edge_time` keeps an EWMA of what it
   really costs, and every later decision plans that configuration with it. A configuration
   that has not run yet is planned with its planned time × how much slower than planned the
-  robot has been (an EWMA of measured / planned over every report, never below 1): a robot
-  slower than its plan is slower for everything. A measured time is remembered while another
-  configuration runs, so a wrong plan costs one try, not an oscillation.
+  robot has been (the first report's measured / planned, then an EWMA over every report,
+  never below 1): a robot slower than its plan is slower for everything. A measured time is
+  remembered while another configuration runs, so a wrong plan costs one try, not an
+  oscillation.
 * **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
   if the edge drifts away from it); clearing the pin hands control back to the policy.
 
@@ -406,6 +407,7 @@ class SchedulingLoop:
         self._probe: tuple[Configuration, float] | None = None  # probed config, when
         self._edge_s: dict[str, float] = {}  # name → measured edge time per frame (EWMA)
         self._robot_factor = 1.0  # measured / planned edge time, EWMA over every report
+        self._factor_seeded = False  # a report has set _robot_factor
         self.switches = 0
         self.probes = 0
         self.failed_probes = 0
@@ -463,9 +465,15 @@ class SchedulingLoop:
         self._edge_s[config.name] = edge_s if previous is None else (
             (1.0 - EDGE_TIME_ALPHA) * previous + EDGE_TIME_ALPHA * edge_s)
         if config.edge_s > 0:
-            factor = (1.0 - EDGE_TIME_ALPHA) * self._robot_factor + \
-                EDGE_TIME_ALPHA * edge_s / config.edge_s
+            # The first report replaces the prior of 1 outright: until then every configuration
+            # that has not run is planned at its (possibly stale) planned time, and an EWMA from
+            # 1 would take several reports, each a switch to an optimistic configuration, to
+            # get there.
+            ratio = edge_s / config.edge_s
+            factor = ratio if not self._factor_seeded else (
+                (1.0 - EDGE_TIME_ALPHA) * self._robot_factor + EDGE_TIME_ALPHA * ratio)
             self._robot_factor = min(max(factor, 1.0), MAX_ROBOT_FACTOR)
+            self._factor_seeded = True
         return config
 
     @property
