@@ -66,6 +66,18 @@ def test_rate_limit_and_backpressure_drop_before_converting(tiny_bundle):
     assert pipeline.stats()["acknowledged"] == 1
 
 
+def test_the_period_report_counts_frames_received_before_the_edges_own_drops(tiny_bundle):
+    pipeline = make(tiny_bundle, max_in_flight=1, ack_timeout=60.0)
+    image = random_images(1)[0]
+    pipeline.period_report(now=100.0)  # opens the period
+    kinds = [pipeline.process(image, now=100.0 + 0.1 * k).kind for k in range(6)]
+    assert kinds == ["sent"] + ["dropped"] * 5  # one in flight, never acknowledged
+    report = pipeline.period_report(now=102.0)
+    assert report.received_fps == pytest.approx(3.0)  # 6 frames reached it in 2 s
+    assert report.fps == pytest.approx(0.5)  # 1 went on
+    assert report.values["received_fps"] == "3.00"
+
+
 def test_bad_input_is_a_counted_drop_never_an_exception(tiny_bundle):
     pipeline = make(tiny_bundle)
     bad = RawImage(height=2, width=2, encoding="yuv422_weird", is_bigendian=0, step=4,

@@ -45,7 +45,13 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   robot has been (the first report's measured / planned, then an EWMA over every report,
   never below 1): a robot slower than its plan is slower for everything. A measured time is
   remembered while another configuration runs, so a wrong plan costs one try, not an
-  oscillation.
+  oscillation. The time per frame alone misses frames the robot never took: a camera
+  subscription keeps the last frame, and a robot whose CPU budget runs out for a while (a
+  cgroup quota stalls it for the rest of its period) loses the frames that arrive meanwhile,
+  although its mean time per frame is under the camera interval. When the edge is busy and
+  takes fewer frames than the camera rate (``metrics/received_fps``,
+  :meth:`SchedulingLoop.observe_received_rate`), the configuration is planned at the camera
+  time per frame it took instead (beyond Hu & Krishnamachari, whose robot time is a constant).
 * **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
   if the edge drifts away from it); clearing the pin hands control back to the policy.
 
@@ -67,6 +73,7 @@ from split_infer.planning.effective_accuracy import effective_accuracy, pipeline
 
 __all__ = [
     "EDGE_TIME_SETTLE_S",
+    "RECEIVED_SHARE",
     "REFERENCE_FIELDS",
     "LinkState",
     "SchedulerSettings",
@@ -375,6 +382,13 @@ EDGE_TIME_SETTLE_S = 2.0
 EDGE_TIME_ALPHA = 0.3
 #: The robot's measured / planned factor is kept in [1, this].
 MAX_ROBOT_FACTOR = 4.0
+#: The edge takes fewer frames than the camera rate when it takes under this share of it...
+RECEIVED_SHARE = 0.95
+#: ...and is busy (time per frame × frames taken per second) at least this share of the time;
+#: an idle edge behind a camera slower than ``frame_rate_hz`` loses nothing.
+BUSY_SHARE = 0.5
+#: A received-rate report older than this (s) is not combined with a time-per-frame report.
+RECEIVED_RATE_MAX_AGE_S = 2.5
 
 
 class SchedulingLoop:
@@ -408,6 +422,7 @@ class SchedulingLoop:
         self._edge_s: dict[str, float] = {}  # name → measured edge time per frame (EWMA)
         self._robot_factor = 1.0  # measured / planned edge time, EWMA over every report
         self._factor_seeded = False  # a report has set _robot_factor
+        self._received: tuple[float, float] | None = None  # (frames taken per s, when)
         self.switches = 0
         self.probes = 0
         self.failed_probes = 0
@@ -461,6 +476,7 @@ class SchedulingLoop:
                 or edge_s <= 0 or now_s - self.hysteresis.since_s < EDGE_TIME_SETTLE_S
                 or self.hysteresis.current != config.name):
             return None
+        edge_s = self._with_lost_frames(now_s, edge_s)
         previous = self._edge_s.get(config.name)
         self._edge_s[config.name] = edge_s if previous is None else (
             (1.0 - EDGE_TIME_ALPHA) * previous + EDGE_TIME_ALPHA * edge_s)
@@ -475,6 +491,23 @@ class SchedulingLoop:
             self._robot_factor = min(max(factor, 1.0), MAX_ROBOT_FACTOR)
             self._factor_seeded = True
         return config
+
+    def observe_received_rate(self, now_s: float, frames_per_s: float) -> None:
+        """Frames per second the edge took from the camera over its last period (before its
+        own drops); combined with the next time-per-frame report."""
+        if math.isfinite(frames_per_s) and frames_per_s >= 0:
+            self._received = (float(frames_per_s), now_s)
+
+    def _with_lost_frames(self, now_s: float, edge_s: float) -> float:
+        """``edge_s``, or the camera time per frame taken when the edge lost frames: busy and
+        taking fewer than the camera rate (see the module docstring)."""
+        if self._received is None or now_s - self._received[1] > RECEIVED_RATE_MAX_AGE_S:
+            return edge_s
+        taken = self._received[0]
+        if (0 < taken < RECEIVED_SHARE * self.settings.frame_rate_hz
+                and edge_s * taken >= BUSY_SHARE):
+            return max(edge_s, 1.0 / taken)
+        return edge_s
 
     @property
     def robot_factor(self) -> float:

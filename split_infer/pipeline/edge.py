@@ -152,6 +152,9 @@ class PeriodReport:
     bad_frames: int  # drops in the period that are not rate limiting or backpressure
     config: EdgeConfig
     values: dict[str, object] = field(default_factory=dict)
+    #: Frames per second that reached the pipeline (before its own drops): under the camera
+    #: rate when a busy robot loses frames to its keep-last camera subscription.
+    received_fps: float = 0.0
 
 
 FrameSource = np.ndarray | CameraFrame | Callable[[], np.ndarray | CameraFrame]
@@ -442,6 +445,7 @@ class EdgePipeline:
         self._window = (now, self.received, done, dropped, bad)
         fps = (done - done0) / max(now - t0, 1e-9)
         arrived = self.received - received0
+        received_fps = arrived / max(now - t0, 1e-9)
         drop_rate = (dropped - dropped0) / arrived if arrived else 0.0
         config = self._engine.active
         frames, nbytes = self._pressure.in_flight(now)
@@ -450,6 +454,7 @@ class EdgePipeline:
         server = self._pressure.server_rate_limit_s
         values: dict[str, object] = {
             "fps": f"{fps:.2f}",
+            "received_fps": f"{received_fps:.2f}",
             "drop_rate": f"{drop_rate:.3f}",
             "frames_received": self.received,
             "frames_sent": self.sent,
@@ -476,7 +481,7 @@ class EdgePipeline:
             "bundle": str(self.bundle.path),
             "model": self.bundle.model_name,
         }
-        return PeriodReport(fps, drop_rate, bad - bad0, config, values)
+        return PeriodReport(fps, drop_rate, bad - bad0, config, values, received_fps)
 
 
 def _pixels(frame: FrameSource) -> np.ndarray | CameraFrame:

@@ -154,11 +154,11 @@ class MetricPublishers:
                 entry[1] += 1
 
     def flush(self, **values: float) -> None:
-        """Publish the mean of every metric added since the last flush, and ``values``."""
+        """Publish ``values``, then the mean of every metric added since the last flush (a
+        subscriber combining the two reads the period's values first)."""
         with self._lock:
             sums, self._sums = self._sums, {}
-        self.publish(**{name: total / count for name, (total, count) in sums.items()},
-                     **values)
+        self.publish(**values, **{name: total / count for name, (total, count) in sums.items()})
 
 
 def diagnostic_status(node: Node, name: str, level: bytes, message: str,

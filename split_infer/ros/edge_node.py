@@ -21,11 +21,11 @@ Topics (relative, so one namespace per robot works):
   PNG/JPEG), ``receipts`` (from the cloud: acknowledgements and server time) and
   ``bandwidth_estimate`` (the bandwidth monitor's estimate in bit/s with its lower-bound flag,
   one message: a lower bound, what an unsaturated link delivered, is not used for pacing);
-* publishes ``features``, ``metrics/{fps,bytes_per_frame,drop_rate,active_split,active_ratio,
-  edge_ms}`` (``std_msgs/Float64``, 1 Hz: per-frame values as the period's mean) and
-  ``/diagnostics`` at 1 Hz; with ``fallback:=edge_only``
-  also ``results`` (the cloud's results format, ``split_point`` -1) for the frames it
-  classified itself.
+* publishes ``features``, ``metrics/{fps,received_fps,bytes_per_frame,drop_rate,active_split,
+  active_ratio,edge_ms}`` (``std_msgs/Float64``, 1 Hz: per-frame values as the period's mean;
+  ``received_fps``: the camera frames that reached the node, before its own drops) and
+  ``/diagnostics`` at 1 Hz; with ``fallback:=edge_only`` also ``results`` (the cloud's results
+  format, ``split_point`` -1) for the frames it classified itself.
 
 Parameters (``ros2 param describe`` shows ranges): ``bundle`` (required, read-only),
 ``split_point`` and ``ratio`` (the active configuration; change them together with
@@ -91,8 +91,8 @@ from split_infer.wire import format_string
 __all__ = ["EdgeNode", "main"]
 
 INPUT_TYPES = ("raw", "compressed")
-EDGE_METRICS = ("fps", "bytes_per_frame", "drop_rate", "active_split", "active_ratio",
-                "edge_ms")
+EDGE_METRICS = ("fps", "received_fps", "bytes_per_frame", "drop_rate", "active_split",
+                "active_ratio", "edge_ms")
 _LOG_THROTTLE_S = 5.0
 
 
@@ -277,8 +277,8 @@ class EdgeNode(Node):
     def _report(self) -> None:
         report = self._pipeline.period_report()
         split, ratio = self._pipeline.active_key
-        self._metrics.flush(fps=report.fps, drop_rate=report.drop_rate,
-                            active_split=split, active_ratio=ratio)
+        self._metrics.flush(fps=report.fps, received_fps=report.received_fps,
+                            drop_rate=report.drop_rate, active_split=split, active_ratio=ratio)
         # Rate limiting and backpressure are the pipeline doing its job; anything else means
         # the input (or the node) is broken and raises the diagnostics level.
         level = DiagnosticStatus.WARN if report.bad_frames else DiagnosticStatus.OK
