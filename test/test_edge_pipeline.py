@@ -70,12 +70,18 @@ def test_the_period_report_counts_frames_received_before_the_edges_own_drops(tin
     pipeline = make(tiny_bundle, max_in_flight=1, ack_timeout=60.0)
     image = random_images(1)[0]
     pipeline.period_report(now=100.0)  # opens the period
-    kinds = [pipeline.process(image, now=100.0 + 0.1 * k).kind for k in range(6)]
+    # A 10-Hz camera; frames 3 and 5 never reached the pipeline.
+    stamps = [0.0, 0.1, 0.2, 0.4, 0.6, 0.7]
+    kinds = [pipeline.process(image, now=100.0 + 0.1 * k, stamp_s=stamp).kind
+             for k, stamp in enumerate(stamps)]
     assert kinds == ["sent"] + ["dropped"] * 5  # one in flight, never acknowledged
     report = pipeline.period_report(now=102.0)
     assert report.received_fps == pytest.approx(3.0)  # 6 frames reached it in 2 s
     assert report.fps == pytest.approx(0.5)  # 1 went on
+    assert report.camera_share == pytest.approx(0.1 / (0.7 / 5))  # median gap / mean gap
     assert report.values["received_fps"] == "3.00"
+    # Without stamps there is nothing to go by.
+    assert pipeline.period_report(now=103.0).camera_share is None
 
 
 def test_bad_input_is_a_counted_drop_never_an_exception(tiny_bundle):
@@ -196,3 +202,25 @@ def test_the_robot_side_imports_neither_rclpy_nor_torch():
             "bad = sorted(m for m in ('rclpy', 'torch') if m in sys.modules)\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_camera_share_tells_lost_frames_from_a_slow_camera():
+    from split_infer.pipeline.counters import CameraShare
+
+    share = CameraShare()
+    for k in range(30):  # a 30-Hz camera, every frame arrives
+        share.observe(k / 30)
+    assert share.take() == pytest.approx(1.0)
+    assert share.take() is None  # nothing since
+    for k in range(10):  # a 10-Hz camera, every frame arrives: slow, but nothing lost
+        share.observe(10.0 + k / 10)
+    assert share.take() == pytest.approx(1.0)
+    # Frames lost in bursts, as when a CPU quota stalls the robot: 3 of every 5 taken.
+    stamps = [20.0 + (5 * b + i) / 30 for b in range(6) for i in range(3)]
+    for stamp in stamps:
+        share.observe(stamp)
+    assert share.take() == pytest.approx((1 / 30) / ((stamps[-1] - stamps[0]) / 17))
+    # A bag starting over (stamps back to 0) or a paused camera (a 5-s gap) is no loss.
+    for stamp in (0.0, 1 / 30, 2 / 30, 3 / 30, 5.1, 5.1 + 1 / 30):
+        share.observe(stamp)
+    assert share.take() == pytest.approx(1.0)

@@ -558,38 +558,31 @@ def test_the_first_report_sets_the_robot_factor_and_later_ones_are_averaged(conf
     assert loop.robot_factor == pytest.approx((1 - EDGE_TIME_ALPHA) * 1.5 + EDGE_TIME_ALPHA * 2)
 
 
-def test_a_busy_edge_that_loses_camera_frames_is_planned_at_the_frames_it_took(configs):
+def test_an_edge_that_loses_camera_frames_is_planned_at_the_frames_it_took(configs):
     from split_infer.adaptation.scheduling import EDGE_TIME_SETTLE_S
 
     loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
     s2g1 = loop.lookup(2, 1.0)
     assert apply(loop, 0.0, LinkState(6.4e6)).target is s2g1
     t = EDGE_TIME_SETTLE_S
-    # The edge took 6 of the camera's 10 frames per second at 60 ms each: busy 36 % of the
-    # time, under the busy share. A camera slower than planned, not a slow robot: the time
-    # per frame stands.
-    loop.observe_received_rate(t, 6.0)
+    # 6 frames per second taken at 60 ms each, but every frame the camera sent arrived: a
+    # camera slower than planned, not a slow robot. The time per frame stands.
+    loop.observe_received(t, 6.0, 1.0)
     loop.observe_edge_time(t, 0.060)
     assert loop.edge_time_s(s2g1) == pytest.approx(0.060)
-    # Busy 6 x 90 ms = 54 % and still 6 of 10 frames: the robot lost frames; it costs 1/6 s.
-    loop.observe_received_rate(t + 1, 6.0)
-    loop.observe_edge_time(t + 1, 0.090)
+    # 6 per second and 60 % of the camera's frames: the robot lost frames; it costs 1/6 s.
+    loop.observe_received(t + 1, 6.0, 0.6)
+    loop.observe_edge_time(t + 1, 0.060)
     assert loop.edge_time_s(s2g1) == pytest.approx(0.7 * 0.060 + 0.3 / 6.0)
-    # Taking (nearly) every frame: the time per frame as reported.
-    fresh = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
-    apply(fresh, 0.0, LinkState(6.4e6))
-    fresh.observe_received_rate(t, 9.8)
-    fresh.observe_edge_time(t, 0.090)
-    assert fresh.edge_time_s(s2g1) == pytest.approx(0.090)
     # A received rate older than a couple of report periods is not combined.
     stale = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
     apply(stale, 0.0, LinkState(6.4e6))
-    stale.observe_received_rate(0.0, 6.0)
+    stale.observe_received(0.0, 6.0, 0.6)
     stale.observe_edge_time(t + 5, 0.090)
     assert stale.edge_time_s(s2g1) == pytest.approx(0.090)
-    # Unusable rates are ignored: the last good one (6 frames/s at t + 6) still counts.
-    stale.observe_received_rate(t + 6, 6.0)
-    for bad in (math.nan, -1.0):
-        stale.observe_received_rate(t + 6, bad)
+    # Unusable values are ignored: the last good report (t + 6) still counts.
+    stale.observe_received(t + 6, 6.0, 0.6)
+    for fps, share in ((math.nan, 0.5), (-1.0, 0.5), (6.0, 0.0), (6.0, 1.5), (0.0, 0.5)):
+        stale.observe_received(t + 6.5, fps, share)
     stale.observe_edge_time(t + 6, 0.090)
     assert stale.edge_time_s(s2g1) == pytest.approx(0.7 * 0.090 + 0.3 / 6.0)

@@ -48,10 +48,11 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   oscillation. The time per frame alone misses frames the robot never took: a camera
   subscription keeps the last frame, and a robot whose CPU budget runs out for a while (a
   cgroup quota stalls it for the rest of its period) loses the frames that arrive meanwhile,
-  although its mean time per frame is under the camera interval. When the edge is busy and
-  takes fewer frames than the camera rate (``metrics/received_fps``,
-  :meth:`SchedulingLoop.observe_received_rate`), the configuration is planned at the camera
-  time per frame it took instead (beyond Hu & Krishnamachari, whose robot time is a constant).
+  although its mean time per frame is under the camera interval. When the edge took under
+  ``LOST_SHARE`` of the camera's frames (``metrics/camera_share``, from the camera stamps, so a
+  camera slower than ``frame_rate_hz`` is no loss), the configuration is planned at the time
+  per frame it took, 1 / ``metrics/received_fps`` (:meth:`SchedulingLoop.observe_received`;
+  beyond Hu & Krishnamachari, whose robot time is a constant).
 * **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
   if the edge drifts away from it); clearing the pin hands control back to the policy.
 
@@ -73,7 +74,7 @@ from split_infer.planning.effective_accuracy import effective_accuracy, pipeline
 
 __all__ = [
     "EDGE_TIME_SETTLE_S",
-    "RECEIVED_SHARE",
+    "LOST_SHARE",
     "REFERENCE_FIELDS",
     "LinkState",
     "SchedulerSettings",
@@ -382,11 +383,8 @@ EDGE_TIME_SETTLE_S = 2.0
 EDGE_TIME_ALPHA = 0.3
 #: The robot's measured / planned factor is kept in [1, this].
 MAX_ROBOT_FACTOR = 4.0
-#: The edge takes fewer frames than the camera rate when it takes under this share of it...
-RECEIVED_SHARE = 0.95
-#: ...and is busy (time per frame × frames taken per second) at least this share of the time;
-#: an idle edge behind a camera slower than ``frame_rate_hz`` loses nothing.
-BUSY_SHARE = 0.5
+#: The edge lost camera frames when it took under this share of them.
+LOST_SHARE = 0.95
 #: A received-rate report older than this (s) is not combined with a time-per-frame report.
 RECEIVED_RATE_MAX_AGE_S = 2.5
 
@@ -422,7 +420,7 @@ class SchedulingLoop:
         self._edge_s: dict[str, float] = {}  # name → measured edge time per frame (EWMA)
         self._robot_factor = 1.0  # measured / planned edge time, EWMA over every report
         self._factor_seeded = False  # a report has set _robot_factor
-        self._received: tuple[float, float] | None = None  # (frames taken per s, when)
+        self._received: tuple[float, float, float] | None = None  # (fps, share, when)
         self.switches = 0
         self.probes = 0
         self.failed_probes = 0
@@ -492,22 +490,21 @@ class SchedulingLoop:
             self._factor_seeded = True
         return config
 
-    def observe_received_rate(self, now_s: float, frames_per_s: float) -> None:
-        """Frames per second the edge took from the camera over its last period (before its
-        own drops); combined with the next time-per-frame report."""
-        if math.isfinite(frames_per_s) and frames_per_s >= 0:
-            self._received = (float(frames_per_s), now_s)
+    def observe_received(self, now_s: float, frames_per_s: float, camera_share: float) -> None:
+        """The camera frames the edge took over its last period (before its own drops), per
+        second and as a share of the camera's; combined with the next time-per-frame report.
+        Unusable values are ignored."""
+        if (math.isfinite(frames_per_s) and frames_per_s > 0 and math.isfinite(camera_share)
+                and 0 < camera_share <= 1):
+            self._received = (float(frames_per_s), float(camera_share), now_s)
 
     def _with_lost_frames(self, now_s: float, edge_s: float) -> float:
-        """``edge_s``, or the camera time per frame taken when the edge lost frames: busy and
-        taking fewer than the camera rate (see the module docstring)."""
-        if self._received is None or now_s - self._received[1] > RECEIVED_RATE_MAX_AGE_S:
+        """``edge_s``, or the time per frame the edge took when it lost camera frames (see the
+        module docstring)."""
+        if self._received is None or now_s - self._received[2] > RECEIVED_RATE_MAX_AGE_S:
             return edge_s
-        taken = self._received[0]
-        if (0 < taken < RECEIVED_SHARE * self.settings.frame_rate_hz
-                and edge_s * taken >= BUSY_SHARE):
-            return max(edge_s, 1.0 / taken)
-        return edge_s
+        taken, share, _ = self._received
+        return max(edge_s, 1.0 / taken) if share < LOST_SHARE else edge_s
 
     @property
     def robot_factor(self) -> float:

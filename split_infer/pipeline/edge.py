@@ -60,7 +60,7 @@ from split_infer.errors import EncodeError, UserError
 from split_infer.frame_auth import FrameKey, sign
 from split_infer.pipeline.backends import Backend, OrtBackend, backend_problem
 from split_infer.pipeline.backpressure import Backpressure, RateLimiter
-from split_infer.pipeline.counters import ReasonCounts
+from split_infer.pipeline.counters import CameraShare, ReasonCounts
 from split_infer.pipeline.engine import EdgeConfig, EdgeEngine
 from split_infer.pipeline.images import ImageError
 from split_infer.pipeline.timing import StageTimes
@@ -152,9 +152,18 @@ class PeriodReport:
     bad_frames: int  # drops in the period that are not rate limiting or backpressure
     config: EdgeConfig
     values: dict[str, object] = field(default_factory=dict)
-    #: Frames per second that reached the pipeline (before its own drops): under the camera
-    #: rate when a busy robot loses frames to its keep-last camera subscription.
+    #: Frames per second that reached the pipeline (before its own drops).
     received_fps: float = 0.0
+    #: The share of the camera's frames that reached it (:class:`CameraShare`; None: too few
+    #: stamped frames): under 1 when a busy robot loses frames to its keep-last subscription.
+    camera_share: float | None = None
+
+    def message(self, split_point: int, ratio: float) -> str:
+        """One line for ``/diagnostics``: what runs, the rate, and bad frames if any."""
+        active = ("edge-only" if split_point == EDGE_ONLY_SPLIT
+                  else f"split {split_point} ratio {ratio:g}")
+        bad = f", {self.bad_frames} bad frames in the last period" if self.bad_frames else ""
+        return f"{active}, {self.fps:.1f} fps{bad}"
 
 
 FrameSource = np.ndarray | CameraFrame | Callable[[], np.ndarray | CameraFrame]
@@ -202,6 +211,7 @@ class EdgePipeline:
         self.times = StageTimes()  # CPU per stage: convert, preprocess, model, codec, auth
         self.drops = ReasonCounts()
         self.ignored = ReasonCounts()  # malformed receipts / estimates
+        self._camera_share = CameraShare()
         self.received = self.sent = self.edge_only = 0
         self._seq = 0
         # (t, received, sent, dropped, bad frames) at the previous period report
@@ -338,13 +348,17 @@ class EdgePipeline:
         return None
 
     # -- frames -------------------------------------------------------------------------------
-    def process(self, frame: FrameSource, now: float | None = None) -> FrameOutcome:
+    def process(self, frame: FrameSource, now: float | None = None,
+                stamp_s: float | None = None) -> FrameOutcome:
         """One camera frame: uint8 RGB ``(H, W, 3)`` or a :class:`~split_infer.data.CameraFrame`,
-        or a callable returning one (called only if the frame is not dropped first). Never
-        raises: failures are drops by reason."""
+        or a callable returning one (called only if the frame is not dropped first), with its
+        camera stamp if known (for :attr:`PeriodReport.camera_share`). Never raises: failures
+        are drops by reason."""
         start = time.perf_counter()
         now = time.monotonic() if now is None else now
         self.received += 1
+        if stamp_s is not None:
+            self._camera_share.observe(stamp_s)
         try:
             if not self._rate.allow(now):
                 return self._drop("rate_limit")
@@ -446,6 +460,7 @@ class EdgePipeline:
         fps = (done - done0) / max(now - t0, 1e-9)
         arrived = self.received - received0
         received_fps = arrived / max(now - t0, 1e-9)
+        share = self._camera_share.take()
         drop_rate = (dropped - dropped0) / arrived if arrived else 0.0
         config = self._engine.active
         frames, nbytes = self._pressure.in_flight(now)
@@ -455,6 +470,7 @@ class EdgePipeline:
         values: dict[str, object] = {
             "fps": f"{fps:.2f}",
             "received_fps": f"{received_fps:.2f}",
+            "camera_share": "unknown" if share is None else f"{share:.3f}",
             "drop_rate": f"{drop_rate:.3f}",
             "frames_received": self.received,
             "frames_sent": self.sent,
@@ -481,7 +497,7 @@ class EdgePipeline:
             "bundle": str(self.bundle.path),
             "model": self.bundle.model_name,
         }
-        return PeriodReport(fps, drop_rate, bad - bad0, config, values, received_fps)
+        return PeriodReport(fps, drop_rate, bad - bad0, config, values, received_fps, share)
 
 
 def _pixels(frame: FrameSource) -> np.ndarray | CameraFrame:

@@ -422,6 +422,14 @@ class SerializedCamera:
         self.raw, self.compressed = raw, compressed
         self.header: CameraHeader | None = None
 
+    def stamp_s(self) -> float | None:
+        """The camera stamp in seconds, reading only the header; None for malformed bytes."""
+        try:
+            header = _CdrReader(self.raw).header()
+        except ImageError:
+            return None
+        return header.sec + header.nanosec * 1e-9
+
     def frame(self) -> CameraFrame:
         if self.compressed:
             self.header, message = compressed_from_cdr(self.raw)

@@ -141,9 +141,11 @@ class MetricPublishers:
         self._lock = threading.Lock()
         self._sums: dict[str, list[float]] = {}  # name → [sum, count] since the last flush
 
-    def publish(self, **values: float) -> None:
+    def publish(self, **values: float | None) -> None:
+        """Publish each value now; None (unknown this period) publishes nothing."""
         for name, value in values.items():
-            self._publishers[name].publish(Float64(data=float(value)))
+            if value is not None:
+                self._publishers[name].publish(Float64(data=float(value)))
 
     def add(self, **values: float) -> None:
         """Accumulate per-frame values for the next :meth:`flush`."""
@@ -153,7 +155,7 @@ class MetricPublishers:
                 entry[0] += float(value)
                 entry[1] += 1
 
-    def flush(self, **values: float) -> None:
+    def flush(self, **values: float | None) -> None:
         """Publish ``values``, then the mean of every metric added since the last flush (a
         subscriber combining the two reads the period's values first)."""
         with self._lock:

@@ -21,11 +21,12 @@ Topics (relative, so one namespace per robot works):
   PNG/JPEG), ``receipts`` (from the cloud: acknowledgements and server time) and
   ``bandwidth_estimate`` (the bandwidth monitor's estimate in bit/s with its lower-bound flag,
   one message: a lower bound, what an unsaturated link delivered, is not used for pacing);
-* publishes ``features``, ``metrics/{fps,received_fps,bytes_per_frame,drop_rate,active_split,
-  active_ratio,edge_ms}`` (``std_msgs/Float64``, 1 Hz: per-frame values as the period's mean;
-  ``received_fps``: the camera frames that reached the node, before its own drops) and
-  ``/diagnostics`` at 1 Hz; with ``fallback:=edge_only`` also ``results`` (the cloud's results
-  format, ``split_point`` -1) for the frames it classified itself.
+* publishes ``features``, ``metrics/{fps,received_fps,camera_share,bytes_per_frame,drop_rate,
+  active_split,active_ratio,edge_ms}`` (``std_msgs/Float64``, 1 Hz: per-frame values as the
+  period's mean; ``received_fps``, ``camera_share``: the camera frames that reached it before
+  its own drops, per second and as a share of the camera's) and ``/diagnostics`` at 1 Hz;
+  with ``fallback:=edge_only`` also ``results`` (the cloud's results format, ``split_point``
+  -1) for the frames it classified itself.
 
 Parameters (``ros2 param describe`` shows ranges): ``bundle`` (required, read-only),
 ``split_point`` and ``ratio`` (the active configuration; change them together with
@@ -91,8 +92,8 @@ from split_infer.wire import format_string
 __all__ = ["EdgeNode", "main"]
 
 INPUT_TYPES = ("raw", "compressed")
-EDGE_METRICS = ("fps", "received_fps", "bytes_per_frame", "drop_rate", "active_split",
-                "active_ratio", "edge_ms")
+EDGE_METRICS = ("fps", "received_fps", "camera_share", "bytes_per_frame", "drop_rate",
+                "active_split", "active_ratio", "edge_ms")
 _LOG_THROTTLE_S = 5.0
 
 
@@ -221,7 +222,7 @@ class EdgeNode(Node):
         """One serialized camera frame: the pipeline decides (and reads the pixels only if it
         keeps the frame); publish what it made of it, log what went wrong."""
         camera = SerializedCamera(raw, self._compressed)
-        outcome = self._pipeline.process(camera.frame)
+        outcome = self._pipeline.process(camera.frame, stamp_s=camera.stamp_s())
         try:
             if outcome.kind in ("sent", "classified"):  # the camera header rides along
                 header = Header(frame_id=camera.header.frame_id)
@@ -278,16 +279,13 @@ class EdgeNode(Node):
         report = self._pipeline.period_report()
         split, ratio = self._pipeline.active_key
         self._metrics.flush(fps=report.fps, received_fps=report.received_fps,
-                            drop_rate=report.drop_rate, active_split=split, active_ratio=ratio)
+                            camera_share=report.camera_share, drop_rate=report.drop_rate,
+                            active_split=split, active_ratio=ratio)
         # Rate limiting and backpressure are the pipeline doing its job; anything else means
         # the input (or the node) is broken and raises the diagnostics level.
         level = DiagnosticStatus.WARN if report.bad_frames else DiagnosticStatus.OK
-        active = "edge-only" if split == EDGE_ONLY_SPLIT else f"split {split} ratio {ratio:g}"
-        message = (f"{active}, {report.fps:.1f} fps"
-                   + (f", {report.bad_frames} bad frames in the last period"
-                      if report.bad_frames else ""))
-        publish_diagnostics(self, self._diagnostics_pub,
-                            [diagnostic_status(self, "edge", level, message, report.values)])
+        publish_diagnostics(self, self._diagnostics_pub, [diagnostic_status(
+            self, "edge", level, report.message(split, ratio), report.values)])
 
 
 def main(args: list[str] | None = None) -> int:

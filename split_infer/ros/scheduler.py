@@ -9,9 +9,9 @@ Topics (relative names, one namespace per robot):
 * subscribes ``bandwidth_estimate`` (``std_msgs/Float64MultiArray``: bandwidth, lower-bound
   flag and RTT in one message) from the bandwidth monitor, the edge's ``metrics/edge_ms``
   (its measured time per frame: what the running configuration really costs, see
-  ``SchedulingLoop.observe_edge_time``) and ``metrics/received_fps`` (the frames it took from
-  the camera: a busy robot that loses frames is slower than its time per frame says) and
-  ``/parameter_events`` (to follow what the edge really runs, whoever changed it);
+  ``SchedulingLoop.observe_edge_time``), ``metrics/received_fps`` and ``metrics/camera_share``
+  (the camera frames it took: a robot that loses frames is slower than its time per frame
+  says) and ``/parameter_events`` (to follow what the edge really runs, whoever changed it);
 * publishes ``metrics/split_point``, ``metrics/ratio``,
   ``metrics/predicted_effective_accuracy``, ``metrics/predicted_latency_ms``,
   ``metrics/decision_bandwidth_bps``, ``metrics/rtt_ms``, ``metrics/probing``,
@@ -193,8 +193,11 @@ class Scheduler(Node):
         edge_namespace = self._edge_fqn.rsplit("/", 1)[0]  # the edge's relative topics' root
         self.create_subscription(Float64, f"{edge_namespace}/metrics/edge_ms", self._on_edge_ms,
                                  10)
+        self._received_fps: float | None = None  # the edge's, until its camera_share comes
         self.create_subscription(Float64, f"{edge_namespace}/metrics/received_fps",
                                  self._on_received_fps, 10)
+        self.create_subscription(Float64, f"{edge_namespace}/metrics/camera_share",
+                                 self._on_camera_share, 10)
         self._metrics = MetricPublishers(self, METRICS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                                       DIAGNOSTICS_QOS)
@@ -309,8 +312,11 @@ class Scheduler(Node):
             self._loop.observe_edge_time(self._now_s(), float(msg.data) / 1e3)
 
     def _on_received_fps(self, msg: Float64) -> None:
-        if self._loop is not None:
-            self._loop.observe_received_rate(self._now_s(), float(msg.data))
+        self._received_fps = float(msg.data)  # the edge publishes its camera_share next
+
+    def _on_camera_share(self, msg: Float64) -> None:
+        if self._loop is not None and self._received_fps is not None:
+            self._loop.observe_received(self._now_s(), self._received_fps, float(msg.data))
 
     def _on_parameter_event(self, event: ParameterEvent) -> None:
         try:
