@@ -713,3 +713,38 @@ def test_the_estimate_and_its_lower_bound_flag_arrive_together(ros_context, tiny
         bad.data = [1e6, 0.0]
         publisher.publish(bad)
         assert wait_for(lambda: edge.stats()["ignored"].get("bad_bandwidth") == 1)
+
+
+def test_the_demos_slow_robot_reports_its_stretched_time_and_camera_share(
+        ros_context, tiny_bundle, monkeypatch):
+    """The demo's stand-in for a weak robot reports the time per frame it emulates (what the
+    scheduler plans with), not the host's; and the camera share comes from the frames' stamps."""
+    from rclpy.serialization import serialize_message
+
+    from split_infer.tools.demo.graph import SlowRobotEdgeNode
+
+    edge = SlowRobotEdgeNode(6.0, context=ros_context, parameter_overrides=[
+        Parameter("bundle", value=str(tiny_bundle.path))])
+    try:
+        outcomes, published = [], {}
+        process = edge.pipeline.process
+
+        def recording(*args, **kwargs):
+            outcomes.append(process(*args, **kwargs))
+            return outcomes[-1]
+
+        monkeypatch.setattr(edge.pipeline, "process", recording)
+        monkeypatch.setattr(edge._metrics, "publish", lambda **values: published.update(values))
+        image = np.zeros((32, 32, 3), np.uint8)
+        # A 10-Hz camera whose frame at 0.3 s never reached the node.
+        for stamp in (0.0, 0.1, 0.2, 0.4, 0.5, 0.6):
+            edge._on_image(serialize_message(image_msg(image, 100, int(stamp * 1e9))))
+        edge._report()
+        sent = [o for o in outcomes if o.kind == "sent"]
+        assert sent, [o.reason for o in outcomes]
+        assert published["edge_ms"] == pytest.approx(
+            6.0 * 1e3 * sum(o.edge_s for o in sent) / len(sent))
+        assert published["camera_share"] == pytest.approx(0.1 / 0.12)
+        assert published["received_fps"] > 0
+    finally:
+        edge.destroy_node()
