@@ -29,6 +29,7 @@ from split_infer.adaptation.scheduling import (
 from split_infer.bundle import BundleConfiguration, write_bundle
 from split_infer.config_key import EDGE_ONLY_KEY, format_config_key
 from split_infer.planning import Configuration
+from split_infer.planning.effective_accuracy import expected_effective_accuracy
 from split_infer.tools.link import LinkShaper, load_trace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -390,6 +391,69 @@ def closed_loop(configs, trace_path: Path, duration: float, **knobs):
             if step.apply:
                 history.append((t, loop.active.name, step.probing))
     return loop, history
+
+
+TICK_S = 0.5  # the scheduler node's decision period
+
+
+def lagged_estimates(trace_name: str, seconds: float) -> list[tuple[float, float]]:
+    """(time, capacity estimate) per tick of a committed trace, seen through a half-blend per
+    tick (an estimator that follows a change within about a second)."""
+    trace = load_trace(REPO / "config/traces" / trace_name)
+    out: list[tuple[float, float]] = []
+    estimate = None
+    for k in range(int(seconds / TICK_S)):
+        rate = trace.rate_at(k * TICK_S)
+        estimate = rate if estimate is None else 0.5 * estimate + 0.5 * rate
+        out.append((k * TICK_S, estimate))
+    return out
+
+
+def replay(configs, trace_name: str, seconds: float, **knobs):
+    """A SchedulingLoop fed :func:`lagged_estimates`; (loop, [(time, name) per switch])."""
+    loop = SchedulingLoop(configs, settings(**knobs))
+    switches = []
+    for t, estimate in lagged_estimates(trace_name, seconds):
+        if apply(loop, t, LinkState(estimate, 0.02)).apply:
+            switches.append((t, loop.active.name))
+    return loop, switches
+
+
+def test_a_varying_link_is_planned_over_its_recent_capacity(configs):
+    # One draw of N(5, 3) Mbit/s per second: thresholding each estimate chases the draws.
+    chasing, _ = replay(configs, "gauss_mu5_sd3.csv", 120.0, variation_window_s=0.0)
+    planned, _ = replay(configs, "gauss_mu5_sd3.csv", 120.0, variation_window_s=10.0)
+    assert planned.switches * 2 <= chasing.switches
+    # The decision is the highest expected ν_eff over the window (Hu & K eqs. (4)-(6)).
+    step = planned.step(120.0, LinkState(5e6, 0.02))
+    recent = planned.capacity.distribution(1.0)
+    assert len(planned.capacity) == 20
+    for config in configs:
+        assert step.decision.scores[config.name] == pytest.approx(
+            expected_effective_accuracy(config, recent, T_GEN))
+    assert step.decision.configuration.name == max(
+        configs, key=lambda c: expected_effective_accuracy(c, recent, T_GEN)).name
+
+
+def test_the_window_follows_a_fall_at_once_and_a_rise_one_tick_later(configs):
+    # 8 Mbit/s, 1 from 30 s, 4 from 60 s.
+    _, with_window = replay(configs, "step_8_1_4mbps.csv", 90.0, variation_window_s=10.0)
+    _, without = replay(configs, "step_8_1_4mbps.csv", 90.0, variation_window_s=0.0)
+    for step_s, delay_s in ((30.0, 0.0), (60.0, TICK_S)):
+        first = [next(t for t, _ in switches if t >= step_s) for switches in (with_window,
+                                                                               without)]
+        assert first[0] == first[1] + delay_s <= step_s + 2.0
+
+
+def test_one_high_estimate_does_not_move_the_scheduler(configs):
+    for window_s, moves in ((10.0, False), (0.0, True)):
+        loop = SchedulingLoop(configs, settings(variation_window_s=window_s))
+        for k in range(20):
+            apply(loop, k * TICK_S, measured(1.0))
+        before = loop.active.name
+        apply(loop, 10.0, measured(40.0))
+        apply(loop, 10.5, measured(1.0))
+        assert (loop.active.name != before) is moves
 
 
 def test_closed_loop_on_the_step_trace(configs):

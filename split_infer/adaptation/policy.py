@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from split_infer.planning.bandwidth import bandwidth_distribution
+from split_infer.planning.bandwidth import BandwidthDistribution, bandwidth_distribution
 from split_infer.planning.configuration import Configuration, preference_key
 from split_infer.planning.effective_accuracy import (
     effective_accuracy,
@@ -60,6 +60,7 @@ def choose_configuration(
     deadline_s: float | None = None,
     t_gen_hz: float | None = None,
     bandwidth_std_bps: float | None = None,
+    distribution: BandwidthDistribution | None = None,
     max_accuracy_loss: float | None = None,
     reference_accuracy: float | None = None,
 ) -> Decision:
@@ -69,6 +70,9 @@ def choose_configuration(
       threshold rule of Hu & K Algorithm 2. With ``bandwidth_std_bps`` (beyond the paper), the
       estimate is treated as ``N(bandwidth, std)`` and the configuration with the highest
       *expected* ``ν_eff`` (eqs. (4)–(6)) is chosen instead of thresholding the point estimate.
+      ``distribution`` does the same with any bandwidth distribution, e.g. the estimator's
+      recent history (:class:`~split_infer.adaptation.variation.CapacityWindow`); the latency
+      and the deadline are still taken at ``bandwidth_bps``.
     * ``"latency"``: minimise ``I_t`` (thesis eq. 4.1; BottleNet/BBNet selection phase).
     * ``"accuracy"``: the most accurate configuration that meets ``deadline_s`` (ties: faster).
 
@@ -82,6 +86,8 @@ def choose_configuration(
         raise ValueError("the effective_accuracy objective needs t_gen_hz")
     if not configs:
         raise ValueError("need at least one configuration")
+    if distribution is not None and bandwidth_std_bps is not None:
+        raise ValueError("give bandwidth_std_bps or distribution, not both")
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ValueError("configuration names must be unique")
@@ -109,13 +115,14 @@ def choose_configuration(
 
     if objective == "effective_accuracy":
         assert t_gen_hz is not None
-        if bandwidth_std_bps is None:
+        if bandwidth_std_bps is None and distribution is None:
             chosen = threshold_policy(feasible, t_gen_hz).choose(bandwidth_bps)
             values = {
                 c.name: float(effective_accuracy(c, bandwidth_bps, t_gen_hz)) for c in feasible
             }
         else:
-            dist = bandwidth_distribution(bandwidth_bps, bandwidth_std_bps)
+            dist = distribution if distribution is not None else bandwidth_distribution(
+                bandwidth_bps, bandwidth_std_bps or 0.0)
             values = {c.name: expected_effective_accuracy(c, dist, t_gen_hz) for c in feasible}
             chosen = min(
                 feasible, key=lambda c: (-values[c.name], *preference_key(c, names.index(c.name)))

@@ -53,6 +53,15 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   camera slower than ``frame_rate_hz`` is no loss), the configuration is planned at the time
   per frame it took, 1 / ``metrics/received_fps`` (:meth:`SchedulingLoop.observe_received`;
   beyond Hu & Krishnamachari, whose robot time is a constant).
+* **A link that varies.** Hu & K's Fig. 3 links draw a new bandwidth every second, faster
+  than a scheduler that learns each draw late and keeps a configuration ``min_dwell_s`` can
+  follow. Capacity estimates (not lower bounds) of the last ``variation_window_s`` go into
+  :class:`~split_infer.adaptation.variation.CapacityWindow`, and the decision is the
+  configuration with the highest *expected* ν_eff over them (Hu & K §V, eqs. (4)–(6), with the
+  recent estimates as the distribution: beyond the paper, which plans on a known one). A level
+  change restarts the window, and until it holds ``MIN_SAMPLES`` estimates the decision is
+  Algorithm 2's at the newest one, so a step or an outage still moves the scheduler on its
+  first estimate; on a constant link the window holds one level and the two agree.
 * **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
   if the edge drifts away from it); clearing the pin hands control back to the policy.
 
@@ -66,9 +75,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from split_infer.adaptation.policy import OBJECTIVES, Decision, Hysteresis, choose_configuration
+from split_infer.adaptation.variation import MIN_SAMPLES, CapacityWindow
 from split_infer.bundle import Bundle, BundleConfiguration
 from split_infer.config_key import EDGE_ONLY_KEY, ConfigKey, config_key, parse_config_key
 from split_infer.planning import Configuration
+from split_infer.planning.bandwidth import BandwidthDistribution
 from split_infer.planning.configuration import BITS_PER_BYTE, KINDS
 from split_infer.planning.effective_accuracy import effective_accuracy, pipeline_throughput_hz
 
@@ -331,6 +342,7 @@ class SchedulerSettings:
     max_retry_backoff_s: float = 60.0
     max_accuracy_loss: float | None = None
     link_share: float = 0.85  # of a capacity estimate, what the frames may plan for
+    variation_window_s: float = 10.0  # plan for the capacity of this long (0: the estimate)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -349,6 +361,8 @@ class SchedulerSettings:
             raise ValueError("need 0 < retry_backoff_s <= max_retry_backoff_s")
         if not 0 < self.link_share <= 1:
             raise ValueError("link_share must be in (0, 1]")
+        if not (math.isfinite(self.variation_window_s) and self.variation_window_s >= 0):
+            raise ValueError("variation_window_s must be >= 0 seconds")
 
 
 @dataclass(frozen=True)
@@ -406,6 +420,7 @@ class SchedulingLoop:
             self._by_key[key] = c
         self.settings = settings
         self.hysteresis = Hysteresis(settings.margin, settings.min_dwell_s)
+        self.capacity = CapacityWindow(settings.variation_window_s)
         self.active: Configuration | None = None
         self.override: Configuration | None = None
         self.pending: Configuration | None = None
@@ -441,6 +456,7 @@ class SchedulingLoop:
         self.settings = settings
         self.hysteresis.margin = settings.margin
         self.hysteresis.min_dwell_s = settings.min_dwell_s
+        self.capacity.window_s = settings.variation_window_s
 
     def set_override(self, key: tuple[int, float] | None) -> None:
         """Pin ``(split, ratio)`` (KeyError if unknown) or unpin with None."""
@@ -603,6 +619,13 @@ class SchedulingLoop:
         if not candidates:
             return Step(self.active, False, "every configuration was refused recently")
         bandwidth = link.bandwidth_bps * (1.0 if link.lower_bound else s.link_share)
+        recent = None  # the capacity of the last variation_window_s, when it varied
+        if link.lower_bound:
+            self.capacity.clear()  # a lower bound says nothing about how the capacity varies
+        else:
+            self.capacity.add(now_s, link.bandwidth_bps)
+            if len(self.capacity) >= MIN_SAMPLES:  # fewer show no variation yet
+                recent = self.capacity.distribution(s.link_share)
         probe_due = False
         if link.lower_bound and s.probe_interval_s > 0 and self.active is not None:
             if self._next_probe_s is None:
@@ -620,15 +643,16 @@ class SchedulingLoop:
         planned = [replace(c, edge_s=self.edge_time_s(c)) for c in candidates]
         active_name = None if self.active is None else self.active.name
 
-        def decide(bandwidth_bps: float) -> Decision:
+        def decide(bandwidth_bps: float, distribution: BandwidthDistribution | None = None
+                   ) -> Decision:
             return choose_configuration(
                 planned, bandwidth_bps, rtt, s.objective,  # type: ignore[arg-type]
-                deadline_s=s.deadline_s, t_gen_hz=s.frame_rate_hz,
+                deadline_s=s.deadline_s, t_gen_hz=s.frame_rate_hz, distribution=distribution,
                 max_accuracy_loss=s.max_accuracy_loss)
 
         probing = False
         try:
-            decision = decide(bandwidth)
+            decision = decide(bandwidth, recent)
             if probe_due and decision.configuration.name == active_name:
                 # One rung up: the smallest gain^k × bound at which the policy would change.
                 for k in range(1, s.probe_steps + 1):

@@ -31,7 +31,8 @@ whole model on the robot), ``edge_timing`` (read-only: edge times measured on th
 Hz), ``deadline_ms`` (0 = none), ``margin``, ``min_dwell_s``, ``override`` (``"split:ratio"``
 or empty), ``probe_interval_s`` (0 = never), ``probe_gain``, ``retry_backoff_s``,
 ``max_accuracy_loss`` (1 = no constraint), ``link_share`` (of a capacity estimate, what the
-frames are planned for), ``period_s``, ``request_timeout_s``,
+frames are planned for), ``variation_window_s`` (plan for the capacity estimates of this long,
+restarted at a level change; 0 = the newest estimate only), ``period_s``, ``request_timeout_s``,
 ``estimate_timeout_s``. All but the read-only ones are live-changeable.
 """
 
@@ -96,6 +97,8 @@ _SETTINGS_FLOATS = {
     "max_accuracy_loss": (1.0, 0.0, 1.0, "exclude configs this far below the best; 1 = off"),
     "link_share": (0.85, 0.1, 1.0, "plan frames for this share of a capacity estimate (probes "
                    "and headers take the rest)"),
+    "variation_window_s": (10.0, 0.0, 600.0, "plan for the expected effective accuracy over the "
+                           "capacity estimates of this long (s); 0 = the newest estimate only"),
 }
 _NODE_FLOATS = {
     "period_s": (0.5, 0.01, 60.0, "decision period (s)"),
@@ -120,6 +123,7 @@ def _settings_from(values: dict[str, object]) -> SchedulerSettings:
         max_retry_backoff_s=max(60.0, retry),
         max_accuracy_loss=loss if loss < 1.0 else None,
         link_share=float(values["link_share"]),  # type: ignore[arg-type]
+        variation_window_s=float(values["variation_window_s"]),  # type: ignore[arg-type]
     )
 
 
@@ -475,6 +479,9 @@ class Scheduler(Node):
             "probes": loop.probes, "failed_probes": loop.failed_probes,
             "rejections": loop.rejections, "last_rejection": loop.last_rejection,
             "unscheduled_configurations": ",".join(self._skipped),
+            "capacity_window_estimates": len(loop.capacity),
+            "capacity_window_sd_bps": round(loop.capacity.spread_bps()),
+            "capacity_window_restarts": loop.capacity.restarts,
         }
         if self._last_error:
             values["last_error"] = self._last_error

@@ -1,0 +1,128 @@
+"""The link's recent capacity as a distribution, for planning on a link that varies faster than
+the scheduler can follow.
+
+Hu & Krishnamachari plan with the bandwidth as a random variable ``B`` and rank configurations
+by ``E[ν_eff]`` (§V, eqs. (4)–(6)); their Fig. 3 links draw a new bandwidth every second. A
+scheduler that thresholds each point estimate (Algorithm 2) on such a link chases draws it
+learns about half a second late and keeps for at least its dwell time, paying a new head's
+first run and a queue of the old frames each time. :class:`CapacityWindow` keeps the capacity
+estimates of the last ``window_s`` seconds (one per decision tick, so each weighs the time it
+held) and hands them to the planner as an
+:class:`~split_infer.planning.bandwidth.EmpiricalBandwidth`: the decision is then the
+configuration with the highest expected ``ν_eff`` over what the link recently did.
+
+Beyond the paper, which assumes the distribution is known and stationary: a **level change**
+restarts the window, so a step still moves the scheduler on its first estimate::
+
+    estimates ──► window (last window_s s) ──► spread = max(std, ESTIMATE_NOISE · mean)
+                       ▲                             │
+                       └── restart at the new ◄──────┘ newest estimate further than
+                           estimate                     CHANGE_SPREADS × spread from the mean
+
+The newest estimate is tested against the window *before* it joins, so a step does not widen
+the band it is tested against. On a constant link the spread is the estimator's noise floor
+and a step of more than ``CHANGE_SPREADS × ESTIMATE_NOISE`` leaves the band at once; on a link
+that draws ``N(5, 3)`` Mbit/s every second the band is about ±10 Mbit/s and the window keeps
+the draws. Four spreads, not three: consecutive draws of such a link are often alike, and a
+window of a few similar draws has a small spread (three restarted the window six times in a
+replay of the ``N(5, 3)`` trace, four none). Until ``MIN_SAMPLES`` estimates are in, no
+change is tested for (the spread of two samples means nothing), so a restart is not followed
+by a chain of restarts on every draw.
+
+A fall restarts the window at once, a rise only when the next estimate is above the band too:
+a single high estimate (a probe train that went through a shaper's refilled burst allowance
+reads as several times the link) is left out instead of planning the largest frames for one
+draw, and waiting one more estimate for a real rise costs little (the frames running still
+fit), where a fall not followed at once queues frames.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from split_infer.planning.bandwidth import EmpiricalBandwidth
+
+__all__ = ["CHANGE_SPREADS", "ESTIMATE_NOISE", "MIN_SAMPLES", "CapacityWindow"]
+
+#: A newest estimate this many spreads from the window's mean is a level change.
+CHANGE_SPREADS = 4.0
+#: The relative spread of estimates on a constant link (the floor of the spread).
+ESTIMATE_NOISE = 0.05
+#: Estimates in the window before a level change is tested for.
+MIN_SAMPLES = 6
+
+
+class CapacityWindow:
+    """Capacity estimates (bits/s) of the last ``window_s`` seconds, restarted at level changes.
+
+    Pure: the caller passes the clock. ``window_s`` 0 keeps only the newest estimate (planning
+    at the point estimate, Hu & K Algorithm 2).
+    """
+
+    def __init__(self, window_s: float) -> None:
+        if not (math.isfinite(window_s) and window_s >= 0):
+            raise ValueError(f"window_s must be >= 0 seconds, got {window_s!r}")
+        self.window_s = float(window_s)
+        self._samples: deque[tuple[float, float]] = deque()  # (when, bits/s)
+        self._rise: tuple[float, float] | None = None  # an estimate above the band, on hold
+        self.restarts = 0
+        self.outliers = 0  # rises not confirmed by the next estimate, left out
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def clear(self) -> None:
+        """Forget every estimate (the next one starts a new window)."""
+        self._samples.clear()
+        self._rise = None
+
+    def add(self, now_s: float, bandwidth_bps: float) -> bool:
+        """Record one estimate; returns True when it restarted the window (a level change).
+        ValueError for a bandwidth that is negative or not finite."""
+        if not (math.isfinite(bandwidth_bps) and bandwidth_bps >= 0):
+            raise ValueError(f"a capacity estimate must be >= 0 bits/s, got {bandwidth_bps!r}")
+        while self._samples and now_s - self._samples[0][0] >= self.window_s:
+            self._samples.popleft()
+        sample = (now_s, float(bandwidth_bps))
+        rise, self._rise = self._rise, None
+        side = self._side_of_band(bandwidth_bps)
+        if side > 0 and rise is None:
+            self._rise = sample  # wait for the next estimate (see the module docstring)
+            return False
+        if rise is not None and side <= 0:
+            self.outliers += 1
+        if side == 0:
+            self._samples.append(sample)
+            return False
+        self._samples.clear()
+        self.restarts += 1
+        if side > 0 and rise is not None:
+            self._samples.append(rise)
+        self._samples.append(sample)
+        return True
+
+    def _side_of_band(self, bandwidth_bps: float) -> int:
+        """+1 above the window's band, -1 below, 0 inside (or too few estimates to tell)."""
+        if len(self._samples) < MIN_SAMPLES:
+            return 0
+        values = np.fromiter((b for _, b in self._samples), dtype=float)
+        mean = float(values.mean())
+        spread = max(float(values.std()), ESTIMATE_NOISE * mean)
+        if abs(bandwidth_bps - mean) <= CHANGE_SPREADS * spread:
+            return 0
+        return 1 if bandwidth_bps > mean else -1
+
+    def distribution(self, scale: float = 1.0) -> EmpiricalBandwidth | None:
+        """The window's estimates × ``scale`` as a distribution; None when it is empty."""
+        if not self._samples:
+            return None
+        return EmpiricalBandwidth([b * scale for _, b in self._samples])
+
+    def spread_bps(self) -> float:
+        """The standard deviation of the window's estimates (0 with fewer than two)."""
+        if len(self._samples) < 2:
+            return 0.0
+        return float(np.std([b for _, b in self._samples]))

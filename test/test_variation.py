@@ -1,0 +1,99 @@
+"""split_infer.adaptation.variation: the recent capacity as a distribution, restarted at a
+level change (pure, simulated clock)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_scheduler import TICK_S, lagged_estimates
+
+from split_infer.adaptation.variation import (
+    CHANGE_SPREADS,
+    ESTIMATE_NOISE,
+    MIN_SAMPLES,
+    CapacityWindow,
+)
+
+
+def test_a_constant_link_keeps_one_window():
+    rng = np.random.default_rng(1)
+    window = CapacityWindow(10.0)
+    for k in range(60):
+        assert not window.add(k * TICK_S, 5e6 * (1 + 0.03 * rng.standard_normal()))
+    assert window.restarts == 0 and len(window) == 20  # the last 10 s
+    assert window.distribution(0.85).expected_bps == pytest.approx(0.85 * 5e6, rel=0.03)
+
+
+def test_a_step_restarts_the_window_at_its_first_estimate():
+    window = CapacityWindow(10.0)
+    for k in range(20):
+        window.add(k * TICK_S, 8e6)
+    assert window.add(10.0, 1e6)
+    assert len(window) == 1 and window.restarts == 1
+    assert window.distribution().expected_bps == 1e6
+    # Right after a restart nothing is tested: a second level is kept, not restarted again.
+    assert not window.add(10.5, 2e6) and len(window) == 2
+
+
+@pytest.mark.parametrize("relative, step", [(0.9, False), (1.1, True), (-0.9, False),
+                                            (-1.1, True)])
+def test_a_change_inside_the_noise_band_is_no_step(relative, step):
+    window = CapacityWindow(10.0)
+    for k in range(MIN_SAMPLES):
+        window.add(k * TICK_S, 4e6)
+    estimate = 4e6 * (1 + relative * CHANGE_SPREADS * ESTIMATE_NOISE)
+    # A fall restarts at once; a rise when the next estimate confirms it.
+    restarted = [window.add((MIN_SAMPLES + k) * TICK_S, estimate) for k in range(2)]
+    assert restarted == ([False, False] if not step else
+                         [True, False] if relative < 0 else [False, True])
+    assert len(window) == (MIN_SAMPLES + 2 if not step else 2)
+
+
+def test_a_single_high_estimate_is_left_out():
+    window = CapacityWindow(10.0)
+    for k in range(10):
+        window.add(k * TICK_S, 5e6)
+    assert not window.add(5.0, 44e6)  # a probe train through a refilled burst allowance
+    assert not window.add(5.5, 5e6)
+    assert (window.restarts, window.outliers, len(window)) == (0, 1, 11)
+    assert window.distribution().expected_bps == 5e6
+
+
+@pytest.mark.parametrize("trace", ["gauss_mu5_sd3.csv", "gauss_mu3_sd2.csv"])
+def test_one_second_draws_stay_in_one_window(trace):
+    # Hu & K's Fig. 3 links: a new draw every second. The window must keep them together,
+    # or planning over it is thresholding each draw again.
+    window = CapacityWindow(10.0)
+    for t, estimate in lagged_estimates(trace, 120.0):
+        window.add(t, estimate)
+    assert window.restarts <= 1
+    assert window.spread_bps() > 1e6
+
+
+@pytest.mark.parametrize("trace, changes", [("step_8_1_4mbps.csv", 2),
+                                            ("outage_5mbps_10s.csv", 2)])
+def test_steps_and_outages_restart_the_window_once_each(trace, changes):
+    window = CapacityWindow(10.0)
+    for t, estimate in lagged_estimates(trace, 90.0):
+        window.add(t, estimate)
+    assert window.restarts == changes
+
+
+def test_old_estimates_leave_the_window():
+    window = CapacityWindow(2.0)
+    for k in range(10):
+        window.add(k * TICK_S, 3e6)
+    assert len(window) == 4  # 3.0, 3.5, 4.0, 4.5 s
+    window.window_s = 0.0
+    window.add(5.0, 3e6)
+    assert len(window) == 1
+    window.clear()
+    assert len(window) == 0 and window.distribution() is None and window.spread_bps() == 0.0
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_unusable_values_are_refused(bad):
+    with pytest.raises(ValueError, match="bits/s"):
+        CapacityWindow(1.0).add(0.0, bad)
+    with pytest.raises(ValueError, match="window_s"):
+        CapacityWindow(bad)
