@@ -248,6 +248,10 @@ def test_live_parameters_are_validated_and_bad_receipts_counted(harness_factory)
     assert not any(r.successful for r in results)
     assert h.scheduler.set_parameters([Parameter("objective", value="latency")])[0].successful
     assert h.scheduler.loop.settings.objective == "latency"
+    assert not h.scheduler.set_parameters([Parameter("variation_window_s", value=-1.0)])[0] \
+        .successful
+    assert h.scheduler.set_parameters([Parameter("variation_window_s", value=4.0)])[0].successful
+    assert h.scheduler.loop.capacity.window_s == 4.0
     bad = h.monitor.set_parameters([Parameter("window_s", value=30.0)])[0]
     assert not bad.successful  # larger than max_window_s
     assert h.monitor.set_parameters([Parameter("publish_period_s", value=0.5)])[0].successful

@@ -650,3 +650,22 @@ def test_an_edge_that_loses_camera_frames_is_planned_at_the_frames_it_took(confi
         stale.observe_received(t + 6.5, fps, share)
     stale.observe_edge_time(t + 6, 0.090)
     assert stale.edge_time_s(s2g1) == pytest.approx(0.7 * 0.090 + 0.3 / 6.0)
+
+
+def test_one_try_covers_a_split_point(configs):
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    s2g1, s2g2, s3g4 = loop.lookup(2, 1.0), loop.lookup(2, 2.0), loop.lookup(3, 4.0)
+    assert apply(loop, 0.0, LinkState(6.4e6)).target is s2g1
+    loop.observe_edge_time(3.0, 2 * s2g1.edge_s)  # the split-2 head runs at twice its plan
+    # Another split point runs as planned for a long while: the robot's factor returns to 1 ...
+    loop.observe_edge(4.0, 3, 4.0)
+    for t in range(7, 40):
+        loop.observe_edge_time(float(t), s3g4.edge_s)
+    assert loop.robot_factor == pytest.approx(1.0, abs=0.01)
+    # ... but the other ratios at split 2 share the head that ran at twice its plan.
+    assert loop.edge_time_s(s2g2) == pytest.approx(2 * s2g2.edge_s)
+    # A head faster than planned does not make its siblings look faster.
+    fast = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    apply(fast, 0.0, LinkState(6.4e6))
+    fast.observe_edge_time(3.0, s2g1.edge_s / 2)
+    assert fast.edge_time_s(s2g2) == pytest.approx(s2g2.edge_s)

@@ -45,10 +45,13 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   robot has been (the first report's measured / planned, then an EWMA over every report,
   never below 1): a robot slower than its plan is slower for everything. A measured time is
   remembered while another configuration runs, so a wrong plan costs one try, not an
-  oscillation. The time per frame alone misses frames the robot never took: a camera
-  subscription keeps the last frame, and a robot whose CPU budget runs out for a while (a
-  cgroup quota stalls it for the rest of its period) loses the frames that arrive meanwhile,
-  although its mean time per frame is under the camera interval. When the edge took under
+  oscillation, and a configuration at the same split point as one that has run is planned
+  at its planned time × that one's measured / planned (the same head; the ratios differ only
+  in the encoder), so one try covers a split point. The time per frame alone misses frames
+  the robot never took: a camera subscription keeps the last frame, and a robot whose CPU
+  budget runs out for a while (a cgroup quota stalls it for the rest of its period) loses
+  the frames that arrive meanwhile, although its mean time per frame is under the camera
+  interval. When the edge took under
   ``LOST_SHARE`` of the camera's frames (``metrics/camera_share``, from the camera stamps, so a
   camera slower than ``frame_rate_hz`` is no loss), the configuration is planned at the time
   per frame it took, 1 / ``metrics/received_fps`` (:meth:`SchedulingLoop.observe_received`;
@@ -529,10 +532,19 @@ class SchedulingLoop:
         return self._robot_factor
 
     def edge_time_s(self, config: Configuration) -> float:
-        """The edge time per frame decisions plan ``config`` with: measured if it has run,
-        else the planned one × :attr:`robot_factor`."""
+        """The edge time per frame decisions plan ``config`` with: measured if it has run;
+        else its planned one × how much slower than planned a configuration at the same split
+        point has run (the same head: the ratios differ only in the encoder); else the planned
+        one × :attr:`robot_factor`. Neither factor makes a configuration faster than planned."""
         measured = self._edge_s.get(config.name)
-        return measured if measured is not None else config.edge_s * self._robot_factor
+        if measured is not None:
+            return measured
+        siblings = [self._edge_s[c.name] / c.edge_s for c in self._configs
+                    if c.split_point == config.split_point and c.edge_s > 0
+                    and c.name in self._edge_s]
+        if siblings:
+            return config.edge_s * min(max(max(siblings), 1.0), MAX_ROBOT_FACTOR)
+        return config.edge_s * self._robot_factor
 
     def request_sent(self, now_s: float, config: Configuration) -> None:
         """A request for ``config`` went out; :meth:`step` waits for its answer."""

@@ -482,6 +482,7 @@ class Scheduler(Node):
             "capacity_window_estimates": len(loop.capacity),
             "capacity_window_sd_bps": round(loop.capacity.spread_bps()),
             "capacity_window_restarts": loop.capacity.restarts,
+            "capacity_outliers_left_out": loop.capacity.outliers,
         }
         if self._last_error:
             values["last_error"] = self._last_error
