@@ -11,6 +11,7 @@ from split_infer.adaptation.variation import (
     CHANGE_SPREADS,
     ESTIMATE_NOISE,
     MIN_SAMPLES,
+    RISE_ESTIMATES,
     CapacityWindow,
 )
 
@@ -42,20 +43,25 @@ def test_a_change_inside_the_noise_band_is_no_step(relative, step):
     for k in range(MIN_SAMPLES):
         window.add(k * TICK_S, 4e6)
     estimate = 4e6 * (1 + relative * CHANGE_SPREADS * ESTIMATE_NOISE)
-    # A fall restarts at once; a rise when the next estimate confirms it.
-    restarted = [window.add((MIN_SAMPLES + k) * TICK_S, estimate) for k in range(2)]
-    assert restarted == ([False, False] if not step else
-                         [True, False] if relative < 0 else [False, True])
-    assert len(window) == (MIN_SAMPLES + 2 if not step else 2)
+    # A fall restarts at once; a rise when RISE_ESTIMATES in a row confirm it.
+    restarted = [window.add((MIN_SAMPLES + k) * TICK_S, estimate)
+                 for k in range(RISE_ESTIMATES)]
+    expected = [False] * RISE_ESTIMATES
+    if step:
+        expected[0 if relative < 0 else -1] = True
+    assert restarted == expected
+    assert len(window) == (MIN_SAMPLES + RISE_ESTIMATES if not step else RISE_ESTIMATES)
 
 
-def test_a_single_high_estimate_is_left_out():
+@pytest.mark.parametrize("held", range(1, RISE_ESTIMATES))
+def test_high_estimates_that_no_rise_confirms_are_left_out(held):
     window = CapacityWindow(10.0)
     for k in range(10):
         window.add(k * TICK_S, 5e6)
-    assert not window.add(5.0, 44e6)  # a probe train through a refilled burst allowance
-    assert not window.add(5.5, 5e6)
-    assert (window.restarts, window.outliers, len(window)) == (0, 1, 11)
+    for k in range(held):  # e.g. a probe train through a refilled burst allowance: 44 Mbit/s
+        assert not window.add(5.0 + k * TICK_S, 44e6)
+    assert not window.add(5.0 + held * TICK_S, 5e6)
+    assert (window.restarts, window.outliers, len(window)) == (0, held, 11)
     assert window.distribution().expected_bps == 5e6
 
 

@@ -63,8 +63,9 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   configuration with the highest *expected* ν_eff over them (Hu & K §V, eqs. (4)–(6), with the
   recent estimates as the distribution: beyond the paper, which plans on a known one). A level
   change restarts the window, and until it holds ``MIN_SAMPLES`` estimates the decision is
-  Algorithm 2's at the newest one, so a step or an outage still moves the scheduler on its
-  first estimate; on a constant link the window holds one level and the two agree.
+  Algorithm 2's at the newest one, so a fall (a step down, an outage) moves the scheduler on
+  its first estimate and a rise on its ``RISE_ESTIMATES``-th; on a constant link the window
+  holds one level and the two agree.
 * **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
   if the edge drifts away from it); clearing the pin hands control back to the policy.
 

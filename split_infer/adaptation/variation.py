@@ -12,7 +12,7 @@ held) and hands them to the planner as an
 configuration with the highest expected ``ν_eff`` over what the link recently did.
 
 Beyond the paper, which assumes the distribution is known and stationary: a **level change**
-restarts the window, so a step still moves the scheduler on its first estimate::
+restarts the window, so a step still moves the scheduler within a few estimates::
 
     estimates ──► window (last window_s s) ──► spread = max(std, ESTIMATE_NOISE · mean)
                        ▲                             │
@@ -29,11 +29,12 @@ replay of the ``N(5, 3)`` trace, four none). Until ``MIN_SAMPLES`` estimates are
 change is tested for (the spread of two samples means nothing), so a restart is not followed
 by a chain of restarts on every draw.
 
-A fall restarts the window at once, a rise only when the next estimate is above the band too:
-a single high estimate (a probe train that went through a shaper's refilled burst allowance
-reads as several times the link) is left out instead of planning the largest frames for one
-draw, and waiting one more estimate for a real rise costs little (the frames running still
-fit), where a fall not followed at once queues frames.
+A fall restarts the window at once, a rise only when ``RISE_ESTIMATES`` estimates in a row are
+above the band (1.5 s at the scheduler's 0.5-s period: longer than one draw of a Fig. 3 link,
+whose high draws otherwise restart the window and are planned for alone, and longer than a
+probe train that went through a shaper's refilled burst allowance and reads as several times
+the link). Estimates held for a rise that does not come are left out. Waiting for a real rise
+costs little (the frames running still fit), where a fall not followed at once queues frames.
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ import numpy as np
 
 from split_infer.planning.bandwidth import EmpiricalBandwidth
 
-__all__ = ["CHANGE_SPREADS", "ESTIMATE_NOISE", "MIN_SAMPLES", "CapacityWindow"]
+__all__ = ["CHANGE_SPREADS", "ESTIMATE_NOISE", "MIN_SAMPLES", "RISE_ESTIMATES", "CapacityWindow"]
 
 #: A newest estimate this many spreads from the window's mean is a level change.
 CHANGE_SPREADS = 4.0
 #: The relative spread of estimates on a constant link (the floor of the spread).
 ESTIMATE_NOISE = 0.05
+#: Estimates above the band in a row that make a rise (a fall needs one).
+RISE_ESTIMATES = 3
 #: Estimates in the window before a level change is tested for.
 MIN_SAMPLES = 6
 
@@ -67,9 +70,9 @@ class CapacityWindow:
             raise ValueError(f"window_s must be >= 0 seconds, got {window_s!r}")
         self.window_s = float(window_s)
         self._samples: deque[tuple[float, float]] = deque()  # (when, bits/s)
-        self._rise: tuple[float, float] | None = None  # an estimate above the band, on hold
+        self._rises: list[tuple[float, float]] = []  # estimates above the band, on hold
         self.restarts = 0
-        self.outliers = 0  # rises not confirmed by the next estimate, left out
+        self.outliers = 0  # estimates above the band that no rise confirmed, left out
 
     def __len__(self) -> int:
         return len(self._samples)
@@ -77,7 +80,7 @@ class CapacityWindow:
     def clear(self) -> None:
         """Forget every estimate (the next one starts a new window)."""
         self._samples.clear()
-        self._rise = None
+        self._rises.clear()
 
     def add(self, now_s: float, bandwidth_bps: float) -> bool:
         """Record one estimate; returns True when it restarted the window (a level change).
@@ -87,21 +90,23 @@ class CapacityWindow:
         while self._samples and now_s - self._samples[0][0] >= self.window_s:
             self._samples.popleft()
         sample = (now_s, float(bandwidth_bps))
-        rise, self._rise = self._rise, None
         side = self._side_of_band(bandwidth_bps)
-        if side > 0 and rise is None:
-            self._rise = sample  # wait for the next estimate (see the module docstring)
-            return False
-        if rise is not None and side <= 0:
-            self.outliers += 1
-        if side == 0:
-            self._samples.append(sample)
-            return False
+        if side > 0:
+            self._rises.append(sample)  # held until confirmed (see the module docstring)
+            if len(self._rises) < RISE_ESTIMATES:
+                return False
+            restart = list(self._rises)
+        else:
+            self.outliers += len(self._rises)
+            if side == 0:
+                self._rises.clear()
+                self._samples.append(sample)
+                return False
+            restart = [sample]
+        self._rises.clear()
         self._samples.clear()
+        self._samples.extend(restart)
         self.restarts += 1
-        if side > 0 and rise is not None:
-            self._samples.append(rise)
-        self._samples.append(sample)
         return True
 
     def _side_of_band(self, bandwidth_bps: float) -> int:
