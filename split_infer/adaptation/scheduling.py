@@ -407,6 +407,12 @@ LOST_SHARE = 0.95
 RECEIVED_RATE_MAX_AGE_S = 2.5
 
 
+def _slowdown(measured_over_planned: float) -> float:
+    """A measured / planned edge time as the factor unrun configurations are planned with:
+    never faster than planned, at most ``MAX_ROBOT_FACTOR``."""
+    return min(max(measured_over_planned, 1.0), MAX_ROBOT_FACTOR)
+
+
 class SchedulingLoop:
     """The decision loop. Pure: the caller passes the clock to every method."""
 
@@ -506,7 +512,7 @@ class SchedulingLoop:
             ratio = edge_s / config.edge_s
             factor = ratio if not self._factor_seeded else (
                 (1.0 - EDGE_TIME_ALPHA) * self._robot_factor + EDGE_TIME_ALPHA * ratio)
-            self._robot_factor = min(max(factor, 1.0), MAX_ROBOT_FACTOR)
+            self._robot_factor = _slowdown(factor)
             self._factor_seeded = True
         return config
 
@@ -544,7 +550,7 @@ class SchedulingLoop:
                     if c.split_point == config.split_point and c.edge_s > 0
                     and c.name in self._edge_s]
         if siblings:
-            return config.edge_s * min(max(max(siblings), 1.0), MAX_ROBOT_FACTOR)
+            return config.edge_s * _slowdown(max(siblings))
         return config.edge_s * self._robot_factor
 
     def request_sent(self, now_s: float, config: Configuration) -> None:

@@ -113,21 +113,24 @@ class CapacityWindow:
         """+1 above the window's band, -1 below, 0 inside (or too few estimates to tell)."""
         if len(self._samples) < MIN_SAMPLES:
             return 0
-        values = np.fromiter((b for _, b in self._samples), dtype=float)
+        values = self._values()
         mean = float(values.mean())
         spread = max(float(values.std()), ESTIMATE_NOISE * mean)
         if abs(bandwidth_bps - mean) <= CHANGE_SPREADS * spread:
             return 0
         return 1 if bandwidth_bps > mean else -1
 
+    def _values(self) -> np.ndarray:
+        return np.fromiter((b for _, b in self._samples), dtype=float, count=len(self._samples))
+
     def distribution(self, scale: float = 1.0) -> EmpiricalBandwidth | None:
         """The window's estimates × ``scale`` as a distribution; None when it is empty."""
         if not self._samples:
             return None
-        return EmpiricalBandwidth([b * scale for _, b in self._samples])
+        return EmpiricalBandwidth(self._values() * scale)
 
     def spread_bps(self) -> float:
         """The standard deviation of the window's estimates (0 with fewer than two)."""
         if len(self._samples) < 2:
             return 0.0
-        return float(np.std([b for _, b in self._samples]))
+        return float(self._values().std())
