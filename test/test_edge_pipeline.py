@@ -84,6 +84,26 @@ def test_the_period_report_counts_frames_received_before_the_edges_own_drops(tin
     assert pipeline.period_report(now=103.0).camera_share is None
 
 
+def test_the_period_report_gives_the_process_cpu_time_per_frame_worked_on(tiny_bundle,
+                                                                         monkeypatch):
+    import time
+
+    pipeline = make(tiny_bundle, max_in_flight=1, ack_timeout=60.0)
+    image = random_images(1)[0]
+    clock = iter([10.0, 10.03, 10.05])  # process CPU seconds at each report
+    monkeypatch.setattr(time, "process_time", lambda: next(clock))
+    pipeline.period_report(now=100.0)  # opens the period
+    kinds = [pipeline.process(image, now=100.0 + 0.1 * k).kind for k in range(4)]
+    assert kinds == ["sent"] + ["dropped"] * 3  # one in flight, never acknowledged
+    # 30 ms of CPU over the one frame worked on; the dropped ones cost next to nothing and
+    # are not what a frame's work is measured over.
+    report = pipeline.period_report(now=101.0)
+    assert report.cpu_s_per_frame == pytest.approx(0.03)
+    assert report.values["cpu_ms_per_frame"] == "30.00"
+    no_frames = pipeline.period_report(now=102.0)
+    assert no_frames.cpu_s_per_frame is None and no_frames.values["cpu_ms_per_frame"] == "unknown"
+
+
 def test_bad_input_is_a_counted_drop_never_an_exception(tiny_bundle):
     pipeline = make(tiny_bundle)
     bad = RawImage(height=2, width=2, encoding="yuv422_weird", is_bigendian=0, step=4,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from split_infer.bundle import Bundle
@@ -11,6 +13,7 @@ from split_infer.tools.plan.edge_timing import (
     CAMERA_FRAME,
     edge_time_scale,
     measure_edge_ms,
+    measure_edge_times,
     parse_camera_size,
 )
 
@@ -27,6 +30,12 @@ def test_every_configuration_is_timed_from_the_camera_frame():
     # configuration pays it.
     assert large[CAMERA_FRAME] > 5 * small[CAMERA_FRAME]
     assert sum(large[cid] for cid in ids) > sum(small[cid] for cid in ids)
+
+
+def test_the_cpu_time_of_every_call_is_measured_beside_its_wall_time():
+    wall, cpu = measure_edge_times(DEFAULT_BUNDLE, seconds=0.03, camera=(32, 32))
+    assert set(cpu) == set(wall)
+    assert all(math.isfinite(ms) and ms > 0 for ms in cpu.values())
 
 
 def test_the_scale_compares_the_model_part_with_the_profile():

@@ -19,11 +19,13 @@ from onnx import TensorProto, helper
 from split_infer.adaptation.estimator import BandwidthEstimator, Receipt
 from split_infer.adaptation.policy import choose_configuration
 from split_infer.adaptation.scheduling import (
+    FIRST_CPU_REPORT_WAIT_S,
     LinkState,
     SchedulerSettings,
     SchedulingLoop,
     configurations_from_bundle,
     parse_override,
+    planned_cpu_times,
     startup_configuration,
 )
 from split_infer.adaptation.variation import RISE_ESTIMATES
@@ -321,11 +323,30 @@ def test_a_refused_override_waits_for_its_back_off(configs):
 
 def test_edge_changes_from_elsewhere_are_followed(configs):
     loop = SchedulingLoop(configs, settings(min_dwell_s=5.0))
-    assert loop.observe_edge(0.0, 2, 4.0).name == "s2g4"
+    apply(loop, 0.0, measured(1))
+    assert loop.observe_edge(1.0, 2, 4.0).name == "s2g4"
     assert loop.active.name == "s2g4" and loop.hysteresis.current == "s2g4"
-    assert not apply(loop, 1.0, measured(8)).apply  # the dwell counts from the change
-    assert apply(loop, 5.0, measured(8)).target.name == "s2g1"
-    assert loop.observe_edge(6.0, 9, 9.0) is None and loop.active.name == "s2g1"
+    assert not apply(loop, 2.0, measured(8)).apply  # the dwell counts from the change
+    assert apply(loop, 6.0, measured(8)).target.name == "s2g1"
+    assert loop.observe_edge(7.0, 9, 9.0) is None and loop.active.name == "s2g1"
+
+
+def test_the_first_decision_replaces_the_start_up_guess_at_once(configs):
+    loop = SchedulingLoop(configs, settings(min_dwell_s=5.0, margin=0.5))
+    assert loop.observe_edge(0.0, 2, 8.0).name == "s2g8"  # what the edge started with
+    step = apply(loop, 0.5, measured(8))
+    assert step.apply and loop.active.name == "s2g1"  # no dwell, no margin: it was a guess
+    assert loop.switches == 1
+    # Later decisions are damped again: 1 Mbit/s would pick fewer bytes, but not before 5 s.
+    assert not apply(loop, 1.0, measured(1)).apply and loop.active.name == "s2g1"
+    assert apply(loop, 5.5, measured(1)).apply and loop.active.name != "s2g1"
+
+
+def test_a_first_decision_that_keeps_the_start_up_configuration_switches_nothing(configs):
+    loop = SchedulingLoop(configs, settings(min_dwell_s=5.0))
+    loop.observe_edge(0.0, 3, 4.0)
+    step = apply(loop, 0.5, measured(1))
+    assert not step.apply and loop.active.name == "s3g4" and loop.switches == 0
 
 
 def test_pending_requests_block_new_decisions(configs):
@@ -651,6 +672,56 @@ def test_an_edge_that_loses_camera_frames_is_planned_at_the_frames_it_took(confi
         stale.observe_received(t + 6.5, fps, share)
     stale.observe_edge_time(t + 6, 0.090)
     assert stale.edge_time_s(s2g1) == pytest.approx(0.7 * 0.090 + 0.3 / 6.0)
+
+
+def test_a_cpu_timed_loop_plans_with_the_edges_cpu_time_and_ignores_its_wall_time(configs):
+    # Planned: every configuration 5 ms a frame back to back under the budget, 2 ms of CPU.
+    cpu = {c.name: 0.002 for c in configs}
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0), cpu)
+    assert loop.cpu_timed and not SchedulingLoop(configs, settings()).cpu_timed
+    loop.observe_edge(0.0, 2, 2.0)
+    # A paced frame runs unthrottled: its wall time says nothing about the budget.
+    assert loop.observe_edge_time(5.0, 0.001) is None
+    assert loop.edge_time_s(loop.active) == pytest.approx(0.005)
+    # 5 ms of CPU a frame (the node's messaging included): 2.5 × the plan.
+    assert loop.observe_edge_cpu(5.0, 0.005).name == "s2g2"
+    assert loop.edge_time_s(loop.active) == pytest.approx(0.0125)
+    assert loop.robot_factor == pytest.approx(2.5)
+    s3 = loop.lookup(3, 4.0)
+    assert loop.edge_time_s(s3) == pytest.approx(0.0125)  # not run: planned × the factor
+    for bad in (0.0, -1.0, math.nan, math.inf):
+        assert loop.observe_edge_cpu(6.0, bad) is None
+    # Without a planned CPU time for the configuration there is nothing to compare with.
+    partial = SchedulingLoop(configs, settings(), {"s3g4": 0.002})
+    partial.observe_edge(0.0, 2, 2.0)
+    assert partial.observe_edge_cpu(5.0, 0.005) is None
+
+
+def test_a_cpu_timed_first_decision_waits_for_the_robots_first_cpu_report(configs):
+    cpu = {c.name: 0.002 for c in configs}
+    loop = SchedulingLoop(configs, settings(min_dwell_s=5.0), cpu)
+    loop.observe_edge(0.0, 2, 8.0)  # the start-up configuration
+    step = apply(loop, 0.5, measured(8))
+    assert not step.apply and "first CPU report" in step.reason
+    # The start-up configuration's report counts at once (no switch of ours to settle).
+    assert loop.observe_edge_cpu(0.8, 0.004).name == "s2g8"
+    assert loop.robot_factor == pytest.approx(2.0)
+    assert apply(loop, 1.0, measured(8)).apply  # decided with the factor, without the dwell
+    # A robot that never reports does not hold the first decision for long.
+    silent = SchedulingLoop(configs, settings(min_dwell_s=5.0), cpu)
+    silent.observe_edge(0.0, 2, 8.0)
+    assert not apply(silent, 0.5, measured(8)).apply
+    assert apply(silent, 0.5 + FIRST_CPU_REPORT_WAIT_S, measured(8)).apply
+    # Wall-timed loops do not wait.
+    assert apply(SchedulingLoop(configs, settings()), 0.5, measured(8)).apply
+
+
+def test_planned_cpu_times_are_read_by_name_and_checked(configs):
+    cpu = planned_cpu_times(configs, {"s2g1": 2.0, "s3g4": 3.0, "other": 1.0})
+    assert cpu == pytest.approx({"s2g1": 0.002, "s3g4": 0.003})
+    for bad in (0, -1.0, math.nan, "2"):
+        with pytest.raises(ValueError, match="s2g1"):
+            planned_cpu_times(configs, {"s2g1": bad})
 
 
 def test_one_try_covers_a_split_point(configs):

@@ -38,7 +38,10 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
 * **Measured robot time.** The planned edge times come from a profile or a one-off
   measurement (``split-infer plan --edge-cpu``), and a robot's CPU is shared and drifts: a
   configuration planned at 30 fps may deliver 22 while another would have kept up. The edge
-  reports its time per frame (``metrics/edge_ms``); once a configuration has run for
+  reports its time per frame (``metrics/edge_cpu_ms``, its CPU time per frame, when the plan
+  has the CPU time of each configuration: a robot pacing frames at the camera rate runs each
+  unthrottled, so its wall time per frame, ``metrics/edge_ms``, misses what its budget pays
+  and what the node spends beside the model); once a configuration has run for
   ``EDGE_TIME_SETTLE_S``, :meth:`SchedulingLoop.observe_edge_time` keeps an EWMA of what it
   really costs, and every later decision plans that configuration with it. A configuration
   that has not run yet is planned with its planned time × how much slower than planned the
@@ -66,6 +69,14 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   Algorithm 2's at the newest one, so a fall (a step down, an outage) moves the scheduler on
   its first estimate and a rise on its ``RISE_ESTIMATES``-th; on a constant link the window
   holds one level and the two agree.
+* **Start-up.** What the edge runs before the scheduler's first decision was chosen without a
+  link measurement (:func:`startup_configuration`, or a previous scheduler's choice), so the
+  first decision replaces it at once: the dwell and the margin damp switches between measured
+  choices, and keeping a guess for ``min_dwell_s`` on a link already measured only costs
+  frames (beyond the thesis, whose hysteresis has no start-up case). A CPU-timed loop's first
+  decision waits up to ``FIRST_CPU_REPORT_WAIT_S`` for the robot's first CPU report, which
+  the start-up configuration's frames give: without it every configuration is planned at
+  its planned time, and the first choice is the one a slower robot pays for most.
 * **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
   if the edge drifts away from it); clearing the pin hands control back to the policy.
 
@@ -89,6 +100,7 @@ from split_infer.planning.effective_accuracy import effective_accuracy, pipeline
 
 __all__ = [
     "EDGE_TIME_SETTLE_S",
+    "FIRST_CPU_REPORT_WAIT_S",
     "LOST_SHARE",
     "REFERENCE_FIELDS",
     "LinkState",
@@ -100,6 +112,7 @@ __all__ = [
     "edge_only_configuration",
     "initial_configuration",
     "parse_override",
+    "planned_cpu_times",
     "reference_configuration",
     "startup_configuration",
     "with_edge_timing",
@@ -317,6 +330,26 @@ def with_edge_timing(configs: Sequence[Configuration], measured_ms: Mapping[str,
     return out
 
 
+def planned_cpu_times(configs: Sequence[Configuration], measured_cpu_ms: Mapping[str, float]
+                      ) -> dict[str, float]:
+    """CPU seconds per frame by configuration name from ``measured_cpu_ms`` (by id, the
+    whole model as ``client_only``, as ``split-infer plan --edge-cpu`` writes them); the
+    configurations it does not name are left out. ValueError for a time that is not a
+    positive number."""
+    out = {}
+    for config in configs:
+        ms = measured_cpu_ms.get(config.name)
+        if ms is None and config.name == "edge_only":
+            ms = measured_cpu_ms.get("client_only")
+        if ms is None:
+            continue
+        if not (isinstance(ms, int | float) and math.isfinite(ms) and ms > 0):
+            raise ValueError(f"measured CPU time of {config.name!r} is not a positive number "
+                             f"of ms: {ms!r}")
+        out[config.name] = float(ms) / 1e3
+    return out
+
+
 @dataclass(frozen=True)
 class LinkState:
     """What the monitor says: bandwidth (bits/s), RTT (s), and whether the bandwidth is only a
@@ -401,6 +434,10 @@ EDGE_TIME_SETTLE_S = 2.0
 EDGE_TIME_ALPHA = 0.3
 #: The robot's measured / planned factor is kept in [1, this].
 MAX_ROBOT_FACTOR = 4.0
+#: Seconds after the first link estimate that a CPU-timed loop's first decision waits for the
+#: robot's first CPU report (the edge reports once a second): a decision before it plans every
+#: configuration at its planned time, which the robot's messaging and caches exceed.
+FIRST_CPU_REPORT_WAIT_S = 1.5
 #: The edge lost camera frames when it took under this share of them.
 LOST_SHARE = 0.95
 #: A received-rate report older than this (s) is not combined with a time-per-frame report.
@@ -416,7 +453,12 @@ def _slowdown(measured_over_planned: float) -> float:
 class SchedulingLoop:
     """The decision loop. Pure: the caller passes the clock to every method."""
 
-    def __init__(self, configs: Sequence[Configuration], settings: SchedulerSettings) -> None:
+    def __init__(self, configs: Sequence[Configuration], settings: SchedulerSettings,
+                 planned_cpu_s: Mapping[str, float] | None = None) -> None:
+        """``planned_cpu_s``: CPU seconds per frame of each configuration (by name) where the
+        planned edge times were measured (``measured_cpu_ms`` of ``split-infer plan
+        --edge-cpu``); given, the edge's CPU reports (:meth:`observe_edge_cpu`) replace its
+        wall-time ones."""
         if not configs:
             raise ValueError("the scheduler needs at least one configuration")
         self._configs = tuple(configs)
@@ -429,6 +471,8 @@ class SchedulingLoop:
                 raise ValueError(f"two configurations share (split, ratio) {key}")
             self._by_key[key] = c
         self.settings = settings
+        self._planned_cpu_s = {name: float(v) for name, v in (planned_cpu_s or {}).items()
+                               if math.isfinite(float(v)) and float(v) > 0}
         self.hysteresis = Hysteresis(settings.margin, settings.min_dwell_s)
         self.capacity = CapacityWindow(settings.variation_window_s)
         self.active: Configuration | None = None
@@ -446,6 +490,11 @@ class SchedulingLoop:
         self._robot_factor = 1.0  # measured / planned edge time, EWMA over every report
         self._factor_seeded = False  # a report has set _robot_factor
         self._received: tuple[float, float, float] | None = None  # (fps, share, when)
+        # The configuration the edge runs before the first decision was chosen without a link
+        # measurement (the start-up guess, or a previous scheduler's choice): the first decision
+        # replaces it at once, without the dwell and the margin that damp measured choices.
+        self._decided = False
+        self._first_link_s: float | None = None
         self.switches = 0
         self.probes = 0
         self.failed_probes = 0
@@ -491,14 +540,45 @@ class SchedulingLoop:
                 self.hysteresis.current, self.hysteresis.since_s = config.name, now_s
         return config
 
+    @property
+    def cpu_timed(self) -> bool:
+        """Whether the edge's CPU time per frame (:meth:`observe_edge_cpu`), not its wall time
+        (:meth:`observe_edge_time`), measures how the robot compares with the plan."""
+        return bool(self._planned_cpu_s)
+
     def observe_edge_time(self, now_s: float, edge_s: float) -> Configuration | None:
-        """The edge's measured time per frame (seconds) over its last period; credited to the
-        active configuration once it has run ``EDGE_TIME_SETTLE_S`` with no request pending.
-        Returns the configuration credited (None: too early, nothing active, or unusable)."""
+        """The edge's measured (wall) time per frame (seconds) over its last period; credited
+        to the active configuration once it has run ``EDGE_TIME_SETTLE_S`` with no request
+        pending. Returns the configuration credited (None: too early, nothing active, unusable,
+        or :attr:`cpu_timed`: a paced frame's wall time is not what the plan measured, frames
+        back to back under the budget)."""
+        if self.cpu_timed:
+            return None
+        return self._credit_edge_time(now_s, edge_s)
+
+    def observe_edge_cpu(self, now_s: float, cpu_s: float) -> Configuration | None:
+        """The edge process's CPU time per frame (seconds) over its last period: the active
+        configuration ran ``cpu_s`` / its planned CPU time × slower than planned, so it is
+        credited with its planned time × that (then as :meth:`observe_edge_time`). A robot
+        that paces frames at the camera rate runs each one unthrottled, so its wall time per
+        frame misses what the budget pays; its CPU time is the same unit as the plan's, and
+        it includes what the plan cannot time: receiving the camera message, publishing,
+        the node's own threads. Ignored without a planned CPU time for the configuration."""
         config = self.active
+        if config is None or config.name not in self._planned_cpu_s or config.edge_s <= 0:
+            return None
+        if not (math.isfinite(cpu_s) and cpu_s > 0):
+            return None
+        return self._credit_edge_time(now_s,
+                                      config.edge_s * cpu_s / self._planned_cpu_s[config.name])
+
+    def _credit_edge_time(self, now_s: float, edge_s: float) -> Configuration | None:
+        config = self.active
+        # Before this loop's first decision the edge runs what it ran before the loop saw it:
+        # no switch of ours mixes into its reports, so they count at once.
+        settling = self._decided and now_s - self.hysteresis.since_s < EDGE_TIME_SETTLE_S
         if (config is None or self.pending is not None or not math.isfinite(edge_s)
-                or edge_s <= 0 or now_s - self.hysteresis.since_s < EDGE_TIME_SETTLE_S
-                or self.hysteresis.current != config.name):
+                or edge_s <= 0 or settling or self.hysteresis.current != config.name):
             return None
         edge_s = self._with_lost_frames(now_s, edge_s)
         previous = self._edge_s.get(config.name)
@@ -631,6 +711,11 @@ class SchedulingLoop:
             return Step(self.active, False, "no bandwidth estimate yet")
         if not (math.isfinite(link.bandwidth_bps) and link.bandwidth_bps >= 0):
             return Step(self.active, False, f"unusable bandwidth {link.bandwidth_bps!r}")
+        if self._first_link_s is None:
+            self._first_link_s = now_s
+        if (self.cpu_timed and not self._decided and not self._factor_seeded
+                and now_s - self._first_link_s < FIRST_CPU_REPORT_WAIT_S):
+            return Step(self.active, False, "waiting for the robot's first CPU report")
         s = self.settings
         rtt = link.rtt_s if math.isfinite(link.rtt_s) and link.rtt_s >= 0 else 0.0
         self._track_probe(now_s, link)
@@ -685,6 +770,9 @@ class SchedulingLoop:
         except ValueError as exc:
             return Step(self.active, False, f"no decision: {exc}", None, bandwidth, rtt)
         self._rollback = (self.hysteresis.current, self.hysteresis.since_s)
+        if not self._decided:
+            self.hysteresis.reset()
+            self._decided = True
         chosen_name = self.hysteresis.update(now_s, decision)
         chosen = next(c for c in self._configs if c.name == chosen_name)
         if chosen == self.active:

@@ -157,6 +157,11 @@ class PeriodReport:
     #: The share of the camera's frames that reached it (:class:`CameraShare`; None: too few
     #: stamped frames): under 1 when a busy robot loses frames to its keep-last subscription.
     camera_share: float | None = None
+    #: The process's CPU time (s) per frame worked on (sent, or classified here) in the period,
+    #: everything the process did included (None: no frame worked on). Unlike the wall time of
+    #: a frame, it does not shrink when a paced robot runs each frame unthrottled: it is what a
+    #: CPU budget pays per frame (``split-infer plan --edge-cpu``'s ``measured_cpu_ms``).
+    cpu_s_per_frame: float | None = None
 
     def message(self, split_point: int, ratio: float) -> str:
         """One line for ``/diagnostics``: what runs, the rate, and bad frames if any."""
@@ -216,6 +221,7 @@ class EdgePipeline:
         self._seq = 0
         # (t, received, sent, dropped, bad frames) at the previous period report
         self._window = (time.monotonic(), 0, 0, 0, 0)
+        self._cpu_mark = time.process_time()
 
     # -- configuration ------------------------------------------------------------------------
     @property
@@ -458,6 +464,9 @@ class EdgePipeline:
         done = self.sent + self.edge_only  # frames sent on, or classified here
         self._window = (now, self.received, done, dropped, bad)
         fps = (done - done0) / max(now - t0, 1e-9)
+        cpu_now, cpu0 = time.process_time(), self._cpu_mark
+        self._cpu_mark = cpu_now
+        cpu_per_frame = (cpu_now - cpu0) / (done - done0) if done > done0 else None
         arrived = self.received - received0
         received_fps = arrived / max(now - t0, 1e-9)
         share = self._camera_share.take()
@@ -472,6 +481,8 @@ class EdgePipeline:
             "received_fps": f"{received_fps:.2f}",
             "camera_share": "unknown" if share is None else f"{share:.3f}",
             "drop_rate": f"{drop_rate:.3f}",
+            "cpu_ms_per_frame": "unknown" if cpu_per_frame is None
+            else f"{cpu_per_frame * 1e3:.2f}",
             "frames_received": self.received,
             "frames_sent": self.sent,
             "frames_dropped": dropped,
@@ -497,7 +508,8 @@ class EdgePipeline:
             "bundle": str(self.bundle.path),
             "model": self.bundle.model_name,
         }
-        return PeriodReport(fps, drop_rate, bad - bad0, config, values, received_fps, share)
+        return PeriodReport(fps, drop_rate, bad - bad0, config, values, received_fps, share,
+                            cpu_per_frame)
 
 
 def _pixels(frame: FrameSource) -> np.ndarray | CameraFrame:

@@ -22,11 +22,12 @@ Topics (relative, so one namespace per robot works):
   ``bandwidth_estimate`` (the bandwidth monitor's estimate in bit/s with its lower-bound flag,
   one message: a lower bound, what an unsaturated link delivered, is not used for pacing);
 * publishes ``features``, ``metrics/{fps,received_fps,camera_share,bytes_per_frame,drop_rate,
-  active_split,active_ratio,edge_ms}`` (``std_msgs/Float64``, 1 Hz: per-frame values as the
-  period's mean; ``received_fps``, ``camera_share``: the camera frames that reached it before
-  its own drops, per second and as a share of the camera's) and ``/diagnostics`` at 1 Hz;
-  with ``fallback:=edge_only`` also ``results`` (the cloud's results format, ``split_point``
-  -1) for the frames it classified itself.
+  active_split,active_ratio,edge_ms,edge_cpu_ms}`` (``std_msgs/Float64``, 1 Hz: per-frame
+  values as the period's mean; ``received_fps``, ``camera_share``: the camera frames that
+  reached it before its own drops, per second and as a share of the camera's; ``edge_cpu_ms``:
+  the process's CPU time per frame worked on, messaging included, only when frames were)
+  and ``/diagnostics`` at 1 Hz; with ``fallback:=edge_only`` also ``results`` (the cloud's
+  results format, ``split_point`` -1) for the frames it classified itself.
 
 Parameters (``ros2 param describe`` shows ranges): ``bundle`` (required, read-only),
 ``split_point`` and ``ratio`` (the active configuration; change them together with
@@ -93,7 +94,7 @@ __all__ = ["EdgeNode", "main"]
 
 INPUT_TYPES = ("raw", "compressed")
 EDGE_METRICS = ("fps", "received_fps", "camera_share", "bytes_per_frame", "drop_rate",
-                "active_split", "active_ratio", "edge_ms")
+                "active_split", "active_ratio", "edge_ms", "edge_cpu_ms")
 _LOG_THROTTLE_S = 5.0
 
 
@@ -280,7 +281,9 @@ class EdgeNode(Node):
         split, ratio = self._pipeline.active_key
         self._metrics.flush(fps=report.fps, received_fps=report.received_fps,
                             camera_share=report.camera_share, drop_rate=report.drop_rate,
-                            active_split=split, active_ratio=ratio)
+                            active_split=split, active_ratio=ratio,
+                            edge_cpu_ms=None if report.cpu_s_per_frame is None
+                            else report.cpu_s_per_frame * 1e3)
         # Rate limiting and backpressure are the pipeline doing its job; anything else means
         # the input (or the node) is broken and raises the diagnostics level.
         level = DiagnosticStatus.WARN if report.bad_frames else DiagnosticStatus.OK

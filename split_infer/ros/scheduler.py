@@ -9,7 +9,9 @@ Topics (relative names, one namespace per robot):
 * subscribes ``bandwidth_estimate`` (``std_msgs/Float64MultiArray``: bandwidth, lower-bound
   flag and RTT in one message) from the bandwidth monitor, the edge's ``metrics/edge_ms``
   (its measured time per frame: what the running configuration really costs, see
-  ``SchedulingLoop.observe_edge_time``), ``metrics/received_fps`` and ``metrics/camera_share``
+  ``SchedulingLoop.observe_edge_time``) or, when ``edge_timing`` has ``measured_cpu_ms``,
+  ``metrics/edge_cpu_ms`` (its CPU time per frame, ``SchedulingLoop.observe_edge_cpu``),
+  ``metrics/received_fps`` and ``metrics/camera_share``
   (the camera frames it took: a robot that loses frames is slower than its time per frame
   says) and ``/parameter_events`` (to follow what the edge really runs, whoever changed it);
 * publishes ``metrics/split_point``, ``metrics/ratio``,
@@ -58,6 +60,7 @@ from split_infer.adaptation.scheduling import (
     Step,
     configurations_from_bundle,
     parse_override,
+    planned_cpu_times,
     with_edge_timing,
 )
 from split_infer.bundle import Bundle
@@ -197,6 +200,8 @@ class Scheduler(Node):
         edge_namespace = self._edge_fqn.rsplit("/", 1)[0]  # the edge's relative topics' root
         self.create_subscription(Float64, f"{edge_namespace}/metrics/edge_ms", self._on_edge_ms,
                                  10)
+        self.create_subscription(Float64, f"{edge_namespace}/metrics/edge_cpu_ms",
+                                 self._on_edge_cpu_ms, 10)
         self._received_fps: float | None = None  # the edge's, until its camera_share comes
         self.create_subscription(Float64, f"{edge_namespace}/metrics/received_fps",
                                  self._on_received_fps, 10)
@@ -217,18 +222,20 @@ class Scheduler(Node):
         bundle = Bundle.load(Path(path))
         configs, skipped = configurations_from_bundle(bundle,
                                                       include_edge_only=self._edge_only)
+        planned_cpu_s: dict[str, float] = {}
         if self._edge_timing:
             timing = json.loads(Path(self._edge_timing).read_text())
             if not isinstance(timing, dict) or not isinstance(timing.get("measured_ms"), dict):
                 raise ValueError(f"{self._edge_timing}: expected {{\"measured_ms\": {{id: ms}}}}")
             configs = with_edge_timing(configs, timing["measured_ms"],
                                        timing.get("edge_time_scale"))
+            planned_cpu_s = planned_cpu_times(configs, timing.get("measured_cpu_ms") or {})
         elif self._edge_time_scale != 1.0:
             configs = with_edge_timing(configs, {}, self._edge_time_scale)
         if skipped:
             self.get_logger().warning(f"bundle configurations without measured numbers are not "
                                       f"scheduled: {', '.join(skipped)}")
-        return SchedulingLoop(configs, self._settings), skipped
+        return SchedulingLoop(configs, self._settings, planned_cpu_s), skipped
 
     @property
     def loop(self) -> SchedulingLoop | None:
@@ -314,6 +321,10 @@ class Scheduler(Node):
     def _on_edge_ms(self, msg: Float64) -> None:
         if self._loop is not None:
             self._loop.observe_edge_time(self._now_s(), float(msg.data) / 1e3)
+
+    def _on_edge_cpu_ms(self, msg: Float64) -> None:
+        if self._loop is not None:
+            self._loop.observe_edge_cpu(self._now_s(), float(msg.data) / 1e3)
 
     def _on_received_fps(self, msg: Float64) -> None:
         self._received_fps = float(msg.data)  # the edge publishes its camera_share next

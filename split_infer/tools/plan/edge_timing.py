@@ -15,7 +15,11 @@ the edge work (head + encoder + packing the wire frame, as
 interleaved rounds (the median round counts). The figure is the mean
 wall time per call: under a quota, calls run at full speed until the period's budget is spent
 and then wait, so the median call would miss the waiting; the mean over many periods is what a
-frame costs at a steady rate.
+frame costs at a steady rate. The process CPU time per call is measured beside it
+(``measured_cpu_ms`` in ``edge_timing.json``): the unit the edge node reports its own cost in
+(``metrics/edge_cpu_ms``), which a paced robot pays whatever its budget, so the scheduler can
+compare the two like with like (:meth:`~split_infer.adaptation.scheduling.SchedulingLoop.
+observe_edge_cpu`).
 
 The camera frame is part of every configuration's time because a weak robot pays it at every
 frame: at 224 px, resizing and cropping a 640×480 frame is a sizeable share of a mid-network
@@ -39,7 +43,7 @@ import numpy as np
 from split_infer.bundle import Bundle
 
 __all__ = ["CAMERA_FRAME", "DEFAULT_CAMERA", "edge_time_scale", "emulated_robot_timing", "main",
-           "measure_edge_ms", "measure_under_budget", "parse_camera_size"]
+           "measure_edge_ms", "measure_edge_times", "measure_under_budget", "parse_camera_size"]
 
 #: The key of the camera frame's own cost (pixels read + preprocessed) in the measured times.
 CAMERA_FRAME = "camera_frame"
@@ -58,21 +62,30 @@ def parse_camera_size(text: str) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _mean_ms(call, seconds: float, min_calls: int = 5) -> float:
+def _mean_ms(call, seconds: float, min_calls: int = 5) -> tuple[float, float]:
+    """(wall, process CPU) ms per call."""
     call()  # warm-up: ONNX Runtime allocates on the first run
-    calls, start = 0, time.perf_counter()
+    calls, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while calls < min_calls or time.perf_counter() - start < seconds:
         call()
         calls += 1
-    return (time.perf_counter() - start) * 1e3 / calls
+    return ((time.perf_counter() - start) * 1e3 / calls,
+            (time.process_time() - cpu_start) * 1e3 / calls)
 
 
 def measure_edge_ms(bundle_path: str | Path, seconds: float = 1.5, threads: int = 1,
                     camera: tuple[int, int] = DEFAULT_CAMERA) -> dict[str, float]:
-    """Mean ms per frame, from a raw ``rgb8`` camera message of ``camera`` (height, width)
-    pixels, of each configuration's robot work (by id), of the whole model (``client_only``,
-    when the bundle has it), and of the camera frame alone (:data:`CAMERA_FRAME`: pixels read
-    and preprocessed), which the others include."""
+    """Mean wall ms per frame, from a raw ``rgb8`` camera message of ``camera`` (height,
+    width) pixels, of each configuration's robot work (by id), of the whole model
+    (``client_only``, when the bundle has it), and of the camera frame alone
+    (:data:`CAMERA_FRAME`: pixels read and preprocessed), which the others include."""
+    return measure_edge_times(bundle_path, seconds, threads, camera)[0]
+
+
+def measure_edge_times(bundle_path: str | Path, seconds: float = 1.5, threads: int = 1,
+                       camera: tuple[int, int] = DEFAULT_CAMERA
+                       ) -> tuple[dict[str, float], dict[str, float]]:
+    """(wall, process CPU) ms per frame of what :func:`measure_edge_ms` times."""
     import cv2
 
     from split_infer.pipeline.backends import OrtBackend
@@ -102,11 +115,14 @@ def measure_edge_ms(bundle_path: str | Path, seconds: float = 1.5, threads: int 
     # Rounds over all calls, and the median per call: a quota-limited process's time drifts
     # by 10-20 % over seconds (other tenants, the quota's phase), so timing each call in one
     # block would put the drift between configurations; interleaved, it cancels.
-    rounds: dict[str, list[float]] = {name: [] for name in calls}
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
     for _ in range(ROUNDS):
         for name, call in calls.items():
             rounds[name].append(_mean_ms(call, seconds / ROUNDS))
-    return {name: float(np.median(values)) for name, values in rounds.items()}
+    return ({name: float(np.median([wall for wall, _ in values]))
+             for name, values in rounds.items()},
+            {name: float(np.median([cpu for _, cpu in values]))
+             for name, values in rounds.items()})
 
 
 def emulated_robot_timing(bundle_path: str | Path, slowdown: float, out_dir: str | Path,
@@ -146,8 +162,9 @@ def edge_time_scale(bundle: Bundle, measured: dict[str, float]
 
 def measure_under_budget(bundle_path: str | Path, budget: float, out: Path,
                          seconds: float = 1.5, threads: int = 1,
-                         camera: tuple[int, int] = DEFAULT_CAMERA) -> dict[str, float]:
-    """:func:`measure_edge_ms` in a child process limited to ``budget`` cores (root; a
+                         camera: tuple[int, int] = DEFAULT_CAMERA
+                         ) -> tuple[dict[str, float], dict[str, float]]:
+    """:func:`measure_edge_times` in a child process limited to ``budget`` cores (root; a
     CgroupError, one line for the user, where cgroups cannot be used)."""
     from split_infer.tools.testbed.cgroups import run_under_budget
 
@@ -159,7 +176,8 @@ def measure_under_budget(bundle_path: str | Path, budget: float, out: Path,
     if result.returncode != 0:
         raise RuntimeError(f"the edge timing under {budget:g} CPU failed "
                            f"({result.returncode}): {result.stderr.strip()[-500:]}")
-    return json.loads(out.read_text())
+    times = json.loads(out.read_text())
+    return times["wall_ms"], times["cpu_ms"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--camera", type=parse_camera_size, default=DEFAULT_CAMERA,
                         metavar="WIDTHxHEIGHT", help="camera frame size (default 640x480)")
     args = parser.parse_args(argv)
-    args.out.write_text(json.dumps(measure_edge_ms(args.bundle, args.seconds, args.threads,
-                                                   args.camera), indent=2))
+    wall, cpu = measure_edge_times(args.bundle, args.seconds, args.threads, args.camera)
+    args.out.write_text(json.dumps({"wall_ms": wall, "cpu_ms": cpu}, indent=2))
     return 0
 
 
