@@ -204,6 +204,10 @@ class EdgePipeline:
         self._engine = EdgeEngine.from_bundle(bundle, self._configs, threads=threads,
                                               backend=self.settings.backend)
         self._engine.activate(*initial)
+        # ONNX Runtime allocates on a session's first run: pay it here, not on the first frame
+        # after a switch (a latency spike) or in the CPU time per frame the scheduler reads.
+        height, width = self.preprocessing.size
+        self._engine.warm_up(self.preprocessing(np.zeros((height, width, 3), np.uint8)))
         self._full_model: Backend | None = None
         self._edge_only_mode = False  # the edge-only configuration is active
         problem = self._fallback_problem(self.settings.fallback)
@@ -221,7 +225,9 @@ class EdgePipeline:
         self._seq = 0
         # (t, received, sent, dropped, bad frames) at the previous period report
         self._window = (time.monotonic(), 0, 0, 0, 0)
-        self._cpu_mark = time.process_time()
+        # Process CPU time at the start of the period's CPU window: from its first frame, so a
+        # period that starts idle (before the camera plays) does not count its idle spinning.
+        self._cpu_mark: float | None = None
 
     # -- configuration ------------------------------------------------------------------------
     @property
@@ -361,6 +367,8 @@ class EdgePipeline:
         camera stamp if known (for :attr:`PeriodReport.camera_share`). Never raises: failures
         are drops by reason."""
         start = time.perf_counter()
+        if self._cpu_mark is None:
+            self._cpu_mark = time.process_time()
         now = time.monotonic() if now is None else now
         self.received += 1
         if stamp_s is not None:
@@ -464,9 +472,13 @@ class EdgePipeline:
         done = self.sent + self.edge_only  # frames sent on, or classified here
         self._window = (now, self.received, done, dropped, bad)
         fps = (done - done0) / max(now - t0, 1e-9)
-        cpu_now, cpu0 = time.process_time(), self._cpu_mark
-        self._cpu_mark = cpu_now
-        cpu_per_frame = (cpu_now - cpu0) / (done - done0) if done > done0 else None
+        cpu_per_frame = None
+        if done > done0 and self._cpu_mark is not None:
+            cpu_now = time.process_time()
+            cpu_per_frame = (cpu_now - self._cpu_mark) / (done - done0)
+            self._cpu_mark = cpu_now  # the frames keep coming: the next window starts now
+        else:
+            self._cpu_mark = None  # the next window starts at the next frame
         arrived = self.received - received0
         received_fps = arrived / max(now - t0, 1e-9)
         share = self._camera_share.take()

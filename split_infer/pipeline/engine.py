@@ -96,6 +96,12 @@ class EdgeEngine:
         self._active = config
         return config
 
+    def warm_up(self, x: np.ndarray) -> None:
+        """Run every configuration once on ``x`` (one preprocessed frame), results dropped:
+        backends allocate on their first run."""
+        for config in self._configs.values():
+            self.encode(x, 0, 0, config)
+
     def features(self, x: np.ndarray, config: EdgeConfig | None = None) -> np.ndarray:
         """Edge-part output for one preprocessed frame ``(1, 3, H, W)`` → what goes on the wire."""
         config = config or self._active

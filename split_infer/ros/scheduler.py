@@ -17,7 +17,8 @@ Topics (relative names, one namespace per robot):
 * publishes ``metrics/split_point``, ``metrics/ratio``,
   ``metrics/predicted_effective_accuracy``, ``metrics/predicted_latency_ms``,
   ``metrics/decision_bandwidth_bps``, ``metrics/rtt_ms``, ``metrics/probing``,
-  ``metrics/switches``, ``metrics/rejections`` (``std_msgs/Float64``) and ``/diagnostics``.
+  ``metrics/switches``, ``metrics/rejections``, ``metrics/robot_factor`` (how much slower
+  than planned the robot has run) (``std_msgs/Float64``) and ``/diagnostics``.
 
 It applies a decision by setting the edge node's ``split_point`` (int) and ``ratio`` (double)
 **in one SetParametersAtomically request**, so the edge's parameter callback sees both values
@@ -86,7 +87,8 @@ __all__ = ["Scheduler", "main"]
 
 
 METRICS = ("split_point", "ratio", "predicted_effective_accuracy", "predicted_latency_ms",
-           "decision_bandwidth_bps", "rtt_ms", "probing", "switches", "rejections")
+           "decision_bandwidth_bps", "rtt_ms", "probing", "switches", "rejections",
+           "robot_factor")
 
 _SETTINGS_FLOATS = {
     # parameter: (default, low, high, description)
@@ -458,7 +460,7 @@ class Scheduler(Node):
             values: dict[str, float] = {
                 "split_point": float(target.split_point or 0), "ratio": target.ratio,
                 "probing": float(step.probing), "switches": float(loop.switches),
-                "rejections": float(loop.rejections),
+                "rejections": float(loop.rejections), "robot_factor": loop.robot_factor,
             }
             if step.bandwidth_bps is not None:
                 values["decision_bandwidth_bps"] = step.bandwidth_bps
@@ -494,6 +496,8 @@ class Scheduler(Node):
             "capacity_window_sd_bps": round(loop.capacity.spread_bps()),
             "capacity_window_restarts": loop.capacity.restarts,
             "capacity_outliers_left_out": loop.capacity.outliers,
+            "robot_factor": round(loop.robot_factor, 3),
+            "robot_timed_by": "cpu" if loop.cpu_timed else "wall",
         }
         if self._last_error:
             values["last_error"] = self._last_error

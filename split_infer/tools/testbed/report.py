@@ -250,6 +250,8 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
     estimates = [(t - t0_wall, v) for t, v in edge.get("estimates", [])]
     splits = [(t - t0_wall, v) for t, v in edge.get("active_split", [])]
     ratios = [(t - t0_wall, v) for t, v in edge.get("active_ratio", [])]
+    edge_cpu = [(t - t0_wall, v) for t, v in edge.get("edge_cpu_ms", [])]
+    factors = [(t - t0_wall, v) for t, v in edge.get("robot_factor", [])]
     bytes_mean = float(np.mean(sent_in)) if sent_in else None
     rate_mean = capacity_bits / max(elapsed_s, 1e-9)
     # What a frame costs on the uplink, per frame that came through (frames the link dropped
@@ -344,6 +346,8 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
         timeline.append({"t_s": round(float(t), 2), "link_rate_bps": trace.rate_at(float(t)),
                          "estimate_bps": _value_at(estimates, t),
                          "split_point": _value_at(splits, t), "ratio": _value_at(ratios, t),
+                         "edge_cpu_ms": _value_at(edge_cpu, t),
+                         "robot_factor": _value_at(factors, t),
                          "effective_accuracy": good / len(past) if past else None})
     return {"summary": summary, "reactions": _reactions(trace, elapsed_s, estimates, ratios,
                                                         splits),

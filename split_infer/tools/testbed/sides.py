@@ -154,6 +154,12 @@ class EdgeRecorder(Node):
             "active_split", [time.time(), float(m.data)]), _QOS)
         self.create_subscription(Float64, "metrics/active_ratio", lambda m: self._add(
             "active_ratio", [time.time(), float(m.data)]), _QOS)
+        # How the robot compares with its plan: the edge's CPU time per frame and the factor
+        # the scheduler plans unrun configurations with.
+        self.create_subscription(Float64, "metrics/edge_cpu_ms", lambda m: self._add(
+            "edge_cpu_ms", [time.time(), float(m.data)]), _QOS)
+        self.create_subscription(Float64, "metrics/robot_factor", lambda m: self._add(
+            "robot_factor", [time.time(), float(m.data)]), _QOS)
         # The moment the edge node takes a new configuration (its parameter event): the
         # start of a switch, for the switch cost (frames until the first frame in it).
         self._edge_config: dict[str, float] = {}
