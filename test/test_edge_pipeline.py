@@ -82,6 +82,12 @@ def test_the_period_report_counts_frames_received_before_the_edges_own_drops(tin
     assert report.values["received_fps"] == "3.00"
     # Without stamps there is nothing to go by.
     assert pipeline.period_report(now=103.0).camera_share is None
+    # A period that starts idle (the camera not playing yet) opens at its first frame
+    # (over 10 s: 0.3 frames/s).
+    pipeline.period_report(now=110.0)
+    for k in range(3):
+        pipeline.process(image, now=119.0 + 0.1 * k, stamp_s=1.0 + 0.1 * k)
+    assert pipeline.period_report(now=120.0).received_fps == pytest.approx(3.0)
 
 
 def test_the_period_report_gives_the_process_cpu_time_per_frame_worked_on(tiny_bundle,
@@ -90,9 +96,11 @@ def test_the_period_report_gives_the_process_cpu_time_per_frame_worked_on(tiny_b
 
     pipeline = make(tiny_bundle, max_in_flight=1, ack_timeout=60.0)
     image = random_images(1)[0]
-    clock = iter([10.0, 10.03])  # process CPU seconds at the first frame, at the report
+    # Process CPU seconds at the first report, the first frame (an idle period ended: the
+    # window opens there, not at the report), the second report and the third.
+    clock = iter([9.0, 10.0, 10.03, 10.05])
     monkeypatch.setattr(time, "process_time", lambda: next(clock))
-    pipeline.period_report(now=100.0)  # opens the period; its CPU window opens at a frame
+    pipeline.period_report(now=100.0)  # no frames yet
     kinds = [pipeline.process(image, now=100.0 + 0.1 * k).kind for k in range(4)]
     assert kinds == ["sent"] + ["dropped"] * 3  # one in flight, never acknowledged
     # 30 ms of CPU over the one frame worked on; the dropped ones cost next to nothing and

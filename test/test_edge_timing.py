@@ -11,6 +11,7 @@ from split_infer.defaults import DEFAULT_BUNDLE
 from split_infer.tools.cli import main as cli_main
 from split_infer.tools.plan.edge_timing import (
     CAMERA_FRAME,
+    ROUNDS,
     edge_time_scale,
     measure_edge_ms,
     measure_edge_times,
@@ -18,24 +19,23 @@ from split_infer.tools.plan.edge_timing import (
 )
 
 
-def test_every_configuration_is_timed_from_the_camera_frame():
+def test_every_configuration_is_timed_from_the_camera_frame(monkeypatch):
+    # What is timed, not how fast it ran (timings belong in bench/: plan_edge_cpu results).
+    from split_infer.pipeline import images
+
     bundle = Bundle.load(DEFAULT_BUNDLE)
-    small = measure_edge_ms(DEFAULT_BUNDLE, seconds=0.03, camera=(32, 32))
-    large = measure_edge_ms(DEFAULT_BUNDLE, seconds=0.03, camera=(960, 1280))
+    frames = []
+    real = images.image_to_frame
+    monkeypatch.setattr(images, "image_to_frame",
+                        lambda msg, **kw: frames.append(msg.height) or real(msg, **kw))
+    wall, cpu = measure_edge_times(DEFAULT_BUNDLE, seconds=0.03, camera=(48, 64))
     ids = {c.id for c in bundle.configurations}
-    assert ids | {CAMERA_FRAME} <= set(small)
-    for times in (small, large):
-        assert all(times[cid] > times[CAMERA_FRAME] > 0 for cid in ids)
-    # A 1280×960 frame costs far more to read and shrink than a 32×32 one, and every
-    # configuration pays it.
-    assert large[CAMERA_FRAME] > 5 * small[CAMERA_FRAME]
-    assert sum(large[cid] for cid in ids) > sum(small[cid] for cid in ids)
-
-
-def test_the_cpu_time_of_every_call_is_measured_beside_its_wall_time():
-    wall, cpu = measure_edge_times(DEFAULT_BUNDLE, seconds=0.03, camera=(32, 32))
-    assert set(cpu) == set(wall)
-    assert all(math.isfinite(ms) and ms > 0 for ms in cpu.values())
+    assert ids | {CAMERA_FRAME} <= set(wall) and set(cpu) == set(wall)
+    assert all(math.isfinite(ms) for ms in [*wall.values(), *cpu.values()])
+    # Every call of every configuration read the camera message (a warm-up and at least five
+    # calls per round): none is timed from a ready network input.
+    assert len(frames) >= len(wall) * ROUNDS * 6 and set(frames) == {48}
+    assert measure_edge_ms(DEFAULT_BUNDLE, seconds=0.01, camera=(48, 64)).keys() == wall.keys()
 
 
 def test_the_scale_compares_the_model_part_with_the_profile():

@@ -225,9 +225,11 @@ class EdgePipeline:
         self._seq = 0
         # (t, received, sent, dropped, bad frames) at the previous period report
         self._window = (time.monotonic(), 0, 0, 0, 0)
-        # Process CPU time at the start of the period's CPU window: from its first frame, so a
-        # period that starts idle (before the camera plays) does not count its idle spinning.
-        self._cpu_mark: float | None = None
+        # Process CPU time at the previous report. After a period without frames the next
+        # period opens at its first frame (time and CPU): one that starts idle, before the
+        # camera plays, would read as a slow camera and count the node's idle spinning.
+        self._cpu_mark = time.process_time()
+        self._idle = True
 
     # -- configuration ------------------------------------------------------------------------
     @property
@@ -367,9 +369,11 @@ class EdgePipeline:
         camera stamp if known (for :attr:`PeriodReport.camera_share`). Never raises: failures
         are drops by reason."""
         start = time.perf_counter()
-        if self._cpu_mark is None:
-            self._cpu_mark = time.process_time()
         now = time.monotonic() if now is None else now
+        if self._idle:
+            self._idle = False
+            self._cpu_mark = time.process_time()
+            self._window = (now, *self._window[1:])
         self.received += 1
         if stamp_s is not None:
             self._camera_share.observe(stamp_s)
@@ -472,15 +476,12 @@ class EdgePipeline:
         done = self.sent + self.edge_only  # frames sent on, or classified here
         self._window = (now, self.received, done, dropped, bad)
         fps = (done - done0) / max(now - t0, 1e-9)
-        cpu_per_frame = None
-        if done > done0 and self._cpu_mark is not None:
-            cpu_now = time.process_time()
-            cpu_per_frame = (cpu_now - self._cpu_mark) / (done - done0)
-            self._cpu_mark = cpu_now  # the frames keep coming: the next window starts now
-        else:
-            self._cpu_mark = None  # the next window starts at the next frame
+        cpu_now = time.process_time()
+        cpu_per_frame = (cpu_now - self._cpu_mark) / (done - done0) if done > done0 else None
+        self._cpu_mark = cpu_now
         arrived = self.received - received0
         received_fps = arrived / max(now - t0, 1e-9)
+        self._idle = arrived == 0
         share = self._camera_share.take()
         drop_rate = (dropped - dropped0) / arrived if arrived else 0.0
         config = self._engine.active
