@@ -697,6 +697,23 @@ def test_a_cpu_timed_loop_plans_with_the_edges_cpu_time_and_ignores_its_wall_tim
     assert partial.observe_edge_cpu(5.0, 0.005) is None
 
 
+def test_the_nodes_cpu_beyond_the_plan_weighs_more_on_a_light_head(configs):
+    # s2g2 planned at 8 ms of CPU, s3g4 at 1 ms; the edge spent 12 ms a frame on s2g2: 1.5 ×
+    # its plan, but 4 ms a frame beyond it, which a 1-ms head pays too: 5 × its plan.
+    cpu = {c.name: 0.008 for c in configs} | {"s3g4": 0.001}
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0), cpu)
+    loop.observe_edge(0.0, 2, 2.0)
+    loop.observe_edge_cpu(1.0, 0.012)
+    assert loop.robot_factor == pytest.approx(1.5)
+    assert loop.edge_time_s(loop.lookup(3, 4.0)) == pytest.approx(0.005 * 4.0)  # clamped at 4
+    assert loop.edge_time_s(loop.lookup(2, 1.0)) == pytest.approx(0.005 * 1.5)  # sibling
+    # An edge cheaper than its plan adds nothing.
+    cheap = SchedulingLoop(configs, settings(), cpu)
+    cheap.observe_edge(0.0, 2, 2.0)
+    cheap.observe_edge_cpu(1.0, 0.006)
+    assert cheap.edge_time_s(cheap.lookup(3, 4.0)) == pytest.approx(0.005)
+
+
 def test_a_cpu_timed_first_decision_waits_for_the_robots_first_cpu_report(configs):
     cpu = {c.name: 0.002 for c in configs}
     loop = SchedulingLoop(configs, settings(min_dwell_s=5.0), cpu)

@@ -46,7 +46,10 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   really costs, and every later decision plans that configuration with it. A configuration
   that has not run yet is planned with its planned time × how much slower than planned the
   robot has been (the first report's measured / planned, then an EWMA over every report,
-  never below 1): a robot slower than its plan is slower for everything. A measured time is
+  never below 1): a robot slower than its plan is slower for everything. With CPU reports the
+  CPU time per frame the edge spends beyond its plan is also learned and added to each
+  unrun configuration's planned CPU time when that gives more (the node's messaging costs
+  the same per frame whatever the head: beyond Hu & Krishnamachari). A measured time is
   remembered while another configuration runs, so a wrong plan costs one try, not an
   oscillation, and a configuration at the same split point as one that has run is planned
   at its planned time × that one's measured / planned (the same head; the ratios differ only
@@ -489,6 +492,8 @@ class SchedulingLoop:
         self._edge_s: dict[str, float] = {}  # name → measured edge time per frame (EWMA)
         self._robot_factor = 1.0  # measured / planned edge time, EWMA over every report
         self._factor_seeded = False  # a report has set _robot_factor
+        # CPU seconds per frame the edge spends beyond the plan (EWMA, >= 0; None: no report)
+        self._cpu_overhead_s: float | None = None
         self._received: tuple[float, float, float] | None = None  # (fps, share, when)
         # The configuration the edge runs before the first decision was chosen without a link
         # measurement (the start-up guess, or a previous scheduler's choice): the first decision
@@ -569,8 +574,13 @@ class SchedulingLoop:
             return None
         if not (math.isfinite(cpu_s) and cpu_s > 0):
             return None
-        return self._credit_edge_time(now_s,
-                                      config.edge_s * cpu_s / self._planned_cpu_s[config.name])
+        planned = self._planned_cpu_s[config.name]
+        credited = self._credit_edge_time(now_s, config.edge_s * cpu_s / planned)
+        if credited is not None:
+            extra = max(cpu_s - planned, 0.0)
+            self._cpu_overhead_s = extra if self._cpu_overhead_s is None else (
+                (1.0 - EDGE_TIME_ALPHA) * self._cpu_overhead_s + EDGE_TIME_ALPHA * extra)
+        return credited
 
     def _credit_edge_time(self, now_s: float, edge_s: float) -> Configuration | None:
         config = self.active
@@ -622,7 +632,12 @@ class SchedulingLoop:
         """The edge time per frame decisions plan ``config`` with: measured if it has run;
         else its planned one × how much slower than planned a configuration at the same split
         point has run (the same head: the ratios differ only in the encoder); else the planned
-        one × :attr:`robot_factor`. Neither factor makes a configuration faster than planned."""
+        one × :attr:`robot_factor`, or, when the loop is :attr:`cpu_timed` and that is more,
+        × (its planned CPU time + the CPU time per frame the edge has spent beyond its plan) /
+        its planned CPU time: what the node spends beside the model (receiving the camera
+        message, publishing, its threads) is the same per frame whatever the split, so a factor
+        measured on a heavy head understates it for a light one. Neither makes a
+        configuration faster than planned."""
         measured = self._edge_s.get(config.name)
         if measured is not None:
             return measured
@@ -631,7 +646,11 @@ class SchedulingLoop:
                     and c.name in self._edge_s]
         if siblings:
             return config.edge_s * _slowdown(max(siblings))
-        return config.edge_s * self._robot_factor
+        factor = self._robot_factor
+        planned_cpu = self._planned_cpu_s.get(config.name)
+        if planned_cpu is not None and self._cpu_overhead_s is not None:
+            factor = max(factor, _slowdown((planned_cpu + self._cpu_overhead_s) / planned_cpu))
+        return config.edge_s * factor
 
     def request_sent(self, now_s: float, config: Configuration) -> None:
         """A request for ``config`` went out; :meth:`step` waits for its answer."""
