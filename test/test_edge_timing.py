@@ -71,7 +71,7 @@ def test_plan_refuses_a_bad_camera_size_in_one_line(tmp_path, capsys):
 def test_the_demo_plans_with_its_robots_measured_times_stretched(monkeypatch, tmp_path):
     import json
 
-    from split_infer.adaptation.scheduling import configurations_from_bundle, with_edge_timing
+    from split_infer.adaptation.configurations import configurations_from_bundle, with_edge_timing
     from split_infer.tools.plan import edge_timing
 
     bundle = Bundle.load(DEFAULT_BUNDLE)

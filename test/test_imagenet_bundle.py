@@ -84,12 +84,9 @@ def test_the_imagenet_demo_trace_moves_both_split_point_and_ratio(bundle, robot_
     configuration (Hu & K Algorithm 2 at the demo's 30 fps) uses at least two split points and
     two ratios, and edge-only where the link is slowest: with the profile's edge times × 6,
     and with the times per frame the demo measures at start × 6 (camera frame included)."""
+    from split_infer.adaptation.configurations import configurations_from_bundle, with_edge_timing
     from split_infer.adaptation.policy import choose_configuration
-    from split_infer.adaptation.scheduling import (
-        SchedulerSettings,
-        configurations_from_bundle,
-        with_edge_timing,
-    )
+    from split_infer.adaptation.scheduling import SchedulerSettings
     from split_infer.defaults import find_trace
     from split_infer.tools.demo.scenarios import SCENARIOS
     from split_infer.tools.link import load_trace

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from ros_fixtures import tiny_bundle_fixture  # noqa: F401 -- pytest fixture
 
-from split_infer.adaptation.scheduling import configuration_from_bundle
+from split_infer.adaptation.configurations import configuration_from_bundle
 from split_infer.bundle import Bundle, BundleError, part_components
 from split_infer.codecs import get_codec
 from split_infer.data import ArrayDataset, Preprocessing

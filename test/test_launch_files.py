@@ -41,7 +41,7 @@ GRAPH_EXECUTABLES = {"edge_node", "cloud_node", "bandwidth_monitor", "scheduler"
 ROBOT_EXECUTABLES = {"edge_node", "bandwidth_monitor", "scheduler", "link_prober"}
 ADAPTIVE_EXECUTABLES = {"bandwidth_monitor", "scheduler", "link_prober"}
 #: Parameters whose launch default is a sentinel the node replaces with what it resolved
-#: (split_point -1 / ratio 0: the start-up choice, scheduling.startup_configuration).
+#: (split_point -1 / ratio 0: the start-up choice, configurations.startup_configuration).
 RESOLVED_BY_NODE = {"edge_node": {"split_point", "ratio"}}
 
 # Public names of the launch / launch_ros modules the launch files may import from.

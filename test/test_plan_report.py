@@ -14,12 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from split_infer.adaptation.configurations import configurations_from_bundle
 from split_infer.adaptation.policy import choose_configuration
-from split_infer.adaptation.scheduling import (
-    SchedulerSettings,
-    SchedulingLoop,
-    configurations_from_bundle,
-)
+from split_infer.adaptation.scheduling import SchedulerSettings, SchedulingLoop
 from split_infer.bundle import BundleConfiguration, write_bundle
 from split_infer.tools.plan.report import PlanReport, plan_bundle, planning_configurations
 

@@ -28,8 +28,8 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from std_msgs.msg import Bool, Float64, Float64MultiArray, MultiArrayDimension  # noqa: E402
 from test_scheduler import T_GEN, make_bundle  # noqa: E402
 
+from split_infer.adaptation.configurations import configurations_from_bundle  # noqa: E402
 from split_infer.adaptation.estimator import RECEIPT_COLUMNS, RECEIPT_LABEL  # noqa: E402
-from split_infer.adaptation.scheduling import configurations_from_bundle  # noqa: E402
 from split_infer.config_key import config_key  # noqa: E402
 from split_infer.tools.link import LinkShaper, Trace, step_trace  # noqa: E402
 

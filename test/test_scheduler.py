@@ -16,6 +16,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from split_infer.adaptation.configurations import (
+    configurations_from_bundle,
+    parse_override,
+    planned_cpu_times,
+    startup_configuration,
+)
 from split_infer.adaptation.estimator import BandwidthEstimator, Receipt
 from split_infer.adaptation.policy import choose_configuration
 from split_infer.adaptation.scheduling import (
@@ -23,10 +29,6 @@ from split_infer.adaptation.scheduling import (
     LinkState,
     SchedulerSettings,
     SchedulingLoop,
-    configurations_from_bundle,
-    parse_override,
-    planned_cpu_times,
-    startup_configuration,
 )
 from split_infer.adaptation.variation import RISE_ESTIMATES
 from split_infer.bundle import BundleConfiguration, write_bundle
@@ -534,7 +536,7 @@ def test_startup_without_measurements_falls_back_to_the_smallest_frames():
 
 
 def test_edge_only_is_a_configuration_that_wins_only_where_the_link_is_too_poor(tmp_path):
-    from split_infer.adaptation.scheduling import edge_only_configuration
+    from split_infer.adaptation.configurations import edge_only_configuration
     from split_infer.tools.synthetic_bundle import with_measurements
 
     plain = make_bundle(tmp_path / "plain")
@@ -565,7 +567,7 @@ def test_edge_only_is_a_configuration_that_wins_only_where_the_link_is_too_poor(
 
 
 def test_measured_edge_times_replace_the_profile(configs):
-    from split_infer.adaptation.scheduling import with_edge_timing
+    from split_infer.adaptation.configurations import with_edge_timing
 
     by_name = {c.name: c for c in configs}
     timed = {c.name: c for c in with_edge_timing(configs, {"s2g1": 40.0}, scale=3.0)}

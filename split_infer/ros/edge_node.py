@@ -46,7 +46,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray, Header
 
-from split_infer.adaptation.scheduling import initial_configuration
+from split_infer.adaptation.configurations import initial_configuration
 from split_infer.bundle import Bundle
 from split_infer.frame_auth import KeyFileError, load_key_file, single_key
 from split_infer.pipeline.backends import BACKENDS

@@ -53,17 +53,14 @@ from rclpy.qos import qos_profile_parameter_events
 from rclpy.task import Future
 from std_msgs.msg import Float64, Float64MultiArray
 
-from split_infer.adaptation.policy import OBJECTIVES
-from split_infer.adaptation.scheduling import (
-    LinkState,
-    SchedulerSettings,
-    SchedulingLoop,
-    Step,
+from split_infer.adaptation.configurations import (
     configurations_from_bundle,
     parse_override,
     planned_cpu_times,
     with_edge_timing,
 )
+from split_infer.adaptation.policy import OBJECTIVES
+from split_infer.adaptation.scheduling import LinkState, SchedulerSettings, SchedulingLoop, Step
 from split_infer.bundle import Bundle
 from split_infer.ros.common import (
     MetricPublishers,

@@ -2,7 +2,7 @@
 planning library, as text, JSON and figures.
 
 For the bundle's split configurations and, when the manifest has them, its client-only and
-server-only references (:func:`split_infer.adaptation.scheduling.reference_configuration`):
+server-only references (:func:`split_infer.adaptation.configurations.reference_configuration`):
 
 1. **Latency** (Ulhaq's thesis §4.2): every strategy is a line ``I_t(B) = b + 8·D/B`` (eqs.
    4.1–4.4); the fastest one per bandwidth interval and the crossovers between them are the
@@ -36,12 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from split_infer.adaptation.policy import choose_configuration
-from split_infer.adaptation.scheduling import (
+from split_infer.adaptation.configurations import (
     REFERENCE_FIELDS,
     configuration_from_bundle,
     reference_configuration,
 )
+from split_infer.adaptation.policy import choose_configuration
 from split_infer.bundle import Bundle, BundleError
 from split_infer.planning._plotting import new_figure, save_figure
 from split_infer.planning.configuration import BITS_PER_BYTE, Configuration, Region
@@ -99,8 +99,8 @@ def planning_configurations(
     """The bundle's configurations plus its client-only/server-only references, as planning
     :class:`.Configuration` s, and the ids left out.
 
-    Conversion is :func:`~split_infer.adaptation.scheduling.configuration_from_bundle` and
-    :func:`~split_infer.adaptation.scheduling.reference_configuration` (the scheduler's own). A
+    Conversion is :func:`~split_infer.adaptation.configurations.configuration_from_bundle` and
+    :func:`~split_infer.adaptation.configurations.reference_configuration` (the scheduler's own). A
     configuration (or reference) without its measured numbers is a :class:`BundleError` (a
     ValueError) naming every such one and its missing fields, unless ``skip_unmeasured``: then
     it is left out and its id returned. BundleError if nothing is left.
