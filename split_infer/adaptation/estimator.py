@@ -9,31 +9,33 @@ received, a unique identifier ... and the time it is received at" (Ulhaq §4.3),
 Hu & Krishnamachari's Algorithm 2 needs ("measure current bandwidth b_i"). Neither says how to
 turn receipts into a bandwidth; this module does, as follows (all beyond the papers).
 
-**Capacity from dispersion, only when frames queued.** The bottleneck is modelled as a FIFO
-that drains at capacity ``C``: frame ``i`` leaves at ``dep_i = max(t_i, dep_{i-1}) + 8·s_i/C``
-and arrives ``prop`` later. When frame ``i`` was sent *before* frame ``i-1`` left the
-bottleneck (``t_i < dep_{i-1}``) the two left back to back, so their arrival gap is exactly the
-serialization time ``8·s_i/C``. The test is ``t_i < a_{i-1} − prop_hat``, with ``prop_hat``
-the minimum over the delay window of each earlier frame's *floor*: its one-way delay
-``d_j = a_j − t_j`` if it found the queue empty (propagation + its own serialization), or
-``a_{j-1} − t_j`` (propagation + its wait) if it queued. Both are ``>= prop``, so a pair the
-test accepts really was queued; and a queued frame's floor exceeds ``prop_hat`` by the test's
-own condition, so queued frames can never lower it — no feedback from a misjudged pair. A
-standing queue would still inflate a plain sliding minimum (every recent frame waited), so while
-frames keep queueing the window stays anchored where the busy period began, for at most
-``max_busy_s`` (if the path delay grew meanwhile, a too small ``prop_hat`` only lets idle gaps
-count: an underestimate). The window ages in *active* time — a gap longer than
-``silence_min_s`` counts as ``silence_min_s`` — so an outage does not flush the history and
-leave only frames that all queued behind it. Over
-the pairs of the last ``window_s`` the capacity is ``Σ 8·s_i / Σ gap_i``: a ratio, not a mean
-of per-pair rates, because the sum of consecutive gaps telescopes to first-to-last arrival, so
+**Capacity from dispersion, only when frames queued.** The bottleneck is modelled as a FIFO that
+drains at capacity ``C``: frame ``i`` leaves at ``dep_i = max(t_i, dep_{i-1}) + 8·s_i/C`` and
+arrives ``prop`` later. When frame ``i`` was sent *before* frame ``i-1`` left the bottleneck
+(``t_i < dep_{i-1}``) the two left back to back, so their arrival gap is exactly the
+serialization time ``8·s_i/C``. The test is ``t_i < a_{i-1} − prop_hat``, with ``prop_hat`` the
+minimum over the delay window of each earlier frame's *floor*: its one-way delay ``d_j = a_j −
+t_j`` if it found the queue empty (propagation + its own serialization), or ``a_{j-1} − t_j``
+(propagation + its wait) if it queued. Both are ``>= prop``, so a pair the test accepts really
+was queued; and a queued frame's floor exceeds ``prop_hat`` by the test's own condition, so
+queued frames can never lower it — no feedback from a misjudged pair. A standing queue would
+still inflate a plain sliding minimum (every recent frame waited), so while frames keep queueing
+the window stays anchored where the busy period began, for at most ``max_busy_s`` (if the path
+delay grew meanwhile, a too small ``prop_hat`` only lets idle gaps count: an underestimate). The
+window ages in *active* time — a gap longer than ``silence_min_s`` counts as ``silence_min_s`` —
+so an outage does not flush the history and leave only frames that all queued behind it. Over
+the pairs of the last ``window_s`` the capacity is ``Σ 8·s_i / Σ gap_i``: a ratio, not a mean of
+per-pair rates, because the sum of consecutive gaps telescopes to first-to-last arrival, so
 receive-stamp jitter of the frames in between cancels instead of inflating the estimate. The
 ratio over the newest ``min_pairs`` pairs is taken instead when it is smaller, so a drop shows
 within a few frames while a rise waits for the window: asymmetric on purpose, since an
-overestimate is the costly error (frames queue and arrive stale). A
-frame lost between two queued frames only widens a gap (an underestimate, never an
-overestimate). The test and the gaps use differences of stamps only, so **capacity does not
-need synchronised clocks** (a constant edge–cloud offset cancels).
+overestimate is the costly error (frames queue and arrive stale). A pair whose sequence numbers
+are not consecutive is no measurement (counted in ``pairs_across_loss``): the frame between them
+may have used link time and never arrived (a shaper that drops a queued frame's last fragments,
+a loss after the bottleneck), and its gap would read the link as slower — up to a third at 20 %
+loss, and most right after a step down, when the queue overflows. A frame dropped whole before
+the bottleneck costs only that pair. The test and the gaps use differences of stamps only, so
+**capacity does not need synchronised clocks** (a constant edge–cloud offset cancels).
 
 **Throughput is a lower bound, and reported as one.** When the link is not saturated, arrivals
 mirror sends: the delivered rate ``Σ 8·s_i / (a_last − a_first)`` says how much the sender
@@ -287,9 +289,11 @@ class BandwidthEstimator:
     def reset(self) -> None:
         """Forget everything (counters included)."""
         self._samples: deque[_Sample] = deque()
-        self._pairs: deque[tuple[float, float, float]] = deque()  # (receive_s, bits, gap_s)
+        # (receive_s, bits, gap_s, consecutive: no sequence number missing in between)
+        self._pairs: deque[tuple[float, float, float, bool]] = deque()
         self._min_delay = _MinWindow()
         self._last: _Sample | None = None
+        self._last_seq: int | None = None
         self._last_queued = False
         self._busy_since: float | None = None
         self._active_s = 0.0
@@ -307,6 +311,7 @@ class BandwidthEstimator:
         self.out_of_order = 0
         self.queued_pairs = 0
         self.server_bound_pairs = 0
+        self.pairs_across_loss = 0
 
     def reconfigure(self, config: EstimatorConfig) -> None:
         """New tuning; history is kept."""
@@ -364,7 +369,9 @@ class BandwidthEstimator:
                 elif previous.cloud_s > 0 and gap <= previous.cloud_s + cfg.server_margin_s:
                     self.server_bound_pairs += 1
                 else:
-                    self._pairs.append((sample.receive_s, sample.bits, gap))
+                    consecutive = receipt.seq == self._last_seq + 1
+                    self.pairs_across_loss += not consecutive
+                    self._pairs.append((sample.receive_s, sample.bits, gap, consecutive))
                     self._last_pair_receive_s = sample.receive_s
                     self.queued_pairs += 1
                     self._last_queued = True
@@ -373,11 +380,11 @@ class BandwidthEstimator:
         self._min_delay.push(self._active_s, floor, (sample.delay_s, unsubtracted_bits))
         self._samples.append(sample)
         self._last = sample
+        self._last_seq = receipt.seq
         self._trim(sample.receive_s)
         capacity, _ = self._capacity(sample.receive_s)
         if capacity is not None:
-            throughput = self._throughput(sample.receive_s)[0]
-            self._held = max(capacity, throughput or 0.0)
+            self._held = capacity
 
     def add_probe(self, measurement: TrainMeasurement, now_s: float | None = None) -> None:
         """A probe train's measurement (:func:`~split_infer.adaptation.probing.analyze_train`).
@@ -449,6 +456,8 @@ class BandwidthEstimator:
         return out
 
     def _capacity(self, latest: float) -> tuple[float | None, int]:
+        """The capacity the queued pairs show (None under ``min_pairs``), floored at what was
+        delivered over the same span, and the number of pairs in the window."""
         cfg = self.config
         recent = self._newer_than(self._pairs, latest - cfg.window_s)
         if len(recent) < cfg.min_pairs and self._last_queued:
@@ -456,12 +465,21 @@ class BandwidthEstimator:
             recent = list(self._pairs)[-cfg.min_pairs:]
         if len(recent) < cfg.min_pairs:
             return None, len(recent)
-        bits = sum(p[1] for p in recent)
-        span = sum(p[2] for p in recent)
+        used = [p for p in recent if p[3]]
+        if len(used) < cfg.min_pairs:
+            used = recent  # too few without a loss between: an underestimate, never an over
+        window = sum(p[1] for p in used) / sum(p[2] for p in used)
         # A drop shows in the newest pairs before it dominates the window; take the smaller.
-        newest = recent[-cfg.min_pairs:]
+        newest = used[-cfg.min_pairs:]
         fast = sum(p[1] for p in newest) / sum(p[2] for p in newest)
-        return min(bits / span, fast), len(recent)
+        if fast < window:
+            window, used = fast, newest
+        # The frames delivered over the same span are a floor (a gap that held other traffic
+        # reads the link slower). Over a longer span, such as the throughput window, they would
+        # hold a drop up: what crossed before it was faster.
+        since = used[0][0] - used[0][2]
+        delivered = sum(s.bits for s in self._newer_than(self._samples, since))
+        return max(window, delivered / (latest - since)), len(recent)
 
     def _window_samples(self, latest: float) -> list[_Sample]:
         recent = self._newer_than(self._samples, latest - self.config.window_s)
@@ -535,9 +553,14 @@ class BandwidthEstimator:
             or (not self._last_queued and (self._last_pair_receive_s is None
                                            or probe.receive_s > self._last_pair_receive_s)))
         if capacity is not None and not probe_newer:
-            value: float | None = max(capacity, throughput or 0.0)
+            value: float | None = capacity
             source, lower = "dispersion", False
-        elif probe is not None and not probe.lower_bound:
+        elif probe is not None and not probe.lower_bound and (
+                self._last_pair_receive_s is None
+                or probe.receive_s > self._last_pair_receive_s):
+            # A train older than the frames' last queued pair is older news than the held
+            # value, which that pair measured: after a step down, a train from before it would
+            # otherwise come back whenever too few pairs are left in the window.
             value = max(probe.rate_bps, throughput or 0.0)
             source, lower = "probe", False
         elif self._held is not None and (throughput is None or throughput <= self._held):
