@@ -273,22 +273,23 @@ def _simulate(levels, frame_bytes, seconds, probing=True, fps=30.0, frames_until
     return out, planner
 
 
+def _settles(timeline, step_s: float, rate: float) -> float:
+    """Seconds after ``step_s`` until the estimate stays within 15 % of ``rate`` for 1 s."""
+    for t, _ in timeline:
+        if t >= step_s and all(x.bandwidth_bps is not None
+                               and abs(x.bandwidth_bps - rate) <= 0.15 * rate
+                               for s, x in timeline if t <= s < t + 1.0):
+            return t - step_s
+    return math.inf
+
+
 def test_probing_tracks_a_step_up_that_frames_at_5_percent_cannot_show():
     levels = [(0.0, 2e6), (10.0, 8e6), (20.0, 3e6)]
     frame_bytes = 400  # 96 kbit/s at 30 fps: under 5 % of the slowest rate
     timeline, planner = _simulate(levels, frame_bytes, 30.0)
 
-    def settle_after(step_s, rate):
-        for t, e in timeline:
-            if t < step_s or e.bandwidth_bps is None:
-                continue
-            later = [x for s, x in timeline if t <= s < t + 1.0]
-            if all(abs(x.bandwidth_bps - rate) <= 0.15 * rate for x in later):
-                return t - step_s
-        return math.inf
-
-    assert settle_after(10.0, 8e6) <= 2.0
-    assert settle_after(20.0, 3e6) <= 2.0
+    assert _settles(timeline, 10.0, 8e6) <= 2.0
+    assert _settles(timeline, 20.0, 3e6) <= 2.0
     at_8 = [e for t, e in timeline if 12 <= t < 20]
     assert all(e.source == "probe" and not e.lower_bound for e in at_8)
     assert 8 * planner.bytes_sent / 30.0 <= 0.05 * 8e6  # under the budget of the highest
@@ -323,8 +324,8 @@ def test_frames_that_queue_win_over_an_older_train_and_silence_counts_trains():
 def test_doubling_on_lower_bounds_stops_at_eight_times_the_base_size():
     planner = ProbePlanner(ProbeSettings(budget_fraction=1.0))
     sizes = []
-    for k in range(10):  # trains that never come back: every estimate stays a lower bound
-        train = planner.due(100.0 * k, 1e6, lower_bound=True)
+    for k in range(10):  # trains that never come back, and nothing else measures the link
+        train = planner.due(100.0 * k, None, lower_bound=True)
         sizes.append(train.payload_bytes)
     base = planner.train_bytes(1e6)  # 12 kB: the minimum train
     assert sizes[:4] == sorted(sizes[:4]) and sizes[1] >= 2 * sizes[0] - 64
@@ -375,18 +376,30 @@ def test_a_train_too_short_to_time_is_followed_at_once_on_credit():
     assert first is not None
     assert planner.due(0.3, 2e6) is None  # the budget has not refilled
     # That train came back too short to time (the link is now much faster): the estimate is
-    # a lower bound, and the doubled train goes after interval_s instead of a budget period.
-    doubled = planner.due(0.3, 2e6, lower_bound=True)
+    # the bound its second half resolves (its bits over 1 ms), above what it was sized for,
+    # and the doubled train goes after interval_s instead of a budget period.
+    bound = 8.0 * first.payload_bytes / 2 / 0.001
+    doubled = planner.due(0.3, bound, lower_bound=True)
     assert doubled is not None and doubled.payload_bytes >= 2 * first.payload_bytes - 64
-    # The credit is paid back before anything else goes, so a link whose trains never time
-    # (no echo: a lower bound for ever) is still probed within the budget in the long run.
-    assert planner.due(0.6, 2e6, lower_bound=True) is None
+    # The credit is paid back, so a link whose trains never time (a lower bound for ever) is
+    # still probed within the budget in the long run.
     for k in range(7, 600):
-        planner.due(k * 0.1, 2e6, lower_bound=True)
+        planner.due(k * 0.1, bound, lower_bound=True)
     settings = planner.settings
-    largest = 8 * planner.train_bytes(2e6)
-    assert planner.bytes_sent <= (settings.budget_fraction * 2e6 / 8 * (60 + 2)
-                                  + 2 * largest)
+    assert planner.bytes_sent <= (settings.budget_fraction * bound / 8 * (60 + 2)
+                                  + 2 * settings.max_train_bytes)
+
+
+def test_a_bound_under_what_the_last_train_could_time_is_no_reason_to_double():
+    # A quarter-core robot sends a 22-kB train at 8 Mbit/s no faster than the link drains it
+    # (a sender-limited train: a lower bound of 7.9 Mbit/s), or the frames' throughput is the
+    # only word on the link: a longer train would show no more. Doubling regardless grew the
+    # trains to 190 kB in the testbed and spent the budget for half a minute.
+    planner = ProbePlanner()
+    first = planner.due(0.0, 8e6)
+    later = [planner.due(k * 0.25, 7.9e6, lower_bound=True) for k in range(1, 80)]
+    sizes = {t.payload_bytes for t in later if t is not None}
+    assert sizes and max(sizes) <= first.payload_bytes + 64
 
 
 def test_a_slow_link_stays_probed_and_a_step_up_from_it_is_seen():
@@ -404,3 +417,42 @@ def test_a_slow_link_stays_probed_and_a_step_up_from_it_is_seen():
                    if t >= 25 and abs(e.bandwidth_bps - 8e6) <= 0.15 * 8e6)
     assert settled - 25 <= 6.0
     assert all(abs(e.bandwidth_bps - 8e6) <= 0.15 * 8e6 for t, e in timeline if t >= settled)
+
+
+def test_frames_that_fit_the_slow_link_do_not_hold_a_step_up_back():
+    """8 → 1 → 4 Mbit/s with frames of 0.91 Mbit/s, the testbed's step with a scheduler that
+    fills the slow link: at 4 Mbit/s the frame behind each train queues behind it, and that
+    one queued frame must neither bring back the pairs measured at 1 Mbit/s nor outvote the
+    train that measured 4 (it held the estimate at 1–1.3 Mbit/s for over 6 s)."""
+    timeline, _ = _simulate([(0.0, 8e6), (10.0, 1e6), (20.0, 4e6)], 3800, 30.0)
+    assert _settles(timeline, 10.0, 1e6) <= 2.0
+    assert _settles(timeline, 20.0, 4e6) <= 2.0
+    assert all(abs(e.bandwidth_bps - 4e6) <= 0.15 * 4e6 for t, e in timeline if t >= 22)
+    # A pair around a train measures the train's bytes as its own gap: never a measurement.
+    at_8 = [e.bandwidth_bps for t, e in timeline if 2 <= t < 10]
+    assert min(at_8) >= 0.9 * 8e6
+
+
+def test_a_bound_from_before_a_step_down_stays_behind_once_the_frames_measure_the_link():
+    # A sender-limited train says "at least 7.9 Mbit/s" (a lower bound); then the link drops to
+    # 1 Mbit/s and the frames measure it. While that train is fresh it must not come back as
+    # the estimate whenever the queued pairs leave the window: it is older than they are.
+    estimator = BandwidthEstimator()
+    train = ProbePlanner().due(0.0, 8e6)
+    pace = 8 * wire_bytes(train.packet_bytes) / 7.9e6
+    measured = analyze_train(send_train(TokenBucket(8e6, 4096), 0.0, train, seq_gap_s=pace))
+    assert measured.lower_bound and measured.sender_limited
+    estimator.add_probe(measured, 0.1)
+    arrival = 0.2
+    for seq in range(90):  # 10 kB at 30 fps for 0.5 s (they queue), then 1 kB (they fit)
+        send = 0.2 + seq / 30
+        nbytes = 10_000 if seq < 15 else 1_000
+        arrival = max(arrival, send) + nbytes * 8 / 1e6
+        estimator.add(Receipt(seq, nbytes, send, arrival + 0.01), send)
+        if seq == 14:
+            saturated = estimator.estimate(send)
+            assert saturated.source == "dispersion"
+            assert saturated.bandwidth_bps == pytest.approx(1e6, rel=0.05)
+    assert send - 0.1 < estimator.config.probe_valid_s  # the train is still fresh
+    final = estimator.estimate(send)
+    assert final.source != "probe_bound" and final.bandwidth_bps < 1.5e6

@@ -54,11 +54,18 @@ to find out whether more is available must offer more: packet trains
 interval between trains, if longer), and for as
 long as no frame has arrived since (the trains are then the only traffic, and the newest one
 is the newest word on the link until the silence test says it stopped). The frames'
-own dispersion still wins while frames are queueing (the link is saturated by them, measured
-with every frame); once they stop queueing, a train newer than the last queued pair wins over
-the pairs still in the window, so a step up shows as soon as a train crosses it; once the
-frames stop altogether (a train more than ``silence_min_s`` after the last frame), the trains
-win whatever the last frames showed. A train too
+own dispersion wins once ``min_pairs`` queued pairs arrived after the train (the frames then
+measured the link anew, with every frame: after a step down, a train from before it is older
+news); until then the train wins over the pairs still in the window, so a step up shows as
+soon as a train crosses it, and one frame that happened to queue on the faster link does not
+outvote it; once the frames stop altogether (a train more than ``silence_min_s`` after the
+last frame), the trains win whatever the last frames showed. A frame pair around a train is no
+measurement (``pairs_across_probe``): the frame behind the train queued behind it, and their
+gap holds the train's bytes, not the frame's (the pair is taken back when the train's
+measurement comes after the frame's receipt). A slow link's capacity may reach back past
+``window_s`` for ``min_pairs`` pairs only while the newest ``min_pairs`` frames all queued:
+one queued frame on a link that got faster would otherwise bring back the pairs of the slower
+link (beyond the papers, all of it). A train too
 short to time is no measurement: the estimate keeps its value, flagged as a lower bound, and
 the planner doubles the next train. Probe packets also count as traffic for
 the silence test (with probing on and no frames, as when the edge classifies by itself, the
@@ -295,6 +302,8 @@ class BandwidthEstimator:
         self._last: _Sample | None = None
         self._last_seq: int | None = None
         self._last_queued = False
+        self._queued_run = 0  # frames in a row, up to the newest, that queued behind frames
+        self._train_spans: deque[tuple[float, float]] = deque()  # (first, last) probe arrival
         self._busy_since: float | None = None
         self._active_s = 0.0
         self._last_local_s: float | None = None
@@ -312,6 +321,7 @@ class BandwidthEstimator:
         self.queued_pairs = 0
         self.server_bound_pairs = 0
         self.pairs_across_loss = 0
+        self.pairs_across_probe = 0
 
     def reconfigure(self, config: EstimatorConfig) -> None:
         """New tuning; history is kept."""
@@ -352,6 +362,7 @@ class BandwidthEstimator:
         # below impossible to pass.
         base = self._min_delay.min_since(self._prop_window_start(self._active_s))
         self._last_queued = False
+        queued_run, self._queued_run = self._queued_run, 0
         # What this frame tells about the propagation delay: its whole one-way delay if it found
         # the queue empty (its serialization included: unknown, so left in), or, if it queued,
         # a_{i-1} - t_i = prop + the time it waited. The latter exceeds prop_hat by the test's
@@ -364,10 +375,15 @@ class BandwidthEstimator:
                 self._busy_since = None
             else:
                 floor, unsubtracted_bits = previous.receive_s - receipt.send_s, 0.0
+                across_probe = self._spans_a_train(previous.receive_s, sample.receive_s)
+                if not across_probe:
+                    self._queued_run = queued_run + 1
                 if gap <= 0:
                     pass  # same stamp: no dispersion to measure
                 elif previous.cloud_s > 0 and gap <= previous.cloud_s + cfg.server_margin_s:
                     self.server_bound_pairs += 1
+                elif across_probe:
+                    self.pairs_across_probe += 1
                 else:
                     consecutive = receipt.seq == self._last_seq + 1
                     self.pairs_across_loss += not consecutive
@@ -397,8 +413,45 @@ class BandwidthEstimator:
             self._probe_gap_s = max(local - self._probe_local_s, 0.0)
         self._probe, self._probe_local_s = measurement, local
         self.probe_trains += 1
+        if measurement.first_receive_s is not None:
+            self._forget_pairs_across(measurement.first_receive_s, measurement.receive_s)
         if not measurement.lower_bound:
             self._held = measurement.rate_bps
+
+    def _spans_a_train(self, start_s: float, end_s: float) -> bool:
+        """A probe train arrived between two frames that arrived at ``start_s`` and ``end_s``."""
+        return any(first < end_s and last > start_s for first, last in self._train_spans)
+
+    def _forget_pairs_across(self, first_s: float, last_s: float) -> None:
+        """A train arrived over ``first_s``…``last_s``: a frame pair around it measured the
+        train's bytes as its own gap (the frame behind it queued behind the train), so it is
+        no measurement; its receipt may have come before the train's, so it is taken back."""
+        self._train_spans.append((first_s, last_s))
+        while self._train_spans and self._train_spans[0][1] < last_s - self.config.max_window_s:
+            self._train_spans.popleft()
+        newest_paired = (self._last_queued and self._last is not None and bool(self._pairs)
+                         and self._pairs[-1][0] == self._last.receive_s)
+        kept = [p for p in self._pairs if not (p[0] - p[2] < last_s and p[0] > first_s)]
+        removed = len(self._pairs) - len(kept)
+        if not removed:
+            return
+        self.pairs_across_probe += removed
+        self.queued_pairs -= removed
+        self._pairs = deque(kept)
+        self._last_pair_receive_s = kept[-1][0] if kept else None
+        if newest_paired and self._last_pair_receive_s != self._last.receive_s:
+            # The newest frame's pair was one of them: it queued behind the train.
+            self._last_queued = False
+            self._queued_run = 0
+
+    def _pairs_since(self, t_s: float) -> int:
+        """Queued pairs received after ``t_s``."""
+        count = 0
+        for pair in reversed(self._pairs):
+            if pair[0] <= t_s:
+                break
+            count += 1
+        return count
 
     def _fresh_probe(self, now_s: float | None) -> TrainMeasurement | None:
         """The newest train, while it counts: for ``probe_valid_s``, or for as long as no
@@ -460,8 +513,10 @@ class BandwidthEstimator:
         delivered over the same span, and the number of pairs in the window."""
         cfg = self.config
         recent = self._newer_than(self._pairs, latest - cfg.window_s)
-        if len(recent) < cfg.min_pairs and self._last_queued:
-            # A slow link that is still saturated: reach back for min_pairs pairs.
+        if len(recent) < cfg.min_pairs and self._queued_run >= cfg.min_pairs:
+            # A slow link that is still saturated (the newest frames all queued): reach back
+            # for min_pairs pairs. One frame that queued on a link that got faster must not
+            # bring back pairs from before.
             recent = list(self._pairs)[-cfg.min_pairs:]
         if len(recent) < cfg.min_pairs:
             return None, len(recent)
@@ -548,19 +603,22 @@ class BandwidthEstimator:
         latest = self._last.receive_s
         capacity, pairs = self._capacity(latest)
         throughput, recent = self._throughput(latest)
+        # A train is the newest measurement until the frames have made a whole one after it
+        # (min_pairs queued pairs): after a step down, a train from before it is then older
+        # news; after a step up, a frame that happened to queue does not outvote it.
+        # A train is the newest measurement until the frames have made a whole one after it
+        # (min_pairs queued pairs): after a step down, a train from before it is then older
+        # news; after a step up, a frame that happened to queue does not outvote it.
         probe_newer = probe is not None and (
             self._frames_stopped_before_probe(cfg)
-            or (not self._last_queued and (self._last_pair_receive_s is None
-                                           or probe.receive_s > self._last_pair_receive_s)))
+            or self._pairs_since(probe.receive_s) < cfg.min_pairs)
         if capacity is not None and not probe_newer:
             value: float | None = capacity
             source, lower = "dispersion", False
-        elif probe is not None and not probe.lower_bound and (
-                self._last_pair_receive_s is None
-                or probe.receive_s > self._last_pair_receive_s):
-            # A train older than the frames' last queued pair is older news than the held
-            # value, which that pair measured: after a step down, a train from before it would
-            # otherwise come back whenever too few pairs are left in the window.
+        elif probe_newer and not probe.lower_bound:
+            # A train the frames' pairs have superseded is older news than the held value,
+            # which they measured: after a step down, a train from before it would otherwise
+            # come back whenever too few pairs are left in the window.
             value = max(probe.rate_bps, throughput or 0.0)
             source, lower = "probe", False
         elif self._held is not None and (throughput is None or throughput <= self._held):
@@ -569,13 +627,15 @@ class BandwidthEstimator:
             value, source, lower = throughput, "throughput", True
         else:
             value, source, lower = None, "none", True
-        if (lower and probe is not None and probe.lower_bound
+        if (lower and probe_newer and probe.lower_bound
                 and (value is None or probe.rate_bps > value)):
             # The link carried a train faster than the held measurement or the frames show:
             # at least that fast now, and a measurement it exceeds is out of date (the prober
             # would otherwise keep sizing trains for it, too short to time on the faster
             # link). A train inside a burst allowance overstates the rate; the next train,
-            # sized for this bound, outlasts the burst and corrects it.
+            # sized for this bound, outlasts the burst and corrects it. Not a train the frames
+            # have measured the link after: after a step down, one from before it would say
+            # "at least 8 Mbit/s" of a 1-Mbit/s link for as long as it is fresh.
             value, source = probe.rate_bps, "probe_bound"
 
         silence, threshold = self._silence(now_s, recent)

@@ -38,7 +38,12 @@ such a train read 0.13 Mbit/s and sent the robot edge-only. So the gaps that mak
 compared with the same packets' send gaps (the echo returns each packet's send stamp; a span
 on one clock each, so the two clocks need not agree): when the link stretched them by less
 than ``sender_factor``, the train measured the sender and its rate is only a lower bound (the
-link carried it at least that fast), flagged like a train too short to time.
+link carried it at least that fast), flagged like a train too short to time. Unlike one, it
+is no reason to double the next train: the planner doubles only on a bound at least the rate
+the last train was sized to time (what a train too short shows), since a longer train from
+the same sender, like more frames, would show no more (doubling on every bound grew a
+quarter-core robot's trains to 190 kB and spent its budget for half a minute; beyond the
+papers).
 
 **Frames that queue need no train.** When the frames themselves queue at the bottleneck (the
 monitor's ``queued_fraction``, the share of frame pairs that left it back to back, at least
@@ -216,6 +221,7 @@ class ProbePlanner:
         self._last_train_s: float | None = None
         self._next_train = 0
         self._last_train_bytes = 0
+        self._last_sized_bps = 0.0  # the rate the last train was sized to time
         self._measured: float | None = None  # the last capacity measured (not a lower bound)
         self.trains_sent = 0
         self.bytes_sent = 0
@@ -224,14 +230,23 @@ class ProbePlanner:
         """New knobs; the budget already saved is kept (clipped to the new bucket)."""
         self.settings = settings
 
+    def _too_short(self, estimate_bps: float | None, lower_bound: bool) -> bool:
+        """The lower bound says the last train was too short to time: it is no lower than
+        the rate that train was sized for (what a train too short shows, or none at all). A
+        bound under it came from elsewhere (the frames' throughput, a sender too slow to fill
+        the link): a longer train would show no more, and the doubling would only spend the
+        budget on trains that hold the link longer."""
+        return (lower_bound and self._last_train_bytes > 0
+                and (estimate_bps is None or estimate_bps >= self._last_sized_bps))
+
     def train_bytes(self, estimate_bps: float | None, lower_bound: bool = False) -> int:
         """Payload bytes of a train sized for ``estimate_bps`` (None: no estimate yet); twice
-        the last train when the estimate is only a lower bound (the last train was too short
-        to time, or the link was not measured at all)."""
+        the last train when the estimate is a lower bound the last train was too short to
+        time (:meth:`_too_short`)."""
         s = self.settings
         rate = self._rate(estimate_bps, lower_bound)
         wanted = max(s.headroom * rate * s.train_s / 8.0, s.min_train_bytes)
-        if lower_bound and self._last_train_bytes:
+        if self._too_short(estimate_bps, lower_bound):
             # At most 8× the size for the estimate: three doublings reach past a burst
             # allowance that hid the rate, and nothing is gained beyond (a link whose trains
             # never come back, e.g. no probe echo, stays probed at a bounded size).
@@ -302,12 +317,13 @@ class ProbePlanner:
         # A train too short to time (the estimate is a lower bound after one) is followed by
         # the doubled one at once, on credit: the bucket may owe one train, paid back before
         # the next. Otherwise a step up waits a whole budget period for its second train.
-        credit = cost if lower_bound and self._last_train_bytes and self._tokens >= 0 else 0
+        credit = cost if self._too_short(estimate_bps, lower_bound) and self._tokens >= 0 else 0
         if self._tokens + credit < cost:
             return None
         self._tokens -= cost
         self._last_train_s = now_s
         self._last_train_bytes = cost
+        self._last_sized_bps = 8.0 * cost / s.train_s  # the rate it lasts train_s at
         train = ProbeTrain(self._next_train, packets, packet_bytes)
         self._next_train += 1
         self.trains_sent += 1
@@ -379,6 +395,9 @@ class TrainMeasurement:
     bits: float  # in those gaps
     #: the packets arrived about as they were sent: the sender, not the link, set the pace
     sender_limited: bool = False
+    #: arrival of the train's first packet (the cloud's clock): with ``receive_s``, the span
+    #: the train held the link, which no frame pair across it may measure (:mod:`.estimator`)
+    first_receive_s: float | None = None
 
 
 def analyze_train(packets: Sequence[ProbePacket], *, min_span_s: float = 0.001,
@@ -424,4 +443,5 @@ def analyze_train(packets: Sequence[ProbePacket], *, min_span_s: float = 0.001,
     lower = span < min_span_s or sender_limited
     rate = bits / max(span, min_span_s)
     return TrainMeasurement(ordered[0].train, rate, lower, tail[-1].receive_s, len(ordered),
-                            count, len(kept), outliers, bits, sender_limited)
+                            count, len(kept), outliers, bits, sender_limited,
+                            min(p.receive_s for p in ordered))

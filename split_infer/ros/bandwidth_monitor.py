@@ -234,6 +234,7 @@ class BandwidthMonitor(Node):
             "out_of_order": est.out_of_order, "queued_pairs": est.queued_pairs,
             "server_bound_pairs": est.server_bound_pairs,
             "pairs_across_loss": est.pairs_across_loss,
+            "pairs_across_probe": est.pairs_across_probe,
             "malformed_messages": self._malformed, "skipped_rows": self._skipped_rows,
             "receipts_label": RECEIPT_LABEL, "probe_trains": est.probe_trains,
             "probe_rows_skipped": self._probe_rows_skipped,
