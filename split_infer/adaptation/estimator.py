@@ -612,7 +612,11 @@ class BandwidthEstimator:
         probe_newer = probe is not None and (
             self._frames_stopped_before_probe(cfg)
             or self._pairs_since(probe.receive_s) < cfg.min_pairs)
-        if capacity is not None and not probe_newer:
+        if capacity is not None and (not probe_newer or probe.lower_bound):
+            # (A newer train too short to time, or sent too slowly, measured nothing: the
+            # frames' pairs still did. Through a refilled burst allowance such a train reads
+            # several times the link, and as the estimate it would size the next train for
+            # that, long enough to hold up the frames behind it.)
             value: float | None = capacity
             source, lower = "dispersion", False
         elif probe_newer and not probe.lower_bound:
