@@ -313,7 +313,6 @@ class BandwidthEstimator:
         self._probe: TrainMeasurement | None = None
         self._probe_local_s: float | None = None
         self._probe_gap_s = 0.0  # local time between the last two trains
-        self._last_pair_receive_s: float | None = None
         self.probe_trains = 0
         self.received = 0
         self.duplicates = 0
@@ -388,7 +387,6 @@ class BandwidthEstimator:
                     consecutive = receipt.seq == self._last_seq + 1
                     self.pairs_across_loss += not consecutive
                     self._pairs.append((sample.receive_s, sample.bits, gap, consecutive))
-                    self._last_pair_receive_s = sample.receive_s
                     self.queued_pairs += 1
                     self._last_queued = True
                     if self._busy_since is None:
@@ -429,29 +427,18 @@ class BandwidthEstimator:
         self._train_spans.append((first_s, last_s))
         while self._train_spans and self._train_spans[0][1] < last_s - self.config.max_window_s:
             self._train_spans.popleft()
-        newest_paired = (self._last_queued and self._last is not None and bool(self._pairs)
-                         and self._pairs[-1][0] == self._last.receive_s)
         kept = [p for p in self._pairs if not (p[0] - p[2] < last_s and p[0] > first_s)]
         removed = len(self._pairs) - len(kept)
         if not removed:
             return
+        if self._last_queued and (not kept or kept[-1][0] != self._pairs[-1][0]):
+            # The newest frame's pair (the newest pair) was one of them: it queued behind the
+            # train.
+            self._last_queued = False
+            self._queued_run = 0
         self.pairs_across_probe += removed
         self.queued_pairs -= removed
         self._pairs = deque(kept)
-        self._last_pair_receive_s = kept[-1][0] if kept else None
-        if newest_paired and self._last_pair_receive_s != self._last.receive_s:
-            # The newest frame's pair was one of them: it queued behind the train.
-            self._last_queued = False
-            self._queued_run = 0
-
-    def _pairs_since(self, t_s: float) -> int:
-        """Queued pairs received after ``t_s``."""
-        count = 0
-        for pair in reversed(self._pairs):
-            if pair[0] <= t_s:
-                break
-            count += 1
-        return count
 
     def _fresh_probe(self, now_s: float | None) -> TrainMeasurement | None:
         """The newest train, while it counts: for ``probe_valid_s``, or for as long as no
@@ -606,12 +593,9 @@ class BandwidthEstimator:
         # A train is the newest measurement until the frames have made a whole one after it
         # (min_pairs queued pairs): after a step down, a train from before it is then older
         # news; after a step up, a frame that happened to queue does not outvote it.
-        # A train is the newest measurement until the frames have made a whole one after it
-        # (min_pairs queued pairs): after a step down, a train from before it is then older
-        # news; after a step up, a frame that happened to queue does not outvote it.
         probe_newer = probe is not None and (
             self._frames_stopped_before_probe(cfg)
-            or self._pairs_since(probe.receive_s) < cfg.min_pairs)
+            or len(self._newer_than(self._pairs, probe.receive_s)) < cfg.min_pairs)
         if capacity is not None and (not probe_newer or probe.lower_bound):
             # (A newer train too short to time, or sent too slowly, measured nothing: the
             # frames' pairs still did. Through a refilled burst allowance such a train reads
