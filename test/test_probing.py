@@ -456,3 +456,22 @@ def test_a_bound_from_before_a_step_down_stays_behind_once_the_frames_measure_th
     assert send - 0.1 < estimator.config.probe_valid_s  # the train is still fresh
     final = estimator.estimate(send)
     assert final.source != "probe_bound" and final.bandwidth_bps < 1.5e6
+
+
+def test_a_train_after_a_step_down_is_not_held_up_by_the_frames_from_before_it():
+    # Frames use 4.8 of 8 Mbit/s (no pair queues), then the link drops to 1 Mbit/s and the
+    # frames that overfill it are lost. The next train measures 1 Mbit/s; what the frames
+    # delivered in the second before the step is no floor for it.
+    estimator = BandwidthEstimator()
+    for seq in range(60):
+        send = seq / 30
+        arrival = send + 20_000 * 8 / 8e6 + 0.01
+        estimator.add(Receipt(seq, 20_000, send, arrival), arrival)
+    train = ProbePlanner().due(2.1, 8e6)
+    measured = analyze_train(send_train(TokenBucket(1e6, 4096), 2.1, train))
+    assert not measured.lower_bound
+    estimator.add_probe(measured, measured.receive_s + 0.01)
+    after = estimator.estimate(measured.receive_s + 0.02)
+    assert after.throughput_bps > 4e6  # the window still holds the frames from before
+    assert after.source == "probe"
+    assert after.bandwidth_bps == pytest.approx(1e6, rel=0.1)

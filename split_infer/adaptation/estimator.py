@@ -65,7 +65,10 @@ gap holds the train's bytes, not the frame's (the pair is taken back when the tr
 measurement comes after the frame's receipt). A slow link's capacity may reach back past
 ``window_s`` for ``min_pairs`` pairs only while the newest ``min_pairs`` frames all queued:
 one queued frame on a link that got faster would otherwise bring back the pairs of the slower
-link (beyond the papers, all of it). A train too
+link. A train's value is floored at what the frames delivered since the train began, never
+over the whole throughput window: after a step down that window still holds the frames from
+before it, and held a train that measured the new link at three times its rate (beyond the
+papers, all of it). A train too
 short to time is no measurement: the estimate keeps its value, flagged as a lower bound, and
 the planner doubles the next train. Probe packets also count as traffic for
 the silence test (with probing on and no frames, as when the edge classifies by itself, the
@@ -529,6 +532,13 @@ class BandwidthEstimator:
             recent = list(self._samples)[-2:]  # the deque already stops at max_window_s
         return recent
 
+    def _delivered_since(self, start_s: float) -> float | None:
+        """What the frames received after ``start_s`` delivered since then (None: none)."""
+        since = self._newer_than(self._samples, start_s)
+        if not since or since[-1].receive_s <= start_s:
+            return None
+        return sum(s.bits for s in since) / (since[-1].receive_s - start_s)
+
     def _throughput(self, latest: float) -> tuple[float | None, list[_Sample]]:
         recent = self._window_samples(latest)
         if len(recent) < 2:
@@ -607,7 +617,10 @@ class BandwidthEstimator:
             # A train the frames' pairs have superseded is older news than the held value,
             # which they measured: after a step down, a train from before it would otherwise
             # come back whenever too few pairs are left in the window.
-            value = max(probe.rate_bps, throughput or 0.0)
+            # What the frames delivered since the train began is a floor (the train may have
+            # met other traffic); over the whole window it would hold a step down up with what
+            # crossed before it.
+            value = max(probe.rate_bps, self._delivered_since(probe.first_receive_s) or 0.0)
             source, lower = "probe", False
         elif self._held is not None and (throughput is None or throughput <= self._held):
             value, source, lower = self._held, "held", True
