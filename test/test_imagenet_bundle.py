@@ -82,8 +82,9 @@ def test_the_imagenet_demo_trace_moves_both_split_point_and_ratio(bundle, robot_
     """What the main demo shows rests on its plan: over ``demo_imagenet.csv``, with the robot
     6× slower (the scenario's ``--robot-slowdown``) and edge-only allowed, the best
     configuration (Hu & K Algorithm 2 at the demo's 30 fps) uses at least two split points and
-    two ratios, and edge-only where the link is slowest: with the profile's edge times × 6,
-    and with the times per frame the demo measures at start × 6 (camera frame included)."""
+    two ratios, with the profile's edge times × 6 and with the times per frame the demo
+    measures at start × 6 (camera frame included); with the profile's, edge-only where the
+    link is slowest."""
     from split_infer.adaptation.configurations import configurations_from_bundle, with_edge_timing
     from split_infer.adaptation.policy import choose_configuration
     from split_infer.adaptation.scheduling import SchedulerSettings
@@ -109,4 +110,8 @@ def test_the_imagenet_demo_trace_moves_both_split_point_and_ratio(bundle, robot_
     split = [c for c in chosen.values() if c.split_point >= 0]
     assert len({c.split_point for c in split}) >= 2, chosen
     assert len({c.ratio for c in split}) >= 2, chosen
-    assert chosen[min(rates)].name == "edge_only", chosen
+    if robot_times == "profile":
+        # With times measured on a shared machine, edge-only and the smallest split at the
+        # slowest rate are within the measurement's noise (a loaded run chose split 17): the
+        # plan on measured times is a timing, and only its structure is asserted.
+        assert chosen[min(rates)].name == "edge_only", chosen
