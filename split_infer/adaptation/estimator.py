@@ -522,9 +522,8 @@ class BandwidthEstimator:
         # The frames delivered over the same span are a floor (a gap that held other traffic
         # reads the link slower). Over a longer span, such as the throughput window, they would
         # hold a drop up: what crossed before it was faster.
-        since = used[0][0] - used[0][2]
-        delivered = sum(s.bits for s in self._newer_than(self._samples, since))
-        return max(window, delivered / (latest - since)), len(recent)
+        delivered = self._delivered_since(used[0][0] - used[0][2])
+        return max(window, delivered or 0.0), len(recent)
 
     def _window_samples(self, latest: float) -> list[_Sample]:
         recent = self._newer_than(self._samples, latest - self.config.window_s)
