@@ -130,10 +130,11 @@ def test_a_train_sent_as_slowly_as_it_arrives_measured_the_sender():
     assert not fast.lower_bound and not fast.sender_limited
     # One long pause of the sender (its cgroup throttled mid-train) is one outlier gap, no
     # reason to distrust the rest.
-    paused = [p if p.index < train.packets - 4 else
+    steady = ProbePlanner().due(0.0, 4e6)
+    paused = [p if p.index < steady.packets - 4 else
               ProbePacket(p.train, p.index, p.count, p.nbytes, p.send_s + 0.075,
                           p.receive_s + 0.075)
-              for p in send_train(TokenBucket(4e6, 4096), 0.0, ProbePlanner().due(0.0, 4e6))]
+              for p in send_train(TokenBucket(4e6, 4096), 0.0, steady)]
     result = analyze_train(paused)
     assert not result.sender_limited and result.outliers == 1
     assert result.rate_bps == pytest.approx(4e6, rel=0.05)
@@ -192,33 +193,44 @@ def test_lost_packets_and_short_trains():
 def test_budget_holds_over_any_window_and_follows_the_estimate():
     settings = ProbeSettings()
     slow = ProbePlanner(settings)
-    # A link measured at 100 kbit/s: the smallest train (12 kB) would hold it ~1 s. One
-    # train, then none for slow_recheck_s (the budget alone would allow one every 19 s).
+    # A link measured at 100 kbit/s: the smallest train (8.5 kB) would hold it ~0.8 s. One
+    # train, then none for slow_recheck_s (the budget alone would allow one every 18 s).
     trains = [slow.due(k * 0.5, 1e5) for k in range(130)]
     assert [k for k, t in enumerate(trains) if t is not None] == [0, 60, 120]
     # A lower bound of 100 kbit/s (frames that do not fill the link) is probed.
     assert ProbePlanner(settings).due(0.0, 1e5, lower_bound=True) is not None
     for estimate in (5e5, 1e6, 4e6, 30e6):
         planner = ProbePlanner(settings)
-        sent: list[tuple[float, int]] = []
+        sent: list[tuple[float, int, int]] = []  # (when, payload, wire bytes)
         for k in range(6000):  # 60 s in 10-ms ticks
             now = k * 0.01
+            before = planner.wire_bytes_sent
             train = planner.due(now, estimate)
             if train is not None:
-                sent.append((now, train.payload_bytes))
-        total = sum(n for _, n in sent)
-        assert total == planner.bytes_sent and planner.trains_sent == len(sent)
+                sent.append((now, train.payload_bytes, planner.wire_bytes_sent - before))
+        assert sum(n for _, n, _ in sent) == planner.bytes_sent
+        assert planner.trains_sent == len(sent)
+        # The budget counts every header: more than the payload, and the same as the link
+        # shows for each packet (wire_bytes of its payload and its format string).
+        total = sum(w for _, _, w in sent)
+        assert total == planner.wire_bytes_sent > planner.bytes_sent
+        packets, packet_bytes = planner._shape(sent[0][1])
+        assert sent[0][2] == packets * wire_bytes(packet_bytes,
+                                                  len(probe_format(0, packets - 1, packets)))
         # The bucket starts full (the first train goes at once); beyond it, the budget.
         bucket = max(settings.budget_fraction * estimate / 8 * settings.budget_window_s,
-                     sent[0][1])
+                     sent[0][2])
         assert 8 * (total - bucket) / 60 <= settings.budget_fraction * estimate
         assert 8 * total / 60 >= settings.budget_fraction * estimate * 0.5, "budget unused"
         gaps = [b[0] - a[0] for a, b in itertools.pairwise(sent)]
         assert min(gaps) >= settings.interval_s - 1e-9
-        # At a few Mbit/s a train crosses every second or faster (what a 2-s step response
-        # needs); at 500 kbit/s the budget allows one every few seconds.
+        # At a few Mbit/s a train crosses every second or faster; at 1 Mbit/s, the smallest
+        # train within 2 s (what a 2-s step response needs); at 500 kbit/s the budget allows
+        # one every few seconds.
         if estimate >= 4e6:
             assert max(gaps) <= 1.0
+        elif estimate >= 1e6:
+            assert max(gaps) <= 1.8
 
 
 def test_settings_are_validated():
@@ -348,13 +360,14 @@ def test_a_silence_cap_is_probed_as_unknown_not_as_a_slow_link():
         return sum(planner.due(k * 0.05, 4e3, **flags) is not None for k in range(200))
 
     assert trains() == 1  # "measured" 4 kbit/s: too slow for a train for 30 s
-    assert trains(stale=True) >= 4  # unknown: budgeted at floor_bps, 12-kB trains
+    assert trains(stale=True) >= 4  # unknown: budgeted at floor_bps, 8.5-kB trains
     # A link measured slow (0.3 Mbit/s) while the robot runs edge-only: nothing waits behind
-    # a train, so the budget alone paces them (4 % of 0.3 Mbit/s: one 12-kB train per 8 s).
+    # a train, so the budget alone paces them (4.5 % of 0.3 Mbit/s: one train of 9.9 kB on
+    # the wire per 5.9 s).
     planner = ProbePlanner()
     sent = [k * 0.05 for k in range(1200)
             if planner.due(k * 0.05, 3e5, link_idle=True) is not None]
-    assert len(sent) >= 4 and min(b - a for a, b in itertools.pairwise(sent)) >= 7.0
+    assert len(sent) >= 4 and min(b - a for a, b in itertools.pairwise(sent)) >= 5.5
 
 
 def test_trains_alone_keep_measuring_after_the_frames_stop():
@@ -372,9 +385,9 @@ def test_trains_alone_keep_measuring_after_the_frames_stop():
 
 def test_a_train_too_short_to_time_is_followed_at_once_on_credit():
     planner = ProbePlanner()
-    first = planner.due(0.0, 2e6)  # a measured 2 Mbit/s: 12-kB trains, ~1.2 s of budget each
+    first = planner.due(0.0, 1e6)  # a measured 1 Mbit/s: 8.5-kB trains, ~1.8 s of budget each
     assert first is not None
-    assert planner.due(0.3, 2e6) is None  # the budget has not refilled
+    assert planner.due(0.3, 1e6) is None  # the budget has not refilled
     # That train came back too short to time (the link is now much faster): the estimate is
     # the bound its second half resolves (its bits over 1 ms), above what it was sized for,
     # and the doubled train goes after interval_s instead of a budget period.
@@ -386,8 +399,49 @@ def test_a_train_too_short_to_time_is_followed_at_once_on_credit():
     for k in range(7, 600):
         planner.due(k * 0.1, bound, lower_bound=True)
     settings = planner.settings
-    assert planner.bytes_sent <= (settings.budget_fraction * bound / 8 * (60 + 2)
-                                  + 2 * settings.max_train_bytes)
+    assert planner.wire_bytes_sent <= (settings.budget_fraction * bound / 8 * (60 + 2)
+                                       + 2 * settings.max_train_bytes * 1.1)
+
+
+def test_a_rise_is_checked_by_a_second_train_at_once_on_credit():
+    """At a measured 1 Mbit/s the budget pays for a train every 1.8 s. A train that shows
+    the link at 4 Mbit/s (a step up, or a refilled burst over-read) is followed by another
+    after interval_s, not a budget period later: the scheduler moves on a rise once two of its
+    estimates show it, and the second train says whether it was real."""
+    planner = ProbePlanner()
+    assert planner.due(0.0, 1e6) is not None
+    assert planner.due(0.3, 1e6) is None  # the budget has not refilled
+    # A small rise (within confirm_rise) waits for the budget like any estimate.
+    assert planner.due(0.6, 1.1e6) is None
+    # The next budgeted train (at 1.1 Mbit/s) reads 4 Mbit/s: the check goes at once.
+    sent = [k * 0.05 for k in range(13, 60) if planner.due(k * 0.05, 1.1e6) is not None]
+    assert len(sent) == 1
+    assert planner.due(sent[0] + 0.05, 4e6) is None  # interval_s after the train
+    assert planner.due(sent[0] + 0.25, 4e6) is not None
+    # One check per rise: the estimate holds, and the budget (owed one train) paces again.
+    after = [k * 0.05 for k in range(200) if planner.due(sent[0] + 0.3 + k * 0.05, 4e6)]
+    assert after and after[0] >= 0.5
+    # Repeated rises cannot outspend the budget: a check is only on credit when none is owed.
+    flapping = ProbePlanner()
+    for k in range(1200):
+        flapping.due(k * 0.05, (1e6, 3e6)[(k // 10) % 2])
+    # (the budget follows the estimate: 4.5 % of 2 Mbit/s on average, plus the first fill)
+    assert 8 * flapping.wire_bytes_sent / 60 <= 0.045 * 2e6 + 8 * 2 * 10_000 / 60
+
+
+def test_small_trains_have_fewer_packets_not_smaller_ones():
+    planner = ProbePlanner()
+    smallest = planner.due(0.0, 1e6)
+    assert smallest.packets == 8 and smallest.packet_bytes >= planner.settings.min_packet_bytes
+    assert ProbePlanner().due(0.0, 8e6).packets == 16  # 22.5 kB: min_packets
+    # Its first half is more than the testbed shaper's burst: the second half is shaped.
+    link = TokenBucket(4e6, 4096)
+    measured = analyze_train(send_train(link, 0.0, smallest))
+    assert not measured.lower_bound and measured.rate_bps == pytest.approx(4e6, rel=0.05)
+    with pytest.raises(ValueError):
+        ProbeSettings(min_packet_bytes=9_000)  # above max_packet_bytes
+    with pytest.raises(ValueError):
+        ProbeSettings(confirm_rise=1.0)
 
 
 def test_a_bound_under_what_the_last_train_could_time_is_no_reason_to_double():

@@ -12,6 +12,7 @@ from split_infer.adaptation.variation import (
     ESTIMATE_NOISE,
     MIN_SAMPLES,
     RISE_ESTIMATES,
+    STEADY_RISE_ESTIMATES,
     CapacityWindow,
 )
 
@@ -43,26 +44,54 @@ def test_a_change_inside_the_noise_band_is_no_step(relative, step):
     for k in range(MIN_SAMPLES):
         window.add(k * TICK_S, 4e6)
     estimate = 4e6 * (1 + relative * CHANGE_SPREADS * ESTIMATE_NOISE)
-    # A fall restarts at once; a rise when RISE_ESTIMATES in a row confirm it.
-    restarted = [window.add((MIN_SAMPLES + k) * TICK_S, estimate)
-                 for k in range(RISE_ESTIMATES)]
-    expected = [False] * RISE_ESTIMATES
+    # A fall restarts at once; on a steady link a rise when STEADY_RISE_ESTIMATES in a row
+    # confirm it.
+    rise = STEADY_RISE_ESTIMATES
+    restarted = [window.add((MIN_SAMPLES + k) * TICK_S, estimate) for k in range(rise)]
+    expected = [False] * rise
     if step:
         expected[0 if relative < 0 else -1] = True
     assert restarted == expected
-    assert len(window) == (MIN_SAMPLES + RISE_ESTIMATES if not step else RISE_ESTIMATES)
+    assert len(window) == (MIN_SAMPLES + rise if not step else rise)
 
 
-@pytest.mark.parametrize("held", range(1, RISE_ESTIMATES))
-def test_high_estimates_that_no_rise_confirms_are_left_out(held):
+def _varying_window() -> CapacityWindow:
+    # 4 and 6 Mbit/s in turn: a spread of 1 Mbit/s, a fifth of the mean (draws, not noise)
+    window = CapacityWindow(10.0)
+    for k in range(10):
+        window.add(k * TICK_S, (4e6, 6e6)[k % 2])
+    return window
+
+
+def _steady_window() -> CapacityWindow:
     window = CapacityWindow(10.0)
     for k in range(10):
         window.add(k * TICK_S, 5e6)
+    return window
+
+
+@pytest.mark.parametrize("make, held", [(_steady_window, k)
+                                        for k in range(1, STEADY_RISE_ESTIMATES)]
+                         + [(_varying_window, k) for k in range(1, RISE_ESTIMATES)])
+def test_high_estimates_that_no_rise_confirms_are_left_out(make, held):
+    window = make()
+    mean = window.distribution().expected_bps
     for k in range(held):  # e.g. a probe train through a refilled burst allowance: 44 Mbit/s
         assert not window.add(5.0 + k * TICK_S, 44e6)
     assert not window.add(5.0 + held * TICK_S, 5e6)
     assert (window.restarts, window.outliers, len(window)) == (0, held, 11)
-    assert window.distribution().expected_bps == 5e6
+    assert window.distribution().expected_bps == pytest.approx((10 * mean + 5e6) / 11)
+
+
+@pytest.mark.parametrize("make, needed", [(_steady_window, STEADY_RISE_ESTIMATES),
+                                          (_varying_window, RISE_ESTIMATES)])
+def test_a_rise_from_a_steady_link_needs_fewer_estimates_than_one_from_draws(make, needed):
+    # A one-second draw of a Fig. 3 link spans two estimates; a step up from a link that held
+    # one level does not need a third to tell it from noise.
+    window = make()
+    restarted = [window.add(5.0 + k * TICK_S, 15e6) for k in range(needed)]
+    assert restarted == [False] * (needed - 1) + [True]
+    assert len(window) == needed and window.restarts == 1
 
 
 @pytest.mark.parametrize("trace", ["gauss_mu5_sd3.csv", "gauss_mu3_sd2.csv"])

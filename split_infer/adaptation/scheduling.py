@@ -71,8 +71,9 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   recent estimates as the distribution: beyond the paper, which plans on a known one). A level
   change restarts the window, and until it holds ``MIN_SAMPLES`` estimates the decision is
   Algorithm 2's at the newest one, so a fall (a step down, an outage) moves the scheduler on
-  its first estimate and a rise on its ``RISE_ESTIMATES``-th; on a constant link the window
-  holds one level and the two agree.
+  its first estimate and a rise on its ``RISE_ESTIMATES``-th (``STEADY_RISE_ESTIMATES``-th
+  after a link that held one level); on a constant link the window holds one level and the
+  two agree.
 * **Start-up.** What the edge runs before the scheduler's first decision was chosen without a
   link measurement (:func:`~split_infer.adaptation.configurations.startup_configuration`, or a
   previous scheduler's choice), so the first decision replaces it at once: the dwell and the

@@ -72,7 +72,6 @@ from split_infer.ros.messages import (
     PROBE_QOS,
     LinkEstimate,
     edge_configuration_event,
-    link_bytes,
     parse_estimate,
 )
 
@@ -80,7 +79,8 @@ __all__ = ["LinkProber", "main"]
 
 #: Live parameters: each is the ProbeSettings field of its name, (low, high, description).
 _PROBER_FLOATS = {
-    "budget_fraction": (0.001, 0.5, "probe bytes as a fraction of the estimated bandwidth"),
+    "budget_fraction": (0.001, 0.5,
+                        "probe bytes on the wire as a fraction of the estimated bandwidth"),
     "interval_s": (0.02, 60.0, "at most one train this often (s)"),
     "train_s": (0.001, 1.0, "a train lasts this long at 1.5 x the estimate (s)"),
 }
@@ -114,7 +114,6 @@ class LinkProber(Node):
         self._padding = b""  # the last train's packet payload, reused while its size holds
         self._window: list[tuple[float, int]] = []  # (monotonic s, bytes) of the last second
         self._bad_estimates = 0
-        self.wire_bytes_sent = 0  # with every header (adaptation.probing.wire_bytes)
         self._last_error = ""
         self._probe_pub = self.create_publisher(CompressedImage, "probe", PROBE_QOS)
         self._metrics = MetricPublishers(self, ("probe_bps",))
@@ -204,7 +203,6 @@ class LinkProber(Node):
                 msg.header.stamp = clock.now().to_msg()
                 self._probe_pub.publish(msg)
             self._window.append((now, train.payload_bytes))
-            self.wire_bytes_sent += train.packets * link_bytes(msg)
         except Exception as exc:  # a timer must never take the executor down
             self._last_error = f"{type(exc).__name__}: {exc}"
             self.get_logger().error(f"probe train failed: {self._last_error}",
@@ -220,7 +218,7 @@ class LinkProber(Node):
         """Trains sent so far, their payload bytes and their bytes on the wire."""
         return {"trains_sent": self._planner.trains_sent,
                 "probe_bytes_sent": self._planner.bytes_sent,
-                "probe_wire_bytes_sent": self.wire_bytes_sent}
+                "probe_wire_bytes_sent": self._planner.wire_bytes_sent}
 
     def diagnostics(self) -> DiagnosticStatus:
         """Trains and bytes sent, and what they were sized for."""
