@@ -432,8 +432,11 @@ def test_a_rise_is_checked_by_a_second_train_at_once_on_credit():
 def test_small_trains_have_fewer_packets_not_smaller_ones():
     planner = ProbePlanner()
     smallest = planner.due(0.0, 1e6)
-    assert smallest.packets == 8 and smallest.packet_bytes >= planner.settings.min_packet_bytes
-    assert ProbePlanner().due(0.0, 8e6).packets == 16  # 22.5 kB: min_packets
+    settings = planner.settings
+    assert smallest.packets == settings.min_train_bytes // settings.min_packet_bytes < 16
+    assert smallest.packet_bytes >= settings.min_packet_bytes
+    assert ProbePlanner().due(0.0, 5e6).packets == 16  # 14 kB: min_packets, as before
+    assert ProbePlanner().due(0.0, 8e6).packets == 16  # 22.5 kB
     # Its first half is more than the testbed shaper's burst: the second half is shaped.
     link = TokenBucket(4e6, 4096)
     measured = analyze_train(send_train(link, 0.0, smallest))

@@ -79,9 +79,11 @@ period later: the scheduler acts on a rise only when it holds for two of its est
 (:mod:`.variation`), and the second train settles within that whether it was real. Small
 trains are sent in fewer packets (no smaller than ``min_packet_bytes``) rather than in
 smaller ones, since every packet pays the same headers: at a 1-Mbit/s estimate the smallest
-train (``min_train_bytes``, twice the 4-kB burst of the testbed's shaper) then crosses about
-every 1.8 s within the budget, where 16 packets of 750 bytes crossed every 2.4 s (beyond the
-papers, which assume the bandwidth is measured). While the
+train (``min_train_bytes``, twice the 4-kB burst of the testbed's shaper, 9 packets) then
+crosses about every 1.8 s within the budget, where 16 packets of 750 bytes crossed every
+2.4 s (beyond the papers, which assume the bandwidth is measured). Trains of 14 kB and more
+keep their 16 packets: 14 packets of 1,000 bytes read a 5-Mbit/s link 1.3 % higher than 16 of
+875, enough to flip the scheduler's near-tie between JPEG q90 and q75 there. While the
 estimate is only a lower bound, or there is none, the budget is that fraction of at least
 ``floor_bps`` (1 Mbit/s): a fraction of what frames that fill 2 % of the link deliver would
 never pay for the one train that measures it. So over any window the probes use at most that
@@ -182,8 +184,9 @@ class ProbeSettings:
     max_train_bytes: int = 400_000
     min_packets: int = 16
     max_packets: int = 64
-    #: smaller trains have fewer packets rather than smaller ones: headers are paid per packet
-    min_packet_bytes: int = 1_000
+    #: a train keeps min_packets packets down to 14 kB (sized for 5 Mbit/s or more); smaller
+    #: ones have fewer packets rather than smaller ones: headers are paid per packet
+    min_packet_bytes: int = 875
     max_packet_bytes: int = 8_000  # one UDP datagram (IP-fragmented), never DDS-fragmented
     #: an estimate this much above the last measurement is checked by a train at once
     confirm_rise: float = 1.2
