@@ -67,8 +67,8 @@ measurement comes after the frame's receipt). A slow link's capacity may reach b
 one queued frame on a link that got faster would otherwise bring back the pairs of the slower
 link. A train's value is floored at what the frames delivered since the train began, never
 over the whole throughput window: after a step down that window still holds the frames from
-before it, and held a train that measured the new link at three times its rate (beyond the
-papers, all of it). A train too
+before it, and held up a train that had measured the new link (beyond the papers, all of
+it). A train too
 short to time is no measurement: the estimate keeps its value, flagged as a lower bound, and
 the planner doubles the next train. Probe packets also count as traffic for
 the silence test (with probing on and no frames, as when the edge classifies by itself, the

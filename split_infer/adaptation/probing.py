@@ -82,9 +82,9 @@ smaller ones, since every packet pays the same headers: at a 1-Mbit/s estimate t
 train (``min_train_bytes``, twice the 4-kB burst of the testbed's shaper, 9 packets) then
 crosses about every 1.8 s within the budget, where 16 packets of 750 bytes crossed every
 2.4 s (beyond the papers, which assume the bandwidth is measured). Trains of 14 kB and more
-keep their 16 packets: 14 packets of 1,000 bytes read a 5-Mbit/s link 1.3 % higher than 16 of
-875, enough to flip the scheduler's near-tie between JPEG q90 and q75 there. While the
-estimate is only a lower bound, or there is none, the budget is that fraction of at least
+keep their 16 packets: a different shape reads the same link slightly differently, which can
+flip a near-tie of the scheduler (``bench/README.md``, "A step up seen by the next train").
+While the estimate is only a lower bound, or there is none, the budget is that fraction of at least
 ``floor_bps`` (1 Mbit/s): a fraction of what frames that fill 2 % of the link deliver would
 never pay for the one train that measures it. So over any window the probes use at most that
 fraction of what the link was believed to carry plus one bucket (and one train of credit), and

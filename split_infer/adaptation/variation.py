@@ -32,8 +32,7 @@ by a chain of restarts on every draw.
 A fall restarts the window at once, a rise only when ``RISE_ESTIMATES`` estimates in a row are
 above the band (1.5 s at the scheduler's 0.5-s period: longer than one draw of a Fig. 3 link,
 whose high draws otherwise restart the window and are planned for alone; two, 0.5 s apart,
-restarted the window at a 1-s draw of 12.5 Mbit/s in a testbed run of the N(5, 3) trace, which
-then ran the largest configuration for 37 s). On a window as steady as the estimator's noise
+fit inside one draw: ``bench/README.md``, "A step up seen by the next train"). On a window as steady as the estimator's noise
 (its spread at most ``ESTIMATE_NOISE`` of its mean) there are no draws to mistake for a level,
 and ``STEADY_RISE_ESTIMATES`` (two) make a rise: a step up from a constant link then moves the
 scheduler 0.5 s after the estimate shows it, not 1 s (beyond the paper). One is not enough:
