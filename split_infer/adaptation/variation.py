@@ -32,12 +32,13 @@ by a chain of restarts on every draw.
 A fall restarts the window at once, a rise only when ``RISE_ESTIMATES`` estimates in a row are
 above the band (1.5 s at the scheduler's 0.5-s period: longer than one draw of a Fig. 3 link,
 whose high draws otherwise restart the window and are planned for alone; two, 0.5 s apart,
-fit inside one draw: ``bench/README.md``, "A step up seen by the next train"). On a window as steady as the estimator's noise
-(its spread at most ``ESTIMATE_NOISE`` of its mean) there are no draws to mistake for a level,
-and ``STEADY_RISE_ESTIMATES`` (two) make a rise: a step up from a constant link then moves the
-scheduler 0.5 s after the estimate shows it, not 1 s (beyond the paper). One is not enough:
-a probe train that went through a shaper's refilled burst allowance reads as several times
-the link, and the prober checks every rise with a second train at once
+fit inside one draw: ``bench/README.md``, "A step up seen by the next train"). On a window as
+steady as the estimator's noise (its spread at most ``ESTIMATE_NOISE`` of its mean) there are
+no draws to mistake for a level, and ``STEADY_RISE_ESTIMATES`` (two) make a rise: a step up
+from a constant link then moves the scheduler 0.5 s after the estimate shows it, not 1 s
+(beyond the paper). One is not enough: a probe train that went through a shaper's refilled
+burst allowance reads as several times the link, and the prober checks every rise with a
+second train at once
 (:mod:`split_infer.adaptation.probing`), so the second estimate shows whether the first was
 real. Estimates held for a rise that does not come are left out. Waiting for a real rise
 costs little (the frames running still fit), where a fall not followed at once queues frames.
