@@ -519,6 +519,11 @@ def test_probe_trains_show_a_step_up_the_frames_cannot(graded_bundle, tmp_path):
     assert before and 0.7 * 8e6 <= float(np.median(before)) <= 1.3 * 8e6, before
     assert after and 0.7 * 16e6 <= float(np.median(after)) <= 1.3 * 16e6, after
     assert summary["probe_fraction_of_estimate"] < 0.1
+    # The trains measure the link the frames leave unfilled: the estimate is a capacity, not
+    # a lower bound, for most of the run (the flag is in the timeline for the plot).
+    assert 0.0 <= summary["estimate_lower_bound_share"] < 0.5
+    flags = [r["estimate_is_lower_bound"] for r in report["timeline"] if r["estimate_bps"]]
+    assert flags and all(isinstance(f, bool) for f in flags)
 
 
 @needs_netns

@@ -419,6 +419,11 @@ def plot_timeline(report: dict, path: Path) -> None:
                  drawstyle="steps-post")
     axes[0].plot(t, [(r["estimate_bps"] or np.nan) / 1e6 for r in rows],
                  label="monitor estimate")
+    # Samples where the estimate was only a lower bound (older reports lack the flag).
+    bounds = [r for r in rows if r.get("estimate_is_lower_bound") and r["estimate_bps"]]
+    if bounds:
+        axes[0].plot([r["t_s"] for r in bounds], [r["estimate_bps"] / 1e6 for r in bounds],
+                     "x", color="C1", markersize=4, label="estimate is a lower bound")
     axes[0].set(ylabel="Mbit/s", title="bandwidth")
     axes[0].legend(loc="upper right")
     axes[1].plot(t, [r["split_point"] if r["split_point"] is not None else np.nan

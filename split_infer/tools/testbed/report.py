@@ -248,6 +248,7 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
     sent_in = [n for t, n in sent if window[0] <= t <= window[1]]
     capacity_bits = _capacity_bits(trace, 0.0, elapsed_s)
     estimates = [(t - t0_wall, v) for t, v in edge.get("estimates", [])]
+    lower_bounds = [(t - t0_wall, bool(v)) for t, v in edge.get("lower_bound", [])]
     splits = [(t - t0_wall, v) for t, v in edge.get("active_split", [])]
     ratios = [(t - t0_wall, v) for t, v in edge.get("active_ratio", [])]
     edge_cpu = [(t - t0_wall, v) for t, v in edge.get("edge_cpu_ms", [])]
@@ -334,6 +335,10 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
         "probe_trains_echoed": (edge.get("echo_stats") or {}).get("trains"),
         "probe_fraction_of_estimate": round(probe_bps / mean_estimate, 4)
         if probe_bps is not None and mean_estimate else None,
+        # The monitor's estimates that were only lower bounds (the link not saturated and no
+        # probe train measuring it): what the scheduler cannot plan a distribution with.
+        "estimate_lower_bound_share": round(
+            sum(v for _, v in lower_bounds) / len(lower_bounds), 4) if lower_bounds else None,
         "pinned": bool(placement.get("pinned")),
         # % of one core per side after the warm-up (the report's ``cpu`` has each process).
         "cpu_percent_mean": {side: v["mean_percent"] for side, v in cpu_sides.items()},
@@ -345,6 +350,7 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
         good = sum(f["predicted"] == f["label"] for f in past if f["predicted"] is not None)
         timeline.append({"t_s": round(float(t), 2), "link_rate_bps": trace.rate_at(float(t)),
                          "estimate_bps": _value_at(estimates, t),
+                         "estimate_is_lower_bound": _value_at(lower_bounds, t),
                          "split_point": _value_at(splits, t), "ratio": _value_at(ratios, t),
                          "edge_cpu_ms": _value_at(edge_cpu, t),
                          "robot_factor": _value_at(factors, t),
