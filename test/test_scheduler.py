@@ -30,7 +30,7 @@ from split_infer.adaptation.scheduling import (
     SchedulerSettings,
     SchedulingLoop,
 )
-from split_infer.adaptation.variation import STEADY_RISE_ESTIMATES
+from split_infer.adaptation.variation import MIN_SAMPLES, STEADY_RISE_ESTIMATES
 from split_infer.bundle import BundleConfiguration, write_bundle
 from split_infer.config_key import EDGE_ONLY_KEY, format_config_key
 from split_infer.planning import Configuration
@@ -457,6 +457,19 @@ def test_a_varying_link_is_planned_over_its_recent_capacity(configs):
             expected_effective_accuracy(config, recent, T_GEN))
     assert step.decision.configuration.name == max(
         configs, key=lambda c: expected_effective_accuracy(c, recent, T_GEN)).name
+
+
+def test_lower_bounds_between_the_estimates_keep_the_window(configs):
+    # On a link that varies, some estimates are only lower bounds (a train too short to time,
+    # the frames' throughput between two trains). They neither measure the variation nor show
+    # a fall: planning over the window must go on, not fall back to each point estimate.
+    planned, _ = replay(configs, "gauss_mu5_sd3.csv", 120.0, variation_window_s=10.0)
+    loop = SchedulingLoop(configs, settings(variation_window_s=10.0))
+    for k, (t, estimate) in enumerate(lagged_estimates("gauss_mu5_sd3.csv", 120.0)):
+        bound = k % 3 == 2  # what unsaturating frames delivered: under the capacity
+        apply(loop, t, LinkState(0.5 * estimate if bound else estimate, 0.02, bound))
+    assert len(loop.capacity) >= MIN_SAMPLES and loop.capacity.restarts <= 1
+    assert loop.switches <= 2 * planned.switches  # (clearing the window at each: 40)
 
 
 def test_the_window_follows_a_fall_at_once_and_a_rise_when_confirmed(configs):

@@ -126,8 +126,37 @@ def test_old_estimates_leave_the_window():
     assert len(window) == 0 and window.distribution() is None and window.spread_bps() == 0.0
 
 
+@pytest.mark.parametrize("bound", [1e6, 5e6, 6.5e6])
+def test_a_lower_bound_inside_or_under_the_band_leaves_the_window_as_it_was(bound):
+    # "At least 1 Mbit/s" on a link measured at 4-6 says nothing the window does not hold:
+    # neither a fall (a bound cannot show one) nor a new draw to plan with.
+    window = _varying_window()
+    before = window.distribution().expected_bps
+    assert not window.add_lower_bound(5.0, bound)
+    assert (len(window), window.restarts) == (10, 0)
+    assert window.distribution().expected_bps == before
+
+
+@pytest.mark.parametrize("make, needed", [(_steady_window, STEADY_RISE_ESTIMATES),
+                                          (_varying_window, RISE_ESTIMATES)])
+def test_lower_bounds_above_the_band_count_towards_a_rise(make, needed):
+    window = make()
+    restarted = [window.add_lower_bound(5.0 + k * TICK_S, 15e6) for k in range(needed)]
+    assert restarted == [False] * (needed - 1) + [True]
+    assert window.distribution().expected_bps == 15e6
+
+
+def test_a_window_of_lower_bounds_alone_ages_out():
+    window = _steady_window()  # estimates at 0-4.5 s
+    for k in range(30):
+        window.add_lower_bound(5.0 + k * TICK_S, 5e6)
+    assert len(window) == 0 and window.distribution() is None
+
+
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
 def test_unusable_values_are_refused(bad):
+    with pytest.raises(ValueError, match="bits/s"):
+        CapacityWindow(1.0).add_lower_bound(0.0, bad)
     with pytest.raises(ValueError, match="bits/s"):
         CapacityWindow(1.0).add(0.0, bad)
     with pytest.raises(ValueError, match="window_s"):

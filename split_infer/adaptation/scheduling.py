@@ -73,7 +73,11 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   Algorithm 2's at the newest one, so a fall (a step down, an outage) moves the scheduler on
   its first estimate and a rise on its ``RISE_ESTIMATES``-th (``STEADY_RISE_ESTIMATES``-th
   after a link that held one level); on a constant link the window holds one level and the
-  two agree.
+  two agree. A lower bound neither joins the window nor restarts it (it shows no variation
+  and no fall; :meth:`~split_infer.adaptation.variation.CapacityWindow.add_lower_bound`):
+  clearing the window at each one, as this loop first did, fell back to thresholding the
+  point estimate whenever a train was too short to time, and on a link that varies chased
+  its draws again.
 * **Start-up.** What the edge runs before the scheduler's first decision was chosen without a
   link measurement (:func:`~split_infer.adaptation.configurations.startup_configuration`, or a
   previous scheduler's choice), so the first decision replaces it at once: the dwell and the
@@ -504,11 +508,13 @@ class SchedulingLoop:
         bandwidth = link.bandwidth_bps * (1.0 if link.lower_bound else s.link_share)
         recent = None  # the capacity of the last variation_window_s, when it varied
         if link.lower_bound:
-            self.capacity.clear()  # a lower bound says nothing about how the capacity varies
+            # A lower bound neither measures how the capacity varies nor shows a fall: the
+            # window keeps its measurements (a bound only counts towards a rise above them).
+            self.capacity.add_lower_bound(now_s, link.bandwidth_bps)
         else:
             self.capacity.add(now_s, link.bandwidth_bps)
-            if len(self.capacity) >= MIN_SAMPLES:  # fewer show no variation yet
-                recent = self.capacity.distribution(s.link_share)
+        if len(self.capacity) >= MIN_SAMPLES:  # fewer show no variation yet
+            recent = self.capacity.distribution(s.link_share)
         probe_due = False
         if link.lower_bound and s.probe_interval_s > 0 and self.active is not None:
             if self._next_probe_s is None:

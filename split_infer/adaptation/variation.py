@@ -40,7 +40,10 @@ from a constant link then moves the scheduler 0.5 s after the estimate shows it,
 burst allowance reads as several times the link, and the prober checks every rise with a
 second train at once
 (:mod:`split_infer.adaptation.probing`), so the second estimate shows whether the first was
-real. Estimates held for a rise that does not come are left out. Waiting for a real rise
+real. Estimates held for a rise that does not come are left out. A lower bound
+(:meth:`CapacityWindow.add_lower_bound`: the link carried at least so much) is no draw of the
+capacity and cannot show a fall: it joins the window only above its band, as a rise, and
+otherwise leaves it as it was (beyond the paper). Waiting for a real rise
 costs little (the frames running still fit), where a fall not followed at once queues frames.
 """
 
@@ -103,8 +106,7 @@ class CapacityWindow:
         ValueError for a bandwidth that is negative or not finite."""
         if not (math.isfinite(bandwidth_bps) and bandwidth_bps >= 0):
             raise ValueError(f"a capacity estimate must be >= 0 bits/s, got {bandwidth_bps!r}")
-        while self._samples and now_s - self._samples[0][0] >= self.window_s:
-            self._samples.popleft()
+        self._age(now_s)
         sample = (now_s, float(bandwidth_bps))
         side, steady = self._side_of_band(bandwidth_bps)
         if side > 0:
@@ -124,6 +126,23 @@ class CapacityWindow:
         self._samples.extend(restart)
         self.restarts += 1
         return True
+
+    def add_lower_bound(self, now_s: float, bandwidth_bps: float) -> bool:
+        """Record a lower bound (the link carried at least this; not a measurement of its
+        capacity). Above the window's band it is evidence of a rise and counts towards one
+        like an estimate; inside or under the band it says nothing the window does not hold,
+        and neither joins it nor clears it (the window still ages: after ``window_s`` of
+        bounds alone it is empty). Returns True when it restarted the window."""
+        if not (math.isfinite(bandwidth_bps) and bandwidth_bps >= 0):
+            raise ValueError(f"a lower bound must be >= 0 bits/s, got {bandwidth_bps!r}")
+        self._age(now_s)
+        if self._side_of_band(bandwidth_bps)[0] > 0:
+            return self.add(now_s, bandwidth_bps)
+        return False
+
+    def _age(self, now_s: float) -> None:
+        while self._samples and now_s - self._samples[0][0] >= self.window_s:
+            self._samples.popleft()
 
     def _side_of_band(self, bandwidth_bps: float) -> tuple[int, bool]:
         """(+1 above the window's band, -1 below, 0 inside or too few estimates to tell;
