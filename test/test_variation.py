@@ -83,15 +83,20 @@ def test_high_estimates_that_no_rise_confirms_are_left_out(make, held):
     assert window.distribution().expected_bps == pytest.approx((10 * mean + 5e6) / 11)
 
 
+@pytest.mark.parametrize("method", ["add", "add_lower_bound"])
 @pytest.mark.parametrize("make, needed", [(_steady_window, STEADY_RISE_ESTIMATES),
                                           (_varying_window, RISE_ESTIMATES)])
-def test_a_rise_from_a_steady_link_needs_fewer_estimates_than_one_from_draws(make, needed):
+def test_a_rise_from_a_steady_link_needs_fewer_estimates_than_one_from_draws(make, needed,
+                                                                             method):
     # A one-second draw of a Fig. 3 link spans two estimates; a step up from a link that held
-    # one level does not need a third to tell it from noise.
+    # one level does not need a third to tell it from noise. Lower bounds above the band count
+    # towards a rise like estimates.
     window = make()
-    restarted = [window.add(5.0 + k * TICK_S, 15e6) for k in range(needed)]
+    add = getattr(window, method)
+    restarted = [add(5.0 + k * TICK_S, 15e6) for k in range(needed)]
     assert restarted == [False] * (needed - 1) + [True]
     assert len(window) == needed and window.restarts == 1
+    assert window.distribution().expected_bps == 15e6
 
 
 @pytest.mark.parametrize("trace", ["gauss_mu5_sd3.csv", "gauss_mu3_sd2.csv"])
@@ -135,15 +140,6 @@ def test_a_lower_bound_inside_or_under_the_band_leaves_the_window_as_it_was(boun
     assert not window.add_lower_bound(5.0, bound)
     assert (len(window), window.restarts) == (10, 0)
     assert window.distribution().expected_bps == before
-
-
-@pytest.mark.parametrize("make, needed", [(_steady_window, STEADY_RISE_ESTIMATES),
-                                          (_varying_window, RISE_ESTIMATES)])
-def test_lower_bounds_above_the_band_count_towards_a_rise(make, needed):
-    window = make()
-    restarted = [window.add_lower_bound(5.0 + k * TICK_S, 15e6) for k in range(needed)]
-    assert restarted == [False] * (needed - 1) + [True]
-    assert window.distribution().expected_bps == 15e6
 
 
 def test_a_window_of_lower_bounds_alone_ages_out():

@@ -77,6 +77,11 @@ STEADY_RISE_ESTIMATES = 2
 MIN_SAMPLES = 6
 
 
+def _check_bandwidth(bandwidth_bps: float, what: str) -> None:
+    if not (math.isfinite(bandwidth_bps) and bandwidth_bps >= 0):
+        raise ValueError(f"{what} must be >= 0 bits/s, got {bandwidth_bps!r}")
+
+
 class CapacityWindow:
     """Capacity estimates (bits/s) of the last ``window_s`` seconds, restarted at level changes.
 
@@ -104,8 +109,7 @@ class CapacityWindow:
     def add(self, now_s: float, bandwidth_bps: float) -> bool:
         """Record one estimate; returns True when it restarted the window (a level change).
         ValueError for a bandwidth that is negative or not finite."""
-        if not (math.isfinite(bandwidth_bps) and bandwidth_bps >= 0):
-            raise ValueError(f"a capacity estimate must be >= 0 bits/s, got {bandwidth_bps!r}")
+        _check_bandwidth(bandwidth_bps, "a capacity estimate")
         self._age(now_s)
         sample = (now_s, float(bandwidth_bps))
         side, steady = self._side_of_band(bandwidth_bps)
@@ -133,8 +137,7 @@ class CapacityWindow:
         like an estimate; inside or under the band it says nothing the window does not hold,
         and neither joins it nor clears it (the window still ages: after ``window_s`` of
         bounds alone it is empty). Returns True when it restarted the window."""
-        if not (math.isfinite(bandwidth_bps) and bandwidth_bps >= 0):
-            raise ValueError(f"a lower bound must be >= 0 bits/s, got {bandwidth_bps!r}")
+        _check_bandwidth(bandwidth_bps, "a lower bound")
         self._age(now_s)
         if self._side_of_band(bandwidth_bps)[0] > 0:
             return self.add(now_s, bandwidth_bps)
