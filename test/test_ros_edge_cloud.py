@@ -748,3 +748,59 @@ def test_the_demos_slow_robot_reports_its_stretched_time_and_camera_share(
         assert published["received_fps"] > 0
     finally:
         edge.destroy_node()
+
+
+def test_a_switch_is_answered_while_frames_take_longer_than_they_arrive(
+        ros_context, tiny_bundle, monkeypatch):
+    """Frames that each take longer than the camera interval (a weak robot) must not hold
+    back the scheduler's requests: the node works on the newest frame only (the others are
+    lost in its depth-1 camera queue) and answers the request after at most the frame in
+    hand and the one waiting. On rclpy's EventsExecutor, which queues one event per message,
+    the request waited behind every frame that had arrived (common.executor_kind)."""
+    edge = make_edge(ros_context, tiny_bundle)
+    probe = Probe(ros_context)
+    tool = Node("switcher", context=ros_context)
+    process = edge.pipeline.process
+    frames_worked = [0]
+
+    def slow(*args, **kwargs):
+        time.sleep(0.2)  # 5 frames a second at most, against a 50-Hz camera
+        frames_worked[0] += 1
+        return process(*args, **kwargs)
+
+    monkeypatch.setattr(edge.pipeline, "process", slow)
+    client = AsyncParameterClient(tool, "edge_node")
+    images = random_images(4, seed=9)
+    streaming, answered = threading.Event(), threading.Event()
+    with spin(ros_context, edge, probe.node, tool):
+        probe.wait_matched(probe.images)
+        assert client.wait_for_services(20.0)
+        images_published = [0]
+
+        def camera():  # 50 Hz for up to 20 s, or until the request has been answered
+            for i in range(1000):
+                probe.images.publish(image_msg(images[i % len(images)], sec=900 + i))
+                images_published[0] = i + 1
+                if i == 25:
+                    streaming.set()
+                if answered.wait(0.02):
+                    break
+
+        thread = threading.Thread(target=camera)
+        thread.start()
+        try:
+            assert streaming.wait(20.0)
+            before = frames_worked[0]
+            future = client.set_parameters([Parameter("max_rate", value=20.0)])
+            assert wait_for(future.done), "the request was never answered"
+            answered.set()
+            behind = frames_worked[0] - before
+            assert behind <= 3, f"the request waited behind {behind} frames"
+            assert future.result().results[0].successful
+        finally:
+            answered.set()
+            thread.join()
+        assert edge.pipeline.settings.max_rate == 20.0
+        published = images_published[0]
+        stats = edge.stats()
+        assert 1 <= stats["received"] < published  # the slow robot took the newest only
