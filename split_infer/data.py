@@ -134,12 +134,23 @@ class Preprocessing:
 
     def resize_frame(self, image: np.ndarray) -> np.ndarray:
         """One uint8 ``(H, W, C)`` frame → ``size``: the recipe's resize (and centre crop),
-        without normalising; channels stay in their order."""
+        without normalising; channels stay in their order.
+
+        With ``resize_shorter`` the centre crop is taken first, as the frame region that the
+        crop of the resized frame covers, and only that region is resized (the recipe resizes
+        the whole frame, then crops). Beyond the recipe, for the robot's CPU: the area resize
+        reads and writes about half the pixels, and the result differs from resize-then-crop
+        only by the sub-pixel placement of the crop window (bench/results/cpu).
+        """
         import cv2
 
         if image.shape[:2] == self.size:
             return image
         height, width = self.resized_size(*image.shape[:2])
+        if (height, width) != self.size:
+            image = image[self._crop_window(image.shape[0], height, self.size[0]),
+                          self._crop_window(image.shape[1], width, self.size[1])]
+            height, width = self.size
         interp = _INTERPOLATIONS[self.resize]
         # A camera frame many times the input (1280×720 → 32×32) is first decimated so that
         # each output pixel still averages >= 4 samples per axis: an area resize of the whole
@@ -151,12 +162,16 @@ class Preprocessing:
         if image.shape[:2] != (height, width):
             image = cv2.resize(np.ascontiguousarray(image), (width, height),
                                interpolation=getattr(cv2, interp))
-        if (height, width) == self.size:  # no crop (the CIFAR recipe squashes the frame)
-            return np.ascontiguousarray(image)  # a decimated view may already be the size
-        # The centre crop, rounded the way torchvision's CenterCrop rounds.
-        top = round((height - self.size[0]) / 2.0)
-        left = round((width - self.size[1]) / 2.0)
-        return np.ascontiguousarray(image[top:top + self.size[0], left:left + self.size[1]])
+        return np.ascontiguousarray(image)  # a decimated view may already be the size
+
+    @staticmethod
+    def _crop_window(frame_side: int, resized_side: int, crop_side: int) -> slice:
+        """The frame's pixels under the centre ``crop_side`` crop of the frame resized to
+        ``resized_side`` (one axis): the crop's offset rounded as torchvision's CenterCrop
+        rounds it, mapped back to the frame and rounded to whole pixels."""
+        offset = round((resized_side - crop_side) / 2.0)
+        scale = frame_side / resized_side
+        return slice(round(offset * scale), min(frame_side, round((offset + crop_side) * scale)))
 
     def _normalize(self, batch: np.ndarray) -> np.ndarray:
         # (x / 255 - mean) / std as one multiply-add per channel, written straight into the

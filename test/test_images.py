@@ -341,3 +341,24 @@ def test_a_large_camera_frame_is_decimated_before_the_area_resize_within_2_level
     got = np.rint(pre(frame)[0].transpose(1, 2, 0) * 255.0).astype(int)
     assert np.abs(got - direct.astype(int)).max() <= 2
     assert pre.resize_frame(frame[:64, :64]).shape == (32, 32, 3)  # small frames: plain resize
+
+
+@pytest.mark.parametrize("height, width", [(480, 640), (720, 1280), (375, 500), (640, 480)])
+def test_the_centre_crop_is_cut_before_the_resize_within_3_levels_of_resize_then_crop(
+        height, width):
+    """The ImageNet recipe (shorter side → 256, centre 224) cuts the frame region under the
+    crop first and resizes only that: on a smooth frame the crop stays within 3/255 of
+    resizing the whole frame and cropping (the recipe as written, torchvision's rounding)."""
+    from split_infer.data import Preprocessing
+
+    rng = np.random.default_rng(9)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+                             (0, 0), 4)
+    pre = Preprocessing(size=(224, 224), resize_shorter=256)
+    resized_h, resized_w = pre.resized_size(height, width)
+    whole = cv2.resize(frame, (resized_w, resized_h), interpolation=cv2.INTER_AREA)
+    top, left = round((resized_h - 224) / 2.0), round((resized_w - 224) / 2.0)
+    expected = whole[top:top + 224, left:left + 224].astype(int)
+    got = pre.resize_frame(frame)
+    assert got.shape == (224, 224, 3) and got.flags.c_contiguous
+    assert np.abs(got.astype(int) - expected).max() <= 3

@@ -310,7 +310,9 @@ class JpegRgbStage(_Jpeg, _ImageStage):
 
     def encode(self, symbols: np.ndarray, spec: SymbolSpec) -> bytes:
         # (3, H, W) RGB → (H, W, 3) BGR, OpenCV's order, so the JPEG is a viewable photograph.
-        image = np.ascontiguousarray(to_grey(symbols, spec.levels).transpose(1, 2, 0)[..., ::-1])
+        # cv2.merge interleaves the planes several times faster than numpy's strided copy.
+        red, green, blue = np.ascontiguousarray(to_grey(symbols, spec.levels))
+        image = cv2.merge((blue, green, red))
         ok, buf = cv2.imencode(".jpg", image, self._imencode_params())
         if not ok:
             raise EncodeError("bad_shape", f"cv2 could not encode a {image.shape} {self.name}")
@@ -325,5 +327,5 @@ class JpegRgbStage(_Jpeg, _ImageStage):
             raise FrameError("corrupt_payload", f"{self.name}: {exc}") from None
         if image is None or image.dtype != np.uint8 or image.shape != (height, width, 3):
             raise FrameError("corrupt_payload", f"{self.name} did not decode to the image")
-        rgb = np.ascontiguousarray(image[..., ::-1].transpose(2, 0, 1))
-        return from_grey(rgb, spec.levels)
+        blue, green, red = cv2.split(image)  # planes, faster than a strided transpose
+        return from_grey(np.stack((red, green, blue)), spec.levels)
