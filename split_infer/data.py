@@ -140,7 +140,7 @@ class Preprocessing:
         crop of the resized frame covers, and only that region is resized (the recipe resizes
         the whole frame, then crops). Beyond the recipe, for the robot's CPU: the area resize
         reads and writes about half the pixels, and the result differs from resize-then-crop
-        only by the sub-pixel placement of the crop window (bench/results/cpu).
+        only by the sub-pixel placement of the crop window (bench/README.md, "Crop first").
         """
         import cv2
 

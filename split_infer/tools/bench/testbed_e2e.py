@@ -512,7 +512,9 @@ def _plot_varying(cells: list[dict], out: Path) -> list[Path]:
     ax.set(ylabel="ν_eff (dropped frames count as wrong)", ylim=(0, 1),
            title="ν_eff per varying trace, real link\n(mean of the repeats, min–max bars)")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7, ncol=len(strategies), loc="lower center")
+    # Below the axes: inside, the legend covered the bottom of the bars.
+    ax.legend(fontsize=7, ncol=min(len(strategies), 4), loc="upper center",
+              bbox_to_anchor=(0.5, -0.1))
     fig.tight_layout()
     return [common.save_figure(fig, out / "nu_eff_by_trace.png")]
 
