@@ -134,23 +134,13 @@ class Preprocessing:
 
     def resize_frame(self, image: np.ndarray) -> np.ndarray:
         """One uint8 ``(H, W, C)`` frame → ``size``: the recipe's resize (and centre crop),
-        without normalising; channels stay in their order.
-
-        With ``resize_shorter`` the centre crop is taken first, as the frame region that the
-        crop of the resized frame covers, and only that region is resized (the recipe resizes
-        the whole frame, then crops). Beyond the recipe, for the robot's CPU: the area resize
-        reads and writes about half the pixels, and the result differs from resize-then-crop
-        only by the sub-pixel placement of the crop window (bench/README.md, "Crop first").
-        """
+        without normalising; channels stay in their order. Data sets, evaluation and
+        calibration use this; the robot's frames go through :meth:`resize_camera_frame`."""
         import cv2
 
         if image.shape[:2] == self.size:
             return image
         height, width = self.resized_size(*image.shape[:2])
-        if (height, width) != self.size:
-            image = image[self._crop_window(image.shape[0], height, self.size[0]),
-                          self._crop_window(image.shape[1], width, self.size[1])]
-            height, width = self.size
         interp = _INTERPOLATIONS[self.resize]
         # A camera frame many times the input (1280×720 → 32×32) is first decimated so that
         # each output pixel still averages >= 4 samples per axis: an area resize of the whole
@@ -162,7 +152,30 @@ class Preprocessing:
         if image.shape[:2] != (height, width):
             image = cv2.resize(np.ascontiguousarray(image), (width, height),
                                interpolation=getattr(cv2, interp))
-        return np.ascontiguousarray(image)  # a decimated view may already be the size
+        if (height, width) == self.size:  # no crop (the CIFAR recipe squashes the frame)
+            return np.ascontiguousarray(image)  # a decimated view may already be the size
+        # The centre crop, rounded the way torchvision's CenterCrop rounds.
+        top = round((height - self.size[0]) / 2.0)
+        left = round((width - self.size[1]) / 2.0)
+        return np.ascontiguousarray(image[top:top + self.size[0], left:left + self.size[1]])
+
+    def resize_camera_frame(self, image: np.ndarray) -> np.ndarray:
+        """:meth:`resize_frame` for the robot's per-frame path: with ``resize_shorter`` the
+        frame region under the centre crop is cut first and only that region is resized.
+
+        Beyond the recipe, for the robot's CPU: the area resize reads and writes about half
+        the pixels (640×480 → 420×420 → 224×224 instead of 640×480 → 341×256, then the crop).
+        The crop window is rounded to whole frame pixels, so the crop differs from
+        :meth:`resize_frame`'s by a sub-pixel shift and scale: on 800 ImageNet photographs
+        99.25 % of the whole model's top-1 predictions stay the same (bench/README.md, "Crop
+        first"). Offline tables (evaluation, the plan) are measured with :meth:`resize_frame`.
+        """
+        if image.shape[:2] == self.size or self.resize_shorter is None:
+            return self.resize_frame(image)
+        height, width = self.resized_size(*image.shape[:2])
+        region = image[self._crop_window(image.shape[0], height, self.size[0]),
+                       self._crop_window(image.shape[1], width, self.size[1])]
+        return self.at_input_size().resize_frame(region)
 
     @staticmethod
     def _crop_window(frame_side: int, resized_side: int, crop_side: int) -> slice:
@@ -188,7 +201,7 @@ class Preprocessing:
     def _camera_frame(self, frame: CameraFrame) -> np.ndarray:
         if frame.order not in ("RGB", "BGR") or frame.pixels.shape[2] != 3:
             return self(frame.rgb())
-        small = self.resize_frame(frame.pixels)
+        small = self.resize_camera_frame(frame.pixels)
         if frame.order == "BGR":
             small = small[:, :, ::-1]
         return self._normalize(small[None])

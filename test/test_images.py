@@ -344,11 +344,12 @@ def test_a_large_camera_frame_is_decimated_before_the_area_resize_within_2_level
 
 
 @pytest.mark.parametrize("height, width", [(480, 640), (720, 1280), (375, 500), (640, 480)])
-def test_the_centre_crop_is_cut_before_the_resize_within_3_levels_of_resize_then_crop(
+def test_the_robot_cuts_the_centre_crop_before_the_resize_within_3_levels_of_the_recipe(
         height, width):
-    """The ImageNet recipe (shorter side → 256, centre 224) cuts the frame region under the
-    crop first and resizes only that: on a smooth frame the crop stays within 3/255 of
-    resizing the whole frame and cropping (the recipe as written, torchvision's rounding)."""
+    """On the robot the ImageNet recipe (shorter side → 256, centre 224) cuts the frame region
+    under the crop first and resizes only that: on a smooth frame the crop stays within 3/255
+    of the recipe as written (resize the whole frame, then crop with torchvision's rounding),
+    which data sets and evaluation keep using."""
     from split_infer.data import Preprocessing
 
     rng = np.random.default_rng(9)
@@ -358,7 +359,13 @@ def test_the_centre_crop_is_cut_before_the_resize_within_3_levels_of_resize_then
     resized_h, resized_w = pre.resized_size(height, width)
     whole = cv2.resize(frame, (resized_w, resized_h), interpolation=cv2.INTER_AREA)
     top, left = round((resized_h - 224) / 2.0), round((resized_w - 224) / 2.0)
-    expected = whole[top:top + 224, left:left + 224].astype(int)
-    got = pre.resize_frame(frame)
+    expected = whole[top:top + 224, left:left + 224]
+    assert np.array_equal(pre.resize_frame(frame), expected)  # the recipe, exactly
+    got = pre.resize_camera_frame(frame)
     assert got.shape == (224, 224, 3) and got.flags.c_contiguous
-    assert np.abs(got.astype(int) - expected).max() <= 3
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 3
+    # The camera path is what the edge pipeline's preprocessing runs on a camera frame.
+    from split_infer.data import CameraFrame
+
+    camera = CameraFrame(frame, "RGB")
+    assert np.allclose(pre(camera)[0], pre(got[None])[0])

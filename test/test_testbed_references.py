@@ -67,7 +67,7 @@ def test_jpeg_sender_sends_the_frame_or_the_models_input_crop(crop):
         assert out.header.frame_id == "camera" and "jpeg" in out.format
         decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(out.data, np.uint8),
                                             cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        expected = rgb if crop is None else crop.resize_frame(rgb)
+        expected = rgb if crop is None else crop.resize_camera_frame(rgb)
         assert decoded.shape == expected.shape
         assert np.abs(decoded.astype(int) - expected).mean() < 3.0  # JPEG q90 of a smooth image
         if crop is not None:

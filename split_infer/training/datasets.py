@@ -238,17 +238,12 @@ def default_shared_data(name: str) -> Path:
     return Path.cwd().parent / "shared" / "data" / name
 
 
-#: Part of the cache key: bumped whenever Preprocessing.resize_frame computes different crops
-#: (2: the centre crop is cut from the frame before the resize), so no stale crops are read.
-_CROPS_VERSION = 2
-
-
 def _cached(kind: str, source: Path, recipe: Preprocessing, build) -> ArrayDataset:
     """``build()`` once per (source file, its size and mtime, recipe); later calls read the
     decoded, cropped arrays from the cache outside the repository."""
     stat = source.stat()
     key = hashlib.sha1(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:"
-                       f"{recipe.to_dict()}:{_CROPS_VERSION}".encode()).hexdigest()
+                       f"{recipe.to_dict()}".encode()).hexdigest()
     cache = cache_dir() / f"{kind}-{key[:12]}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as data:

@@ -63,7 +63,7 @@ class JpegSender(Node):
             self.drops.add(f"image_{exc.reason}")
             return
         if self.crop is not None:
-            rgb = self.crop.resize_frame(rgb)
+            rgb = self.crop.resize_camera_frame(rgb)
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
