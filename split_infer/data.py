@@ -4,6 +4,7 @@ dataset type the loaders, evaluation and bag tools exchange."""
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +176,12 @@ class Preprocessing:
         height, width = self.resized_size(*image.shape[:2])
         region = image[self._crop_window(image.shape[0], height, self.size[0]),
                        self._crop_window(image.shape[1], width, self.size[1])]
-        return self.at_input_size().resize_frame(region)
+        return self._region_recipe.resize_frame(region)
+
+    @functools.cached_property
+    def _region_recipe(self) -> Preprocessing:
+        # Built once, not per frame: the recipe that squashes the cut region to ``size``.
+        return self.at_input_size()
 
     @staticmethod
     def _crop_window(frame_side: int, resized_side: int, crop_side: int) -> slice:
