@@ -204,13 +204,37 @@ class Preprocessing:
         x += offset
         return x
 
+    def input_crop(self, frame: np.ndarray | CameraFrame) -> tuple[np.ndarray, str] | None:
+        """The uint8 ``(H, W, 3)`` pixels :meth:`__call__` normalizes for one frame (a uint8
+        RGB ``(H, W, 3)`` array, or a :class:`CameraFrame`), still in the frame's channel
+        order, and that order (``"RGB"`` or ``"BGR"``); None for any other input.
+
+        ``self(frame)`` equals ``normalize_crop(*input_crop(frame))``, so a caller can look at
+        the pixels first (:meth:`split_infer.codecs.Codec.compress_image` encodes them
+        without the float tensor).
+        """
+        if isinstance(frame, CameraFrame):
+            if frame.order not in ("RGB", "BGR") or frame.pixels.shape[2] != 3:
+                return self.resize_frame(frame.rgb()), "RGB"
+            return self.resize_camera_frame(frame.pixels), frame.order
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            return None
+        return self.resize_frame(frame), "RGB"
+
+    def normalize_crop(self, crop: np.ndarray, order: str) -> np.ndarray:
+        """An :meth:`input_crop` → float32 ``(1, 3, H, W)``, normalized, in RGB order."""
+        return self._normalize((crop[:, :, ::-1] if order == "BGR" else crop)[None])
+
+    @functools.cached_property
+    def channel_values(self) -> np.ndarray:
+        """``(3, 256)`` float32: what level ``k`` of RGB channel ``c`` normalizes to, computed
+        exactly as :meth:`__call__` computes it (the same float32 operations)."""
+        levels = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, None, :, None],
+                                 (1, 1, 256, 3))
+        return np.ascontiguousarray(self._normalize(levels)[0, :, 0, :])
+
     def _camera_frame(self, frame: CameraFrame) -> np.ndarray:
-        if frame.order not in ("RGB", "BGR") or frame.pixels.shape[2] != 3:
-            return self(frame.rgb())
-        small = self.resize_camera_frame(frame.pixels)
-        if frame.order == "BGR":
-            small = small[:, :, ::-1]
-        return self._normalize(small[None])
+        return self.normalize_crop(*self.input_crop(frame))  # type: ignore[misc]
 
 
 @dataclass

@@ -48,7 +48,12 @@ from typing import Any
 
 import numpy as np
 
-from split_infer.codecs import DEFAULT_MAX_TENSOR_BYTES, Codec, is_registered_codec_id
+from split_infer.codecs import (
+    DEFAULT_MAX_TENSOR_BYTES,
+    Codec,
+    EncodedTensor,
+    is_registered_codec_id,
+)
 from split_infer.config_key import ConfigKey, config_key
 from split_infer.errors import EncodeError, FrameError
 
@@ -65,6 +70,7 @@ __all__ = [
     "encode_frame",
     "format_string",
     "pack",
+    "pack_encoded",
     "parse_format",
     "unpack",
 ]
@@ -284,7 +290,21 @@ def pack(
     flags: int = 0,
 ) -> bytes:
     """Compress ``x`` with ``codec`` and serialize it as one wire frame."""
-    encoded = codec.compress(x)
+    return pack_encoded(codec, codec.compress(x), split_point=split_point, ratio=ratio,
+                        seq=seq, stamp_ns=stamp_ns, flags=flags)
+
+
+def pack_encoded(
+    codec: Codec,
+    encoded: EncodedTensor,
+    *,
+    split_point: int,
+    ratio: float,
+    seq: int,
+    stamp_ns: int,
+    flags: int = 0,
+) -> bytes:
+    """Serialize a tensor ``codec`` has already compressed as one wire frame."""
     return encode_frame(
         Frame(
             codec_id=codec.codec_id,

@@ -15,8 +15,8 @@ from ros_fixtures import tiny_bundle_fixture  # noqa: F401 -- pytest fixture
 from split_infer.adaptation.configurations import configuration_from_bundle
 from split_infer.bundle import Bundle, BundleError, part_components
 from split_infer.codecs import get_codec
-from split_infer.data import ArrayDataset, Preprocessing
-from split_infer.errors import FrameError
+from split_infer.data import ArrayDataset, CameraFrame, Preprocessing
+from split_infer.errors import EncodeError, FrameError
 from split_infer.pipeline.backends import OrtBackend
 from split_infer.pipeline.edge import EdgePipeline
 from split_infer.pipeline.engine import CloudEngine, EdgeEngine
@@ -89,6 +89,78 @@ def test_jpeg_rgb_refuses_other_shapes_and_foreign_payloads():
     assert info.value.reason == "shape_mismatch"
 
 
+# Beyond the thesis: at split point 0 the robot hands the crop's 8-bit pixels to the codec,
+# which looks them up in per-channel tables instead of normalizing and quantizing floats. That
+# is only allowed while it gives the same bytes, which these tests hold it to.
+_NORMALIZATIONS = [((0.498, 0.498, 0.498), (0.502, 0.502, 0.502)),  # EfficientNet-Lite
+                   ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))]  # CIFAR-10
+
+
+def _photo_with_a_flat_channel(size: int, seed: int) -> np.ndarray:
+    image = smooth_images(1, size, seed)[0].copy()
+    image[..., 1] = 77  # one channel holds a single level: a degenerate dynamic range
+    return image
+
+
+@pytest.mark.parametrize("spec", [
+    "quant:bits=8,w=1,per=channel+jpeg_rgb:quality=90",
+    "quant:bits=8,per=tensor+jpeg_rgb:quality=95",
+    "quant:bits=4,per=channel+jpeg_rgb:quality=75",
+    "input", "calibrated_clipping"])
+@pytest.mark.parametrize("mean, std", _NORMALIZATIONS)
+def test_compress_image_gives_the_bytes_of_compress_on_the_normalized_pixels(spec, mean, std):
+    recipe = Preprocessing((24, 40), mean, std)
+    images = [smooth_images(1, 40, seed)[0][:24] for seed in range(3)]
+    images.append(_photo_with_a_flat_channel(40, 4)[:24])
+    if spec == "input":
+        codec = input_codec(recipe, 90)
+    elif spec == "calibrated_clipping":  # μ ± 1σ inside the range: pixels are clipped
+        calibration = np.concatenate([recipe(image) for image in images])
+        codec = get_codec("quant:bits=8,w=1,per=channel+jpeg_rgb").calibrate(calibration)
+    else:
+        codec = get_codec(spec)
+    assert codec.encodes_images
+    for image in images:
+        for order, pixels in (("RGB", image), ("BGR", np.ascontiguousarray(image[..., ::-1]))):
+            crop, got_order = recipe.input_crop(CameraFrame(pixels, order))
+            assert got_order == order
+            expected = codec.compress(recipe(CameraFrame(pixels, order))[0])
+            assert codec.compress_image(crop, order, recipe.channel_values) == expected
+
+
+def test_only_codecs_that_map_levels_into_an_image_encode_images():
+    recipe = Preprocessing((8, 8))
+    image = smooth_images(1, 8)[0]
+    per_neuron = get_codec("quant:bits=8,per=neuron+jpeg_rgb").calibrate(recipe(image))
+    for codec in (per_neuron, get_codec("quant:bits=8,per=channel+zstd")):
+        assert not codec.encodes_images
+        with pytest.raises(EncodeError, match="cannot encode images"):
+            codec.compress_image(image, "RGB", recipe.channel_values)
+    codec = get_codec("quant:bits=8,per=channel+jpeg_rgb")
+    for bad, order in ((image.astype(np.float32), "RGB"), (image[..., 0], "RGB"),
+                       (np.dstack([image, image[..., :1]]), "RGBA"), (image, "RGBA")):
+        with pytest.raises(EncodeError, match="uint8"):
+            codec.compress_image(bad, order, recipe.channel_values)
+
+
+def test_the_crop_and_its_normalization_are_what_the_preprocessing_computes():
+    levels = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None, None], (256, 1, 3))
+    every_level = Preprocessing((16, 16), *_NORMALIZATIONS[1])(
+        np.ascontiguousarray(levels.reshape(16, 16, 3)))  # pixel k holds level k
+    recipe = Preprocessing((32, 32), *_NORMALIZATIONS[1])
+    np.testing.assert_array_equal(recipe.channel_values, every_level[0].reshape(3, 256))
+    image = smooth_images(1, 48)[0]
+    frames = [image, CameraFrame(image, "RGB"),
+              CameraFrame(np.ascontiguousarray(image[..., ::-1]), "BGR"),
+              CameraFrame(np.dstack([image, np.full((48, 48, 1), 255, np.uint8)]), "RGBA"),
+              CameraFrame(image[..., :1], "L")]
+    for frame in frames:
+        crop, order = recipe.input_crop(frame)
+        np.testing.assert_array_equal(recipe.normalize_crop(crop, order), recipe(frame))
+    assert recipe.input_crop(image.astype(np.float32)) is None
+    assert recipe.input_crop(image[None]) is None
+
+
 def test_the_empty_segment_is_only_the_input():
     assert part_components("model[0:0]") == [(0, 0)]
     for spec in ("model[3:3]", "model[4:2]"):
@@ -139,10 +211,22 @@ def test_the_input_configuration_is_measured_and_sends_the_image(input_bundle):
 def test_the_edge_switches_to_the_input_configuration(input_bundle):
     config = input_bundle.configuration_by_id(input_configuration_id(90))
     others = [c for c in input_bundle.configurations if c.split_point > 0][:1]
-    edge = EdgePipeline(input_bundle, [*others, config], others[0].key)
+    edge = EdgePipeline(input_bundle, [*others, config], others[0].key, clock_ns=lambda: 42)
     assert edge.reconfigure(split_point=0, ratio=config.ratio)
-    outcome = edge.process(smooth_images(1, seed=9)[0])
+    image = smooth_images(1, 64, seed=9)[0]
+    outcome = edge.process(image)
     assert outcome.kind == "sent" and outcome.config.split_point == 0
+    # The pixels went straight into the codec, and the frame is byte for byte the one the
+    # float path (normalize, the empty edge part, quantize) makes.
+    assert outcome.config.sends_input and "model" not in edge.times.snapshot()
+    float_path = EdgeEngine.from_bundle(input_bundle, [config])
+    for seq, frame in enumerate((image, CameraFrame(np.ascontiguousarray(image[..., ::-1]),
+                                                    "BGR")), start=outcome.seq):
+        if seq > outcome.seq:
+            outcome = edge.process(frame)
+        features = float_path.features(input_bundle.preprocessing(frame))
+        assert outcome.data == float_path.pack_features(outcome.config, features, seq, 42)
+    assert not EdgeEngine.from_bundle(input_bundle, others).active.sends_input
     # The scheduler sees it as the server-only strategy it is, once its cloud time is known
     # (the tiny bundle has no profile of the whole model to take it from).
     plan = configuration_from_bundle(replace(config, cloud_ms=3.0))

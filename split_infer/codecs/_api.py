@@ -262,6 +262,23 @@ class TensorStage(_Stage):
         """Map a finite float32 tensor to ``(symbols, stage_params)``."""
         raise NotImplementedError
 
+    @property
+    def maps_levels(self) -> bool:
+        """True when :meth:`level_tables` can stand in for :meth:`encode` on normalized
+        images: a symbol depends only on its value, its channel and the frame's range."""
+        return False
+
+    def level_tables(self, values: np.ndarray,
+                     used: np.ndarray | None) -> tuple[np.ndarray, bytes]:
+        """:meth:`encode` of a normalized 8-bit image as lookup tables, without building the
+        float tensor: the image's channel ``c`` holds ``values[c, k]`` wherever its pixels are
+        ``k`` (``values``: ``(C, 256)`` float32), and ``used[c]`` is the lowest and highest
+        level channel ``c`` holds (None where :attr:`calibrated`: a calibrated stage's
+        range is fixed). Returns ``(tables, stage_params)``: ``tables[c, k]`` is the
+        symbol ``encode`` gives such an element, so the symbols and params are exactly
+        ``encode``'s. Only where :attr:`maps_levels`."""
+        raise NotImplementedError
+
     def check_params(self, params: bytes, shape: tuple[int, ...]) -> None:
         """Validate untrusted stage ``params`` (FrameError) before any payload is decoded."""
 
@@ -287,8 +304,18 @@ class ByteStage(_Stage):
     def calibrate(self, batches: Iterable[np.ndarray], symbols: SymbolSpec) -> None:
         """Fit a model to the calibration symbols (one array per calibration tensor)."""
 
+    #: True when :meth:`encode_image` takes a (3, H, W) symbol tensor as one interleaved image.
+    encodes_images: ClassVar[bool] = False
+
     def encode(self, symbols: np.ndarray, spec: SymbolSpec) -> bytes:
         """Serialize ``symbols`` (dtype ``spec.dtype``) to payload bytes."""
+        raise NotImplementedError
+
+    def encode_image(self, image: np.ndarray, spec: SymbolSpec) -> bytes:
+        """:meth:`encode` of a (3, H, W) symbol tensor handed over as one C-contiguous
+        ``(H, W, 3)`` array with the channels in reverse order (OpenCV's BGR for an RGB
+        tensor): the same bytes, without interleaving the planes. Only where
+        :attr:`encodes_images`."""
         raise NotImplementedError
 
     def decode(self, payload: bytes, shape: tuple[int, ...], spec: SymbolSpec) -> np.ndarray:
@@ -493,6 +520,10 @@ def _check_frame_shape(shape: Any, max_tensor_bytes: int) -> tuple[int, ...]:
     return dims
 
 
+#: :meth:`TensorStage.level_tables` that give every pixel level as its own symbol.
+_IDENTITY_TABLES = np.broadcast_to(np.arange(256, dtype=np.uint8), (3, 256))
+
+
 class Codec:
     """A tensor stage plus a byte stage: CompressAI-style ``compress``/``decompress``.
 
@@ -665,11 +696,60 @@ class Codec:
             raise EncodeError("shape_mismatch", f"{self.spec}: {problem}")
         symbols, stage_params = self.tensor.encode(arr)
         payload = self.byte.encode(symbols, self.symbols)
+        return EncodedTensor(payload=payload, params=self._params(stage_params), shape=arr.shape,
+                             dtype=dtype)
+
+    @property
+    def encodes_images(self) -> bool:
+        """True when :meth:`compress_image` can encode normalized 8-bit images directly."""
+        return self.tensor.maps_levels and self.byte.encodes_images
+
+    def compress_image(self, image: np.ndarray, order: str, values: np.ndarray) -> EncodedTensor:
+        """:meth:`compress` of a normalized image, from its 8-bit pixels: the same bytes.
+
+        ``image`` is uint8 ``(H, W, 3)`` in channel ``order`` (``"RGB"`` or ``"BGR"``);
+        ``values[c, k]`` (``(3, 256)`` float32) is what level ``k`` of RGB channel ``c``
+        normalizes to. The tensor is ``values`` looked up per pixel, in RGB order, (3, H, W):
+        here the tensor stage turns ``values`` into one table per channel and the image goes
+        through those tables straight into the byte stage, instead of a float pass to
+        normalize, one to quantize and a copy to interleave (beyond CompressAI's API, for the
+        robot's CPU at split point 0). Only where :attr:`encodes_images`.
+        """
+        if not self.encodes_images:
+            raise EncodeError("bad_shape", f"{self.spec} cannot encode images directly")
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 \
+                or order not in ("RGB", "BGR"):
+            raise EncodeError("bad_shape", f"expected uint8 (H, W, 3) RGB or BGR, got "
+                                           f"{image.dtype} {image.shape} {order}")
+        shape = (3, *image.shape[:2])
+        self._require_calibration()
+        problem = self._shape_problem(shape)
+        if problem:
+            raise EncodeError("shape_mismatch", f"{self.spec}: {problem}")
+        import cv2  # only here: the registry and the other stages do not need OpenCV
+
+        used = None
+        if not self.tensor.calibrated:  # a calibrated range does not depend on the frame
+            # Per plane: numpy's min over axis 0 of (H·W, 3) is ~50× slower than this.
+            used = np.array([cv2.minMaxLoc(plane)[:2] for plane in cv2.split(image)], np.intp)
+            if order == "BGR":
+                used = used[::-1]
+        tables, stage_params = self.tensor.level_tables(values, used)
+        bgr = np.ascontiguousarray(image)
+        if not np.array_equal(tables, _IDENTITY_TABLES):  # the input codec's are the identity
+            # cv2.LUT maps channel i of the image through table i: in BGR order the output
+            # is the byte stage's BGR at once.
+            lut = (tables[::-1] if order == "BGR" else tables).T[None]
+            bgr = cv2.LUT(bgr, np.ascontiguousarray(lut))
+        if order == "RGB":
+            bgr = cv2.cvtColor(bgr, cv2.COLOR_RGB2BGR)
+        payload = self.byte.encode_image(bgr, self.symbols)
+        return EncodedTensor(payload=payload, params=self._params(stage_params), shape=shape)
+
+    def _params(self, stage_params: bytes) -> bytes:
         if self.calibrated:
-            params = bytes([_CFLAG_CALIBRATED]) + _U32.pack(self.fingerprint()) + stage_params
-        else:
-            params = bytes([0]) + stage_params
-        return EncodedTensor(payload=payload, params=params, shape=arr.shape, dtype=dtype)
+            return bytes([_CFLAG_CALIBRATED]) + _U32.pack(self.fingerprint()) + stage_params
+        return bytes([0]) + stage_params
 
     def _stage_params(self, params: bytes) -> bytes:
         if len(params) < 1:

@@ -297,6 +297,7 @@ class JpegRgbStage(_Jpeg, _ImageStage):
     """
 
     _components = 3
+    encodes_images = True
     PARAMS = {  # noqa: RUF012 -- read-only schema shared by all instances
         "quality": Param(int, 90, "JPEG quality factor", low=1, high=100),
     }
@@ -311,8 +312,11 @@ class JpegRgbStage(_Jpeg, _ImageStage):
     def encode(self, symbols: np.ndarray, spec: SymbolSpec) -> bytes:
         # (3, H, W) RGB → (H, W, 3) BGR, OpenCV's order, so the JPEG is a viewable photograph.
         # cv2.merge interleaves the planes several times faster than numpy's strided copy.
-        red, green, blue = np.ascontiguousarray(to_grey(symbols, spec.levels))
-        image = cv2.merge((blue, green, red))
+        red, green, blue = np.ascontiguousarray(symbols)
+        return self.encode_image(cv2.merge((blue, green, red)), spec)
+
+    def encode_image(self, image: np.ndarray, spec: SymbolSpec) -> bytes:
+        image = to_grey(image, spec.levels)
         ok, buf = cv2.imencode(".jpg", image, self._imencode_params())
         if not ok:
             raise EncodeError("bad_shape", f"cv2 could not encode a {image.shape} {self.name}")

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from split_infer.codecs._api import Param, SymbolSpec, TensorStage, register_tensor_stage
-from split_infer.errors import FrameError
+from split_infer.errors import EncodeError, FrameError
 
 __all__ = ["QuantStage"]
 
@@ -186,19 +186,53 @@ class QuantStage(TensorStage):
         flat = x.reshape(1, -1) if self.per == "tensor" else x.reshape(x.shape[0], -1)
         return _fit_interval(flat.min(axis=1), flat.max(axis=1))
 
-    def encode(self, x: np.ndarray) -> tuple[np.ndarray, bytes]:
+    def _interval(self, lows: np.ndarray | None = None, highs: np.ndarray | None = None, *,
+                  x: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bytes]:
+        """(lo, hi, stage params) of one frame: the calibration, or the frame's own range from
+        ``x`` or from its per-group extremes ``lows``/``highs``."""
         if self.lo is not None:
             lo, hi, mode, tail = self.lo, self.hi, _MODE_CALIBRATED, b""
         else:
-            lo, hi = self._dynamic_interval(x)
+            lo, hi = (self._dynamic_interval(x) if x is not None
+                      else _fit_interval(lows, highs))  # type: ignore[arg-type]
             mode, tail = _MODE_DYNAMIC, lo.astype("<f4").tobytes() + hi.astype("<f4").tobytes()
-        params = _HEADER.pack(self.bits, _PER_CODES[self.per], mode) + tail
+        return lo, hi, _HEADER.pack(self.bits, _PER_CODES[self.per], mode) + tail
+
+    def _quantize(self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         inv = (self.levels / (hi.astype(np.float64) - lo)).astype(np.float32)
         with np.errstate(over="ignore", invalid="ignore"):
             t = (x - self._broadcast(lo, x.ndim)) * self._broadcast(inv, x.ndim)
         np.floor(t, out=t)
         np.clip(t, 0, self.levels - 1, out=t)
-        return t.astype(np.uint8), params
+        return t.astype(np.uint8)
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, bytes]:
+        lo, hi, params = self._interval(x=x)
+        return self._quantize(x, lo, hi), params
+
+    @property
+    def maps_levels(self) -> bool:
+        # Per tensor or channel a symbol depends only on its value (and the frame's range);
+        # per neuron also on its position.
+        return self.per != "neuron"
+
+    def level_tables(self, values: np.ndarray,
+                     used: np.ndarray | None) -> tuple[np.ndarray, bytes]:
+        if not self.maps_levels:
+            raise EncodeError("bad_shape", f"{self.spec} quantizes per position, not per level")
+        lows = highs = None
+        if self.lo is None:
+            if used is None:
+                raise EncodeError("bad_shape", f"dynamic {self.spec} needs the frame's levels")
+            # The normalization is monotonic per channel, so a channel's extremes are the
+            # values of its lowest and highest level: the numbers encode()'s min/max finds.
+            ends = values[np.arange(values.shape[0])[:, None], used]
+            lows, highs = ends.min(axis=1), ends.max(axis=1)
+            if self.per == "tensor":
+                lows, highs = lows.min(keepdims=True), highs.max(keepdims=True)
+        lo, hi, params = self._interval(lows, highs)
+        tables = self._quantize(np.ascontiguousarray(values, np.float32)[:, None, :], lo, hi)
+        return tables[:, 0, :], params
 
     def _bounds(self, params: bytes, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """Validated (lo, hi) for a frame: the calibration, or the frame's own bounds."""

@@ -12,6 +12,7 @@
           │                                  └── fallback edge_only ──▶ classified (whole model)
           ▼
     convert ─▶ Preprocessing ─▶ EdgeEngine (head + encoder of the active configuration)
+          │     (split point 0: the crop's pixels go straight to the encoder, no float tensor)
           │                                   (snapshot once per frame)
           ▼
     wire.pack (seq, send stamp) ──▶ sent(data, config, seq)
@@ -391,17 +392,24 @@ class EdgePipeline:
             times = self.times
             with times.stage("convert"):
                 rgb = _pixels(frame)
-            with times.stage("preprocess"):
-                x = self.preprocessing(rgb)
             config = self._engine.active  # read once: this frame uses exactly this config
-            with times.stage("model"):
-                features = self._engine.features(x, config)
+            with times.stage("preprocess"):
+                crop = self.preprocessing.input_crop(rgb) if config.sends_input else None
+                x = self.preprocessing(rgb) if crop is None else None
+            if x is not None:
+                with times.stage("model"):
+                    features = self._engine.features(x, config)
             seq = self._seq
             self._seq += 1
             # The send stamp is taken after the head, just before packing, so the receipts'
             # receive - send difference measures the link (plus the codec), not the head.
             with times.stage("codec"):
-                data = self._engine.pack_features(config, features, seq, self._clock_ns())
+                if crop is None:
+                    data = self._engine.pack_features(config, features, seq, self._clock_ns())
+                else:  # split point 0: the crop's pixels straight into the codec, same bytes
+                    data = self._engine.pack_image(config, *crop,
+                                                   self.preprocessing.channel_values, seq,
+                                                   self._clock_ns())
             if self.signer is not None:
                 with times.stage("auth"):
                     data = sign(data, self.signer)

@@ -30,7 +30,7 @@ from split_infer.errors import FrameError
 from split_infer.pipeline.backends import Backend
 from split_infer.pipeline.parts import PartLoader
 from split_infer.pipeline.timing import StageTimes
-from split_infer.wire import Frame, decode_frame, decode_tensor, pack
+from split_infer.wire import Frame, decode_frame, decode_tensor, pack, pack_encoded
 
 __all__ = ["CloudEngine", "EdgeConfig", "EdgeEngine", "Route", "softmax", "top_k"]
 
@@ -43,6 +43,9 @@ class EdgeConfig:
     split_point: int
     ratio: float = 1.0
     keep_channels: int | None = None
+    #: The edge part is the identity (split point 0: the input image is what is sent) and the
+    #: codec encodes images directly: :meth:`EdgeEngine.pack_image` skips the float tensor.
+    sends_input: bool = False
 
 
 class EdgeEngine:
@@ -74,9 +77,11 @@ class EdgeEngine:
         parts = PartLoader(bundle, backend, threads)
         loaded = {}
         for config in configs if configs is not None else bundle.configurations:
-            loaded[config.key] = EdgeConfig(parts.edge(config), bundle.codec(config),
-                                            config.split_point, config.ratio,
-                                            config.keep_channels)
+            codec = bundle.codec(config)
+            sends_input = (config.split_point == 0 and config.keep_channels is None
+                           and codec.encodes_images)
+            loaded[config.key] = EdgeConfig(parts.edge(config), codec, config.split_point,
+                                            config.ratio, config.keep_channels, sends_input)
         return cls(loaded)
 
     @property
@@ -122,6 +127,17 @@ class EdgeEngine:
         """Features already cut to what is sent → one wire frame naming ``config``."""
         return pack(config.codec, features, split_point=config.split_point,
                     ratio=config.ratio, seq=seq, stamp_ns=stamp_ns)
+
+    @staticmethod
+    def pack_image(config: EdgeConfig, crop: np.ndarray, order: str, values: np.ndarray,
+                   seq: int, stamp_ns: int) -> bytes:
+        """A configuration that :attr:`~EdgeConfig.sends_input`: one input crop (uint8, in
+        channel ``order``, normalized by ``values`` as
+        :meth:`~split_infer.codecs.Codec.compress_image` describes) → the wire frame
+        :meth:`pack_features` makes of the normalized crop, byte for byte."""
+        return pack_encoded(config.codec, config.codec.compress_image(crop, order, values),
+                            split_point=config.split_point, ratio=config.ratio, seq=seq,
+                            stamp_ns=stamp_ns)
 
 
 @dataclass(frozen=True)
