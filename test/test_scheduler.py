@@ -624,6 +624,36 @@ def test_a_configuration_slower_than_planned_is_planned_with_what_it_costs(confi
     assert loop.edge_time_s(s2g1) == pytest.approx(0.250)
 
 
+def test_measured_frame_sizes_replace_the_bundles_and_carry_over_within_a_split_point(
+        configs):
+    from split_infer.adaptation.scheduling import EDGE_TIME_SETTLE_S, MAX_SCENE_FACTOR
+
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    s2g1, s2g2, s3g4 = loop.lookup(2, 1.0), loop.lookup(2, 2.0), loop.lookup(3, 4.0)
+    # 3.3 Mbit/s carries s2g2's planned 40 kB at the camera rate, not s2g1's 80 kB.
+    assert apply(loop, 0.0, LinkState(3.3e6)).target is s2g2
+    # Too early after the switch the report may still hold the previous frames: not credited.
+    assert loop.observe_frame_bytes(EDGE_TIME_SETTLE_S / 2, 20_000.0) is None
+    assert loop.frame_bytes(s2g2) == pytest.approx(40_000)
+    # This scene codes at half the bundle's size: s2g2 is 20 kB, and s2g1 (not run, the same
+    # split point) is planned at 80 kB × 1/2; split 3's features keep their planned size.
+    assert loop.observe_frame_bytes(EDGE_TIME_SETTLE_S, 20_000.0) is s2g2
+    assert loop.frame_bytes(s2g2) == pytest.approx(20_000)
+    assert loop.frame_bytes(s2g1) == pytest.approx(40_000)
+    assert loop.frame_bytes(s3g4) == pytest.approx(8_000)
+    for bad in (math.nan, math.inf, -1.0, 0.0):
+        assert loop.observe_frame_bytes(EDGE_TIME_SETTLE_S + 0.5, bad) is None
+    # So the same link now carries s2g1 at the camera rate, and the scheduler moves up.
+    step = apply(loop, EDGE_TIME_SETTLE_S + 1, LinkState(3.3e6))
+    assert step.apply and step.target is s2g1
+    assert step.decision.configuration.bytes_per_frame == pytest.approx(40_000)
+    # A scene factor carries over only within limits: one odd measurement is not a new scene.
+    odd = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    apply(odd, 0.0, LinkState(3.3e6))
+    odd.observe_frame_bytes(EDGE_TIME_SETTLE_S, 400_000.0)
+    assert odd.frame_bytes(s2g1) == pytest.approx(80_000 * MAX_SCENE_FACTOR)
+
+
 def test_unrun_configurations_are_planned_as_slow_as_the_robot_has_been(configs):
     loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
     s2g1, s2g2 = loop.lookup(2, 1.0), loop.lookup(2, 2.0)

@@ -63,6 +63,13 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   camera slower than ``frame_rate_hz`` is no loss), the configuration is planned at the time
   per frame it took, 1 / ``metrics/received_fps`` (:meth:`SchedulingLoop.observe_received`;
   beyond Hu & Krishnamachari, whose robot time is a constant).
+* **Measured frame sizes.** A bundle's frame sizes are means over its evaluation images; the
+  robot's scene codes smaller or larger. The edge reports its mean wire-frame size
+  (``metrics/bytes_per_frame``); once a configuration has run ``EDGE_TIME_SETTLE_S``,
+  :meth:`SchedulingLoop.observe_frame_bytes` keeps an EWMA of it, every later decision plans
+  that configuration with it, and the others at its split point with their planned size ×
+  its measured / planned (:meth:`SchedulingLoop.frame_bytes`; beyond Hu & Krishnamachari,
+  whose sizes are constants).
 * **A link that varies.** Hu & K's Fig. 3 links draw a new bandwidth every second, faster
   than a scheduler that learns each draw late and keeps a configuration ``min_dwell_s`` can
   follow. Capacity estimates (not lower bounds) of the last ``variation_window_s`` go into
@@ -111,6 +118,7 @@ __all__ = [
     "EDGE_TIME_SETTLE_S",
     "FIRST_CPU_REPORT_WAIT_S",
     "LOST_SHARE",
+    "MAX_SCENE_FACTOR",
     "LinkState",
     "SchedulerSettings",
     "SchedulingLoop",
@@ -205,6 +213,9 @@ MAX_ROBOT_FACTOR = 4.0
 #: robot's first CPU report (the edge reports once a second): a decision before it plans every
 #: configuration at its planned time, which the robot's messaging and caches exceed.
 FIRST_CPU_REPORT_WAIT_S = 1.5
+#: A configuration's measured / planned frame size carries over to the others at its split
+#: point within [1 / this, this] (:meth:`SchedulingLoop.frame_bytes`).
+MAX_SCENE_FACTOR = 2.0
 #: The edge lost camera frames when it took under this share of them.
 LOST_SHARE = 0.95
 #: A received-rate report older than this (s) is not combined with a time-per-frame report.
@@ -254,6 +265,7 @@ class SchedulingLoop:
         self._probe_backoff = 1
         self._probe: tuple[Configuration, float] | None = None  # probed config, when
         self._edge_s: dict[str, float] = {}  # name → measured edge time per frame (EWMA)
+        self._bytes: dict[str, float] = {}  # name → measured wire bytes per frame (EWMA)
         self._robot_factor = 1.0  # measured / planned edge time, EWMA over every report
         self._factor_seeded = False  # a report has set _robot_factor
         # CPU seconds per frame the edge spends beyond the plan (EWMA, >= 0; None: no report)
@@ -346,13 +358,21 @@ class SchedulingLoop:
                 (1.0 - EDGE_TIME_ALPHA) * self._cpu_overhead_s + EDGE_TIME_ALPHA * extra)
         return credited
 
-    def _credit_edge_time(self, now_s: float, edge_s: float) -> Configuration | None:
+    def _settled(self, now_s: float) -> Configuration | None:
+        """The active configuration, if a period report now measures it alone (it has run
+        ``EDGE_TIME_SETTLE_S`` with no request pending); else None."""
         config = self.active
         # Before this loop's first decision the edge runs what it ran before the loop saw it:
         # no switch of ours mixes into its reports, so they count at once.
         settling = self._decided and now_s - self.hysteresis.since_s < EDGE_TIME_SETTLE_S
-        if (config is None or self.pending is not None or not math.isfinite(edge_s)
-                or edge_s <= 0 or settling or self.hysteresis.current != config.name):
+        if (config is None or self.pending is not None or settling
+                or self.hysteresis.current != config.name):
+            return None
+        return config
+
+    def _credit_edge_time(self, now_s: float, edge_s: float) -> Configuration | None:
+        config = self._settled(now_s)
+        if config is None or not math.isfinite(edge_s) or edge_s <= 0:
             return None
         edge_s = self._with_lost_frames(now_s, edge_s)
         previous = self._edge_s.get(config.name)
@@ -385,6 +405,41 @@ class SchedulingLoop:
             return edge_s
         taken, share, _ = self._received
         return max(edge_s, 1.0 / taken) if share < LOST_SHARE else edge_s
+
+    def observe_frame_bytes(self, now_s: float, nbytes: float) -> Configuration | None:
+        """The edge's mean wire-frame size (bytes) over its last period; credited to the
+        active configuration once it has run ``EDGE_TIME_SETTLE_S`` with no request pending
+        (:meth:`frame_bytes`). Returns the configuration credited (None: too early, nothing
+        active, nothing sent, or unusable)."""
+        config = self._settled(now_s)
+        if (config is None or config.bytes_per_frame <= 0 or not math.isfinite(nbytes)
+                or nbytes <= 0):
+            return None
+        previous = self._bytes.get(config.name)
+        self._bytes[config.name] = nbytes if previous is None else (
+            (1.0 - EDGE_TIME_ALPHA) * previous + EDGE_TIME_ALPHA * nbytes)
+        return config
+
+    def frame_bytes(self, config: Configuration) -> float:
+        """The wire-frame size decisions plan ``config`` with: measured if it has run; else its
+        planned size × the measured / planned size of the configurations at the same split
+        point that have run (the same images or features, coded at other ratios), kept within
+        [1 / ``MAX_SCENE_FACTOR``, ``MAX_SCENE_FACTOR``]; else its planned size.
+
+        Beyond Hu & Krishnamachari, whose frame sizes are constants: a bundle's sizes are means
+        over its evaluation images, and what the robot's camera sees codes smaller or larger
+        (a plain wall, a cluttered shelf), by about the same factor at every ratio.
+        """
+        measured = self._bytes.get(config.name)
+        if measured is not None or config.bytes_per_frame <= 0:
+            return config.bytes_per_frame if measured is None else measured
+        factors = [self._bytes[c.name] / c.bytes_per_frame for c in self._configs
+                   if c.split_point == config.split_point and c.bytes_per_frame > 0
+                   and c.name in self._bytes]
+        if not factors:
+            return config.bytes_per_frame
+        factor = min(max(sum(factors) / len(factors), 1.0 / MAX_SCENE_FACTOR), MAX_SCENE_FACTOR)
+        return config.bytes_per_frame * factor
 
     @property
     def robot_factor(self) -> float:
@@ -463,7 +518,7 @@ class SchedulingLoop:
 
     def _demand_bps(self, config: Configuration) -> float:
         rate = pipeline_throughput_hz(config, math.inf, self.settings.frame_rate_hz)
-        return BITS_PER_BYTE * config.bytes_per_frame * float(rate)
+        return BITS_PER_BYTE * self.frame_bytes(config) * float(rate)
 
     def _track_probe(self, now_s: float, link: LinkState) -> None:
         if self._probe is None:
@@ -526,10 +581,12 @@ class SchedulingLoop:
             # A lower bound never justifies sending less (see the module docstring), unless the
             # smaller configuration is at least as accurate: it dominates at any bandwidth.
             active = self.active
-            candidates = [c for c in candidates if c.bytes_per_frame >= active.bytes_per_frame
+            candidates = [c for c in candidates
+                          if self.frame_bytes(c) >= self.frame_bytes(active)
                           or c.accuracy >= active.accuracy] or [active]
 
-        planned = [replace(c, edge_s=self.edge_time_s(c)) for c in candidates]
+        planned = [replace(c, edge_s=self.edge_time_s(c), bytes_per_frame=self.frame_bytes(c))
+                   for c in candidates]
         active_name = None if self.active is None else self.active.name
 
         def decide(bandwidth_bps: float, distribution: BandwidthDistribution | None = None

@@ -13,7 +13,9 @@ Topics (relative names, one namespace per robot):
   ``metrics/edge_cpu_ms`` (its CPU time per frame, ``SchedulingLoop.observe_edge_cpu``),
   ``metrics/received_fps`` and ``metrics/camera_share``
   (the camera frames it took: a robot that loses frames is slower than its time per frame
-  says) and ``/parameter_events`` (to follow what the edge really runs, whoever changed it);
+  says), ``metrics/bytes_per_frame`` (the frames' real size, which the scene sets:
+  ``SchedulingLoop.observe_frame_bytes``) and ``/parameter_events`` (to follow what the
+  edge really runs, whoever changed it);
 * publishes ``metrics/split_point``, ``metrics/ratio``,
   ``metrics/predicted_effective_accuracy``, ``metrics/predicted_latency_ms``,
   ``metrics/decision_bandwidth_bps``, ``metrics/rtt_ms``, ``metrics/probing``,
@@ -201,6 +203,8 @@ class Scheduler(Node):
                                  10)
         self.create_subscription(Float64, f"{edge_namespace}/metrics/edge_cpu_ms",
                                  self._on_edge_cpu_ms, 10)
+        self.create_subscription(Float64, f"{edge_namespace}/metrics/bytes_per_frame",
+                                 self._on_bytes_per_frame, 10)
         self._received_fps: float | None = None  # the edge's, until its camera_share comes
         self.create_subscription(Float64, f"{edge_namespace}/metrics/received_fps",
                                  self._on_received_fps, 10)
@@ -324,6 +328,10 @@ class Scheduler(Node):
     def _on_edge_cpu_ms(self, msg: Float64) -> None:
         if self._loop is not None:
             self._loop.observe_edge_cpu(self._now_s(), float(msg.data) / 1e3)
+
+    def _on_bytes_per_frame(self, msg: Float64) -> None:
+        if self._loop is not None:
+            self._loop.observe_frame_bytes(self._now_s(), float(msg.data))
 
     def _on_received_fps(self, msg: Float64) -> None:
         self._received_fps = float(msg.data)  # the edge publishes its camera_share next
