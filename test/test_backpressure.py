@@ -12,18 +12,54 @@ def test_first_frame_is_always_processed():
     assert decision.process and decision.reason is None
 
 
-def test_server_rule_drops_until_the_server_is_free():
+def test_server_rule_lets_one_frame_wait_and_drops_beyond():
     bp = Backpressure(server_rate_limit_s=0.050)
     bp.frame_processed(0.010)  # the edge needs 10 ms per frame
-    bp.frame_sent(0, 1000, now=1.0)
+    bp.frame_sent(0, 1000, now=1.0)  # the server is busy with it until 1.050
     bp.receipt(0)
-    # server_remain = 1.0 + 0.050 - now; drop while it exceeds client_remain (0.010)
+    # One frame may wait behind it (beyond the thesis, which drops it): ready at 1.020, it
+    # waits 30 ms.
+    assert bp.should_process_frame(now=1.010).process
+    bp.frame_sent(1, 1000, now=1.020)  # the server's work now ends at 1.100
+    bp.receipt(1)
+    # A frame ready while the server still holds more than one frame's work is dropped:
+    # server_remain = 1.100 - 0.050 - now, the backlog beyond one frame.
     decision = bp.should_process_frame(now=1.030)
     assert not decision.process and decision.reason == "server"
     assert decision.server_remain == pytest.approx(0.020)
     assert decision.client_remain == pytest.approx(0.010)
-    assert bp.should_process_frame(now=1.0401).process  # server free before the frame is
+    assert bp.should_process_frame(now=1.0401).process  # one frame's work left when ready
     assert bp.should_process_frame(now=1.045).process
+
+
+def _paired_camera(bp: Backpressure, frames: int, edge_s: float) -> list[tuple[float, float]]:
+    """30 frames/s, every other frame 25 ms late (a robot whose CPU quota stalls it sends
+    pairs); returns (sent at, wait at the server) of every frame processed."""
+    sent, busy_until = [], -math.inf
+    for k in range(frames):
+        now = k / 30 + (0.025 if k % 2 else 0.0)
+        if bp.should_process_frame(now).process:
+            bp.frame_processed(edge_s)
+            bp.frame_sent(k, 100, now + edge_s)
+            bp.receipt(k)
+            start = max(busy_until, now + edge_s)
+            sent.append((now + edge_s, start - (now + edge_s)))
+            busy_until = start + bp.server_rate_limit_s
+    return sent
+
+
+def test_a_server_that_keeps_up_loses_no_frames_to_jitter_and_a_slow_one_sets_the_rate():
+    # A 25-ms server keeps up with 30 frames/s: every frame goes, pairs or not (the thesis's
+    # rule drops the second of each pair: the server is still busy with the first).
+    fast = _paired_camera(Backpressure(server_rate_limit_s=0.025), 300, 0.004)
+    assert len(fast) == 300
+    assert max(wait for _, wait in fast) <= 0.025
+    # A 50-ms server is held to its own 20 frames/s, and no frame waits more than one of its
+    # frame times.
+    slow = _paired_camera(Backpressure(server_rate_limit_s=0.050), 300, 0.004)
+    rate = (len(slow) - 1) / (slow[-1][0] - slow[0][0])
+    assert 19.0 <= rate <= 20.2  # over a finite run, one frame more may sit in its queue
+    assert max(wait for _, wait in slow) <= 0.050 + 1e-9
 
 
 def test_server_rate_limit_is_learnt_from_receipts_cloud_time():
@@ -33,10 +69,12 @@ def test_server_rate_limit_is_learnt_from_receipts_cloud_time():
     assert bp.receipt(0, cloud_s=0.040)
     assert bp.server_rate_limit_s == pytest.approx(0.040)
     bp.frame_sent(1, 100, now=1.0)
+    bp.frame_sent(2, 100, now=1.0)  # two frames' work: 80 ms at the learnt 40 ms each
     bp.receipt(1, cloud_s=0.040)
+    bp.receipt(2, cloud_s=0.040)
     assert bp.should_process_frame(now=1.010).reason == "server"
-    bp.set_server_rate_limit(0.005)  # an explicit limit wins over the learnt one
-    assert bp.should_process_frame(now=1.010).process
+    bp.set_server_rate_limit(0.005)  # an explicit limit wins over the learnt one (for new
+    assert bp.should_process_frame(now=1.080).process  # work: what was queued keeps its 40 ms)
     bp.set_server_rate_limit(None)
     assert bp.should_process_frame(now=1.010).reason == "server"
 
@@ -145,7 +183,8 @@ def test_tracking_is_bounded():
 def test_every_drop_reason_is_documented():
     reasons = set()
     bp = Backpressure(max_in_flight=1, server_rate_limit_s=1.0, ack_timeout_s=100.0)
-    bp.frame_sent(0, 10, now=0.0)
+    bp.frame_sent(0, 5, now=0.0)
+    bp.frame_sent(1, 5, now=0.0)  # two frames' work queued at the server
     reasons.add(bp.should_process_frame(now=0.0).reason)
     bp.set_server_rate_limit(None)
     reasons.add(bp.should_process_frame(now=0.0).reason)

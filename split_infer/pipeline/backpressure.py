@@ -5,7 +5,8 @@ on it::
 
     client_remain    = estimate_client_process_latency()          EWMA of measured edge time
     server_remain    = last_send_time + server_rate_limit - now   rate limit: receipts' cloud
-                                                                   time (EWMA) or explicit
+                                                                   time (EWMA) or explicit;
+                                                                   beyond the thesis, see below
     bandwidth_remain = estimate_unreceived_bytes() / bandwidth    see below; bandwidth from
                                                                    the monitor (bit/s)
     drop if client_remain < server_remain or client_remain < bandwidth_remain
@@ -23,6 +24,17 @@ frame is ready. The cap alone bounds the rate at ``max_in_flight`` frames per ro
 the server runs the whole model (split point 0) a round trip takes longer than two camera
 intervals, and a robot whose probe trains are sender-limited on a fast link only ever gets
 lower bounds.
+
+Beyond the thesis, the server term lets one frame wait at the server. The thesis drops a frame
+whenever the server is still busy with the previous one when this one is ready; with a server
+that keeps up with the camera on average, that drops frames for jitter alone: a robot whose
+CPU quota stalls it sends two frames close together, and the second is dropped although the
+server would have had it done long before the next. The edge keeps the server's queue instead
+(each frame sent adds ``server_rate_limit`` of work from when it is sent or when the work
+before it ends, whichever is later) and drops a frame only when the server would still be
+busy, when this frame is ready, with more than one frame's work: ``server_remain`` is that
+backlog beyond one frame. A server slower than the camera is still held to its own rate, and a
+frame waits at most one server time; a server that keeps up loses no frames to jitter.
 
 ``estimate_unreceived_bytes`` starts from the bytes sent and not yet receipted, as the thesis
 suggests, and accounts for the receipt's latency as it also suggests: those frames are drained
@@ -52,7 +64,8 @@ __all__ = ["DROP_REASONS", "Backpressure", "Decision", "RateLimiter"]
 
 #: Why :meth:`Backpressure.should_process_frame` drops a frame.
 DROP_REASONS: dict[str, str] = {
-    "server": "the server will still be busy with the previous frame when this one is ready",
+    "server": "the server will still be busy with more than one earlier frame when this one "
+              "is ready",
     "bandwidth": "bytes already sent will not have drained by the time this frame is ready",
     "in_flight": "no bandwidth estimate yet and max_in_flight frames are unacknowledged",
 }
@@ -96,6 +109,7 @@ class Backpressure:
         self._client_s: float | None = None
         self._server_s: float | None = None
         self._last_send: float | None = None
+        self._server_free_at: float | None = None  # when the frames sent are done (virtual)
         self._bandwidth_bps: float | None = None
         self._bandwidth_at = -math.inf
         self._floor_bps: float | None = None  # the latest lower-bound estimate
@@ -115,6 +129,10 @@ class Backpressure:
         """A frame of ``nbytes`` left the edge at ``now``."""
         with self._lock:
             self._last_send = now
+            rate_limit = self.server_rate_limit_s
+            if rate_limit is not None:
+                start = now if self._server_free_at is None else max(self._server_free_at, now)
+                self._server_free_at = start + rate_limit
             self._in_flight[int(seq)] = (now, int(nbytes))
             self._in_flight.move_to_end(int(seq))
             while len(self._in_flight) > self._max_tracked:  # bound memory whatever happens
@@ -219,7 +237,11 @@ class Backpressure:
             if self._last_send is None or rate_limit is None:
                 server = -math.inf
             else:
-                server = self._last_send + rate_limit - now
+                # The server's backlog beyond one frame (see the module docstring); without a
+                # queue yet (no rate known when the last frame left), the thesis's term.
+                busy_until = (self._server_free_at if self._server_free_at is not None
+                              else self._last_send + rate_limit)
+                server = max(busy_until - rate_limit, self._last_send) - now
             bandwidth = self._bandwidth(now)
             if bandwidth is None:
                 link = math.nan
