@@ -97,18 +97,27 @@ def test_the_period_report_gives_the_process_cpu_time_per_frame_worked_on(tiny_b
     pipeline = make(tiny_bundle, max_in_flight=1, ack_timeout=60.0)
     image = random_images(1)[0]
     # Process CPU seconds at the first report, the first frame (an idle period ended: the
-    # window opens there, not at the report), the second report and the third.
-    clock = iter([9.0, 10.0, 10.03, 10.05])
+    # window opens there, not at the report), and the second, third and fourth reports.
+    clock = iter([9.0, 10.0, 10.03, 10.09, 10.10])
     monkeypatch.setattr(time, "process_time", lambda: next(clock))
     pipeline.period_report(now=100.0)  # no frames yet
     kinds = [pipeline.process(image, now=100.0 + 0.1 * k).kind for k in range(4)]
     assert kinds == ["sent"] + ["dropped"] * 3  # one in flight, never acknowledged
-    # 30 ms of CPU over the one frame worked on; the dropped ones cost next to nothing and
-    # are not what a frame's work is measured over.
-    report = pipeline.period_report(now=101.0)
+    # Backpressure held most frames back (as in an outage): over the one frame worked on, the
+    # process's CPU would be its own upkeep and the receiving of the frames it dropped, not
+    # what a frame costs, so there is no figure (a scheduler would plan every configuration
+    # several times slower than it is).
+    held_back = pipeline.period_report(now=101.0)
+    assert held_back.cpu_s_per_frame is None
+    assert held_back.values["cpu_ms_per_frame"] == "unknown"
+    # Frames acknowledged as they go are all worked on: 60 ms of CPU over two frames.
+    for seq in range(2):
+        pipeline.receipts([{"seq": seq, "cloud_ms": 1.0}])
+        assert pipeline.process(image, now=101.1 + 0.1 * seq).kind == "sent"
+    report = pipeline.period_report(now=102.0)
     assert report.cpu_s_per_frame == pytest.approx(0.03)
     assert report.values["cpu_ms_per_frame"] == "30.00"
-    no_frames = pipeline.period_report(now=102.0)
+    no_frames = pipeline.period_report(now=103.0)
     assert no_frames.cpu_s_per_frame is None and no_frames.values["cpu_ms_per_frame"] == "unknown"
 
 

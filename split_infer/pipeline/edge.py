@@ -159,9 +159,11 @@ class PeriodReport:
     #: stamped frames): under 1 when a busy robot loses frames to its keep-last subscription.
     camera_share: float | None = None
     #: The process's CPU time (s) per frame worked on (sent, or classified here) in the period,
-    #: everything the process did included (None: no frame worked on). Unlike the wall time of
-    #: a frame, it does not shrink when a paced robot runs each frame unthrottled: it is what a
-    #: CPU budget pays per frame (``split-infer plan --edge-cpu``'s ``measured_cpu_ms``).
+    #: everything the process did included (None: no frame worked on, or fewer than half the
+    #: frames received: then the upkeep and the dropped frames' receiving would dominate).
+    #: Unlike the wall time of a frame, it does not shrink when a paced robot runs each frame
+    #: unthrottled: it is what a CPU budget pays per frame (``split-infer plan
+    #: --edge-cpu``'s ``measured_cpu_ms``).
     cpu_s_per_frame: float | None = None
 
     def message(self, split_point: int, ratio: float) -> str:
@@ -485,9 +487,14 @@ class EdgePipeline:
         self._window = (now, self.received, done, dropped, bad)
         fps = (done - done0) / max(now - t0, 1e-9)
         cpu_now = time.process_time()
-        cpu_per_frame = (cpu_now - self._cpu_mark) / (done - done0) if done > done0 else None
-        self._cpu_mark = cpu_now
         arrived = self.received - received0
+        worked = done - done0
+        # Only over a period where the frames worked on are most of those received: when
+        # backpressure held most back (an outage, a link far too slow), the process's upkeep
+        # and the receiving of the frames it dropped would read as each frame's cost.
+        cpu_per_frame = ((cpu_now - self._cpu_mark) / worked
+                         if worked > 0 and 2 * worked >= arrived else None)
+        self._cpu_mark = cpu_now
         received_fps = arrived / max(now - t0, 1e-9)
         self._idle = arrived == 0
         share = self._camera_share.take()
