@@ -70,7 +70,6 @@ __all__ = [
     "encode_frame",
     "format_string",
     "pack",
-    "pack_encoded",
     "parse_format",
     "unpack",
 ]
@@ -281,7 +280,7 @@ def parse_format(text: str) -> str:
 
 def pack(
     codec: Codec,
-    x: np.ndarray,
+    x: np.ndarray | EncodedTensor,
     *,
     split_point: int,
     ratio: float,
@@ -289,22 +288,10 @@ def pack(
     stamp_ns: int,
     flags: int = 0,
 ) -> bytes:
-    """Compress ``x`` with ``codec`` and serialize it as one wire frame."""
-    return pack_encoded(codec, codec.compress(x), split_point=split_point, ratio=ratio,
-                        seq=seq, stamp_ns=stamp_ns, flags=flags)
-
-
-def pack_encoded(
-    codec: Codec,
-    encoded: EncodedTensor,
-    *,
-    split_point: int,
-    ratio: float,
-    seq: int,
-    stamp_ns: int,
-    flags: int = 0,
-) -> bytes:
-    """Serialize a tensor ``codec`` has already compressed as one wire frame."""
+    """Compress ``x`` with ``codec`` and serialize it as one wire frame (``x`` may already be
+    ``codec``'s :class:`~split_infer.codecs.EncodedTensor`, e.g. from
+    :meth:`~split_infer.codecs.Codec.compress_image`)."""
+    encoded = x if isinstance(x, EncodedTensor) else codec.compress(x)
     return encode_frame(
         Frame(
             codec_id=codec.codec_id,

@@ -30,7 +30,7 @@ from split_infer.errors import FrameError
 from split_infer.pipeline.backends import Backend
 from split_infer.pipeline.parts import PartLoader
 from split_infer.pipeline.timing import StageTimes
-from split_infer.wire import Frame, decode_frame, decode_tensor, pack, pack_encoded
+from split_infer.wire import Frame, decode_frame, decode_tensor, pack
 
 __all__ = ["CloudEngine", "EdgeConfig", "EdgeEngine", "Route", "softmax", "top_k"]
 
@@ -135,9 +135,9 @@ class EdgeEngine:
         channel ``order``, normalized by ``values`` as
         :meth:`~split_infer.codecs.Codec.compress_image` describes) → the wire frame
         :meth:`pack_features` makes of the normalized crop, byte for byte."""
-        return pack_encoded(config.codec, config.codec.compress_image(crop, order, values),
-                            split_point=config.split_point, ratio=config.ratio, seq=seq,
-                            stamp_ns=stamp_ns)
+        return pack(config.codec, config.codec.compress_image(crop, order, values),
+                    split_point=config.split_point, ratio=config.ratio, seq=seq,
+                    stamp_ns=stamp_ns)
 
 
 @dataclass(frozen=True)
