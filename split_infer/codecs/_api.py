@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+import cv2
 import numpy as np
 
 from split_infer.errors import EncodeError, FrameError, UserError
@@ -270,13 +271,10 @@ class TensorStage(_Stage):
 
     def level_tables(self, values: np.ndarray,
                      used: np.ndarray | None) -> tuple[np.ndarray, bytes]:
-        """:meth:`encode` of a normalized 8-bit image as lookup tables, without building the
-        float tensor: the image's channel ``c`` holds ``values[c, k]`` wherever its pixels are
-        ``k`` (``values``: ``(C, 256)`` float32), and ``used[c]`` is the lowest and highest
-        level channel ``c`` holds (None where :attr:`calibrated`: a calibrated stage's
-        range is fixed). Returns ``(tables, stage_params)``: ``tables[c, k]`` is the
-        symbol ``encode`` gives such an element, so the symbols and params are exactly
-        ``encode``'s. Only where :attr:`maps_levels`."""
+        """:meth:`encode` of a tensor whose channel ``c`` holds ``values[c, k]`` (``(C, 256)``
+        float32) where an 8-bit image holds level ``k``, as ``(tables, stage_params)``:
+        ``tables[c, k]`` is ``encode``'s symbol there. ``used[c]``: the lowest and highest level
+        of channel ``c`` (None where :attr:`calibrated`). Only where :attr:`maps_levels`."""
         raise NotImplementedError
 
     def check_params(self, params: bytes, shape: tuple[int, ...]) -> None:
@@ -312,10 +310,8 @@ class ByteStage(_Stage):
         raise NotImplementedError
 
     def encode_image(self, image: np.ndarray, spec: SymbolSpec) -> bytes:
-        """:meth:`encode` of a (3, H, W) symbol tensor handed over as one C-contiguous
-        ``(H, W, 3)`` array with the channels in reverse order (OpenCV's BGR for an RGB
-        tensor): the same bytes, without interleaving the planes. Only where
-        :attr:`encodes_images`."""
+        """:meth:`encode` of a (3, H, W) symbol tensor given as one C-contiguous ``(H, W, 3)``
+        array, channels reversed (OpenCV's BGR): the same bytes. Only if :attr:`encodes_images`."""
         raise NotImplementedError
 
     def decode(self, payload: bytes, shape: tuple[int, ...], spec: SymbolSpec) -> np.ndarray:
@@ -705,16 +701,11 @@ class Codec:
         return self.tensor.maps_levels and self.byte.encodes_images
 
     def compress_image(self, image: np.ndarray, order: str, values: np.ndarray) -> EncodedTensor:
-        """:meth:`compress` of a normalized image, from its 8-bit pixels: the same bytes.
-
-        ``image`` is uint8 ``(H, W, 3)`` in channel ``order`` (``"RGB"`` or ``"BGR"``);
-        ``values[c, k]`` (``(3, 256)`` float32) is what level ``k`` of RGB channel ``c``
-        normalizes to. The tensor is ``values`` looked up per pixel, in RGB order, (3, H, W):
-        here the tensor stage turns ``values`` into one table per channel and the image goes
-        through those tables straight into the byte stage, instead of a float pass to
-        normalize, one to quantize and a copy to interleave (beyond CompressAI's API, for the
-        robot's CPU at split point 0). Only where :attr:`encodes_images`.
-        """
+        """:meth:`compress` of the (3, H, W) tensor holding ``values[c, k]`` where RGB channel
+        ``c`` of the uint8 ``(H, W, 3)`` ``image`` (in ``order`` "RGB"/"BGR") holds ``k``: the
+        same bytes, via one lookup table per channel instead of float passes to normalize and
+        quantize (beyond CompressAI's API, for the robot's CPU at split point 0). Only if
+        :attr:`encodes_images`."""
         if not self.encodes_images:
             raise EncodeError("bad_shape", f"{self.spec} cannot encode images directly")
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 \
@@ -726,8 +717,6 @@ class Codec:
         problem = self._shape_problem(shape)
         if problem:
             raise EncodeError("shape_mismatch", f"{self.spec}: {problem}")
-        import cv2  # only here: the registry and the other stages do not need OpenCV
-
         used = None
         if not self.tensor.calibrated:  # a calibrated range does not depend on the frame
             # Per plane: numpy's min over axis 0 of (H·W, 3) is ~50× slower than this.
@@ -737,8 +726,7 @@ class Codec:
         tables, stage_params = self.tensor.level_tables(values, used)
         bgr = np.ascontiguousarray(image)
         if not np.array_equal(tables, _IDENTITY_TABLES):  # the input codec's are the identity
-            # cv2.LUT maps channel i of the image through table i: in BGR order the output
-            # is the byte stage's BGR at once.
+            # cv2.LUT maps channel i through table i: a BGR image comes out in BGR at once.
             lut = (tables[::-1] if order == "BGR" else tables).T[None]
             bgr = cv2.LUT(bgr, np.ascontiguousarray(lut))
         if order == "RGB":

@@ -25,10 +25,9 @@ Topics (relative, so one namespace per robot works):
   active_split,active_ratio,edge_ms,edge_cpu_ms}`` (``std_msgs/Float64``, 1 Hz: per-frame
   values as the period's mean; ``received_fps``, ``camera_share``: the camera frames that
   reached it before its own drops, per second and as a share of the camera's; ``edge_cpu_ms``:
-  the process's CPU time per frame worked on, messaging included, only in a period where
-  most frames received were worked on)
+  the process's CPU per frame worked on, messaging included, when most frames received were)
   and ``/diagnostics`` at 1 Hz; with ``fallback:=edge_only`` also ``results`` (the cloud's
-  results format, ``split_point`` -1) for the frames it classified itself.
+  format, ``split_point`` -1) for the frames it classified itself.
 
 Parameters (``ros2 param describe`` shows ranges): ``bundle`` (required, read-only),
 ``split_point`` and ``ratio`` (the active configuration; change them together with
