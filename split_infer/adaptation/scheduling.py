@@ -222,6 +222,12 @@ LOST_SHARE = 0.95
 RECEIVED_RATE_MAX_AGE_S = 2.5
 
 
+def _ewma(previous: float | None, sample: float) -> float:
+    """An EWMA with weight ``EDGE_TIME_ALPHA`` on the new sample; the first sample as it is."""
+    return sample if previous is None else (
+        (1.0 - EDGE_TIME_ALPHA) * previous + EDGE_TIME_ALPHA * sample)
+
+
 def _slowdown(measured_over_planned: float) -> float:
     """A measured / planned edge time as the factor unrun configurations are planned with:
     never faster than planned, at most ``MAX_ROBOT_FACTOR``."""
@@ -355,8 +361,7 @@ class SchedulingLoop:
         credited = self._credit_edge_time(now_s, config.edge_s * cpu_s / planned)
         if credited is not None:
             extra = max(cpu_s - planned, 0.0)
-            self._cpu_overhead_s = extra if self._cpu_overhead_s is None else (
-                (1.0 - EDGE_TIME_ALPHA) * self._cpu_overhead_s + EDGE_TIME_ALPHA * extra)
+            self._cpu_overhead_s = _ewma(self._cpu_overhead_s, extra)
         return credited
 
     def _settled(self, now_s: float) -> Configuration | None:
@@ -376,18 +381,14 @@ class SchedulingLoop:
         if config is None or not math.isfinite(edge_s) or edge_s <= 0:
             return None
         edge_s = self._with_lost_frames(now_s, edge_s)
-        previous = self._edge_s.get(config.name)
-        self._edge_s[config.name] = edge_s if previous is None else (
-            (1.0 - EDGE_TIME_ALPHA) * previous + EDGE_TIME_ALPHA * edge_s)
+        self._edge_s[config.name] = _ewma(self._edge_s.get(config.name), edge_s)
         if config.edge_s > 0:
             # The first report replaces the prior of 1 outright: until then every configuration
             # that has not run is planned at its (possibly stale) planned time, and an EWMA from
             # 1 would take several reports, each a switch to an optimistic configuration, to
             # get there.
-            ratio = edge_s / config.edge_s
-            factor = ratio if not self._factor_seeded else (
-                (1.0 - EDGE_TIME_ALPHA) * self._robot_factor + EDGE_TIME_ALPHA * ratio)
-            self._robot_factor = _slowdown(factor)
+            self._robot_factor = _slowdown(_ewma(
+                self._robot_factor if self._factor_seeded else None, edge_s / config.edge_s))
             self._factor_seeded = True
         return config
 
@@ -416,9 +417,7 @@ class SchedulingLoop:
         if (config is None or config.bytes_per_frame <= 0 or not math.isfinite(nbytes)
                 or nbytes <= 0):
             return None
-        previous = self._bytes.get(config.name)
-        self._bytes[config.name] = nbytes if previous is None else (
-            (1.0 - EDGE_TIME_ALPHA) * previous + EDGE_TIME_ALPHA * nbytes)
+        self._bytes[config.name] = _ewma(self._bytes.get(config.name), nbytes)
         return config
 
     def frame_bytes(self, config: Configuration) -> float:
@@ -582,8 +581,8 @@ class SchedulingLoop:
             # A lower bound never justifies sending less (see the module docstring), unless the
             # smaller configuration is at least as accurate: it dominates at any bandwidth.
             active = self.active
-            candidates = [c for c in candidates
-                          if self.frame_bytes(c) >= self.frame_bytes(active)
+            active_bytes = self.frame_bytes(active)
+            candidates = [c for c in candidates if self.frame_bytes(c) >= active_bytes
                           or c.accuracy >= active.accuracy] or [active]
 
         planned = [self._planned(c) for c in candidates]

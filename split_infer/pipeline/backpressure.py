@@ -237,11 +237,11 @@ class Backpressure:
             if self._last_send is None or rate_limit is None:
                 server = -math.inf
             else:
-                # The server's backlog beyond one frame (see the module docstring); without a
-                # queue yet (no rate known when the last frame left), the thesis's term.
-                busy_until = (self._server_free_at if self._server_free_at is not None
-                              else self._last_send + rate_limit)
-                server = max(busy_until - rate_limit, self._last_send) - now
+                # The server's backlog beyond one frame (see the module docstring); none known
+                # while no rate was known when a frame left.
+                backlog_from = self._last_send if self._server_free_at is None else max(
+                    self._server_free_at - rate_limit, self._last_send)
+                server = backlog_from - now
             bandwidth = self._bandwidth(now)
             if bandwidth is None:
                 link = math.nan

@@ -397,8 +397,9 @@ class EdgePipeline:
             config = self._engine.active  # read once: this frame uses exactly this config
             with times.stage("preprocess"):
                 crop = self.preprocessing.input_crop(rgb) if config.sends_input else None
-                x = self.preprocessing(rgb) if crop is None else None
-            if x is not None:
+                if crop is None:
+                    x = self.preprocessing(rgb)
+            if crop is None:
                 with times.stage("model"):
                     features = self._engine.features(x, config)
             seq = self._seq
