@@ -79,20 +79,25 @@ def test_server_rate_limit_is_learnt_from_receipts_cloud_time():
     assert bp.should_process_frame(now=1.010).reason == "server"
 
 
-def test_bandwidth_rule_uses_unreceived_bytes_over_the_estimate():
+def test_bandwidth_rule_lets_one_frame_queue_on_the_link_and_drops_beyond():
     bp = Backpressure(ack_timeout_s=10.0)
     bp.set_bandwidth(8_000_000, now=0.0)  # 1 MB/s
     bp.frame_processed(0.005)
     bp.frame_sent(0, 20_000, now=0.0)  # 20 ms of link time
+    # One frame may queue behind it (beyond the thesis, which drops it).
     decision = bp.should_process_frame(now=0.001)
-    assert not decision.process and decision.reason == "bandwidth"
-    assert decision.bandwidth_remain == pytest.approx(0.019)
-    assert bp.unreceived_bytes(now=0.001) == pytest.approx(19_000)
-    # 16 ms in, 4 ms of bytes are left: they drain before this frame (5 ms) is ready.
-    assert bp.should_process_frame(now=0.016).process
-    bp.receipt(0)  # acknowledged: nothing left on the link
-    decision = bp.should_process_frame(now=0.002)
     assert decision.process and decision.bandwidth_remain == 0.0
+    bp.frame_sent(1, 20_000, now=0.001)  # on the link 0.020..0.040
+    # Ready at 0.007, this frame would find more than one frame's bytes still on the link:
+    # bandwidth_remain = 0.040 - 0.020 (the last frame's own link time) - now.
+    decision = bp.should_process_frame(now=0.002)
+    assert not decision.process and decision.reason == "bandwidth"
+    assert decision.bandwidth_remain == pytest.approx(0.018)
+    assert bp.unreceived_bytes(now=0.002) == pytest.approx(38_000)
+    # 16 ms in, 4 ms beyond one frame are left: drained before this frame (5 ms) is ready.
+    assert bp.should_process_frame(now=0.016).process
+    bp.receipt(0)
+    bp.receipt(1)  # acknowledged: nothing left on the link
     assert bp.unreceived_bytes(now=0.002) == 0.0
 
 
@@ -101,10 +106,48 @@ def test_frames_drain_first_in_first_out():
     bp.set_bandwidth(8_000, now=0.0)  # 1000 bytes/s
     bp.frame_sent(0, 1000, now=0.0)  # on the link 0..1 s
     bp.frame_sent(1, 1000, now=0.5)  # queued behind it: 1..2 s
-    assert bp.should_process_frame(now=0.5).bandwidth_remain == pytest.approx(1.5)
+    assert bp.unreceived_bytes(now=0.5) == pytest.approx(1500)
     assert bp.unreceived_bytes(now=1.5) == pytest.approx(500)
+    assert bp.should_process_frame(now=0.5).bandwidth_remain == pytest.approx(0.5)
     bp.receipt(0)  # receipted: only frame 1 is left, on the link since it was sent
-    assert bp.should_process_frame(now=1.2).bandwidth_remain == pytest.approx(0.3)
+    assert bp.unreceived_bytes(now=1.2) == pytest.approx(300)
+
+
+def _paired_link_camera(bp: Backpressure, frames: int, nbytes: int,
+                        link_bps: float) -> list[tuple[float, float]]:
+    """The paired camera of ``_paired_camera`` over a FIFO link of ``link_bps`` that the
+    estimate knows; receipts come back when a frame has crossed it. Returns (sent at, wait in
+    the link's queue) of every frame processed."""
+    edge_s, sent, link_free, crossing = 0.004, [], -math.inf, []
+    bp.set_bandwidth(link_bps, now=0.0)
+    for k in range(frames):
+        now = k / 30 + (0.025 if k % 2 else 0.0)
+        for seq, done in [c for c in crossing if c[1] <= now]:
+            bp.receipt(seq, now=now)
+            crossing.remove((seq, done))
+        bp.set_bandwidth(link_bps, now=now)
+        if bp.should_process_frame(now).process:
+            bp.frame_processed(edge_s)
+            bp.frame_sent(k, nbytes, now + edge_s)
+            start = max(link_free, now + edge_s)
+            link_free = start + nbytes * 8.0 / link_bps
+            crossing.append((k, link_free))
+            sent.append((now + edge_s, start - (now + edge_s)))
+    return sent
+
+
+def test_a_link_that_carries_the_camera_loses_no_frames_to_jitter_and_a_slow_one_sets_the_rate():
+    # 10 kB in 26.7 ms: the link carries 30 frames/s, and every frame of every pair goes (the
+    # thesis's rule drops most second frames: the first is still on the link).
+    fast = _paired_link_camera(Backpressure(ack_timeout_s=10.0), 300, 10_000, 3e6)
+    assert len(fast) == 300
+    assert max(wait for _, wait in fast) <= 10_000 * 8 / 3e6
+    # 10 kB in 50 ms: the link is held to its own 20 frames/s, and no frame queues longer
+    # than one frame's link time.
+    slow = _paired_link_camera(Backpressure(ack_timeout_s=10.0), 300, 10_000, 1.6e6)
+    rate = (len(slow) - 1) / (slow[-1][0] - slow[0][0])
+    assert 19.0 <= rate <= 20.2
+    assert max(wait for _, wait in slow) <= 0.050 + 1e-9
 
 
 def test_bandwidth_rule_processes_when_the_link_drains_in_time():
@@ -239,17 +282,18 @@ def test_set_rate_takes_effect_and_validates():
 
 
 def test_a_lower_bound_estimate_does_not_pace_the_edge():
-    bp = Backpressure(ack_timeout_s=10.0, max_in_flight=2)
+    bp = Backpressure(ack_timeout_s=10.0, max_in_flight=3)
     bp.frame_processed(0.005)
-    bp.set_bandwidth(8_000, now=0.0)  # a capacity of 1000 bytes/s: the frame takes 1 s
+    bp.set_bandwidth(8_000, now=0.0)  # a capacity of 1000 bytes/s: each frame takes 1 s
     bp.frame_sent(0, 1000, now=0.0)
+    bp.frame_sent(1, 1000, now=0.0)
     assert bp.should_process_frame(now=0.1).reason == "bandwidth"
     # The same number flagged as a lower bound (the link was not saturated) is not a
-    # capacity: only the in-flight cap applies, and one frame in flight is below it.
+    # capacity: only the in-flight cap applies, and two frames in flight are below it.
     assert bp.set_bandwidth(8_000, now=0.1, lower_bound=True)
     assert bp.bandwidth_bps(now=0.1) is None
     assert bp.should_process_frame(now=0.1).process
-    bp.frame_sent(1, 1000, now=0.1)
+    bp.frame_sent(2, 1000, now=0.1)
     assert bp.should_process_frame(now=0.2).reason == "in_flight"
 
 

@@ -11,6 +11,9 @@ on it::
                                                                    the monitor (bit/s)
     drop if client_remain < server_remain or client_remain < bandwidth_remain
 
+(both remainders here are the thesis's; this module lets each resource hold one frame more,
+see below)
+
 i.e. a frame is worth processing only if, by the time the edge has finished it, the server
 will be free and the bytes already on the link will have drained; otherwise it would only
 queue behind them and arrive stale. Until a bandwidth estimate exists (or when the last one is
@@ -36,12 +39,23 @@ busy, when this frame is ready, with more than one frame's work: ``server_remain
 backlog beyond one frame. A server slower than the camera is still held to its own rate, and a
 frame waits at most one server time; a server that keeps up loses no frames to jitter.
 
+Beyond the thesis, the bandwidth term gives the link the same one frame of slack. The thesis
+drops a frame whenever bytes sent before it are still on the link when it is ready; a link
+that carries the camera's rate on average then loses the second frame of every pair a stalled
+robot sends, and a split that fits its link runs a fifth below what the link carries.
+``bandwidth_remain`` is the link's backlog beyond the last frame sent (its bytes at the
+estimated bandwidth), so a frame may queue behind at most one frame on the link, and a link
+slower than the camera still sets the rate.
+
 ``estimate_unreceived_bytes`` starts from the bytes sent and not yet receipted, as the thesis
 suggests, and accounts for the receipt's latency as it also suggests: those frames are drained
 first-in first-out at the estimated bandwidth from their send times, and only what the link
-cannot have delivered yet counts. Counting every unreceipted byte would charge a frame's
-link time again while the server works on it and the receipt travels back (the server rule
-already covers the server), halving throughput on a fast link with a slow server.
+cannot have delivered yet counts. Counting every unreceipted byte would charge a frame's link
+time again while the server works on it and the receipt travels back (the server rule already
+covers the server), halving throughput on a fast link with a slow server. A receipt that
+carries its arrival time also says where the frames behind it start: not before the receipted
+frame's modelled end (nor after the receipt came), so a frame queued on the link is not
+modelled as sent onto an idle one once the frame ahead of it is receipted.
 
 Acknowledgements are the cloud's receipts (one per frame, matched by sequence number). A
 frame that is never receipted (lost, or the cloud restarted) is forgotten after
@@ -66,7 +80,8 @@ __all__ = ["DROP_REASONS", "Backpressure", "Decision", "RateLimiter"]
 DROP_REASONS: dict[str, str] = {
     "server": "the server will still be busy with more than one earlier frame when this one "
               "is ready",
-    "bandwidth": "bytes already sent will not have drained by the time this frame is ready",
+    "bandwidth": "the link will still carry more than one earlier frame's bytes when this one "
+                 "is ready",
     "in_flight": "no bandwidth estimate yet and max_in_flight frames are unacknowledged",
 }
 
@@ -79,7 +94,7 @@ class Decision:
     reason: str | None  # a DROP_REASONS key when dropped
     client_remain: float
     server_remain: float
-    bandwidth_remain: float  # NaN while falling back to the in-flight cap
+    bandwidth_remain: float  # link backlog beyond one frame; NaN under the in-flight cap
 
 
 class Backpressure:
@@ -109,11 +124,13 @@ class Backpressure:
         self._client_s: float | None = None
         self._server_s: float | None = None
         self._last_send: float | None = None
+        self._last_bytes = 0  # the last frame sent: the link's one frame of slack
         self._server_free_at: float | None = None  # when the frames sent are done (virtual)
         self._bandwidth_bps: float | None = None
         self._bandwidth_at = -math.inf
         self._floor_bps: float | None = None  # the latest lower-bound estimate
         self._floor_at = -math.inf
+        self._link_busy_until = -math.inf  # receipted frames' modelled end on the link
         self._in_flight: OrderedDict[int, tuple[float, int]] = OrderedDict()  # seq → (t, bytes)
         self.acknowledged = 0
         self.expired = 0
@@ -128,7 +145,7 @@ class Backpressure:
     def frame_sent(self, seq: int, nbytes: int, now: float) -> None:
         """A frame of ``nbytes`` left the edge at ``now``."""
         with self._lock:
-            self._last_send = now
+            self._last_send, self._last_bytes = now, int(nbytes)
             rate_limit = self.server_rate_limit_s
             if rate_limit is not None:
                 start = now if self._server_free_at is None else max(self._server_free_at, now)
@@ -139,14 +156,23 @@ class Backpressure:
                 self._in_flight.popitem(last=False)
                 self.expired += 1
 
-    def receipt(self, seq: int, cloud_s: float | None = None) -> bool:
+    def receipt(self, seq: int, cloud_s: float | None = None, now: float | None = None) -> bool:
         """The server received frame ``seq`` (and spent ``cloud_s`` on it); False if the frame
-        was not in flight (a duplicate, a timed-out frame, or another edge's)."""
+        was not in flight (a duplicate, a timed-out frame, or another edge's).
+
+        With ``now`` (the receipt's arrival), the link is known busy until that frame's
+        modelled end, but no later than ``now``: frames still in flight queue behind it.
+        """
         with self._lock:
             if cloud_s is not None and math.isfinite(cloud_s) and cloud_s >= 0:
                 self._server_s = _ewma(self._server_s, cloud_s, self._alpha)
-            if self._in_flight.pop(int(seq), None) is None:
+            if int(seq) not in self._in_flight:
                 return False
+            bandwidth = None if now is None else self._bandwidth(now)
+            if bandwidth is not None:
+                end = self._link_free_at(bandwidth, until_seq=int(seq))
+                self._link_busy_until = max(self._link_busy_until, min(end, now))
+            del self._in_flight[int(seq)]
             self.acknowledged += 1
             return True
 
@@ -189,12 +215,19 @@ class Backpressure:
             return None
         return self._bandwidth_bps
 
+    def _link_free_at(self, bandwidth_bps: float, until_seq: int | None = None) -> float:
+        """When the unreceipted frames (up to ``until_seq``) have crossed a FIFO link of
+        ``bandwidth_bps``, queued behind the receipted ones."""
+        free_at = self._link_busy_until
+        for seq, (sent, nbytes) in self._in_flight.items():  # in send order
+            free_at = max(free_at, sent) + nbytes * 8.0 / bandwidth_bps
+            if seq == until_seq:
+                break
+        return free_at
+
     def _link_remain(self, now: float, bandwidth_bps: float) -> float:
         """Seconds until the unreceipted frames have crossed a FIFO link of ``bandwidth_bps``."""
-        free_at = -math.inf
-        for sent, nbytes in self._in_flight.values():  # in send order
-            free_at = max(free_at, sent) + nbytes * 8.0 / bandwidth_bps
-        return max(0.0, free_at - now)
+        return max(0.0, self._link_free_at(bandwidth_bps) - now)
 
     def unreceived_bytes(self, now: float) -> float:
         """estimate_unreceived_bytes(): with a bandwidth estimate, the unreceipted bytes the
@@ -229,7 +262,8 @@ class Backpressure:
 
     # -- the decision ---------------------------------------------------------------------------
     def should_process_frame(self, now: float) -> Decision:
-        """The thesis's rule: process unless the server or the link won't be free in time."""
+        """The thesis's rule: process unless the server or the link will still hold more than
+        one earlier frame when this one is ready."""
         with self._lock:
             self._expire(now)
             client = self._client_s if self._client_s is not None else 0.0
@@ -253,7 +287,9 @@ class Backpressure:
                     # rate before this frame is ready would only cost it its turn.
                     link_busy = client < self._link_remain(now, floor)
             else:
-                link = self._link_remain(now, bandwidth)
+                # The link's backlog beyond the last frame sent (see the module docstring).
+                slack = self._last_bytes * 8.0 / bandwidth
+                link = max(0.0, self._link_remain(now, bandwidth) - slack)
                 link_busy = client < link
         if client < server:
             return Decision(False, "server", client, server, link)

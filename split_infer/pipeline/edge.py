@@ -448,14 +448,16 @@ class EdgePipeline:
                             edge_s=time.perf_counter() - start)
 
     # -- feedback -----------------------------------------------------------------------------
-    def receipts(self, rows: Iterable[Mapping[str, float]]) -> None:
-        """The cloud's receipts (``seq``, ``cloud_ms`` per row); ValueError on a malformed
-        one (the caller counts it in :attr:`ignored`)."""
+    def receipts(self, rows: Iterable[Mapping[str, float]], now: float | None = None) -> None:
+        """The cloud's receipts (``seq``, ``cloud_ms`` per row), arrived at ``now`` (monotonic
+        seconds, default the clock); ValueError on a malformed one (the caller counts it in
+        :attr:`ignored`)."""
+        now = time.monotonic() if now is None else now
         for row in rows:
             seq, cloud_ms = row["seq"], row["cloud_ms"]
             if not (math.isfinite(seq) and seq >= 0 and seq == int(seq)):
                 raise ValueError(f"seq {seq} is not a frame number")
-            self._pressure.receipt(int(seq), cloud_ms / 1e3 if cloud_ms >= 0 else None)
+            self._pressure.receipt(int(seq), cloud_ms / 1e3 if cloud_ms >= 0 else None, now)
 
     def set_bandwidth(self, bits_per_second: float, lower_bound: bool,
                       now: float | None = None) -> bool:
