@@ -60,14 +60,17 @@ def test_summarize_counts_dropped_frames_as_wrong(tmp_path):
     t0 = 1000.0
     stamps = [int((t0 + 0.1 * i) * 1e9) for i in range(100)]  # 10 s of 10 fps
     labels = [[t0 + 0.1 * i, stamp, i % 3] for i, stamp in enumerate(stamps)]
+    # The edge sends ratio 4 until 5.3 s, then 8 (its 1-Hz report says so only at 6 s).
+    ratio = [4.0 if i < 53 else 8.0 for i in range(100)]
     # Every other frame delivered 50 ms later; of those, every fourth predicted wrong.
-    results = [[t0 + 0.1 * i + 0.05, stamp, (i % 3) if i % 4 else (i + 1) % 3, 3.0, 8.0]
+    results = [[t0 + 0.1 * i + 0.05, stamp, (i % 3) if i % 4 else (i + 1) % 3, 3.0, ratio[i]]
                for i, stamp in enumerate(stamps) if i % 2 == 0]
     results[10][3:] = [2.0, 4.0]  # frame 20 answered with another configuration than sent
     results[11][0] += 1.5  # frame 22 answered 1.55 s after capture: stale
     results.append(list(results[12]))  # frame 24 answered twice
     records = {"edge": {"labels": labels, "results": results,
-                        "sent": [[t0 + 0.1 * i, s, 1000, 3, 8.0] for i, s in enumerate(stamps)],
+                        "sent": [[t0 + 0.1 * i, s, 1000, 3, ratio[i]]
+                                 for i, s in enumerate(stamps)],
                         "active_ratio": [[t0, 4.0], [t0 + 6.0, 8.0]],
                         "active_split": [[t0, 3.0]],
                         "estimates": [[t0 + 5.5 + 0.1 * i, 2.1e5] for i in range(20)]},
@@ -106,11 +109,37 @@ def test_summarize_counts_dropped_frames_as_wrong(tmp_path):
     (reaction,) = report["reactions"]
     assert reaction["t_s"] == 5.0 and reaction["rate_after_bps"] == 2e5
     assert reaction["estimate_within_15pct_after_s"] == pytest.approx(0.5)
-    assert reaction["configuration_changed_after_s"] == pytest.approx(1.0)
+    # The first frame sent in the new configuration, not the report a second later.
+    assert reaction["configuration_changed_after_s"] == pytest.approx(0.3)
     assert reaction["ratio_before"] == 4.0 and reaction["ratio_after"] == 8.0
     (recovery,) = report["recoveries"]  # first frame captured at/after 4 s: frame 40, +50 ms
     assert recovery["fault"].startswith("scheduler killed")
     assert recovery["recovered_after_s"] == pytest.approx(0.05, abs=1e-6)
+
+
+def test_a_switch_to_edge_only_is_timed_by_its_first_frame_not_the_1hz_report():
+    trace = step_trace([(0.0, 5e6), (5.0, 0.0)])  # an outage at 5 s
+    t0 = 1000.0
+    stamps = [int((t0 + 0.1 * i) * 1e9) for i in range(100)]
+    ratio32 = float(np.float32(35.3))  # as the frames carry it; the report has float64
+    # Frames 0-56 sent at split 0; from 5.7 s the edge classifies them itself (split -1).
+    results = [[t0 + 0.1 * i + 0.05, s, 1, *((0.0, ratio32) if i < 57 else (-1.0, 1.0))]
+               for i, s in enumerate(stamps)]
+    records = {"edge": {"labels": [[t0 + 0.1 * i, s, 1] for i, s in enumerate(stamps)],
+                        "results": results,
+                        "sent": [[t0 + 0.1 * i, s, 1000, 0.0, ratio32]
+                                 for i, s in enumerate(stamps[:57])],
+                        # reported at 1 Hz (the same configuration at 5.5 s), in float64
+                        "active_split": [[t0 + t + 0.5, 0.0 if t < 6 else -1.0]
+                                         for t in range(10)],
+                        "active_ratio": [[t0 + t + 0.5, 35.3 if t < 6 else 1.0]
+                                         for t in range(10)]},
+               "cloud": {}}
+    settings = TestbedSettings(bundle=Path("b"), bag=Path("g"), trace=Path("t"), warmup_s=0.0)
+    report = summarize(records, trace, settings, t0, 10.0, rx_bytes=57_000, camera_fps=10.0)
+    (reaction,) = report["reactions"]
+    assert reaction["configuration_changed_after_s"] == pytest.approx(0.7)
+    assert reaction["ratio_before"] == pytest.approx(35.3) and reaction["ratio_after"] == 1.0
 
 
 def test_physical_bound_is_the_smallest_limit_and_the_gate_judges_steady_links():

@@ -355,8 +355,14 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
                          "edge_cpu_ms": _value_at(edge_cpu, t),
                          "robot_factor": _value_at(factors, t),
                          "effective_accuracy": good / len(past) if past else None})
+    # What ran when: the frames sent (send time) and those the edge classified itself.
+    frame_configs = sorted(
+        [(row[0] - t0_wall, (row[3], row[4])) for row in edge.get("sent", [])
+         if row[3] is not None]
+        + [(f["t_s"], (f["split_point"], f["ratio"])) for f in frames
+           if f["split_point"] is not None and f["split_point"] < 0], key=lambda e: e[0])
     return {"summary": summary, "reactions": _reactions(trace, elapsed_s, estimates, ratios,
-                                                        splits),
+                                                        splits, frame_configs),
             "recoveries": _recoveries(trace, frames, elapsed_s, event_ends or []),
             "switches": switches,
             "settings": {k: str(v) if isinstance(v, Path) else v
@@ -452,10 +458,21 @@ def _capacity_bits(trace, start_s: float, end_s: float) -> float:
     return total
 
 
-def _reactions(trace, elapsed_s: float, estimates: list, ratios: list, splits: list
-               ) -> list[dict]:
+def _same_config(a: tuple, b: tuple) -> bool:
+    """Configurations equal up to the float32 the frames carry their ratio in."""
+    return all(x == y or (x is not None and y is not None and math.isclose(x, y, rel_tol=1e-6))
+               for x, y in zip(a, b))
+
+
+def _reactions(trace, elapsed_s: float, estimates: list, ratios: list, splits: list,
+               frame_configs: list[tuple[float, tuple]] = ()) -> list[dict]:
     """For every rate change in the run: how long until the estimate was within 15 % of the
-    new rate (and stayed there for 1 s), and until the active configuration changed."""
+    new rate (and stayed there for 1 s), and until the active configuration changed.
+
+    The change is the first frame after the step in another configuration than the last frame
+    before it (``frame_configs``: (time, (split, ratio)) of every frame the edge sent or
+    classified itself), or the edge's 1-Hz ``active_split``/``active_ratio`` report if that
+    came first: the report alone is up to a second late."""
     rows = []
     for i in range(1, len(trace.times_s)):
         step, rate = float(trace.times_s[i]), float(trace.rates_bps[i])
@@ -472,12 +489,19 @@ def _reactions(trace, elapsed_s: float, estimates: list, ratios: list, splits: l
                     within = round(t - step, 2)
                     break
         config_before = (_value_at(splits, step), _value_at(ratios, step))
+        frames_before = [c for t, c in frame_configs if t <= step]
+        if frames_before:
+            config_before = frames_before[-1]
         changed = None
         for t, _ in sorted(ratios + splits):
-            if step < t <= end and (_value_at(splits, t), _value_at(ratios, t)) != \
-                    config_before:
+            if step < t <= end and not _same_config(
+                    (_value_at(splits, t), _value_at(ratios, t)), config_before):
                 changed = round(t - step, 2)
                 break
+        first_frame = next((t for t, c in frame_configs
+                            if step < t <= end and not _same_config(c, config_before)), None)
+        if first_frame is not None and (changed is None or first_frame - step < changed):
+            changed = round(first_frame - step, 2)
         rows.append({"t_s": step, "rate_before_bps": before, "rate_after_bps": rate,
                      "estimate_within_15pct_after_s": within,
                      "configuration_changed_after_s": changed,
