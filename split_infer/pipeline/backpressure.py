@@ -44,8 +44,12 @@ drops a frame whenever bytes sent before it are still on the link when it is rea
 that carries the camera's rate on average then loses the second frame of every pair a stalled
 robot sends, and a split that fits its link runs a fifth below what the link carries.
 ``bandwidth_remain`` is the link's backlog beyond the last frame sent (its bytes at the
-estimated bandwidth), so a frame may queue behind at most one frame on the link, and a link
-slower than the camera still sets the rate.
+estimated bandwidth), so a frame may queue behind at most one frame on the link. The slack
+applies only while the frames, on average, cross the link faster than they arrive (the calls
+to ``should_process_frame`` and the frames' sizes, each averaged over about twenty frames): a
+link that cannot carry the camera's rate drops frames for rate, and there the slack would let
+the edge send at the estimate itself and keep any queue the model does not see (one built
+while the estimate was too high) standing for good.
 
 ``estimate_unreceived_bytes`` starts from the bytes sent and not yet receipted, as the thesis
 suggests, and accounts for the receipt's latency as it also suggests: those frames are drained
@@ -84,6 +88,12 @@ DROP_REASONS: dict[str, str] = {
                  "is ready",
     "in_flight": "no bandwidth estimate yet and max_in_flight frames are unacknowledged",
 }
+
+
+#: Weight of a new sample in the mean interval between frames and the mean frame size: about
+#: twenty frames, so that the pairs a stalled robot sends (8 and 58 ms apart at 30 frames/s)
+#: average to the camera's interval, and one large frame does not decide.
+_ARRIVAL_ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,9 @@ class Backpressure:
         self._server_s: float | None = None
         self._last_send: float | None = None
         self._last_bytes = 0  # the last frame sent: the link's one frame of slack
+        self._last_arrival: float | None = None  # the last should_process_frame call
+        self._arrival_s: float | None = None  # EWMA of the camera's frame interval
+        self._mean_bytes: float | None = None  # EWMA of the frames' sizes
         self._server_free_at: float | None = None  # when the frames sent are done (virtual)
         self._bandwidth_bps: float | None = None
         self._bandwidth_at = -math.inf
@@ -146,6 +159,7 @@ class Backpressure:
         """A frame of ``nbytes`` left the edge at ``now``."""
         with self._lock:
             self._last_send, self._last_bytes = now, int(nbytes)
+            self._mean_bytes = _ewma(self._mean_bytes, float(nbytes), _ARRIVAL_ALPHA)
             rate_limit = self.server_rate_limit_s
             if rate_limit is not None:
                 start = now if self._server_free_at is None else max(self._server_free_at, now)
@@ -265,6 +279,10 @@ class Backpressure:
         """The thesis's rule: process unless the server or the link will still hold more than
         one earlier frame when this one is ready."""
         with self._lock:
+            if self._last_arrival is not None and now > self._last_arrival:
+                self._arrival_s = _ewma(self._arrival_s, now - self._last_arrival,
+                                        _ARRIVAL_ALPHA)
+            self._last_arrival = now
             self._expire(now)
             client = self._client_s if self._client_s is not None else 0.0
             rate_limit = self.server_rate_limit_s
@@ -289,6 +307,11 @@ class Backpressure:
             else:
                 # The link's backlog beyond the last frame sent (see the module docstring).
                 slack = self._last_bytes * 8.0 / bandwidth
+                if self._arrival_s is None or self._mean_bytes is None or \
+                        self._mean_bytes * 8.0 / bandwidth > self._arrival_s:
+                    # A link that cannot carry the camera's rate drops frames for rate, not
+                    # for jitter: the slack would only keep a queue standing on it.
+                    slack = 0.0
                 link = max(0.0, self._link_remain(now, bandwidth) - slack)
                 link_busy = client < link
         if client < server:
