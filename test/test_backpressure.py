@@ -32,12 +32,17 @@ def test_server_rule_lets_one_frame_wait_and_drops_beyond():
     assert bp.should_process_frame(now=1.045).process
 
 
-def _paired_camera(bp: Backpressure, frames: int, edge_s: float) -> list[tuple[float, float]]:
+def _paired_arrivals(frames: int) -> list[tuple[int, float]]:
     """30 frames/s, every other frame 25 ms late (a robot whose CPU quota stalls it sends
-    pairs); returns (sent at, wait at the server) of every frame processed."""
+    pairs): (frame, arrival)."""
+    return [(k, k / 30 + (0.025 if k % 2 else 0.0)) for k in range(frames)]
+
+
+def _paired_camera(bp: Backpressure, frames: int, edge_s: float) -> list[tuple[float, float]]:
+    """The paired camera at a server of ``bp``'s rate limit; returns (sent at, wait at the
+    server) of every frame processed."""
     sent, busy_until = [], -math.inf
-    for k in range(frames):
-        now = k / 30 + (0.025 if k % 2 else 0.0)
+    for k, now in _paired_arrivals(frames):
         if bp.should_process_frame(now).process:
             bp.frame_processed(edge_s)
             bp.frame_sent(k, 100, now + edge_s)
@@ -118,13 +123,12 @@ def test_frames_drain_first_in_first_out():
 
 def _paired_link_camera(bp: Backpressure, frames: int, nbytes: int,
                         link_bps: float) -> list[tuple[float, float]]:
-    """The paired camera of ``_paired_camera`` over a FIFO link of ``link_bps`` that the
+    """The paired camera over a FIFO link of ``link_bps`` that the
     estimate knows; receipts come back when a frame has crossed it. Returns (sent at, wait in
     the link's queue) of every frame processed."""
     edge_s, sent, link_free, crossing = 0.004, [], -math.inf, []
     bp.set_bandwidth(link_bps, now=0.0)
-    for k in range(frames):
-        now = k / 30 + (0.025 if k % 2 else 0.0)
+    for k, now in _paired_arrivals(frames):
         for seq, done in [c for c in crossing if c[1] <= now]:
             bp.receipt(seq, now=now)
             crossing.remove((seq, done))

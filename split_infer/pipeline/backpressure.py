@@ -177,16 +177,17 @@ class Backpressure:
         With ``now`` (the receipt's arrival), the link is known busy until that frame's
         modelled end, but no later than ``now``: frames still in flight queue behind it.
         """
+        seq = int(seq)
         with self._lock:
             if cloud_s is not None and math.isfinite(cloud_s) and cloud_s >= 0:
                 self._server_s = _ewma(self._server_s, cloud_s, self._alpha)
-            if int(seq) not in self._in_flight:
+            if seq not in self._in_flight:
                 return False
             bandwidth = None if now is None else self._bandwidth(now)
             if bandwidth is not None:
-                end = self._link_free_at(bandwidth, until_seq=int(seq))
+                end = self._link_free_at(bandwidth, until_seq=seq)
                 self._link_busy_until = max(self._link_busy_until, min(end, now))
-            del self._in_flight[int(seq)]
+            del self._in_flight[seq]
             self.acknowledged += 1
             return True
 

@@ -3,6 +3,7 @@ bounds and the validity gate, the per-run summary, recoveries and reactions."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import os
@@ -474,6 +475,7 @@ def _reactions(trace, elapsed_s: float, estimates: list, ratios: list, splits: l
     classified itself), or the edge's 1-Hz ``active_split``/``active_ratio`` report if that
     came first: the report alone is up to a second late."""
     rows = []
+    frame_times = [t for t, _ in frame_configs]
     for i in range(1, len(trace.times_s)):
         step, rate = float(trace.times_s[i]), float(trace.rates_bps[i])
         if step >= elapsed_s:
@@ -489,17 +491,17 @@ def _reactions(trace, elapsed_s: float, estimates: list, ratios: list, splits: l
                     within = round(t - step, 2)
                     break
         config_before = (_value_at(splits, step), _value_at(ratios, step))
-        frames_before = [c for t, c in frame_configs if t <= step]
-        if frames_before:
-            config_before = frames_before[-1]
+        after_step = bisect.bisect_right(frame_times, step)
+        if after_step:
+            config_before = frame_configs[after_step - 1][1]
         changed = None
         for t, _ in sorted(ratios + splits):
             if step < t <= end and not _same_config(
                     (_value_at(splits, t), _value_at(ratios, t)), config_before):
                 changed = round(t - step, 2)
                 break
-        first_frame = next((t for t, c in frame_configs
-                            if step < t <= end and not _same_config(c, config_before)), None)
+        first_frame = next((t for t, c in frame_configs[after_step:]
+                            if t <= end and not _same_config(c, config_before)), None)
         if first_frame is not None and (changed is None or first_frame - step < changed):
             changed = round(first_frame - step, 2)
         rows.append({"t_s": step, "rate_before_bps": before, "rate_after_bps": rate,
