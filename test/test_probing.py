@@ -179,6 +179,60 @@ def test_a_frame_between_probe_packets_is_left_out():
     assert result.rate_bps == pytest.approx(4e6, rel=0.05)
 
 
+def stamped_late(packets: list[ProbePacket], from_s: float, until_s: float
+                 ) -> list[ProbePacket]:
+    """A busy receiver: the packets that arrived between ``from_s`` and ``until_s`` are
+    stamped at ``until_s``, in a bunch (as the demo's link relay under load delivered them)."""
+    bunch = itertools.count()
+    return [p if not from_s <= p.receive_s < until_s else
+            ProbePacket(p.train, p.index, p.count, p.nbytes, p.send_s,
+                        until_s + 40e-6 * next(bunch))
+            for p in sorted(packets, key=lambda p: p.receive_s)]
+
+
+def test_packets_stamped_late_inside_the_second_half_do_not_read_as_a_faster_link():
+    """CI, under load: a 6-Mbit/s link read 9.4 Mbit/s. The long gap before the bunch was
+    left out as a frame that slipped in, and the bunch behind it then read as a fast link."""
+    link = TokenBucket(6e6, 1500)
+    train = ProbePlanner().due(0.0, 6e6)
+    packets = send_train(link, 0.0, train)
+    middle = (train.packets - 1) // 2
+    arrivals = [p.receive_s for p in packets]
+    late = stamped_late(packets, arrivals[middle + 2], arrivals[middle + 6] + 1e-4)
+    result = analyze_train(late)
+    assert not result.lower_bound and not result.stamped_late and result.outliers == 0
+    assert result.rate_bps == pytest.approx(6e6, rel=0.05)
+
+
+def test_a_second_half_stamped_late_is_no_measurement():
+    """CI, under load: the whole second half of a train on a 6-Mbit/s link was stamped
+    within 1 ms, and the estimate said "at least 86 Mbit/s". The first half, which the link
+    spread out, says otherwise: the receiver stamped it late, and the train is left out."""
+    link = TokenBucket(6e6, 1500)
+    planner = ProbePlanner()
+    estimator = BandwidthEstimator()
+    first = planner.due(0.0, 6e6)
+    estimator.add_probe(analyze_train(send_train(link, 0.0, first)), 0.05)
+    assert estimator.estimate(0.05).bandwidth_bps == pytest.approx(6e6, rel=0.05)
+    train = planner.due(0.5, 6e6)
+    packets = send_train(link, 0.5, train)
+    middle = (train.packets - 1) // 2
+    late = stamped_late(packets, packets[middle].receive_s - 1e-4,
+                        packets[-1].receive_s + 0.005)
+    result = analyze_train(late)
+    assert result.stamped_late and result.lower_bound
+    estimator.add_probe(result, 0.55)
+    estimate = estimator.estimate(0.55)
+    assert not estimate.lower_bound and estimate.source == "probe"
+    assert estimate.bandwidth_bps == pytest.approx(6e6, rel=0.05)
+    assert estimator.probe_trains == 1 and estimator.probe_trains_stamped_late == 1
+    # The same second half on a link that really is that fast: its first half came as fast
+    # (or faster, through a burst allowance), and the train is too short to time.
+    fast = send_train(TokenBucket(200e6, 1500), 1.0, train)
+    measured = analyze_train(fast)
+    assert measured.lower_bound and not measured.stamped_late
+
+
 def test_lost_packets_and_short_trains():
     link = TokenBucket(4e6, 4096)
     train = ProbePlanner().due(0.0, 4e6)

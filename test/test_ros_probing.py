@@ -8,6 +8,7 @@ bound. Real time: the echo's reception stamps are the middleware's.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -103,4 +104,26 @@ def test_probe_trains_alone_measure_the_link_and_follow_a_step_up():
         executor.shutdown(timeout_sec=5.0)
         for node in reversed(nodes):
             node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_the_link_relay_switches_threads_often_while_it_runs():
+    """The relay's delivery thread shares the interpreter with the other nodes: at Python's
+    default 5-ms switch interval a busy thread beside it held packets back and bunched them
+    (the probe test above then read its 2-Mbit/s link as 1.1, or as silent)."""
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    before = sys.getswitchinterval()
+    trace = step_trace([(0.0, 2e6)], delay_ms=5.0)
+    try:
+        first = LinkRelay(trace, context=context)
+        second = LinkRelay(trace, context=context)
+        assert sys.getswitchinterval() == pytest.approx(LinkRelay.SWITCH_INTERVAL_S)
+        first.destroy_node()
+        first.destroy_node()  # twice: no effect
+        assert sys.getswitchinterval() == pytest.approx(LinkRelay.SWITCH_INTERVAL_S)
+        second.destroy_node()
+        assert sys.getswitchinterval() == before
+    finally:
+        sys.setswitchinterval(before)
         rclpy.try_shutdown(context=context)

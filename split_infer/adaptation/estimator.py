@@ -70,7 +70,10 @@ over the whole throughput window: after a step down that window still holds the 
 before it, and held up a train that had measured the new link (beyond the papers, all of
 it). A train too
 short to time is no measurement: the estimate keeps its value, flagged as a lower bound, and
-the planner doubles the next train. Probe packets also count as traffic for
+the planner doubles the next train. A train the receiver stamped late
+(``TrainMeasurement.stamped_late``) measured nothing either, but no faster link: it is left
+out and counted (``probe_trains_stamped_late``), and the last measurement stands. Probe
+packets also count as traffic for
 the silence test (with probing on and no frames, as when the edge classifies by itself, the
 link is not silent), with a threshold of at least twice the interval between trains.
 
@@ -317,6 +320,7 @@ class BandwidthEstimator:
         self._probe_local_s: float | None = None
         self._probe_gap_s = 0.0  # local time between the last two trains
         self.probe_trains = 0
+        self.probe_trains_stamped_late = 0  # trains left out (the receiver stamped them late)
         self.received = 0
         self.duplicates = 0
         self.out_of_order = 0
@@ -408,6 +412,13 @@ class BandwidthEstimator:
         ``now_s`` is the caller's clock (default: the train's last arrival); an older train
         than the newest one seen is ignored."""
         if self._probe is not None and measurement.receive_s <= self._probe.receive_s:
+            return
+        if measurement.stamped_late:
+            # Its timing is the receiver's, not the link's: it measured nothing, and the last
+            # measurement stands. A frame pair across it still met its bytes.
+            self.probe_trains_stamped_late += 1
+            if measurement.first_receive_s is not None:
+                self._forget_pairs_across(measurement.first_receive_s, measurement.receive_s)
             return
         local = measurement.receive_s if now_s is None else now_s
         if self._probe_local_s is not None:

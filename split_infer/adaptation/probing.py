@@ -30,6 +30,19 @@ second half, the earlier of its gaps are shorter than the later ones (by more th
 the burst allowance): it is no measurement, only flagged (``lower_bound``), the estimate keeps
 its value with the lower-bound flag, and the planner doubles the next train.
 
+**A receiver too busy to stamp on time.** The reception stamps are taken when the receiver
+gets to the packets: a receiver whose CPU is busy (the cloud's model, or in the demo the link
+relay sharing one Python interpreter with the other nodes) stamps the packets that arrived
+meanwhile late, together, and then catches up. Inside the second half that is a long gap
+followed by gaps much shorter than the median; left out as a frame that slipped in, the bunch
+behind it read a 6-Mbit/s link as 9.4 (CI, under load). So a long gap followed by such a
+catch-up stays in: the sum of the gaps is then the link's time again. A second half stamped
+late as a whole arrives faster than ``outlier_factor ×`` the rate of the first half, which
+the link spread out: no link does that (a burst allowance makes the *first* half the fast
+one, a faster link speeds up both), and such a train measured nothing
+(``TrainMeasurement.stamped_late``; the estimator leaves it out and counts it; it had read
+"at least 86 Mbit/s" of the same link). Beyond the papers.
+
 **A sender too slow to fill the link.** Dispersion measures the link only when the packets
 left faster than the link drained them. A robot whose CPU is spent (a weak robot under its
 budget, the edge loading its models) can send a train so slowly that it arrives as it was
@@ -434,6 +447,32 @@ class TrainMeasurement:
     #: arrival of the train's first packet (the cloud's clock): with ``receive_s``, the span
     #: the train held the link, which no frame pair across it may measure (:mod:`.estimator`)
     first_receive_s: float | None = None
+    #: the receiver stamped the second half late (:func:`analyze_train`): no measurement, and
+    #: the estimator leaves it out
+    stamped_late: bool = False
+
+
+def _gaps(packets: Sequence[ProbePacket], outlier_factor: float
+          ) -> tuple[list[tuple[float, int, float]], int]:
+    """(arrival gap, bytes, send gap) of consecutive arrivals of ``packets`` (sorted by
+    arrival), the edge's own frames left out, and how many gaps were left out (module
+    docstring). A long gap followed by a catch-up, a gap much shorter than the median, is no
+    frame: the receiver stamped the packets after it late, in a bunch, and their gaps sum to
+    the link's time as long as the long gap stays in."""
+    gaps = [(b.receive_s - a.receive_s, b.nbytes, b.send_s - a.send_s)
+            for a, b in itertools.pairwise(packets)]
+    positive = sorted(g for g, _, _ in gaps if g > 0)
+    median = positive[len(positive) // 2] if positive else 0.0
+    limit = outlier_factor * median if median > 0 else math.inf
+    kept = [gap for k, gap in enumerate(gaps)
+            if gap[0] <= limit
+            or (k + 1 < len(gaps) and gaps[k + 1][0] * outlier_factor < median)]
+    return kept, len(gaps) - len(kept)
+
+
+def _rate_of(part: list[tuple[float, int, float]]) -> tuple[float, float]:
+    """(bits, arrival span) of some gaps."""
+    return 8.0 * sum(n for _, n, _ in part), sum(g for g, _, _ in part)
 
 
 def analyze_train(packets: Sequence[ProbePacket], *, min_span_s: float = 0.001,
@@ -451,33 +490,40 @@ def analyze_train(packets: Sequence[ProbePacket], *, min_span_s: float = 0.001,
     if len(tail) < 3:
         return None
     tail.sort(key=lambda p: p.receive_s)
-    # (arrival gap, bytes, send gap) of consecutive arrivals
-    gaps = [(b.receive_s - a.receive_s, b.nbytes, b.send_s - a.send_s)
-            for a, b in itertools.pairwise(tail)]
-    positive = sorted(g for g, _, _ in gaps if g > 0)
-    median = positive[len(positive) // 2] if positive else 0.0
-    limit = outlier_factor * median if median > 0 else math.inf
-    kept = [gap for gap in gaps if gap[0] <= limit]
-    outliers = len(gaps) - len(kept)
-
-    def rate_of(part: list[tuple[float, int, float]]) -> tuple[float, float]:
-        return 8.0 * sum(n for _, n, _ in part), sum(g for g, _, _ in part)
-
-    bits, span = rate_of(kept)
+    kept, outliers = _gaps(tail, outlier_factor)
+    bits, span = _rate_of(kept)
     # A burst allowance that reached into the second half makes its earlier gaps shorter
     # than its later ones: then only the later half of the gaps is the shaped rate.
     half = len(kept) // 2
     if half >= 2:
-        early_bits, early_span = rate_of(kept[:half])
-        late_bits, late_span = rate_of(kept[half:])
+        early_bits, early_span = _rate_of(kept[:half])
+        late_bits, late_span = _rate_of(kept[half:])
         if late_span > 0 and early_bits * late_span > burst_factor * late_bits * early_span:
             kept = kept[half:]
             bits, span = late_bits, late_span
     # Sent as slowly as it arrived: the arrival gaps are the sender's (module docstring).
     send_span = sum(max(d, 0.0) for _, _, d in kept)
     sender_limited = span >= min_span_s and span < sender_factor * send_span
-    lower = span < min_span_s or sender_limited
     rate = bits / max(span, min_span_s)
+    stamped_late = _second_half_stamped_late(ordered, middle, rate, outlier_factor,
+                                             sender_factor)
+    lower = span < min_span_s or sender_limited or stamped_late
     return TrainMeasurement(ordered[0].train, rate, lower, tail[-1].receive_s, len(ordered),
                             count, len(kept), outliers, bits, sender_limited,
-                            min(p.receive_s for p in ordered))
+                            min(p.receive_s for p in ordered), stamped_late)
+
+
+def _second_half_stamped_late(ordered: list[ProbePacket], middle: int, rate_bps: float,
+                              outlier_factor: float, sender_factor: float) -> bool:
+    """The second half read more than ``outlier_factor`` × faster than the first half, which
+    the link (not the sender) spread out. No link does that: a burst allowance makes the
+    *first* half the fast one, and a faster link speeds up both. A busy receiver does: it
+    stamped the second half's packets late, together (beyond the papers)."""
+    head = sorted((p for p in ordered if p.index <= middle), key=lambda p: p.receive_s)
+    if len(head) < 3:
+        return False
+    kept, _ = _gaps(head, outlier_factor)
+    bits, span = _rate_of(kept)
+    send_span = sum(max(d, 0.0) for _, _, d in kept)
+    return span > 0 and span >= sender_factor * send_span and rate_bps * span > (
+        outlier_factor * bits)

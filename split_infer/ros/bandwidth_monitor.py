@@ -237,6 +237,7 @@ class BandwidthMonitor(Node):
             "pairs_across_probe": est.pairs_across_probe,
             "malformed_messages": self._malformed, "skipped_rows": self._skipped_rows,
             "receipts_label": RECEIPT_LABEL, "probe_trains": est.probe_trains,
+            "probe_trains_stamped_late": est.probe_trains_stamped_late,
             "probe_rows_skipped": self._probe_rows_skipped,
         }
         probe = self._last_probe
