@@ -26,6 +26,7 @@ from split_infer.adaptation.estimator import BandwidthEstimator, Receipt
 from split_infer.adaptation.policy import choose_configuration
 from split_infer.adaptation.scheduling import (
     FIRST_CPU_REPORT_WAIT_S,
+    MIN_ROBOT_FACTOR,
     LinkState,
     SchedulerSettings,
     SchedulingLoop,
@@ -549,22 +550,29 @@ def test_startup_without_measurements_falls_back_to_the_smallest_frames():
         startup_configuration([])
 
 
+def _with_edge_only(plain: Path, directory: Path) -> list[Configuration]:
+    """The configurations of ``plain`` and edge-only, on a slow robot: the whole model takes
+    250 ms, 4 frames/s of a 10-Hz camera."""
+    from split_infer.tools.synthetic_bundle import with_measurements
+
+    _tiny_onnx(directory / "full.onnx")
+    bundle = with_measurements(plain, directory / "b", lambda c: {},
+                               files={"onnx/full.onnx": (directory / "full.onnx").read_bytes()},
+                               client_only={"onnx": "onnx/full.onnx", "accuracy": 0.93,
+                                            "edge_ms": 250.0})
+    configs, skipped = configurations_from_bundle(bundle, include_edge_only=True)
+    assert skipped == []
+    return configs
+
+
 def test_edge_only_is_a_configuration_that_wins_only_where_the_link_is_too_poor(tmp_path):
     from split_infer.adaptation.configurations import edge_only_configuration
-    from split_infer.tools.synthetic_bundle import with_measurements
 
     plain = make_bundle(tmp_path / "plain")
     assert edge_only_configuration(plain) is None  # no whole model to run
     _, skipped = configurations_from_bundle(plain, include_edge_only=True)
     assert skipped == ["edge_only"]
-    _tiny_onnx(tmp_path / "full.onnx")
-    # A slow robot: the whole model takes 250 ms, 4 frames/s of a 10-Hz camera.
-    bundle = with_measurements(plain, tmp_path / "b", lambda c: {},
-                               files={"onnx/full.onnx": (tmp_path / "full.onnx").read_bytes()},
-                               client_only={"onnx": "onnx/full.onnx", "accuracy": 0.93,
-                                            "edge_ms": 250.0})
-    configs, skipped = configurations_from_bundle(bundle, include_edge_only=True)
-    assert skipped == []
+    configs = _with_edge_only(plain, tmp_path)
     edge_only = next(c for c in configs if c.name == "edge_only")
     assert (edge_only.split_point, edge_only.ratio) == EDGE_ONLY_KEY
     assert edge_only.kind == "client_only" and not edge_only.transmits
@@ -578,6 +586,28 @@ def test_edge_only_is_a_configuration_that_wins_only_where_the_link_is_too_poor(
     assert step.predicted_effective_accuracy(T_GEN) == pytest.approx(0.93 * 4 / T_GEN)
     # Back up: the split again.
     assert apply(loop, 2.0, LinkState(6.4e6)).target.name == "s2g1"
+
+
+def test_a_robot_faster_than_its_plan_tries_what_the_plan_ruled_out(tmp_path):
+    # A plan measured on a slower machine: held at its planned times, edge-only would never
+    # run on a link it would win on.
+    configs = _with_edge_only(make_bundle(tmp_path / "plain"), tmp_path)
+    edge_only = next(c for c in configs if c.name == "edge_only")
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    # 0.3 Mbit/s: s3g4 (8 kB) crosses 4.7 frames/s (ν_eff 0.40); edge-only is planned at 4/s
+    # (0.37).
+    assert apply(loop, 0.0, LinkState(0.3e6)).target.name == "s3g4"
+    # The robot runs s3g4's head in 60 % of its planned time: the whole model too, 6.7/s.
+    for t in range(3, 8):
+        loop.observe_edge_time(float(t), 0.6 * loop.lookup(3, 4.0).edge_s)
+    assert loop.robot_factor == pytest.approx(0.6)
+    assert loop.edge_time_s(edge_only) == pytest.approx(0.6 * 0.250)
+    step = apply(loop, 8.0, LinkState(0.3e6))
+    assert step.target is edge_only and step.apply
+    # It runs slower than that after all (300 ms, 3.3/s): measured, it loses to s3g4 again.
+    for t in range(11, 16):
+        loop.observe_edge_time(float(t), 0.300)
+    assert apply(loop, 16.0, LinkState(0.3e6)).target.name == "s3g4"
 
 
 def test_measured_edge_times_replace_the_profile(configs):
@@ -666,12 +696,13 @@ def test_unrun_configurations_are_planned_as_slow_as_the_robot_has_been(configs)
     # so nothing is worth a switch.
     assert loop.edge_time_s(s2g2) == pytest.approx(0.020, rel=0.01)
     assert not apply(loop, 30.0, LinkState(6.4e6)).apply
-    # A robot faster than planned never makes unrun configurations look faster.
+    # A robot faster than planned makes unrun configurations faster, by at most
+    # 1 / MIN_ROBOT_FACTOR: one odd report is not a new robot.
     fresh = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
     apply(fresh, 0.0, LinkState(6.4e6))
     fresh.observe_edge_time(5.0, 0.001)
-    assert fresh.robot_factor == 1.0
-    assert fresh.edge_time_s(s2g2) == pytest.approx(s2g2.edge_s)
+    assert fresh.robot_factor == MIN_ROBOT_FACTOR
+    assert fresh.edge_time_s(s2g2) == pytest.approx(s2g2.edge_s * MIN_ROBOT_FACTOR)
 
 
 def test_the_first_report_sets_the_robot_factor_and_later_ones_are_averaged(configs):
@@ -753,11 +784,13 @@ def test_the_nodes_cpu_beyond_the_plan_weighs_more_on_a_light_head(configs):
     assert loop.robot_factor == pytest.approx(1.5)
     assert loop.edge_time_s(loop.lookup(3, 4.0)) == pytest.approx(0.005 * 4.0)  # clamped at 4
     assert loop.edge_time_s(loop.lookup(2, 1.0)) == pytest.approx(0.005 * 1.5)  # sibling
-    # An edge cheaper than its plan adds nothing.
+    # An edge cheaper than its plan (0.75 ×) makes the others cheaper by its factor, not by
+    # the 2 ms a frame it saved, which would make the 1-ms head cost less than nothing.
     cheap = SchedulingLoop(configs, settings(), cpu)
     cheap.observe_edge(0.0, 2, 2.0)
     cheap.observe_edge_cpu(1.0, 0.006)
-    assert cheap.edge_time_s(cheap.lookup(3, 4.0)) == pytest.approx(0.005)
+    assert cheap.robot_factor == pytest.approx(0.75)
+    assert cheap.edge_time_s(cheap.lookup(3, 4.0)) == pytest.approx(0.005 * 0.75)
 
 
 def test_a_cpu_timed_first_decision_waits_for_the_robots_first_cpu_report(configs):
@@ -799,8 +832,8 @@ def test_one_try_covers_a_split_point(configs):
     assert loop.robot_factor == pytest.approx(1.0, abs=0.01)
     # ... but the other ratios at split 2 share the head that ran at twice its plan.
     assert loop.edge_time_s(s2g2) == pytest.approx(2 * s2g2.edge_s)
-    # A head faster than planned does not make its siblings look faster.
+    # A head faster than planned makes its siblings faster too.
     fast = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
     apply(fast, 0.0, LinkState(6.4e6))
-    fast.observe_edge_time(3.0, s2g1.edge_s / 2)
-    assert fast.edge_time_s(s2g2) == pytest.approx(s2g2.edge_s)
+    fast.observe_edge_time(3.0, s2g1.edge_s * 0.8)
+    assert fast.edge_time_s(s2g2) == pytest.approx(s2g2.edge_s * 0.8)

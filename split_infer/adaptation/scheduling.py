@@ -45,12 +45,16 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   and what the node spends beside the model); once a configuration has run for
   ``EDGE_TIME_SETTLE_S``, :meth:`SchedulingLoop.observe_edge_time` keeps an EWMA of what it
   really costs, and every later decision plans that configuration with it. A configuration
-  that has not run yet is planned with its planned time × how much slower than planned the
-  robot has been (the first report's measured / planned, then an EWMA over every report,
-  never below 1): a robot slower than its plan is slower for everything. With CPU reports the
-  CPU time per frame the edge spends beyond its plan is also learned and added to each
-  unrun configuration's planned CPU time when that gives more (the node's messaging costs
-  the same per frame whatever the head: beyond Hu & Krishnamachari). A measured time is
+  that has not run yet is planned with its planned time × how much slower or faster than
+  planned the robot has been (the first report's measured / planned, then an EWMA over every
+  report, within [``MIN_ROBOT_FACTOR``, ``MAX_ROBOT_FACTOR``]): a robot slower than its plan is
+  slower for everything, and one faster than its plan (a plan measured on a slower or busier
+  machine) is faster for everything. Held at 1 or more, a plan measured on a slower machine
+  kept the scheduler from ever trying what that plan ruled out (edge-only on a slow link,
+  ``bench/README.md``). With CPU reports the CPU time per frame the edge spends beyond its
+  plan (negative under it) is also learned and added to each unrun configuration's planned
+  CPU time when that gives more (the node's messaging costs the same per frame whatever the
+  head: beyond Hu & Krishnamachari). A measured time is
   remembered while another configuration runs, so a wrong plan costs one try, not an
   oscillation, and a configuration at the same split point as one that has run is planned
   at its planned time × that one's measured / planned (the same head; the ratios differ only
@@ -207,7 +211,9 @@ class Step:
 EDGE_TIME_SETTLE_S = 2.0
 #: Weight of a new report in a configuration's measured edge time and in the robot's factor.
 EDGE_TIME_ALPHA = 0.3
-#: The robot's measured / planned factor is kept in [1, this].
+#: The robot's measured / planned factor is kept in [MIN_ROBOT_FACTOR, MAX_ROBOT_FACTOR]: one
+#: odd report (a light head whose messaging the plan timed differently) is not a new robot.
+MIN_ROBOT_FACTOR = 0.5
 MAX_ROBOT_FACTOR = 4.0
 #: Seconds after the first link estimate that a CPU-timed loop's first decision waits for the
 #: robot's first CPU report (the edge reports once a second): a decision before it plans every
@@ -228,10 +234,10 @@ def _ewma(previous: float | None, sample: float) -> float:
         (1.0 - EDGE_TIME_ALPHA) * previous + EDGE_TIME_ALPHA * sample)
 
 
-def _slowdown(measured_over_planned: float) -> float:
-    """A measured / planned edge time as the factor unrun configurations are planned with:
-    never faster than planned, at most ``MAX_ROBOT_FACTOR``."""
-    return min(max(measured_over_planned, 1.0), MAX_ROBOT_FACTOR)
+def _clamped_factor(measured_over_planned: float) -> float:
+    """A measured / planned edge time as the factor unrun configurations are planned with,
+    kept in [``MIN_ROBOT_FACTOR``, ``MAX_ROBOT_FACTOR``]."""
+    return min(max(measured_over_planned, MIN_ROBOT_FACTOR), MAX_ROBOT_FACTOR)
 
 
 class SchedulingLoop:
@@ -275,7 +281,8 @@ class SchedulingLoop:
         self._plans: dict[str, Configuration] = {}  # name → as last planned (_planned)
         self._robot_factor = 1.0  # measured / planned edge time, EWMA over every report
         self._factor_seeded = False  # a report has set _robot_factor
-        # CPU seconds per frame the edge spends beyond the plan (EWMA, >= 0; None: no report)
+        # CPU seconds per frame the edge spends beyond the plan (EWMA, < 0 under it; None: no
+        # report)
         self._cpu_overhead_s: float | None = None
         self._received: tuple[float, float, float] | None = None  # (fps, share, when)
         # The configuration the edge runs before the first decision was chosen without a link
@@ -346,7 +353,7 @@ class SchedulingLoop:
 
     def observe_edge_cpu(self, now_s: float, cpu_s: float) -> Configuration | None:
         """The edge process's CPU time per frame (seconds) over its last period: the active
-        configuration ran ``cpu_s`` / its planned CPU time × slower than planned, so it is
+        configuration ran ``cpu_s`` / its planned CPU time × as long as planned, so it is
         credited with its planned time × that (then as :meth:`observe_edge_time`). A robot
         that paces frames at the camera rate runs each one unthrottled, so its wall time per
         frame misses what the budget pays; its CPU time is the same unit as the plan's, and
@@ -360,8 +367,8 @@ class SchedulingLoop:
         planned = self._planned_cpu_s[config.name]
         credited = self._credit_edge_time(now_s, config.edge_s * cpu_s / planned)
         if credited is not None:
-            extra = max(cpu_s - planned, 0.0)
-            self._cpu_overhead_s = _ewma(self._cpu_overhead_s, extra)
+            # Signed: a robot faster than its plan spends less than planned on every frame.
+            self._cpu_overhead_s = _ewma(self._cpu_overhead_s, cpu_s - planned)
         return credited
 
     def _settled(self, now_s: float) -> Configuration | None:
@@ -387,7 +394,7 @@ class SchedulingLoop:
             # that has not run is planned at its (possibly stale) planned time, and an EWMA from
             # 1 would take several reports, each a switch to an optimistic configuration, to
             # get there.
-            self._robot_factor = _slowdown(_ewma(
+            self._robot_factor = _clamped_factor(_ewma(
                 self._robot_factor if self._factor_seeded else None, edge_s / config.edge_s))
             self._factor_seeded = True
         return config
@@ -443,20 +450,22 @@ class SchedulingLoop:
 
     @property
     def robot_factor(self) -> float:
-        """How much slower than planned the robot has run (≥ 1): the factor on the planned
-        time of configurations that have not run yet."""
+        """How much slower (> 1) or faster (< 1) than planned the robot has run, within
+        [``MIN_ROBOT_FACTOR``, ``MAX_ROBOT_FACTOR``]: the factor on the planned time of
+        configurations that have not run yet."""
         return self._robot_factor
 
     def edge_time_s(self, config: Configuration) -> float:
         """The edge time per frame decisions plan ``config`` with: measured if it has run;
-        else its planned one × how much slower than planned a configuration at the same split
-        point has run (the same head: the ratios differ only in the encoder); else the planned
+        else its planned one × how much slower (or faster) than planned a configuration at the
+        same split point has run (the same head: the ratios differ only in the encoder); else
+        the planned
         one × :attr:`robot_factor`, or, when the loop is :attr:`cpu_timed` and that is more,
-        × (its planned CPU time + the CPU time per frame the edge has spent beyond its plan) /
-        its planned CPU time: what the node spends beside the model (receiving the camera
-        message, publishing, its threads) is the same per frame whatever the split, so a factor
-        measured on a heavy head understates it for a light one. Neither makes a
-        configuration faster than planned."""
+        × (its planned CPU time + the CPU time per frame the edge has spent beyond its plan,
+        negative under it) / its planned CPU time: what the node spends beside the model
+        (receiving the camera message, publishing, its threads) is the same per frame whatever
+        the split, so a factor measured on a heavy head understates it for a light one. Both
+        factors are kept in [``MIN_ROBOT_FACTOR``, ``MAX_ROBOT_FACTOR``]."""
         measured = self._edge_s.get(config.name)
         if measured is not None:
             return measured
@@ -464,11 +473,12 @@ class SchedulingLoop:
                     if c.split_point == config.split_point and c.edge_s > 0
                     and c.name in self._edge_s]
         if siblings:
-            return config.edge_s * _slowdown(max(siblings))
+            return config.edge_s * _clamped_factor(max(siblings))
         factor = self._robot_factor
         planned_cpu = self._planned_cpu_s.get(config.name)
         if planned_cpu is not None and self._cpu_overhead_s is not None:
-            factor = max(factor, _slowdown((planned_cpu + self._cpu_overhead_s) / planned_cpu))
+            factor = max(factor,
+                         _clamped_factor((planned_cpu + self._cpu_overhead_s) / planned_cpu))
         return config.edge_s * factor
 
     def request_sent(self, now_s: float, config: Configuration) -> None:

@@ -19,8 +19,8 @@ Topics (relative names, one namespace per robot):
 * publishes ``metrics/split_point``, ``metrics/ratio``,
   ``metrics/predicted_effective_accuracy``, ``metrics/predicted_latency_ms``,
   ``metrics/decision_bandwidth_bps``, ``metrics/rtt_ms``, ``metrics/probing``,
-  ``metrics/switches``, ``metrics/rejections``, ``metrics/robot_factor`` (how much slower
-  than planned the robot has run) (``std_msgs/Float64``) and ``/diagnostics``.
+  ``metrics/switches``, ``metrics/rejections``, ``metrics/robot_factor`` (how much slower,
+  above 1, or faster than planned the robot has run) (``std_msgs/Float64``) and ``/diagnostics``.
 
 It applies a decision by setting the edge node's ``split_point`` (int) and ``ratio`` (double)
 **in one SetParametersAtomically request**, so the edge's parameter callback sees both values
