@@ -387,6 +387,21 @@ def test_frames_that_queue_win_over_an_older_train_and_silence_counts_trains():
     assert final.bandwidth_bps == pytest.approx(1e6, rel=0.05)
 
 
+def test_a_lower_bound_under_the_measured_capacity_keeps_that_capacitys_budget():
+    # A 0.5-Mbit/s link, measured, whose frames leave it unsaturated every other second: the
+    # estimate alternates between the capacity and a lower bound of what the frames carried.
+    # Budgeted at the 1-Mbit/s floor in the lower-bound spells, the trains took 6.8 % of it.
+    settings = ProbeSettings()
+    planner = ProbePlanner(settings)
+    for k in range(12000):  # 120 s in 10-ms ticks
+        now = k * 0.01
+        planner.due(now, 0.4e6 if int(now) % 2 else 0.5e6, lower_bound=bool(int(now) % 2))
+    first_train = planner.wire_bytes_sent / planner.trains_sent
+    spent_bps = 8 * (planner.wire_bytes_sent - first_train) / 120
+    assert spent_bps <= settings.budget_fraction * 0.5e6
+    assert planner.trains_sent >= 30  # and it still probes at the budget
+
+
 def test_doubling_on_lower_bounds_stops_at_eight_times_the_base_size():
     planner = ProbePlanner(ProbeSettings(budget_fraction=1.0))
     sizes = []
