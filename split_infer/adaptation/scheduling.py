@@ -49,9 +49,10 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   planned the robot has been (the first report's measured / planned, then an EWMA over every
   report, within [``MIN_ROBOT_FACTOR``, ``MAX_ROBOT_FACTOR``]): a robot slower than its plan is
   slower for everything, and one faster than its plan (a plan measured on a slower or busier
-  machine) is faster for everything. Held at 1 or more, a plan measured on a slower machine
-  kept the scheduler from ever trying what that plan ruled out (edge-only on a slow link,
-  ``bench/README.md``). With CPU reports the CPU time per frame the edge spends beyond its
+  machine) is faster for everything: held at 1 or more, the factor left every configuration
+  that has not run as slow as that machine made it. It cannot mend a plan that is wrong for
+  one configuration alone, which only running it shows (``bench/README.md``, 2026-12-07:
+  edge-only at 0.3 Mbit/s). With CPU reports the CPU time per frame the edge spends beyond its
   plan (negative under it) is also learned and added to each unrun configuration's planned
   CPU time when that gives more (the node's messaging costs the same per frame whatever the
   head: beyond Hu & Krishnamachari). A measured time is
