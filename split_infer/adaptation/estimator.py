@@ -413,20 +413,19 @@ class BandwidthEstimator:
         than the newest one seen is ignored."""
         if self._probe is not None and measurement.receive_s <= self._probe.receive_s:
             return
+        if measurement.first_receive_s is not None:
+            # Whatever the train measured, a frame pair across it met its bytes.
+            self._forget_pairs_across(measurement.first_receive_s, measurement.receive_s)
         if measurement.stamped_late:
             # Its timing is the receiver's, not the link's: it measured nothing, and the last
-            # measurement stands. A frame pair across it still met its bytes.
+            # measurement stands.
             self.probe_trains_stamped_late += 1
-            if measurement.first_receive_s is not None:
-                self._forget_pairs_across(measurement.first_receive_s, measurement.receive_s)
             return
         local = measurement.receive_s if now_s is None else now_s
         if self._probe_local_s is not None:
             self._probe_gap_s = max(local - self._probe_local_s, 0.0)
         self._probe, self._probe_local_s = measurement, local
         self.probe_trains += 1
-        if measurement.first_receive_s is not None:
-            self._forget_pairs_across(measurement.first_receive_s, measurement.receive_s)
         if not measurement.lower_bound:
             self._held = measurement.rate_bps
 

@@ -486,6 +486,11 @@ def _rate_of(part: list[tuple[float, int, float]]) -> tuple[float, float]:
     return 8.0 * sum(n for _, n, _ in part), sum(g for g, _, _ in part)
 
 
+def _send_span(part: list[tuple[float, int, float]]) -> float:
+    """How long the sender took over some gaps (what a sender-limited train arrives in)."""
+    return sum(max(d, 0.0) for _, _, d in part)
+
+
 def analyze_train(packets: Sequence[ProbePacket], *, min_span_s: float = 0.001,
                   outlier_factor: float = 4.0, burst_factor: float = 1.3,
                   sender_factor: float = 1.25) -> TrainMeasurement | None:
@@ -513,8 +518,7 @@ def analyze_train(packets: Sequence[ProbePacket], *, min_span_s: float = 0.001,
             kept = kept[half:]
             bits, span = late_bits, late_span
     # Sent as slowly as it arrived: the arrival gaps are the sender's (module docstring).
-    send_span = sum(max(d, 0.0) for _, _, d in kept)
-    sender_limited = span >= min_span_s and span < sender_factor * send_span
+    sender_limited = span >= min_span_s and span < sender_factor * _send_span(kept)
     rate = bits / max(span, min_span_s)
     stamped_late = _second_half_stamped_late(ordered, middle, rate, outlier_factor,
                                              sender_factor)
@@ -535,6 +539,5 @@ def _second_half_stamped_late(ordered: list[ProbePacket], middle: int, rate_bps:
         return False
     kept, _ = _gaps(head, outlier_factor)
     bits, span = _rate_of(kept)
-    send_span = sum(max(d, 0.0) for _, _, d in kept)
-    return span > 0 and span >= sender_factor * send_span and rate_bps * span > (
+    return span > 0 and span >= sender_factor * _send_span(kept) and rate_bps * span > (
         outlier_factor * bits)
