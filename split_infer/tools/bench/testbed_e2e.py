@@ -28,7 +28,8 @@ style), and each run's own ``report.json`` + ``timeline.png`` under ``runs/``.
 ``--merge`` keeps the runs of an earlier ``results.json`` in ``--out`` for every (trace,
 strategy) this invocation does not run (re-gated with today's :func:`validity_gate`), so one
 strategy can be measured again after a fix without repeating the others; ``merged`` in the
-file lists the earlier commands. Each row names its machine (``machine_cpu``); a trace whose
+file lists the earlier commands. Each row names its machine (``machine_cpu``) and the plan its
+scheduler ran on (``edge_timing``, empty: the bundle's profile); a trace whose
 kept rows come from another machine than the strategies run now is refused (its targets
 would compare machines), while whole traces from other machines may sit side by side.
 
@@ -574,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
               "probing": args.probing, "scheduler_edge_only": args.scheduler_edge_only,
               "edge_timing": args.edge_timing, **placement}
     machine_cpu = header["machine"]["cpu"]
+    # Each row names the plan its scheduler ran on: merged rows may come from several.
+    edge_timing = args.edge_timing
     rows: list[dict] = []
     if args.merge:
         earlier_path = args.out / "results.json"
@@ -627,13 +630,13 @@ def main(argv: list[str] | None = None) -> int:
                                f"{exc}", file=sys.stderr)
                     rows.append({"trace": trace_path.name, "strategy": strategy,
                                  "repeat": repeat, "error": str(exc),
-                                 "machine_cpu": machine_cpu,
+                                 "machine_cpu": machine_cpu, "edge_timing": edge_timing,
                                  "rate_bps": _constant_rate(trace_path)})
                     continue
                 summary = report["summary"]
                 rows.append({**summary, "trace": trace_path.name, "strategy": strategy,
                              "repeat": repeat, "rate_bps": _constant_rate(trace_path),
-                             "machine_cpu": machine_cpu,
+                             "machine_cpu": machine_cpu, "edge_timing": edge_timing,
                              "reactions": report["reactions"],
                              "switches": report["switches"],
                              "link_not_applied": report["link"]["not_applied"]})
