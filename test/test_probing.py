@@ -439,6 +439,23 @@ def test_a_silence_cap_is_probed_as_unknown_not_as_a_slow_link():
     assert len(sent) >= 4 and min(b - a for a, b in itertools.pairwise(sent)) >= 5.5
 
 
+def test_silence_between_the_trains_of_a_measured_slow_link_keeps_its_budget():
+    """Edge-only on a link measured at 0.3 Mbit/s: trains are the only traffic, and between
+    them the estimate lapses into a silence cap. Those lapses were budgeted at the 1-Mbit/s
+    floor, and the trains took 8-11 % of the link (testbed, 20-s runs)."""
+    planner = ProbePlanner()
+    planner.due(0.0, 3e5)  # the frames measured the link
+    for k in range(1, 2400):  # 120 s: a measurement every 6th tick, silence caps between
+        now = k * 0.05
+        if k % 6:
+            planner.due(now, 2e3, stale=True, link_idle=True)
+        else:
+            planner.due(now, 3e5, link_idle=True)
+    spent_bps = 8.0 * planner.wire_bytes_sent / 120.0
+    assert planner.trains_sent >= 10  # the link is still watched
+    assert spent_bps <= 0.05 * 3e5
+
+
 def test_trains_alone_keep_measuring_after_the_frames_stop():
     """Frames saturate 1 Mbit/s until 5 s, then the robot runs edge-only; the link drops to
     0.3 Mbit/s, then rises to 4 Mbit/s. The trains are the only traffic: the estimate follows
