@@ -88,3 +88,48 @@ def test_the_demo_plans_with_its_robots_measured_times_stretched(monkeypatch, tm
     planned = with_edge_timing(configs, written["measured_ms"], written["edge_time_scale"])
     assert {c.name: c.edge_s * 1e3 for c in planned} == pytest.approx(
         {c.name: 6 * here[c.name] for c in configs})
+
+
+def test_the_benchmark_times_the_robot_where_it_runs(monkeypatch, tmp_path):
+    """``bench testbed_e2e --edge-timing measure``: a plan of this machine, in a stamped
+    directory of its own, in the scheduler's format."""
+    import json
+
+    from split_infer.adaptation.configurations import (
+        configurations_from_bundle,
+        planned_cpu_times,
+    )
+    from split_infer.tools.bench.testbed_e2e import measure_robot
+    from split_infer.tools.plan import edge_timing
+
+    bundle = Bundle.load(DEFAULT_BUNDLE)
+    wall = {**{c.id: 2.0 * c.edge_ms + 1.0 for c in bundle.configurations},
+            "client_only": 50.0, CAMERA_FRAME: 1.0}
+    cpu = {name: ms / 4 for name, ms in wall.items()}
+    budgets = []
+
+    def timed(bundle_path, budget, out, **kwargs):
+        budgets.append(budget)
+        return dict(wall), dict(cpu)
+
+    monkeypatch.setattr(edge_timing, "measure_under_budget", timed)
+    path = measure_robot(bundle, 0.25, tmp_path)
+    assert budgets == [0.25]
+    assert path.name == "edge_timing.json" and path.parent.name.startswith("plan_edge_cpu_0.25_")
+    written = json.loads(path.read_text())
+    assert written["edge_cpu"] == 0.25 and written["camera_size"] == "640x480"
+    assert written["camera_frame_ms"] == 1.0
+    assert CAMERA_FRAME not in written["measured_ms"]
+    assert written["edge_time_scale"] == pytest.approx(2.0)  # (wall − camera) / profile
+    assert written["measured_ms"]["client_only"] == 50.0
+    configs, _ = configurations_from_bundle(bundle)
+    assert planned_cpu_times(configs, written["measured_cpu_ms"]) == pytest.approx(
+        {c.name: cpu[c.name] / 1e3 for c in configs})
+
+
+def test_the_benchmark_cannot_time_the_robot_without_a_budget(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["bench", "testbed_e2e", "--edge-timing", "measure"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--edge-timing measure needs --edge-cpu" in err and "Traceback" not in err

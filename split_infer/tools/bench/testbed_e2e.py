@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -57,6 +58,8 @@ from split_infer.tools.link import load_trace
 from split_infer.tools.testbed.report import validity_gate
 from split_infer.tools.testbed.runner import TestbedSettings, plan_placement, run_testbed
 
+#: ``--edge-timing`` value that times the robot here first (:func:`measure_robot`).
+MEASURE_EDGE_TIMING = "measure"
 DEFAULT_TRACES = ("const_100kbps.csv", "const_1mbps.csv", "const_5mbps.csv",
                   "const_20mbps.csv", "step_8_1_4mbps.csv", "outage_5mbps_10s.csv")
 
@@ -79,6 +82,24 @@ def default_strategies(bundle: Bundle) -> list[str]:
         if name not in strategies:
             strategies.append(name)
     return [*strategies, "adaptive"]
+
+
+def measure_robot(bundle: Bundle, edge_cpu: float, out: Path) -> Path:
+    """``--edge-timing measure``: the robot's time per frame in every configuration, timed
+    here under ``edge_cpu`` cores (:func:`~split_infer.tools.plan.edge_timing.
+    write_robot_timing`, as ``split-infer plan --edge-cpu`` does), into a directory of its own
+    under ``out``; returns the ``edge_timing.json`` written. A plan timed on another machine
+    misleads the scheduler by as much as the machines differ (``bench/README.md``,
+    2026-12-07: a host a third faster than the plan's never tried edge-only at 0.3 Mbit/s),
+    so the rows of one invocation are planned on the machine that runs them."""
+    from split_infer.tools.plan.edge_timing import write_robot_timing
+
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    print(f"timing the robot's configurations under {edge_cpu:g} CPU ...", flush=True)
+    timing = write_robot_timing(bundle, edge_cpu, out / f"plan_edge_cpu_{edge_cpu:g}_{stamp}")
+    print(f"edge time scale {timing.edge_time_scale:.2f}× the bundle's profile; "
+          f"wrote {timing.path}", flush=True)
+    return timing.path
 
 
 def naive_bundle(bundle: Bundle, split_point: int) -> tuple[Bundle, str]:
@@ -542,7 +563,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="adaptive: the scheduler may choose edge-only")
     parser.add_argument("--edge-timing", default="", metavar="FILE",
                         help="adaptive: the robot's measured edge times (the edge_timing.json "
-                             "of 'split-infer plan --edge-cpu'; default: the bundle's profile)")
+                             "of 'split-infer plan --edge-cpu'), or 'measure': time them here "
+                             "under --edge-cpu before the first run, into OUT/plan_edge_cpu_"
+                             "F_STAMP/ (default: the bundle's profile)")
     parser.add_argument("--probing", action="store_true",
                         help="run the link prober and the probe echo beside every split "
                              "strategy (default: off, as the earlier tables were measured)")
@@ -558,6 +581,9 @@ def main(argv: list[str] | None = None) -> int:
                              "not run now (see above)")
     common.add_out_argument(parser, "testbed")
     args = parser.parse_args(argv)
+    if args.edge_timing == MEASURE_EDGE_TIMING and args.edge_cpu is None:
+        parser.error("--edge-timing measure needs --edge-cpu: the budget to time the robot "
+                     "under")
     placement = {"edge_cpu": args.edge_cpu, "edge_cpus": args.edge_cpus,
                  "cloud_cpus": args.cloud_cpus}
     # A budget that cannot be had fails every run alike: say so once, before the first.
@@ -565,6 +591,12 @@ def main(argv: list[str] | None = None) -> int:
                                    **placement))
     bundle = Bundle.load(args.bundle)
     strategies = args.strategies or default_strategies(bundle)
+    if args.edge_timing == MEASURE_EDGE_TIMING:
+        try:
+            args.edge_timing = (str(measure_robot(bundle, args.edge_cpu, args.out))
+                                if "adaptive" in strategies else "")
+        except RuntimeError as exc:  # the timing child failed: say why, in one line
+            parser.error(f"--edge-timing measure: {exc}")
     splits = sorted({c.split_point for c in bundle.configurations})
     naive, naive_strategy = naive_bundle(bundle, args.naive_split or splits[len(splits) // 2])
     if "naive" not in strategies and not args.strategies:

@@ -109,39 +109,20 @@ class PlanVerb(VerbExtension):
 def _measured_edge_scale(args: argparse.Namespace) -> float:
     """The bundle's edge parts timed under ``--edge-cpu`` cores against its profiled edge
     times (:mod:`split_infer.tools.plan.edge_timing`); writes ``edge_timing.json``."""
-    import json
-
     from split_infer.bundle import Bundle
-    from split_infer.tools.plan.edge_timing import (
-        CAMERA_FRAME,
-        edge_time_scale,
-        measure_under_budget,
-        parse_camera_size,
-    )
+    from split_infer.tools.plan.edge_timing import parse_camera_size, write_robot_timing
 
     try:
         camera = parse_camera_size(args.camera_size)
     except ValueError as exc:
         raise UserError(f"--camera-size: {exc}") from None
-    bundle = Bundle.load(args.bundle)
-    measured, cpu = measure_under_budget(bundle.path, args.edge_cpu,
-                                         args.out / "edge_timing_raw.json", camera=camera)
-    scale, ratios = edge_time_scale(bundle, measured)
-    camera_ms = measured.pop(CAMERA_FRAME)
-    cpu.pop(CAMERA_FRAME)
-    path = args.out / "edge_timing.json"
-    # measured_ms: what the scheduler uses, each configuration's whole time per frame from the
-    # camera message; camera_frame_ms is the part of it every configuration pays;
-    # measured_cpu_ms: the CPU time of the same, which the edge node reports of itself.
-    path.write_text(json.dumps({"edge_cpu": args.edge_cpu, "edge_time_scale": scale,
-                                "camera_size": args.camera_size, "camera_frame_ms": camera_ms,
-                                "measured_ms": measured, "measured_cpu_ms": cpu,
-                                "ratios": ratios}, indent=2))
-    print(f"edge time scale measured under {args.edge_cpu:g} CPU: {scale:.2f}× the bundle's "
-          f"profile (median of {len(ratios)}, {min(ratios.values()):.2f}–"
+    timing = write_robot_timing(Bundle.load(args.bundle), args.edge_cpu, args.out, camera)
+    ratios = timing.ratios
+    print(f"edge time scale measured under {args.edge_cpu:g} CPU: {timing.edge_time_scale:.2f}× "
+          f"the bundle's profile (median of {len(ratios)}, {min(ratios.values()):.2f}–"
           f"{max(ratios.values()):.2f}); a {args.camera_size} camera frame costs "
-          f"{camera_ms:.1f} ms of it per frame ({path})\n")
-    return scale
+          f"{timing.camera_frame_ms:.1f} ms of it per frame ({timing.path})\n")
+    return timing.edge_time_scale
 
 
 def _plan_pipeline(args: argparse.Namespace) -> int:

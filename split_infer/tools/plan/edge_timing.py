@@ -36,14 +36,16 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from split_infer.bundle import Bundle
 
-__all__ = ["CAMERA_FRAME", "DEFAULT_CAMERA", "edge_time_scale", "emulated_robot_timing", "main",
-           "measure_edge_ms", "measure_edge_times", "measure_under_budget", "parse_camera_size"]
+__all__ = ["CAMERA_FRAME", "DEFAULT_CAMERA", "RobotTiming", "edge_time_scale",
+           "emulated_robot_timing", "main", "measure_edge_ms", "measure_edge_times",
+           "measure_under_budget", "parse_camera_size", "write_robot_timing"]
 
 #: The key of the camera frame's own cost (pixels read + preprocessed) in the measured times.
 CAMERA_FRAME = "camera_frame"
@@ -178,6 +180,38 @@ def measure_under_budget(bundle_path: str | Path, budget: float, out: Path,
                            f"({result.returncode}): {result.stderr.strip()[-500:]}")
     times = json.loads(out.read_text())
     return times["wall_ms"], times["cpu_ms"]
+
+
+@dataclass(frozen=True)
+class RobotTiming:
+    """What :func:`write_robot_timing` measured and wrote."""
+
+    path: Path  # the edge_timing.json written
+    edge_time_scale: float  # median measured / profiled edge time (:func:`edge_time_scale`)
+    ratios: dict[str, float]  # that ratio by configuration id
+    camera_frame_ms: float  # the camera frame's share of every configuration's time
+
+
+def write_robot_timing(bundle: Bundle, budget: float, out_dir: Path,
+                       camera: tuple[int, int] = DEFAULT_CAMERA) -> RobotTiming:
+    """Time ``bundle``'s edge parts under ``budget`` cores (:func:`measure_under_budget`) and
+    write the scheduler's ``edge_timing.json`` into ``out_dir`` (the raw times beside it, as
+    ``edge_timing_raw.json``): ``measured_ms``, each configuration's whole time per frame
+    from the camera message (``client_only``: the whole model); ``camera_frame_ms``, the part
+    of it every configuration pays; ``measured_cpu_ms``, the CPU time of the same, which the
+    edge node reports of itself; ``edge_time_scale`` and its ``ratios``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    measured, cpu = measure_under_budget(bundle.path, budget, out_dir / "edge_timing_raw.json",
+                                         camera=camera)
+    scale, ratios = edge_time_scale(bundle, measured)
+    camera_ms = measured.pop(CAMERA_FRAME)
+    cpu.pop(CAMERA_FRAME)
+    path = out_dir / "edge_timing.json"
+    path.write_text(json.dumps({"edge_cpu": budget, "edge_time_scale": scale,
+                                "camera_size": f"{camera[1]}x{camera[0]}",
+                                "camera_frame_ms": camera_ms, "measured_ms": measured,
+                                "measured_cpu_ms": cpu, "ratios": ratios}, indent=2))
+    return RobotTiming(path, scale, ratios, camera_ms)
 
 
 def main(argv: list[str] | None = None) -> int:
