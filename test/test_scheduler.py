@@ -35,7 +35,7 @@ from split_infer.adaptation.variation import MIN_SAMPLES, STEADY_RISE_ESTIMATES
 from split_infer.bundle import BundleConfiguration, write_bundle
 from split_infer.config_key import EDGE_ONLY_KEY, format_config_key
 from split_infer.planning import Configuration
-from split_infer.planning.effective_accuracy import expected_effective_accuracy
+from split_infer.planning.effective_accuracy import effective_accuracy, expected_effective_accuracy
 from split_infer.tools.link import LinkShaper, load_trace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -458,6 +458,26 @@ def test_a_varying_link_is_planned_over_its_recent_capacity(configs):
             expected_effective_accuracy(config, recent, T_GEN))
     assert step.decision.configuration.name == max(
         configs, key=lambda c: expected_effective_accuracy(c, recent, T_GEN)).name
+
+
+@pytest.mark.parametrize("trace_name", ["gauss_mu3_sd2.csv", "gauss_mu5_sd3.csv"])
+def test_the_default_window_chases_fewer_draws_than_ten_seconds(configs, trace_name):
+    """Ten one-second draws have a mean a third of the link's spread off: a 10-s window
+    moved the scheduler on each wander of it (testbed, N(3, 2): 7-14 switches per run). The
+    default window switches less and delivers as much."""
+    trace = load_trace(REPO / "config/traces" / trace_name)
+    seconds = float(trace.times_s[-1])
+    runs = {}
+    for window_s in (10.0, SchedulerSettings().variation_window_s):
+        loop = SchedulingLoop(configs, settings(variation_window_s=window_s))
+        delivered = []
+        for t, estimate in lagged_estimates(trace_name, seconds):
+            apply(loop, t, LinkState(estimate, 0.02))
+            delivered.append(effective_accuracy(loop.active, trace.rate_at(t), T_GEN))
+        runs[window_s] = (loop.switches, float(np.mean(delivered)))
+    (short_switches, short_nu), (long_switches, long_nu) = runs[10.0], runs[30.0]
+    assert long_switches < short_switches
+    assert long_nu >= short_nu - 0.01
 
 
 def test_lower_bounds_between_the_estimates_keep_the_window(configs):

@@ -159,7 +159,11 @@ class SchedulerSettings:
     max_retry_backoff_s: float = 60.0
     max_accuracy_loss: float | None = None
     link_share: float = 0.85  # of a capacity estimate, what the frames may plan for
-    variation_window_s: float = 10.0  # plan for the capacity of this long (0: the estimate)
+    # Plan for the capacity of this long (0: the estimate). A level change restarts the window,
+    # so its length costs a step nothing; a window of ten one-second draws has a mean as far
+    # off as a third of the link's spread, and on N(3, 2) 10 s switched JPEG <-> split 9 on
+    # each wander of it (7-14 switches per run on the testbed, bench/README.md 2026-12-07).
+    variation_window_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

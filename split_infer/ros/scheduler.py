@@ -101,7 +101,7 @@ _SETTINGS_FLOATS = {
     "max_accuracy_loss": (1.0, 0.0, 1.0, "exclude configs this far below the best; 1 = off"),
     "link_share": (0.85, 0.1, 1.0, "plan frames for this share of a capacity estimate (probes "
                    "and headers take the rest)"),
-    "variation_window_s": (10.0, 0.0, 600.0, "plan for the expected effective accuracy over the "
+    "variation_window_s": (30.0, 0.0, 600.0, "plan for the expected effective accuracy over the "
                            "capacity estimates of this long (s); 0 = the newest estimate only"),
 }
 _NODE_FLOATS = {
