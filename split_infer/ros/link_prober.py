@@ -13,7 +13,8 @@ headroom. A thin shell over :mod:`split_infer.adaptation.probing` (design and bu
 Topics (relative, one namespace per robot; the node runs beside the edge node):
 
 * subscribes ``bandwidth_estimate`` (the monitor's estimate: trains are sized for it, and the
-  budget is a fraction of it; a silence cap is probed as if nothing were known),
+  budget is a fraction of it; a silence cap is probed as if nothing were known; each new
+  estimate is when a train is planned, see :attr:`LinkProber.FALLBACK_TICK_S`),
   ``metrics/queued_fraction`` (the monitor's: while the frames queue, they measure the link
   themselves and no train is sent) and ``/parameter_events`` (the edge node's configuration:
   while it runs edge-only, no frame can wait behind a train);
@@ -94,7 +95,12 @@ _PROBER_INTS = {
 class LinkProber(Node):
     """Sends the packet trains that let the monitor measure the link's headroom."""
 
-    TICK_S = 0.05  # trains are at least interval_s (0.25 s by default) apart
+    #: Trains are planned when an estimate arrives (the monitor publishes every 0.2 s) and on
+    #: this timer, for while no estimate comes (before the first receipt, a monitor that
+    #: stopped). A 20-Hz timer planned them before: each wake of an rclpy executor costs about
+    #: as much CPU as a small message, and the prober spent more of the robot's budget waking
+    #: than sending (bench/README.md, 2026-12-07).
+    FALLBACK_TICK_S = 0.5
 
     def __init__(self, **kwargs) -> None:
         super().__init__("link_prober", **kwargs)
@@ -127,7 +133,7 @@ class LinkProber(Node):
         self.create_subscription(Float64, "metrics/queued_fraction", self._on_queued, 10)
         self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameter_event,
                                  qos_profile_parameter_events)
-        self.create_timer(self.TICK_S, self._tick)
+        self.create_timer(self.FALLBACK_TICK_S, self._tick)
         self.create_timer(1.0, guarded_timer(self, self._report, "probe report"))
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
@@ -158,6 +164,8 @@ class LinkProber(Node):
         except ValueError as exc:
             self._bad_estimates += 1
             self._last_error = str(exc)
+            return
+        self._tick()  # a new estimate is what a train is sized and budgeted for
 
     def _on_parameter_event(self, event: ParameterEvent) -> None:
         try:
