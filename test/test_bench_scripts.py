@@ -562,3 +562,55 @@ def test_imagenet_rows_name_their_codec_whatever_produced_them():
     assert _flat(config, 17, 0.9)["codec"] == "split17_bbnet_r16"
     with pytest.raises(ValueError, match="names no codec"):
         _flat(common | {"kind": "x"}, 0, 0.0)
+
+
+def test_the_testbed_benchmark_times_the_robot_once_and_names_the_plan_in_every_row(
+        monkeypatch, tmp_path, capsys):
+    """``--edge-timing measure``: one timing before the first run, its file in the header and
+    in every row; without an adaptive strategy nothing is timed; a failed timing is one line."""
+    e2e = _bench("testbed_e2e")
+    timed = []
+
+    def measure(bundle, edge_cpu, out):
+        timed.append(edge_cpu)
+        path = out / "plan_edge_cpu_0.25_x" / "edge_timing.json"
+        path.parent.mkdir(parents=True)
+        path.write_text("{}")
+        return path
+
+    given = []
+
+    def run(settings):
+        given.append(settings.edge_timing)
+        summary = {**_run(settings.trace.name, settings.strategy, 0.5, rate=1e6),
+                   "bound_by": "edge", "configurations_used": ["9:20.8"],
+                   "configuration_switches": 0}
+        return {"summary": summary, "reactions": [], "switches": [], "link": {"not_applied": []}}
+
+    monkeypatch.setattr(e2e, "plan_placement", lambda settings: None)
+    monkeypatch.setattr(e2e, "measure_robot", measure)
+    monkeypatch.setattr(e2e, "run_testbed", run)
+    monkeypatch.setattr(e2e, "plot", lambda table, out: [])
+    argv = ["--edge-cpu", "0.25", "--edge-timing", "measure", "--traces", "const_1mbps.csv",
+            "--repeats", "1", "--out", str(tmp_path)]
+    assert e2e.main([*argv, "--strategies", "adaptive", "9:20.8"]) == 0
+    assert timed == [0.25]
+    written = json.loads((tmp_path / "results.json").read_text())
+    plan = str(tmp_path / "plan_edge_cpu_0.25_x" / "edge_timing.json")
+    assert written["edge_timing"] == plan
+    assert [r["edge_timing"] for r in written["rows"]] == [plan, plan] == given
+
+    assert e2e.main([*argv, "--strategies", "9:20.8"]) == 0
+    assert timed == [0.25] and given[-1] == ""  # no adaptive strategy: nothing timed
+    assert "the robot is not timed" in capsys.readouterr().err
+
+    def fail(bundle, edge_cpu, out):
+        raise RuntimeError("the edge timing under 0.25 CPU failed (1): boom")
+
+    monkeypatch.setattr(e2e, "measure_robot", fail)
+    with pytest.raises(SystemExit) as exit_:
+        e2e.main([*argv, "--strategies", "adaptive"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--edge-timing measure: the edge timing under 0.25 CPU failed" in err
+    assert "Traceback" not in err

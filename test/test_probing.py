@@ -442,7 +442,7 @@ def test_a_silence_cap_is_probed_as_unknown_not_as_a_slow_link():
 def test_silence_between_the_trains_of_a_measured_slow_link_keeps_its_budget():
     """Edge-only on a link measured at 0.3 Mbit/s: trains are the only traffic, and between
     them the estimate lapses into a silence cap. Those lapses were budgeted at the 1-Mbit/s
-    floor, and the trains took 8-11 % of the link (testbed, 20-s runs)."""
+    floor, and the trains took up to 11 % of the link (testbed, 20-s runs)."""
     planner = ProbePlanner()
     planner.due(0.0, 3e5)  # the frames measured the link
     for k in range(1, 2400):  # 120 s: a measurement every 6th tick, silence caps between
@@ -454,6 +454,18 @@ def test_silence_between_the_trains_of_a_measured_slow_link_keeps_its_budget():
     spent_bps = 8.0 * planner.wire_bytes_sent / 120.0
     assert planner.trains_sent >= 10  # the link is still watched
     assert spent_bps <= 0.05 * 3e5
+
+
+def test_an_outage_after_a_fast_link_is_probed_no_harder_than_an_unknown_link():
+    """A silence cap after 20 Mbit/s (an outage): the budget stays the floor's, not 4.5 % of
+    the fast link that went dark."""
+    def trains(measured_bps: float | None) -> int:
+        planner = ProbePlanner()
+        if measured_bps is not None:
+            planner.due(0.0, measured_bps)
+        return sum(planner.due(1.0 + k * 0.2, 1e3, stale=True) is not None for k in range(50))
+
+    assert trains(20e6) <= trains(None)
 
 
 def test_trains_alone_keep_measuring_after_the_frames_stop():

@@ -127,3 +127,29 @@ def test_the_link_relay_switches_threads_often_while_it_runs():
     finally:
         sys.setswitchinterval(before)
         rclpy.try_shutdown(context=context)
+
+
+def test_an_estimate_is_when_a_train_is_planned():
+    """The prober has no fast timer: a new estimate plans the next train; a malformed one is
+    counted and plans nothing."""
+    from split_infer.ros.messages import make_estimate
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    try:
+        prober = LinkProber(namespace=ROBOT, context=context)  # not spun: no timer runs
+        try:
+            bad = Float64MultiArray()
+            bad.data = [1.0]
+            prober._on_estimate(bad)
+            assert prober.stats()["trains_sent"] == 0
+            assert {kv.key: kv.value for kv in prober.diagnostics().values}[
+                "bad_estimates"] == "1"
+            prober._on_estimate(make_estimate(5e6, False))
+            assert prober.stats()["trains_sent"] == 1
+            prober._on_estimate(make_estimate(5e6, False))  # within interval_s: no second
+            assert prober.stats()["trains_sent"] == 1
+        finally:
+            prober.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)

@@ -75,11 +75,11 @@ train and the rule is off: the trains are then the only way to see the link come
 **Silence.** When nothing crossed the link for a while, the monitor's estimate is a *silence
 cap* (one frame in the silence, falling towards 0), flagged ``stale``: it is neither a
 measurement nor a lower bound, and a budget that is a fraction of it would stop the very
-trains that could end the silence. Stale estimates are probed as if nothing were known, within
-the budget of the last capacity measured when there is one: a robot that runs edge-only on a
+trains that could end the silence. Stale estimates are probed as if nothing were known, but
+never with a larger budget than the last capacity measured: a robot that runs edge-only on a
 link measured at 0.3 Mbit/s sends nothing but trains, its estimate lapses into a silence cap
-between them, and budgeting those lapses at ``floor_bps`` spent 8-11 % of the link on trains
-(``bench/README.md``, 2026-12-07, second batch).
+between them, and budgeting those lapses at ``floor_bps`` spent up to 11 % of the link on
+trains (``bench/README.md``, "The robot's own plan, 2026-12-07").
 
 **Budget.** Probing costs bytes. The planner spends from a token bucket that fills at
 ``budget_fraction ×`` the current estimate (4.5 % by default, counted in bytes on the wire,
@@ -338,13 +338,16 @@ class ProbePlanner:
         ``stale``: the estimate is a silence cap (nothing crossed the link lately), not a
         measurement: trains are sized as if nothing were known (``floor_bps``), never for a
         cap that falls towards 0 while the link is quiet, or no train would ever end the
-        quiet; they are budgeted at the last capacity measured (``floor_bps`` without one).
+        quiet; they are budgeted at the last capacity measured, if it was under
+        ``floor_bps``, else at ``floor_bps`` (a link that went dark is not probed harder
+        because it was fast).
         ``link_idle``: no frames use the link (the robot runs edge-only), so none can wait
         behind a train and a link measured slow is still probed (within the budget)."""
         s = self.settings
         if stale:
             estimate_bps, lower_bound = None, False  # unknown, but no train came back short
-            budget_rate = self._measured or self._budget_rate(None, False)
+            budget_rate = s.floor_bps if not self._measured else min(self._measured,
+                                                                       s.floor_bps)
         else:
             budget_rate = self._budget_rate(estimate_bps, lower_bound)
         budget_bytes_per_s = s.budget_fraction * budget_rate / 8.0

@@ -198,16 +198,8 @@ class BandwidthMonitor(Node):
         try:
             estimate = self._estimator.estimate(self._now_s())
             self._last_estimate = estimate
-            if estimate.bandwidth_bps is not None:
-                # Bandwidth and flag travel together here; the single-value topics below are
-                # for rqt_plot.
-                self._estimate_pub.publish(make_estimate(
-                    estimate.bandwidth_bps, estimate.lower_bound,
-                    None if estimate.rtt_s is None else estimate.rtt_s * 1e3, estimate.stale))
-                self._bandwidth_pub.publish(Float64(data=float(estimate.bandwidth_bps)))
-                self._lower_pub.publish(Bool(data=bool(estimate.lower_bound)))
-            if estimate.rtt_s is not None:
-                self._rtt_pub.publish(Float64(data=estimate.rtt_s * 1e3))
+            # The metrics go first: the link prober plans a train when an estimate arrives,
+            # with the queued fraction it has by then (no train while the frames queue).
             metrics = {"queued_fraction": estimate.queued_fraction,
                        "silence_s": estimate.silence_s}
             if estimate.capacity_bps is not None:
@@ -220,6 +212,16 @@ class BandwidthMonitor(Node):
                 metrics["probe_rate_bps"] = self._last_probe.rate_bps
             if estimate.receipts or estimate.bandwidth_bps is not None:
                 self._metrics.publish(**metrics)
+            if estimate.bandwidth_bps is not None:
+                # Bandwidth and flag travel together here; the single-value topics below are
+                # for rqt_plot.
+                self._estimate_pub.publish(make_estimate(
+                    estimate.bandwidth_bps, estimate.lower_bound,
+                    None if estimate.rtt_s is None else estimate.rtt_s * 1e3, estimate.stale))
+                self._bandwidth_pub.publish(Float64(data=float(estimate.bandwidth_bps)))
+                self._lower_pub.publish(Bool(data=bool(estimate.lower_bound)))
+            if estimate.rtt_s is not None:
+                self._rtt_pub.publish(Float64(data=estimate.rtt_s * 1e3))
         except Exception as exc:
             self._last_error = f"{type(exc).__name__}: {exc}"
             self.get_logger().error(f"estimate failed: {self._last_error}",

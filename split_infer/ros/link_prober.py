@@ -95,11 +95,12 @@ _PROBER_INTS = {
 class LinkProber(Node):
     """Sends the packet trains that let the monitor measure the link's headroom."""
 
-    #: Trains are planned when an estimate arrives (the monitor publishes every 0.2 s) and on
-    #: this timer, for while no estimate comes (before the first receipt, a monitor that
-    #: stopped). A 20-Hz timer planned them before: each wake of an rclpy executor costs about
-    #: as much CPU as a small message, and the prober spent more of the robot's budget waking
-    #: than sending (bench/README.md, 2026-12-07).
+    #: Trains are planned when an estimate arrives (the monitor publishes every 0.2 s, its
+    #: queued fraction just before) and on this timer, for while no estimate comes (before
+    #: the first receipt, a monitor that stopped). A 20-Hz timer planned them before: each
+    #: wake of an rclpy executor costs about as much CPU as a small message, and those wakes
+    #: were most of the prober's CPU, inside the robot's budget (bench/README.md, "The
+    #: robot's own plan, 2026-12-07").
     FALLBACK_TICK_S = 0.5
 
     def __init__(self, **kwargs) -> None:
@@ -247,7 +248,7 @@ class LinkProber(Node):
             level, message = DiagnosticStatus.OK, "probing off"
         elif self._estimate is None or self._estimate.stale:
             level, message = DiagnosticStatus.OK, (
-                "probing at the floor rate: "
+                "trains sized for the floor rate: "
                 + ("no estimate yet" if self._estimate is None else "the link is silent"))
         else:
             level, message = DiagnosticStatus.OK, "probing"

@@ -29,7 +29,9 @@ style), and each run's own ``report.json`` + ``timeline.png`` under ``runs/``.
 strategy) this invocation does not run (re-gated with today's :func:`validity_gate`), so one
 strategy can be measured again after a fix without repeating the others; ``merged`` in the
 file lists the earlier commands. Each row names its machine (``machine_cpu``) and the plan its
-scheduler ran on (``edge_timing``, empty: the bundle's profile); a trace whose
+invocation gave the scheduler (``edge_timing``, empty: the bundle's profile; only the
+``adaptive`` rows ran one; rows from before 2026-12-07 do not say, and the header names only
+the last invocation's); a trace whose
 kept rows come from another machine than the strategies run now is refused (its targets
 would compare machines), while whole traces from other machines may sit side by side.
 
@@ -86,9 +88,10 @@ def default_strategies(bundle: Bundle) -> list[str]:
 
 def measure_robot(bundle: Bundle, edge_cpu: float, out: Path) -> Path:
     """``--edge-timing measure``: the robot's time per frame in every configuration, timed
-    here under ``edge_cpu`` cores (:func:`~split_infer.tools.plan.edge_timing.
-    write_robot_timing`, as ``split-infer plan --edge-cpu`` does), into a directory of its own
-    under ``out``; returns the ``edge_timing.json`` written. A plan timed on another machine
+    here under ``edge_cpu`` cores on the first CPU the budget may use, as the edge side runs
+    by default (:func:`~split_infer.tools.plan.edge_timing.write_robot_timing`, as
+    ``split-infer plan --edge-cpu`` does), into a directory of its own under ``out``;
+    returns the ``edge_timing.json`` written. A plan timed on another machine
     misleads the scheduler by as much as the machines differ (``bench/README.md``,
     2026-12-07: a host a third faster than the plan's never tried edge-only at 0.3 Mbit/s),
     so the rows of one invocation are planned on the machine that runs them."""
@@ -564,8 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edge-timing", default="", metavar="FILE",
                         help="adaptive: the robot's measured edge times (the edge_timing.json "
                              "of 'split-infer plan --edge-cpu'), or 'measure': time them here "
-                             "under --edge-cpu before the first run, into OUT/plan_edge_cpu_"
-                             "F_STAMP/ (default: the bundle's profile)")
+                             "under --edge-cpu before the first run (on the first CPU of the "
+                             "budget: pair it with the default --edge-cpus), into "
+                             "OUT/plan_edge_cpu_F_STAMP/ (default: the bundle's profile)")
     parser.add_argument("--probing", action="store_true",
                         help="run the link prober and the probe echo beside every split "
                              "strategy (default: off, as the earlier tables were measured)")
@@ -591,12 +595,6 @@ def main(argv: list[str] | None = None) -> int:
                                    **placement))
     bundle = Bundle.load(args.bundle)
     strategies = args.strategies or default_strategies(bundle)
-    if args.edge_timing == MEASURE_EDGE_TIMING:
-        try:
-            args.edge_timing = (str(measure_robot(bundle, args.edge_cpu, args.out))
-                                if "adaptive" in strategies else "")
-        except RuntimeError as exc:  # the timing child failed: say why, in one line
-            parser.error(f"--edge-timing measure: {exc}")
     splits = sorted({c.split_point for c in bundle.configurations})
     naive, naive_strategy = naive_bundle(bundle, args.naive_split or splits[len(splits) // 2])
     if "naive" not in strategies and not args.strategies:
@@ -607,8 +605,6 @@ def main(argv: list[str] | None = None) -> int:
               "probing": args.probing, "scheduler_edge_only": args.scheduler_edge_only,
               "edge_timing": args.edge_timing, **placement}
     machine_cpu = header["machine"]["cpu"]
-    # Each row names the plan its scheduler ran on: merged rows may come from several.
-    edge_timing = args.edge_timing
     rows: list[dict] = []
     if args.merge:
         earlier_path = args.out / "results.json"
@@ -634,6 +630,18 @@ def main(argv: list[str] | None = None) -> int:
         header["merged"] = [*earlier.get("merged", []),
                             *([{"command": earlier["command"], "started": earlier.get("started")}]
                               if "command" in earlier else [])]
+    if args.edge_timing == MEASURE_EDGE_TIMING:
+        # Last before the runs: nothing after it can refuse the invocation.
+        if "adaptive" not in strategies:
+            print("--edge-timing measure: no adaptive strategy, no scheduler to plan for; "
+                  "the robot is not timed", file=sys.stderr)
+            args.edge_timing = ""
+        else:
+            try:
+                args.edge_timing = str(measure_robot(bundle, args.edge_cpu, args.out))
+            except (RuntimeError, ValueError, OSError) as exc:  # one line, no traceback
+                parser.error(f"--edge-timing measure: {exc}")
+        header["edge_timing"] = args.edge_timing
     kept = len(rows)
     bar = tqdm(total=len(traces) * len(strategies) * args.repeats, desc="testbed_e2e",
                unit="run")
@@ -662,13 +670,15 @@ def main(argv: list[str] | None = None) -> int:
                                f"{exc}", file=sys.stderr)
                     rows.append({"trace": trace_path.name, "strategy": strategy,
                                  "repeat": repeat, "error": str(exc),
-                                 "machine_cpu": machine_cpu, "edge_timing": edge_timing,
+                                 "machine_cpu": machine_cpu,
+                                 "edge_timing": args.edge_timing,
                                  "rate_bps": _constant_rate(trace_path)})
                     continue
                 summary = report["summary"]
                 rows.append({**summary, "trace": trace_path.name, "strategy": strategy,
                              "repeat": repeat, "rate_bps": _constant_rate(trace_path),
-                             "machine_cpu": machine_cpu, "edge_timing": edge_timing,
+                             "machine_cpu": machine_cpu,
+                             "edge_timing": args.edge_timing,
                              "reactions": report["reactions"],
                              "switches": report["switches"],
                              "link_not_applied": report["link"]["not_applied"]})
