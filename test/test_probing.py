@@ -527,6 +527,20 @@ def test_a_rise_is_checked_by_a_second_train_at_once_on_credit():
     assert 8 * flapping.wire_bytes_sent / 60 <= 0.045 * 2e6 + 8 * 2 * 10_000 / 60
 
 
+def test_a_fall_seen_by_a_train_is_checked_at_once_too():
+    """The outage trace on the testbed: the robot ran edge-only (trains the only traffic), and
+    the train that crossed as the link came back read 5 Mbit/s as 0.08. Budgeted at 4.5 % of
+    that, the next train would have waited about 20 s; the check goes after interval_s."""
+    planner = ProbePlanner()
+    planner.due(0.0, 5e6, link_idle=True)  # measured before the outage
+    sent = [k * 0.05 for k in range(1, 200)  # silence caps: the trains alone, at the floor
+            if planner.due(k * 0.05, 1e3, stale=True, link_idle=True) is not None]
+    last = sent[-1]  # the train that crossed as the link came back, read as 0.08 Mbit/s
+    checks = [last + k * 0.05 for k in range(1, 21)
+              if planner.due(last + k * 0.05, 8e4, link_idle=True) is not None]
+    assert checks and checks[0] - last <= planner.settings.interval_s + 0.2
+
+
 def test_small_trains_have_fewer_packets_not_smaller_ones():
     planner = ProbePlanner()
     smallest = planner.due(0.0, 1e6)

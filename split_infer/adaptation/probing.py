@@ -93,7 +93,12 @@ back before the next.
 last measurement (a train saw the link step up, or went through a shaper's refilled burst
 and over-read it), the next train goes after ``interval_s`` on the same credit, not a budget
 period later: the scheduler acts on a rise only when it holds for two of its estimates
-(:mod:`.variation`), and the second train settles within that whether it was real. Small
+(:mod:`.variation`), and the second train settles within that whether it was real. A fall
+by as much is checked the same way (the frames, when they queue, measure a fall themselves,
+and no train goes then): after an outage of the testbed's outage trace, a train that crossed
+as the link came back read 5 Mbit/s as 0.08, its budget (4.5 % of that) held the next train
+back for the rest of the run, and the robot stayed edge-only on a link back at 5 Mbit/s
+(``bench/README.md``, "The robot's own plan, 2026-12-07"). Small
 trains are sent in fewer packets (no smaller than ``min_packet_bytes``) rather than in
 smaller ones, since every packet pays the same headers: at a 1-Mbit/s estimate the smallest
 train (``min_train_bytes``, twice the 4-kB burst of the testbed's shaper, 9 packets) then
@@ -208,7 +213,8 @@ class ProbeSettings:
     #: ones have fewer packets rather than smaller ones: headers are paid per packet
     min_packet_bytes: int = 875
     max_packet_bytes: int = 8_000  # one UDP datagram (IP-fragmented), never DDS-fragmented
-    #: an estimate this much above the last measurement is checked by a train at once
+    #: an estimate this much above (or below) the last measurement is checked by a train at
+    #: once
     confirm_rise: float = 1.2
     #: sizing and budget while nothing has measured the link (no estimate, or only a lower
     #: bound: 5 % of what unsaturating frames deliver would never pay for one train)
@@ -264,7 +270,8 @@ class ProbePlanner:
         self._last_train_bytes = 0
         self._last_sized_bps = 0.0  # the rate the last train was sized to time
         self._measured: float | None = None  # the last capacity measured (not a lower bound)
-        self._confirm = False  # the estimate rose past confirm_rise: a train on credit is due
+        # The estimate moved by confirm_rise or more: a train on credit is due.
+        self._confirm = False
         self.trains_sent = 0
         self.bytes_sent = 0  # payload
         self.wire_bytes_sent = 0  # with every header: what the budget counts
@@ -367,8 +374,11 @@ class ProbePlanner:
         if self._last_train_s is not None and now_s - self._last_train_s < s.interval_s:
             return None
         if estimate_bps is not None and not lower_bound:
-            if self._measured is not None and estimate_bps >= s.confirm_rise * self._measured:
-                self._confirm = True  # the link rose (or a train over-read it): check at once
+            if self._measured is not None and (estimate_bps >= s.confirm_rise * self._measured
+                                               or estimate_bps * s.confirm_rise
+                                               <= self._measured):
+                # The link rose or fell (or a train mis-read it): check at once.
+                self._confirm = True
             self._measured = estimate_bps
         elif (estimate_bps is not None and self._measured is not None
               and estimate_bps > self._measured):
