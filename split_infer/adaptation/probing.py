@@ -315,10 +315,14 @@ class ProbePlanner:
             return float(estimate_bps)
         return max(estimate_bps or 0.0, self.settings.floor_bps)
 
-    def _budget_rate(self, estimate_bps: float | None, lower_bound: bool) -> float:
+    def _budget_rate(self, estimate_bps: float | None, lower_bound: bool,
+                     stale: bool = False) -> float:
         """What the budget is a fraction of: as :meth:`_rate`, but a lower bound under the last
         capacity measured is what the frames carried, not a slower link, and the budget stays
-        that capacity's (module docstring)."""
+        that capacity's; a silence cap (``stale``) is budgeted at ``floor_bps``, or at the last
+        capacity measured when that was slower (module docstring)."""
+        if stale:
+            return min(self._measured or self.settings.floor_bps, self.settings.floor_bps)
         if lower_bound and self._measured is not None:
             return max(estimate_bps or 0.0, self._measured)
         return self._rate(estimate_bps, lower_bound)
@@ -351,12 +355,9 @@ class ProbePlanner:
         ``link_idle``: no frames use the link (the robot runs edge-only), so none can wait
         behind a train and a link measured slow is still probed (within the budget)."""
         s = self.settings
+        budget_rate = self._budget_rate(estimate_bps, lower_bound, stale)
         if stale:
             estimate_bps, lower_bound = None, False  # unknown, but no train came back short
-            budget_rate = s.floor_bps if not self._measured else min(self._measured,
-                                                                       s.floor_bps)
-        else:
-            budget_rate = self._budget_rate(estimate_bps, lower_bound)
         budget_bytes_per_s = s.budget_fraction * budget_rate / 8.0
         size = self.train_bytes(estimate_bps, lower_bound)
         packets, packet_bytes = self._shape(size)

@@ -464,13 +464,12 @@ class SchedulingLoop:
         """The edge time per frame decisions plan ``config`` with: measured if it has run;
         else its planned one × how much slower (or faster) than planned a configuration at the
         same split point has run (the same head: the ratios differ only in the encoder); else
-        the planned
-        one × :attr:`robot_factor`, or, when the loop is :attr:`cpu_timed` and that is more,
-        × (its planned CPU time + the CPU time per frame the edge has spent beyond its plan,
-        negative under it) / its planned CPU time: what the node spends beside the model
-        (receiving the camera message, publishing, its threads) is the same per frame whatever
-        the split, so a factor measured on a heavy head understates it for a light one. Both
-        factors are kept in [``MIN_ROBOT_FACTOR``, ``MAX_ROBOT_FACTOR``]."""
+        the planned one × :attr:`robot_factor`, or, when the loop is :attr:`cpu_timed` and
+        that is more, × (its planned CPU time + the CPU time per frame the edge has spent
+        beyond its plan, negative under it) / its planned CPU time: what the node spends beside
+        the model (receiving the camera message, publishing, its threads) is the same per frame
+        whatever the split, so a factor measured on a heavy head understates it for a light
+        one. Both factors are kept in [``MIN_ROBOT_FACTOR``, ``MAX_ROBOT_FACTOR``]."""
         measured = self._edge_s.get(config.name)
         if measured is not None:
             return measured
