@@ -295,10 +295,13 @@ def test_settings_are_validated():
             ProbeSettings(**bad)
 
 
-def _simulate(levels, frame_bytes, seconds, probing=True, fps=30.0, frames_until_s=math.inf):
+def _simulate(levels, frame_bytes, seconds, probing=True, fps=30.0, frames_until_s=math.inf,
+              faster_hint=False, trains_at: list[float] | None = None):
     """Frames of ``frame_bytes`` at ``fps`` (until ``frames_until_s``: then the robot runs
     edge-only and the link is idle) and (optionally) probe trains over the emulated link of
-    the demo (FIFO, no burst); returns [(t, estimate)] every 100 ms."""
+    the demo (FIFO, no burst); returns [(t, estimate)] every 100 ms. ``faster_hint``: the
+    estimator's ``faster_frames`` reach the planner (``check_link``), as the monitor passes
+    them to the prober; ``trains_at`` collects the trains' send times."""
     link = LinkShaper(step_trace(levels), queue_limit_bytes=10_000_000)
     estimator = BandwidthEstimator()
     planner = ProbePlanner()
@@ -308,6 +311,7 @@ def _simulate(levels, frame_bytes, seconds, probing=True, fps=30.0, frames_until
     tick = 0.01
     pending: dict[int, list[ProbePacket]] = {}
     next_frame = 0.0
+    faster = 0
     for k in range(int(seconds / tick)):
         now = k * tick
         while next_frame <= now and next_frame < frames_until_s:
@@ -316,11 +320,16 @@ def _simulate(levels, frame_bytes, seconds, probing=True, fps=30.0, frames_until
             seq += 1
             next_frame += 1 / fps
         estimate = estimator.estimate(now)
+        if faster_hint and estimator.faster_frames > faster:
+            planner.check_link()
+        faster = estimator.faster_frames
         if probing:
             train = planner.due(now, estimate.bandwidth_bps, estimate.lower_bound,
                                 estimate.queued_fraction >= QUEUED_ENOUGH,
                                 stale=estimate.stale, link_idle=now >= frames_until_s)
             if train is not None:
+                if trains_at is not None:
+                    trains_at.append(now)
                 for packet in send_train(link, now, train, seq_gap_s=0.0):
                     events.append((packet.receive_s, "probe", packet))
         events.sort(key=lambda e: e[0])
@@ -644,3 +653,35 @@ def test_a_train_after_a_step_down_is_not_held_up_by_the_frames_from_before_it()
     assert after.throughput_bps > 4e6  # the window still holds the frames from before
     assert after.source == "probe"
     assert after.bandwidth_bps == pytest.approx(1e6, rel=0.1)
+
+
+def test_frames_that_cross_faster_call_a_train_before_the_budget_would():
+    """The testbed's step from 1 to 4 Mbit/s, with frames that use 60 % of the slow link (too
+    few to queue and measure it): the budget at 1 Mbit/s pays for a train every 1.8 s, and
+    the step up waits for the next one. The first frame after the step crosses faster than
+    any of the last 10 s (its serialization shrank fourfold), and a train goes at once."""
+    levels = [(0.0, 8e6), (10.0, 1e6), (20.3, 4e6)]
+    waits = {}
+    for hint in (False, True):
+        trains: list[float] = []
+        timeline, _ = _simulate(levels, 2500, 30.0, faster_hint=hint, trains_at=trains)
+        waits[hint] = min(t for t in trains if t >= 20.3) - 20.3
+        assert _settles(timeline, 20.3, 4e6) <= waits[hint] + 0.2
+    assert waits[True] <= 0.1 and waits[False] >= 0.5
+    # On a steady link no frame beats the floor: no extra trains.
+    estimator = BandwidthEstimator()
+    link = LinkShaper(step_trace([(0.0, 1e6)]), queue_limit_bytes=10_000_000)
+    for seq in range(300):
+        sent = seq / 30.0
+        estimator.add(Receipt(seq, 2500, sent, link.send(sent, 2500)))
+    assert estimator.faster_frames == 0
+
+
+def test_check_link_sends_the_next_train_on_credit():
+    planner = ProbePlanner()
+    assert planner.due(0.0, 1e6) is not None
+    assert planner.due(0.5, 1e6) is None  # the budget has not refilled
+    planner.check_link()
+    assert planner.due(0.6, 1e6) is not None  # on credit
+    planner.check_link()
+    assert planner.due(0.9, 1e6) is None  # one train of credit at most

@@ -47,7 +47,9 @@ def test_a_change_inside_the_noise_band_is_no_step(relative, step):
     # A fall restarts at once; on a steady link a rise when STEADY_RISE_ESTIMATES in a row
     # confirm it.
     rise = STEADY_RISE_ESTIMATES
-    restarted = [window.add((MIN_SAMPLES + k) * TICK_S, estimate) for k in range(rise)]
+    # (each a new measurement: a steady window counts different estimates, not ticks)
+    restarted = [window.add((MIN_SAMPLES + k) * TICK_S, estimate * (1 + 1e-4 * k))
+                 for k in range(rise)]
     expected = [False] * rise
     if step:
         expected[0 if relative < 0 else -1] = True
@@ -93,10 +95,32 @@ def test_a_rise_from_a_steady_link_needs_fewer_estimates_than_one_from_draws(mak
     # towards a rise like estimates.
     window = make()
     add = getattr(window, method)
-    restarted = [add(5.0 + k * TICK_S, 15e6) for k in range(needed)]
+    restarted = [add(5.0 + k * TICK_S, 15e6 + k) for k in range(needed)]
     assert restarted == [False] * (needed - 1) + [True]
     assert len(window) == needed and window.restarts == 1
-    assert window.distribution().expected_bps == 15e6
+    assert window.distribution().expected_bps == pytest.approx(15e6)
+
+
+def test_a_steady_link_rises_on_two_measurements_not_one_read_twice():
+    # The monitor republishes a train's measurement until the next one; two ticks that read
+    # the same train are one measurement. The prober's second train settles the rise.
+    window = _steady_window()
+    assert window.acts_at_once(15e6)
+    assert not window.add(5.0, 15e6)
+    assert not window.add(5.5, 15e6)  # the same train again
+    assert window.restarts == 0
+    assert window.add(5.6, 14.6e6)  # the second train
+    assert window.restarts == 1 and len(window) == 2
+
+
+def test_what_is_decided_on_at_once():
+    steady, varying = _steady_window(), _varying_window()
+    assert steady.acts_at_once(1e6) and varying.acts_at_once(0.5e6)  # a fall, either window
+    assert not steady.acts_at_once(1e6, lower_bound=True)  # a lower bound shows no fall
+    assert steady.acts_at_once(15e6, lower_bound=True)  # but counts towards a rise
+    assert not varying.acts_at_once(15e6)  # draws rise on ticks, longer than one draw
+    assert not steady.acts_at_once(5.1e6)  # inside the band
+    assert not CapacityWindow(10.0).acts_at_once(15e6)  # too few estimates to tell
 
 
 @pytest.mark.parametrize("trace", ["gauss_mu5_sd3.csv", "gauss_mu3_sd2.csv"])

@@ -77,6 +77,15 @@ packets also count as traffic for
 the silence test (with probing on and no frames, as when the edge classifies by itself, the
 link is not silent), with a threshold of at least twice the interval between trains.
 
+**A faster link shows in the frames' delay first.** Frames that do not fill the link cannot
+say how fast it is, but a step up shortens every frame's serialization, so the first frame
+after it crosses faster than any frame of the delay window (its waits included), by more than
+``faster_margin_s``: those frames are counted (``faster_frames``), and the monitor passes the
+count on, so the prober checks the link with a train at once instead of when its budget next
+allows one (on a 1-Mbit/s link, up to 1.8 s later: ``bench/README.md``, "A faster link seen
+in the frames' delay"). Smaller frames (a more compressed configuration) set a new floor too;
+that costs a train sent earlier than planned, never more bytes (beyond the papers).
+
 **Silence.** If no receipt has arrived for longer than ``max(silence_min_s, silence_factor ×
 the mean inter-arrival)``, the link may be down (an outage) or the sender idle; the two look the
 same from here. The estimate is then capped at "one typical frame in the silence",
@@ -203,6 +212,7 @@ class EstimatorConfig:
     silence_factor: float = 4.0  # × mean inter-arrival
     server_margin_s: float = 0.001
     probe_valid_s: float = 4.0  # a probe train's measurement counts this long
+    faster_margin_s: float = 0.002  # a frame this far under the delay floor shows a faster link
 
     def __post_init__(self) -> None:
         if not 0 < self.window_s <= self.max_window_s:
@@ -217,6 +227,8 @@ class EstimatorConfig:
             raise ValueError("server_margin_s must be >= 0")
         if not self.probe_valid_s > 0:
             raise ValueError("probe_valid_s must be > 0")
+        if self.faster_margin_s < 0:
+            raise ValueError("faster_margin_s must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -328,6 +340,7 @@ class BandwidthEstimator:
         self.server_bound_pairs = 0
         self.pairs_across_loss = 0
         self.pairs_across_probe = 0
+        self.faster_frames = 0
 
     def reconfigure(self, config: EstimatorConfig) -> None:
         """New tuning; history is kept."""
@@ -374,6 +387,11 @@ class BandwidthEstimator:
         # a_{i-1} - t_i = prop + the time it waited. The latter exceeds prop_hat by the test's
         # own condition, so a queued frame can never pull prop_hat down: no feedback loop.
         floor, unsubtracted_bits = sample.delay_s, sample.bits
+        if base is not None and sample.delay_s < base[0] - cfg.faster_margin_s:
+            # Faster than any frame of the delay window, waits included: the path got faster
+            # (a step up shortens every frame's serialization), or the frames got smaller.
+            # Frames that do not fill the link cannot measure how much faster; a train can.
+            self.faster_frames += 1
         if previous is not None and base is not None:
             gap = sample.receive_s - previous.receive_s
             queued = receipt.send_s < previous.receive_s - base[0]

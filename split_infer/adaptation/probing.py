@@ -98,7 +98,10 @@ by as much is checked the same way (the frames, when they queue, measure a fall 
 and no train goes then): after an outage of the testbed's outage trace, a train that crossed
 as the link came back read 5 Mbit/s as 0.08, its budget (4.5 % of that) held the next train
 back for the rest of the run, and the robot stayed edge-only on a link back at 5 Mbit/s
-(``bench/README.md``, "The robot's own plan, 2026-12-07"). Small
+(``bench/README.md``, "The robot's own plan, 2026-12-07"). So is a hint from the frames
+(:meth:`ProbePlanner.check_link`): frames that cross faster than any before them show a step
+up before a train can, since at a 1-Mbit/s estimate the budget allows a train only every
+1.8 s. Small
 trains are sent in fewer packets (no smaller than ``min_packet_bytes``) rather than in
 smaller ones, since every packet pays the same headers: at a 1-Mbit/s estimate the smallest
 train (``min_train_bytes``, twice the 4-kB burst of the testbed's shaper, 9 packets) then
@@ -338,6 +341,12 @@ class ProbePlanner:
         """Bytes the train occupies on the link: what the budget pays (module docstring)."""
         text = len(probe_format(train, packets - 1, packets))
         return packets * wire_bytes(packet_bytes, text)
+
+    def check_link(self) -> None:
+        """Something besides the estimate suggests the link changed (the frames crossed
+        faster than any before them, :mod:`.estimator`): the next train goes as soon as
+        ``interval_s`` allows, on credit, as when the estimate rose."""
+        self._confirm = True
 
     def due(self, now_s: float, estimate_bps: float | None,
             lower_bound: bool = False, frames_queue: bool = False, *, stale: bool = False,

@@ -75,21 +75,20 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   that configuration with it, and the others at its split point with their planned size ×
   its measured / planned (:meth:`SchedulingLoop.frame_bytes`; beyond Hu & Krishnamachari,
   whose sizes are constants).
-* **A link that varies.** Hu & K's Fig. 3 links draw a new bandwidth every second, faster
-  than a scheduler that learns each draw late and keeps a configuration ``min_dwell_s`` can
-  follow. Capacity estimates (not lower bounds) of the last ``variation_window_s`` go into
-  :class:`~split_infer.adaptation.variation.CapacityWindow`, and the decision is the
-  configuration with the highest *expected* ν_eff over them (Hu & K §V, eqs. (4)–(6), with the
-  recent estimates as the distribution: beyond the paper, which plans on a known one). A level
-  change restarts the window, and until it holds ``MIN_SAMPLES`` estimates the decision is
-  Algorithm 2's at the newest one, so a fall (a step down, an outage) moves the scheduler on
-  its first estimate and a rise on its ``RISE_ESTIMATES``-th (``STEADY_RISE_ESTIMATES``-th
-  after a link that held one level); on a constant link the window holds one level and the
-  two agree. A lower bound neither joins the window nor restarts it (it shows no variation
-  and no fall; :meth:`~split_infer.adaptation.variation.CapacityWindow.add_lower_bound`):
-  clearing the window at each one, as this loop first did, fell back to thresholding the
-  point estimate whenever a train was too short to time, and on a link that varies chased
-  its draws again.
+* **A link that varies.** Hu & K's Fig. 3 links draw a new bandwidth every second, faster than a
+  scheduler that learns each draw late and keeps a configuration ``min_dwell_s`` can follow.
+  Capacity estimates (not lower bounds) of the last ``variation_window_s`` go into
+  :class:`~split_infer.adaptation.variation.CapacityWindow`, and the decision is the configuration
+  with the highest *expected* ν_eff over them (Hu & K §V, eqs. (4)–(6), with the recent estimates
+  as the distribution: beyond the paper, which plans on a known one). A level change restarts the
+  window, and until it holds ``MIN_SAMPLES`` estimates the decision is Algorithm 2's at the newest
+  one, so a fall (a step down, an outage) moves the scheduler on its first estimate and a rise on
+  its ``RISE_ESTIMATES``-th (the ``STEADY_RISE_ESTIMATES``-th different one after a link that held
+  one level, decided on when it arrives); on a constant link the window holds one level and the two
+  agree. A lower bound neither joins the window nor restarts it (it shows no variation and no fall;
+  :meth:`~split_infer.adaptation.variation.CapacityWindow.add_lower_bound`): clearing the window at
+  each one, as this loop first did, fell back to thresholding the point estimate whenever a train
+  was too short to time, and on a link that varies chased its draws again.
 * **Start-up.** What the edge runs before the scheduler's first decision was chosen without a
   link measurement (:func:`~split_infer.adaptation.configurations.startup_configuration`, or a
   previous scheduler's choice), so the first decision replaces it at once: the dwell and the

@@ -34,9 +34,11 @@ above the band (1.5 s at the scheduler's 0.5-s period: longer than one draw of a
 whose high draws otherwise restart the window and are planned for alone; two, 0.5 s apart,
 fit inside one draw: ``bench/README.md``, "A step up seen by the next train"). On a window as
 steady as the estimator's noise (its spread at most ``ESTIMATE_NOISE`` of its mean) there are
-no draws to mistake for a level, and ``STEADY_RISE_ESTIMATES`` (two) make a rise: a step up
-from a constant link then moves the scheduler 0.5 s after the estimate shows it, not 1 s
-(beyond the paper). One is not enough: a probe train that went through a shaper's refilled
+no draws to mistake for a level, and ``STEADY_RISE_ESTIMATES`` (two) *different* estimates
+make a rise, each decided on when it arrives (:meth:`CapacityWindow.acts_at_once`): a step up
+from a constant link then moves the scheduler as soon as the second train confirms it, not at
+the second or third 0.5-s tick after the first (which could both read the same train; beyond
+the paper). One is not enough: a probe train that went through a shaper's refilled
 burst allowance reads as several times the link, and the prober checks every rise with a
 second train at once
 (:mod:`split_infer.adaptation.probing`), so the second estimate shows whether the first was
@@ -114,6 +116,8 @@ class CapacityWindow:
         sample = (now_s, float(bandwidth_bps))
         side, steady = self._side_of_band(bandwidth_bps)
         if side > 0:
+            if steady and self._rises and self._rises[-1][1] == sample[1]:
+                return False  # the same measurement again (a tick between two trains)
             self._rises.append(sample)  # held until confirmed (see the module docstring)
             if len(self._rises) < (STEADY_RISE_ESTIMATES if steady else RISE_ESTIMATES):
                 return False
@@ -142,6 +146,13 @@ class CapacityWindow:
         if self._side_of_band(bandwidth_bps)[0] > 0:
             return self.add(now_s, bandwidth_bps)
         return False
+
+    def acts_at_once(self, bandwidth_bps: float, lower_bound: bool = False) -> bool:
+        """Whether this estimate should be decided on when it arrives, not at the next tick:
+        a capacity under the window's band (a fall restarts the window at once), or anything
+        above the band of a steady window (a rise there counts measurements, not ticks)."""
+        side, steady = self._side_of_band(bandwidth_bps)
+        return (side < 0 and not lower_bound) or (side > 0 and steady)
 
     def _age(self, now_s: float) -> None:
         while self._samples and now_s - self._samples[0][0] >= self.window_s:

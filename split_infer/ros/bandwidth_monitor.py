@@ -17,10 +17,14 @@ Topics (relative names, one namespace per robot):
   late subscriber gets the latest value;
 * publishes ``metrics/capacity_bps``, ``metrics/throughput_bps``, ``metrics/one_way_delay_ms``,
   ``metrics/queued_fraction``, ``metrics/silence_s``, ``metrics/probe_rate_bps`` (the newest
-  train's measurement) (``std_msgs/Float64``, for rqt_plot) and ``/diagnostics``.
+  train's measurement) (``std_msgs/Float64``, for rqt_plot) and ``/diagnostics``;
+* publishes ``metrics/faster_frames`` (``std_msgs/Float64``, a count) as soon as a frame
+  crossed faster than any of the delay window: the link may have got faster, and the link
+  prober checks it with a train at once (:mod:`split_infer.adaptation.estimator`).
 
 Parameters (all live-changeable): ``window_s``, ``max_window_s``, ``min_pairs``,
-``rtt_window_s``, ``max_busy_s``, ``silence_min_s``, ``server_margin_s``, ``probe_valid_s`` (see
+``rtt_window_s``, ``max_busy_s``, ``silence_min_s``, ``server_margin_s``, ``probe_valid_s``,
+``faster_margin_s`` (see
 :class:`~split_infer.adaptation.estimator.EstimatorConfig`), ``publish_period_s`` and
 ``diagnostics_period_s``.
 """
@@ -66,7 +70,7 @@ from split_infer.ros.messages import (
 __all__ = ["BandwidthMonitor", "main"]
 
 METRICS = ("capacity_bps", "throughput_bps", "one_way_delay_ms", "queued_fraction", "silence_s",
-           "probe_rate_bps")
+           "probe_rate_bps", "faster_frames")
 
 _ESTIMATOR_FLOATS = {
     # name: (default, low, high, description)
@@ -77,6 +81,7 @@ _ESTIMATOR_FLOATS = {
     "silence_min_s": (1.0, 0.05, 600.0, "no receipts for this long (at least) is silence (s)"),
     "server_margin_s": (0.001, 0.0, 1.0, "gap within cloud_ms + this is server-bound (s)"),
     "probe_valid_s": (4.0, 0.1, 600.0, "a probe train's measurement counts this long (s)"),
+    "faster_margin_s": (0.002, 0.0, 1.0, "a frame this far under the delay floor is faster (s)"),
 }
 
 
@@ -178,7 +183,10 @@ class BandwidthMonitor(Node):
     def _add_receipts(self, data, label: str | None) -> None:
         receipts, skipped = parse_receipts(data, label)
         self._skipped_rows += skipped
+        faster = self._estimator.faster_frames
         self._estimator.add_many(receipts, self._now_s())
+        if self._estimator.faster_frames > faster:  # now, not at the next estimate
+            self._metrics.publish(faster_frames=self._estimator.faster_frames)
 
     def _add_probe_receipts(self, data, label: str | None) -> None:
         packets, skipped = parse_probe_receipts(data, label)
@@ -240,6 +248,7 @@ class BandwidthMonitor(Node):
             "malformed_messages": self._malformed, "skipped_rows": self._skipped_rows,
             "receipts_label": RECEIPT_LABEL, "probe_trains": est.probe_trains,
             "probe_trains_stamped_late": est.probe_trains_stamped_late,
+            "faster_frames": est.faster_frames,
             "probe_rows_skipped": self._probe_rows_skipped,
         }
         probe = self._last_probe

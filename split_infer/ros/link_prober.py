@@ -16,7 +16,10 @@ Topics (relative, one namespace per robot; the node runs beside the edge node):
   budget is a fraction of it; a silence cap is probed as if nothing were known; each new
   estimate is when a train is planned, see :attr:`LinkProber.FALLBACK_TICK_S`),
   ``metrics/queued_fraction`` (the monitor's: while the frames queue, they measure the link
-  themselves and no train is sent) and ``/parameter_events`` (the edge node's configuration:
+  themselves and no train is sent), ``metrics/faster_frames`` (the monitor's: a frame crossed
+  faster than any before it, and the link is checked by a train at once,
+  :meth:`~split_infer.adaptation.probing.ProbePlanner.check_link`) and
+  ``/parameter_events`` (the edge node's configuration:
   while it runs edge-only, no frame can wait behind a train);
 * publishes ``probe`` (``sensor_msgs/CompressedImage``: ``header.stamp`` = send time,
   ``format`` = ``split_infer/probe; train=T; index=I; count=N``, ``data`` = padding),
@@ -132,6 +135,7 @@ class LinkProber(Node):
         # it themselves (no train then).
         self._queued: tuple[float, float] | None = None  # (value, monotonic s)
         self.create_subscription(Float64, "metrics/queued_fraction", self._on_queued, 10)
+        self.create_subscription(Float64, "metrics/faster_frames", self._on_faster_frames, 10)
         self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameter_event,
                                  qos_profile_parameter_events)
         self.create_timer(self.FALLBACK_TICK_S, self._tick)
@@ -180,6 +184,10 @@ class LinkProber(Node):
 
     def _on_queued(self, msg: Float64) -> None:
         self._queued = (float(msg.data), time.monotonic())
+
+    def _on_faster_frames(self, msg: Float64) -> None:
+        self._planner.check_link()  # the frames crossed faster: the link may have stepped up
+        self._tick()
 
     def _frames_queue(self, now: float) -> bool:
         if self._queued is None:
