@@ -302,3 +302,28 @@ def test_the_shipped_parameter_files_load(ros_context, tmp_path):
     finally:
         for node in nodes:
             node.destroy_node()
+
+
+def test_a_level_change_is_decided_on_when_its_estimate_arrives(ros_context, tmp_path):
+    """A rise from a steady link is decided on when its estimate arrives, not at the next
+    tick (up to period_s later); the monitor's republished value, estimates inside the band
+    and falls wait for the tick."""
+    from split_infer.adaptation.scheduling import LinkState
+    from split_infer.ros.messages import make_estimate
+    from split_infer.ros.scheduler import Scheduler
+
+    make_bundle(tmp_path)
+    scheduler = Scheduler(context=ros_context, namespace=NAMESPACE, parameter_overrides=[
+        Parameter("bundle", value=str(tmp_path)), Parameter("frame_rate", value=T_GEN)])
+    try:
+        ticks = []
+        scheduler._tick = lambda: ticks.append(scheduler._bandwidth[0])
+        for k in range(10):  # a steady 4-Mbit/s window
+            scheduler.loop.step(0.5 * k, LinkState(4e6, 0.02))
+        for bps in (4.05e6, 1e6, 9e6, 9e6):
+            scheduler._on_estimate(make_estimate(bps, False))
+        assert ticks == [9e6]  # the rise, once
+        scheduler._on_estimate(make_estimate(12e6, True))  # a lower bound above the band
+        assert ticks == [9e6, 12e6]
+    finally:
+        scheduler.destroy_node()

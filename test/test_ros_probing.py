@@ -129,6 +129,29 @@ def test_the_link_relay_switches_threads_often_while_it_runs():
         rclpy.try_shutdown(context=context)
 
 
+def test_frames_that_cross_faster_call_a_train_the_budget_would_hold_back():
+    """The monitor's ``metrics/faster_frames`` (a frame crossed faster than any of the delay
+    window: the link may have stepped up) sends the next train on credit."""
+    from split_infer.ros.messages import make_estimate
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    try:
+        prober = LinkProber(namespace=ROBOT, context=context)  # not spun: no timer runs
+        try:
+            prober._on_estimate(make_estimate(1e6, False))
+            assert prober.stats()["trains_sent"] == 1
+            time.sleep(1.1 * prober._planner.settings.interval_s)
+            prober._on_estimate(make_estimate(1e6, False))  # the budget holds it back
+            assert prober.stats()["trains_sent"] == 1
+            prober._on_faster_frames(Float64(data=1.0))
+            assert prober.stats()["trains_sent"] == 2
+        finally:
+            prober.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
 def test_an_estimate_is_when_a_train_is_planned():
     """The prober has no fast timer: a new estimate plans the next train; a malformed one is
     counted and plans nothing."""

@@ -115,10 +115,9 @@ def test_a_steady_link_rises_on_two_measurements_not_one_read_twice():
 
 def test_what_is_decided_on_at_once():
     steady, varying = _steady_window(), _varying_window()
-    assert steady.acts_at_once(1e6) and varying.acts_at_once(0.5e6)  # a fall, either window
-    assert not steady.acts_at_once(1e6, lower_bound=True)  # a lower bound shows no fall
-    assert steady.acts_at_once(15e6, lower_bound=True)  # but counts towards a rise
+    assert steady.acts_at_once(15e6)
     assert not varying.acts_at_once(15e6)  # draws rise on ticks, longer than one draw
+    assert not steady.acts_at_once(1e6)  # a fall waits for the tick (values in between)
     assert not steady.acts_at_once(5.1e6)  # inside the band
     assert not CapacityWindow(10.0).acts_at_once(15e6)  # too few estimates to tell
 

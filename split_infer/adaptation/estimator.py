@@ -78,13 +78,20 @@ the silence test (with probing on and no frames, as when the edge classifies by 
 link is not silent), with a threshold of at least twice the interval between trains.
 
 **A faster link shows in the frames' delay first.** Frames that do not fill the link cannot
-say how fast it is, but a step up shortens every frame's serialization, so the first frame
-after it crosses faster than any frame of the delay window (its waits included), by more than
-``faster_margin_s``: those frames are counted (``faster_frames``), and the monitor passes the
-count on, so the prober checks the link with a train at once instead of when its budget next
-allows one (on a 1-Mbit/s link, up to 1.8 s later: ``bench/README.md``, "A faster link seen
-in the frames' delay"). Smaller frames (a more compressed configuration) set a new floor too;
-that costs a train sent earlier than planned, never more bytes (beyond the papers).
+say how fast it is, but a step up shortens every frame's serialization, so a frame after it
+crosses faster, by more than ``faster_margin_s``, than every frame of the delay window
+(``rtt_window_s``, active time) that was a little smaller (2–8 %): on the same link such a
+frame took no longer than this one would have. Not the smallest frames of all: a shaper's burst
+allowance lets a frame's first bytes through at line rate, so only the bytes beyond it take
+the link's time: in a simulation of a 1-Mbit/s link with a 4-kB burst and frames of
+4.5–7 kB, only the smallest frames beat the plain minimum after a step to 4 Mbit/s, 0.1–1.3 s
+after it, where the first frame beat the frames a little smaller than itself
+(``test/test_probing.py``). Those frames are
+counted (``faster_frames``) and the monitor passes the count on, so the prober checks the link
+with a train at once instead of when its budget next allows one (at a 1-Mbit/s estimate, up to
+1.8 s later). Frames of one size alone (no smaller ones to compare with) show nothing; a
+frame that is faster than the smaller ones by chance (they found the shaper's bucket less
+full) costs a train sent earlier than planned, never more bytes (beyond the papers).
 
 **Silence.** If no receipt has arrived for longer than ``max(silence_min_s, silence_factor ×
 the mean inter-arrival)``, the link may be down (an outage) or the sender idle; the two look the
@@ -269,6 +276,12 @@ class BandwidthEstimate:
     clock_suspect: bool
 
 
+#: Frame-size classes per doubling of the size for ``faster_frames`` (2.2 % apart), and how
+#: many classes below its own a frame is compared with (frames 2–8 % smaller).
+_SIZE_CLASSES_PER_DOUBLING = 32
+_SMALLER_CLASSES = 4
+
+
 @dataclass(frozen=True)
 class _Sample:
     receive_s: float
@@ -317,6 +330,7 @@ class BandwidthEstimator:
         # (receive_s, bits, gap_s, consecutive: no sequence number missing in between)
         self._pairs: deque[tuple[float, float, float, bool]] = deque()
         self._min_delay = _MinWindow()
+        self._size_floors: dict[int, _MinWindow] = {}  # size class → one-way delays
         self._last: _Sample | None = None
         self._last_seq: int | None = None
         self._last_queued = False
@@ -387,11 +401,7 @@ class BandwidthEstimator:
         # a_{i-1} - t_i = prop + the time it waited. The latter exceeds prop_hat by the test's
         # own condition, so a queued frame can never pull prop_hat down: no feedback loop.
         floor, unsubtracted_bits = sample.delay_s, sample.bits
-        if base is not None and sample.delay_s < base[0] - cfg.faster_margin_s:
-            # Faster than any frame of the delay window, waits included: the path got faster
-            # (a step up shortens every frame's serialization), or the frames got smaller.
-            # Frames that do not fill the link cannot measure how much faster; a train can.
-            self.faster_frames += 1
+        self._count_if_faster(sample)
         if previous is not None and base is not None:
             gap = sample.receive_s - previous.receive_s
             queued = receipt.send_s < previous.receive_s - base[0]
@@ -424,6 +434,26 @@ class BandwidthEstimator:
         capacity, _ = self._capacity(sample.receive_s)
         if capacity is not None:
             self._held = capacity
+
+    def _count_if_faster(self, sample: _Sample) -> None:
+        """Count ``sample`` in ``faster_frames`` when it crossed faster than every frame of
+        the last ``rtt_window_s`` (active time) a little smaller than it (the
+        ``_SMALLER_CLASSES`` size classes below its own): on the same link such a frame took
+        no longer than this one would have, waits or not, so the link got faster (or the
+        path shorter). Frames that do not fill the link cannot measure how much faster; a
+        train can."""
+        size_class = int(math.log2(max(sample.bits, 1.0)) * _SIZE_CLASSES_PER_DOUBLING)
+        start = self._active_s - self.config.rtt_window_s
+        floor = math.inf
+        for smaller in range(size_class - _SMALLER_CLASSES, size_class):
+            window = self._size_floors.get(smaller)
+            found = None if window is None else window.min_since(start)
+            if found is not None:
+                floor = min(floor, found[0])
+        if math.isfinite(floor) and sample.delay_s < floor - self.config.faster_margin_s:
+            self.faster_frames += 1
+        self._size_floors.setdefault(size_class, _MinWindow()).push(
+            self._active_s, sample.delay_s, (0.0, 0.0))
 
     def add_probe(self, measurement: TrainMeasurement, now_s: float | None = None) -> None:
         """A probe train's measurement (:func:`~split_infer.adaptation.probing.analyze_train`).

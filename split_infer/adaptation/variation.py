@@ -147,12 +147,14 @@ class CapacityWindow:
             return self.add(now_s, bandwidth_bps)
         return False
 
-    def acts_at_once(self, bandwidth_bps: float, lower_bound: bool = False) -> bool:
-        """Whether this estimate should be decided on when it arrives, not at the next tick:
-        a capacity under the window's band (a fall restarts the window at once), or anything
-        above the band of a steady window (a rise there counts measurements, not ticks)."""
+    def acts_at_once(self, bandwidth_bps: float) -> bool:
+        """Whether this estimate (or lower bound) should be decided on when it arrives, not
+        at the next tick: one above the band of a steady window, where a rise counts
+        measurements, not ticks. A fall waits for the tick: the estimates right after a step
+        down pass through values between the two levels, and a decision on the first of them
+        (which also restarts the window with it) planned a link several times too fast."""
         side, steady = self._side_of_band(bandwidth_bps)
-        return (side < 0 and not lower_bound) or (side > 0 and steady)
+        return side > 0 and steady
 
     def _age(self, now_s: float) -> None:
         while self._samples and now_s - self._samples[0][0] >= self.window_s:

@@ -22,10 +22,9 @@ Topics (relative names, one namespace per robot):
   ``metrics/switches``, ``metrics/rejections``, ``metrics/robot_factor`` (how much slower,
   above 1, or faster than planned the robot has run) (``std_msgs/Float64``) and ``/diagnostics``.
 
-It decides every ``period_s`` and, besides, when an estimate arrives that changes the level
-(:meth:`~split_infer.adaptation.variation.CapacityWindow.acts_at_once`: a fall, or a second
-measurement of a rise from a steady link), so a step moves the edge as soon as the estimate
-shows it.
+It decides every ``period_s`` and, besides, when an estimate arrives that shows a rise from a
+steady link (:meth:`~split_infer.adaptation.variation.CapacityWindow.acts_at_once`), so a step
+up moves the edge as soon as a second measurement confirms it.
 
 It applies a decision by setting the edge node's ``split_point`` (int) and ``ratio`` (double)
 **in one SetParametersAtomically request**, so the edge's parameter callback sees both values
@@ -326,11 +325,10 @@ class Scheduler(Node):
         self._lower_bound = estimate.lower_bound
         if estimate.rtt_ms is not None:
             self._rtt_s = estimate.rtt_ms / 1e3
-        # A level change is decided on at once, not up to period_s later; the same value
-        # again is the same measurement (the monitor republishes it every period).
+        # A rise from a steady link is decided on at once, not up to period_s later; the same
+        # value again is the same measurement (the monitor republishes it every period).
         if (self._loop is not None and (previous is None or previous[0] != estimate.bandwidth_bps)
-                and self._loop.capacity.acts_at_once(estimate.bandwidth_bps,
-                                                     estimate.lower_bound)):
+                and self._loop.capacity.acts_at_once(estimate.bandwidth_bps)):
             self._tick()
 
     def _on_edge_ms(self, msg: Float64) -> None:
