@@ -720,3 +720,27 @@ def test_a_faster_link_shows_in_frames_of_every_size_behind_a_burst_allowance():
     floor = min(d for t, d in delays if 20.0 <= t < 30.0)
     assert all(d > floor - estimator.config.faster_margin_s
                for t, d in delays if 30.0 <= t < 31.0)
+
+
+def test_a_bound_just_above_the_measurement_keeps_it_for_the_rise_check():
+    """The testbed's step up from 1 Mbit/s: the frames stopped queueing, the estimate turned
+    into a lower bound 1 % above the last measurement, then a train read 3.7 Mbit/s. The
+    check of that rise goes at once; it waited 1.5 s for the budget while any bound above
+    the measurement discarded it."""
+    planner = ProbePlanner()
+    assert planner.due(0.0, 1e6) is not None
+    assert planner.due(0.5, 1.007e6, lower_bound=True) is None  # the budget holds
+    assert planner.due(0.6, 3.7e6) is not None  # the rise's check, on credit
+    # A bound well above the measurement shows the link rose: measured at once, too.
+    planner = ProbePlanner()
+    assert planner.due(0.0, 1e6) is not None
+    assert planner.due(0.5, 1.5e6, lower_bound=True) is not None
+
+
+def test_frames_that_sped_up_let_a_train_past_their_queued_fraction():
+    planner = ProbePlanner()
+    assert planner.due(0.0, 1e6) is not None
+    assert planner.due(0.3, 1e6, frames_queue=True) is None
+    planner.check_link()
+    assert planner.due(0.4, 1e6, frames_queue=True) is not None
+    assert planner.due(0.7, 1e6, frames_queue=True) is None  # one train per hint

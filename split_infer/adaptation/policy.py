@@ -144,7 +144,9 @@ class Hysteresis:
     more than ``margin`` (in the objective's units, e.g. 0.01 = one point of ``ν_eff``) *and* at
     least ``min_dwell_s`` have passed since the last switch. If the current configuration is no
     longer scored or is excluded (score ``-inf``, e.g. it now misses the deadline), the switch is
-    immediate. Pure: the caller passes the clock.
+    immediate. A caller may waive the dwell for one decision (``dwell=False``: the scheduler
+    does when the running configuration sends more than the link carries, beyond the thesis).
+    Pure: the caller passes the clock.
     """
 
     def __init__(self, margin: float = 0.0, min_dwell_s: float = 0.0) -> None:
@@ -159,8 +161,10 @@ class Hysteresis:
         self.current = None
         self.since_s = None
 
-    def update(self, now_s: float, decision: Decision) -> str:
-        """Feed one decision; returns the name of the configuration to run now."""
+    def update(self, now_s: float, decision: Decision, dwell: bool = True) -> str:
+        """Feed one decision; returns the name of the configuration to run now. ``dwell``
+        False: a better proposal (by the margin) replaces the current one however recently it
+        started."""
         if self.since_s is not None and now_s < self.since_s:
             raise ValueError("the clock went backwards")
         proposal = decision.configuration.name
@@ -170,7 +174,7 @@ class Hysteresis:
         if proposal != self.current:
             assert self.since_s is not None and current_score is not None
             better = decision.scores[proposal] - current_score > self.margin
-            if better and now_s - self.since_s >= self.min_dwell_s:
+            if better and (not dwell or now_s - self.since_s >= self.min_dwell_s):
                 return self._switch(proposal, now_s)
         return self.current
 

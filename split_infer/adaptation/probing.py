@@ -275,6 +275,9 @@ class ProbePlanner:
         self._measured: float | None = None  # the last capacity measured (not a lower bound)
         # The estimate moved by confirm_rise or more: a train on credit is due.
         self._confirm = False
+        # The frames crossed faster than before (check_link): the queue that the monitor's
+        # queued fraction still counts is gone, and the next train need not wait for it.
+        self._frames_sped_up = False
         self.trains_sent = 0
         self.bytes_sent = 0  # payload
         self.wire_bytes_sent = 0  # with every header: what the budget counts
@@ -343,10 +346,13 @@ class ProbePlanner:
         return packets * wire_bytes(packet_bytes, text)
 
     def check_link(self) -> None:
-        """Something besides the estimate suggests the link changed (the frames crossed
-        faster than any before them, :mod:`.estimator`): the next train goes as soon as
-        ``interval_s`` allows, on credit, as when the estimate rose."""
+        """The frames crossed faster than the frames a little smaller than them did
+        (:mod:`.estimator`): the link may have stepped up. The next train goes as soon as
+        ``interval_s`` allows, on credit, as when the estimate rose, and even while the
+        frames still count as queueing (the fraction is over the last second, and a link
+        that got faster drains their queue)."""
         self._confirm = True
+        self._frames_sped_up = True
 
     def due(self, now_s: float, estimate_bps: float | None,
             lower_bound: bool = False, frames_queue: bool = False, *, stale: bool = False,
@@ -379,7 +385,7 @@ class ProbePlanner:
             self._tokens += budget_bytes_per_s * max(now_s - self._last_fill_s, 0.0)
         self._tokens = min(self._tokens, capacity)
         self._last_fill_s = now_s
-        if frames_queue:
+        if frames_queue and not self._frames_sped_up:
             return None
         if self._last_train_s is not None and now_s - self._last_train_s < s.interval_s:
             return None
@@ -391,10 +397,14 @@ class ProbePlanner:
                 self._confirm = True
             self._measured = estimate_bps
         elif (estimate_bps is not None and self._measured is not None
-              and estimate_bps > self._measured):
+              and estimate_bps >= s.confirm_rise * self._measured):
             # The link carried more than the last measurement: it is out of date, and neither
-            # the slow-link rule nor the cap on doubled trains holds for it any more.
+            # the slow-link rule nor the cap on doubled trains holds for it any more; a train
+            # measures the new rate at once. (A bound within confirm_rise of it is its noise:
+            # reset by a bound 1 % above it, the measurement was gone when a train then read
+            # a step up, and the train that checks a rise waited 1.5 s for the budget.)
             self._measured = None
+            self._confirm = True
         if (not link_idle and self._measured is not None
                 and 8.0 * cost / self._measured > s.max_train_s
                 and self._last_train_s is not None
@@ -409,7 +419,7 @@ class ProbePlanner:
         if self._tokens + credit < cost:
             return None
         self._tokens -= cost
-        self._confirm = False
+        self._confirm = self._frames_sped_up = False
         self._last_train_s = now_s
         self._last_train_bytes = payload
         self._last_sized_bps = 8.0 * payload / s.train_s  # the rate it lasts train_s at

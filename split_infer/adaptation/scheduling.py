@@ -52,10 +52,14 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   machine) is faster for everything: held at 1 or more, the factor left every configuration
   that has not run as slow as that machine made it. It cannot mend a plan that is wrong for
   one configuration alone, which only running it shows (``bench/README.md``, 2026-12-07:
-  edge-only at 0.3 Mbit/s). With CPU reports the CPU time per frame the edge spends beyond its
-  plan (negative under it) is also learned and added to each unrun configuration's planned
-  CPU time when that gives more (the node's messaging costs the same per frame whatever the
-  head: beyond Hu & Krishnamachari). A measured time is
+  edge-only at 0.3 Mbit/s). With CPU reports a configuration that has not run is planned at
+  a line through the measured against the planned CPU times of those that have (least
+  squares, once two planned times differ by half; with one, its plan + what that one spent
+  beyond its plan): the node spends about the same per frame beside the model whatever the
+  head, so a factor measured on a light head (the JPEG sender, 2.3 × its plan on the testbed's
+  quarter core) made every split 1.4–1.6 × slower than it ran, and a split that was better
+  was never tried (``bench/README.md``, "Step reactions, 2026-12-07"; beyond Hu &
+  Krishnamachari). A measured time is
   remembered while another configuration runs, so a wrong plan costs one try, not an
   oscillation, and a configuration at the same split point as one that has run is planned
   at its planned time × that one's measured / planned (the same head; the ratios differ only
@@ -98,6 +102,15 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   robot's first CPU report, which the start-up configuration's frames give: without it every
   configuration is planned at its planned time, and the first choice is the one a slower robot
   pays for most.
+* **No dwell on an overloaded link.** The dwell damps switches between choices that both
+  fit; a configuration that sends more than the capacity estimate allows (``link_share`` of
+  it) queues its frames for as long as it is kept. The estimates right after a step down pass
+  through values between the two levels (the estimator's newest pairs still straddle the
+  step), and a decision on one of them kept a configuration planned for 3 Mbit/s on a
+  1-Mbit/s link for the whole ``min_dwell_s`` (2 s) in two of three testbed runs
+  (``bench/README.md``, "Step reactions, 2026-12-07"). So the dwell is waived while the
+  running configuration overloads a measured capacity (a lower bound cannot show it); the
+  margin still holds (beyond the thesis).
 * **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
   if the edge drifts away from it); clearing the pin hands control back to the policy.
 
@@ -226,6 +239,9 @@ FIRST_CPU_REPORT_WAIT_S = 1.5
 #: A configuration's measured / planned frame size carries over to the others at its split
 #: point within [1 / this, this] (:meth:`SchedulingLoop.frame_bytes`).
 MAX_SCENE_FACTOR = 2.0
+#: Two configurations that ran fit the robot's measured CPU time against its planned one
+#: (a line) when their planned times are this far apart (:meth:`SchedulingLoop.edge_time_s`).
+AFFINE_MIN_SPREAD = 1.5
 #: The edge lost camera frames when it took under this share of them.
 LOST_SHARE = 0.95
 #: A received-rate report older than this (s) is not combined with a time-per-frame report.
@@ -287,7 +303,9 @@ class SchedulingLoop:
         self._factor_seeded = False  # a report has set _robot_factor
         # CPU seconds per frame the edge spends beyond the plan (EWMA, < 0 under it; None: no
         # report)
-        self._cpu_overhead_s: float | None = None
+        # Measured CPU time per frame (EWMA) of each configuration that has run, for the
+        # affine fit of measured against planned CPU time (_fitted_cpu_s).
+        self._cpu_s: dict[str, float] = {}
         self._received: tuple[float, float, float] | None = None  # (fps, share, when)
         # The configuration the edge runs before the first decision was chosen without a link
         # measurement (the start-up guess, or a previous scheduler's choice): the first decision
@@ -371,9 +389,30 @@ class SchedulingLoop:
         planned = self._planned_cpu_s[config.name]
         credited = self._credit_edge_time(now_s, config.edge_s * cpu_s / planned)
         if credited is not None:
-            # Signed: a robot faster than its plan spends less than planned on every frame.
-            self._cpu_overhead_s = _ewma(self._cpu_overhead_s, cpu_s - planned)
+            self._cpu_s[config.name] = _ewma(self._cpu_s.get(config.name), cpu_s)
         return credited
+
+    def _fitted_cpu_s(self, planned_s: float) -> float:
+        """The CPU time per frame a configuration planned at ``planned_s`` should take, from
+        the configurations that have run: measured = a × planned + b, fitted by least squares
+        once two of them have planned times ``AFFINE_MIN_SPREAD`` × apart (a within
+        [``MIN_ROBOT_FACTOR``, ``MAX_ROBOT_FACTOR``]); before that, the plan + what the one
+        that ran spent beyond its plan (what the node spends beside the model is the same per
+        frame whatever the head), or the plan × its measured / planned when it ran under its
+        plan (a faster robot is faster for everything, and a saving per frame larger than a
+        light head would make it cost nothing)."""
+        points = [(self._planned_cpu_s[name], cpu) for name, cpu in self._cpu_s.items()]
+        planned = [p for p, _ in points]
+        if len(points) >= 2 and max(planned) >= AFFINE_MIN_SPREAD * min(planned):
+            mean_p = sum(planned) / len(points)
+            mean_m = sum(m for _, m in points) / len(points)
+            slope = (sum((p - mean_p) * (m - mean_m) for p, m in points)
+                     / sum((p - mean_p) ** 2 for p in planned))
+            slope = min(max(slope, MIN_ROBOT_FACTOR), MAX_ROBOT_FACTOR)
+            return mean_m + slope * (planned_s - mean_p)
+        p0 = sum(planned) / len(points)  # one point, or several at one planned time
+        m0 = sum(m for _, m in points) / len(points)
+        return planned_s + (m0 - p0) if m0 >= p0 else planned_s * m0 / p0
 
     def _settled(self, now_s: float) -> Configuration | None:
         """The active configuration, if a period report now measures it alone (it has run
@@ -462,13 +501,14 @@ class SchedulingLoop:
     def edge_time_s(self, config: Configuration) -> float:
         """The edge time per frame decisions plan ``config`` with: measured if it has run;
         else its planned one × how much slower (or faster) than planned a configuration at the
-        same split point has run (the same head: the ratios differ only in the encoder); else
-        the planned one × :attr:`robot_factor`, or, when the loop is :attr:`cpu_timed` and
-        that is more, × (its planned CPU time + the CPU time per frame the edge has spent
-        beyond its plan, negative under it) / its planned CPU time: what the node spends beside
-        the model (receiving the camera message, publishing, its threads) is the same per frame
-        whatever the split, so a factor measured on a heavy head understates it for a light
-        one. Both factors are kept in [``MIN_ROBOT_FACTOR``, ``MAX_ROBOT_FACTOR``]."""
+        same split point has run (the same head: the ratios differ only in the encoder); else,
+        when the loop is :attr:`cpu_timed` and a configuration has reported its CPU time, the
+        planned one × the CPU time the configurations that ran predict for it / its planned CPU
+        time (:meth:`_fitted_cpu_s`: a line through measured against planned CPU time, since
+        what the node spends beside the model, receiving the camera message, publishing, its
+        threads, is about the same per frame whatever the split); else the planned one ×
+        :attr:`robot_factor`. The factors are kept in [``MIN_ROBOT_FACTOR``,
+        ``MAX_ROBOT_FACTOR``]."""
         measured = self._edge_s.get(config.name)
         if measured is not None:
             return measured
@@ -477,12 +517,10 @@ class SchedulingLoop:
                     and c.name in self._edge_s]
         if siblings:
             return config.edge_s * _clamped_factor(max(siblings))
-        factor = self._robot_factor
         planned_cpu = self._planned_cpu_s.get(config.name)
-        if planned_cpu is not None and self._cpu_overhead_s is not None:
-            factor = max(factor,
-                         _clamped_factor((planned_cpu + self._cpu_overhead_s) / planned_cpu))
-        return config.edge_s * factor
+        if planned_cpu is not None and self._cpu_s:
+            return config.edge_s * _clamped_factor(self._fitted_cpu_s(planned_cpu) / planned_cpu)
+        return config.edge_s * self._robot_factor
 
     def request_sent(self, now_s: float, config: Configuration) -> None:
         """A request for ``config`` went out; :meth:`step` waits for its answer."""
@@ -574,6 +612,10 @@ class SchedulingLoop:
         if not candidates:
             return Step(self.active, False, "every configuration was refused recently")
         bandwidth = link.bandwidth_bps * (1.0 if link.lower_bound else s.link_share)
+        # The running configuration sends more than the link is measured to carry: its frames
+        # queue, and keeping it for the dwell only queues more (see the module docstring).
+        overloaded = (not link.lower_bound and self.active is not None
+                      and self._demand_bps(self.active) > bandwidth)
         recent = None  # the capacity of the last variation_window_s, when it varied
         if link.lower_bound:
             # A lower bound neither measures how the capacity varies nor shows a fall: the
@@ -627,7 +669,7 @@ class SchedulingLoop:
         if not self._decided:
             self.hysteresis.reset()
             self._decided = True
-        chosen_name = self.hysteresis.update(now_s, decision)
+        chosen_name = self.hysteresis.update(now_s, decision, dwell=not overloaded)
         chosen = next(c for c in self._configs if c.name == chosen_name)
         if chosen == self.active:
             return Step(chosen, False, "keep", decision, bandwidth, rtt, probing)

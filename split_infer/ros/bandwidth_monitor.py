@@ -235,6 +235,14 @@ class BandwidthMonitor(Node):
             self.get_logger().error(f"estimate failed: {self._last_error}",
                                     throttle_duration_sec=5.0)
 
+    def stats(self) -> dict[str, int]:
+        """Counts so far: receipts, queued pairs, probe trains measured, frames that crossed
+        faster than the delay window's (``faster_frames``) and malformed messages."""
+        est = self._estimator
+        return {"receipts": est.received, "queued_pairs": est.queued_pairs,
+                "probe_trains": est.probe_trains, "faster_frames": est.faster_frames,
+                "malformed_messages": self._malformed}
+
     def diagnostics(self) -> DiagnosticStatus:
         """The monitor's health as one status (also published on ``/diagnostics``)."""
         e = self._last_estimate

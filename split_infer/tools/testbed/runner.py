@@ -526,6 +526,7 @@ def _merge_records(roles: dict[str, _Process]) -> dict:
     edge["compute"] = by_role.get("edge", {}).get("compute")
     edge["probe_stats"] = by_role.get("prober", {}).get("probe_stats")
     edge["echo_stats"] = by_role.get("probe_echo", {}).get("echo_stats")
+    edge["monitor_stats"] = by_role.get("monitor", {}).get("monitor_stats")
     return {"edge": edge, "cloud": by_role.get("cloud", {}),
             # What each process reported (nothing: it was killed, or failed to stop cleanly).
             "roles": {role: {**{k: v for k, v in r.items()

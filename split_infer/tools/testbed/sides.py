@@ -423,6 +423,8 @@ def _records(role: str, node: Node | None, cost: FrameCost | None) -> dict:
         records["published"] = int(node.published)
     if role == "prober":
         records["probe_stats"] = node.stats()
+    if role == "monitor":
+        records["monitor_stats"] = node.stats()
     if role == "probe_echo":
         records["echo_stats"] = {"received": node.received, "trains": node.trains,
                                  "malformed": node.malformed}
