@@ -715,7 +715,7 @@ def test_a_faster_link_shows_in_frames_of_every_size_behind_a_burst_allowance():
             seen_at = sent
         if sent < 30.0:
             assert estimator.faster_frames == 0, sent
-    assert seen_at == 30.0
+    assert seen_at - 30.0 <= 0.2  # the first frames after the step (two in a row)
     # The plain minimum of the last 10 s is not beaten by the margin in the first second.
     floor = min(d for t, d in delays if 20.0 <= t < 30.0)
     assert all(d > floor - estimator.config.faster_margin_s

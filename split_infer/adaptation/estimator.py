@@ -77,21 +77,21 @@ packets also count as traffic for
 the silence test (with probing on and no frames, as when the edge classifies by itself, the
 link is not silent), with a threshold of at least twice the interval between trains.
 
-**A faster link shows in the frames' delay first.** Frames that do not fill the link cannot
-say how fast it is, but a step up shortens every frame's serialization, so a frame after it
-crosses faster, by more than ``faster_margin_s``, than every frame of the delay window
+**A faster link shows in the frames' delay first.** Frames that do not fill the link cannot say
+how fast it is, but a step up shortens every frame's serialization, so a frame after it crosses
+faster, by more than ``faster_margin_s``, than every frame of the delay window
 (``rtt_window_s``, active time) that was a little smaller (2–8 %): on the same link such a
 frame took no longer than this one would have. Not the smallest frames of all: a shaper's burst
-allowance lets a frame's first bytes through at line rate, so only the bytes beyond it take
-the link's time: in a simulation of a 1-Mbit/s link with a 4-kB burst and frames of
-4.5–7 kB, only the smallest frames beat the plain minimum after a step to 4 Mbit/s, 0.1–1.3 s
-after it, where the first frame beat the frames a little smaller than itself
-(``test/test_probing.py``). Those frames are
-counted (``faster_frames``) and the monitor passes the count on, so the prober checks the link
-with a train at once instead of when its budget next allows one (at a 1-Mbit/s estimate, up to
-1.8 s later). Frames of one size alone (no smaller ones to compare with) show nothing; a
-frame that is faster than the smaller ones by chance (they found the shaper's bucket less
-full) costs a train sent earlier than planned, never more bytes (beyond the papers).
+allowance lets a frame's first bytes through at line rate, so only the bytes beyond it take the
+link's time: in a simulation of a 1-Mbit/s link with a 4-kB burst and frames of 4.5–7 kB, only
+the smallest frames beat the plain minimum after a step to 4 Mbit/s, 0.1–1.3 s after it, where
+the first frame beat the frames a little smaller than itself (``test/test_probing.py``). Two
+such frames within five are counted once (``faster_frames``; one alone was chance 59–71 times
+in a 75-s run of the testbed's step trace) and the monitor passes the count on, so the prober
+checks the link with a train at once instead of when its budget next allows one (at a 1-Mbit/s
+estimate, up to 1.8 s later). Frames of one size alone (no smaller ones to compare with) show
+nothing; two frames that are faster than the smaller ones by chance cost a train sent earlier
+than planned, never more bytes (beyond the papers).
 
 **Silence.** If no receipt has arrived for longer than ``max(silence_min_s, silence_factor ×
 the mean inter-arrival)``, the link may be down (an outage) or the sender idle; the two look the
@@ -280,6 +280,8 @@ class BandwidthEstimate:
 #: many classes below its own a frame is compared with (frames 2–8 % smaller).
 _SIZE_CLASSES_PER_DOUBLING = 32
 _SMALLER_CLASSES = 4
+#: After a frame that beat the floor, how many frames may pass before another one must.
+_HELD_FRAMES = 4
 
 
 @dataclass(frozen=True)
@@ -331,6 +333,8 @@ class BandwidthEstimator:
         self._pairs: deque[tuple[float, float, float, bool]] = deque()
         self._min_delay = _MinWindow()
         self._size_floors: dict[int, _MinWindow] = {}  # size class → one-way delays
+        # Since a frame beat the smaller frames' floor: (size class, active s, delay) each
+        self._held_frames: list[tuple[int, float, float]] = []
         self._last: _Sample | None = None
         self._last_seq: int | None = None
         self._last_queued = False
@@ -436,12 +440,15 @@ class BandwidthEstimator:
             self._held = capacity
 
     def _count_if_faster(self, sample: _Sample) -> None:
-        """Count ``sample`` in ``faster_frames`` when it crossed faster than every frame of
-        the last ``rtt_window_s`` (active time) a little smaller than it (the
-        ``_SMALLER_CLASSES`` size classes below its own): on the same link such a frame took
-        no longer than this one would have, waits or not, so the link got faster (or the
-        path shorter). Frames that do not fill the link cannot measure how much faster; a
-        train can."""
+        """Count ``sample`` in ``faster_frames`` when it and one of the ``_HELD_FRAMES``
+        frames before it each crossed faster than every frame of the last ``rtt_window_s``
+        (active time) a little smaller than it (the ``_SMALLER_CLASSES`` size classes below
+        its own): on the same link such a frame took no longer than this one would have,
+        waits or not, so the link got faster (or the path shorter). One such frame alone is
+        often chance (the smaller frames found the shaper's bucket less full, or the robot's
+        CPU quota delayed their sending): on the testbed's step trace single frames did it
+        59–71 times a run.
+        Frames that do not fill the link cannot measure how much faster; a train can."""
         size_class = int(math.log2(max(sample.bits, 1.0)) * _SIZE_CLASSES_PER_DOUBLING)
         start = self._active_s - self.config.rtt_window_s
         floor = math.inf
@@ -450,10 +457,28 @@ class BandwidthEstimator:
             found = None if window is None else window.min_since(start)
             if found is not None:
                 floor = min(floor, found[0])
-        if math.isfinite(floor) and sample.delay_s < floor - self.config.faster_margin_s:
-            self.faster_frames += 1
+        faster = math.isfinite(floor) and sample.delay_s < floor - self.config.faster_margin_s
+        entry = (size_class, self._active_s, sample.delay_s)
+        if self._held_frames:
+            # A frame beat the floor lately: the frames since stay out of the floors (against
+            # them, the faster link's next frames would look like no change) until another
+            # one beats it too, or _HELD_FRAMES have not.
+            self._held_frames.append(entry)
+            if faster or len(self._held_frames) > _HELD_FRAMES:
+                self.faster_frames += faster
+                self._release_held_frames()
+            return
+        if faster:
+            self._held_frames.append(entry)
+            return
         self._size_floors.setdefault(size_class, _MinWindow()).push(
             self._active_s, sample.delay_s, (0.0, 0.0))
+
+    def _release_held_frames(self) -> None:
+        for size_class, active_s, delay_s in self._held_frames:
+            self._size_floors.setdefault(size_class, _MinWindow()).push(
+                active_s, delay_s, (0.0, 0.0))
+        self._held_frames.clear()
 
     def add_probe(self, measurement: TrainMeasurement, now_s: float | None = None) -> None:
         """A probe train's measurement (:func:`~split_infer.adaptation.probing.analyze_train`).
