@@ -11,6 +11,7 @@ from split_infer.adaptation.estimator import BandwidthEstimator, Receipt
 from split_infer.adaptation.probing import (
     PROBE_RECEIPT_LABEL,
     QUEUED_ENOUGH,
+    SPED_UP_VALID_S,
     ProbePacket,
     ProbePlanner,
     ProbeSettings,
@@ -302,7 +303,7 @@ def _simulate(levels, frame_bytes, seconds, probing=True, fps=30.0, frames_until
     the demo (FIFO, no burst); returns [(t, estimate)] every 100 ms. ``faster_hint``: the
     estimator's ``faster_frames`` reach the planner (``check_link``), as the monitor passes
     them to the prober; ``trains_at`` collects the trains' send times; ``size_spread``: frame
-    sizes drawn uniformly within ± that fraction of ``frame_bytes``."""
+    sizes cycle through 14 values spread evenly within ± that fraction of ``frame_bytes``."""
     sizes = itertools.cycle(
         [int(frame_bytes * (1 + size_spread * (2 * k / 96 - 1))) for k in range(97)][::7])
     link = LinkShaper(step_trace(levels), queue_limit_bytes=10_000_000)
@@ -325,7 +326,7 @@ def _simulate(levels, frame_bytes, seconds, probing=True, fps=30.0, frames_until
             next_frame += 1 / fps
         estimate = estimator.estimate(now)
         if faster_hint and estimator.faster_frames > faster:
-            planner.check_link()
+            planner.check_link(now)
         faster = estimator.faster_frames
         if probing:
             train = planner.due(now, estimate.bandwidth_bps, estimate.lower_bound,
@@ -662,8 +663,9 @@ def test_a_train_after_a_step_down_is_not_held_up_by_the_frames_from_before_it()
 def test_frames_that_cross_faster_call_a_train_before_the_budget_would():
     """The testbed's step from 1 to 4 Mbit/s, with frames that use 60 % of the slow link (too
     few to queue and measure it): the budget at 1 Mbit/s pays for a train every 1.8 s, and
-    the step up waits for the next one. The first frame after the step crosses faster than
-    any of the last 10 s (its serialization shrank fourfold), and a train goes at once."""
+    the step up waits for the next one. The first frames after the step cross faster than
+    the slightly smaller frames of the last 10 s did (their serialization shrank fourfold),
+    and a train goes as soon as its interval allows."""
     levels = [(0.0, 8e6), (10.0, 1e6), (20.3, 4e6)]
     waits = {}
     for hint in (False, True):
@@ -673,36 +675,45 @@ def test_frames_that_cross_faster_call_a_train_before_the_budget_would():
         waits[hint] = min(t for t in trains if t >= 20.3) - 20.3
         assert _settles(timeline, 20.3, 4e6) <= waits[hint] + 0.2
     assert waits[True] <= 0.1 and waits[False] >= 0.5
-    # On a steady link no frame beats the floor: no extra trains.
+    # On a steady link no frame beats the smaller frames' floor: no extra trains.
+    rng = __import__("numpy").random.default_rng(1)
     estimator = BandwidthEstimator()
     link = LinkShaper(step_trace([(0.0, 1e6)]), queue_limit_bytes=10_000_000)
-    for seq in range(300):
-        sent = seq / 30.0
-        estimator.add(Receipt(seq, 2500, sent, link.send(sent, 2500)))
+    for seq in range(900):
+        sent, size = seq / 30.0, int(rng.uniform(2000, 3000))
+        estimator.add(Receipt(seq, size, sent, link.send(sent, size)))
     assert estimator.faster_frames == 0
+    # A delay that only grows (a drifting clock) keeps no more than the delay window, also
+    # for a size no frame is compared with.
+    drifting = BandwidthEstimator()
+    for seq in range(900):
+        sent = seq / 30.0
+        drifting.add(Receipt(seq, 2500, sent, sent + 0.01 + 1e-4 * seq))
+    assert max(len(w._q) for w in drifting._size_floors.values()) <= 30 * 10 + 1
 
 
 def test_check_link_sends_the_next_train_on_credit():
     planner = ProbePlanner()
     assert planner.due(0.0, 1e6) is not None
     assert planner.due(0.5, 1e6) is None  # the budget has not refilled
-    planner.check_link()
+    planner.check_link(0.55)
     assert planner.due(0.6, 1e6) is not None  # on credit
-    planner.check_link()
+    planner.check_link(0.85)
     assert planner.due(0.9, 1e6) is None  # one train of credit at most
 
 
-def test_a_faster_link_shows_in_frames_of_every_size_behind_a_burst_allowance():
+@pytest.mark.parametrize("seed", range(5))
+def test_a_faster_link_shows_in_frames_of_every_size_behind_a_burst_allowance(seed):
     """The testbed's shaper (``tc tbf``, 4-kB burst) at 1 Mbit/s, frames of 4.5–7 kB at
-    16 fps (the step trace's ``9:20.8``), then 4 Mbit/s. The first 4 kB of each frame pass at
+    16 fps (the step trace's ``6:21``), then 4 Mbit/s. The first 4 kB of each frame pass at
     line rate, so the smallest frames set a delay floor that larger frames on the faster
-    link beat only now and then (here not in the first second): compared with frames a little
-    smaller than themselves, the first frame after the step does."""
-    rng = __import__("numpy").random.default_rng(0)
+    link beat only now and then (over these seeds 0.125–1.25 s after the step): compared
+    with frames a little smaller than themselves, the first frames after it do."""
+    rng = __import__("numpy").random.default_rng(seed)
     link = TokenBucket(1e6, 4096)
     estimator = BandwidthEstimator()
     delays: list[tuple[float, float]] = []  # (send time, one-way delay)
-    seen_at = None
+    seen_at = plain_at = None
     for seq in range(16 * 40):
         sent = seq / 16
         if sent >= 30.0:
@@ -710,16 +721,17 @@ def test_a_faster_link_shows_in_frames_of_every_size_behind_a_burst_allowance():
         size = int(rng.uniform(4500, 7000))
         arrival = link.send(sent, size)
         estimator.add(Receipt(seq, size, sent, arrival))
-        delays.append((sent, arrival - sent))
-        if sent >= 30.0 and seen_at is None and estimator.faster_frames:
-            seen_at = sent
         if sent < 30.0:
             assert estimator.faster_frames == 0, sent
-    assert seen_at - 30.0 <= 0.2  # the first frames after the step (two in a row)
-    # The plain minimum of the last 10 s is not beaten by the margin in the first second.
-    floor = min(d for t, d in delays if 20.0 <= t < 30.0)
-    assert all(d > floor - estimator.config.faster_margin_s
-               for t, d in delays if 30.0 <= t < 31.0)
+        else:
+            if seen_at is None and estimator.faster_frames:
+                seen_at = sent
+            floor = min(d for t, d in delays if sent - 10.0 <= t < 30.0)
+            if plain_at is None and arrival - sent < floor - estimator.config.faster_margin_s:
+                plain_at = sent
+        delays.append((sent, arrival - sent))
+    assert seen_at - 30.0 <= 0.2  # the first frames after the step (two within five)
+    assert plain_at is not None and plain_at > seen_at  # the plain minimum: later
 
 
 def test_a_bound_just_above_the_measurement_keeps_it_for_the_rise_check():
@@ -741,6 +753,11 @@ def test_frames_that_sped_up_let_a_train_past_their_queued_fraction():
     planner = ProbePlanner()
     assert planner.due(0.0, 1e6) is not None
     assert planner.due(0.3, 1e6, frames_queue=True) is None
-    planner.check_link()
+    planner.check_link(0.35)
     assert planner.due(0.4, 1e6, frames_queue=True) is not None
-    assert planner.due(0.7, 1e6, frames_queue=True) is None  # one train per hint
+    # A hint lasts as long as the queued fraction's window: then the frames' queue counts.
+    late = ProbePlanner()
+    assert late.due(0.0, 1e6) is not None
+    late.check_link(0.05)
+    assert late.due(0.05 + SPED_UP_VALID_S + 0.1, 1e6, frames_queue=True) is None
+    assert late.due(0.05 + SPED_UP_VALID_S + 0.2, 1e6) is not None  # (on credit still)

@@ -130,8 +130,9 @@ def test_the_link_relay_switches_threads_often_while_it_runs():
 
 
 def test_frames_that_cross_faster_call_a_train_the_budget_would_hold_back():
-    """The monitor's ``metrics/faster_frames`` (a frame crossed faster than any of the delay
-    window: the link may have stepped up) sends the next train on credit."""
+    """The monitor's ``metrics/faster_frames`` (frames crossed faster than slightly smaller
+    ones had: the link may have stepped up) sends the next train on credit; not while the
+    prober is disabled."""
     from split_infer.ros.messages import make_estimate
 
     context = rclpy.Context()
@@ -144,6 +145,10 @@ def test_frames_that_cross_faster_call_a_train_the_budget_would_hold_back():
             time.sleep(1.1 * prober._planner.settings.interval_s)
             prober._on_estimate(make_estimate(1e6, False))  # the budget holds it back
             assert prober.stats()["trains_sent"] == 1
+            prober.set_parameters([Parameter("enabled", value=False)])
+            prober._on_faster_frames(Float64(data=1.0))
+            assert prober.stats()["trains_sent"] == 1
+            prober.set_parameters([Parameter("enabled", value=True)])
             prober._on_faster_frames(Float64(data=1.0))
             assert prober.stats()["trains_sent"] == 2
         finally:

@@ -83,15 +83,16 @@ faster, by more than ``faster_margin_s``, than every frame of the delay window
 (``rtt_window_s``, active time) that was a little smaller (2–8 %): on the same link such a
 frame took no longer than this one would have. Not the smallest frames of all: a shaper's burst
 allowance lets a frame's first bytes through at line rate, so only the bytes beyond it take the
-link's time: in a simulation of a 1-Mbit/s link with a 4-kB burst and frames of 4.5–7 kB, only
-the smallest frames beat the plain minimum after a step to 4 Mbit/s, 0.1–1.3 s after it, where
-the first frame beat the frames a little smaller than itself (``test/test_probing.py``). Two
-such frames within five are counted once (``faster_frames``; one alone was chance 59–71 times
-in a 75-s run of the testbed's step trace) and the monitor passes the count on, so the prober
-checks the link with a train at once instead of when its budget next allows one (at a 1-Mbit/s
-estimate, up to 1.8 s later). Frames of one size alone (no smaller ones to compare with) show
-nothing; two frames that are faster than the smaller ones by chance cost a train sent earlier
-than planned, never more bytes (beyond the papers).
+link's time: in five seeded simulations of a 1-Mbit/s link with a 4-kB burst and frames of
+4.5–7 kB, the plain minimum was first beaten 0.125–1.25 s after a step to 4 Mbit/s, by a small
+frame, and the frames a little smaller than the first frames after it within 0.125 s
+(``test/test_probing.py``). Two such frames within five are counted once (``faster_frames``;
+one alone was chance 31–71 times in a 75-s run of the testbed's step trace,
+``bench/README.md``) and the monitor passes the count on, so the prober checks the link with a
+train at once instead of when its budget next allows one (at a 1-Mbit/s estimate, up to 1.8 s
+later). Frames of one size alone (no smaller ones to compare with) show nothing; two frames
+that are faster than the smaller ones by chance cost a train sent earlier than planned, never
+more bytes (beyond the papers).
 
 **Silence.** If no receipt has arrived for longer than ``max(silence_min_s, silence_factor ×
 the mean inter-arrival)``, the link may be down (an outage) or the sender idle; the two look the
@@ -447,7 +448,7 @@ class BandwidthEstimator:
         waits or not, so the link got faster (or the path shorter). One such frame alone is
         often chance (the smaller frames found the shaper's bucket less full, or the robot's
         CPU quota delayed their sending): on the testbed's step trace single frames did it
-        59–71 times a run.
+        31–71 times a run.
         Frames that do not fill the link cannot measure how much faster; a train can."""
         size_class = int(math.log2(max(sample.bits, 1.0)) * _SIZE_CLASSES_PER_DOUBLING)
         start = self._active_s - self.config.rtt_window_s
@@ -471,14 +472,20 @@ class BandwidthEstimator:
         if faster:
             self._held_frames.append(entry)
             return
-        self._size_floors.setdefault(size_class, _MinWindow()).push(
-            self._active_s, sample.delay_s, (0.0, 0.0))
+        self._push_floor(entry)
 
     def _release_held_frames(self) -> None:
-        for size_class, active_s, delay_s in self._held_frames:
-            self._size_floors.setdefault(size_class, _MinWindow()).push(
-                active_s, delay_s, (0.0, 0.0))
+        for entry in self._held_frames:
+            self._push_floor(entry)
         self._held_frames.clear()
+
+    def _push_floor(self, entry: tuple[int, float, float]) -> None:
+        size_class, active_s, delay_s = entry
+        window = self._size_floors.setdefault(size_class, _MinWindow())
+        window.push(active_s, delay_s, (0.0, 0.0))
+        # Trimmed here too: a class no frame is compared with would otherwise keep every
+        # rising delay (a drifting clock) for good.
+        window.min_since(self._active_s - self.config.rtt_window_s)
 
     def add_probe(self, measurement: TrainMeasurement, now_s: float | None = None) -> None:
         """A probe train's measurement (:func:`~split_infer.adaptation.probing.analyze_train`).

@@ -145,7 +145,8 @@ class Hysteresis:
     least ``min_dwell_s`` have passed since the last switch. If the current configuration is no
     longer scored or is excluded (score ``-inf``, e.g. it now misses the deadline), the switch is
     immediate. A caller may waive the dwell for one decision (``dwell=False``: the scheduler
-    does when the running configuration sends more than the link carries, beyond the thesis).
+    does when the running configuration needs more than its planned share of the link, beyond
+    the thesis).
     Pure: the caller passes the clock.
     """
 

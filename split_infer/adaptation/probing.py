@@ -90,34 +90,33 @@ followed by the doubled one after ``interval_s``, on credit of one train that th
 back before the next.
 
 **A rise is checked at once.** When the estimate comes out more than ``confirm_rise ×`` the
-last measurement (a train saw the link step up, or went through a shaper's refilled burst
-and over-read it), the next train goes after ``interval_s`` on the same credit, not a budget
-period later: the scheduler acts on a rise only when it holds for two of its estimates
-(:mod:`.variation`), and the second train settles within that whether it was real. A fall
-by as much is checked the same way (the frames, when they queue, measure a fall themselves,
-and no train goes then): after an outage of the testbed's outage trace, a train that crossed
-as the link came back read 5 Mbit/s as 0.08, its budget (4.5 % of that) held the next train
-back for the rest of the run, and the robot stayed edge-only on a link back at 5 Mbit/s
+last measurement (a train saw the link step up, or went through a shaper's refilled burst and
+over-read it), the next train goes after ``interval_s`` on the same credit, not a budget period
+later: the scheduler acts on a rise only when it holds for two of its estimates
+(:mod:`.variation`), and the second train settles within that whether it was real. A fall by as
+much is checked the same way (the frames, when they queue, measure a fall themselves, and no
+train goes then): after an outage of the testbed's outage trace, a train that crossed as the
+link came back read 5 Mbit/s as 0.08, its budget (4.5 % of that) held the next train back for
+the rest of the run, and the robot stayed edge-only on a link back at 5 Mbit/s
 (``bench/README.md``, "The robot's own plan, 2026-12-07"). So is a hint from the frames
-(:meth:`ProbePlanner.check_link`): frames that cross faster than any before them show a step
-up before a train can, since at a 1-Mbit/s estimate the budget allows a train only every
-1.8 s. Small
-trains are sent in fewer packets (no smaller than ``min_packet_bytes``) rather than in
-smaller ones, since every packet pays the same headers: at a 1-Mbit/s estimate the smallest
-train (``min_train_bytes``, twice the 4-kB burst of the testbed's shaper, 9 packets) then
-crosses about every 1.8 s within the budget, where 16 packets of 750 bytes crossed every
-2.4 s (beyond the papers, which assume the bandwidth is measured). Trains of 14 kB and more
-keep their 16 packets: a different shape reads the same link slightly differently, which can
-flip a near-tie of the scheduler (``bench/README.md``, "A step up seen by the next train").
-While the estimate is only a lower bound, the budget is that fraction of the last capacity
-measured (a lower bound under it is what the frames carried); with none measured, or no
-estimate, of at least ``floor_bps`` (1 Mbit/s): a fraction of what frames that fill 2 % of the
-link deliver would never pay for the one train that measures it. (With the floor in every
+(:meth:`ProbePlanner.check_link`): frames that cross faster than slightly smaller frames did
+show a step up before a train can, since at a 1-Mbit/s estimate the budget allows a train only
+every 1.8 s. Small trains are sent in fewer packets (no smaller than ``min_packet_bytes``)
+rather than in smaller ones, since every packet pays the same headers: at a 1-Mbit/s estimate
+the smallest train (``min_train_bytes``, twice the 4-kB burst of the testbed's shaper, 9
+packets) then crosses about every 1.8 s within the budget, where 16 packets of 750 bytes
+crossed every 2.4 s (beyond the papers, which assume the bandwidth is measured). Trains of 14
+kB and more keep their 16 packets: a different shape reads the same link slightly differently,
+which can flip a near-tie of the scheduler (``bench/README.md``, "A step up seen by the next
+train"). While the estimate is only a lower bound, the budget is that fraction of the last
+capacity measured (a lower bound under it is what the frames carried); with none measured, or
+no estimate, of at least ``floor_bps`` (1 Mbit/s): a fraction of what frames that fill 2 % of
+the link deliver would never pay for the one train that measures it. (With the floor in every
 lower-bound spell, a 0.5-Mbit/s link read as a lower bound every other second paid 6.8 % of
-itself in trains instead of 4.5 %, in the planner alone: ``test/test_probing.py``.) So over
-any window the probes use at most that fraction of what the link was believed to carry plus
-one bucket (and one train of credit), and a slow link is probed less often, never harder.
-Every byte is counted (:attr:`ProbePlanner.bytes_sent`).
+itself in trains instead of 4.5 %, in the planner alone: ``test/test_probing.py``.) So over any
+window the probes use at most that fraction of what the link was believed to carry plus one
+bucket (and one train of credit), and a slow link is probed less often, never harder. Every
+byte is counted (:attr:`ProbePlanner.bytes_sent`).
 
 **Wire size.** The shaper counts every header, so each packet's size is reported as its
 payload plus the RTPS/UDP/IP/Ethernet headers around it (:func:`wire_bytes`); at 1,200-byte
@@ -140,6 +139,7 @@ __all__ = [
     "PROBE_RECEIPT_COLUMNS",
     "PROBE_RECEIPT_LABEL",
     "QUEUED_ENOUGH",
+    "SPED_UP_VALID_S",
     "ProbePacket",
     "ProbePlanner",
     "ProbeSettings",
@@ -156,6 +156,9 @@ __all__ = [
 #: Share of frame pairs that queued (the monitor's ``queued_fraction``) from which the frames
 #: measure the capacity themselves and no train is sent.
 QUEUED_ENOUGH = 0.5
+#: How long after the frames crossed faster (:meth:`ProbePlanner.check_link`) a train may go
+#: although the queued fraction, over the last second, still counts their queue (s).
+SPED_UP_VALID_S = 1.0
 
 #: ``format`` of a probe packet: ``split_infer/probe; train=T; index=I; count=N``.
 PROBE_FORMAT = "split_infer/probe"
@@ -275,9 +278,10 @@ class ProbePlanner:
         self._measured: float | None = None  # the last capacity measured (not a lower bound)
         # The estimate moved by confirm_rise or more: a train on credit is due.
         self._confirm = False
-        # The frames crossed faster than before (check_link): the queue that the monitor's
-        # queued fraction still counts is gone, and the next train need not wait for it.
-        self._frames_sped_up = False
+        # When the frames last crossed faster than before (check_link): for a second (the
+        # window of the monitor's queued fraction) the queue it still counts is taken to be
+        # gone, and a train need not wait for it.
+        self._sped_up_s: float | None = None
         self.trains_sent = 0
         self.bytes_sent = 0  # payload
         self.wire_bytes_sent = 0  # with every header: what the budget counts
@@ -345,14 +349,15 @@ class ProbePlanner:
         text = len(probe_format(train, packets - 1, packets))
         return packets * wire_bytes(packet_bytes, text)
 
-    def check_link(self) -> None:
+    def check_link(self, now_s: float) -> None:
         """The frames crossed faster than the frames a little smaller than them did
         (:mod:`.estimator`): the link may have stepped up. The next train goes as soon as
         ``interval_s`` allows, on credit, as when the estimate rose, and even while the
         frames still count as queueing (the fraction is over the last second, and a link
-        that got faster drains their queue)."""
+        that got faster drains their queue; for ``SPED_UP_VALID_S``, since the fraction covers
+        the last second)."""
         self._confirm = True
-        self._frames_sped_up = True
+        self._sped_up_s = now_s
 
     def due(self, now_s: float, estimate_bps: float | None,
             lower_bound: bool = False, frames_queue: bool = False, *, stale: bool = False,
@@ -385,7 +390,8 @@ class ProbePlanner:
             self._tokens += budget_bytes_per_s * max(now_s - self._last_fill_s, 0.0)
         self._tokens = min(self._tokens, capacity)
         self._last_fill_s = now_s
-        if frames_queue and not self._frames_sped_up:
+        sped_up = self._sped_up_s is not None and now_s - self._sped_up_s <= SPED_UP_VALID_S
+        if frames_queue and not sped_up:
             return None
         if self._last_train_s is not None and now_s - self._last_train_s < s.interval_s:
             return None
@@ -419,7 +425,8 @@ class ProbePlanner:
         if self._tokens + credit < cost:
             return None
         self._tokens -= cost
-        self._confirm = self._frames_sped_up = False
+        self._confirm = False
+        self._sped_up_s = None
         self._last_train_s = now_s
         self._last_train_bytes = payload
         self._last_sized_bps = 8.0 * payload / s.train_s  # the rate it lasts train_s at

@@ -36,42 +36,40 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   the queue of large frames it holds reads as an outage). 0.85 is the share WebRTC's
   congestion control (GCC) targets when it backs off: 0.85 × the received rate. A lower bound
   is what the frames already carried and is taken as it is.
-* **Measured robot time.** The planned edge times come from a profile or a one-off
-  measurement (``split-infer plan --edge-cpu``), and a robot's CPU is shared and drifts: a
-  configuration planned at 30 fps may deliver 22 while another would have kept up. The edge
-  reports its time per frame (``metrics/edge_cpu_ms``, its CPU time per frame, when the plan
-  has the CPU time of each configuration: a robot pacing frames at the camera rate runs each
-  unthrottled, so its wall time per frame, ``metrics/edge_ms``, misses what its budget pays
-  and what the node spends beside the model); once a configuration has run for
-  ``EDGE_TIME_SETTLE_S``, :meth:`SchedulingLoop.observe_edge_time` keeps an EWMA of what it
-  really costs, and every later decision plans that configuration with it. A configuration
-  that has not run yet is planned with its planned time × how much slower or faster than
-  planned the robot has been (the first report's measured / planned, then an EWMA over every
-  report, within [``MIN_ROBOT_FACTOR``, ``MAX_ROBOT_FACTOR``]): a robot slower than its plan is
-  slower for everything, and one faster than its plan (a plan measured on a slower or busier
-  machine) is faster for everything: held at 1 or more, the factor left every configuration
-  that has not run as slow as that machine made it. It cannot mend a plan that is wrong for
-  one configuration alone, which only running it shows (``bench/README.md``, 2026-12-07:
-  edge-only at 0.3 Mbit/s). With CPU reports a configuration that has not run is planned at
-  a line through the measured against the planned CPU times of those that have (least
-  squares, once two planned times differ by half; with one, its plan + what that one spent
-  beyond its plan): the node spends about the same per frame beside the model whatever the
+* **Measured robot time.** The planned edge times come from a profile or a one-off measurement
+  (``split-infer plan --edge-cpu``), and a robot's CPU is shared and drifts: a configuration
+  planned at 30 fps may deliver 22 while another would have kept up. The edge reports its time per
+  frame (``metrics/edge_cpu_ms``, its CPU time per frame, when the plan has the CPU time of each
+  configuration: a robot pacing frames at the camera rate runs each unthrottled, so its wall time
+  per frame, ``metrics/edge_ms``, misses what its budget pays and what the node spends beside the
+  model); once a configuration has run for ``EDGE_TIME_SETTLE_S``,
+  :meth:`SchedulingLoop.observe_edge_time` keeps an EWMA of what it really costs, and every later
+  decision plans that configuration with it. A configuration that has not run yet is planned with
+  its planned time × how much slower or faster than planned the robot has been (the first report's
+  measured / planned, then an EWMA over every report, within [``MIN_ROBOT_FACTOR``,
+  ``MAX_ROBOT_FACTOR``]): a robot slower than its plan is slower for everything, and one faster
+  than its plan (a plan measured on a slower or busier machine) is faster for everything: held at 1
+  or more, the factor left every configuration that has not run as slow as that machine made it. It
+  cannot mend a plan that is wrong for one configuration alone, which only running it shows
+  (``bench/README.md``, 2026-12-07: edge-only at 0.3 Mbit/s). With CPU reports a configuration that
+  has not run is planned at a line through the measured against the planned CPU times of those that
+  have (least squares, once two planned times differ by half; with one, its plan + what that one
+  spent beyond its plan): the node spends about the same per frame beside the model whatever the
   head, so a factor measured on a light head (the JPEG sender, 2.3 × its plan on the testbed's
-  quarter core) made every split 1.4–1.6 × slower than it ran, and a split that was better
-  was never tried (``bench/README.md``, "Step reactions, 2026-12-07"; beyond Hu &
-  Krishnamachari). A measured time is
-  remembered while another configuration runs, so a wrong plan costs one try, not an
-  oscillation, and a configuration at the same split point as one that has run is planned
-  at its planned time × that one's measured / planned (the same head; the ratios differ only
-  in the encoder), so one try covers a split point. The time per frame alone misses frames
-  the robot never took: a camera subscription keeps the last frame, and a robot whose CPU
-  budget runs out for a while (a cgroup quota stalls it for the rest of its period) loses
-  the frames that arrive meanwhile, although its mean time per frame is under the camera
-  interval. When the edge took under
-  ``LOST_SHARE`` of the camera's frames (``metrics/camera_share``, from the camera stamps, so a
-  camera slower than ``frame_rate_hz`` is no loss), the configuration is planned at the time
-  per frame it took, 1 / ``metrics/received_fps`` (:meth:`SchedulingLoop.observe_received`;
-  beyond Hu & Krishnamachari, whose robot time is a constant).
+  quarter core) made every split 1.4–1.6 × slower than it ran, and on the step trace's 1-Mbit/s
+  link two runs of three ran ``6:21`` where ``9:20.8``, never tried, delivers more
+  (``bench/README.md``, "Step reactions, 2026-12-07"; beyond Hu & Krishnamachari). A measured time
+  is remembered while another configuration runs, so a wrong plan costs one try, not an
+  oscillation, and a configuration at the same split point as one that has run is planned at its
+  planned time × that one's measured / planned (the same head; the ratios differ only in the
+  encoder), so one try covers a split point. The time per frame alone misses frames the robot never
+  took: a camera subscription keeps the last frame, and a robot whose CPU budget runs out for a
+  while (a cgroup quota stalls it for the rest of its period) loses the frames that arrive
+  meanwhile, although its mean time per frame is under the camera interval. When the edge took
+  under ``LOST_SHARE`` of the camera's frames (``metrics/camera_share``, from the camera stamps, so
+  a camera slower than ``frame_rate_hz`` is no loss), the configuration is planned at the time per
+  frame it took, 1 / ``metrics/received_fps`` (:meth:`SchedulingLoop.observe_received`; beyond Hu &
+  Krishnamachari, whose robot time is a constant).
 * **Measured frame sizes.** A bundle's frame sizes are means over its evaluation images; the
   robot's scene codes smaller or larger. The edge reports its mean wire-frame size
   (``metrics/bytes_per_frame``); once a configuration has run ``EDGE_TIME_SETTLE_S``,
@@ -103,14 +101,15 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   configuration is planned at its planned time, and the first choice is the one a slower robot
   pays for most.
 * **No dwell on an overloaded link.** The dwell damps switches between choices that both
-  fit; a configuration that sends more than the capacity estimate allows (``link_share`` of
-  it) queues its frames for as long as it is kept. The estimates right after a step down pass
-  through values between the two levels (the estimator's newest pairs still straddle the
-  step), and a decision on one of them kept a configuration planned for 3 Mbit/s on a
-  1-Mbit/s link for the whole ``min_dwell_s`` (2 s) in two of three testbed runs
-  (``bench/README.md``, "Step reactions, 2026-12-07"). So the dwell is waived while the
-  running configuration overloads a measured capacity (a lower bound cannot show it); the
-  margin still holds (beyond the thesis).
+  fit; a configuration whose frames need more than the share of the capacity estimate that
+  frames are planned with (``link_share``) fills the link, and its frames queue for as long
+  as it is kept. The estimates right after a step down pass through values between the two
+  levels (the estimator's newest pairs still straddle the step), and a decision on one of
+  them kept q75 (planned for about 2.5 Mbit/s) on the step trace's 1-Mbit/s link for the
+  whole ``min_dwell_s`` (2 s) in one testbed run of three (``bench/README.md``, "Step
+  reactions, 2026-12-07"). So the dwell is waived while the running configuration needs more
+  than that share of a measured capacity (a lower bound cannot show it); the margin still
+  holds (beyond the thesis).
 * **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
   if the edge drifts away from it); clearing the pin hands control back to the policy.
 

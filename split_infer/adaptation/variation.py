@@ -31,22 +31,25 @@ by a chain of restarts on every draw.
 
 A fall restarts the window at once, a rise only when ``RISE_ESTIMATES`` estimates in a row are
 above the band (1.5 s at the scheduler's 0.5-s period: longer than one draw of a Fig. 3 link,
-whose high draws otherwise restart the window and are planned for alone; two, 0.5 s apart,
-fit inside one draw: ``bench/README.md``, "A step up seen by the next train"). On a window as
+whose high draws otherwise restart the window and are planned for alone; two, 0.5 s apart, fit
+inside one draw: ``bench/README.md``, "A step up seen by the next train"). On a window as
 steady as the estimator's noise (its spread at most ``ESTIMATE_NOISE`` of its mean) there are
-no draws to mistake for a level, and ``STEADY_RISE_ESTIMATES`` (two) *different* estimates
-make a rise, each decided on when it arrives (:meth:`CapacityWindow.acts_at_once`): a step up
-from a constant link then moves the scheduler as soon as the second train confirms it, not at
-the second or third 0.5-s tick after the first (which could both read the same train; beyond
-the paper). One is not enough: a probe train that went through a shaper's refilled
-burst allowance reads as several times the link, and the prober checks every rise with a
-second train at once
+no draws to mistake for a level, and ``STEADY_RISE_ESTIMATES`` (two) *different* estimates make
+a rise, each decided on when it arrives (:meth:`CapacityWindow.acts_at_once`): a step up from a
+constant link then moves the scheduler as soon as the second train confirms it, not at the
+second or third 0.5-s tick after the first (which could both read the same train; beyond the
+paper). "Different" is the value: a train's measurement is republished unchanged until the
+next, while a capacity from the frames' dispersion or a lower bound from their throughput
+changes with every estimate, 0.2 s apart, over windows that overlap; two such above the band
+are still two readings of frames that crossed faster than the window allows. One is not enough:
+a probe train that went through a shaper's refilled burst allowance reads as several times the
+link, and the prober checks every rise with a second train at once
 (:mod:`split_infer.adaptation.probing`), so the second estimate shows whether the first was
 real. Estimates held for a rise that does not come are left out. A lower bound
 (:meth:`CapacityWindow.add_lower_bound`: the link carried at least so much) is no draw of the
 capacity and cannot show a fall: it joins the window only above its band, as a rise, and
-otherwise leaves it as it was (beyond the paper). Waiting for a real rise
-costs little (the frames running still fit), where a fall not followed at once queues frames.
+otherwise leaves it as it was (beyond the paper). Waiting for a real rise costs little (the
+frames running still fit), where a fall not followed at once queues frames.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ class CapacityWindow:
         sample = (now_s, float(bandwidth_bps))
         side, steady = self._side_of_band(bandwidth_bps)
         if side > 0:
-            if steady and self._rises and self._rises[-1][1] == sample[1]:
+            if steady and any(value == sample[1] for _, value in self._rises):
                 return False  # the same measurement again (a tick between two trains)
             self._rises.append(sample)  # held until confirmed (see the module docstring)
             if len(self._rises) < (STEADY_RISE_ESTIMATES if steady else RISE_ESTIMATES):

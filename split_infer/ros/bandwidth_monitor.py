@@ -18,9 +18,10 @@ Topics (relative names, one namespace per robot):
 * publishes ``metrics/capacity_bps``, ``metrics/throughput_bps``, ``metrics/one_way_delay_ms``,
   ``metrics/queued_fraction``, ``metrics/silence_s``, ``metrics/probe_rate_bps`` (the newest
   train's measurement) (``std_msgs/Float64``, for rqt_plot) and ``/diagnostics``;
-* publishes ``metrics/faster_frames`` (``std_msgs/Float64``, a count) as soon as a frame
-  crossed faster than any of the delay window: the link may have got faster, and the link
-  prober checks it with a train at once (:mod:`split_infer.adaptation.estimator`).
+* publishes ``metrics/faster_frames`` (``std_msgs/Float64``, a count) as soon as it rises:
+  two frames within five crossed faster than the slightly smaller frames of the delay window
+  did, so the link may have got faster, and the link prober checks it with a train as soon as
+  its interval allows (:mod:`split_infer.adaptation.estimator`).
 
 Parameters (all live-changeable): ``window_s``, ``max_window_s``, ``min_pairs``,
 ``rtt_window_s``, ``max_busy_s``, ``silence_min_s``, ``server_margin_s``, ``probe_valid_s``,
@@ -237,7 +238,8 @@ class BandwidthMonitor(Node):
 
     def stats(self) -> dict[str, int]:
         """Counts so far: receipts, queued pairs, probe trains measured, frames that crossed
-        faster than the delay window's (``faster_frames``) and malformed messages."""
+        faster than the slightly smaller frames before them (``faster_frames``, in pairs
+        within five frames) and malformed messages."""
         est = self._estimator
         return {"receipts": est.received, "queued_pairs": est.queued_pairs,
                 "probe_trains": est.probe_trains, "faster_frames": est.faster_frames,

@@ -16,8 +16,9 @@ Topics (relative, one namespace per robot; the node runs beside the edge node):
   budget is a fraction of it; a silence cap is probed as if nothing were known; each new
   estimate is when a train is planned, see :attr:`LinkProber.FALLBACK_TICK_S`),
   ``metrics/queued_fraction`` (the monitor's: while the frames queue, they measure the link
-  themselves and no train is sent), ``metrics/faster_frames`` (the monitor's: a frame crossed
-  faster than any before it, and the link is checked by a train at once,
+  themselves and no train is sent), ``metrics/faster_frames`` (the monitor's: frames crossed
+  faster than the slightly smaller ones before them, and the link is checked by a train as soon
+  as ``interval_s`` allows, on credit,
   :meth:`~split_infer.adaptation.probing.ProbePlanner.check_link`) and
   ``/parameter_events`` (the edge node's configuration:
   while it runs edge-only, no frame can wait behind a train);
@@ -186,8 +187,9 @@ class LinkProber(Node):
         self._queued = (float(msg.data), time.monotonic())
 
     def _on_faster_frames(self, msg: Float64) -> None:
-        self._planner.check_link()  # the frames crossed faster: the link may have stepped up
-        self._tick()
+        if self._enabled:  # the frames crossed faster: the link may have stepped up
+            self._planner.check_link(time.monotonic())
+            self._tick()
 
     def _frames_queue(self, now: float) -> bool:
         if self._queued is None:

@@ -334,7 +334,8 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
         "probe_bps": None if probe_bps is None else round(probe_bps, 1),
         "probe_trains_sent": (edge.get("probe_stats") or {}).get("trains_sent"),
         "probe_trains_echoed": (edge.get("echo_stats") or {}).get("trains"),
-        # Frames that crossed faster than the smaller frames before them: each called a train.
+        # Frames that crossed faster than the slightly smaller frames before them (counted in
+        # pairs): each count asks the prober for a train on credit.
         "faster_frames": (edge.get("monitor_stats") or {}).get("faster_frames"),
         "probe_fraction_of_estimate": round(probe_bps / mean_estimate, 4)
         if probe_bps is not None and mean_estimate else None,
