@@ -34,3 +34,25 @@ def test_a_node_stopped_by_a_signal_exits_0_without_error_lines(tmp_path, signal
         node.kill()
     assert node.returncode == 0, out
     assert "Traceback" not in out and "ERROR" not in out, out
+
+
+@pytest.mark.ros
+def test_the_heap_a_node_starts_with_is_out_of_the_garbage_collectors_scans():
+    """``run_node`` (and the testbed's and the demo's processes) freeze what exists once the
+    nodes are built: a full collection walked every preloaded model again and again
+    (``bench/README.md``, "The garbage collector on a weak robot")."""
+    import gc
+    import inspect
+
+    from split_infer.ros import common
+    from split_infer.tools.demo import graph
+    from split_infer.tools.testbed import sides
+
+    held = [[k] for k in range(1000)]
+    try:
+        common.freeze_heap()
+        assert gc.get_freeze_count() >= len(held)
+    finally:
+        gc.unfreeze()
+    for runner in (common._run, sides.run_role, graph.run_demo):
+        assert "freeze_heap()" in inspect.getsource(runner), runner.__name__

@@ -49,7 +49,7 @@ from split_infer.bundle import Bundle
 from split_infer.config_key import EDGE_ONLY_SPLIT
 from split_infer.ros.bandwidth_monitor import BandwidthMonitor
 from split_infer.ros.cloud_node import CloudNode
-from split_infer.ros.common import ExecutorPerNode
+from split_infer.ros.common import ExecutorPerNode, freeze_heap
 from split_infer.ros.edge_node import EdgeNode
 from split_infer.ros.link_prober import LinkProber
 from split_infer.ros.messages import (
@@ -543,6 +543,7 @@ def run_demo(settings: DemoSettings) -> dict:
             Parameter("edge_only", value=bool(settings.edge_only))], **common))
         for node in nodes:
             executor.add_node(node)
+        freeze_heap()  # the models are loaded: out of the garbage collector's scans
         player = BagPlayer(parameter_overrides=[
             Parameter("bag", value=str(settings.bag)), Parameter("loop", value=True),
             Parameter("rate", value=float(settings.playback_rate)),

@@ -59,7 +59,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_parameter_event
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Float64, Float64MultiArray
 
-from split_infer.ros.common import ExecutorPerNode, until_signalled
+from split_infer.ros.common import ExecutorPerNode, freeze_heap, until_signalled
 from split_infer.ros.messages import (
     FEATURE_QOS,
     RECEIPTS_QOS,
@@ -511,6 +511,7 @@ def run_role(config: dict) -> int:
         executor = ExecutorPerNode(context)
         try:
             node = _BUILDERS[role](config, context, gate)
+            freeze_heap()  # as run_node does
             if node is not None:
                 if role in _FRAME_TOPICS:
                     cost = FrameCost(node, _FRAME_TOPICS[role])
