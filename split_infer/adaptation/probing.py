@@ -276,6 +276,9 @@ class ProbePlanner:
         self._last_train_bytes = 0
         self._last_sized_bps = 0.0  # the rate the last train was sized to time
         self._measured: float | None = None  # the last capacity measured (not a lower bound)
+        # The same, kept when a larger lower bound makes _measured out of date: what a silence
+        # cap is budgeted at (a bound is no measurement of a link that then went quiet).
+        self._last_capacity: float | None = None
         # The estimate moved by confirm_rise or more: a train on credit is due.
         self._confirm = False
         # When the frames last crossed faster than before (check_link): for a second (the
@@ -332,7 +335,7 @@ class ProbePlanner:
         that capacity's; a silence cap (``stale``) is budgeted at ``floor_bps``, or at the last
         capacity measured when that was slower (module docstring)."""
         if stale:
-            return min(self._measured or self.settings.floor_bps, self.settings.floor_bps)
+            return min(self._last_capacity or self.settings.floor_bps, self.settings.floor_bps)
         if lower_bound and self._measured is not None:
             return max(estimate_bps or 0.0, self._measured)
         return self._rate(estimate_bps, lower_bound)
@@ -401,7 +404,7 @@ class ProbePlanner:
                                                <= self._measured):
                 # The link rose or fell (or a train mis-read it): check at once.
                 self._confirm = True
-            self._measured = estimate_bps
+            self._measured = self._last_capacity = estimate_bps
         elif (estimate_bps is not None and self._measured is not None
               and estimate_bps >= s.confirm_rise * self._measured):
             # The link carried more than the last measurement: it is out of date, and neither
