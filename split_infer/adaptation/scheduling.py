@@ -123,6 +123,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from split_infer.adaptation.policy import OBJECTIVES, Decision, Hysteresis, choose_configuration
 from split_infer.adaptation.variation import MIN_SAMPLES, CapacityWindow
 from split_infer.config_key import config_key
@@ -401,18 +403,15 @@ class SchedulingLoop:
         frame whatever the head), or the plan × its measured / planned when it ran under its
         plan (a faster robot is faster for everything, and a saving per frame larger than a
         light head would make it cost nothing)."""
-        points = [(self._planned_cpu_s[name], cpu) for name, cpu in self._cpu_s.items()]
-        planned = [p for p, _ in points]
-        if len(points) >= 2 and max(planned) >= AFFINE_MIN_SPREAD * min(planned):
-            mean_p = sum(planned) / len(points)
-            mean_m = sum(m for _, m in points) / len(points)
-            slope = (sum((p - mean_p) * (m - mean_m) for p, m in points)
-                     / sum((p - mean_p) ** 2 for p in planned))
+        planned = np.array([self._planned_cpu_s[name] for name in self._cpu_s])
+        measured = np.array(list(self._cpu_s.values()))
+        mean_p, mean_m = float(planned.mean()), float(measured.mean())
+        if len(planned) >= 2 and planned.max() >= AFFINE_MIN_SPREAD * planned.min():
+            slope = float(np.polyfit(planned, measured, 1)[0])
             slope = min(max(slope, MIN_ROBOT_FACTOR), MAX_ROBOT_FACTOR)
             return mean_m + slope * (planned_s - mean_p)
-        p0 = sum(planned) / len(points)  # one point, or several at one planned time
-        m0 = sum(m for _, m in points) / len(points)
-        return planned_s + (m0 - p0) if m0 >= p0 else planned_s * m0 / p0
+        # one point, or several at one planned time
+        return planned_s + (mean_m - mean_p) if mean_m >= mean_p else planned_s * mean_m / mean_p
 
     def _settled(self, now_s: float) -> Configuration | None:
         """The active configuration, if a period report now measures it alone (it has run

@@ -250,15 +250,12 @@ class BandwidthMonitor(Node):
         e = self._last_estimate
         est = self._estimator
         values: dict[str, object] = {
-            "receipts": est.received, "duplicates": est.duplicates,
-            "out_of_order": est.out_of_order, "queued_pairs": est.queued_pairs,
+            **self.stats(), "duplicates": est.duplicates, "out_of_order": est.out_of_order,
             "server_bound_pairs": est.server_bound_pairs,
             "pairs_across_loss": est.pairs_across_loss,
-            "pairs_across_probe": est.pairs_across_probe,
-            "malformed_messages": self._malformed, "skipped_rows": self._skipped_rows,
-            "receipts_label": RECEIPT_LABEL, "probe_trains": est.probe_trains,
+            "pairs_across_probe": est.pairs_across_probe, "skipped_rows": self._skipped_rows,
+            "receipts_label": RECEIPT_LABEL,
             "probe_trains_stamped_late": est.probe_trains_stamped_late,
-            "faster_frames": est.faster_frames,
             "probe_rows_skipped": self._probe_rows_skipped,
         }
         probe = self._last_probe
