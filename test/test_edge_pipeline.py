@@ -96,13 +96,15 @@ def test_the_period_report_gives_the_process_cpu_time_per_frame_worked_on(tiny_b
 
     pipeline = make(tiny_bundle, max_in_flight=1, ack_timeout=60.0)
     image = random_images(1)[0]
-    # Process CPU seconds at the first report, the first frame (an idle period ended: the
-    # window opens there, not at the report), and the second, third and fourth reports.
-    clock = iter([9.0, 10.0, 10.03, 10.09, 10.10])
-    monkeypatch.setattr(time, "process_time", lambda: next(clock))
+    # Process CPU seconds, set by the test: at the first report, from the first frame on (an
+    # idle period ended: the window opens there, not at the report), then at each report.
+    cpu = [9.0]
+    monkeypatch.setattr(time, "process_time", lambda: cpu[0])
     pipeline.period_report(now=100.0)  # no frames yet
+    cpu[0] = 10.0
     kinds = [pipeline.process(image, now=100.0 + 0.1 * k).kind for k in range(4)]
     assert kinds == ["sent"] + ["dropped"] * 3  # one in flight, never acknowledged
+    cpu[0] = 10.03
     # Backpressure held most frames back (as in an outage): over the one frame worked on, the
     # process's CPU would be its own upkeep and the receiving of the frames it dropped, not
     # what a frame costs, so there is no figure (a scheduler would plan every configuration
@@ -114,9 +116,11 @@ def test_the_period_report_gives_the_process_cpu_time_per_frame_worked_on(tiny_b
     for seq in range(2):
         pipeline.receipts([{"seq": seq, "cloud_ms": 1.0}])
         assert pipeline.process(image, now=101.1 + 0.1 * seq).kind == "sent"
+    cpu[0] = 10.09
     report = pipeline.period_report(now=102.0)
     assert report.cpu_s_per_frame == pytest.approx(0.03)
     assert report.values["cpu_ms_per_frame"] == "30.00"
+    cpu[0] = 10.10
     no_frames = pipeline.period_report(now=103.0)
     assert no_frames.cpu_s_per_frame is None and no_frames.values["cpu_ms_per_frame"] == "unknown"
 
@@ -177,6 +181,63 @@ def test_edge_only_fallback_classifies_held_back_frames(tiny_bundle, tmp_path):
     assert outcome.kind == "classified" and outcome.seq == 0
     assert outcome.logits.shape == (len(bundle.classes),)
     assert pipeline.stats()["edge_only"] == 1 and pipeline.stats()["drops"] == {}
+
+
+def test_the_cpu_time_per_frame_leaves_the_fallback_s_frames_out(tiny_bundle, tmp_path,
+                                                                  monkeypatch):
+    """The scheduler plans the active configuration with the reported CPU time per frame: a
+    whole-model frame of the fallback (here 50 ms) must not count as one of the split's (10 ms,
+    plus 4 ms per frame spent outside every frame, shared by all frames), and the fallback's
+    own figure is reported apart (50 + 4 ms); the first run of each model (200 ms more) is a
+    warm-up, in neither."""
+    import time
+
+    import torch
+
+    from split_infer.pipeline.parts import load_backbone
+    from split_infer.pipeline.torch_backend import export_onnx
+
+    full = export_onnx(load_backbone(tiny_bundle), torch.zeros(1, 3, 32, 32))
+    bundle = with_measurements(tiny_bundle, tmp_path / "bundle", lambda c: {},
+                               files={"onnx/full.onnx": full},
+                               client_only={"onnx": "onnx/full.onnx"})
+    pipeline = make(bundle, fallback="edge_only", max_in_flight=1, ack_timeout=60.0)
+    cpu = [10.0]
+    monkeypatch.setattr(time, "process_time", lambda: cpu[0])
+    whole_model, engine_features = pipeline._full_model, pipeline._engine.features
+
+    def costs(seconds, run):
+        calls = []
+
+        def timed(*args):
+            cpu[0] += seconds + (0.0 if calls else 0.2)  # a session's first run costs more
+            calls.append(1)
+            return run(*args)
+        return timed
+
+    monkeypatch.setattr(pipeline, "_full_model", costs(0.05, whole_model))
+    monkeypatch.setattr(pipeline._engine, "features", costs(0.01, engine_features))
+    image = random_images(1)[0]
+    pipeline.period_report(now=0.0)
+    kinds = []
+    for k in range(4):  # sent, held back (classified here), acknowledged, sent, held back
+        if k == 2:
+            pipeline.receipts([{"seq": 0, "cloud_ms": 1.0}])
+        kinds.append(pipeline.process(image, now=0.1 + 0.1 * k).kind)
+    assert kinds == ["sent", "classified", "sent", "classified"]
+    cpu[0] += 4 * 0.004  # what the node spent outside the frames
+    report = pipeline.period_report(now=1.0)
+    assert report.cpu_s_per_frame == pytest.approx(0.014)
+    assert report.fallback_fps == pytest.approx(2 / 0.9)  # the period opened at the 1st frame
+    assert report.fallback_cpu_s_per_frame == pytest.approx(0.054)
+    assert report.values["frames_fallback"] == 2
+    # Without fallback frames the figure is the process's CPU time over its frames, as before.
+    pipeline.receipts([{"seq": 1, "cloud_ms": 1.0}])
+    assert pipeline.process(image, now=1.1).kind == "sent"
+    cpu[0] += 0.004
+    report = pipeline.period_report(now=2.0)
+    assert report.cpu_s_per_frame == pytest.approx(0.014) and report.fallback_fps == 0.0
+    assert report.fallback_cpu_s_per_frame is None
 
 
 def test_edge_only_configuration_classifies_every_frame_and_switches_back(tiny_bundle,

@@ -24,6 +24,8 @@ from split_infer.planning import (
     expected_effective_accuracy,
     expected_pipeline_throughput_hz,
     expected_throughput_hz,
+    fallback_rates_hz,
+    fallback_throughput_hz,
     latency_regions,
     mobile_energy_j,
     paper_fig3_configurations,
@@ -592,3 +594,47 @@ def test_hysteresis_leaves_an_infeasible_configuration_at_once():
     assert h.update(0.1, slow_link) == "split4"
     with pytest.raises(ValueError, match="backwards"):
         h.update(0.0, slow_link)
+
+
+def test_the_robot_s_spare_time_classifies_what_the_link_cannot_carry():
+    split = Configuration(name="s", bytes_per_frame=10_000, accuracy=0.8, edge_s=0.02,
+                          cloud_s=0.01)
+    whole = Configuration(name="w", kind="client_only", bytes_per_frame=0, accuracy=0.9,
+                          edge_s=0.1, cloud_s=0.0)
+    t_gen = 30.0
+    # 0.4 Mbit/s carries 5 split frames/s, which use 10 % of the robot; the other 90 % would
+    # run 9 whole-model frames/s ...
+    assert fallback_throughput_hz(split, whole, 5.0, t_gen) == pytest.approx(9.0)
+    # ... but the robot is in a whole-model frame 90 % of the time, and the link waits for half
+    # of one (50 ms) after each split frame's 200 ms: 1 / 0.245 s split frames a second, and
+    # the robot's time they leave for the whole model.
+    split_hz, whole_hz = fallback_rates_hz(split, whole, 0.4e6, t_gen)
+    assert split_hz == pytest.approx(1 / 0.245)
+    assert whole_hz == pytest.approx((1 - split_hz * 0.02) / 0.1)
+    assert effective_accuracy(split, 0.4e6, t_gen, whole) == pytest.approx(
+        (split_hz * 0.8 + whole_hz * 0.9) / 30)
+    assert effective_accuracy(split, 0.4e6, t_gen) == pytest.approx(4.0 / 30)
+    # A link that carries the camera's rate: no whole-model frame, no wait, Hu & K's rate.
+    assert fallback_rates_hz(split, whole, 8e6, t_gen) == (pytest.approx(30.0), 0.0)
+    # 2 Mbit/s: 25 split frames/s leave 50 % of the robot, but only 5 camera frames a second.
+    assert fallback_throughput_hz(split, whole, 25.0, t_gen) == pytest.approx(5.0)
+    # A link that carries the camera's rate, or a robot the split fills, leaves nothing over.
+    assert fallback_throughput_hz(split, whole, 30.0, t_gen) == 0.0
+    busy = Configuration(name="b", bytes_per_frame=10_000, accuracy=0.8, edge_s=0.25,
+                         cloud_s=0.0)
+    assert fallback_throughput_hz(busy, whole, 4.0, t_gen) == 0.0
+    # The whole model alone is what it is; a fallback that sends is no fallback.
+    assert effective_accuracy(whole, 0.4e6, t_gen, whole) == pytest.approx(0.9 * 10 / 30)
+    with pytest.raises(ValueError, match="whole model"):
+        fallback_throughput_hz(split, split, 5.0, t_gen)
+    # Its expectation over a trace is the mean over the trace's draws (exact for an empirical
+    # distribution), and over a Gaussian matches dense sampling.
+    draws = [0.2e6, 0.4e6, 1.5e6, 3e6, 8e6]
+    assert expected_effective_accuracy(split, EmpiricalBandwidth(draws), t_gen, whole) == \
+        pytest.approx(np.mean([effective_accuracy(split, b, t_gen, whole) for b in draws]))
+    gaussian = GaussianBandwidth(1.5e6, 1e6)
+    samples = gaussian.quantile((np.arange(20_000) + 0.5) / 20_000)
+    assert expected_effective_accuracy(split, gaussian, t_gen, whole) == pytest.approx(
+        float(np.mean(effective_accuracy(split, samples, t_gen, whole))), rel=2e-3)
+    with pytest.raises(ValueError, match="one configuration"):
+        expected_effective_accuracy(threshold_policy([split], t_gen), gaussian, t_gen, whole)

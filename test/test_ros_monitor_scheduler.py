@@ -40,12 +40,14 @@ SIM = [Parameter("use_sim_time", value=True)]
 
 
 class FakeEdge(Node):
-    """Declares the edge's two parameters and validates the pair like the real edge."""
+    """Declares the edge's configuration parameters and its fallback, and validates the pair
+    like the real edge."""
 
     def __init__(self, allowed: set[tuple[int, float]], **kwargs) -> None:
         super().__init__("edge_node", **kwargs)
         self.declare_parameter("split_point", 2)
         self.declare_parameter("ratio", 1.0)
+        self.declare_parameter("fallback", "drop")
         self.allowed = allowed
         self.refuse: set[tuple[int, float]] = set()
         self.requests: list[tuple[float, tuple[int, float], int, bool]] = []
@@ -205,6 +207,19 @@ def test_a_bandwidth_drop_moves_the_edge_to_fewer_bytes_respecting_the_dwell(har
     assert all(b - a >= 3.0 - 1e-6 for a, b in itertools.pairwise(times))  # min_dwell_s
     loop = h.scheduler.loop
     assert loop.active == final and loop.rejections == 0
+
+
+def test_the_scheduler_plans_with_the_edge_s_fallback_as_the_edge_sets_it(harness_factory):
+    h = harness_factory(step_trace([(0, 8e6)]))
+    h.run_until(2.0)
+    loop = h.scheduler.loop
+    assert loop.active is not None and loop.edge_fallback is False
+    assert h.edge.set_parameters([Parameter("fallback", value="edge_only")])[0].successful
+    h.run_until(3.0)
+    assert loop.edge_fallback is True
+    assert h.edge.set_parameters([Parameter("fallback", value="drop")])[0].successful
+    h.run_until(4.0)
+    assert loop.edge_fallback is False
 
 
 def test_override_pins_and_refusals_back_off(harness_factory):

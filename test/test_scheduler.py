@@ -629,6 +629,76 @@ def test_edge_only_is_a_configuration_that_wins_only_where_the_link_is_too_poor(
     assert apply(loop, 2.0, LinkState(6.4e6)).target.name == "s2g1"
 
 
+def test_an_edge_that_classifies_what_its_link_cannot_take_is_planned_with_those_frames(
+        tmp_path):
+    configs = _with_edge_only(make_bundle(tmp_path / "plain"), tmp_path)
+    edge_only = next(c for c in configs if c.name == "edge_only")
+    s3g4 = next(c for c in configs if c.name == "s3g4")
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    assert loop.fallback is None  # the edge drops those frames until it says otherwise
+    assert apply(loop, 0.0, LinkState(0.1e6)).target is edge_only
+    # With the fallback, s3g4's frames (640 ms each on the link, plus half a whole-model frame
+    # of 250 ms the link waits for) leave the robot most of its time for the whole model:
+    # 1.3 + 3.97 frames a second, more than edge-only's 4 in all.
+    loop.set_edge_fallback(True)
+    assert loop.fallback == edge_only  # as planned (measured times replace the plan's)
+    step = apply(loop, 1.0, LinkState(0.1e6))
+    assert step.target is s3g4 and step.apply
+    busy = (1 - 0.1e6 / (8 * 8000) * s3g4.edge_s)  # the whole model's share at Hu & K's rate
+    split_hz = 1 / (8 * 8000 / 0.1e6 + busy * 0.125)
+    spare_hz = (1 - split_hz * s3g4.edge_s) / 0.250
+    assert step.predicted_effective_accuracy(T_GEN) == pytest.approx(
+        (split_hz * 0.85 + spare_hz * 0.93) / T_GEN)
+    assert split_hz + spare_hz > 4.0
+    # A link that carries the camera's rate leaves no frames over: the plain choice.
+    assert apply(loop, 2.0, LinkState(6.4e6)).target.name == "s2g1"
+    loop.set_edge_fallback(False)
+    assert apply(loop, 3.0, LinkState(0.1e6)).target is edge_only
+    # Without the edge-only configuration there is no whole model to plan the frames with.
+    without = SchedulingLoop([c for c in configs if c is not edge_only], settings())
+    without.set_edge_fallback(True)
+    assert without.fallback is None
+
+
+def test_frames_lost_to_the_fallback_s_work_do_not_slow_the_split_s_plan(tmp_path):
+    configs = _with_edge_only(make_bundle(tmp_path / "plain"), tmp_path)
+    s3g4 = next(c for c in configs if c.name == "s3g4")
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    loop.observe_edge(0.0, 3, 4.0)
+    # The robot took 4 of 10 camera frames a second: 250 ms each, were it all s3g4's ...
+    loop.observe_received(3.0, 4.0, 0.4)
+    assert loop.observe_edge_time(3.0, 0.005) is s3g4
+    assert loop.edge_time_s(s3g4) == pytest.approx(0.25)
+    # ... but most of them were the fallback's whole-model frames: the split's own time holds.
+    fresh = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    fresh.observe_edge(0.0, 3, 4.0)
+    assert fresh.observe_fallback(3.0, 0.2) is None  # wall-timed: no CPU time to credit
+    fresh.observe_received(3.0, 4.0, 0.4)
+    assert fresh.observe_edge_time(3.0, 0.005) is s3g4
+    assert fresh.edge_time_s(s3g4) == pytest.approx(0.005)
+
+
+def test_the_fallback_s_frames_time_the_whole_model_on_a_cpu_timed_robot(tmp_path):
+    configs = _with_edge_only(make_bundle(tmp_path / "plain"), tmp_path)
+    edge_only = next(c for c in configs if c.name == "edge_only")
+    # The splits planned at 5 ms a frame under the budget for 1.25 ms of CPU (a quarter core);
+    # the whole model has no planned CPU time (the plan did not time it).
+    cpu = {c.name: 0.00125 for c in configs if c is not edge_only}
+    loop = SchedulingLoop(configs, settings(min_dwell_s=0.0, probe_interval_s=0.0), cpu)
+    loop.set_edge_fallback(True)
+    assert loop.edge_time_s(edge_only) == pytest.approx(0.250)  # the profile's
+    # Its frames cost 80 ms of CPU: 320 ms a frame under the quarter core.
+    assert loop.observe_fallback(1.0, 0.080) is edge_only
+    assert loop.edge_time_s(edge_only) == pytest.approx(0.320)
+    assert loop.fallback.edge_s == pytest.approx(0.320)
+    for bad in (0.0, math.nan, -1.0):
+        assert loop.observe_fallback(2.0, bad) is None
+    # With a planned CPU time it is the plan × measured / planned, and joins the CPU line.
+    timed = SchedulingLoop(configs, settings(), {**cpu, "edge_only": 0.0625})
+    assert timed.observe_fallback(1.0, 0.080) is edge_only
+    assert timed.edge_time_s(edge_only) == pytest.approx(0.250 * 0.080 / 0.0625)
+
+
 def test_a_robot_faster_than_its_plan_tries_what_the_plan_ruled_out(tmp_path):
     # A plan measured on a slower machine: held at its planned times, edge-only would never
     # run on a link it would win on.

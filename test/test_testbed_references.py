@@ -106,3 +106,33 @@ def test_merging_refuses_to_compare_strategies_across_machines():
     assert merge_conflicts([xeon, other_trace], cells, "Xeon") == []
     # Every strategy of the trace run again: nothing of it is kept, nothing compared.
     assert merge_conflicts([xeon], {("const_3mbps.csv", "9:9.36"), *cells}, "EPYC") == []
+
+
+def test_a_benchmark_strategy_names_the_testbed_strategy_and_the_edge_s_fallback():
+    from split_infer.tools.bench.testbed_e2e import testbed_strategy
+
+    assert testbed_strategy("9:20.8", True) == ("9:20.8", "drop")
+    assert testbed_strategy("9:20.8+fallback", False) == ("9:20.8", "edge_only")
+    # The adaptive robot holds the whole model when the scheduler may choose it.
+    assert testbed_strategy("adaptive", True) == ("adaptive", "edge_only")
+    assert testbed_strategy("adaptive", False) == ("adaptive", "drop")
+    assert testbed_strategy("edge_only", True) == ("edge_only", "drop")
+    for bad in ("adaptive+fallback", "edge_only+fallback", "9:20.8+fallbackx"):
+        with pytest.raises(ValueError, match="split:ratio"):
+            testbed_strategy(bad, True)
+
+
+def test_the_control_plane_runs_on_the_side_asked_and_the_rest_stays():
+    from split_infer.tools.testbed.sides import ROLE_GROUP, role_group, role_side
+
+    for role in ROLE_GROUP:
+        assert role_side(role) == ("cloud" if role in ("cloud", "probe_echo") else "edge")
+        assert role_group(role) == ROLE_GROUP[role]
+    for role in ("monitor", "scheduler"):
+        assert role_side(role, "server") == "cloud" and role_group(role, "server") == "cloud"
+    # The edge node and the prober send across the link; the harness is no product process.
+    for role, group in (("edge", "edge"), ("prober", "edge"), ("camera", "harness"),
+                        ("recorder", "harness")):
+        assert role_side(role, "server") == "edge" and role_group(role, "server") == group
+    with pytest.raises(ValueError, match="robot"):
+        role_side("monitor", "cloud")

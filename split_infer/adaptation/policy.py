@@ -63,6 +63,7 @@ def choose_configuration(
     distribution: BandwidthDistribution | None = None,
     max_accuracy_loss: float | None = None,
     reference_accuracy: float | None = None,
+    fallback: Configuration | None = None,
 ) -> Decision:
     """Pick the configuration for the current bandwidth (bits/s) and RTT (s).
 
@@ -75,6 +76,13 @@ def choose_configuration(
       and the deadline are still taken at ``bandwidth_bps``.
     * ``"latency"``: minimise ``I_t`` (thesis eq. 4.1; BottleNet/BBNet selection phase).
     * ``"accuracy"``: the most accurate configuration that meets ``deadline_s`` (ties: faster).
+
+    ``fallback`` (``"effective_accuracy"`` only): the robot classifies on board, with this
+    whole-model configuration, the frames a split's link or server cannot take, so each split
+    is scored with the frames its spare robot time adds
+    (:func:`~split_infer.planning.effective_accuracy.fallback_throughput_hz`; beyond Hu & K,
+    whose thresholds assume those frames are lost): the highest score wins, ties as
+    everywhere (:func:`~split_infer.planning.configuration.preference_key`).
 
     ``deadline_s`` excludes configurations whose ``I_t`` exceeds it; ``max_accuracy_loss``
     excludes those more than that below ``reference_accuracy`` (BBNet's constraint, see
@@ -115,15 +123,20 @@ def choose_configuration(
 
     if objective == "effective_accuracy":
         assert t_gen_hz is not None
-        if bandwidth_std_bps is None and distribution is None:
+        if bandwidth_std_bps is None and distribution is None and fallback is None:
             chosen = threshold_policy(feasible, t_gen_hz).choose(bandwidth_bps)
             values = {
                 c.name: float(effective_accuracy(c, bandwidth_bps, t_gen_hz)) for c in feasible
             }
         else:
-            dist = distribution if distribution is not None else bandwidth_distribution(
-                bandwidth_bps, bandwidth_std_bps or 0.0)
-            values = {c.name: expected_effective_accuracy(c, dist, t_gen_hz) for c in feasible}
+            if bandwidth_std_bps is None and distribution is None:
+                values = {c.name: float(effective_accuracy(c, bandwidth_bps, t_gen_hz, fallback))
+                          for c in feasible}
+            else:
+                dist = distribution if distribution is not None else bandwidth_distribution(
+                    bandwidth_bps, bandwidth_std_bps or 0.0)
+                values = {c.name: expected_effective_accuracy(c, dist, t_gen_hz, fallback)
+                          for c in feasible}
             chosen = min(
                 feasible, key=lambda c: (-values[c.name], *preference_key(c, names.index(c.name)))
             )

@@ -29,6 +29,17 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   ``include_edge_only``): ``(-1, 1)``. Its ν_eff does not depend on the link, only on the
   robot's time for the whole model, so on a slow robot it wins only where the link is too
   poor for every split.
+* **The robot's spare time.** An edge whose ``fallback`` is ``edge_only`` classifies on board,
+  with the whole model, the frames its link or server cannot take
+  (:meth:`SchedulingLoop.set_edge_fallback`; the scheduler node reads the edge's parameter).
+  Every split is then planned with the frames its idle robot time adds
+  (:func:`~split_infer.planning.effective_accuracy.fallback_throughput_hz`, the edge-only
+  configuration's planned time as the whole model's): on a weak robot and a slow link a split
+  that leaves the robot's spare time to the whole model can beat both the split alone and the
+  whole model alone (``bench/README.md``, "The robot's spare time"; beyond Hu & K and the
+  thesis, whose ``should_process_frame`` drops those frames). A robot that fills its spare
+  time loses camera frames by design, so the lost-frames rule below is off while the edge
+  reports fallback frames.
 * **Link share.** A capacity estimate (not a lower bound) is planned at ``link_share`` × its
   value: Algorithm 2 lets the frames fill the link, but the link also carries the probe
   trains (up to 5 % of the estimate), the RTPS/UDP/IP headers of every fragment and the other
@@ -127,7 +138,7 @@ import numpy as np
 
 from split_infer.adaptation.policy import OBJECTIVES, Decision, Hysteresis, choose_configuration
 from split_infer.adaptation.variation import MIN_SAMPLES, CapacityWindow
-from split_infer.config_key import config_key
+from split_infer.config_key import EDGE_ONLY_SPLIT, config_key
 from split_infer.planning import Configuration
 from split_infer.planning.bandwidth import BandwidthDistribution
 from split_infer.planning.configuration import BITS_PER_BYTE
@@ -217,12 +228,16 @@ class Step:
     bandwidth_bps: float | None = None
     rtt_s: float | None = None
     probing: bool = False
+    #: The whole model as planned for the frames the link cannot take (None: they are lost).
+    fallback: Configuration | None = None
 
     def predicted_effective_accuracy(self, frame_rate_hz: float) -> float | None:
-        """``ν_eff`` of ``target`` at the decision's bandwidth (Hu & K §III)."""
+        """``ν_eff`` of ``target`` at the decision's bandwidth (Hu & K §III), with the frames
+        the edge's fallback classifies on board."""
         if self.target is None or self.bandwidth_bps is None:
             return None
-        return float(effective_accuracy(self.target, self.bandwidth_bps, frame_rate_hz))
+        return float(effective_accuracy(self.target, self.bandwidth_bps, frame_rate_hz,
+                                        self.fallback))
 
 
 #: Seconds a configuration runs before the edge's reported time per frame counts as its own
@@ -309,6 +324,12 @@ class SchedulingLoop:
         # affine fit of measured against planned CPU time (_fitted_cpu_s).
         self._cpu_s: dict[str, float] = {}
         self._received: tuple[float, float, float] | None = None  # (fps, share, when)
+        # Whether the edge classifies the frames it holds back with the whole model (its
+        # ``fallback`` parameter), and when it last reported doing so.
+        self.edge_fallback = False
+        self._fallback_seen_s: float | None = None
+        self._whole_model = next((c for c in self._configs
+                                  if c.split_point == EDGE_ONLY_SPLIT), None)
         # The configuration the edge runs before the first decision was chosen without a link
         # measurement (the start-up guess, or a previous scheduler's choice): the first decision
         # replaces it at once, without the dwell and the margin that damp measured choices.
@@ -449,10 +470,55 @@ class SchedulingLoop:
                 and 0 < camera_share <= 1):
             self._received = (float(frames_per_s), float(camera_share), now_s)
 
+    def set_edge_fallback(self, edge_only: bool) -> None:
+        """Whether the edge classifies on board the frames its link or server cannot take (its
+        ``fallback`` is ``edge_only``): decisions then count those frames
+        (:func:`~split_infer.planning.effective_accuracy.fallback_throughput_hz`), when the
+        loop has the edge-only configuration to plan them with."""
+        self.edge_fallback = bool(edge_only)
+
+    def observe_fallback(self, now_s: float, cpu_s: float) -> Configuration | None:
+        """The edge's CPU time (s) per frame its fallback classified on board over its last
+        period. A robot that fills its spare time loses camera frames by design, which says
+        nothing about the split configuration's own time (:meth:`_with_lost_frames`); and
+        those frames time the whole model on this robot, which otherwise runs only when
+        chosen: a :attr:`cpu_timed` loop credits the edge-only configuration with it (its
+        planned time × cpu_s / its planned CPU time, or without one, cpu_s × the planned time
+        per CPU second of the configurations that have both: the robot's budget). Returns the
+        configuration credited (None: not CPU-timed, no edge-only configuration, unusable)."""
+        if not (math.isfinite(cpu_s) and cpu_s > 0):
+            return None
+        self._fallback_seen_s = now_s
+        whole = self._whole_model
+        if whole is None or not self.cpu_timed:
+            return None
+        planned_cpu = self._planned_cpu_s.get(whole.name)
+        if planned_cpu is not None and whole.edge_s > 0:
+            edge_s = whole.edge_s * cpu_s / planned_cpu
+            self._cpu_s[whole.name] = _ewma(self._cpu_s.get(whole.name), cpu_s)
+        else:
+            per_cpu_s = [c.edge_s / self._planned_cpu_s[c.name] for c in self._configs
+                         if c.name in self._planned_cpu_s and c.edge_s > 0]
+            if not per_cpu_s:
+                return None
+            edge_s = cpu_s * float(np.median(per_cpu_s))
+        self._edge_s[whole.name] = _ewma(self._edge_s.get(whole.name), edge_s)
+        return whole
+
+    @property
+    def fallback(self) -> Configuration | None:
+        """The whole model as decisions plan the edge's fallback frames (None: not planned)."""
+        if not self.edge_fallback or self._whole_model is None:
+            return None
+        return self._planned(self._whole_model)
+
     def _with_lost_frames(self, now_s: float, edge_s: float) -> float:
         """``edge_s``, or the time per frame the edge took when it lost camera frames (see the
-        module docstring)."""
+        module docstring); not while its fallback fills the robot's spare time."""
         if self._received is None or now_s - self._received[2] > RECEIVED_RATE_MAX_AGE_S:
+            return edge_s
+        if (self._fallback_seen_s is not None
+                and now_s - self._fallback_seen_s <= RECEIVED_RATE_MAX_AGE_S):
             return edge_s
         taken, share, _ = self._received
         return max(edge_s, 1.0 / taken) if share < LOST_SHARE else edge_s
@@ -642,13 +708,14 @@ class SchedulingLoop:
 
         planned = [self._planned(c) for c in candidates]
         active_name = None if self.active is None else self.active.name
+        fallback = self.fallback if s.objective == "effective_accuracy" else None
 
         def decide(bandwidth_bps: float, distribution: BandwidthDistribution | None = None
                    ) -> Decision:
             return choose_configuration(
                 planned, bandwidth_bps, rtt, s.objective,  # type: ignore[arg-type]
                 deadline_s=s.deadline_s, t_gen_hz=s.frame_rate_hz, distribution=distribution,
-                max_accuracy_loss=s.max_accuracy_loss)
+                max_accuracy_loss=s.max_accuracy_loss, fallback=fallback)
 
         probing = False
         try:
@@ -664,7 +731,8 @@ class SchedulingLoop:
                 else:  # nothing to gain within reach; look again an interval later
                     self._next_probe_s = now_s + s.probe_interval_s * self._probe_backoff
         except ValueError as exc:
-            return Step(self.active, False, f"no decision: {exc}", None, bandwidth, rtt)
+            return Step(self.active, False, f"no decision: {exc}", None, bandwidth, rtt,
+                        fallback=fallback)
         self._rollback = (self.hysteresis.current, self.hysteresis.since_s)
         if not self._decided:
             self.hysteresis.reset()
@@ -672,7 +740,7 @@ class SchedulingLoop:
         chosen_name = self.hysteresis.update(now_s, decision, dwell=not overloaded)
         chosen = next(c for c in self._configs if c.name == chosen_name)
         if chosen == self.active:
-            return Step(chosen, False, "keep", decision, bandwidth, rtt, probing)
+            return Step(chosen, False, "keep", decision, bandwidth, rtt, probing, fallback)
         if probing:
             self.probes += 1
             self._pending_probe = True
@@ -681,7 +749,7 @@ class SchedulingLoop:
                       f"({bandwidth / link.bandwidth_bps:g} × the lower bound)")
         else:
             reason = "switch"
-        return Step(chosen, True, reason, decision, bandwidth, rtt, probing)
+        return Step(chosen, True, reason, decision, bandwidth, rtt, probing, fallback)
 
     def _planned(self, config: Configuration) -> Configuration:
         """``config`` with the edge time and frame size decisions plan it with; the same object

@@ -163,8 +163,15 @@ class PeriodReport:
     #: frames received: then the upkeep and the dropped frames' receiving would dominate).
     #: Unlike the wall time of a frame, it does not shrink when a paced robot runs each frame
     #: unthrottled: it is what a CPU budget pays per frame (``split-infer plan
-    #: --edge-cpu``'s ``measured_cpu_ms``).
+    #: --edge-cpu``'s ``measured_cpu_ms``). Frames the fallback classified here are not the
+    #: active configuration's, and a model's first run is a switch's cost: both are left out
+    #: (see :meth:`EdgePipeline.period_report`).
     cpu_s_per_frame: float | None = None
+    #: Frames per second the fallback (``edge_only``) classified here instead of dropping them.
+    fallback_fps: float = 0.0
+    #: The process CPU time (s) per fallback frame, counted like :attr:`cpu_s_per_frame`
+    #: (None: no fallback frame in the period): what the whole model costs this robot.
+    fallback_cpu_s_per_frame: float | None = None
 
     def message(self, split_point: int, ratio: float) -> str:
         """One line for ``/diagnostics``: what runs, the rate, and bad frames if any."""
@@ -233,6 +240,16 @@ class EdgePipeline:
         # camera plays, would read as a slow camera and count the node's idle spinning.
         self._cpu_mark = time.process_time()
         self._idle = True
+        # Frames the fallback classified here. The process CPU time spent inside frames, by
+        # kind: "active" (the active configuration's), "fallback" (the fallback's) and
+        # "warmup" (the first frame through each model, its ONNX Runtime session's first run:
+        # memory and kernels, a switch's cost, not a frame's); cumulative [frames, seconds],
+        # and (each) at the last report.
+        self.fallback_frames = 0
+        self._inside = {"active": [0, 0.0], "fallback": [0, 0.0], "warmup": [0, 0.0]}
+        self._inside_marks = {kind: (0, 0.0) for kind in self._inside}
+        self._warm_models: set[int] = set()
+        self._fallback_mark = 0
 
     # -- configuration ------------------------------------------------------------------------
     @property
@@ -372,6 +389,7 @@ class EdgePipeline:
         camera stamp if known (for :attr:`PeriodReport.camera_share`). Never raises: failures
         are drops by reason."""
         start = time.perf_counter()
+        cpu_start = time.process_time()
         now = time.monotonic() if now is None else now
         if self._idle:
             self._idle = False
@@ -384,12 +402,17 @@ class EdgePipeline:
             if not self._rate.allow(now):
                 return self._drop("rate_limit")
             if self._edge_only_mode:
-                return self._classify_here(frame, start)
+                outcome = self._classify_here(frame, start)
+                self._count_cpu("active", self._full_model, cpu_start)
+                return outcome
             if self.settings.backpressure:
                 decision = self._pressure.should_process_frame(now)
                 if not decision.process:
                     if self.settings.fallback == "edge_only":
-                        return self._classify_here(frame, start)
+                        outcome = self._classify_here(frame, start)
+                        self.fallback_frames += 1
+                        self._count_cpu("fallback", self._full_model, cpu_start)
+                        return outcome
                     return self._drop(f"backpressure_{decision.reason}")
             times = self.times
             with times.stage("convert"):
@@ -421,6 +444,7 @@ class EdgePipeline:
             # Sent at arrival + processing time, on the caller's clock (``now``).
             self._pressure.frame_sent(seq, len(data), now + edge_s)
             self._pressure.frame_processed(edge_s)
+            self._count_cpu("active", config.part, cpu_start)
             return FrameOutcome("sent", data=data, config=config, seq=seq, edge_s=edge_s)
         except ImageError as exc:
             return self._drop(f"image_{exc.reason}", exc)
@@ -428,6 +452,16 @@ class EdgePipeline:
             return self._drop(f"encode_{exc.reason}", exc)
         except Exception as exc:  # a frame must never take the caller down
             return self._drop("internal_error", exc)
+
+    def _count_cpu(self, kind: str, model: object, cpu_start: float) -> None:
+        """Add a frame's process CPU time to ``kind``'s, or to the warm-up's when it was
+        ``model``'s first run."""
+        if id(model) not in self._warm_models:
+            self._warm_models.add(id(model))
+            kind = "warmup"
+        entry = self._inside[kind]
+        entry[0] += 1
+        entry[1] += time.process_time() - cpu_start
 
     def _drop(self, reason: str, error: Exception | None = None) -> FrameOutcome:
         self.drops.add(reason)
@@ -492,11 +526,27 @@ class EdgePipeline:
         cpu_now = time.process_time()
         arrived = self.received - received0
         worked = done - done0
+        inside = {kind: (n - self._inside_marks[kind][0], s - self._inside_marks[kind][1])
+                  for kind, (n, s) in self._inside.items()}
+        self._inside_marks = {kind: (n, s) for kind, (n, s) in self._inside.items()}
+        fallen_back = self.fallback_frames - self._fallback_mark
+        self._fallback_mark = self.fallback_frames
         # Only over a period where the frames worked on are most of those received: when
         # backpressure held most back (an outage, a link far too slow), the process's upkeep
-        # and the receiving of the frames it dropped would read as each frame's cost.
-        cpu_per_frame = ((cpu_now - self._cpu_mark) / worked
-                         if worked > 0 and 2 * worked >= arrived else None)
+        # and the receiving of the frames it dropped would read as each frame's cost. The
+        # fallback's frames (the whole model) are not the active configuration's: each kind
+        # of frame costs what was spent inside it, plus an equal share of what the process
+        # spent outside every frame (messaging, its threads); without fallback frames and
+        # warm-ups that is the process's CPU time over its frames.
+        cpu_per_frame = fallback_cpu_per_frame = None
+        if worked > 0 and 2 * worked >= arrived:
+            outside = max(0.0, cpu_now - self._cpu_mark - sum(s for _, s in inside.values()))
+            frames, seconds = inside["active"]
+            if frames > 0:
+                cpu_per_frame = seconds / frames + outside / worked
+            frames, seconds = inside["fallback"]
+            if frames > 0:
+                fallback_cpu_per_frame = seconds / frames + outside / worked
         self._cpu_mark = cpu_now
         received_fps = arrived / max(now - t0, 1e-9)
         self._idle = arrived == 0
@@ -514,6 +564,8 @@ class EdgePipeline:
             "drop_rate": f"{drop_rate:.3f}",
             "cpu_ms_per_frame": "unknown" if cpu_per_frame is None
             else f"{cpu_per_frame * 1e3:.2f}",
+            "fallback_cpu_ms_per_frame": "unknown" if fallback_cpu_per_frame is None
+            else f"{fallback_cpu_per_frame * 1e3:.2f}",
             "frames_received": self.received,
             "frames_sent": self.sent,
             "frames_dropped": dropped,
@@ -528,6 +580,7 @@ class EdgePipeline:
             "backpressure": self.settings.backpressure,
             "fallback": self.settings.fallback,
             "frames_edge_only": self.edge_only,
+            "frames_fallback": self.fallback_frames,
             "max_rate": f"{self._rate.max_rate_hz:g}",
             "in_flight_frames": frames,
             "in_flight_bytes": nbytes,
@@ -540,7 +593,8 @@ class EdgePipeline:
             "model": self.bundle.model_name,
         }
         return PeriodReport(fps, drop_rate, bad - bad0, config, values, received_fps, share,
-                            cpu_per_frame)
+                            cpu_per_frame, fallen_back / max(now - t0, 1e-9),
+                            fallback_cpu_per_frame)
 
 
 def _pixels(frame: FrameSource) -> np.ndarray | CameraFrame:

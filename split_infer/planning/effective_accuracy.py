@@ -11,6 +11,23 @@ As a function of bandwidth each configuration's ``ν_eff`` is ``min(a, s·b)``: 
 ``s = ν / (8·D·T_gen)`` until the link stops being the bottleneck, then stays at
 ``a = ν·min(T_gen, T_p)/T_gen``.
 
+**The robot's spare time** (beyond Hu & K, whose frames that the link cannot carry are lost):
+a robot that also holds the whole model can classify on board the frames its link cannot take
+(the edge's ``fallback`` ``edge_only``). Where a split ``C`` is link- or server-bound, its
+frames leave the robot idle for ``1 − T_C·e_C`` of each second (``e_C`` its robot time per
+frame), and the whole model ``F`` fills that time::
+
+    T_F = max(0, min(T_gen − T_C, (1 − T_C·e_C) / e_F)),   ν_eff = (T_C·ν_C + T_F·ν_F) / T_gen
+
+But the robot decides between frames: when the link frees while it runs a whole-model frame,
+the link waits for the rest of it, on average half of ``e_F``. So a link-bound split crosses
+``T_C = 1 / (8·D/B + p·e_F/2)`` frames a second, ``p = min(1, T_F·e_F)`` the share of the
+robot's time the whole model takes (``T_F`` first at Hu & K's ``T_C``), and ``T_F`` is then
+taken at that ``T_C`` (:func:`fallback_rates_hz`; the ``fallback`` argument of
+:func:`effective_accuracy` and :func:`expected_effective_accuracy`). On a weak robot and a slow
+link that mix can beat both the split alone (link-bound) and the whole model alone
+(robot-bound).
+
 Units: bandwidth in bits/s, ``D`` in bytes, rates in frames/s, accuracy as a fraction.
 """
 
@@ -37,6 +54,8 @@ __all__ = [
     "expected_effective_accuracy",
     "expected_pipeline_throughput_hz",
     "expected_throughput_hz",
+    "fallback_rates_hz",
+    "fallback_throughput_hz",
     "paper_fig3_configurations",
     "pipeline_throughput_hz",
     "plot_effective_accuracy_sweep",
@@ -75,11 +94,55 @@ def pipeline_throughput_hz(
     return float(out) if out.ndim == 0 else out
 
 
-def effective_accuracy(
-    config: Configuration, bandwidth_bps: float | np.ndarray, t_gen_hz: float
+def fallback_throughput_hz(
+    config: Configuration, fallback: Configuration, split_hz: float | np.ndarray,
+    t_gen_hz: float
 ) -> float | np.ndarray:
-    """``ν_eff = T·ν/T_gen`` at a known bandwidth (Hu & K §III, "Optimization goal")."""
-    return pipeline_throughput_hz(config, bandwidth_bps, t_gen_hz) * config.accuracy / t_gen_hz
+    """Frames per second the robot classifies on board with ``fallback`` (the whole model, a
+    ``client_only`` configuration) while ``config`` delivers ``split_hz``: the robot's time the
+    split frames leave, ``1 − split_hz·e_C``, over the whole model's time per frame, and no more
+    than the camera frames the split leaves (see the module docstring; beyond Hu & K)."""
+    if fallback.transmits or not fallback.edge_s > 0:
+        raise ValueError(f"{fallback.name}: a fallback runs the whole model on the robot "
+                         "(client_only, edge_s > 0)")
+    split = np.asarray(split_hz, dtype=float)
+    spare = (1.0 - split * config.edge_s) / fallback.edge_s
+    out = np.maximum(0.0, np.minimum(t_gen_hz - split, spare))
+    return float(out) if out.ndim == 0 else out
+
+
+def fallback_rates_hz(
+    config: Configuration, fallback: Configuration, bandwidth_bps: float | np.ndarray,
+    t_gen_hz: float
+) -> tuple[float | np.ndarray, float | np.ndarray]:
+    """``(T_C, T_F)``: frames per second ``config`` delivers over the link and ``fallback`` (the
+    whole model) classifies on board in the robot's spare time, with the link's wait for a
+    whole-model frame the robot is running when it frees (see the module docstring)."""
+    plain = pipeline_throughput_hz(config, bandwidth_bps, t_gen_hz)
+    if not config.transmits:
+        return plain, np.zeros_like(np.asarray(plain, dtype=float))[()]
+    busy = np.minimum(1.0, fallback_throughput_hz(config, fallback, plain, t_gen_hz)
+                      * fallback.edge_s)
+    b = np.asarray(bandwidth_bps, dtype=float)
+    link_s = np.divide(BITS_PER_BYTE * config.bytes_per_frame, b,
+                       out=np.full_like(b, np.inf), where=b > 0)
+    split = np.minimum(plain, 1.0 / (link_s + busy * fallback.edge_s / 2.0))
+    rest = fallback_throughput_hz(config, fallback, split, t_gen_hz)
+    return (float(split), float(rest)) if np.ndim(split) == 0 else (split, rest)
+
+
+def effective_accuracy(
+    config: Configuration, bandwidth_bps: float | np.ndarray, t_gen_hz: float,
+    fallback: Configuration | None = None,
+) -> float | np.ndarray:
+    """``ν_eff = T·ν/T_gen`` at a known bandwidth (Hu & K §III, "Optimization goal").
+
+    With ``fallback`` (the whole model on the robot), the frames ``config`` leaves to the robot's
+    spare time count too (:func:`fallback_rates_hz`; beyond Hu & K)."""
+    if fallback is None or not config.transmits:
+        return pipeline_throughput_hz(config, bandwidth_bps, t_gen_hz) * config.accuracy / t_gen_hz
+    split_hz, fallback_hz = fallback_rates_hz(config, fallback, bandwidth_bps, t_gen_hz)
+    return (split_hz * config.accuracy + fallback_hz * fallback.accuracy) / t_gen_hz
 
 
 def _plateau(config: Configuration, t_gen_hz: float) -> float:
@@ -230,15 +293,21 @@ def expected_throughput_hz(
 
 
 def expected_effective_accuracy(
-    policy: ThresholdPolicy | Configuration, distribution: BandwidthDistribution, t_gen_hz: float
+    policy: ThresholdPolicy | Configuration, distribution: BandwidthDistribution, t_gen_hz: float,
+    fallback: Configuration | None = None,
 ) -> float:
     """``E[ν_eff] = E[T·ν]/T_gen`` (§V-e), fixed γ or adaptive γ (§V-f), one link.
 
     The integrals are evaluated numerically (Gauss–Legendre, :mod:`.bandwidth`) rather than with
     the paper's bivariate-normal closed form; with an :class:`.EmpiricalBandwidth` they are exact
-    sums over the trace (beyond the paper).
+    sums over the trace (beyond the paper). ``fallback`` (one configuration only): the frames
+    it leaves to the robot's spare time count too (:func:`fallback_throughput_hz`).
     """
     _check_rate(t_gen_hz)
+    if fallback is not None:
+        if not isinstance(policy, Configuration):
+            raise ValueError("a fallback is planned for one configuration, not a policy")
+        return _expected_with_fallback(policy, fallback, distribution, t_gen_hz)
     return (
         sum(
             r.configuration.accuracy
@@ -247,6 +316,23 @@ def expected_effective_accuracy(
         )
         / t_gen_hz
     )
+
+
+def _expected_with_fallback(config: Configuration, fallback: Configuration,
+                            distribution: BandwidthDistribution, t_gen_hz: float) -> float:
+    """``E[ν_eff]`` of ``config`` with the robot's spare time on ``fallback``: the integrand is
+    smooth in the bandwidth but for kinks where the link stops binding and where the spare
+    time stops being the fallback's limit (at Hu & K's split rate: near enough)."""
+    if not config.transmits:
+        return float(effective_accuracy(config, 0.0, t_gen_hz))
+    bits = BITS_PER_BYTE * config.bytes_per_frame
+    kinks = [bits * _cap_hz(config, t_gen_hz)]
+    if fallback.edge_s != config.edge_s:  # where (1 − T·e_C)/e_F = T_gen − T
+        kinks.append(bits * (fallback.edge_s * t_gen_hz - 1.0)
+                     / (fallback.edge_s - config.edge_s))
+    kinks = [k for k in kinks if math.isfinite(k) and k > 0]
+    return distribution.integrate(
+        lambda b: effective_accuracy(config, b, t_gen_hz, fallback), 0.0, math.inf, kinks)
 
 
 def expected_pipeline_throughput_hz(

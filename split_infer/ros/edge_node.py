@@ -22,10 +22,13 @@ Topics (relative, so one namespace per robot works):
   ``bandwidth_estimate`` (the bandwidth monitor's estimate in bit/s with its lower-bound flag,
   one message: a lower bound, what an unsaturated link delivered, is not used for pacing);
 * publishes ``features``, ``metrics/{fps,received_fps,camera_share,bytes_per_frame,drop_rate,
-  active_split,active_ratio,edge_ms,edge_cpu_ms}`` (``std_msgs/Float64``, 1 Hz: per-frame
-  values as the period's mean; ``received_fps``, ``camera_share``: the camera frames that
-  reached it before its own drops, per second and as a share of the camera's; ``edge_cpu_ms``:
-  the process's CPU per frame worked on, messaging included, when most frames received were)
+  active_split,active_ratio,edge_ms,fallback_fps,fallback_cpu_ms,edge_cpu_ms}``
+  (``std_msgs/Float64``, 1 Hz: per-frame values as the period's mean; ``received_fps``,
+  ``camera_share``: the camera frames that reached it before its own drops, per second and as a
+  share of the camera's; ``fallback_fps``: frames the fallback classified here;
+  ``edge_cpu_ms``: the process's CPU per frame of the active configuration, messaging included,
+  when most frames received were worked on; ``fallback_cpu_ms``: the same for the fallback's
+  frames, in periods that had some)
   and ``/diagnostics`` at 1 Hz; with ``fallback:=edge_only`` also ``results`` (the cloud's
   format, ``split_point`` -1) for the frames it classified itself.
 
@@ -94,7 +97,8 @@ __all__ = ["EdgeNode", "main"]
 
 INPUT_TYPES = ("raw", "compressed")
 EDGE_METRICS = ("fps", "received_fps", "camera_share", "bytes_per_frame", "drop_rate",
-                "active_split", "active_ratio", "edge_ms", "edge_cpu_ms")
+                "active_split", "active_ratio", "edge_ms", "fallback_fps", "fallback_cpu_ms",
+                "edge_cpu_ms")
 _LOG_THROTTLE_S = 5.0
 
 
@@ -282,6 +286,9 @@ class EdgeNode(Node):
         self._metrics.flush(fps=report.fps, received_fps=report.received_fps,
                             camera_share=report.camera_share, drop_rate=report.drop_rate,
                             active_split=split, active_ratio=ratio,
+                            fallback_fps=report.fallback_fps,
+                            fallback_cpu_ms=None if report.fallback_cpu_s_per_frame is None
+                            else report.fallback_cpu_s_per_frame * 1e3,
                             edge_cpu_ms=None if report.cpu_s_per_frame is None
                             else report.cpu_s_per_frame * 1e3)
         # Rate limiting and backpressure are the pipeline doing its job; anything else means

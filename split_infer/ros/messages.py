@@ -203,10 +203,11 @@ def parse_estimate(msg: Float64MultiArray) -> LinkEstimate:
                         rtt if math.isfinite(rtt) and rtt >= 0 else None, stale == 1.0)
 
 
-def edge_configuration_event(event, node: str, state: dict[str, float]) -> bool:
-    """Fold a ``/parameter_events`` message into ``state`` (``split_point``, ``ratio``) when it
-    comes from ``node`` (fully qualified); True when it changed either of them. The scheduler
-    follows the edge with it, and the recorders time configuration switches with it."""
+def edge_configuration_event(event, node: str, state: dict[str, float | str]) -> bool:
+    """Fold a ``/parameter_events`` message into ``state`` (``split_point``, ``ratio``,
+    ``fallback``) when it comes from ``node`` (fully qualified); True when it changed any of
+    them. The scheduler follows the edge with it, and the recorders time configuration switches
+    with it."""
     from rcl_interfaces.msg import ParameterType
 
     if event.node != node:
@@ -217,6 +218,8 @@ def edge_configuration_event(event, node: str, state: dict[str, float]) -> bool:
             state["split_point"], changed = p.value.integer_value, True
         elif p.name == "ratio" and p.value.type == ParameterType.PARAMETER_DOUBLE:
             state["ratio"], changed = p.value.double_value, True
+        elif p.name == "fallback" and p.value.type == ParameterType.PARAMETER_STRING:
+            state["fallback"], changed = p.value.string_value, True
     return changed
 
 

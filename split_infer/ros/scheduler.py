@@ -14,8 +14,10 @@ Topics (relative names, one namespace per robot):
   ``metrics/received_fps`` and ``metrics/camera_share``
   (the camera frames it took: a robot that loses frames is slower than its time per frame
   says), ``metrics/bytes_per_frame`` (the frames' real size, which the scene sets:
-  ``SchedulingLoop.observe_frame_bytes``) and ``/parameter_events`` (to follow what the
-  edge really runs, whoever changed it);
+  ``SchedulingLoop.observe_frame_bytes``), ``metrics/fallback_cpu_ms`` (what each frame its
+  fallback classified on board cost, ``SchedulingLoop.observe_fallback``) and
+  ``/parameter_events`` (to follow what the edge really runs and whether its ``fallback``
+  fills the robot's spare time, ``SchedulingLoop.set_edge_fallback``, whoever changed them);
 * publishes ``metrics/split_point``, ``metrics/ratio``,
   ``metrics/predicted_effective_accuracy``, ``metrics/predicted_latency_ms``,
   ``metrics/decision_bandwidth_bps``, ``metrics/rtt_ms``, ``metrics/probing``,
@@ -193,7 +195,7 @@ class Scheduler(Node):
         self._lower_bound = False
         self._request: tuple[int, Future, float] | None = None  # (id, future, sent at)
         self._request_ids = 0
-        self._edge_params: dict[str, float] = {}
+        self._edge_params: dict[str, float | str] = {}
         self._reading_edge = False
         self._last_step: Step | None = None
         self._last_error = ""
@@ -214,6 +216,8 @@ class Scheduler(Node):
                                  self._on_received_fps, 10)
         self.create_subscription(Float64, f"{edge_namespace}/metrics/camera_share",
                                  self._on_camera_share, 10)
+        self.create_subscription(Float64, f"{edge_namespace}/metrics/fallback_cpu_ms",
+                                 self._on_fallback_cpu_ms, 10)
         self._metrics = MetricPublishers(self, METRICS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                                       DIAGNOSTICS_QOS)
@@ -350,6 +354,10 @@ class Scheduler(Node):
         if self._loop is not None and self._received_fps is not None:
             self._loop.observe_received(self._now_s(), self._received_fps, float(msg.data))
 
+    def _on_fallback_cpu_ms(self, msg: Float64) -> None:
+        if self._loop is not None:
+            self._loop.observe_fallback(self._now_s(), float(msg.data) / 1e3)
+
     def _on_parameter_event(self, event: ParameterEvent) -> None:
         try:
             if edge_configuration_event(event, self._edge_fqn, self._edge_params):
@@ -358,7 +366,10 @@ class Scheduler(Node):
             self._last_error = f"parameter event: {exc}"
 
     def _observe_edge(self) -> None:
-        if self._loop is None or len(self._edge_params) < 2:
+        if self._loop is None:
+            return
+        self._loop.set_edge_fallback(self._edge_params.get("fallback") == "edge_only")
+        if "split_point" not in self._edge_params or "ratio" not in self._edge_params:
             return
         config = self._loop.observe_edge(self._now_s(), int(self._edge_params["split_point"]),
                                          float(self._edge_params["ratio"]))
@@ -374,14 +385,16 @@ class Scheduler(Node):
             self._reading_edge = False
             try:
                 values = future.result().values
-                if len(values) == 2 and values[0].type == ParameterType.PARAMETER_INTEGER:
+                if len(values) >= 2 and values[0].type == ParameterType.PARAMETER_INTEGER:
                     self._edge_params = {"split_point": values[0].integer_value,
                                          "ratio": values[1].double_value}
+                    if len(values) == 3 and values[2].type == ParameterType.PARAMETER_STRING:
+                        self._edge_params["fallback"] = values[2].string_value
                     self._observe_edge()
             except Exception as exc:
                 self._last_error = f"reading the edge's parameters failed: {exc}"
 
-        self._client.get_parameters(["split_point", "ratio"], done)
+        self._client.get_parameters(["split_point", "ratio", "fallback"], done)
 
     # -- the decision tick ---------------------------------------------------------------
     def _link_state(self, now_s: float) -> LinkState | None:
@@ -513,6 +526,7 @@ class Scheduler(Node):
             "capacity_outliers_left_out": loop.capacity.outliers,
             "robot_factor": round(loop.robot_factor, 3),
             "robot_timed_by": "cpu" if loop.cpu_timed else "wall",
+            "edge_fallback_planned": loop.fallback is not None,
         }
         if self._last_error:
             values["last_error"] = self._last_error

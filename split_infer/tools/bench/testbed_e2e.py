@@ -15,7 +15,10 @@ edge under ``--edge-cpu`` cores if given):
    split demo sends them (added to a copy of the bundle: same parts, lossless);
 4. fixed configurations (default: per split point the most accurate and the smallest, plus the
    learned configurations the bundle's search selected);
-5. ``adaptive`` — bandwidth monitor + scheduler.
+5. ``adaptive`` — bandwidth monitor + scheduler; with ``--scheduler-edge-only`` (the robot
+   holds the whole model) its edge also classifies on board the frames its link cannot take
+   (``fallback`` ``edge_only``), and the scheduler plans with them. A fixed configuration
+   written ``split:ratio+fallback`` runs with the same fallback, to compare like with like.
 
 Writes ``results.json`` (``rows``: every run's summary — among it ``bound_fps``, the run's own
 physical bound, and ``valid``, its sanity gate — and step reactions; ``aggregate``: the
@@ -62,6 +65,8 @@ from split_infer.tools.testbed.runner import TestbedSettings, plan_placement, ru
 
 #: ``--edge-timing`` value that times the robot here first (:func:`measure_robot`).
 MEASURE_EDGE_TIMING = "measure"
+#: A fixed configuration's strategy with this suffix runs with the edge's fallback.
+FALLBACK_SUFFIX = "+fallback"
 DEFAULT_TRACES = ("const_100kbps.csv", "const_1mbps.csv", "const_5mbps.csv",
                   "const_20mbps.csv", "step_8_1_4mbps.csv", "outage_5mbps_10s.csv")
 
@@ -222,6 +227,20 @@ def merge_conflicts(earlier: list[dict], cells: set[tuple[str, str]], machine: s
     return sorted({r["trace"] for r in earlier
                    if r.get("trace") in traces and (r["trace"], r.get("strategy")) not in cells
                    and r.get("machine_cpu") != machine})
+
+
+def testbed_strategy(strategy: str, scheduler_edge_only: bool) -> tuple[str, str]:
+    """The testbed's strategy and the edge's ``fallback`` of a benchmark strategy: a fixed
+    configuration with :data:`FALLBACK_SUFFIX`, and ``adaptive`` when the scheduler may choose
+    edge-only (its robot holds the whole model), classify on board what the link cannot take.
+    ValueError for the suffix on anything but a fixed configuration."""
+    base, suffix, rest = strategy.partition(FALLBACK_SUFFIX)
+    if suffix:
+        if rest or ":" not in base:
+            raise ValueError(f"{strategy!r}: {FALLBACK_SUFFIX!r} follows a fixed configuration "
+                             "('split:ratio+fallback')")
+        return base, "edge_only"
+    return strategy, "edge_only" if strategy == "adaptive" and scheduler_edge_only else "drop"
 
 
 def _is_fixed(strategy: str) -> bool:
@@ -563,7 +582,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edge-cpu", type=float, default=None, metavar="FRACTION",
                         help="CPU budget of the edge side, in cores (default: none)")
     parser.add_argument("--scheduler-edge-only", action="store_true",
-                        help="adaptive: the scheduler may choose edge-only")
+                        help="adaptive: the scheduler may choose edge-only (and the edge "
+                             "classifies on board what its link cannot take)")
+    parser.add_argument("--control-side", choices=("robot", "server"), default="robot",
+                        help="where the bandwidth monitor and the scheduler run: beside the "
+                             "edge node, under --edge-cpu, or beside the cloud node "
+                             "(default: %(default)s)")
     parser.add_argument("--edge-timing", default="", metavar="FILE",
                         help="adaptive: the robot's measured edge times (the edge_timing.json "
                              "of 'split-infer plan --edge-cpu'), or 'measure': time them here "
@@ -595,6 +619,11 @@ def main(argv: list[str] | None = None) -> int:
                                    **placement))
     bundle = Bundle.load(args.bundle)
     strategies = args.strategies or default_strategies(bundle)
+    for strategy in strategies:
+        try:
+            testbed_strategy(strategy, args.scheduler_edge_only)
+        except ValueError as exc:
+            parser.error(f"--strategies: {exc}")
     splits = sorted({c.split_point for c in bundle.configurations})
     naive, naive_strategy = naive_bundle(bundle, args.naive_split or splits[len(splits) // 2])
     if "naive" not in strategies and not args.strategies:
@@ -603,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     header = {"command": common.command_line("testbed_e2e", argv), "started": common.timestamp(),
               "bundle": str(args.bundle), "machine": common.machine_info(),
               "probing": args.probing, "scheduler_edge_only": args.scheduler_edge_only,
+              "control_side": args.control_side,
               "edge_timing": args.edge_timing, **placement}
     machine_cpu = header["machine"]["cpu"]
     rows: list[dict] = []
@@ -657,12 +687,14 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update(len(rows) - kept - bar.n)
                 run_dir = args.out / "runs" / trace_path.stem / strategy.replace(":", "_") / \
                     f"run{repeat + 1}"
+                runs, fallback = testbed_strategy(strategy, args.scheduler_edge_only)
                 try:
                     report = run_testbed(TestbedSettings(
                         bundle=naive.path if strategy == "naive" else args.bundle,
                         bag=args.bag, trace=trace_path, duration_s=duration,
                         out_dir=run_dir, status=False,
-                        strategy=naive_strategy if strategy == "naive" else strategy,
+                        strategy=naive_strategy if strategy == "naive" else runs,
+                        fallback=fallback, control_side=args.control_side,
                         probing=args.probing, scheduler_edge_only=args.scheduler_edge_only,
                         edge_timing=args.edge_timing, **placement))
                 except (RuntimeError, TimeoutError) as exc:
@@ -677,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
                 summary = report["summary"]
                 rows.append({**summary, "trace": trace_path.name, "strategy": strategy,
                              "repeat": repeat, "rate_bps": _constant_rate(trace_path),
+                             "fallback": fallback, "control_side": args.control_side,
                              "machine_cpu": machine_cpu,
                              "edge_timing": args.edge_timing,
                              "reactions": report["reactions"],

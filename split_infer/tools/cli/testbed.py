@@ -36,6 +36,14 @@ class TestbedVerb(VerbExtension):
         parser.add_argument("--scheduler-edge-only", action="store_true",
                             help="adaptive: the scheduler may choose edge-only (the whole "
                                  "model on the robot)")
+        parser.add_argument("--control-side", choices=("robot", "server"), default="robot",
+                            help="where the bandwidth monitor and the scheduler run: beside "
+                                 "the edge node, under its CPU budget, or beside the cloud "
+                                 "node (default: %(default)s)")
+        parser.add_argument("--fallback", choices=("drop", "edge_only"), default="drop",
+                            help="split strategies: what the edge does with a frame its link "
+                                 "or server cannot take in time: drop it, or classify it with "
+                                 "the whole model on the robot (default: %(default)s)")
         parser.add_argument("--edge-timing", default="", metavar="FILE",
                             help="adaptive: the robot's measured edge times, the "
                                  "edge_timing.json 'split-infer plan --edge-cpu' writes "
@@ -105,6 +113,7 @@ class TestbedVerb(VerbExtension):
                                    edge_cpu=args.edge_cpu,
                                    scheduler_edge_only=args.scheduler_edge_only,
                                    edge_timing=args.edge_timing,
+                                   control_side=args.control_side, fallback=args.fallback,
                                    edge_cpus=args.edge_cpus, cloud_cpus=args.cloud_cpus,
                                    harness_cpus=args.harness_cpus)
         # A placement that cannot be had is a CgroupError, a UserError: one line.

@@ -83,11 +83,12 @@ from split_infer.tools.testbed.report import (
     summarize,
 )
 from split_infer.tools.testbed.sides import (
-    CLOUD_ROLES,
+    CONTROL_SIDES,
     REFERENCE_STRATEGIES,
-    ROLE_GROUP,
     cloud_roles,
     edge_roles,
+    role_group,
+    role_side,
 )
 
 __all__ = ["EVENTS", "VALID_FRACTION", "CpuSampler", "TestbedSettings", "camera_rate_hz",
@@ -113,6 +114,9 @@ class TestbedSettings:
     strategy: str = "adaptive"  # or "split:ratio", "cloud_only", "cloud_only_crop", "edge_only"
     initial: str = ""  # adaptive only: the edge's first "split:ratio" (default: its start-up rule)
     fallback: str = "drop"  # the edge node's fallback for frames it holds back (or edge_only)
+    #: where the bandwidth monitor and the scheduler run: "robot" (beside the edge node, in
+    #: its namespace and CPU budget) or "server" (beside the cloud node; sides.role_side)
+    control_side: str = "robot"
     objective: str = "effective_accuracy"
     frame_rate: float = 30.0
     playback_rate: float = 1.0
@@ -328,6 +332,8 @@ def run_testbed(settings: TestbedSettings) -> dict:
             valid = ", ".join(f"{c.split_point}:{c.ratio:g}" for c in bundle.configurations)
             # A configuration the bundle does not have: a BundleError (a ValueError).
             raise BundleError(f"{what} {value!r}: {exc}; use one of {valid}") from None
+    if settings.control_side not in CONTROL_SIDES:
+        raise ValueError(f"control side {settings.control_side!r}: use one of {CONTROL_SIDES}")
     events = sorted(settings.events)
     for _, action in events:
         if action not in EVENTS:
@@ -376,11 +382,11 @@ def run_testbed(settings: TestbedSettings) -> dict:
                 config = {**base, "role": role, "out": str(records)}
                 path = Path(tmp) / f"{name}_config.json"
                 path.write_text(json.dumps(config))
-                side = "cloud" if role in CLOUD_ROLES else "edge"
+                side = role_side(role, settings.control_side)
                 command = [*link.exec_prefix(side), sys.executable, "-m",
                            "split_infer.tools.testbed.sides", str(path)]
                 if groups is not None:
-                    command = groups.wrap(ROLE_GROUP[role], command)
+                    command = groups.wrap(role_group(role, settings.control_side), command)
                 peer = link.cloud_ip if side == "edge" else link.edge_ip
                 process = _Process(role, command, _side_env(domain_id, peer),
                                    out / f"{name}.log", records)
@@ -413,7 +419,7 @@ def run_testbed(settings: TestbedSettings) -> dict:
             follower.start()
             sampler = CpuSampler(follower.elapsed_s)
             for role, process in roles.items():
-                sampler.add(role, ROLE_GROUP[role], process.pid)
+                sampler.add(role, role_group(role, settings.control_side), process.pid)
             if link.delayer_pid is not None:
                 sampler.add("packet_delayer", "harness", link.delayer_pid)
             t0_wall = time.time()

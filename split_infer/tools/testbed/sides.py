@@ -73,6 +73,8 @@ from split_infer.wire import decode_frame
 __all__ = [
     "CLOUD_ONLY_STRATEGIES",
     "CLOUD_ROLES",
+    "CONTROL_ROLES",
+    "CONTROL_SIDES",
     "MODEL_THREADS",
     "REFERENCE_STRATEGIES",
     "ROLE_GROUP",
@@ -81,6 +83,8 @@ __all__ = [
     "cloud_roles",
     "edge_roles",
     "main",
+    "role_group",
+    "role_side",
     "run_role",
 ]
 
@@ -102,6 +106,33 @@ ROLE_GROUP = {"edge": "edge", "monitor": "edge", "scheduler": "edge", "prober": 
               "recorder": "harness"}
 #: Roles that run in the cloud namespace.
 CLOUD_ROLES = ("cloud", "probe_echo")
+#: The control plane: nodes that need neither the camera nor the link's sending end, so a
+#: deployment may run them on the server (``control_side="server"``), where the CPU is.
+CONTROL_ROLES = ("monitor", "scheduler")
+#: Where the control plane may run: beside the edge node, or beside the cloud node.
+CONTROL_SIDES = ("robot", "server")
+
+
+def role_side(role: str, control_side: str = "robot") -> str:
+    """The side (``"edge"`` or ``"cloud"``: namespace, and cgroup for the product's roles) of
+    ``role`` when the control plane runs on ``control_side``.
+
+    On the server, the monitor reads the receipts and probe echoes where the cloud writes them
+    and the scheduler decides there; the estimate and the parameter requests cross back over
+    the unshaped direction, and only the edge's 1-Hz metrics (and its parameter events) cross
+    the shaped link. The robot keeps the edge node and the prober, which must send."""
+    if control_side not in CONTROL_SIDES:
+        raise ValueError(f"control side {control_side!r}: use one of {CONTROL_SIDES}")
+    if role in CLOUD_ROLES or (control_side == "server" and role in CONTROL_ROLES):
+        return "cloud"
+    return "edge"
+
+
+def role_group(role: str, control_side: str = "robot") -> str:
+    """The cgroup (and CPU report side) of ``role``: :data:`ROLE_GROUP`, with the control
+    plane on the server's CPUs when it runs there (:func:`role_side`)."""
+    return "cloud" if role in CONTROL_ROLES and role_side(role, control_side) == "cloud" \
+        else ROLE_GROUP[role]
 
 
 def edge_roles(strategy: str, probing: bool = False) -> list[str]:
@@ -162,7 +193,7 @@ class EdgeRecorder(Node):
             "robot_factor", [time.time(), float(m.data)]), _QOS)
         # The moment the edge node takes a new configuration (its parameter event): the
         # start of a switch, for the switch cost (frames until the first frame in it).
-        self._edge_config: dict[str, float] = {}
+        self._edge_config: dict[str, float | str] = {}
         self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameters,
                                  qos_profile_parameter_events)
 
@@ -207,10 +238,11 @@ class EdgeRecorder(Node):
         self._add("lower_bound", [now, estimate.lower_bound])
 
     def _on_parameters(self, event: ParameterEvent) -> None:
-        if (edge_configuration_event(event, f"/{ROBOT}/edge_node", self._edge_config)
-                and len(self._edge_config) == 2):
-            self._add("edge_config", [time.time(), self._edge_config["split_point"],
-                                      self._edge_config["ratio"]])
+        before = (self._edge_config.get("split_point"), self._edge_config.get("ratio"))
+        if edge_configuration_event(event, f"/{ROBOT}/edge_node", self._edge_config):
+            now = (self._edge_config.get("split_point"), self._edge_config.get("ratio"))
+            if None not in now and now != before:  # (the event may change the fallback only)
+                self._add("edge_config", [time.time(), *now])
 
     def _on_receipts(self, msg: Float64MultiArray) -> None:
         for row in parse_receipts(msg):
