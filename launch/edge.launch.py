@@ -12,8 +12,10 @@ which the edge's backpressure and the scheduler consume; the scheduler sets the 
 camera input.
 
 The monitor and scheduler only need the cloud's ``<ns>/receipts`` and the edge's parameter
-services, so they could run on either host; they are cheap and belong to one robot, so they
-start here, with the edge, and ``edge.launch.py`` alone gives an adaptive robot.
+services, so they could run on either host; they belong to one robot, so they start here, with
+the edge, and ``edge.launch.py`` alone gives an adaptive robot. On a robot short of CPU they
+take a share of it that the frames would use: the real-link testbed runs them beside the
+cloud node with ``--control-side server`` (``bench/README.md``, "The robot's spare time").
 ``adaptive:=false`` leaves them out: the edge then stays on ``split_point``/``ratio`` unless
 someone sets them (``ros2 param set``). With them starts the link prober, which sends short
 packet trains on ``probe`` (at most 5 % of the estimate) so that the monitor measures the

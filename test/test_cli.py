@@ -149,6 +149,15 @@ def test_bench_codecs_options_are_parsed_by_the_cli(capsys):
     assert "split-infer bench codecs" in capsys.readouterr().err
 
 
+def test_a_fallback_suffix_on_anything_but_a_fixed_configuration_is_refused(capsys, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "testbed_e2e", "--strategies", "9:20.8+fallback", "adaptive+fallback",
+              "--out", str(tmp_path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'adaptive+fallback': '+fallback' follows a fixed configuration" in err
+
+
 def test_argument_errors_exit_2():
     with pytest.raises(SystemExit) as info:
         main(["profile"])  # MODEL missing

@@ -3,6 +3,7 @@ backpressure, fallback, conversion, encoding, switching, counters) on the tiny b
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -238,6 +239,43 @@ def test_the_cpu_time_per_frame_leaves_the_fallback_s_frames_out(tiny_bundle, tm
     report = pipeline.period_report(now=2.0)
     assert report.cpu_s_per_frame == pytest.approx(0.014) and report.fallback_fps == 0.0
     assert report.fallback_cpu_s_per_frame is None
+
+
+def test_the_fallback_fills_only_a_wait_long_enough_for_the_whole_model(tiny_bundle, tmp_path,
+                                                                        monkeypatch):
+    import torch
+
+    from split_infer.pipeline.backpressure import Decision
+    from split_infer.pipeline.parts import load_backbone
+    from split_infer.pipeline.torch_backend import export_onnx
+
+    full = export_onnx(load_backbone(tiny_bundle), torch.zeros(1, 3, 32, 32))
+    bundle = with_measurements(tiny_bundle, tmp_path / "bundle", lambda c: {},
+                               files={"onnx/full.onnx": full},
+                               client_only={"onnx": "onnx/full.onnx"})
+    pipeline = make(bundle, fallback="edge_only")
+    held: list[Decision] = []
+    monkeypatch.setattr(pipeline._pressure, "should_process_frame", lambda now: held[-1])
+    image = random_images(1)[0]
+    # Unknown whole-model time, or no estimate (the in-flight cap): always.
+    held.append(Decision(False, "bandwidth", 0.01, -1.0, 0.011))
+    assert pipeline.process(image, now=0.0).kind == "classified"
+    pipeline._whole_model_s = 0.080  # as if measured
+    held.append(Decision(False, "in_flight", 0.01, -1.0, math.nan))
+    assert pipeline.process(image, now=0.1).kind == "classified"
+    # A 10-ms frame on the link: a 5-ms wait is no reason to hold the next split frame back
+    # by 75 ms; a 75-ms wait is.
+    monkeypatch.setattr(pipeline._pressure, "frame_interval_s", lambda now: 0.010)
+    held.append(Decision(False, "bandwidth", 0.01, -1.0, 0.015))
+    outcome = pipeline.process(image, now=0.2)
+    assert outcome.kind == "dropped" and outcome.reason == "backpressure_bandwidth"
+    held.append(Decision(False, "bandwidth", 0.01, -1.0, 0.085))
+    assert pipeline.process(image, now=0.3).kind == "classified"
+    # A slow link (a frame takes longer than the whole model): every held-back frame.
+    monkeypatch.setattr(pipeline._pressure, "frame_interval_s", lambda now: 0.100)
+    held.append(Decision(False, "bandwidth", 0.01, -1.0, 0.011))
+    assert pipeline.process(image, now=0.4).kind == "classified"
+    assert pipeline.stats()["edge_only"] == 4
 
 
 def test_edge_only_configuration_classifies_every_frame_and_switches_back(tiny_bundle,

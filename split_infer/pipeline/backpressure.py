@@ -264,6 +264,16 @@ class Backpressure:
         """The explicit server rate limit, else the receipts' EWMA, else None."""
         return self._explicit_server_s if self._explicit_server_s is not None else self._server_s
 
+    def frame_interval_s(self, now: float) -> float:
+        """The time the binding resource takes per frame: the last frame's bytes at the
+        current estimate, or the server's time per frame, whichever is longer (0: neither
+        known)."""
+        with self._lock:
+            bandwidth = self._bandwidth(now)
+            link = self._last_bytes * 8.0 / bandwidth if bandwidth else 0.0
+        server = self.server_rate_limit_s
+        return max(link, server or 0.0)
+
     def bandwidth_bps(self, now: float) -> float | None:
         """The current (non-stale) bandwidth estimate in bit/s, or None."""
         with self._lock:

@@ -29,6 +29,17 @@ first and applies them together under one lock; :meth:`EdgePipeline.process` rea
 configuration exactly once, so every frame is encoded entirely with the old or the new
 configuration and names it.
 
+**The fallback** (``fallback`` ``edge_only``; beyond the thesis, which drops the frame)
+classifies a held-back frame with the whole model, but only when the wait it fills is long
+enough: while the robot runs a whole-model frame (``e_F``, its measured wall time) it cannot
+start the next split frame, so a link or server that frees sooner waits for it. Holding the
+split back by ``e_F − wait`` costs ``(e_F − wait) / f`` split frames (``f``: the binding
+resource's time per frame, :meth:`Backpressure.frame_interval_s`) for one whole-model frame;
+the fallback runs when ``wait ≥ e_F − f``. On a slow link (``f`` ≥ ``e_F``) that is every
+held-back frame; on a robot whose CPU, not its link, is the limit, a held-back frame waits
+briefly, and a whole-model frame there would cost the robot two or three split frames. Under
+the in-flight cap (no estimate: an outage, start-up) the wait is unknown and it always runs.
+
 **Edge-only as a configuration** (beyond the papers' schedulers, which only choose among cuts;
 the thesis's client-only strategy, eq. 4.4): ``(split_point, ratio) = (-1, 1)``
 (:data:`~split_infer.config_key.EDGE_ONLY_KEY`) runs the bundle's whole model on every frame
@@ -250,6 +261,7 @@ class EdgePipeline:
         self._inside_marks = {kind: (0, 0.0) for kind in self._inside}
         self._warm_models: set[int] = set()
         self._fallback_mark = 0
+        self._whole_model_s: float | None = None  # EWMA of a fallback frame's wall time
 
     # -- configuration ------------------------------------------------------------------------
     @property
@@ -408,10 +420,13 @@ class EdgePipeline:
             if self.settings.backpressure:
                 decision = self._pressure.should_process_frame(now)
                 if not decision.process:
-                    if self.settings.fallback == "edge_only":
+                    if self.settings.fallback == "edge_only" and self._fallback_pays(
+                            decision, now):
                         outcome = self._classify_here(frame, start)
                         self.fallback_frames += 1
                         self._count_cpu("fallback", self._full_model, cpu_start)
+                        self._whole_model_s = outcome.edge_s if self._whole_model_s is None \
+                            else 0.8 * self._whole_model_s + 0.2 * outcome.edge_s
                         return outcome
                     return self._drop(f"backpressure_{decision.reason}")
             times = self.times
@@ -452,6 +467,14 @@ class EdgePipeline:
             return self._drop(f"encode_{exc.reason}", exc)
         except Exception as exc:  # a frame must never take the caller down
             return self._drop("internal_error", exc)
+
+    def _fallback_pays(self, decision, now: float) -> bool:
+        """Whether the whole model should fill the wait ``decision`` holds a frame back for
+        (see the module docstring)."""
+        if self._whole_model_s is None or math.isnan(decision.bandwidth_remain):
+            return True
+        wait = max(decision.server_remain, decision.bandwidth_remain) - decision.client_remain
+        return wait >= self._whole_model_s - self._pressure.frame_interval_s(now)
 
     def _count_cpu(self, kind: str, model: object, cpu_start: float) -> None:
         """Add a frame's process CPU time to ``kind``'s, or to the warm-up's when it was
