@@ -59,6 +59,7 @@ from tqdm import tqdm
 from split_infer.bundle import Bundle
 from split_infer.defaults import find_trace
 from split_infer.tools.bench import common
+from split_infer.tools.cli._common import control_side_argument
 from split_infer.tools.link import load_trace
 from split_infer.tools.testbed.report import validity_gate
 from split_infer.tools.testbed.runner import TestbedSettings, plan_placement, run_testbed
@@ -584,10 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler-edge-only", action="store_true",
                         help="adaptive: the scheduler may choose edge-only (and the edge "
                              "classifies on board what its link cannot take)")
-    parser.add_argument("--control-side", choices=("robot", "server"), default="robot",
-                        help="where the bandwidth monitor and the scheduler run: beside the "
-                             "edge node, under --edge-cpu, or beside the cloud node "
-                             "(default: %(default)s)")
+    control_side_argument(parser)
     parser.add_argument("--edge-timing", default="", metavar="FILE",
                         help="adaptive: the robot's measured edge times (the edge_timing.json "
                              "of 'split-infer plan --edge-cpu'), or 'measure': time them here "

@@ -94,6 +94,15 @@ def bundle_directory(text: str) -> Path:
                                          f"({exc}; {MANIFEST} damaged?)") from None
 
 
+def control_side_argument(parser: argparse.ArgumentParser) -> None:
+    """``--control-side``, as ``testbed`` and ``bench testbed_e2e`` take it (the testbed's
+    ``CONTROL_SIDES``)."""
+    parser.add_argument("--control-side", choices=("robot", "server"), default="robot",
+                        help="where the bandwidth monitor and the scheduler run: beside the "
+                             "edge node, under its CPU budget, or beside the cloud node "
+                             "(default: %(default)s)")
+
+
 def graph_arguments(parser: argparse.ArgumentParser, duration_s: float | None, out: str,
                     scenario: str = "") -> None:
     """The arguments ``demo`` and ``testbed`` share: what runs, over which trace, how long.

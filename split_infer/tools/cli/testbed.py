@@ -7,7 +7,7 @@ import json
 
 from split_infer.errors import UserError
 from split_infer.tools.cli._api import VerbExtension
-from split_infer.tools.cli._common import graph_arguments, require
+from split_infer.tools.cli._common import control_side_argument, graph_arguments, require
 
 __all__ = ["TestbedVerb"]
 
@@ -36,10 +36,7 @@ class TestbedVerb(VerbExtension):
         parser.add_argument("--scheduler-edge-only", action="store_true",
                             help="adaptive: the scheduler may choose edge-only (the whole "
                                  "model on the robot)")
-        parser.add_argument("--control-side", choices=("robot", "server"), default="robot",
-                            help="where the bandwidth monitor and the scheduler run: beside "
-                                 "the edge node, under its CPU budget, or beside the cloud "
-                                 "node (default: %(default)s)")
+        control_side_argument(parser)
         parser.add_argument("--fallback", choices=("drop", "edge_only"), default="drop",
                             help="split strategies: what the edge does with a frame its link "
                                  "or server cannot take in time: drop it, or classify it with "
