@@ -241,6 +241,59 @@ def test_the_cpu_time_per_frame_leaves_the_fallback_s_frames_out(tiny_bundle, tm
     assert report.fallback_cpu_s_per_frame is None
 
 
+def test_what_a_whole_model_frame_costs_the_split_frame_after_it_is_the_fallback_s(
+        tiny_bundle, tmp_path, monkeypatch):
+    """A split frame after a whole-model frame runs on caches the whole model filled (here
+    6 ms more than the 10 ms it takes after a split frame): the scheduler plans the split with
+    what it costs alone, and the whole model with what it costs the robot."""
+    import time
+
+    import torch
+
+    from split_infer.pipeline.backpressure import Decision
+    from split_infer.pipeline.parts import load_backbone
+    from split_infer.pipeline.torch_backend import export_onnx
+
+    full = export_onnx(load_backbone(tiny_bundle), torch.zeros(1, 3, 32, 32))
+    bundle = with_measurements(tiny_bundle, tmp_path / "bundle", lambda c: {},
+                               files={"onnx/full.onnx": full},
+                               client_only={"onnx": "onnx/full.onnx"})
+    pipeline = make(bundle, fallback="edge_only")
+    cpu, last = [10.0], [""]
+    monkeypatch.setattr(time, "process_time", lambda: cpu[0])
+    whole_model, engine_features = pipeline._full_model, pipeline._engine.features
+
+    def whole(*args):
+        cpu[0] += 0.05
+        last[0] = "whole"
+        return whole_model(*args)
+
+    def split(*args):
+        cpu[0] += 0.01 + (0.006 if last[0] == "whole" else 0.0)
+        last[0] = "split"
+        return engine_features(*args)
+
+    monkeypatch.setattr(pipeline, "_full_model", whole)
+    monkeypatch.setattr(pipeline._engine, "features", split)
+    go, hold = Decision(True, None, 0.0, -1.0, 0.0), Decision(False, "bandwidth", 0.0, -1.0,
+                                                              math.nan)
+    image = random_images(1)[0]
+
+    def frames(decisions, start):
+        for k, decision in enumerate(decisions):
+            monkeypatch.setattr(pipeline._pressure, "should_process_frame",
+                                lambda now, d=decision: d)
+            pipeline.process(image, now=start + 0.01 * k)
+
+    frames([go, hold, go, go, go], 0.0)  # the models' first runs, a split after a split
+    pipeline.period_report(now=1.0)
+    frames([hold, go, hold, go, go], 1.0)
+    cpu[0] += 5 * 0.002  # outside the frames
+    report = pipeline.period_report(now=2.0)
+    assert report.cpu_s_per_frame == pytest.approx(0.010 + 0.002)
+    assert report.fallback_cpu_s_per_frame == pytest.approx(0.050 + 0.006 + 0.002)
+
+
 def test_the_fallback_fills_only_a_wait_long_enough_for_the_whole_model(tiny_bundle, tmp_path,
                                                                         monkeypatch):
     import torch

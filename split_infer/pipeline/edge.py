@@ -39,6 +39,8 @@ the fallback runs when ``wait ≥ e_F − f``. On a slow link (``f`` ≥ ``e_F``
 held-back frame; on a robot whose CPU, not its link, is the limit, a held-back frame waits
 briefly, and a whole-model frame there would cost the robot two or three split frames. Under
 the in-flight cap (no estimate: an outage, start-up) the wait is unknown and it always runs.
+The CPU time per frame the edge reports keeps the two apart, and charges what a whole-model
+frame costs the split frame after it (caches the whole model filled) to the whole model.
 
 **Edge-only as a configuration** (beyond the papers' schedulers, which only choose among cuts;
 the thesis's client-only strategy, eq. 4.4): ``(split_point, ratio) = (-1, 1)``
@@ -262,6 +264,10 @@ class EdgePipeline:
         self._warm_models: set[int] = set()
         self._fallback_mark = 0
         self._whole_model_s: float | None = None  # EWMA of a fallback frame's wall time
+        # The kind of the last frame counted, and the CPU time of an active frame after an
+        # active one (EWMA): see _count_cpu.
+        self._last_kind: str | None = None
+        self._clean_frame_s: float | None = None
 
     # -- configuration ------------------------------------------------------------------------
     @property
@@ -478,13 +484,26 @@ class EdgePipeline:
 
     def _count_cpu(self, kind: str, model: object, cpu_start: float) -> None:
         """Add a frame's process CPU time to ``kind``'s, or to the warm-up's when it was
-        ``model``'s first run."""
+        ``model``'s first run. An active frame right after a fallback frame runs on caches
+        the whole model filled: what it costs beyond the active frames that follow active
+        ones (an EWMA) is the fallback's doing and is charged to it, so the active
+        configuration's figure is the one it has alone, as the scheduler plans it."""
+        spent = time.process_time() - cpu_start
+        previous, self._last_kind = self._last_kind, kind
         if id(model) not in self._warm_models:
             self._warm_models.add(id(model))
             kind = "warmup"
+        elif kind == "active":
+            if previous == "fallback" and self._clean_frame_s is not None:
+                extra = max(0.0, spent - self._clean_frame_s)
+                self._inside["fallback"][1] += extra
+                spent -= extra
+            elif previous == "active":
+                self._clean_frame_s = spent if self._clean_frame_s is None else (
+                    0.9 * self._clean_frame_s + 0.1 * spent)
         entry = self._inside[kind]
         entry[0] += 1
-        entry[1] += time.process_time() - cpu_start
+        entry[1] += spent
 
     def _drop(self, reason: str, error: Exception | None = None) -> FrameOutcome:
         self.drops.add(reason)
