@@ -32,9 +32,11 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
 * **The robot's spare time.** An edge whose ``fallback`` is ``edge_only`` classifies on board,
   with the whole model, the frames its link or server cannot take
   (:meth:`SchedulingLoop.set_edge_fallback`; the scheduler node reads the edge's parameter).
-  Every split is then planned with the frames its idle robot time adds
-  (:func:`~split_infer.planning.effective_accuracy.fallback_throughput_hz`, the edge-only
-  configuration's planned time as the whole model's): on a weak robot and a slow link a split
+  Every split is then planned with the frames its idle robot time adds, and with the link's
+  wait for a whole-model frame the robot is in when the link frees
+  (:func:`~split_infer.planning.effective_accuracy.fallback_rates_hz`; the whole model at the
+  edge-only configuration's time, measured from the fallback's frames once they ran,
+  :meth:`SchedulingLoop.observe_fallback`): on a weak robot and a slow link a split
   that leaves the robot's spare time to the whole model can beat both the split alone and the
   whole model alone (``bench/README.md``, "The robot's spare time"; beyond Hu & K and the
   thesis, whose ``should_process_frame`` drops those frames). A robot that fills its spare
@@ -473,8 +475,8 @@ class SchedulingLoop:
     def set_edge_fallback(self, edge_only: bool) -> None:
         """Whether the edge classifies on board the frames its link or server cannot take (its
         ``fallback`` is ``edge_only``): decisions then count those frames
-        (:func:`~split_infer.planning.effective_accuracy.fallback_throughput_hz`), when the
-        loop has the edge-only configuration to plan them with."""
+        (:func:`~split_infer.planning.effective_accuracy.fallback_rates_hz`), when the loop has
+        the edge-only configuration to plan them with."""
         self.edge_fallback = bool(edge_only)
 
     def observe_fallback(self, now_s: float, cpu_s: float) -> Configuration | None:
