@@ -231,6 +231,8 @@ def test_the_cpu_time_per_frame_leaves_the_fallback_s_frames_out(tiny_bundle, tm
     assert report.cpu_s_per_frame == pytest.approx(0.014)
     assert report.fallback_fps == pytest.approx(2 / 0.9)  # the period opened at the 1st frame
     assert report.fallback_cpu_s_per_frame == pytest.approx(0.054)
+    assert report.cpu_ms() == {"fallback_cpu_ms": pytest.approx(54.0),
+                               "edge_cpu_ms": pytest.approx(14.0)}
     assert report.values["frames_fallback"] == 2
     # Without fallback frames the figure is the process's CPU time over its frames, as before.
     pipeline.receipts([{"seq": 1, "cloud_ms": 1.0}])

@@ -186,6 +186,12 @@ class PeriodReport:
     #: (None: no fallback frame in the period): what the whole model costs this robot.
     fallback_cpu_s_per_frame: float | None = None
 
+    def cpu_ms(self) -> dict[str, float | None]:
+        """``edge_cpu_ms`` and ``fallback_cpu_ms`` (the edge node's metrics), None: unknown."""
+        return {name: None if seconds is None else seconds * 1e3 for name, seconds in (
+            ("fallback_cpu_ms", self.fallback_cpu_s_per_frame),
+            ("edge_cpu_ms", self.cpu_s_per_frame))}
+
     def message(self, split_point: int, ratio: float) -> str:
         """One line for ``/diagnostics``: what runs, the rate, and bad frames if any."""
         active = ("edge-only" if split_point == EDGE_ONLY_SPLIT

@@ -21,16 +21,13 @@ Topics (relative, so one namespace per robot works):
   PNG/JPEG), ``receipts`` (from the cloud: acknowledgements and server time) and
   ``bandwidth_estimate`` (the bandwidth monitor's estimate in bit/s with its lower-bound flag,
   one message: a lower bound, what an unsaturated link delivered, is not used for pacing);
-* publishes ``features``, ``metrics/{fps,received_fps,camera_share,bytes_per_frame,drop_rate,
-  active_split,active_ratio,edge_ms,fallback_fps,fallback_cpu_ms,edge_cpu_ms}``
-  (``std_msgs/Float64``, 1 Hz: per-frame values as the period's mean; ``received_fps``,
-  ``camera_share``: the camera frames that reached it before its own drops, per second and as a
-  share of the camera's; ``fallback_fps``: frames the fallback classified here;
-  ``edge_cpu_ms``: the process's CPU per frame of the active configuration, messaging included,
-  when most frames received were worked on; ``fallback_cpu_ms``: the same for the fallback's
-  frames, in periods that had some)
-  and ``/diagnostics`` at 1 Hz; with ``fallback:=edge_only`` also ``results`` (the cloud's
-  format, ``split_point`` -1) for the frames it classified itself.
+* publishes ``features``, ``metrics/*`` (``std_msgs/Float64``, 1 Hz, :data:`EDGE_METRICS`:
+  per-frame values as the period's mean; ``received_fps``, ``camera_share``: the camera frames
+  that reached it before its own drops, per second and as a share of the camera's;
+  ``edge_cpu_ms`` and ``fallback_cpu_ms``: the process's CPU per frame of the active
+  configuration and of the fallback, ``PeriodReport``) and ``/diagnostics`` at 1 Hz; with
+  ``fallback:=edge_only`` also ``results`` (the cloud's format, ``split_point`` -1) for the
+  frames it classified itself (``fallback_fps`` of them).
 
 Parameters (``ros2 param describe`` shows ranges): ``bundle`` (required, read-only),
 ``split_point`` and ``ratio`` (the active configuration; change them together with
@@ -96,9 +93,8 @@ from split_infer.wire import format_string
 __all__ = ["EdgeNode", "main"]
 
 INPUT_TYPES = ("raw", "compressed")
-EDGE_METRICS = ("fps", "received_fps", "camera_share", "bytes_per_frame", "drop_rate",
-                "active_split", "active_ratio", "edge_ms", "fallback_fps", "fallback_cpu_ms",
-                "edge_cpu_ms")
+EDGE_METRICS = ("fps", "received_fps", "camera_share", "bytes_per_frame", "drop_rate", "edge_ms",
+                "active_split", "active_ratio", "fallback_fps", "fallback_cpu_ms", "edge_cpu_ms")
 _LOG_THROTTLE_S = 5.0
 
 
@@ -286,11 +282,7 @@ class EdgeNode(Node):
         self._metrics.flush(fps=report.fps, received_fps=report.received_fps,
                             camera_share=report.camera_share, drop_rate=report.drop_rate,
                             active_split=split, active_ratio=ratio,
-                            fallback_fps=report.fallback_fps,
-                            fallback_cpu_ms=None if report.fallback_cpu_s_per_frame is None
-                            else report.fallback_cpu_s_per_frame * 1e3,
-                            edge_cpu_ms=None if report.cpu_s_per_frame is None
-                            else report.cpu_s_per_frame * 1e3)
+                            fallback_fps=report.fallback_fps, **report.cpu_ms())
         # Rate limiting and backpressure are the pipeline doing its job; anything else means
         # the input (or the node) is broken and raises the diagnostics level.
         level = DiagnosticStatus.WARN if report.bad_frames else DiagnosticStatus.OK
