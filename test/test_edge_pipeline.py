@@ -312,10 +312,14 @@ def test_the_fallback_fills_only_a_wait_long_enough_for_the_whole_model(tiny_bun
     held: list[Decision] = []
     monkeypatch.setattr(pipeline._pressure, "should_process_frame", lambda now: held[-1])
     image = random_images(1)[0]
-    # Unknown whole-model time, or no estimate (the in-flight cap): always.
+    # Unknown whole-model time, or no estimate (the in-flight cap): always. The first run is
+    # a warm-up (a cold session), no measure of the whole model's time.
     held.append(Decision(False, "bandwidth", 0.01, -1.0, 0.011))
     assert pipeline.process(image, now=0.0).kind == "classified"
-    pipeline._whole_model_s = 0.080  # as if measured
+    assert pipeline._whole_model_s is None
+    assert pipeline.process(image, now=0.05).kind == "classified"
+    assert pipeline._whole_model_s is not None
+    pipeline._whole_model_s = 0.080  # as if measured so
     held.append(Decision(False, "in_flight", 0.01, -1.0, math.nan))
     assert pipeline.process(image, now=0.1).kind == "classified"
     # A 10-ms frame on the link: a 5-ms wait is no reason to hold the next split frame back
@@ -330,7 +334,7 @@ def test_the_fallback_fills_only_a_wait_long_enough_for_the_whole_model(tiny_bun
     monkeypatch.setattr(pipeline._pressure, "frame_interval_s", lambda now: 0.100)
     held.append(Decision(False, "bandwidth", 0.01, -1.0, 0.011))
     assert pipeline.process(image, now=0.4).kind == "classified"
-    assert pipeline.stats()["edge_only"] == 4
+    assert pipeline.stats()["edge_only"] == 5
 
 
 def test_edge_only_configuration_classifies_every_frame_and_switches_back(tiny_bundle,

@@ -342,3 +342,35 @@ def test_a_level_change_is_decided_on_when_its_estimate_arrives(ros_context, tmp
         assert ticks == [9e6, 12e6]
     finally:
         scheduler.destroy_node()
+
+
+def test_a_fallback_change_alone_is_no_configuration_switch():
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import ParameterEvent, ParameterType, ParameterValue
+
+    from split_infer.ros.messages import edge_configuration_change
+
+    def event(node: str, **values) -> ParameterEvent:
+        params = []
+        for name, value in values.items():
+            if isinstance(value, str):
+                v = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+            elif isinstance(value, int):
+                v = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+            else:
+                v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+            params.append(ParameterMsg(name=name, value=v))
+        return ParameterEvent(node=node, changed_parameters=params)
+
+    state: dict = {}
+    edge = "/robot/edge_node"
+    # The edge declares its parameters one event at a time: a switch once both are known.
+    assert edge_configuration_change(event(edge, split_point=9), edge, state) is None
+    assert edge_configuration_change(event(edge, fallback="drop"), edge, state) is None
+    assert edge_configuration_change(event(edge, ratio=20.8), edge, state) == (9, 20.8)
+    assert edge_configuration_change(event(edge, fallback="edge_only"), edge, state) is None
+    assert state["fallback"] == "edge_only"
+    assert edge_configuration_change(event("/other", split_point=6), edge, state) is None
+    assert edge_configuration_change(event(edge, split_point=6, ratio=21.0), edge,
+                                     state) == (6, 21.0)
+    assert edge_configuration_change(event(edge, split_point=6), edge, state) is None

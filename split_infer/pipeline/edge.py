@@ -271,9 +271,10 @@ class EdgePipeline:
         self._fallback_mark = 0
         self._whole_model_s: float | None = None  # EWMA of a fallback frame's wall time
         # The kind of the last frame counted, and the CPU time of an active frame after an
-        # active one (EWMA): see _count_cpu.
+        # active one (EWMA, by model): see _count_cpu.
         self._last_kind: str | None = None
-        self._clean_frame_s: float | None = None
+        self._clean_frame_s: dict[int, float] = {}
+        self._cpu_lock = threading.Lock()
 
     # -- configuration ------------------------------------------------------------------------
     @property
@@ -436,9 +437,10 @@ class EdgePipeline:
                             decision, now):
                         outcome = self._classify_here(frame, start)
                         self.fallback_frames += 1
-                        self._count_cpu("fallback", self._full_model, cpu_start)
-                        self._whole_model_s = outcome.edge_s if self._whole_model_s is None \
-                            else 0.8 * self._whole_model_s + 0.2 * outcome.edge_s
+                        if self._count_cpu("fallback", self._full_model, cpu_start):
+                            # (a first run is a warm-up: no measure of the whole model's time)
+                            self._whole_model_s = outcome.edge_s if self._whole_model_s is None \
+                                else 0.8 * self._whole_model_s + 0.2 * outcome.edge_s
                         return outcome
                     return self._drop(f"backpressure_{decision.reason}")
             times = self.times
@@ -488,28 +490,34 @@ class EdgePipeline:
         wait = max(decision.server_remain, decision.bandwidth_remain) - decision.client_remain
         return wait >= self._whole_model_s - self._pressure.frame_interval_s(now)
 
-    def _count_cpu(self, kind: str, model: object, cpu_start: float) -> None:
+    def _count_cpu(self, kind: str, model: object, cpu_start: float) -> bool:
         """Add a frame's process CPU time to ``kind``'s, or to the warm-up's when it was
         ``model``'s first run. An active frame right after a fallback frame runs on caches
         the whole model filled: what it costs beyond the active frames that follow active
         ones (an EWMA) is the fallback's doing and is charged to it, so the active
-        configuration's figure is the one it has alone, as the scheduler plans it."""
+        configuration's figure is the one it has alone, as the scheduler plans it. False for
+        a warm-up."""
         spent = time.process_time() - cpu_start
         previous, self._last_kind = self._last_kind, kind
-        if id(model) not in self._warm_models:
+        warm = id(model) in self._warm_models
+        extra = 0.0
+        if not warm:
             self._warm_models.add(id(model))
             kind = "warmup"
         elif kind == "active":
-            if previous == "fallback" and self._clean_frame_s is not None:
-                extra = max(0.0, spent - self._clean_frame_s)
-                self._inside["fallback"][1] += extra
+            clean = self._clean_frame_s.get(id(model))
+            if previous == "fallback" and clean is not None:
+                extra = max(0.0, spent - clean)
                 spent -= extra
             elif previous == "active":
-                self._clean_frame_s = spent if self._clean_frame_s is None else (
-                    0.9 * self._clean_frame_s + 0.1 * spent)
-        entry = self._inside[kind]
-        entry[0] += 1
-        entry[1] += spent
+                self._clean_frame_s[id(model)] = spent if clean is None else (
+                    0.9 * clean + 0.1 * spent)
+        with self._cpu_lock:  # period_report reads these from another thread
+            self._inside["fallback"][1] += extra
+            entry = self._inside[kind]
+            entry[0] += 1
+            entry[1] += spent
+        return warm
 
     def _drop(self, reason: str, error: Exception | None = None) -> FrameOutcome:
         self.drops.add(reason)
@@ -574,9 +582,11 @@ class EdgePipeline:
         cpu_now = time.process_time()
         arrived = self.received - received0
         worked = done - done0
+        with self._cpu_lock:
+            totals = {kind: (n, s) for kind, (n, s) in self._inside.items()}
         inside = {kind: (n - self._inside_marks[kind][0], s - self._inside_marks[kind][1])
-                  for kind, (n, s) in self._inside.items()}
-        self._inside_marks = {kind: (n, s) for kind, (n, s) in self._inside.items()}
+                  for kind, (n, s) in totals.items()}
+        self._inside_marks = totals
         fallen_back = self.fallback_frames - self._fallback_mark
         self._fallback_mark = self.fallback_frames
         # Only over a period where the frames worked on are most of those received: when

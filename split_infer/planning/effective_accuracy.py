@@ -117,10 +117,14 @@ def fallback_rates_hz(
 ) -> tuple[float | np.ndarray, float | np.ndarray]:
     """``(T_C, T_F)``: frames per second ``config`` delivers over the link and ``fallback`` (the
     whole model) classifies on board in the robot's spare time, with the link's wait for a
-    whole-model frame the robot is running when it frees (see the module docstring)."""
+    whole-model frame the robot is running when it frees (see the module docstring). The
+    edge runs a whole-model frame only where the wait pays for it
+    (:class:`~split_infer.pipeline.edge.EdgePipeline`): where a split frame's link time is far
+    under the whole model's, it runs fewer than this plans, and the plan is optimistic there;
+    a server-bound split is planned without the wait."""
     plain = pipeline_throughput_hz(config, bandwidth_bps, t_gen_hz)
     if not config.transmits:
-        return plain, np.zeros_like(np.asarray(plain, dtype=float))[()]
+        return plain, 0.0 if np.ndim(plain) == 0 else np.zeros_like(plain)
     busy = np.minimum(1.0, fallback_throughput_hz(config, fallback, plain, t_gen_hz)
                       * fallback.edge_s)
     b = np.asarray(bandwidth_bps, dtype=float)

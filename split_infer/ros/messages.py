@@ -45,6 +45,7 @@ __all__ = [
     "RECEIPT_LABEL",
     "RESULT_QOS",
     "LinkEstimate",
+    "edge_configuration_change",
     "edge_configuration_event",
     "link_bytes",
     "make_estimate",
@@ -221,6 +222,18 @@ def edge_configuration_event(event, node: str, state: dict[str, float | str]) ->
         elif p.name == "fallback" and p.value.type == ParameterType.PARAMETER_STRING:
             state["fallback"], changed = p.value.string_value, True
     return changed
+
+
+def edge_configuration_change(event, node: str, state: dict[str, float | str]
+                              ) -> tuple[float, float] | None:
+    """:func:`edge_configuration_event`, then ``(split_point, ratio)`` when the event changed
+    them and both are known (None: another node, the fallback alone, or not yet both): what
+    the recorders time configuration switches with."""
+    before = (state.get("split_point"), state.get("ratio"))
+    if not edge_configuration_event(event, node, state):
+        return None
+    now = (state.get("split_point"), state.get("ratio"))
+    return None if None in now or now == before else now  # type: ignore[return-value]
 
 
 def link_bytes(msg) -> int:

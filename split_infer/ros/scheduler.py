@@ -207,6 +207,10 @@ class Scheduler(Node):
         edge_namespace = self._edge_fqn.rsplit("/", 1)[0]  # the edge's relative topics' root
         self.create_subscription(Float64, f"{edge_namespace}/metrics/edge_ms", self._on_edge_ms,
                                  10)
+        # Before edge_cpu_ms: the edge publishes a period's fallback figure first, and the
+        # loop must know of the fallback's frames when it credits that period's CPU time.
+        self.create_subscription(Float64, f"{edge_namespace}/metrics/fallback_cpu_ms",
+                                 self._on_fallback_cpu_ms, 10)
         self.create_subscription(Float64, f"{edge_namespace}/metrics/edge_cpu_ms",
                                  self._on_edge_cpu_ms, 10)
         self.create_subscription(Float64, f"{edge_namespace}/metrics/bytes_per_frame",
@@ -216,8 +220,6 @@ class Scheduler(Node):
                                  self._on_received_fps, 10)
         self.create_subscription(Float64, f"{edge_namespace}/metrics/camera_share",
                                  self._on_camera_share, 10)
-        self.create_subscription(Float64, f"{edge_namespace}/metrics/fallback_cpu_ms",
-                                 self._on_fallback_cpu_ms, 10)
         self._metrics = MetricPublishers(self, METRICS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                                       DIAGNOSTICS_QOS)
@@ -378,23 +380,33 @@ class Scheduler(Node):
                                 f"{self._edge_params['ratio']:g}, which the bundle does not have")
 
     def _read_edge(self) -> None:
-        """Ask the edge once what it runs (parameter events only tell about changes)."""
+        """Ask the edge once what it runs (parameter events only tell about changes), then
+        its ``fallback`` apart: an edge without that parameter answers a request naming it
+        with nothing at all."""
         self._reading_edge = True
 
         def done(future: Future) -> None:
             self._reading_edge = False
             try:
                 values = future.result().values
-                if len(values) >= 2 and values[0].type == ParameterType.PARAMETER_INTEGER:
-                    self._edge_params = {"split_point": values[0].integer_value,
-                                         "ratio": values[1].double_value}
-                    if len(values) == 3 and values[2].type == ParameterType.PARAMETER_STRING:
-                        self._edge_params["fallback"] = values[2].string_value
+                if len(values) == 2 and values[0].type == ParameterType.PARAMETER_INTEGER:
+                    self._edge_params.update(split_point=values[0].integer_value,
+                                             ratio=values[1].double_value)
                     self._observe_edge()
+                    self._client.get_parameters(["fallback"], fallback_done)
             except Exception as exc:
                 self._last_error = f"reading the edge's parameters failed: {exc}"
 
-        self._client.get_parameters(["split_point", "ratio", "fallback"], done)
+        def fallback_done(future: Future) -> None:
+            try:
+                values = future.result().values
+                if len(values) == 1 and values[0].type == ParameterType.PARAMETER_STRING:
+                    self._edge_params.setdefault("fallback", values[0].string_value)
+                    self._observe_edge()
+            except Exception as exc:
+                self._last_error = f"reading the edge's fallback failed: {exc}"
+
+        self._client.get_parameters(["split_point", "ratio"], done)
 
     # -- the decision tick ---------------------------------------------------------------
     def _link_state(self, now_s: float) -> LinkState | None:

@@ -55,7 +55,7 @@ from split_infer.ros.link_prober import LinkProber
 from split_infer.ros.messages import (
     FEATURE_QOS,
     PROBE_QOS,
-    edge_configuration_event,
+    edge_configuration_change,
     link_bytes,
     parse_estimate,
 )
@@ -342,7 +342,7 @@ class DemoRecorder(Node):
         # (testbed.report.switch_costs). Not the edge's metrics/active_* topics: their timer
         # runs between frames, and a robot busy with every frame publishes them late.
         self.edge_configs: list[list[float]] = []
-        self._edge_config: dict[str, float] = {}
+        self._edge_config: dict[str, float | str] = {}
         self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameters,
                                  qos_profile_parameter_events)
         self.create_timer(0.5, self._sample)
@@ -354,10 +354,9 @@ class DemoRecorder(Node):
         self.edge_configs.clear()
 
     def _on_parameters(self, event: ParameterEvent) -> None:
-        if (edge_configuration_event(event, f"/{ROBOT}/edge_node", self._edge_config)
-                and len(self._edge_config) == 2):
-            self._split = self._edge_config["split_point"]
-            self._ratio = self._edge_config["ratio"]
+        change = edge_configuration_change(event, f"/{ROBOT}/edge_node", self._edge_config)
+        if change is not None:
+            self._split, self._ratio = change
             self.edge_configs.append([self.relay.elapsed_s(), self._split, self._ratio])
 
     def _on_features(self, msg: CompressedImage) -> None:

@@ -63,7 +63,7 @@ from split_infer.ros.common import ExecutorPerNode, freeze_heap, until_signalled
 from split_infer.ros.messages import (
     FEATURE_QOS,
     RECEIPTS_QOS,
-    edge_configuration_event,
+    edge_configuration_change,
     parse_estimate,
     parse_receipts,
 )
@@ -238,11 +238,9 @@ class EdgeRecorder(Node):
         self._add("lower_bound", [now, estimate.lower_bound])
 
     def _on_parameters(self, event: ParameterEvent) -> None:
-        before = (self._edge_config.get("split_point"), self._edge_config.get("ratio"))
-        if edge_configuration_event(event, f"/{ROBOT}/edge_node", self._edge_config):
-            now = (self._edge_config.get("split_point"), self._edge_config.get("ratio"))
-            if None not in now and now != before:  # (the event may change the fallback only)
-                self._add("edge_config", [time.time(), *now])
+        change = edge_configuration_change(event, f"/{ROBOT}/edge_node", self._edge_config)
+        if change is not None:
+            self._add("edge_config", [time.time(), *change])
 
     def _on_receipts(self, msg: Float64MultiArray) -> None:
         for row in parse_receipts(msg):
