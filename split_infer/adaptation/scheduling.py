@@ -332,6 +332,11 @@ class SchedulingLoop:
         self._fallback_seen_s: float | None = None
         self._whole_model = next((c for c in self._configs
                                   if c.split_point == EDGE_ONLY_SPLIT), None)
+        # Planned wall time per planned CPU second (the robot's budget, from the plan): what
+        # turns the fallback's CPU time into the whole model's time when it has no planned CPU.
+        per_cpu_s = [c.edge_s / self._planned_cpu_s[c.name] for c in self._configs
+                     if c.name in self._planned_cpu_s and c.edge_s > 0]
+        self._wall_per_cpu_s = float(np.median(per_cpu_s)) if per_cpu_s else None
         # The configuration the edge runs before the first decision was chosen without a link
         # measurement (the start-up guess, or a previous scheduler's choice): the first decision
         # replaces it at once, without the dwell and the margin that damp measured choices.
@@ -498,12 +503,10 @@ class SchedulingLoop:
         if planned_cpu is not None and whole.edge_s > 0:
             edge_s = whole.edge_s * cpu_s / planned_cpu
             self._cpu_s[whole.name] = _ewma(self._cpu_s.get(whole.name), cpu_s)
+        elif self._wall_per_cpu_s is not None:
+            edge_s = cpu_s * self._wall_per_cpu_s
         else:
-            per_cpu_s = [c.edge_s / self._planned_cpu_s[c.name] for c in self._configs
-                         if c.name in self._planned_cpu_s and c.edge_s > 0]
-            if not per_cpu_s:
-                return None
-            edge_s = cpu_s * float(np.median(per_cpu_s))
+            return None
         self._edge_s[whole.name] = _ewma(self._edge_s.get(whole.name), edge_s)
         return whole
 
