@@ -11,10 +11,26 @@ absolute (``r1`` → ``/r1``) so they match edges launched with ``namespace:=r1`
 defaults to the bundle the package installs (``share/split_infer/bundles/default``); it must be
 the edges' bundle. Tuning lives in ``config/cloud.yaml`` (``params_file``). ``auth_key_file``
 turns frame authentication on (keys per robot; see the README's threat model).
+
+``control_side:=server`` also starts each robot's control plane here (``control.launch.py``:
+its bandwidth monitor and scheduler, in ``<ns>``, with ``objective``, ``frame_rate`` and
+``override`` for every robot); launch the robots' ``edge.launch.py`` with the same
+``control_side:=server`` so that they do not start theirs as well. On a robot short of CPU
+this leaves the frames the robot's whole budget (``bench/README.md``, "The robot's spare
+time").
 """
 
+from pathlib import Path
+
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import (
+    DeclareLaunchArgument,
+    GroupAction,
+    IncludeLaunchDescription,
+    OpaqueFunction,
+    SetEnvironmentVariable,
+)
+from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import (
     EnvironmentVariable,
     LaunchConfiguration,
@@ -24,11 +40,21 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+LAUNCH_DIR = Path(__file__).resolve().parent
+
 
 def robot_namespaces(text):
     """'r1 r2' or 'r1,/r2' → ['/r1', '/r2']; '' → [] (the cloud's own namespace)."""
     names = text.replace(",", " ").split()
     return ["/" + name.strip("/") for name in names]
+
+
+def include(name, arguments):
+    # A scoped group: the included file's launch configurations stay inside it.
+    return GroupAction([IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(str(LAUNCH_DIR / name)),
+        launch_arguments=list(arguments.items()),
+    )])
 
 
 def cloud_node(context):
@@ -50,6 +76,16 @@ def cloud_node(context):
         output="screen",
         emulate_tty=True,
     ) for robot in (namespaces or [""])]
+    controls = []
+    if LaunchConfiguration("control_side").perform(context) == "server":
+        # One control plane per robot, in the robot's namespace.
+        controls = [include("control.launch.py", {
+            "bundle": LaunchConfiguration("bundle"),
+            "namespace": robot or LaunchConfiguration("namespace"),
+            "objective": LaunchConfiguration("objective"),
+            "frame_rate": LaunchConfiguration("frame_rate"),
+            "override": LaunchConfiguration("override"),
+        }) for robot in (namespaces or [""])]
     return [Node(
         package="split_infer",
         executable="cloud_node",
@@ -58,7 +94,7 @@ def cloud_node(context):
         parameters=parameters,
         output="screen",
         emulate_tty=True,
-    ), *echoes]
+    ), *echoes, *controls]
 
 
 def generate_launch_description():
@@ -87,5 +123,19 @@ def generate_launch_description():
         DeclareLaunchArgument("auth_key_file", default_value="",
                               description="accept only frames signed with a key of this file "
                                           "(split_infer.frame_auth); empty: off"),
+        DeclareLaunchArgument("control_side", default_value="robot",
+                              choices=["robot", "server"],
+                              description="server: also start each robot's bandwidth monitor "
+                                          "and scheduler here (control.launch.py)"),
+        DeclareLaunchArgument("objective", default_value="effective_accuracy",
+                              choices=["effective_accuracy", "latency", "accuracy"],
+                              description="what the schedulers optimise "
+                                          "(control_side:=server)"),
+        DeclareLaunchArgument("frame_rate", default_value="10.0",
+                              description="camera frame rate (Hz) the schedulers plan for "
+                                          "(control_side:=server)"),
+        DeclareLaunchArgument("override", default_value="",
+                              description="'split:ratio' pins every scheduler to one "
+                                          "configuration (control_side:=server)"),
         OpaqueFunction(function=cloud_node),
     ])

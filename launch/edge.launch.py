@@ -1,8 +1,9 @@
-"""Launch one robot's side of split_infer: the edge node (head + encoder) and, by default, the
-bandwidth monitor and scheduler that adapt it.
+"""Launch one robot's side of split_infer: the edge node (head + encoder), the link prober and,
+by default, the bandwidth monitor and scheduler that adapt it (``control.launch.py``).
 
     ros2 launch split_infer edge.launch.py namespace:=r1 image_topic:=/camera/image_raw
     ros2 launch split_infer edge.launch.py bundle:=/path/to/bundle namespace:=r1 adaptive:=false
+    ros2 launch split_infer edge.launch.py namespace:=r1 control_side:=server
 
 Everything runs in ``namespace`` with relative topics: the edge takes ``image`` (or
 ``image/compressed``) and publishes ``features``; the cloud answers on ``receipts``; the
@@ -12,16 +13,17 @@ which the edge's backpressure and the scheduler consume; the scheduler sets the 
 camera input.
 
 The monitor and scheduler only need the cloud's ``<ns>/receipts`` and the edge's parameter
-services, so they could run on either host; they belong to one robot, so they start here, with
-the edge, and ``edge.launch.py`` alone gives an adaptive robot. On a robot short of CPU they
-take a share of it that the frames would use: the real-link testbed runs them beside the
-cloud node with ``--control-side server`` (``bench/README.md``, "The robot's spare time").
-``adaptive:=false`` leaves them out: the edge then stays on ``split_point``/``ratio`` unless
-someone sets them (``ros2 param set``). With them starts the link prober, which sends short
-packet trains on ``probe`` (at most 5 % of the estimate) so that the monitor measures the
-link's capacity even when the frames use a small part of it; the cloud's ``probe_echo``
-answers on ``probe_receipts``. ``probing:=false`` keeps it quiet (the estimate is then only a
-lower bound whenever the frames do not fill the link).
+services, so they run on either host. ``control_side:=robot`` (the default) starts them here,
+so that ``edge.launch.py`` alone gives an adaptive robot. On a robot short of CPU they take a
+share of it that the frames would use: ``control_side:=server`` leaves them to the server's
+``cloud.launch.py control_side:=server``, which starts them per robot namespace
+(``bench/README.md``, "The robot's spare time", measures both). ``adaptive:=false`` leaves
+them and the prober out: the edge then stays on ``split_point``/``ratio`` unless someone sets
+them (``ros2 param set``). The link prober stays on the robot wherever the control plane runs:
+it sends short packet trains on ``probe`` (at most 5 % of the estimate) so that the monitor
+measures the link's capacity even when the frames use a small part of it; the cloud's
+``probe_echo`` answers on ``probe_receipts``. ``probing:=false`` keeps it quiet (the estimate
+is then only a lower bound whenever the frames do not fill the link).
 
 ``bundle`` defaults to the bundle the package installs (``share/split_infer/bundles/default``).
 Tuning lives in ``config/edge.yaml``, ``config/bandwidth_monitor.yaml`` and
@@ -29,12 +31,21 @@ Tuning lives in ``config/edge.yaml``, ``config/bandwidth_monitor.yaml`` and
 ``scheduler_params_file``); the deployment values (bundle, input type, initial split point
 and ratio, the scheduler's objective, frame rate and override) are launch arguments.
 """
+from pathlib import Path
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, GroupAction, SetEnvironmentVariable
+from launch.actions import (
+    DeclareLaunchArgument,
+    GroupAction,
+    IncludeLaunchDescription,
+    SetEnvironmentVariable,
+)
 from launch.conditions import IfCondition
+from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import (
+    AndSubstitution,
     EnvironmentVariable,
+    EqualsSubstitution,
     LaunchConfiguration,
     PathJoinSubstitution,
 )
@@ -45,10 +56,19 @@ from launch_ros.substitutions import FindPackageShare
 #: The edge node's name; the scheduler addresses it by this name, relative to the namespace
 #: both run in.
 EDGE_NODE = "edge_node"
+LAUNCH_DIR = Path(__file__).resolve().parent
 
 
 def config_file(name):
     return PathJoinSubstitution([FindPackageShare("split_infer"), "config", name])
+
+
+def include(name, arguments, condition):
+    # A scoped group: the included file's launch configurations stay inside it.
+    return GroupAction([IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(str(LAUNCH_DIR / name)),
+        launch_arguments=list(arguments.items()),
+    )], condition=condition)
 
 
 def generate_launch_description():
@@ -81,35 +101,6 @@ def generate_launch_description():
         output="screen",
         emulate_tty=True,
     )
-    monitor = Node(
-        package="split_infer",
-        executable="bandwidth_monitor",
-        name="bandwidth_monitor",
-        namespace=namespace,
-        parameters=[LaunchConfiguration("monitor_params_file")],
-        output="screen",
-        emulate_tty=True,
-    )
-    scheduler = Node(
-        package="split_infer",
-        executable="scheduler",
-        name="scheduler",
-        namespace=namespace,
-        parameters=[
-            LaunchConfiguration("scheduler_params_file"),
-            {
-                "bundle": ParameterValue(LaunchConfiguration("bundle"), value_type=str),
-                # Relative: resolved in the scheduler's namespace, which is the edge's.
-                "edge_node": EDGE_NODE,
-                "objective": ParameterValue(LaunchConfiguration("objective"), value_type=str),
-                "frame_rate": ParameterValue(LaunchConfiguration("frame_rate"),
-                                             value_type=float),
-                "override": ParameterValue(LaunchConfiguration("override"), value_type=str),
-            },
-        ],
-        output="screen",
-        emulate_tty=True,
-    )
     prober = Node(
         package="split_infer",
         executable="link_prober",
@@ -120,6 +111,18 @@ def generate_launch_description():
         output="screen",
         emulate_tty=True,
     )
+    control = include("control.launch.py", {
+        "bundle": LaunchConfiguration("bundle"),
+        "namespace": namespace,
+        "edge_node": EDGE_NODE,
+        "objective": LaunchConfiguration("objective"),
+        "frame_rate": LaunchConfiguration("frame_rate"),
+        "override": LaunchConfiguration("override"),
+        "monitor_params_file": LaunchConfiguration("monitor_params_file"),
+        "scheduler_params_file": LaunchConfiguration("scheduler_params_file"),
+    }, condition=IfCondition(AndSubstitution(
+        LaunchConfiguration("adaptive"),
+        EqualsSubstitution(LaunchConfiguration("control_side"), "robot"))))
     return LaunchDescription([
         # Camera-size messages between processes: a larger shared-memory segment (the
         # profile's comment says why), unless the environment names a profile already.
@@ -150,8 +153,12 @@ def generate_launch_description():
                               description="sign every frame with this robot's key "
                                           "(split_infer.frame_auth); empty: off"),
         DeclareLaunchArgument("adaptive", default_value="true",
-                              description="also start the bandwidth monitor and the scheduler "
-                                          "(true/false)"),
+                              description="also start the link prober, the bandwidth monitor "
+                                          "and the scheduler (true/false)"),
+        DeclareLaunchArgument("control_side", default_value="robot",
+                              choices=["robot", "server"],
+                              description="where the monitor and scheduler run: here, or on "
+                                          "the server (cloud.launch.py control_side:=server)"),
         DeclareLaunchArgument("objective", default_value="effective_accuracy",
                               choices=["effective_accuracy", "latency", "accuracy"],
                               description="what the scheduler optimises"),
@@ -172,6 +179,6 @@ def generate_launch_description():
         DeclareLaunchArgument("probing", default_value="true", choices=["true", "false"],
                               description="send probe trains so the monitor measures the "
                                           "link's headroom (needs the cloud's probe_echo)"),
-        GroupAction([monitor, scheduler, prober],
-                    condition=IfCondition(LaunchConfiguration("adaptive"))),
+        GroupAction([prober], condition=IfCondition(LaunchConfiguration("adaptive"))),
+        control,
     ])

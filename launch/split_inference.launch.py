@@ -1,16 +1,19 @@
 """Launch a whole adaptive split-inference graph on one host: the cloud node and, per robot, an
-edge node with its bandwidth monitor and scheduler.
+edge node with its link prober, bandwidth monitor and scheduler.
 
     ros2 launch split_infer split_inference.launch.py
     ros2 launch split_infer split_inference.launch.py bundle:=/path/to/bundle robots:="r1 r2"
 
-With ``robots`` empty, one robot (edge node, bandwidth monitor, scheduler) and the cloud share
-the launch namespace; otherwise each robot gets its three nodes in ``/<robot>`` (camera on
-``/<robot>/image`` unless ``image_topic`` is given, relative to the robot) and the one cloud
-node serves all of them. ``adaptive:=false`` leaves out the monitors and schedulers (fixed
-``split_point``/``ratio``). ``bundle`` defaults to the bundle the package installs. It
-includes ``edge.launch.py`` (once per robot) and ``cloud.launch.py`` so the per-node arguments
-stay in one place; their params files keep the defaults given there.
+With ``robots`` empty, one robot (edge node, link prober, bandwidth monitor, scheduler) and the
+cloud share the launch namespace; otherwise each robot gets its four nodes in ``/<robot>``
+(camera on ``/<robot>/image`` unless ``image_topic`` is given, relative to the robot) and the
+one cloud node serves all of them. ``adaptive:=false`` leaves out the probers, monitors and
+schedulers (fixed ``split_point``/``ratio``); ``control_side:=server`` starts the monitors and
+schedulers from ``cloud.launch.py`` instead of each ``edge.launch.py`` (on one host the same
+nodes in the same namespaces). ``bundle`` defaults to the bundle the package installs. It
+includes ``edge.launch.py`` (once per robot) and ``cloud.launch.py``, which include
+``control.launch.py``, so the per-node arguments stay in one place; their params files keep
+the defaults given there.
 """
 
 from pathlib import Path
@@ -41,8 +44,14 @@ def include(name, arguments):
 def graph(context):
     robots = LaunchConfiguration("robots").perform(context).replace(",", " ").split()
     bundle = LaunchConfiguration("bundle")
-    actions = [include("cloud.launch.py", {"bundle": bundle,
-                                           "robots": " ".join(robots)})]
+    actions = [include("cloud.launch.py", {
+        "bundle": bundle,
+        "robots": " ".join(robots),
+        "control_side": LaunchConfiguration("control_side"),
+        "objective": LaunchConfiguration("objective"),
+        "frame_rate": LaunchConfiguration("frame_rate"),
+        "override": LaunchConfiguration("override"),
+    })]
     for robot in robots or [""]:
         actions.append(include("edge.launch.py", {
             "bundle": bundle,
@@ -52,6 +61,7 @@ def graph(context):
             "split_point": LaunchConfiguration("split_point"),
             "ratio": LaunchConfiguration("ratio"),
             "adaptive": LaunchConfiguration("adaptive"),
+            "control_side": LaunchConfiguration("control_side"),
             "objective": LaunchConfiguration("objective"),
             "frame_rate": LaunchConfiguration("frame_rate"),
             "override": LaunchConfiguration("override"),
@@ -81,6 +91,11 @@ def generate_launch_description():
         DeclareLaunchArgument("adaptive", default_value="true",
                               description="start a bandwidth monitor and a scheduler per robot "
                                           "(true/false)"),
+        DeclareLaunchArgument("control_side", default_value="robot",
+                              choices=["robot", "server"],
+                              description="where each robot's monitor and scheduler run: in "
+                                          "its edge.launch.py or in cloud.launch.py (one host "
+                                          "here; the choice matters across hosts)"),
         DeclareLaunchArgument("objective", default_value="effective_accuracy",
                               choices=["effective_accuracy", "latency", "accuracy"],
                               description="what every robot's scheduler optimises"),

@@ -4,7 +4,8 @@ The launch files are parsed with ``ast`` and checked against the real nodes: exe
 exist in setup.py, every parameter a launch file or config file sets is one the node
 declares (read from instantiated nodes), values typed where launch would otherwise guess,
 launch arguments declared where used and passed where included, the per-robot wiring
-(monitor and scheduler beside the edge they adapt), and only launch/launch_ros API that exists
+(monitor and scheduler in the namespace of the edge they adapt, on the robot or the server),
+and only launch/launch_ros API that exists
 (the names below were read from ros2/launch and ros2/launch_ros). Each node is then started
 the way launch_ros would start it with the default launch arguments (``-r __node:=``,
 ``-r __ns:=``, ``--params-file`` config, ``--params-file`` of the launch file's values) and
@@ -37,9 +38,10 @@ DEFAULT_BUNDLE_SHARE = f"share/{PACKAGE}/bundles/default"
 #: The nodes ``split_inference.launch.py`` must bring up.
 GRAPH_EXECUTABLES = {"edge_node", "cloud_node", "bandwidth_monitor", "scheduler",
                      "link_prober", "probe_echo"}
-#: The per-robot nodes (edge.launch.py), which share one namespace.
-ROBOT_EXECUTABLES = {"edge_node", "bandwidth_monitor", "scheduler", "link_prober"}
-ADAPTIVE_EXECUTABLES = {"bandwidth_monitor", "scheduler", "link_prober"}
+#: The nodes edge.launch.py starts itself, in the robot's namespace.
+ROBOT_EXECUTABLES = {"edge_node", "link_prober"}
+#: A robot's control plane (control.launch.py), in the robot's namespace on either side.
+CONTROL_EXECUTABLES = {"bandwidth_monitor", "scheduler"}
 #: Parameters whose launch default is a sentinel the node replaces with what it resolved
 #: (split_point -1 / ratio 0: the start-up choice, configurations.startup_configuration).
 RESOLVED_BY_NODE = {"edge_node": {"split_point", "ratio"}}
@@ -395,7 +397,8 @@ def test_launch_arguments_are_declared_and_used(launch):
 def test_included_files_get_the_arguments_they_declare():
     by_name = {f.path.name: f for f in launch_files()}
     includes = [(f, name, args) for f in by_name.values() for name, args in f.includes()]
-    assert {name for _, name, _ in includes} == {"edge.launch.py", "cloud.launch.py"}
+    assert {name for _, name, _ in includes} == {"edge.launch.py", "cloud.launch.py",
+                                                 "control.launch.py"}
     for parent, name, arguments in includes:
         child = by_name[name]
         passed = set(arguments)
@@ -440,35 +443,102 @@ def test_split_inference_brings_up_the_whole_adaptive_graph():
                                  for args in edge_includes)
 
 
+def expression(source: str) -> str:
+    return ast.dump(ast.parse(source, mode="eval").body)
+
+
+def included(launch: LaunchFile, name: str) -> dict[str, ast.AST]:
+    """The arguments ``launch`` passes to the one include of ``name``."""
+    found = [arguments for file, arguments in launch.includes() if file == name]
+    assert len(found) == 1, f"{launch.path.name} includes {name} {len(found)} times"
+    return found[0]
+
+
+def namespace_of(launch: LaunchFile, node: ast.Call) -> str:
+    """A Node's ``namespace=``, through a variable assigned in the same function."""
+    value = keyword(node, "namespace")
+    assert value is not None, f"{launch.path.name}: {launch.executable(node)} has no namespace"
+    if isinstance(value, ast.Name):
+        value = next(n.value for n in ast.walk(launch.enclosing_function(node))
+                     if isinstance(n, ast.Assign) and any(
+                         isinstance(t, ast.Name) and t.id == value.id for t in n.targets))
+    return ast.dump(value)
+
+
+def include_call(launch: LaunchFile, name: str) -> ast.Call:
+    return next(c for c in launch.calls if any(const_str(a) == name for a in c.args))
+
+
 def test_each_robot_gets_a_monitor_and_a_scheduler_for_its_edge():
-    """edge.launch.py: edge, monitor and scheduler in the robot's namespace; the scheduler sets
-    that edge (by the name the edge is launched under) and reads the same bundle; the monitor
-    and scheduler start unless ``adaptive`` is false, the edge always."""
-    launch = launch_file("edge.launch.py")
+    """edge.launch.py: the edge and the prober in the robot's namespace, and the control plane
+    (control.launch.py) in the same namespace, for the same bundle, addressing that edge by
+    the name it is launched under; the prober and control plane start unless ``adaptive`` is
+    false, the control plane only with ``control_side:=robot`` (the default); the edge
+    always."""
+    launch, control = launch_file("edge.launch.py"), launch_file("control.launch.py")
     nodes = {launch.executable(c): c for c in launch.nodes()}
     assert set(nodes) == ROBOT_EXECUTABLES
-    namespaces = {ast.dump(keyword(c, "namespace")) for c in nodes.values()
-                  if keyword(c, "namespace") is not None}
-    assert len(namespaces) == 1 and all(keyword(c, "namespace") is not None
-                                        for c in nodes.values()), "one namespace per robot"
-    edge, scheduler = nodes["edge_node"], nodes["scheduler"]
-    edge_name = launch.node_name(edge)
-    target = launch.launch_values(scheduler)["edge_node"]
-    assert target == edge_name, f"the scheduler sets {target!r}, the edge is {edge_name!r}"
+    robot_namespace = expression('LaunchConfiguration("namespace")')
+    assert {namespace_of(launch, c) for c in nodes.values()} == {robot_namespace}
+    arguments = included(launch, "control.launch.py")
+    assert ast.dump(arguments["namespace"]) in (robot_namespace, expression("namespace"))
+    assert ast.dump(arguments["bundle"]) == expression('LaunchConfiguration("bundle")')
+    edge_name = launch.node_name(nodes["edge_node"])
+    assert launch.literal(arguments["edge_node"]) == edge_name, "the scheduler sets this edge"
+    assert launch.conditions(nodes["edge_node"]) == []
+    adaptive = expression('IfCondition(LaunchConfiguration("adaptive"))')
+    assert [ast.dump(c) for c in launch.conditions(nodes["link_prober"])] == [adaptive]
+    on_the_robot = expression('IfCondition(AndSubstitution(LaunchConfiguration("adaptive"), '
+                              'EqualsSubstitution(LaunchConfiguration("control_side"), '
+                              '"robot")))')
+    assert [ast.dump(c) for c in launch.conditions(include_call(launch, "control.launch.py"))] \
+        == [on_the_robot]
+    for name in ("adaptive", "control_side"):
+        default = keyword(launch.declared_arguments()[name], "default_value")
+        assert const_str(default) == {"adaptive": "true", "control_side": "robot"}[name]
+
+    control_nodes = {control.executable(c): c for c in control.nodes()}
+    assert set(control_nodes) == CONTROL_EXECUTABLES
+    assert {namespace_of(control, c) for c in control_nodes.values()} == {robot_namespace}
+    scheduler = control_nodes["scheduler"]
+    target = control.launch_values(scheduler)["edge_node"]
+    assert target == edge_name, "the default names the edge edge.launch.py starts"
     assert not target.startswith("/"), "relative: the edge in the scheduler's own namespace"
+    assert any(const_str(k) == "bundle" and ast.dump(v) == expression(
+        'ParameterValue(LaunchConfiguration("bundle"), value_type=str)')
+        for d in control.parameter_dicts(scheduler) for k, v in zip(d.keys, d.values))
+    assert all(control.conditions(c) == [] for c in control_nodes.values())
 
-    def bundle_expression(node: ast.Call) -> str:
-        dicts = launch.parameter_dicts(node)
-        return next(ast.dump(v) for d in dicts for k, v in zip(d.keys, d.values)
-                    if const_str(k) == "bundle")
 
-    assert bundle_expression(scheduler) == bundle_expression(edge)
-    assert launch.conditions(edge) == []
-    adaptive = ast.dump(ast.parse('IfCondition(LaunchConfiguration("adaptive"))',
-                                  mode="eval").body)
-    for executable in ADAPTIVE_EXECUTABLES:
-        assert [ast.dump(c) for c in launch.conditions(nodes[executable])] == [adaptive]
-    assert const_str(keyword(launch.declared_arguments()["adaptive"], "default_value")) == "true"
+def test_the_server_starts_each_robot_s_control_plane_when_asked():
+    """cloud.launch.py with ``control_side:=server``: one control.launch.py per robot
+    namespace (the cloud's own namespace without robots), with the cloud's bundle; with
+    ``control_side:=robot`` (the default) none, so that no robot gets two schedulers."""
+    cloud = launch_file("cloud.launch.py")
+    arguments = included(cloud, "control.launch.py")
+    assert ast.dump(arguments["namespace"]) == expression(
+        'robot or LaunchConfiguration("namespace")')
+    assert ast.dump(arguments["bundle"]) == expression('LaunchConfiguration("bundle")')
+    call = include_call(cloud, "control.launch.py")
+    comprehension = next(n for n in ast.walk(cloud.functions["cloud_node"])
+                         if isinstance(n, ast.ListComp) and n.elt is call)
+    assert ast.dump(comprehension.generators[0].iter) == expression('namespaces or [""]')
+    guards = [n for n in ast.walk(cloud.functions["cloud_node"]) if isinstance(n, ast.If)
+              and any(m is call for m in ast.walk(n))]
+    assert [ast.dump(g.test) for g in guards] == [expression(
+        'LaunchConfiguration("control_side").perform(context) == "server"')]
+    declared = cloud.declared_arguments()["control_side"]
+    assert const_str(keyword(declared, "default_value")) == "robot"
+    assert ast.literal_eval(keyword(declared, "choices")) == ["robot", "server"]
+    for name in ("objective", "frame_rate", "override"):
+        assert ast.dump(arguments[name]) == expression(f'LaunchConfiguration("{name}")')
+
+
+def test_the_one_host_graph_passes_the_control_side_to_both_sides():
+    graph = launch_file("split_inference.launch.py")
+    for name in ("edge.launch.py", "cloud.launch.py"):
+        assert ast.dump(included(graph, name)["control_side"]) == expression(
+            'LaunchConfiguration("control_side")')
 
 
 @pytest.mark.parametrize("launch", launch_files(), ids=lambda f: f.path.name)
