@@ -40,14 +40,16 @@ SIM = [Parameter("use_sim_time", value=True)]
 
 
 class FakeEdge(Node):
-    """Declares the edge's configuration parameters and its fallback, and validates the pair
-    like the real edge."""
+    """Declares the edge's configuration parameters and (unless told otherwise, like an edge
+    of an older release) its fallback, and validates the pair like the real edge."""
 
-    def __init__(self, allowed: set[tuple[int, float]], **kwargs) -> None:
+    def __init__(self, allowed: set[tuple[int, float]], with_fallback: bool = True,
+                 **kwargs) -> None:
         super().__init__("edge_node", **kwargs)
         self.declare_parameter("split_point", 2)
         self.declare_parameter("ratio", 1.0)
-        self.declare_parameter("fallback", "drop")
+        if with_fallback:
+            self.declare_parameter("fallback", "drop")
         self.allowed = allowed
         self.refuse: set[tuple[int, float]] = set()
         self.requests: list[tuple[float, tuple[int, float], int, bool]] = []
@@ -88,7 +90,7 @@ class Harness:
     """The graph plus a simulated link and the clock that drives everything."""
 
     def __init__(self, context: Context, bundle_dir: Path, trace: Trace,
-                 **scheduler_params) -> None:
+                 edge_with_fallback: bool = True, **scheduler_params) -> None:
         from split_infer.ros.bandwidth_monitor import BandwidthMonitor
         from split_infer.ros.scheduler import Scheduler
 
@@ -97,7 +99,8 @@ class Harness:
         self.by_key = {config_key(c.split_point, c.ratio): c for c in configs}
         common = dict(context=context, namespace=NAMESPACE)
         self.driver = Node("driver", context=context, namespace=NAMESPACE)
-        self.edge = FakeEdge(set(self.by_key), parameter_overrides=SIM, **common)
+        self.edge = FakeEdge(set(self.by_key), with_fallback=edge_with_fallback,
+                             parameter_overrides=SIM, **common)
         self.monitor = BandwidthMonitor(parameter_overrides=SIM, **common)
         params = {"bundle": str(bundle_dir), "frame_rate": T_GEN, "min_dwell_s": 3.0,
                   "period_s": 0.25, "probe_interval_s": 10.0, "retry_backoff_s": 4.0,
@@ -220,6 +223,22 @@ def test_the_scheduler_plans_with_the_edge_s_fallback_as_the_edge_sets_it(harnes
     assert h.edge.set_parameters([Parameter("fallback", value="drop")])[0].successful
     h.run_until(4.0)
     assert loop.edge_fallback is False
+
+
+def test_an_edge_without_a_fallback_parameter_is_still_adapted(harness_factory):
+    """The scheduler asks for ``fallback`` apart from the configuration: an edge that does
+    not declare it (one that answers a request naming it with nothing) is still read and
+    moved, and planned without the fallback."""
+    h = harness_factory(step_trace([(0, 8e6), (6, 1e6)]), edge_with_fallback=False)
+    h.run_until(2.0)
+    loop = h.scheduler.loop
+    assert loop.active is not None and loop.edge_fallback is False
+    assert loop.active == h.by_key[h.edge.key]
+    # Read, not guessed: the edge already runs what 8 Mbit/s calls for, and is left alone.
+    assert h.edge.requests == [], h.edge.requests
+    h.run_until(14.0)
+    assert h.by_key[h.edge.key].bytes_per_frame * 8 * T_GEN <= 1e6
+    assert h.edge.applied and loop.rejections == 0
 
 
 def test_override_pins_and_refusals_back_off(harness_factory):
