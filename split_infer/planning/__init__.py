@@ -5,6 +5,8 @@
 * :mod:`.partition` — Hu & Krishnamachari eq. (2): load-balanced n-device partition.
 * :mod:`.effective_accuracy` — ``ν_eff``, thresholds Θ (eq. (3), generalised), ``E[T]`` and
   ``E[ν_eff]`` (eqs. (4)–(7)), Fig. 3 sweeps.
+* :mod:`.mixing` — two configurations time-shared frame by frame, the exact best share
+  (beyond the papers).
 * :mod:`.bandwidth` — truncated-Gaussian and empirical bandwidth distributions.
 * :mod:`.simulation` — frame-level Monte-Carlo pipeline simulator.
 
@@ -42,6 +44,7 @@ from split_infer.planning.latency import (
     plot_latency_vs_bandwidth,
     total_latency_s,
 )
+from split_infer.planning.mixing import Mix, best_mix, best_share, mix_rate_hz
 from split_infer.planning.partition import (
     Partition,
     brute_force_partition,
@@ -68,6 +71,7 @@ __all__ = [
     "EffectiveAccuracySweep",
     "EmpiricalBandwidth",
     "GaussianBandwidth",
+    "Mix",
     "Partition",
     "Region",
     "Selection",
@@ -76,6 +80,8 @@ __all__ = [
     "UplinkPowerModel",
     "acceptable_configurations",
     "bandwidth_distribution",
+    "best_mix",
+    "best_share",
     "brute_force_partition",
     "crossover_bandwidth_bps",
     "crossover_bandwidths_bps",
@@ -89,6 +95,7 @@ __all__ = [
     "fallback_throughput_hz",
     "latency_intercept_s",
     "latency_regions",
+    "mix_rate_hz",
     "mobile_energy_j",
     "paper_fig3_configurations",
     "partition_layers",
