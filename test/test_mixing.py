@@ -47,6 +47,8 @@ def test_the_best_share_is_the_best_of_a_fine_grid():
         on_grid = max((mix_rate_hz(a, b, x, bandwidth, T_GEN)
                        * ((1 - x) * a.accuracy + x * b.accuracy) / T_GEN) for x in grid)
         assert value >= on_grid - 1e-12
+        assert value == pytest.approx(mix_rate_hz(a, b, share, bandwidth, T_GEN) * (
+            (1 - share) * a.accuracy + share * b.accuracy) / T_GEN)
         assert value <= on_grid + 2e-3  # the grid comes close to the exact optimum
 
 
