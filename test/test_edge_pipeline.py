@@ -419,3 +419,82 @@ def test_camera_share_tells_lost_frames_from_a_slow_camera():
     for stamp in (0.0, 1 / 30, 2 / 30, 3 / 30, 5.1, 5.1 + 1 / 30):
         share.observe(stamp)
     assert share.take() == pytest.approx(1.0)
+
+
+def test_the_companion_runs_its_share_of_the_frames_evenly_and_names_it_on_the_wire(
+        tiny_bundle):
+    pipeline = make(tiny_bundle, max_in_flight=64, companion="2:4", companion_share=0.25)
+    cloud = CloudEngine.from_bundle(tiny_bundle)
+    image = random_images(1)[0]
+    pipeline.period_report(now=0.0)
+    sent = [pipeline.process(image, now=0.1 * k) for k in range(8)]
+    configs = [decode_frame(o.data).config for o in sent]
+    assert configs == [(3, 8.0)] * 3 + [(2, 4.0)] + [(3, 8.0)] * 3 + [(2, 4.0)]
+    assert [o.seq for o in sent] == list(range(8))  # one sequence for both
+    assert all(cloud.decode(o.data)[1].shape for o in sent)  # the cloud decodes either
+    report = pipeline.period_report(now=1.0)
+    assert report.companion_fps == pytest.approx(2 / 1.0)
+    assert report.values["frames_companion"] == 2 and report.values["companion"] == "2:4"
+    assert pipeline.active_key == (3, 8.0)  # the companion is no switch
+    # A live change of share and companion applies from the next frame.
+    assert pipeline.reconfigure(companion="3:16", companion_share=0.5) == [
+        "companion: split 3, ratio 16 (" + pipeline._companion.codec.spec + ")"]
+    configs = [decode_frame(pipeline.process(image, now=2 + 0.1 * k).data).config
+               for k in range(4)]
+    assert configs == [(3, 8.0), (3, 16.0), (3, 8.0), (3, 16.0)]
+    pipeline.reconfigure(companion="")
+    assert {decode_frame(pipeline.process(image, now=3 + 0.1 * k).data).config
+            for k in range(4)} == {(3, 8.0)}
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"companion": "9:1"}, "companion '9:1'.*valid 'split:ratio' entries: .*\\(2, 4\\)"),
+    ({"companion": "fast"}, "companion 'fast'"),
+    ({"companion": "-1:1"}, "fallback"),
+    ({"companion": "2:4", "companion_share": 1.5}, "companion_share 1.5"),
+    ({"companion_share": math.nan}, "companion_share nan"),
+])
+def test_a_companion_the_edge_cannot_run_is_refused_and_nothing_changes(tiny_bundle, changes,
+                                                                         message):
+    pipeline = make(tiny_bundle, companion="2:8", companion_share=0.5)
+    with pytest.raises(EdgeConfigError, match=message):
+        pipeline.reconfigure(split_point=2, ratio=4.0, **changes)
+    assert pipeline.active_key == (3, 8.0) and pipeline.settings.companion == "2:8"
+    assert pipeline.settings.companion_share == 0.5
+    with pytest.raises(EdgeConfigError, match=message):
+        make(tiny_bundle, **{"companion": "2:8", **changes})
+
+
+def test_the_cpu_time_per_frame_keeps_the_companion_s_frames_apart(tiny_bundle, monkeypatch):
+    """The active configuration's figure is what it costs alone (10 ms, 16 ms right after a
+    companion frame: the 6 ms are the companion's doing), the companion's is its own (30 ms
+    plus those 6), each plus its share of what the process spent outside the frames."""
+    import time
+
+    pipeline = make(tiny_bundle, max_in_flight=64, companion="2:4", companion_share=0.5)
+    cpu, last = [10.0], [""]
+    monkeypatch.setattr(time, "process_time", lambda: cpu[0])
+    engine_features = pipeline._engine.features
+
+    def features(x, config=None):
+        companion = config is not None and config.split_point == 2
+        cpu[0] += 0.03 if companion else 0.01 + (0.006 if last[0] == "companion" else 0.0)
+        last[0] = "companion" if companion else "active"
+        return engine_features(x, config)
+
+    monkeypatch.setattr(pipeline._engine, "features", features)
+    image = random_images(1)[0]
+    pipeline.reconfigure(companion_share=0.0)
+    for k in range(3):  # both models' first runs (warm-ups), then active after active
+        pipeline.process(image, now=0.1 * k)
+    pipeline.reconfigure(companion_share=1.0)
+    pipeline.process(image, now=0.35)
+    pipeline.reconfigure(companion_share=0.5)
+    pipeline.period_report(now=0.4)
+    for k in range(6):  # active, companion, ... in turn
+        pipeline.process(image, now=0.5 + 0.1 * k)
+    cpu[0] += 6 * 0.002
+    report = pipeline.period_report(now=1.5)
+    assert report.cpu_s_per_frame == pytest.approx(0.010 + 0.002)
+    assert report.values["companion_cpu_ms_per_frame"] == f"{(0.030 + 0.006 + 0.002) * 1e3:.2f}"
+    assert report.companion_fps == pytest.approx(3 / 1.1)

@@ -42,6 +42,15 @@ the in-flight cap (no estimate: an outage, start-up) the wait is unknown and it 
 The CPU time per frame the edge reports keeps the two apart, and charges what a whole-model
 frame costs the split frame after it (caches the whole model filled) to the whole model.
 
+**The companion** (``companion`` ``"split:ratio"`` and ``companion_share`` ``x``; beyond the
+papers, which run one configuration at a time): a second preloaded configuration runs on the
+share ``x`` of the frames the robot works on, by a credit counter (each frame adds ``x``; the
+frame that brings the credit to 1 runs the companion), so the two alternate evenly. A late
+split that keeps a weak robot busy and an early one that fills its link then keep both busy
+(:mod:`split_infer.planning.mixing` plans the share). Each frame names its configuration on
+the wire, so the cloud needs nothing new; the CPU time per frame the edge reports keeps the
+companion's frames apart, like the fallback's.
+
 **Edge-only as a configuration** (beyond the papers' schedulers, which only choose among cuts;
 the thesis's client-only strategy, eq. 4.4): ``(split_point, ratio) = (-1, 1)``
 (:data:`~split_infer.config_key.EDGE_ONLY_KEY`) runs the bundle's whole model on every frame
@@ -135,6 +144,8 @@ class EdgeSettings:
     max_in_flight: int = 2
     ack_timeout: float = 1.0  # seconds
     server_rate_limit_ms: float = 0.0  # 0 = learn it from receipts
+    companion: str = ""  # "split:ratio" of a preloaded configuration; "" = none
+    companion_share: float = 0.0  # share of the frames worked on that run the companion
 
 
 @dataclass(frozen=True)
@@ -185,6 +196,8 @@ class PeriodReport:
     #: The process CPU time (s) per fallback frame, counted like :attr:`cpu_s_per_frame`
     #: (None: no fallback frame in the period): what the whole model costs this robot.
     fallback_cpu_s_per_frame: float | None = None
+    #: Frames per second sent with the companion configuration (``companion``).
+    companion_fps: float = 0.0
 
     def cpu_ms(self) -> dict[str, float | None]:
         """``edge_cpu_ms`` and ``fallback_cpu_ms`` (the edge node's metrics), None: unknown."""
@@ -242,6 +255,13 @@ class EdgePipeline:
         problem = self._fallback_problem(self.settings.fallback)
         if problem:
             raise EdgeConfigError(problem)
+        self._companion, problem = self._companion_of(self.settings.companion,
+                                                      self.settings.companion_share)
+        if problem:
+            raise EdgeConfigError(problem)
+        self._companion_credit = 0.0
+        self.companion_frames = 0
+        self._companion_mark = 0
         self._rate = RateLimiter(self.settings.max_rate)
         self._pressure = Backpressure(
             max_in_flight=self.settings.max_in_flight, ack_timeout_s=self.settings.ack_timeout,
@@ -260,12 +280,13 @@ class EdgePipeline:
         self._cpu_mark = time.process_time()
         self._idle = True
         # Frames the fallback classified here. The process CPU time spent inside frames, by
-        # kind: "active" (the active configuration's), "fallback" (the fallback's) and
-        # "warmup" (the first frame through each model, its ONNX Runtime session's first run:
-        # memory and kernels, a switch's cost, not a frame's); cumulative [frames, seconds],
-        # and (each) at the last report.
+        # kind: "active" (the active configuration's), "fallback" (the fallback's),
+        # "companion" (the companion configuration's) and "warmup" (the first frame through
+        # each model, its ONNX Runtime session's first run: memory and kernels, a switch's
+        # cost, not a frame's); cumulative [frames, seconds], and (each) at the last report.
         self.fallback_frames = 0
-        self._inside = {"active": [0, 0.0], "fallback": [0, 0.0], "warmup": [0, 0.0]}
+        self._inside = {"active": [0, 0.0], "fallback": [0, 0.0], "companion": [0, 0.0],
+                        "warmup": [0, 0.0]}
         self._inside_marks = {kind: (0, 0.0) for kind in self._inside}
         self._warm_models: set[int] = set()
         self._fallback_mark = 0
@@ -321,6 +342,13 @@ class EdgePipeline:
             problems = [backend_problem(str(changes["backend"])) if "backend" in changes else None,
                         self._fallback_problem(str(changes["fallback"]))
                         if "fallback" in changes else None]
+            companion = self._companion
+            if "companion" in changes or "companion_share" in changes:
+                companion, problem = self._companion_of(
+                    str(changes.get("companion", self.settings.companion)),
+                    float(changes.get("companion_share",  # type: ignore[arg-type]
+                                      self.settings.companion_share)))
+                problems.append(problem)
             for problem in problems:
                 if problem:
                     raise EdgeConfigError(problem)
@@ -343,6 +371,13 @@ class EdgePipeline:
             # Everything is valid: apply.
             said = []
             self._engine = engine
+            if companion is not None:  # the (new) engine's own copy
+                companion = engine.config(companion.split_point, companion.ratio)
+            if "companion" in changes and companion is not self._companion:
+                said.append("companion: none" if companion is None else
+                            f"companion: split {companion.split_point}, ratio "
+                            f"{companion.ratio:g} ({companion.codec.spec})")
+            self._companion = companion
             if pair is not None and pair != self.active_key:
                 if pair == EDGE_ONLY_KEY:
                     self._edge_only_mode = True
@@ -396,6 +431,24 @@ class EdgePipeline:
             return self._whole_model_problem("fallback 'edge_only'")
         return None
 
+    def _companion_of(self, companion: str, share: float) -> tuple[EdgeConfig | None,
+                                                                    str | None]:
+        """The companion configuration ``companion`` names ("" = none) and why it cannot run
+        on ``share`` of the frames, or None."""
+        if not (math.isfinite(share) and 0.0 <= share <= 1.0):
+            return None, f"companion_share {share!r}: a share of the frames, in [0, 1]"
+        if not companion:
+            return None, None
+        try:
+            pair = parse_config_key(companion)
+            if pair == EDGE_ONLY_KEY:
+                raise ValueError("the whole model is the fallback's (fallback edge_only), "
+                                 "not a companion")
+            return self._engine.config(*pair), None
+        except (ValueError, KeyError) as exc:
+            return None, (f"companion {companion!r}: {str(exc).strip(chr(39))}; valid "
+                          f"'split:ratio' entries: {self.valid_pairs()}, or '' for none")
+
     def _whole_model_problem(self, what: str) -> str | None:
         """Load the bundle's whole model (once); why it cannot be had, or None."""
         if self._full_model is None:
@@ -446,7 +499,14 @@ class EdgePipeline:
             times = self.times
             with times.stage("convert"):
                 rgb = _pixels(frame)
-            config = self._engine.active  # read once: this frame uses exactly this config
+            # Read once: this frame uses exactly this configuration.
+            config, kind = self._engine.active, "active"
+            companion, share = self._companion, self.settings.companion_share
+            if companion is not None and share > 0.0:
+                self._companion_credit += share
+                if self._companion_credit >= 1.0:
+                    self._companion_credit -= 1.0
+                    config, kind = companion, "companion"
             with times.stage("preprocess"):
                 crop = self.preprocessing.input_crop(rgb) if config.sends_input else None
                 if crop is None:
@@ -473,7 +533,9 @@ class EdgePipeline:
             # Sent at arrival + processing time, on the caller's clock (``now``).
             self._pressure.frame_sent(seq, len(data), now + edge_s)
             self._pressure.frame_processed(edge_s)
-            self._count_cpu("active", config.part, cpu_start)
+            if kind == "companion":
+                self.companion_frames += 1
+            self._count_cpu(kind, config.part, cpu_start)
             return FrameOutcome("sent", data=data, config=config, seq=seq, edge_s=edge_s)
         except ImageError as exc:
             return self._drop(f"image_{exc.reason}", exc)
@@ -492,9 +554,9 @@ class EdgePipeline:
 
     def _count_cpu(self, kind: str, model: object, cpu_start: float) -> bool:
         """Add a frame's process CPU time to ``kind``'s, or to the warm-up's when it was
-        ``model``'s first run. An active frame right after a fallback frame runs on caches
-        the whole model filled: what it costs beyond the active frames that follow active
-        ones (an EWMA) is the fallback's doing and is charged to it, so the active
+        ``model``'s first run. An active frame right after a fallback (or companion) frame
+        runs on caches the other model filled: what it costs beyond the active frames that
+        follow active ones (an EWMA) is that frame's doing and is charged to it, so the active
         configuration's figure is the one it has alone, as the scheduler plans it. False for
         a warm-up."""
         spent = time.process_time() - cpu_start
@@ -506,14 +568,15 @@ class EdgePipeline:
             kind = "warmup"
         elif kind == "active":
             clean = self._clean_frame_s.get(id(model))
-            if previous == "fallback" and clean is not None:
+            if previous in ("fallback", "companion") and clean is not None:
                 extra = max(0.0, spent - clean)
                 spent -= extra
             elif previous == "active":
                 self._clean_frame_s[id(model)] = spent if clean is None else (
                     0.9 * clean + 0.1 * spent)
         with self._cpu_lock:  # period_report reads these from another thread
-            self._inside["fallback"][1] += extra
+            if extra:
+                self._inside[previous][1] += extra  # type: ignore[index]
             entry = self._inside[kind]
             entry[0] += 1
             entry[1] += spent
@@ -589,6 +652,8 @@ class EdgePipeline:
         self._inside_marks = totals
         fallen_back = self.fallback_frames - self._fallback_mark
         self._fallback_mark = self.fallback_frames
+        accompanied = self.companion_frames - self._companion_mark
+        self._companion_mark = self.companion_frames
         # Only over a period where the frames worked on are most of those received: when
         # backpressure held most back (an outage, a link far too slow), the process's upkeep
         # and the receiving of the frames it dropped would read as each frame's cost. The
@@ -596,15 +661,14 @@ class EdgePipeline:
         # of frame costs what was spent inside it, plus an equal share of what the process
         # spent outside every frame (messaging, its threads); without fallback frames and
         # warm-ups that is the process's CPU time over its frames.
-        cpu_per_frame = fallback_cpu_per_frame = None
+        per_frame: dict[str, float | None] = dict.fromkeys(("active", "fallback", "companion"))
         if worked > 0 and 2 * worked >= arrived:
             outside = max(0.0, cpu_now - self._cpu_mark - sum(s for _, s in inside.values()))
-            frames, seconds = inside["active"]
-            if frames > 0:
-                cpu_per_frame = seconds / frames + outside / worked
-            frames, seconds = inside["fallback"]
-            if frames > 0:
-                fallback_cpu_per_frame = seconds / frames + outside / worked
+            for kind in per_frame:
+                frames, seconds = inside[kind]
+                if frames > 0:
+                    per_frame[kind] = seconds / frames + outside / worked
+        cpu_per_frame, fallback_cpu_per_frame = per_frame["active"], per_frame["fallback"]
         self._cpu_mark = cpu_now
         received_fps = arrived / max(now - t0, 1e-9)
         self._idle = arrived == 0
@@ -622,8 +686,8 @@ class EdgePipeline:
             "drop_rate": f"{drop_rate:.3f}",
             "cpu_ms_per_frame": "unknown" if cpu_per_frame is None
             else f"{cpu_per_frame * 1e3:.2f}",
-            "fallback_cpu_ms_per_frame": "unknown" if fallback_cpu_per_frame is None
-            else f"{fallback_cpu_per_frame * 1e3:.2f}",
+            **{f"{kind}_cpu_ms_per_frame": "unknown" if per_frame[kind] is None
+               else f"{per_frame[kind] * 1e3:.2f}" for kind in ("fallback", "companion")},
             "frames_received": self.received,
             "frames_sent": self.sent,
             "frames_dropped": dropped,
@@ -639,6 +703,9 @@ class EdgePipeline:
             "fallback": self.settings.fallback,
             "frames_edge_only": self.edge_only,
             "frames_fallback": self.fallback_frames,
+            "companion": self.settings.companion or "none",
+            "companion_share": f"{self.settings.companion_share:g}",
+            "frames_companion": self.companion_frames,
             "max_rate": f"{self._rate.max_rate_hz:g}",
             "in_flight_frames": frames,
             "in_flight_bytes": nbytes,
@@ -650,9 +717,10 @@ class EdgePipeline:
             "bundle": str(self.bundle.path),
             "model": self.bundle.model_name,
         }
+        seconds = max(now - t0, 1e-9)
         return PeriodReport(fps, drop_rate, bad - bad0, config, values, received_fps, share,
-                            cpu_per_frame, fallen_back / max(now - t0, 1e-9),
-                            fallback_cpu_per_frame)
+                            cpu_per_frame, fallen_back / seconds, fallback_cpu_per_frame,
+                            accompanied / seconds)
 
 
 def _pixels(frame: FrameSource) -> np.ndarray | CameraFrame:

@@ -92,14 +92,17 @@ class EdgeEngine:
     def available(self) -> list[ConfigKey]:
         return sorted(self._configs)
 
-    def activate(self, split_point: int, ratio: float) -> EdgeConfig:
-        key = config_key(split_point, ratio)
-        config = self._configs.get(key)
+    def config(self, split_point: int, ratio: float) -> EdgeConfig:
+        """A preloaded configuration, active or not; KeyError naming the loaded ones."""
+        config = self._configs.get(config_key(split_point, ratio))
         if config is None:
             raise KeyError(f"configuration split={split_point}, ratio={ratio} is not loaded; "
                            f"loaded: {self.available}")
-        self._active = config
         return config
+
+    def activate(self, split_point: int, ratio: float) -> EdgeConfig:
+        self._active = self.config(split_point, ratio)
+        return self._active
 
     def warm_up(self, x: np.ndarray) -> None:
         """Run every configuration once on ``x`` (one preprocessed frame), results dropped:

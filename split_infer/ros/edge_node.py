@@ -27,13 +27,16 @@ Topics (relative, so one namespace per robot works):
   ``edge_cpu_ms`` and ``fallback_cpu_ms``: the process's CPU per frame of the active
   configuration and of the fallback, ``PeriodReport``) and ``/diagnostics`` at 1 Hz; with
   ``fallback:=edge_only`` also ``results`` (the cloud's format, ``split_point`` -1) for the
-  frames it classified itself (``fallback_fps`` of them).
+  frames it classified itself (``fallback_fps`` of them); ``companion_fps``: the frames sent
+  with the companion configuration.
 
 Parameters (``ros2 param describe`` shows ranges): ``bundle`` (required, read-only),
 ``split_point`` and ``ratio`` (the active configuration; change them together with
 ``set_parameters_atomically``, as the scheduler does), ``backend``, ``input_type``,
 ``max_rate``, ``backpressure``, ``fallback``, ``max_in_flight``, ``ack_timeout``,
-``server_rate_limit_ms``, ``preload``, ``threads``, ``auth_key_file`` and ``auth_key_id``.
+``server_rate_limit_ms``, ``companion`` and ``companion_share`` (a second configuration on a
+share of the frames, :mod:`split_infer.pipeline.edge`; live settings in
+:mod:`.edge_parameters`), ``preload``, ``threads``, ``auth_key_file`` and ``auth_key_id``.
 """
 
 from __future__ import annotations
@@ -49,13 +52,10 @@ from std_msgs.msg import Float64MultiArray, Header
 from split_infer.adaptation.configurations import initial_configuration
 from split_infer.bundle import Bundle
 from split_infer.frame_auth import KeyFileError, load_key_file, single_key
-from split_infer.pipeline.backends import BACKENDS
 from split_infer.pipeline.edge import (
     EDGE_ONLY_SPLIT,
-    FALLBACKS,
     EdgeConfigError,
     EdgePipeline,
-    EdgeSettings,
     FrameOutcome,
     parse_preload,
 )
@@ -64,7 +64,6 @@ from split_infer.pipeline.images import SerializedCamera
 from split_infer.ros.common import (
     MetricPublishers,
     NodeConfigError,
-    declare_bool,
     declare_float,
     declare_int,
     declare_str,
@@ -76,6 +75,7 @@ from split_infer.ros.common import (
     run_node,
     shutting_down,
 )
+from split_infer.ros.edge_parameters import declare_edge_settings
 from split_infer.ros.messages import (
     CAMERA_QOS,
     DIAGNOSTICS_QOS,
@@ -94,7 +94,8 @@ __all__ = ["EdgeNode", "main"]
 
 INPUT_TYPES = ("raw", "compressed")
 EDGE_METRICS = ("fps", "received_fps", "camera_share", "bytes_per_frame", "drop_rate", "edge_ms",
-                "active_split", "active_ratio", "fallback_fps", "fallback_cpu_ms", "edge_cpu_ms")
+                "active_split", "active_ratio", "fallback_fps", "fallback_cpu_ms", "edge_cpu_ms",
+                "companion_fps")
 _LOG_THROTTLE_S = 5.0
 
 
@@ -114,26 +115,7 @@ class EdgeNode(Node):
         ratio = declare_float(self, "ratio", 0.0, 0.0, 1e6,
                               "active compression ratio; 0 at start-up: the configuration "
                               "chosen as for split_point -1 (at the given split point, if any)")
-        settings = EdgeSettings(
-            backend=declare_str(self, "backend", "onnxruntime", "inference backend",
-                                choices=BACKENDS),
-            max_rate=declare_float(self, "max_rate", 0.0, 0.0, 1000.0,
-                                   "most frames processed per second; 0 = unlimited"),
-            backpressure=declare_bool(self, "backpressure", True,
-                                      "drop frames the link or server cannot take in time "
-                                      "(thesis §4.3 should_process_frame)"),
-            fallback=declare_str(self, "fallback", "drop",
-                                 "what happens to a frame backpressure holds back (the link or "
-                                 "server cannot take it, e.g. in an outage): drop it (counted), "
-                                 "or edge_only: classify it here with the bundle's whole model "
-                                 "and publish the result on 'results'", choices=FALLBACKS),
-            max_in_flight=declare_int(self, "max_in_flight", 2, 1, 64,
-                                      "without a bandwidth estimate: most unacknowledged frames"),
-            ack_timeout=declare_float(self, "ack_timeout", 1.0, 0.01, 60.0, "seconds after "
-                                      "which an unacknowledged frame counts as lost"),
-            server_rate_limit_ms=declare_float(self, "server_rate_limit_ms", 0.0, 0.0, 60000.0,
-                                               "server time per frame; 0 = learn it from "
-                                               "receipts"))
+        settings = declare_edge_settings(self)
         input_type = declare_str(self, "input_type", "raw", "raw: sensor_msgs/Image on "
                                  "'image'; compressed: CompressedImage on 'image/compressed'",
                                  choices=INPUT_TYPES, read_only=True)
@@ -282,7 +264,8 @@ class EdgeNode(Node):
         self._metrics.flush(fps=report.fps, received_fps=report.received_fps,
                             camera_share=report.camera_share, drop_rate=report.drop_rate,
                             active_split=split, active_ratio=ratio,
-                            fallback_fps=report.fallback_fps, **report.cpu_ms())
+                            fallback_fps=report.fallback_fps, companion_fps=report.companion_fps,
+                            **report.cpu_ms())
         # Rate limiting and backpressure are the pipeline doing its job; anything else means
         # the input (or the node) is broken and raises the diagnostics level.
         level = DiagnosticStatus.WARN if report.bad_frames else DiagnosticStatus.OK

@@ -206,9 +206,9 @@ def parse_estimate(msg: Float64MultiArray) -> LinkEstimate:
 
 def edge_configuration_event(event, node: str, state: dict[str, float | str]) -> bool:
     """Fold a ``/parameter_events`` message into ``state`` (``split_point``, ``ratio``,
-    ``fallback``) when it comes from ``node`` (fully qualified); True when it changed any of
-    them. The scheduler follows the edge with it, and the recorders time configuration switches
-    with it."""
+    ``fallback``, ``companion``, ``companion_share``) when it comes from ``node`` (fully
+    qualified); True when it changed any of them. The scheduler follows the edge with it, and
+    the recorders time configuration switches with it."""
     from rcl_interfaces.msg import ParameterType
 
     if event.node != node:
@@ -219,15 +219,19 @@ def edge_configuration_event(event, node: str, state: dict[str, float | str]) ->
             state["split_point"], changed = p.value.integer_value, True
         elif p.name == "ratio" and p.value.type == ParameterType.PARAMETER_DOUBLE:
             state["ratio"], changed = p.value.double_value, True
-        elif p.name == "fallback" and p.value.type == ParameterType.PARAMETER_STRING:
-            state["fallback"], changed = p.value.string_value, True
+        elif p.name in ("fallback", "companion") and \
+                p.value.type == ParameterType.PARAMETER_STRING:
+            state[p.name], changed = p.value.string_value, True
+        elif p.name == "companion_share" and p.value.type == ParameterType.PARAMETER_DOUBLE:
+            state["companion_share"], changed = p.value.double_value, True
     return changed
 
 
 def edge_configuration_change(event, node: str, state: dict[str, float | str]
                               ) -> tuple[float, float] | None:
     """:func:`edge_configuration_event`, then ``(split_point, ratio)`` when the event changed
-    them and both are known (None: another node, the fallback alone, or not yet both): what
+    them and both are known (None: another node, the fallback or companion alone, or not yet
+    both): what
     the recorders time configuration switches with."""
     before = (state.get("split_point"), state.get("ratio"))
     if not edge_configuration_event(event, node, state):
