@@ -108,17 +108,23 @@ def test_merging_refuses_to_compare_strategies_across_machines():
     assert merge_conflicts([xeon], {("const_3mbps.csv", "9:9.36"), *cells}, "EPYC") == []
 
 
-def test_a_benchmark_strategy_names_the_testbed_strategy_and_the_edge_s_fallback():
-    from split_infer.tools.bench.testbed_e2e import testbed_strategy
+def test_a_benchmark_strategy_names_the_testbed_strategy_the_fallback_and_a_companion():
+    from split_infer.tools.bench.testbed_e2e import EdgeStrategy, testbed_strategy
 
-    assert testbed_strategy("9:20.8", True) == ("9:20.8", "drop")
-    assert testbed_strategy("9:20.8+fallback", False) == ("9:20.8", "edge_only")
+    assert testbed_strategy("9:20.8", True) == EdgeStrategy("9:20.8", "drop")
+    assert testbed_strategy("9:20.8+fallback", False) == EdgeStrategy("9:20.8", "edge_only")
     # The adaptive robot holds the whole model when the scheduler may choose it.
-    assert testbed_strategy("adaptive", True) == ("adaptive", "edge_only")
-    assert testbed_strategy("adaptive", False) == ("adaptive", "drop")
-    assert testbed_strategy("edge_only", True) == ("edge_only", "drop")
-    for bad in ("adaptive+fallback", "edge_only+fallback", "9:20.8+fallbackx"):
-        with pytest.raises(ValueError, match="split:ratio"):
+    assert testbed_strategy("adaptive", True) == EdgeStrategy("adaptive", "edge_only")
+    assert testbed_strategy("adaptive", False) == EdgeStrategy("adaptive", "drop")
+    assert testbed_strategy("edge_only", True) == EdgeStrategy("edge_only", "drop")
+    assert testbed_strategy("9:20.8+0:58.4@0.24", True) == EdgeStrategy(
+        "9:20.8", "drop", "0:58.4", 0.24)
+    for bad in ("adaptive+fallback", "edge_only+fallback", "adaptive+0:58.4@0.2"):
+        with pytest.raises(ValueError, match="follows a fixed configuration"):
+            testbed_strategy(bad, True)
+    for bad in ("9:20.8+fallbackx", "9:20.8+0:58.4", "9:20.8+0:58.4@1.5", "9:20.8+0:58.4@x",
+                "9:20.8+fast@0.2", "9:20.8+0:58.4@0"):
+        with pytest.raises(ValueError, match="split:ratio@share"):
             testbed_strategy(bad, True)
 
 

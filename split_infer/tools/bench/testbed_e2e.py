@@ -18,7 +18,9 @@ edge under ``--edge-cpu`` cores if given):
 5. ``adaptive`` — bandwidth monitor + scheduler; with ``--scheduler-edge-only`` (the robot
    holds the whole model) its edge also classifies on board the frames its link cannot take
    (``fallback`` ``edge_only``), and the scheduler plans with them. A fixed configuration
-   written ``split:ratio+fallback`` runs with the same fallback, to compare like with like.
+   written ``split:ratio+fallback`` runs with the same fallback, to compare like with like;
+   ``split:ratio+split:ratio@share`` runs the second configuration on ``share`` of the frames
+   (the edge's ``companion``, :mod:`split_infer.planning.mixing`): a fixed mix.
 
 Writes ``results.json`` (``rows``: every run's summary — among it ``bound_fps``, the run's own
 physical bound, and ``valid``, its sanity gate — and step reactions; ``aggregate``: the
@@ -48,15 +50,18 @@ steps) plus the graph's start-up.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from split_infer.bundle import Bundle
+from split_infer.config_key import parse_config_key
 from split_infer.defaults import find_trace
 from split_infer.tools.bench import common
 from split_infer.tools.cli._common import control_side_argument
@@ -68,6 +73,16 @@ from split_infer.tools.testbed.runner import TestbedSettings, plan_placement, ru
 MEASURE_EDGE_TIMING = "measure"
 #: A fixed configuration's strategy with this suffix runs with the edge's fallback.
 FALLBACK_SUFFIX = "+fallback"
+
+
+@dataclass(frozen=True)
+class EdgeStrategy:
+    """What a benchmark strategy asks of the testbed (:func:`testbed_strategy`)."""
+
+    testbed: str  # TestbedSettings.strategy
+    fallback: str = "drop"
+    companion: str = ""
+    companion_share: float = 0.0
 DEFAULT_TRACES = ("const_100kbps.csv", "const_1mbps.csv", "const_5mbps.csv",
                   "const_20mbps.csv", "step_8_1_4mbps.csv", "outage_5mbps_10s.csv")
 
@@ -230,18 +245,33 @@ def merge_conflicts(earlier: list[dict], cells: set[tuple[str, str]], machine: s
                    and r.get("machine_cpu") != machine})
 
 
-def testbed_strategy(strategy: str, scheduler_edge_only: bool) -> tuple[str, str]:
-    """The testbed's strategy and the edge's ``fallback`` of a benchmark strategy: a fixed
-    configuration with :data:`FALLBACK_SUFFIX`, and ``adaptive`` when the scheduler may choose
-    edge-only (its robot holds the whole model), classify on board what the link cannot take.
-    ValueError for the suffix on anything but a fixed configuration."""
-    base, suffix, rest = strategy.partition(FALLBACK_SUFFIX)
-    if suffix:
-        if rest or ":" not in base:
-            raise ValueError(f"{strategy!r}: {FALLBACK_SUFFIX!r} follows a fixed configuration "
-                             "('split:ratio+fallback')")
-        return base, "edge_only"
-    return strategy, "edge_only" if strategy == "adaptive" and scheduler_edge_only else "drop"
+def testbed_strategy(strategy: str, scheduler_edge_only: bool) -> EdgeStrategy:
+    """What the testbed runs for a benchmark strategy: a fixed configuration with
+    :data:`FALLBACK_SUFFIX` runs with the edge's fallback, one with ``+split:ratio@share`` with
+    that companion on that share of the frames, and ``adaptive`` classifies on board what the
+    link cannot take when the scheduler may choose edge-only (its robot holds the whole model).
+    ValueError for a suffix on anything but a fixed configuration, or a companion that is no
+    ``split:ratio@share`` with a share in (0, 1)."""
+    base, plus, rest = strategy.partition("+")
+    if not plus:
+        return EdgeStrategy(strategy, "edge_only" if strategy == "adaptive"
+                            and scheduler_edge_only else "drop")
+    if ":" not in base:
+        raise ValueError(f"{strategy!r}: '+' follows a fixed configuration "
+                         "('split:ratio+fallback' or 'split:ratio+split:ratio@share')")
+    if plus + rest == FALLBACK_SUFFIX:
+        return EdgeStrategy(base, "edge_only")
+    companion, at, share = rest.partition("@")
+    try:
+        parse_config_key(companion)
+        value = float(share)
+    except ValueError:
+        value = math.nan
+    if not at or not 0.0 < value < 1.0:
+        raise ValueError(f"{strategy!r}: after '+' comes 'fallback' or a companion "
+                         "'split:ratio@share' with a share between 0 and 1 (as in "
+                         "'split:ratio+split:ratio@0.25')")
+    return EdgeStrategy(base, companion=companion, companion_share=value)
 
 
 def _is_fixed(strategy: str) -> bool:
@@ -685,14 +715,15 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update(len(rows) - kept - bar.n)
                 run_dir = args.out / "runs" / trace_path.stem / strategy.replace(":", "_") / \
                     f"run{repeat + 1}"
-                runs, fallback = testbed_strategy(strategy, args.scheduler_edge_only)
+                edge = testbed_strategy(strategy, args.scheduler_edge_only)
                 try:
                     report = run_testbed(TestbedSettings(
                         bundle=naive.path if strategy == "naive" else args.bundle,
                         bag=args.bag, trace=trace_path, duration_s=duration,
                         out_dir=run_dir, status=False,
-                        strategy=naive_strategy if strategy == "naive" else runs,
-                        fallback=fallback, control_side=args.control_side,
+                        strategy=naive_strategy if strategy == "naive" else edge.testbed,
+                        fallback=edge.fallback, companion=edge.companion,
+                        companion_share=edge.companion_share, control_side=args.control_side,
                         probing=args.probing, scheduler_edge_only=args.scheduler_edge_only,
                         edge_timing=args.edge_timing, **placement))
                 except (RuntimeError, TimeoutError) as exc:
@@ -707,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
                 summary = report["summary"]
                 rows.append({**summary, "trace": trace_path.name, "strategy": strategy,
                              "repeat": repeat, "rate_bps": _constant_rate(trace_path),
-                             "fallback": fallback, "control_side": args.control_side,
+                             "fallback": edge.fallback, "control_side": args.control_side,
                              "machine_cpu": machine_cpu,
                              "edge_timing": args.edge_timing,
                              "reactions": report["reactions"],

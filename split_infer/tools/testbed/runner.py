@@ -114,6 +114,10 @@ class TestbedSettings:
     strategy: str = "adaptive"  # or "split:ratio", "cloud_only", "cloud_only_crop", "edge_only"
     initial: str = ""  # adaptive only: the edge's first "split:ratio" (default: its start-up rule)
     fallback: str = "drop"  # the edge node's fallback for frames it holds back (or edge_only)
+    #: a fixed configuration's companion ("split:ratio", "" = none) and the share of the
+    #: frames it runs (the edge node's companion/companion_share)
+    companion: str = ""
+    companion_share: float = 0.0
     #: where the bandwidth monitor and the scheduler run: "robot" (beside the edge node, in
     #: its namespace and CPU budget) or "server" (beside the cloud node; sides.role_side)
     control_side: str = "robot"
@@ -368,7 +372,8 @@ def run_testbed(settings: TestbedSettings) -> dict:
             base = {"bundle": str(Path(settings.bundle).resolve()),
                     "bag": str(Path(settings.bag).resolve()),
                     "strategy": settings.strategy, "initial": settings.initial,
-                    "fallback": settings.fallback,
+                    "fallback": settings.fallback, "companion": settings.companion,
+                    "companion_share": settings.companion_share,
                     # a fifth of the bound is left for the tail and the way back
                     "max_frame_age": 0.8 * settings.stale_after_ms / 1e3,
                     "objective": settings.objective, "frame_rate": settings.frame_rate,

@@ -327,6 +327,8 @@ def _edge(config: dict, context, gate: threading.Event) -> Node:
 
     params = [Parameter("bundle", value=config["bundle"]),
               Parameter("fallback", value=config.get("fallback", "drop")),
+              Parameter("companion", value=config.get("companion", "")),
+              Parameter("companion_share", value=float(config.get("companion_share", 0.0))),
               Parameter("threads", value=MODEL_THREADS),
               Parameter("auth_key_file", value=config.get("auth_key_file", ""))]
     adaptive = strategy == "adaptive"
@@ -336,7 +338,8 @@ def _edge(config: dict, context, gate: threading.Event) -> Node:
         params += [Parameter("split_point", value=int(split)),
                    Parameter("ratio", value=float(ratio))]
     if not adaptive:
-        params.append(Parameter("preload", value=[strategy]))
+        params.append(Parameter("preload", value=[strategy, *(
+            [config["companion"]] if config.get("companion") else [])]))
     return EdgeNode(namespace=ROBOT, parameter_overrides=params, context=context)
 
 
