@@ -78,3 +78,37 @@ def test_the_whole_model_is_no_companion_and_a_dead_link_carries_nothing():
 def test_a_share_outside_zero_to_one_is_refused(share):
     with pytest.raises(ValueError, match="share"):
         mix_rate_hz(LATE, EARLY, share, 1e6, T_GEN)
+
+
+def test_a_blend_is_the_mix_as_one_configuration_for_every_planner():
+    from split_infer.planning import expected_effective_accuracy
+    from split_infer.planning.bandwidth import bandwidth_distribution
+    from split_infer.planning.mixing import MixedConfiguration, blend
+
+    mixed = blend(LATE, EARLY, 0.3)
+    assert isinstance(mixed, MixedConfiguration) and mixed.name == "late+early"
+    assert (mixed.primary, mixed.companion, mixed.share) == (LATE, EARLY, 0.3)
+    for bandwidth in (2e5, 1e6, 3e6, 3e7):
+        assert effective_accuracy(mixed, bandwidth, T_GEN) == pytest.approx(
+            mix_rate_hz(LATE, EARLY, 0.3, bandwidth, T_GEN) * 0.88 / T_GEN)
+    draws = bandwidth_distribution(1e6, 3e5)
+    assert 0 < expected_effective_accuracy(mixed, draws, T_GEN) < 0.88
+    for share in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="share"):
+            blend(LATE, EARLY, share)
+
+
+def test_companion_mixes_pair_what_trades_robot_time_for_bytes():
+    from split_infer.planning.mixing import companion_mixes
+
+    # Cheaper in both: no trade-off, never a companion.
+    cheaper = Configuration(name="cheaper", bytes_per_frame=2000, accuracy=0.5, edge_s=0.01,
+                            cloud_s=0.005)
+    mixes = companion_mixes([LATE, EARLY, cheaper], 1e6, T_GEN, min_gain=0.01)
+    assert [(m.name, round(m.share, 4)) for m in mixes] == [("late+early", round(0.026 / 0.091,
+                                                                                  4))]
+    # On a fast link the late split gains the camera's rate from the early one, which
+    # already has it alone and gains nothing.
+    fast = companion_mixes([LATE, EARLY], 1e8, T_GEN)
+    assert [m.name for m in fast] == ["late+early"]
+    assert effective_accuracy(fast[0], 1e8, T_GEN) == pytest.approx(0.88)

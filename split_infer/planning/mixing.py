@@ -22,6 +22,13 @@ The edge realises a share by a credit counter (``companion`` and ``companion_sha
 :class:`~split_infer.pipeline.edge.EdgePipeline`): every frame adds ``x`` and a frame that
 brings the credit to 1 runs the companion, so the shares hold over any few frames.
 
+A mix at a fixed share *is* a configuration: its robot, server and link times and its accuracy
+are the shares' averages, and ``T(x)`` above is Hu & K's ``T`` of those averages.
+:func:`blend` builds it (:class:`MixedConfiguration`), so every planner of this package (the
+thresholds, ``E[ν_eff]`` over a bandwidth distribution, the edge's fallback) takes mixes as
+they are; :func:`companion_mixes` gives each configuration its best companion at a bandwidth,
+which the scheduler adds to its candidates.
+
 Units: bits/s, bytes, seconds, frames/s, accuracy in [0, 1].
 """
 
@@ -34,7 +41,44 @@ from dataclasses import dataclass
 
 from split_infer.planning.configuration import BITS_PER_BYTE, Configuration
 
-__all__ = ["Mix", "best_mix", "best_share", "mix_rate_hz"]
+__all__ = [
+    "Mix",
+    "MixedConfiguration",
+    "best_mix",
+    "best_share",
+    "blend",
+    "companion_mixes",
+    "mix_rate_hz",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixedConfiguration(Configuration):
+    """``primary`` on ``1 − share`` of the frames and ``companion`` on ``share``, as one
+    configuration (:func:`blend`): ``split_point`` and ``ratio`` are the primary's (what the
+    edge's ``split_point`` and ``ratio`` name), the numbers the shares' averages."""
+
+    primary: Configuration
+    companion: Configuration
+    share: float
+
+
+def blend(primary: Configuration, companion: Configuration, share: float
+          ) -> MixedConfiguration:
+    """The mix of ``companion`` on ``share`` of the frames with ``primary`` on the rest, as
+    one configuration named ``primary+companion``; ValueError for a share outside (0, 1)."""
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"a companion's share is in (0, 1), got {share!r}")
+
+    def mean(field: str) -> float:
+        return (1.0 - share) * getattr(primary, field) + share * getattr(companion, field)
+
+    return MixedConfiguration(
+        name=f"{primary.name}+{companion.name}", bytes_per_frame=mean("bytes_per_frame"),
+        accuracy=mean("accuracy"), edge_s=mean("edge_s"), cloud_s=mean("cloud_s"),
+        kind=primary.kind, split_point=primary.split_point, split_name=primary.split_name,
+        ratio=primary.ratio, codec=primary.codec, primary=primary, companion=companion,
+        share=share)
 
 
 @dataclass(frozen=True)
@@ -129,3 +173,21 @@ def best_mix(configs: Sequence[Configuration], primary: Configuration, bandwidth
             best = Mix(primary, companion, share,
                        mix_rate_hz(primary, companion, share, bandwidth_bps, t_gen_hz), value)
     return best
+
+
+def companion_mixes(configs: Sequence[Configuration], bandwidth_bps: float, t_gen_hz: float,
+                    min_gain: float = 0.0) -> list[MixedConfiguration]:
+    """Every configuration of ``configs`` that sends frames (a split, or the image to the
+    server) and gains more than ``min_gain`` of ``ν_eff`` from a companion at
+    ``bandwidth_bps``, with its best one (:func:`best_mix`) at its best share, as a
+    :class:`MixedConfiguration`. Only pairs that trade one resource for another are tried: a
+    companion that needs less robot time and more bytes, or the reverse."""
+    splits = [c for c in configs if c.transmits]
+    out = []
+    for primary in splits:
+        partners = [c for c in splits if (c.edge_s < primary.edge_s)
+                    != (c.bytes_per_frame < primary.bytes_per_frame)]
+        mix = best_mix(partners, primary, bandwidth_bps, t_gen_hz, min_gain)
+        if mix.companion is not None:
+            out.append(blend(primary, mix.companion, mix.share))
+    return out
