@@ -44,12 +44,15 @@ class FakeEdge(Node):
     of an older release) its fallback, and validates the pair like the real edge."""
 
     def __init__(self, allowed: set[tuple[int, float]], with_fallback: bool = True,
-                 **kwargs) -> None:
+                 with_companion: bool = False, **kwargs) -> None:
         super().__init__("edge_node", **kwargs)
         self.declare_parameter("split_point", 2)
         self.declare_parameter("ratio", 1.0)
         if with_fallback:
             self.declare_parameter("fallback", "drop")
+        if with_companion:
+            self.declare_parameter("companion", "")
+            self.declare_parameter("companion_share", 0.0)
         self.allowed = allowed
         self.refuse: set[tuple[int, float]] = set()
         self.requests: list[tuple[float, tuple[int, float], int, bool]] = []
@@ -90,17 +93,19 @@ class Harness:
     """The graph plus a simulated link and the clock that drives everything."""
 
     def __init__(self, context: Context, bundle_dir: Path, trace: Trace,
-                 edge_with_fallback: bool = True, **scheduler_params) -> None:
+                 edge_with_fallback: bool = True, edge_with_companion: bool = False,
+                 extra_configurations=(), **scheduler_params) -> None:
         from split_infer.ros.bandwidth_monitor import BandwidthMonitor
         from split_infer.ros.scheduler import Scheduler
 
-        bundle = make_bundle(bundle_dir)
+        bundle = make_bundle(bundle_dir, extra=extra_configurations)
         configs, _ = configurations_from_bundle(bundle)
         self.by_key = {config_key(c.split_point, c.ratio): c for c in configs}
         common = dict(context=context, namespace=NAMESPACE)
         self.driver = Node("driver", context=context, namespace=NAMESPACE)
         self.edge = FakeEdge(set(self.by_key), with_fallback=edge_with_fallback,
-                             parameter_overrides=SIM, **common)
+                             with_companion=edge_with_companion, parameter_overrides=SIM,
+                             **common)
         self.monitor = BandwidthMonitor(parameter_overrides=SIM, **common)
         params = {"bundle": str(bundle_dir), "frame_rate": T_GEN, "min_dwell_s": 3.0,
                   "period_s": 0.25, "probe_interval_s": 10.0, "retry_backoff_s": 4.0,
@@ -239,6 +244,31 @@ def test_an_edge_without_a_fallback_parameter_is_still_adapted(harness_factory):
     h.run_until(14.0)
     assert h.by_key[h.edge.key].bytes_per_frame * 8 * T_GEN <= 1e6
     assert h.edge.applied and loop.rejections == 0
+
+
+def test_the_scheduler_sets_a_companion_with_the_pair_in_one_request(harness_factory):
+    """A late split the robot runs at 6.7 frames/s (150 ms) and cheaper ones (5 ms) that are
+    less accurate: at 1 Mbit/s and 10 frames/s the late one on 65.5 % of the frames and the
+    most accurate cheap one the link still carries (s2g4, 20 kB) on the rest keep the camera's
+    rate (robot 0.15 − 0.145·x s per frame = 0.1 at x = 0.05 / 0.145), more accurate than any
+    configuration alone."""
+    from split_infer.bundle import BundleConfiguration
+
+    late = BundleConfiguration(
+        id="s4g8", split_point=4, split_name="layer4", ratio=8.0, codec="quant:bits=8",
+        feature_shape=(64, 8, 8), edge_onnx="onnx/edge_4.onnx", cloud_onnx="onnx/cloud_4.onnx",
+        accuracy=0.90, bytes_per_frame=2000.0, edge_ms=150.0, cloud_ms=5.0)
+    h = harness_factory(step_trace([(0, 8e6), (4, 1e6)]), edge_with_companion=True,
+                        extra_configurations=[late])
+    h.run_until(16.0)
+    edge = h.edge
+    assert edge.key == (4, 8.0)
+    assert edge.get_parameter("companion").value == "2:4"
+    assert edge.get_parameter("companion_share").value == pytest.approx(0.05 / 0.145, abs=0.05)
+    scheduler_requests = [r for r in edge.requests if r[0] > 0]
+    assert scheduler_requests and all(n == 4 for _, _, n, _ in scheduler_requests)  # atomic
+    loop = h.scheduler.loop
+    assert loop.active.name == "s4g8+s2g4" and loop.edge_companion
 
 
 def test_override_pins_and_refusals_back_off(harness_factory):

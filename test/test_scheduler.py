@@ -990,3 +990,61 @@ def test_a_low_draw_of_a_varying_link_does_not_waive_the_dwell(configs):
         decisions.add(step.decision.configuration.name)
         assert not step.apply and loop.active == active
     assert decisions - {active.name}  # (or the test shows nothing)
+
+
+# -- a companion on a share of the frames (planning.mixing) ----------------------------------
+#: At 2 Mbit/s and 10 frames/s: the late split is robot-bound (150 ms a frame: 6.7/s), the
+#: early one link-bound (50 kB: 5/s). Sharing the frames, robot 0.15 − 0.10·x and link
+#: 0.04 + 0.16·x s per frame meet at x = 0.11/0.26: 9.3 frames/s.
+LATE = Configuration(name="late", bytes_per_frame=10e3, accuracy=0.9, edge_s=0.15,
+                     cloud_s=0.005, split_point=3, ratio=4.0)
+EARLY = Configuration(name="early", bytes_per_frame=50e3, accuracy=0.9, edge_s=0.05,
+                      cloud_s=0.005, split_point=2, ratio=1.0)
+
+
+def test_an_edge_that_can_run_a_companion_is_planned_with_the_best_mix():
+    from split_infer.planning.mixing import MixedConfiguration
+
+    loop = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    assert apply(loop, 0.0, measured(2.0)).target is LATE  # the edge has no companion yet
+    loop.set_edge_companion(True)
+    step = apply(loop, 1.0, measured(2.0))
+    target = step.target
+    assert isinstance(target, MixedConfiguration) and step.apply and step.reason == "switch"
+    assert (target.name, target.primary, target.companion) == ("late+early", LATE, EARLY)
+    assert (target.split_point, target.ratio) == (3, 4.0)  # what split_point/ratio name
+    assert target.share == pytest.approx(0.11 / 0.26)
+    assert step.predicted_effective_accuracy(T_GEN) == pytest.approx(
+        0.9 / (0.15 - 0.10 * 0.11 / 0.26) / T_GEN)
+    assert loop.active is target
+    # A share that moves by less than SHARE_STEP is kept; more is a new request.
+    assert not apply(loop, 2.0, measured(2.05)).apply
+    step = apply(loop, 3.0, measured(2.6))
+    assert step.apply and step.reason == "companion share" and step.target.share > 0.45
+    # A fast link: half the frames on the early split bring the robot to the camera's rate
+    # (0.1 s a frame), as the early split alone would, with fewer bytes.
+    fast = apply(loop, 4.0, measured(8.0)).target
+    assert fast.share == pytest.approx(0.5) and fast.edge_s == pytest.approx(0.1)
+    # Mixing off (a scheduler setting): the late split alone.
+    off = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=0.0, probe_interval_s=0.0,
+                                                 mixing=False))
+    off.set_edge_companion(True)
+    assert apply(off, 0.0, measured(2.0)).target is LATE
+
+
+def test_a_running_mix_is_followed_and_its_primary_credited_with_the_edge_s_reports():
+    from split_infer.planning.mixing import MixedConfiguration
+
+    loop = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    loop.set_edge_companion(True)
+    active = loop.observe_edge(0.0, 3, 4.0, companion=(2, 1.0), share=0.4)
+    assert isinstance(active, MixedConfiguration) and loop.active is active
+    assert (active.name, active.share) == ("late+early", 0.4)
+    # The edge reports its primary's frames: credited to the late split, not to the mix.
+    loop.observe_received(3.0, 6.0, 0.6)  # lost camera frames are the mix's, not LATE's
+    assert loop.observe_edge_time(3.0, 0.12) == LATE
+    assert loop.edge_time_s(LATE) == pytest.approx(0.12)
+    assert loop.observe_frame_bytes(3.0, 30e3) is None  # a mean of both: neither's size
+    # Alone again (share 0, or no companion): the edge runs the late split.
+    assert loop.observe_edge(4.0, 3, 4.0, companion=(2, 1.0), share=0.0) is LATE
+    assert loop.active is LATE

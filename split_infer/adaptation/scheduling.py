@@ -31,58 +31,47 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   poor for every split.
 * **The robot's spare time.** An edge whose ``fallback`` is ``edge_only`` classifies on board,
   with the whole model, the frames its link or server cannot take
-  (:meth:`SchedulingLoop.set_edge_fallback`; the scheduler node reads the edge's parameter).
-  Every split is then planned with the frames its idle robot time adds, and with the link's
-  wait for a whole-model frame the robot is in when the link frees
-  (:func:`~split_infer.planning.effective_accuracy.fallback_rates_hz`; the whole model at the
-  edge-only configuration's time, measured from the fallback's frames once they ran,
-  :meth:`SchedulingLoop.observe_fallback`): on a weak robot and a slow link a split
-  that leaves the robot's spare time to the whole model can beat both the split alone and the
-  whole model alone (``bench/README.md``, "The robot's spare time"; beyond Hu & K and the
-  thesis, whose ``should_process_frame`` drops those frames). A robot that fills its spare
-  time loses camera frames by design, so the lost-frames rule below is off while the edge
-  reports fallback frames.
-* **Link share.** A capacity estimate (not a lower bound) is planned at ``link_share`` × its
-  value: Algorithm 2 lets the frames fill the link, but the link also carries the probe
-  trains (up to 5 % of the estimate), the RTPS/UDP/IP headers of every fragment and the other
-  topics, and a link planned full queues at the first larger frame (and when the link drops,
-  the queue of large frames it holds reads as an outage). 0.85 is the share WebRTC's
-  congestion control (GCC) targets when it backs off: 0.85 × the received rate. A lower bound
-  is what the frames already carried and is taken as it is.
+  (:meth:`SchedulingLoop.set_edge_fallback`). Every split is then planned with the frames its
+  idle robot time adds, and with the link's wait for a whole-model frame the robot is in when
+  the link frees (:func:`~split_infer.planning.effective_accuracy.fallback_rates_hz`; the whole
+  model timed from the fallback's frames once they ran, :meth:`SchedulingLoop.observe_fallback`;
+  ``bench/README.md``, "The robot's spare time"; beyond Hu & K and the thesis, which drop those
+  frames). A robot that fills its spare time loses camera frames by design, so the lost-frames
+  rule below is off while the edge reports fallback frames.
+* **Link share.** A capacity estimate (not a lower bound, taken as it is) is planned at
+  ``link_share`` × its value: the link also carries probe trains, headers and other topics,
+  and a link planned full queues at the first larger frame. 0.85 is the share WebRTC's
+  congestion control (GCC) targets when it backs off.
 * **Measured robot time.** The planned edge times come from a profile or a one-off measurement
-  (``split-infer plan --edge-cpu``), and a robot's CPU is shared and drifts: a configuration
-  planned at 30 fps may deliver 22 while another would have kept up. The edge reports its time per
-  frame (``metrics/edge_cpu_ms``, its CPU time per frame, when the plan has the CPU time of each
-  configuration: a robot pacing frames at the camera rate runs each unthrottled, so its wall time
-  per frame, ``metrics/edge_ms``, misses what its budget pays and what the node spends beside the
-  model); once a configuration has run for ``EDGE_TIME_SETTLE_S``,
-  :meth:`SchedulingLoop.observe_edge_time` keeps an EWMA of what it really costs, and every later
-  decision plans that configuration with it. A configuration that has not run yet is planned with
-  its planned time × how much slower or faster than planned the robot has been (the first report's
-  measured / planned, then an EWMA over every report, within [``MIN_ROBOT_FACTOR``,
-  ``MAX_ROBOT_FACTOR``]): a robot slower than its plan is slower for everything, and one faster
-  than its plan (a plan measured on a slower or busier machine) is faster for everything: held at 1
-  or more, the factor left every configuration that has not run as slow as that machine made it. It
-  cannot mend a plan that is wrong for one configuration alone, which only running it shows
-  (``bench/README.md``, 2026-12-07: edge-only at 0.3 Mbit/s). With CPU reports a configuration that
-  has not run is planned at a line through the measured against the planned CPU times of those that
-  have (least squares, once two planned times differ by half; with one, its plan + what that one
-  spent beyond its plan): the node spends about the same per frame beside the model whatever the
-  head, so a factor measured on a light head (the JPEG sender, 2.3 × its plan on the testbed's
-  quarter core) made every split 1.4–1.6 × slower than it ran, and on the step trace's 1-Mbit/s
-  link two runs of three ran ``6:21`` where ``9:20.8``, never tried, delivers more
-  (``bench/README.md``, "A step up seen sooner, 2026-12-07"; beyond Hu & Krishnamachari). A
-  measured time is remembered while another configuration runs, so a wrong plan costs one try, not
-  an oscillation, and a configuration at the same split point as one that has run is planned at its
-  planned time × that one's measured / planned (the same head; the ratios differ only in the
-  encoder), so one try covers a split point. The time per frame alone misses frames the robot never
-  took: a camera subscription keeps the last frame, and a robot whose CPU budget runs out for a
-  while (a cgroup quota stalls it for the rest of its period) loses the frames that arrive
-  meanwhile, although its mean time per frame is under the camera interval. When the edge took
-  under ``LOST_SHARE`` of the camera's frames (``metrics/camera_share``, from the camera stamps, so
-  a camera slower than ``frame_rate_hz`` is no loss), the configuration is planned at the time per
-  frame it took, 1 / ``metrics/received_fps`` (:meth:`SchedulingLoop.observe_received`; beyond Hu &
-  Krishnamachari, whose robot time is a constant).
+  (``split-infer plan --edge-cpu``), and a robot's CPU is shared and drifts. The edge reports
+  its time per frame (``metrics/edge_cpu_ms``, its CPU time per frame, when the plan has each
+  configuration's CPU time: a robot pacing frames at the camera rate runs each unthrottled, so
+  its wall time, ``metrics/edge_ms``, misses what its budget pays); once a configuration has
+  run ``EDGE_TIME_SETTLE_S``, :meth:`SchedulingLoop.observe_edge_time` keeps an EWMA of what
+  it costs, and later decisions plan it with that. One that has not run is planned, in order
+  of preference, at its planned time × a sibling's measured / planned (the same head at
+  another ratio); with CPU reports, on a least-squares line through measured against planned
+  CPU time of those that ran (the node spends about the same per frame beside the model
+  whatever the head: a factor measured on a light head made every split 1.4–1.6× slower than
+  it ran); else × :attr:`SchedulingLoop.robot_factor` (measured / planned, an EWMA within
+  [``MIN_ROBOT_FACTOR``, ``MAX_ROBOT_FACTOR``], the first report replacing the prior of 1). A
+  measured time is kept while another runs: a wrong plan costs one try. When the edge took
+  under ``LOST_SHARE`` of the camera's frames (a cgroup quota stalls a robot, and its
+  keep-last subscription loses the frames meanwhile), the configuration is
+  planned at the time per frame it took, 1 / ``metrics/received_fps``
+  (:meth:`SchedulingLoop.observe_received`). The runs behind each rule are in bench/README.md
+  ("A step up seen sooner", 2026-12-07); all beyond Hu & K, whose robot time is a constant.
+* **A companion.** An edge that can run a second configuration on a share of its frames (its
+  ``companion``; :meth:`SchedulingLoop.set_edge_companion`) is also planned with mixes
+  (:func:`~split_infer.planning.mixing.companion_mixes`): each configuration with the
+  companion and share that maximise its ν_eff, as one more candidate
+  (:class:`~split_infer.planning.mixing.MixedConfiguration`, named ``primary+companion``), so
+  the thresholds, the expected ν_eff over a varying link, the fallback and the hysteresis take
+  it as they take any configuration. A running mix's share follows the estimate in steps of
+  more than ``SHARE_STEP``; the edge's reports time its primary (it keeps the companion's
+  frames apart), and its mean frame size, of both, credits neither. Beyond Hu & K, who run one
+  configuration at a time: on a weak robot a late split is robot-bound and an early one
+  link-bound, and sharing the frames keeps both busy.
 * **Measured frame sizes.** A bundle's frame sizes are means over its evaluation images; the
   robot's scene codes smaller or larger. The edge reports its mean wire-frame size
   (``metrics/bytes_per_frame``); once a configuration has run ``EDGE_TIME_SETTLE_S``,
@@ -101,29 +90,22 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   its ``RISE_ESTIMATES``-th (the ``STEADY_RISE_ESTIMATES``-th different one after a link that held
   one level, decided on when it arrives); on a constant link the window holds one level and the two
   agree. A lower bound neither joins the window nor restarts it (it shows no variation and no fall;
-  :meth:`~split_infer.adaptation.variation.CapacityWindow.add_lower_bound`): clearing the window at
-  each one, as this loop first did, fell back to thresholding the point estimate whenever a train
-  was too short to time, and on a link that varies chased its draws again.
-* **Start-up.** What the edge runs before the scheduler's first decision was chosen without a
-  link measurement (:func:`~split_infer.adaptation.configurations.startup_configuration`, or a
-  previous scheduler's choice), so the first decision replaces it at once: the dwell and the
-  margin damp switches between measured choices, and keeping a guess for ``min_dwell_s`` on a
-  link already measured only costs frames (beyond the thesis, whose hysteresis has no start-up
-  case). A CPU-timed loop's first decision waits up to ``FIRST_CPU_REPORT_WAIT_S`` for the
-  robot's first CPU report, which the start-up configuration's frames give: without it every
-  configuration is planned at its planned time, and the first choice is the one a slower robot
-  pays for most.
+  :meth:`~split_infer.adaptation.variation.CapacityWindow.add_lower_bound`).
+* **Start-up.** What the edge runs before the first decision was chosen without a link
+  measurement (:func:`~split_infer.adaptation.configurations.startup_configuration`, or a
+  previous scheduler's choice): the first decision replaces it at once, without dwell or margin
+  (beyond the thesis). A CPU-timed loop's first decision waits up to
+  ``FIRST_CPU_REPORT_WAIT_S`` for the robot's first CPU report, without which every
+  configuration is planned at its planned time and a slower robot pays for the first choice.
 * **No dwell on an overloaded link.** The dwell damps switches between choices that both fit; a
-  configuration whose frames need more than the share of the capacity estimate that frames are
-  planned with (``link_share``) fills the link, and its frames queue for as long as it is kept. The
-  estimates right after a step down pass through values between the two levels (the estimator's
-  newest pairs still straddle the step), and a decision on one of them kept q75 (planned for about
-  2.5 Mbit/s) on the step trace's 1-Mbit/s link for the whole ``min_dwell_s`` (2 s) in one testbed
-  run of three (``bench/README.md``, "A step up seen sooner, 2026-12-07"). So the dwell is waived
-  while the running configuration needs more than that share of a measured capacity (a lower bound
-  cannot show it) and the decision is on the newest estimate (the window restarted or too short);
-  the margin still holds. On a link planned over its recent draws a low draw is no reason: waived
-  there too, the N(3, 2) trace's runs switched 5–7 times instead of 2 (beyond the thesis).
+  configuration whose frames need more than ``link_share`` of a measured capacity (a lower
+  bound cannot show it) fills the link, and its frames queue for as long as it is kept: the
+  dwell is waived then, while the decision is on the newest estimate (the window restarted or
+  too short); the margin still holds. The estimates right after a step down pass through
+  values between the two levels, and a decision on one kept q75 on the step trace's 1-Mbit/s
+  link for the whole dwell; on a link planned over its recent draws a low draw is no reason
+  (waived there, N(3, 2) runs switched 5–7 times instead of 2; ``bench/README.md``, "A step
+  up seen sooner, 2026-12-07"; beyond the thesis).
 * **Override.** A pinned configuration is applied regardless of the bandwidth (and re-applied
   if the edge drifts away from it); clearing the pin hands control back to the policy.
 
@@ -145,12 +127,20 @@ from split_infer.planning import Configuration
 from split_infer.planning.bandwidth import BandwidthDistribution
 from split_infer.planning.configuration import BITS_PER_BYTE
 from split_infer.planning.effective_accuracy import effective_accuracy, pipeline_throughput_hz
+from split_infer.planning.mixing import (
+    MixedConfiguration,
+    blend,
+    companion_mixes,
+    primary_of,
+    same_plan,
+)
 
 __all__ = [
     "EDGE_TIME_SETTLE_S",
     "FIRST_CPU_REPORT_WAIT_S",
     "LOST_SHARE",
     "MAX_SCENE_FACTOR",
+    "SHARE_STEP",
     "LinkState",
     "SchedulerSettings",
     "SchedulingLoop",
@@ -191,6 +181,9 @@ class SchedulerSettings:
     # off as a third of the link's spread, and on N(3, 2) 10 s switched JPEG <-> split 9 on
     # each wander of it (7-14 switches per run on the testbed, bench/README.md 2026-12-07).
     variation_window_s: float = 30.0
+    # Also plan each configuration with a companion on a share of the frames (the edge's
+    # companion; planning.mixing), where the edge can run one (set_edge_companion).
+    mixing: bool = True
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -265,6 +258,9 @@ AFFINE_MIN_SPREAD = 1.5
 LOST_SHARE = 0.95
 #: A received-rate report older than this (s) is not combined with a time-per-frame report.
 RECEIVED_RATE_MAX_AGE_S = 2.5
+#: A running mix's companion share is moved only by more than this (a share that follows every
+#: estimate would set the edge's parameters at every tick; planning.mixing.same_plan).
+SHARE_STEP = 0.05
 
 
 def _ewma(previous: float | None, sample: float) -> float:
@@ -330,6 +326,8 @@ class SchedulingLoop:
         # ``fallback`` parameter), and when it last reported doing so.
         self.edge_fallback = False
         self._fallback_seen_s: float | None = None
+        # Whether the edge can run a companion configuration (its ``companion`` parameter).
+        self.edge_companion = False
         self._whole_model = next((c for c in self._configs
                                   if c.split_point == EDGE_ONLY_SPLIT), None)
         # Planned wall time per planned CPU second (the robot's budget, from the plan): what
@@ -376,16 +374,28 @@ class SchedulingLoop:
         self._blocked.pop(config.name, None)  # an explicit request deserves a fresh try
 
     # -- what the edge runs --------------------------------------------------------------
-    def observe_edge(self, now_s: float, split_point: int, ratio: float) -> Configuration | None:
-        """The edge's parameters changed (or were read): track what it really runs."""
+    def observe_edge(self, now_s: float, split_point: int, ratio: float,
+                     companion: tuple[int, float] | None = None,
+                     share: float = 0.0) -> Configuration | None:
+        """The edge's parameters changed (or were read): track what it really runs, with its
+        ``companion`` ``(split, ratio)`` on ``share`` of the frames (None or share 0: alone)."""
         config = self.lookup(split_point, ratio)
         if config is not None:
             self._blocked.pop(config.name, None)  # the edge runs it, so it accepts it
-        if config is not None and config != self.active:
+            partner = None if companion is None else self.lookup(*companion)
+            if partner is not None and partner != config and 0.0 < share < 1.0:
+                config = blend(self._planned(config), self._planned(partner), share)
+        if config is not None and not same_plan(config, self.active, SHARE_STEP):
             self.active = config
             if self.hysteresis.current != config.name:
                 self.hysteresis.current, self.hysteresis.since_s = config.name, now_s
         return config
+
+    def set_edge_companion(self, supported: bool) -> None:
+        """Whether the edge can run a companion configuration (it has the ``companion`` and
+        ``companion_share`` parameters): decisions then also plan mixes
+        (:func:`~split_infer.planning.mixing.companion_mixes`) when ``settings.mixing``."""
+        self.edge_companion = bool(supported)
 
     @property
     def cpu_timed(self) -> bool:
@@ -410,8 +420,9 @@ class SchedulingLoop:
         that paces frames at the camera rate runs each one unthrottled, so its wall time per
         frame misses what the budget pays; its CPU time is the same unit as the plan's, and
         it includes what the plan cannot time: receiving the camera message, publishing,
-        the node's own threads. Ignored without a planned CPU time for the configuration."""
-        config = self.active
+        the node's own threads (a mix's companion frames are not in it: the edge reports them
+        apart). Ignored without a planned CPU time for the configuration."""
+        config = primary_of(self.active)
         if config is None or config.name not in self._planned_cpu_s or config.edge_s <= 0:
             return None
         if not (math.isfinite(cpu_s) and cpu_s > 0):
@@ -442,8 +453,9 @@ class SchedulingLoop:
         return planned_s + (mean_m - mean_p) if mean_m >= mean_p else planned_s * mean_m / mean_p
 
     def _settled(self, now_s: float) -> Configuration | None:
-        """The active configuration, if a period report now measures it alone (it has run
-        ``EDGE_TIME_SETTLE_S`` with no request pending); else None."""
+        """The active configuration (a mix's primary, whose frames the edge's time reports
+        are), if a period report now measures it alone (it has run ``EDGE_TIME_SETTLE_S`` with
+        no request pending); else None."""
         config = self.active
         # Before this loop's first decision the edge runs what it ran before the loop saw it:
         # no switch of ours mixes into its reports, so they count at once.
@@ -451,7 +463,7 @@ class SchedulingLoop:
         if (config is None or self.pending is not None or settling
                 or self.hysteresis.current != config.name):
             return None
-        return config
+        return primary_of(config)
 
     def _credit_edge_time(self, now_s: float, edge_s: float) -> Configuration | None:
         config = self._settled(now_s)
@@ -525,6 +537,8 @@ class SchedulingLoop:
         if (self._fallback_seen_s is not None
                 and now_s - self._fallback_seen_s <= RECEIVED_RATE_MAX_AGE_S):
             return edge_s
+        if isinstance(self.active, MixedConfiguration):
+            return edge_s  # the frames taken are the mix's, not the primary's alone
         taken, share, _ = self._received
         return max(edge_s, 1.0 / taken) if share < LOST_SHARE else edge_s
 
@@ -535,8 +549,8 @@ class SchedulingLoop:
         active, nothing sent, or unusable)."""
         config = self._settled(now_s)
         if (config is None or config.bytes_per_frame <= 0 or not math.isfinite(nbytes)
-                or nbytes <= 0):
-            return None
+                or nbytes <= 0 or isinstance(self.active, MixedConfiguration)):
+            return None  # (a mix's mean frame is neither configuration's)
         self._bytes[config.name] = _ewma(self._bytes.get(config.name), nbytes)
         return config
 
@@ -569,15 +583,11 @@ class SchedulingLoop:
         return self._robot_factor
 
     def edge_time_s(self, config: Configuration) -> float:
-        """The edge time per frame decisions plan ``config`` with: measured if it has run;
-        else its planned one × how much slower (or faster) than planned a configuration at the
-        same split point has run (the same head: the ratios differ only in the encoder); else,
-        when the loop is :attr:`cpu_timed` and a configuration has reported its CPU time, the
-        planned one × the CPU time the configurations that ran predict for it / its planned CPU
-        time (:meth:`_fitted_cpu_s`: a line through measured against planned CPU time, since
-        what the node spends beside the model, receiving the camera message, publishing, its
-        threads, is about the same per frame whatever the split); else the planned one ×
-        :attr:`robot_factor`. The factors are kept in [``MIN_ROBOT_FACTOR``,
+        """The edge time per frame decisions plan ``config`` with (the module docstring's
+        "Measured robot time"): measured if it has run; else its planned one × a sibling's
+        measured / planned (same split point); else, :attr:`cpu_timed` with CPU reports, × the
+        CPU time the configurations that ran predict for it (:meth:`_fitted_cpu_s`) / its
+        planned CPU time; else × :attr:`robot_factor`. Factors within [``MIN_ROBOT_FACTOR``,
         ``MAX_ROBOT_FACTOR``]."""
         measured = self._edge_s.get(config.name)
         if measured is not None:
@@ -712,6 +722,10 @@ class SchedulingLoop:
                           or c.accuracy >= active.accuracy] or [active]
 
         planned = [self._planned(c) for c in candidates]
+        if s.mixing and self.edge_companion and s.objective == "effective_accuracy":
+            planned += [m for m in companion_mixes(planned, bandwidth, s.frame_rate_hz,
+                                                   s.margin)
+                        if not self._is_blocked(m, now_s)]
         active_name = None if self.active is None else self.active.name
         fallback = self.fallback if s.objective == "effective_accuracy" else None
 
@@ -743,15 +757,21 @@ class SchedulingLoop:
             self.hysteresis.reset()
             self._decided = True
         chosen_name = self.hysteresis.update(now_s, decision, dwell=not overloaded)
-        chosen = next(c for c in self._configs if c.name == chosen_name)
-        if chosen == self.active:
-            return Step(chosen, False, "keep", decision, bandwidth, rtt, probing, fallback)
+        # A configuration as the bundle has it; a mix as planned now (its share is this tick's).
+        chosen = next((c for c in self._configs if c.name == chosen_name), None) or next(
+            c for c in planned if c.name == chosen_name)
+        if same_plan(chosen, self.active, SHARE_STEP):
+            keep = chosen if self.active is None or not isinstance(chosen, MixedConfiguration) \
+                else self.active
+            return Step(keep, False, "keep", decision, bandwidth, rtt, probing, fallback)
         if probing:
             self.probes += 1
             self._pending_probe = True
             self._next_probe_s = now_s + s.probe_interval_s * self._probe_backoff
             reason = (f"probe at {bandwidth:.4g} bit/s "
                       f"({bandwidth / link.bandwidth_bps:g} × the lower bound)")
+        elif self.active is not None and chosen.name == self.active.name:
+            reason = "companion share"
         else:
             reason = "switch"
         return Step(chosen, True, reason, decision, bandwidth, rtt, probing, fallback)

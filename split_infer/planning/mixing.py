@@ -49,6 +49,8 @@ __all__ = [
     "blend",
     "companion_mixes",
     "mix_rate_hz",
+    "primary_of",
+    "same_plan",
 ]
 
 
@@ -191,3 +193,18 @@ def companion_mixes(configs: Sequence[Configuration], bandwidth_bps: float, t_ge
         if mix.companion is not None:
             out.append(blend(primary, mix.companion, mix.share))
     return out
+
+
+def primary_of(config: Configuration | None) -> Configuration | None:
+    """A mix's primary (what the edge's ``split_point`` and ``ratio`` run), else ``config``."""
+    return config.primary if isinstance(config, MixedConfiguration) else config
+
+
+def same_plan(a: Configuration | None, b: Configuration | None, share_step: float) -> bool:
+    """Whether an edge running ``b`` already runs what ``a`` asks: the same name, and for a
+    mix a share within ``share_step``."""
+    if a is None or b is None or a.name != b.name:
+        return a is None and b is None
+    if isinstance(a, MixedConfiguration) and isinstance(b, MixedConfiguration):
+        return abs(a.share - b.share) <= share_step
+    return True

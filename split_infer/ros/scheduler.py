@@ -18,7 +18,8 @@ Topics (relative names, one namespace per robot):
   fallback classified on board cost, ``SchedulingLoop.observe_fallback``) and
   ``/parameter_events`` (to follow what the edge really runs and whether its ``fallback``
   fills the robot's spare time, ``SchedulingLoop.set_edge_fallback``, whoever changed them);
-* publishes ``metrics/split_point``, ``metrics/ratio``,
+* publishes ``metrics/split_point``, ``metrics/ratio``, ``metrics/companion_share`` (0: the
+  configuration alone),
   ``metrics/predicted_effective_accuracy``, ``metrics/predicted_latency_ms``,
   ``metrics/decision_bandwidth_bps``, ``metrics/rtt_ms``, ``metrics/probing``,
   ``metrics/switches``, ``metrics/rejections``, ``metrics/robot_factor`` (how much slower,
@@ -43,8 +44,10 @@ Hz), ``deadline_ms`` (0 = none), ``margin``, ``min_dwell_s``, ``override`` (``"s
 or empty), ``probe_interval_s`` (0 = never), ``probe_gain``, ``retry_backoff_s``,
 ``max_accuracy_loss`` (1 = no constraint), ``link_share`` (of a capacity estimate, what the
 frames are planned for), ``variation_window_s`` (plan for the capacity estimates of this long,
-restarted at a level change; 0 = the newest estimate only), ``period_s``, ``request_timeout_s``,
-``estimate_timeout_s``. All but the read-only ones are live-changeable.
+restarted at a level change; 0 = the newest estimate only), ``mixing`` (also plan a companion
+configuration on a share of the frames, set with the pair in the same atomic request as the
+edge's ``companion`` and ``companion_share``, where the edge has them), ``period_s``,
+``request_timeout_s``, ``estimate_timeout_s``. All but the read-only ones are live-changeable.
 """
 
 from __future__ import annotations
@@ -70,6 +73,9 @@ from split_infer.adaptation.configurations import (
 from split_infer.adaptation.policy import OBJECTIVES
 from split_infer.adaptation.scheduling import LinkState, SchedulerSettings, SchedulingLoop, Step
 from split_infer.bundle import Bundle
+from split_infer.config_key import format_config_key, parse_config_key
+from split_infer.planning import Configuration
+from split_infer.planning.mixing import MixedConfiguration
 from split_infer.ros.common import (
     MetricPublishers,
     declare_bool,
@@ -91,9 +97,9 @@ from split_infer.ros.messages import (
 __all__ = ["Scheduler", "main"]
 
 
-METRICS = ("split_point", "ratio", "predicted_effective_accuracy", "predicted_latency_ms",
-           "decision_bandwidth_bps", "rtt_ms", "probing", "switches", "rejections",
-           "robot_factor")
+METRICS = ("split_point", "ratio", "companion_share", "predicted_effective_accuracy",
+           "predicted_latency_ms", "decision_bandwidth_bps", "rtt_ms", "probing", "switches",
+           "rejections", "robot_factor")
 
 _SETTINGS_FLOATS = {
     # parameter: (default, low, high, description)
@@ -134,6 +140,7 @@ def _settings_from(values: dict[str, object]) -> SchedulerSettings:
         max_accuracy_loss=loss if loss < 1.0 else None,
         link_share=float(values["link_share"]),  # type: ignore[arg-type]
         variation_window_s=float(values["variation_window_s"]),  # type: ignore[arg-type]
+        mixing=bool(values["mixing"]),
     )
 
 
@@ -148,6 +155,10 @@ class Scheduler(Node):
             self, "objective", "effective_accuracy",
             "effective_accuracy (Hu & K ν_eff), latency (thesis eq. 4.1) or accuracy",
             choices=OBJECTIVES)
+        self._values["mixing"] = declare_bool(
+            self, "mixing", True, "also plan each configuration with a companion on a share "
+            "of the frames (the edge's companion/companion_share, where it has them): a late "
+            "split that keeps a weak robot busy and an early one that fills the link")
         self._node_values = {name: declare_float(self, name, *spec)
                              for name, spec in _NODE_FLOATS.items()}
         bundle_path = declare_str(self, "bundle", "", "path of the bundle directory")
@@ -370,19 +381,27 @@ class Scheduler(Node):
     def _observe_edge(self) -> None:
         if self._loop is None:
             return
-        self._loop.set_edge_fallback(self._edge_params.get("fallback") == "edge_only")
-        if "split_point" not in self._edge_params or "ratio" not in self._edge_params:
+        params = self._edge_params
+        self._loop.set_edge_fallback(params.get("fallback") == "edge_only")
+        self._loop.set_edge_companion("companion" in params)
+        if "split_point" not in params or "ratio" not in params:
             return
-        config = self._loop.observe_edge(self._now_s(), int(self._edge_params["split_point"]),
-                                         float(self._edge_params["ratio"]))
+        companion = str(params.get("companion", ""))
+        try:
+            partner = parse_config_key(companion) if companion else None
+        except ValueError:
+            partner = None
+        config = self._loop.observe_edge(self._now_s(), int(params["split_point"]),
+                                         float(params["ratio"]), partner,
+                                         float(params.get("companion_share", 0.0)))
         if config is None:
-            self._last_error = (f"the edge runs split {self._edge_params['split_point']}, ratio "
-                                f"{self._edge_params['ratio']:g}, which the bundle does not have")
+            self._last_error = (f"the edge runs split {params['split_point']}, ratio "
+                                f"{params['ratio']:g}, which the bundle does not have")
 
     def _read_edge(self) -> None:
         """Ask the edge once what it runs (parameter events only tell about changes), then
-        its ``fallback`` apart: an edge without that parameter answers a request naming it
-        with nothing at all."""
+        its ``fallback`` and its companion apart: an edge without one of those parameters
+        answers a request naming it with nothing at all."""
         self._reading_edge = True
 
         def done(future: Future) -> None:
@@ -394,6 +413,8 @@ class Scheduler(Node):
                                              ratio=values[1].double_value)
                     self._observe_edge()
                     self._client.get_parameters(["fallback"], fallback_done)
+                    self._client.get_parameters(["companion", "companion_share"],
+                                                companion_done)
             except Exception as exc:
                 self._last_error = f"reading the edge's parameters failed: {exc}"
 
@@ -405,6 +426,16 @@ class Scheduler(Node):
                     self._observe_edge()
             except Exception as exc:
                 self._last_error = f"reading the edge's fallback failed: {exc}"
+
+        def companion_done(future: Future) -> None:
+            try:
+                values = future.result().values
+                if len(values) == 2 and values[0].type == ParameterType.PARAMETER_STRING:
+                    self._edge_params.setdefault("companion", values[0].string_value)
+                    self._edge_params.setdefault("companion_share", values[1].double_value)
+                    self._observe_edge()
+            except Exception as exc:
+                self._last_error = f"reading the edge's companion failed: {exc}"
 
         self._client.get_parameters(["split_point", "ratio"], done)
 
@@ -463,6 +494,14 @@ class Scheduler(Node):
             Parameter("split_point", Parameter.Type.INTEGER, int(target.split_point or 0)),
             Parameter("ratio", Parameter.Type.DOUBLE, float(target.ratio)),
         ]
+        if loop.edge_companion:  # the companion with them, in the same atomic request
+            mixed = isinstance(target, MixedConfiguration)
+            parameters += [
+                Parameter("companion", Parameter.Type.STRING, format_config_key(
+                    target.companion.split_point, target.companion.ratio) if mixed else ""),
+                Parameter("companion_share", Parameter.Type.DOUBLE,
+                          float(target.share) if mixed else 0.0)]
+        described = describe(target)
 
         def done(future: Future) -> None:
             try:
@@ -477,13 +516,11 @@ class Scheduler(Node):
                 result = future.result().result
                 loop.request_done(when, target, bool(result.successful), result.reason)
                 if result.successful:
-                    self.get_logger().info(
-                        f"edge now runs split {target.split_point}, ratio {target.ratio:g} "
-                        f"({step.reason})")
+                    self.get_logger().info(f"edge now runs {described} ({step.reason})")
                 else:
                     self.get_logger().warning(
-                        f"edge refused split {target.split_point}, ratio {target.ratio:g}: "
-                        f"{result.reason or 'no reason given'}; backing off")
+                        f"edge refused {described}: {result.reason or 'no reason given'}; "
+                        "backing off")
             except Exception as exc:
                 self._last_error = f"handling the edge's answer failed: {exc}"
 
@@ -499,6 +536,8 @@ class Scheduler(Node):
             target = step.target
             values: dict[str, float] = {
                 "split_point": float(target.split_point or 0), "ratio": target.ratio,
+                "companion_share": target.share if isinstance(target, MixedConfiguration)
+                else 0.0,
                 "probing": float(step.probing), "switches": float(loop.switches),
                 "rejections": float(loop.rejections), "robot_factor": loop.robot_factor,
             }
@@ -539,6 +578,7 @@ class Scheduler(Node):
             "robot_factor": round(loop.robot_factor, 3),
             "robot_timed_by": "cpu" if loop.cpu_timed else "wall",
             "edge_fallback_planned": loop.fallback is not None,
+            "edge_companion_planned": loop.edge_companion and self._settings.mixing,
         }
         if self._last_error:
             values["last_error"] = self._last_error
@@ -552,6 +592,15 @@ class Scheduler(Node):
             level = DiagnosticStatus.WARN
             message = f"edge refused {loop.last_rejection}"
         return diagnostic_status(self, "scheduler", level, message, values)
+
+
+def describe(config: Configuration) -> str:
+    """``split 9, ratio 20.8`` (with ``+ split 0, ratio 58.4 on 24 % of the frames``)."""
+    text = f"split {config.split_point}, ratio {config.ratio:g}"
+    if isinstance(config, MixedConfiguration):
+        text += (f" + split {config.companion.split_point}, ratio {config.companion.ratio:g} "
+                 f"on {config.share:.0%} of the frames")
+    return text
 
 
 def main(args: list[str] | None = None) -> int:
