@@ -149,13 +149,18 @@ def test_bench_codecs_options_are_parsed_by_the_cli(capsys):
     assert "split-infer bench codecs" in capsys.readouterr().err
 
 
-def test_a_fallback_suffix_on_anything_but_a_fixed_configuration_is_refused(capsys, tmp_path):
+@pytest.mark.parametrize(("strategy", "message"), [
+    ("adaptive+fallback", "'adaptive+fallback': '+' follows a fixed configuration"),
+    ("9:20.8+0:58.4", "'9:20.8+0:58.4': after '+' comes 'fallback' or a companion "
+                      "'split:ratio@share'"),
+])
+def test_a_suffix_on_anything_but_a_fixed_configuration_is_refused(capsys, tmp_path, strategy,
+                                                                    message):
     with pytest.raises(SystemExit) as info:
-        main(["bench", "testbed_e2e", "--strategies", "9:20.8+fallback", "adaptive+fallback",
+        main(["bench", "testbed_e2e", "--strategies", "9:20.8+fallback", strategy,
               "--out", str(tmp_path)])
     assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert "'adaptive+fallback': '+fallback' follows a fixed configuration" in err
+    assert message in capsys.readouterr().err
 
 
 def test_argument_errors_exit_2():
