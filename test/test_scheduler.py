@@ -1048,3 +1048,18 @@ def test_a_running_mix_is_followed_and_its_primary_credited_with_the_edge_s_repo
     # Alone again (share 0, or no companion): the edge runs the late split.
     assert loop.observe_edge(4.0, 3, 4.0, companion=(2, 1.0), share=0.0) is LATE
     assert loop.active is LATE
+
+
+def test_a_running_mix_s_cpu_reports_are_its_primary_s_against_the_bundle_s_plan():
+    loop = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=0.0, probe_interval_s=0.0),
+                          planned_cpu_s={"late": 0.0375, "early": 0.0125})
+    loop.set_edge_companion(True)
+    loop.observe_edge(0.0, 3, 4.0, companion=(2, 1.0), share=0.4)
+    assert loop.observe_edge_cpu(3.0, 0.045) == LATE
+    assert loop.edge_time_s(LATE) == pytest.approx(0.15 * 0.045 / 0.0375)
+    # The mix is rebuilt with the late split as now planned (0.18 s); the next report is
+    # still measured against the bundle's 0.15 s, so the same CPU time keeps the same figure.
+    loop.observe_edge(3.5, 3, 4.0, companion=(2, 1.0), share=0.5)
+    assert loop.active.primary.edge_s == pytest.approx(0.18)
+    assert loop.observe_edge_cpu(5.0, 0.045) == LATE
+    assert loop.edge_time_s(LATE) == pytest.approx(0.18)

@@ -135,17 +135,8 @@ from split_infer.planning.mixing import (
     same_plan,
 )
 
-__all__ = [
-    "EDGE_TIME_SETTLE_S",
-    "FIRST_CPU_REPORT_WAIT_S",
-    "LOST_SHARE",
-    "MAX_SCENE_FACTOR",
-    "SHARE_STEP",
-    "LinkState",
-    "SchedulerSettings",
-    "SchedulingLoop",
-    "Step",
-]
+__all__ = ["EDGE_TIME_SETTLE_S", "FIRST_CPU_REPORT_WAIT_S", "LOST_SHARE", "MAX_SCENE_FACTOR",
+           "SHARE_STEP", "LinkState", "SchedulerSettings", "SchedulingLoop", "Step"]
 
 @dataclass(frozen=True)
 class LinkState:
@@ -422,7 +413,7 @@ class SchedulingLoop:
         it includes what the plan cannot time: receiving the camera message, publishing,
         the node's own threads (a mix's companion frames are not in it: the edge reports them
         apart). Ignored without a planned CPU time for the configuration."""
-        config = primary_of(self.active)
+        config = self._bundled(primary_of(self.active))
         if config is None or config.name not in self._planned_cpu_s or config.edge_s <= 0:
             return None
         if not (math.isfinite(cpu_s) and cpu_s > 0):
@@ -463,7 +454,11 @@ class SchedulingLoop:
         if (config is None or self.pending is not None or settling
                 or self.hysteresis.current != config.name):
             return None
-        return primary_of(config)
+        return self._bundled(primary_of(config))
+
+    def _bundled(self, config: Configuration | None) -> Configuration | None:
+        """``config`` as the bundle has it (a mix holds its parts as planned)."""
+        return config and (self.lookup(config.split_point, config.ratio) or config)
 
     def _credit_edge_time(self, now_s: float, edge_s: float) -> Configuration | None:
         config = self._settled(now_s)
