@@ -1025,6 +1025,10 @@ def test_an_edge_that_can_run_a_companion_is_planned_with_the_best_mix():
     # (0.1 s a frame), as the early split alone would, with fewer bytes.
     fast = apply(loop, 4.0, measured(8.0)).target
     assert fast.share == pytest.approx(0.5) and fast.edge_s == pytest.approx(0.1)
+    # A mix no better than a configuration alone by the margin is not taken up.
+    fresh = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    fresh.set_edge_companion(True)
+    assert apply(fresh, 0.0, measured(8.0)).target is EARLY
     # Mixing off (a scheduler setting): the late split alone.
     off = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=0.0, probe_interval_s=0.0,
                                                  mixing=False))

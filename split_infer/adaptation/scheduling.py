@@ -63,15 +63,15 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   ("A step up seen sooner", 2026-12-07); all beyond Hu & K, whose robot time is a constant.
 * **A companion.** An edge that can run a second configuration on a share of its frames (its
   ``companion``; :meth:`SchedulingLoop.set_edge_companion`) is also planned with mixes
-  (:func:`~split_infer.planning.mixing.companion_mixes`): each configuration with the
-  companion and share that maximise its ν_eff, as one more candidate
-  (:class:`~split_infer.planning.mixing.MixedConfiguration`, named ``primary+companion``), so
-  the thresholds, the expected ν_eff over a varying link, the fallback and the hysteresis take
-  it as they take any configuration. A running mix's share follows the estimate in steps of
-  more than ``SHARE_STEP``; the edge's reports time its primary (it keeps the companion's
-  frames apart), and its mean frame size, of both, credits neither. Beyond Hu & K, who run one
-  configuration at a time: on a weak robot a late split is robot-bound and an early one
-  link-bound, and sharing the frames keeps both busy.
+  (:func:`~split_infer.planning.mixing.companion_mixes`): each configuration with the companion
+  and share that maximise its ν_eff, one more candidate where it beats every configuration
+  alone by ``margin`` (it is planned from two configurations' times, each a guess until run),
+  as :class:`~split_infer.planning.mixing.MixedConfiguration` ``primary+companion``, taken by
+  the thresholds, E[ν_eff], the fallback and the hysteresis as any configuration. A running
+  mix's share follows the estimate in steps over ``SHARE_STEP``; the edge's reports time its
+  primary (it keeps the companion's frames apart) and its mean frame size credits neither.
+  Beyond Hu & K, who run one configuration at a time: on a weak robot a late split is
+  robot-bound and an early one link-bound, and sharing the frames keeps both busy.
 * **Measured frame sizes.** A bundle's frame sizes are means over its evaluation images; the
   robot's scene codes smaller or larger. The edge reports its mean wire-frame size
   (``metrics/bytes_per_frame``); once a configuration has run ``EDGE_TIME_SETTLE_S``,
@@ -717,12 +717,17 @@ class SchedulingLoop:
                           or c.accuracy >= active.accuracy] or [active]
 
         planned = [self._planned(c) for c in candidates]
-        if s.mixing and self.edge_companion and s.objective == "effective_accuracy":
-            planned += [m for m in companion_mixes(planned, bandwidth, s.frame_rate_hz,
-                                                   s.margin)
-                        if not self._is_blocked(m, now_s)]
         active_name = None if self.active is None else self.active.name
         fallback = self.fallback if s.objective == "effective_accuracy" else None
+        if s.mixing and self.edge_companion and s.objective == "effective_accuracy":
+            # A mix joins where it beats every configuration alone by the margin, or runs.
+            alone = max(effective_accuracy(c, bandwidth, s.frame_rate_hz, fallback)
+                        for c in planned)
+            planned += [m for m in companion_mixes(planned, bandwidth, s.frame_rate_hz,
+                                                   s.margin)
+                        if not self._is_blocked(m, now_s) and (m.name == active_name or (
+                            effective_accuracy(m, bandwidth, s.frame_rate_hz, fallback)
+                            > alone + s.margin))]
 
         def decide(bandwidth_bps: float, distribution: BandwidthDistribution | None = None
                    ) -> Decision:
