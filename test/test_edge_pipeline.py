@@ -232,7 +232,7 @@ def test_the_cpu_time_per_frame_leaves_the_fallback_s_frames_out(tiny_bundle, tm
     assert report.fallback_fps == pytest.approx(2 / 0.9)  # the period opened at the 1st frame
     assert report.fallback_cpu_s_per_frame == pytest.approx(0.054)
     assert report.cpu_ms() == {"fallback_cpu_ms": pytest.approx(54.0),
-                               "edge_cpu_ms": pytest.approx(14.0)}
+                               "companion_cpu_ms": None, "edge_cpu_ms": pytest.approx(14.0)}
     assert report.values["frames_fallback"] == 2
     # Without fallback frames the figure is the process's CPU time over its frames, as before.
     pipeline.receipts([{"seq": 1, "cloud_ms": 1.0}])
@@ -497,4 +497,5 @@ def test_the_cpu_time_per_frame_keeps_the_companion_s_frames_apart(tiny_bundle, 
     report = pipeline.period_report(now=1.5)
     assert report.cpu_s_per_frame == pytest.approx(0.010 + 0.002)
     assert report.values["companion_cpu_ms_per_frame"] == f"{(0.030 + 0.006 + 0.002) * 1e3:.2f}"
+    assert report.cpu_ms()["companion_cpu_ms"] == pytest.approx(38.0)
     assert report.companion_fps == pytest.approx(3 / 1.1)

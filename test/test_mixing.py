@@ -112,3 +112,16 @@ def test_companion_mixes_pair_what_trades_robot_time_for_bytes():
     fast = companion_mixes([LATE, EARLY], 1e8, T_GEN)
     assert [m.name for m in fast] == ["late+early"]
     assert effective_accuracy(fast[0], 1e8, T_GEN) == pytest.approx(0.88)
+
+
+def test_a_running_mix_is_kept_among_the_mixes_whatever_its_gain():
+    from split_infer.planning.mixing import blend, companion_mixes
+
+    running = blend(LATE, EARLY, 0.3)
+    # At 1e8 the early split is camera-bound alone: as its own primary it gains nothing, and
+    # the late split's mix is proposed at the share that reaches the camera's rate.
+    kept = companion_mixes([EARLY], 1e8, T_GEN, keep=running)
+    assert kept == []  # its parts are not both planned: nothing to keep
+    kept = companion_mixes([LATE, EARLY], 1e8, T_GEN, min_gain=0.5, keep=running)
+    assert [m.name for m in kept] == ["late+early"]
+    assert kept[0].share == pytest.approx(0.476, abs=1e-3)  # its best share now

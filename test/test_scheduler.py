@@ -1067,3 +1067,21 @@ def test_a_running_mix_s_cpu_reports_are_its_primary_s_against_the_bundle_s_plan
     assert loop.active.primary.edge_s == pytest.approx(0.18)
     assert loop.observe_edge_cpu(5.0, 0.045) == LATE
     assert loop.edge_time_s(LATE) == pytest.approx(0.18)
+
+    # The companion's own CPU reports time it: 20 ms against its planned 12.5 ms of CPU.
+    assert loop.observe_edge_cpu(6.0, 0.020, companion=True) == EARLY
+    assert loop.edge_time_s(EARLY) == pytest.approx(0.05 * 0.020 / 0.0125)
+    alone = SchedulingLoop([LATE, EARLY], settings(), planned_cpu_s={"early": 0.0125})
+    alone.observe_edge(0.0, 3, 4.0)
+    assert alone.observe_edge_cpu(3.0, 0.020, companion=True) is None  # no mix runs
+
+
+def test_a_running_mix_ends_by_the_hysteresis_not_by_one_estimate():
+    """A mix whose gain falls under the margin for a tick stays a candidate: the dwell and the
+    margin decide, as for any configuration, instead of one estimate."""
+    loop = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=5.0, probe_interval_s=0.0))
+    loop.set_edge_companion(True)
+    assert apply(loop, 0.0, measured(2.0)).target.name == "late+early"
+    # At 8 Mbit/s the early split alone ties the mix (both at the camera's rate): kept.
+    step = apply(loop, 1.0, measured(8.0))
+    assert step.target.name == "late+early" and step.decision.scores["late+early"] > 0

@@ -167,13 +167,10 @@ class SchedulerSettings:
     max_retry_backoff_s: float = 60.0
     max_accuracy_loss: float | None = None
     link_share: float = 0.85  # of a capacity estimate, what the frames may plan for
-    # Plan for the capacity of this long (0: the estimate). A level change restarts the window,
-    # so its length costs a step nothing; a window of ten one-second draws has a mean as far
-    # off as a third of the link's spread, and on N(3, 2) 10 s switched JPEG <-> split 9 on
-    # each wander of it (7-14 switches per run on the testbed, bench/README.md 2026-12-07).
+    # Plan for the capacity of this long (0: the estimate); a level change restarts the window.
+    # On N(3, 2) 10 s switched JPEG <-> split 9 on each wander (bench/README.md 2026-12-07).
     variation_window_s: float = 30.0
-    # Also plan each configuration with a companion on a share of the frames (the edge's
-    # companion; planning.mixing), where the edge can run one (set_edge_companion).
+    # Also plan mixes with a companion, where the edge can run one (set_edge_companion).
     mixing: bool = True
 
     def __post_init__(self) -> None:
@@ -236,11 +233,9 @@ EDGE_TIME_ALPHA = 0.3
 MIN_ROBOT_FACTOR = 0.5
 MAX_ROBOT_FACTOR = 4.0
 #: Seconds after the first link estimate that a CPU-timed loop's first decision waits for the
-#: robot's first CPU report (the edge reports once a second): a decision before it plans every
-#: configuration at its planned time, which the robot's messaging and caches exceed.
+#: robot's first CPU report (the edge reports once a second; see "Start-up").
 FIRST_CPU_REPORT_WAIT_S = 1.5
-#: A configuration's measured / planned frame size carries over to the others at its split
-#: point within [1 / this, this] (:meth:`SchedulingLoop.frame_bytes`).
+#: A measured / planned frame size carries over within its split point, within [1/this, this].
 MAX_SCENE_FACTOR = 2.0
 #: Two configurations that ran fit the robot's measured CPU time against its planned one
 #: (a line) when their planned times are this far apart (:meth:`SchedulingLoop.edge_time_s`).
@@ -249,8 +244,7 @@ AFFINE_MIN_SPREAD = 1.5
 LOST_SHARE = 0.95
 #: A received-rate report older than this (s) is not combined with a time-per-frame report.
 RECEIVED_RATE_MAX_AGE_S = 2.5
-#: A running mix's companion share is moved only by more than this (a share that follows every
-#: estimate would set the edge's parameters at every tick; planning.mixing.same_plan).
+#: A running mix's share moves only by more than this (planning.mixing.same_plan).
 SHARE_STEP = 0.05
 
 
@@ -404,35 +398,39 @@ class SchedulingLoop:
             return None
         return self._credit_edge_time(now_s, edge_s)
 
-    def observe_edge_cpu(self, now_s: float, cpu_s: float) -> Configuration | None:
+    def observe_edge_cpu(self, now_s: float, cpu_s: float,
+                         companion: bool = False) -> Configuration | None:
         """The edge process's CPU time per frame (seconds) over its last period: the active
-        configuration ran ``cpu_s`` / its planned CPU time × as long as planned, so it is
-        credited with its planned time × that (then as :meth:`observe_edge_time`). A robot
-        that paces frames at the camera rate runs each one unthrottled, so its wall time per
-        frame misses what the budget pays; its CPU time is the same unit as the plan's, and
-        it includes what the plan cannot time: receiving the camera message, publishing,
-        the node's own threads (a mix's companion frames are not in it: the edge reports them
-        apart). Ignored without a planned CPU time for the configuration."""
-        config = self._bundled(primary_of(self.active))
+        configuration (a mix's primary) ran ``cpu_s`` / its planned CPU time × as long as
+        planned, and is credited with its planned time × that (then as
+        :meth:`observe_edge_time`): the CPU time is the plan's unit, and includes what the plan
+        cannot time (receiving the camera message, publishing, the node's threads).
+        ``companion``: the CPU time per frame of a running mix's companion, which the edge
+        reports apart: it times that configuration. None without a planned CPU time."""
+        active = self.active
+        if companion:
+            running = isinstance(active, MixedConfiguration) and self._settled(now_s)
+            config = self._bundled(active.companion) if running else None  # type: ignore[union-attr]
+        else:
+            config = self._bundled(primary_of(active))
         if config is None or config.name not in self._planned_cpu_s or config.edge_s <= 0:
             return None
         if not (math.isfinite(cpu_s) and cpu_s > 0):
             return None
-        planned = self._planned_cpu_s[config.name]
-        credited = self._credit_edge_time(now_s, config.edge_s * cpu_s / planned)
+        edge_s = config.edge_s * cpu_s / self._planned_cpu_s[config.name]
+        if companion:
+            self._edge_s[config.name] = _ewma(self._edge_s.get(config.name), edge_s)
+        credited = config if companion else self._credit_edge_time(now_s, edge_s)
         if credited is not None:
             self._cpu_s[config.name] = _ewma(self._cpu_s.get(config.name), cpu_s)
         return credited
 
     def _fitted_cpu_s(self, planned_s: float) -> float:
         """The CPU time per frame a configuration planned at ``planned_s`` should take, from
-        the configurations that have run: measured = a × planned + b, fitted by least squares
-        once two of them have planned times ``AFFINE_MIN_SPREAD`` × apart (a within
-        [``MIN_ROBOT_FACTOR``, ``MAX_ROBOT_FACTOR``]); before that, the plan + what the one
-        that ran spent beyond its plan (what the node spends beside the model is the same per
-        frame whatever the head), or the plan × its measured / planned when it ran under its
-        plan (a faster robot is faster for everything, and a saving per frame larger than a
-        light head would make it cost nothing)."""
+        those that have run: measured = a × planned + b by least squares once two planned
+        times are ``AFFINE_MIN_SPREAD`` × apart (a within the robot factor's bounds); before,
+        the plan + what the one that ran spent beyond its plan (the node's upkeep per frame is
+        the same whatever the head), or × its measured / planned when it ran under its plan."""
         planned = np.array([self._planned_cpu_s[name] for name in self._cpu_s])
         measured = np.array(list(self._cpu_s.values()))
         mean_p, mean_m = float(planned.mean()), float(measured.mean())
@@ -723,8 +721,9 @@ class SchedulingLoop:
             # A mix joins where it beats every configuration alone by the margin, or runs.
             alone = max(effective_accuracy(c, bandwidth, s.frame_rate_hz, fallback)
                         for c in planned)
+            running = self.active if isinstance(self.active, MixedConfiguration) else None
             planned += [m for m in companion_mixes(planned, bandwidth, s.frame_rate_hz,
-                                                   s.margin)
+                                                   s.margin, keep=running)
                         if not self._is_blocked(m, now_s) and (m.name == active_name or (
                             effective_accuracy(m, bandwidth, s.frame_rate_hz, fallback)
                             > alone + s.margin))]

@@ -198,11 +198,15 @@ class PeriodReport:
     fallback_cpu_s_per_frame: float | None = None
     #: Frames per second sent with the companion configuration (``companion``).
     companion_fps: float = 0.0
+    #: The process CPU time (s) per companion frame, counted like :attr:`cpu_s_per_frame`.
+    companion_cpu_s_per_frame: float | None = None
 
     def cpu_ms(self) -> dict[str, float | None]:
-        """``edge_cpu_ms`` and ``fallback_cpu_ms`` (the edge node's metrics), None: unknown."""
+        """``edge_cpu_ms``, ``fallback_cpu_ms`` and ``companion_cpu_ms`` (the edge node's
+        metrics), None: unknown."""
         return {name: None if seconds is None else seconds * 1e3 for name, seconds in (
             ("fallback_cpu_ms", self.fallback_cpu_s_per_frame),
+            ("companion_cpu_ms", self.companion_cpu_s_per_frame),
             ("edge_cpu_ms", self.cpu_s_per_frame))}
 
     def message(self, split_point: int, ratio: float) -> str:
@@ -720,7 +724,7 @@ class EdgePipeline:
         seconds = max(now - t0, 1e-9)
         return PeriodReport(fps, drop_rate, bad - bad0, config, values, received_fps, share,
                             cpu_per_frame, fallen_back / seconds, fallback_cpu_per_frame,
-                            accompanied / seconds)
+                            accompanied / seconds, per_frame["companion"])
 
 
 def _pixels(frame: FrameSource) -> np.ndarray | CameraFrame:

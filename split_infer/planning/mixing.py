@@ -178,12 +178,16 @@ def best_mix(configs: Sequence[Configuration], primary: Configuration, bandwidth
 
 
 def companion_mixes(configs: Sequence[Configuration], bandwidth_bps: float, t_gen_hz: float,
-                    min_gain: float = 0.0) -> list[MixedConfiguration]:
+                    min_gain: float = 0.0, keep: MixedConfiguration | None = None
+                    ) -> list[MixedConfiguration]:
     """Every configuration of ``configs`` that sends frames (a split, or the image to the
     server) and gains more than ``min_gain`` of ``ν_eff`` from a companion at
     ``bandwidth_bps``, with its best one (:func:`best_mix`) at its best share, as a
     :class:`MixedConfiguration`. Only pairs that trade one resource for another are tried: a
-    companion that needs less robot time and more bytes, or the reverse."""
+    companion that needs less robot time and more bytes, or the reverse. ``keep`` (a running
+    mix) stays among them whatever its gain, at its best share now (its own where no share
+    beats either part alone), as ``configs`` plan its parts: a scheduler's hysteresis, not
+    one estimate, should end it."""
     splits = [c for c in configs if c.transmits]
     out = []
     for primary in splits:
@@ -192,6 +196,12 @@ def companion_mixes(configs: Sequence[Configuration], bandwidth_bps: float, t_ge
         mix = best_mix(partners, primary, bandwidth_bps, t_gen_hz, min_gain)
         if mix.companion is not None:
             out.append(blend(primary, mix.companion, mix.share))
+    if keep is not None and all(m.name != keep.name for m in out):
+        parts = [next((c for c in configs if c.name == part.name), None)
+                 for part in (keep.primary, keep.companion)]
+        if parts[0] is not None and parts[1] is not None:
+            share, _ = best_share(parts[0], parts[1], bandwidth_bps, t_gen_hz)
+            out.append(blend(parts[0], parts[1], share if 0.0 < share < 1.0 else keep.share))
     return out
 
 

@@ -27,8 +27,8 @@ Topics (relative, so one namespace per robot works):
   ``edge_cpu_ms`` and ``fallback_cpu_ms``: the process's CPU per frame of the active
   configuration and of the fallback, ``PeriodReport``) and ``/diagnostics`` at 1 Hz; with
   ``fallback:=edge_only`` also ``results`` (the cloud's format, ``split_point`` -1) for the
-  frames it classified itself (``fallback_fps`` of them); ``companion_fps``: the frames sent
-  with the companion configuration.
+  frames it classified itself (``fallback_fps`` of them); ``companion_fps`` and
+  ``companion_cpu_ms``: the frames sent with the companion configuration, and their CPU each.
 
 Parameters (``ros2 param describe`` shows ranges): ``bundle`` (required, read-only),
 ``split_point`` and ``ratio`` (the active configuration; change them together with
@@ -95,7 +95,7 @@ __all__ = ["EdgeNode", "main"]
 INPUT_TYPES = ("raw", "compressed")
 EDGE_METRICS = ("fps", "received_fps", "camera_share", "bytes_per_frame", "drop_rate", "edge_ms",
                 "active_split", "active_ratio", "fallback_fps", "fallback_cpu_ms", "edge_cpu_ms",
-                "companion_fps")
+                "companion_fps", "companion_cpu_ms")
 _LOG_THROTTLE_S = 5.0
 
 

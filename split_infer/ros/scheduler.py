@@ -10,12 +10,12 @@ Topics (relative names, one namespace per robot):
   flag and RTT in one message) from the bandwidth monitor, the edge's ``metrics/edge_ms``
   (its measured time per frame: what the running configuration really costs, see
   ``SchedulingLoop.observe_edge_time``) or, when ``edge_timing`` has ``measured_cpu_ms``,
-  ``metrics/edge_cpu_ms`` (its CPU time per frame, ``SchedulingLoop.observe_edge_cpu``),
-  ``metrics/received_fps`` and ``metrics/camera_share``
-  (the camera frames it took: a robot that loses frames is slower than its time per frame
-  says), ``metrics/bytes_per_frame`` (the frames' real size, which the scene sets:
-  ``SchedulingLoop.observe_frame_bytes``), ``metrics/fallback_cpu_ms`` (what each frame its
-  fallback classified on board cost, ``SchedulingLoop.observe_fallback``) and
+  ``metrics/edge_cpu_ms`` (its CPU time per frame, ``SchedulingLoop.observe_edge_cpu``;
+  ``metrics/companion_cpu_ms`` times a running mix's companion), ``metrics/received_fps`` and
+  ``metrics/camera_share`` (the camera frames it took: a robot that loses frames is slower
+  than its time per frame says), ``metrics/bytes_per_frame`` (the frames' real size, which
+  the scene sets: ``SchedulingLoop.observe_frame_bytes``), ``metrics/fallback_cpu_ms`` (what
+  each frame its fallback classified on board cost, ``SchedulingLoop.observe_fallback``) and
   ``/parameter_events`` (to follow what the edge really runs and whether its ``fallback``
   fills the robot's spare time, ``SchedulingLoop.set_edge_fallback``, whoever changed them);
 * publishes ``metrics/split_point``, ``metrics/ratio``, ``metrics/companion_share`` (0: the
@@ -224,6 +224,8 @@ class Scheduler(Node):
                                  self._on_fallback_cpu_ms, 10)
         self.create_subscription(Float64, f"{edge_namespace}/metrics/edge_cpu_ms",
                                  self._on_edge_cpu_ms, 10)
+        self.create_subscription(Float64, f"{edge_namespace}/metrics/companion_cpu_ms",
+                                 self._on_companion_cpu_ms, 10)
         self.create_subscription(Float64, f"{edge_namespace}/metrics/bytes_per_frame",
                                  self._on_bytes_per_frame, 10)
         self._received_fps: float | None = None  # the edge's, until its camera_share comes
@@ -355,6 +357,10 @@ class Scheduler(Node):
     def _on_edge_cpu_ms(self, msg: Float64) -> None:
         if self._loop is not None:
             self._loop.observe_edge_cpu(self._now_s(), float(msg.data) / 1e3)
+
+    def _on_companion_cpu_ms(self, msg: Float64) -> None:
+        if self._loop is not None:
+            self._loop.observe_edge_cpu(self._now_s(), float(msg.data) / 1e3, companion=True)
 
     def _on_bytes_per_frame(self, msg: Float64) -> None:
         if self._loop is not None:
