@@ -259,7 +259,7 @@ def test_the_scheduler_sets_a_companion_with_the_pair_in_one_request(harness_fac
         feature_shape=(64, 8, 8), edge_onnx="onnx/edge_4.onnx", cloud_onnx="onnx/cloud_4.onnx",
         accuracy=0.90, bytes_per_frame=2000.0, edge_ms=150.0, cloud_ms=5.0)
     h = harness_factory(step_trace([(0, 8e6), (4, 1e6)]), edge_with_companion=True,
-                        extra_configurations=[late])
+                        extra_configurations=[late], mixing=True)
     h.run_until(16.0)
     edge = h.edge
     assert edge.key == (4, 8.0)

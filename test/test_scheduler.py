@@ -1002,10 +1002,16 @@ EARLY = Configuration(name="early", bytes_per_frame=50e3, accuracy=0.9, edge_s=0
                       cloud_s=0.005, split_point=2, ratio=1.0)
 
 
+def mixing_settings(**overrides) -> SchedulerSettings:
+    """A loop that plans mixes (``mixing``, off by default), without dwell or probes."""
+    return settings(**{"min_dwell_s": 0.0, "probe_interval_s": 0.0, "mixing": True,
+                       **overrides})
+
+
 def test_an_edge_that_can_run_a_companion_is_planned_with_the_best_mix():
     from split_infer.planning.mixing import MixedConfiguration
 
-    loop = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    loop = SchedulingLoop([LATE, EARLY], mixing_settings())
     assert apply(loop, 0.0, measured(2.0)).target is LATE  # the edge has no companion yet
     loop.set_edge_companion(True)
     step = apply(loop, 1.0, measured(2.0))
@@ -1026,12 +1032,11 @@ def test_an_edge_that_can_run_a_companion_is_planned_with_the_best_mix():
     fast = apply(loop, 4.0, measured(8.0)).target
     assert fast.share == pytest.approx(0.5) and fast.edge_s == pytest.approx(0.1)
     # A mix no better than a configuration alone by the margin is not taken up.
-    fresh = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    fresh = SchedulingLoop([LATE, EARLY], mixing_settings())
     fresh.set_edge_companion(True)
     assert apply(fresh, 0.0, measured(8.0)).target is EARLY
-    # Mixing off (a scheduler setting): the late split alone.
-    off = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=0.0, probe_interval_s=0.0,
-                                                 mixing=False))
+    # Mixing off (the default): the late split alone.
+    off = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=0.0, probe_interval_s=0.0))
     off.set_edge_companion(True)
     assert apply(off, 0.0, measured(2.0)).target is LATE
 
@@ -1039,7 +1044,7 @@ def test_an_edge_that_can_run_a_companion_is_planned_with_the_best_mix():
 def test_a_running_mix_is_followed_and_its_primary_credited_with_the_edge_s_reports():
     from split_infer.planning.mixing import MixedConfiguration
 
-    loop = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=0.0, probe_interval_s=0.0))
+    loop = SchedulingLoop([LATE, EARLY], mixing_settings())
     loop.set_edge_companion(True)
     active = loop.observe_edge(0.0, 3, 4.0, companion=(2, 1.0), share=0.4)
     assert isinstance(active, MixedConfiguration) and loop.active is active
@@ -1055,7 +1060,7 @@ def test_a_running_mix_is_followed_and_its_primary_credited_with_the_edge_s_repo
 
 
 def test_a_running_mix_s_cpu_reports_are_its_primary_s_against_the_bundle_s_plan():
-    loop = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=0.0, probe_interval_s=0.0),
+    loop = SchedulingLoop([LATE, EARLY], mixing_settings(),
                           planned_cpu_s={"late": 0.0375, "early": 0.0125})
     loop.set_edge_companion(True)
     loop.observe_edge(0.0, 3, 4.0, companion=(2, 1.0), share=0.4)
@@ -1071,7 +1076,8 @@ def test_a_running_mix_s_cpu_reports_are_its_primary_s_against_the_bundle_s_plan
     # The companion's own CPU reports time it: 20 ms against its planned 12.5 ms of CPU.
     assert loop.observe_edge_cpu(6.0, 0.020, companion=True) == EARLY
     assert loop.edge_time_s(EARLY) == pytest.approx(0.05 * 0.020 / 0.0125)
-    alone = SchedulingLoop([LATE, EARLY], settings(), planned_cpu_s={"early": 0.0125})
+    alone = SchedulingLoop([LATE, EARLY], settings(mixing=True),
+                           planned_cpu_s={"early": 0.0125})
     alone.observe_edge(0.0, 3, 4.0)
     assert alone.observe_edge_cpu(3.0, 0.020, companion=True) is None  # no mix runs
 
@@ -1079,7 +1085,7 @@ def test_a_running_mix_s_cpu_reports_are_its_primary_s_against_the_bundle_s_plan
 def test_a_running_mix_ends_by_the_hysteresis_not_by_one_estimate():
     """A mix whose gain falls under the margin for a tick stays a candidate: the dwell and the
     margin decide, as for any configuration, instead of one estimate."""
-    loop = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=5.0, probe_interval_s=0.0))
+    loop = SchedulingLoop([LATE, EARLY], mixing_settings(min_dwell_s=5.0))
     loop.set_edge_companion(True)
     assert apply(loop, 0.0, measured(2.0)).target.name == "late+early"
     # At 8 Mbit/s the early split alone ties the mix (both at the camera's rate): kept.

@@ -171,7 +171,7 @@ class SchedulerSettings:
     # On N(3, 2) 10 s switched JPEG <-> split 9 on each wander (bench/README.md 2026-12-07).
     variation_window_s: float = 30.0
     # Also plan mixes with a companion, where the edge can run one (set_edge_companion).
-    mixing: bool = True
+    mixing: bool = False
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

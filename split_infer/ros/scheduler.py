@@ -44,9 +44,10 @@ Hz), ``deadline_ms`` (0 = none), ``margin``, ``min_dwell_s``, ``override`` (``"s
 or empty), ``probe_interval_s`` (0 = never), ``probe_gain``, ``retry_backoff_s``,
 ``max_accuracy_loss`` (1 = no constraint), ``link_share`` (of a capacity estimate, what the
 frames are planned for), ``variation_window_s`` (plan for the capacity estimates of this long,
-restarted at a level change; 0 = the newest estimate only), ``mixing`` (also plan a companion
-configuration on a share of the frames, set with the pair in the same atomic request as the
-edge's ``companion`` and ``companion_share``, where the edge has them), ``period_s``,
+restarted at a level change; 0 = the newest estimate only), ``mixing`` (off by default: also
+plan a companion configuration on a share of the frames, set with the pair in the same atomic
+request as the edge's ``companion`` and ``companion_share``, where the edge has them),
+``period_s``,
 ``request_timeout_s``, ``estimate_timeout_s``. All but the read-only ones are live-changeable.
 """
 
@@ -156,7 +157,7 @@ class Scheduler(Node):
             "effective_accuracy (Hu & K ν_eff), latency (thesis eq. 4.1) or accuracy",
             choices=OBJECTIVES)
         self._values["mixing"] = declare_bool(
-            self, "mixing", True, "also plan each configuration with a companion on a share "
+            self, "mixing", False, "also plan each configuration with a companion on a share "
             "of the frames (the edge's companion/companion_share, where it has them): a late "
             "split that keeps a weak robot busy and an early one that fills the link")
         self._node_values = {name: declare_float(self, name, *spec)

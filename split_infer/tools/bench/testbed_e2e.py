@@ -20,7 +20,8 @@ edge under ``--edge-cpu`` cores if given):
    (``fallback`` ``edge_only``), and the scheduler plans with them. A fixed configuration
    written ``split:ratio+fallback`` runs with the same fallback, to compare like with like;
    ``split:ratio+split:ratio@share`` runs the second configuration on ``share`` of the frames
-   (the edge's ``companion``, :mod:`split_infer.planning.mixing`): a fixed mix.
+   (the edge's ``companion``, :mod:`split_infer.planning.mixing`): a fixed mix. ``--mixing``
+   lets the adaptive strategy's scheduler plan such mixes itself (rows: ``scheduler_mixing``).
 
 Writes ``results.json`` (``rows``: every run's summary — among it ``bound_fps``, the run's own
 physical bound, and ``valid``, its sanity gate — and step reactions; ``aggregate``: the
@@ -615,6 +616,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler-edge-only", action="store_true",
                         help="adaptive: the scheduler may choose edge-only (and the edge "
                              "classifies on board what its link cannot take)")
+    parser.add_argument("--mixing", action="store_true",
+                        help="adaptive: the scheduler also plans a companion configuration on "
+                             "a share of the frames (its 'mixing'; off by default)")
     control_side_argument(parser)
     parser.add_argument("--edge-timing", default="", metavar="FILE",
                         help="adaptive: the robot's measured edge times (the edge_timing.json "
@@ -660,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     header = {"command": common.command_line("testbed_e2e", argv), "started": common.timestamp(),
               "bundle": str(args.bundle), "machine": common.machine_info(),
               "probing": args.probing, "scheduler_edge_only": args.scheduler_edge_only,
+              "scheduler_mixing": args.mixing,
               "control_side": args.control_side,
               "edge_timing": args.edge_timing, **placement}
     machine_cpu = header["machine"]["cpu"]
@@ -725,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
                         fallback=edge.fallback, companion=edge.companion,
                         companion_share=edge.companion_share, control_side=args.control_side,
                         probing=args.probing, scheduler_edge_only=args.scheduler_edge_only,
+                        scheduler_mixing=args.mixing,
                         edge_timing=args.edge_timing, **placement))
                 except (RuntimeError, TimeoutError) as exc:
                     tqdm.write(f"{trace_path.name} {strategy} (run {repeat + 1}) failed: "
@@ -739,6 +745,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({**summary, "trace": trace_path.name, "strategy": strategy,
                              "repeat": repeat, "rate_bps": _constant_rate(trace_path),
                              "fallback": edge.fallback, "control_side": args.control_side,
+                             "scheduler_mixing": args.mixing and strategy == "adaptive",
                              "machine_cpu": machine_cpu,
                              "edge_timing": args.edge_timing,
                              "reactions": report["reactions"],

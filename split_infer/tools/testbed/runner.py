@@ -141,6 +141,8 @@ class TestbedSettings:
     edge_cpu: float | None = None
     #: adaptive: the scheduler may choose edge-only (the whole model on the robot)
     scheduler_edge_only: bool = False
+    #: adaptive: the scheduler also plans mixes with a companion (its ``mixing``)
+    scheduler_mixing: bool = False
     #: adaptive: the robot's measured edge times (``split-infer plan --edge-cpu`` writes this
     #: ``edge_timing.json``); empty: the bundle's profile
     edge_timing: str = ""
@@ -379,6 +381,7 @@ def run_testbed(settings: TestbedSettings) -> dict:
                     "objective": settings.objective, "frame_rate": settings.frame_rate,
                     "playback_rate": settings.playback_rate, "auth_key_file": key_file,
                     "scheduler_edge_only": settings.scheduler_edge_only,
+                    "scheduler_mixing": settings.scheduler_mixing,
                     "edge_timing": (str(Path(settings.edge_timing).resolve())
                                     if settings.edge_timing else "")}
 

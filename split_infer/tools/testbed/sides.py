@@ -359,7 +359,8 @@ def _scheduler(config: dict, context, gate: threading.Event) -> Node:
         # The robot's own times (split-infer plan --edge-cpu) and edge-only among the choices:
         # a weak robot's trade of compute against bytes.
         Parameter("edge_timing", value=config.get("edge_timing", "")),
-        Parameter("edge_only", value=bool(config.get("scheduler_edge_only", False)))])
+        Parameter("edge_only", value=bool(config.get("scheduler_edge_only", False))),
+        Parameter("mixing", value=bool(config.get("scheduler_mixing", False)))])
 
 
 def _prober(config: dict, context, gate: threading.Event) -> Node:
