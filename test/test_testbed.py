@@ -174,6 +174,22 @@ def test_physical_bound_is_the_smallest_limit_and_the_gate_judges_steady_links()
                            edge_cpu_budget=0.25, **args)["gate"] == "link-limited"
 
 
+def test_the_link_carries_no_more_frames_than_their_own_bytes_allow():
+    from split_infer.tools.testbed.report import link_bound_fps
+
+    # Headers make the wire cost of a frame larger than its data: the wire cost binds.
+    assert link_bound_fps(1e6, 3500.0, 3000.0) == pytest.approx(1e6 / (8 * 3500))
+    # Nothing came back (cloud-only at 1 Mbit/s): the veth's bytes over every frame sent read
+    # 4 kB a frame; a 73.9-kB JPEG still needs its 73.9 kB, 1.7 frames a second.
+    assert link_bound_fps(1e6, 4000.0, 73_928.0) == pytest.approx(1e6 / (8 * 73_928))
+    assert link_bound_fps(1e6, None, 73_928.0) == pytest.approx(1e6 / (8 * 73_928))
+    assert link_bound_fps(1e6, None, None) is None
+    stale = physical_bounds(camera_fps=30.0, compute={}, cores={"edge": 0.25, "cloud": 1.0},
+                            link_fps=link_bound_fps(1e6, 4000.0, 73_928.0), steady=True,
+                            delivered_fps=0.0)
+    assert (stale["bound_by"], stale["gate"], stale["valid"]) == ("link", "link-limited", True)
+
+
 def test_steady_traces_are_one_rate_without_loss():
     from split_infer.tools.testbed.runner import steady_trace
 

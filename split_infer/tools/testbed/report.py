@@ -148,6 +148,18 @@ def steady_trace(trace: Trace) -> bool:
             and len({float(d) for d in trace.delays_s}) == 1)
 
 
+def link_bound_fps(rate_bps: float, wire_bytes_per_frame: float | None,
+                   bytes_per_frame: float | None) -> float | None:
+    """Frames per second the link can carry: the trace's mean rate over what a frame costs on
+    the wire, and never more than over the frame's own bytes (None: neither is known). The
+    wire cost is the veth's bytes per frame that came through, or per frame sent when none
+    did; a sender whose frames pile up before the link (a 74-kB JPEG a frame at 1 Mbit/s)
+    then spreads the bytes over frames that never crossed it, and the link would read as
+    faster than its frames allow. Pure, for testing."""
+    bounds = [rate_bps / (8.0 * n) for n in (wire_bytes_per_frame, bytes_per_frame) if n]
+    return min(bounds) if bounds else None
+
+
 def physical_bounds(*, camera_fps: float, compute: dict, cores: dict[str, float],
                     link_fps: float | None, steady: bool, delivered_fps: float,
                     edge_cpu_percent: float | None = None,
@@ -271,8 +283,8 @@ def summarize(records: dict, trace, settings: Any, t0_wall: float,
         camera_fps=camera,
         compute={"edge": edge.get("compute"), "cloud": records.get("cloud", {}).get("compute")},
         cores={side: _cores(placement, side) for side in ("edge", "cloud")},
-        link_fps=rate_mean / (8 * wire_per_frame)
-        if wire_per_frame and settings.strategy != "edge_only" else None,
+        link_fps=link_bound_fps(rate_mean, wire_per_frame, bytes_mean)
+        if settings.strategy != "edge_only" else None,
         steady=steady_trace(trace) and not settings.events, delivered_fps=delivered_fps,
         edge_cpu_percent=cpu_sides.get("edge", {}).get("mean_percent"),
         edge_cpu_budget=placement.get("edge_cpu_budget"))
