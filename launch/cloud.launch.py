@@ -12,7 +12,8 @@ defaults to the bundle the package installs (``share/split_infer/bundles/default
 the edges' bundle. Tuning lives in ``config/cloud.yaml`` (``params_file``). ``auth_key_file``
 turns frame authentication on (keys per robot; see the README's threat model).
 
-``control_side:=server`` also starts each robot's control plane here (``control.launch.py``:
+``control_side:=server`` (with ``adaptive`` true, the default) also starts each robot's control
+plane here (``control.launch.py``:
 its bandwidth monitor and scheduler, in ``<ns>``, with ``objective``, ``frame_rate`` and
 ``override`` for every robot); launch the robots' ``edge.launch.py`` with the same
 ``control_side:=server`` so that they do not start theirs as well. On a robot short of CPU
@@ -77,7 +78,8 @@ def cloud_node(context):
         emulate_tty=True,
     ) for robot in (namespaces or [""])]
     controls = []
-    if LaunchConfiguration("control_side").perform(context) == "server":
+    if (LaunchConfiguration("control_side").perform(context) == "server"
+            and LaunchConfiguration("adaptive").perform(context).lower() in ("true", "1")):
         # One control plane per robot, in the robot's namespace.
         controls = [include("control.launch.py", {
             "bundle": LaunchConfiguration("bundle"),
@@ -127,6 +129,9 @@ def generate_launch_description():
                               choices=["robot", "server"],
                               description="server: also start each robot's bandwidth monitor "
                                           "and scheduler here (control.launch.py)"),
+        DeclareLaunchArgument("adaptive", default_value="true",
+                              description="with control_side:=server, start the monitors "
+                                          "and schedulers (true/false)"),
         DeclareLaunchArgument("objective", default_value="effective_accuracy",
                               choices=["effective_accuracy", "latency", "accuracy"],
                               description="what the schedulers optimise "

@@ -48,6 +48,7 @@ def graph(context):
         "bundle": bundle,
         "robots": " ".join(robots),
         "control_side": LaunchConfiguration("control_side"),
+        "adaptive": LaunchConfiguration("adaptive"),
         "objective": LaunchConfiguration("objective"),
         "frame_rate": LaunchConfiguration("frame_rate"),
         "override": LaunchConfiguration("override"),

@@ -448,7 +448,8 @@ def test_the_companion_runs_its_share_of_the_frames_evenly_and_names_it_on_the_w
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"companion": "9:1"}, "companion '9:1'.*valid 'split:ratio' entries: .*\\(2, 4\\)"),
+    ({"companion": "9:1"}, "companion '9:1': not a preloaded configuration; valid "
+                           "'split:ratio' entries: 2:4, 2:8, "),
     ({"companion": "fast"}, "companion 'fast'"),
     ({"companion": "-1:1"}, "fallback"),
     ({"companion": "2:4", "companion_share": 1.5}, "companion_share 1.5"),
@@ -499,3 +500,14 @@ def test_the_cpu_time_per_frame_keeps_the_companion_s_frames_apart(tiny_bundle, 
     assert report.values["companion_cpu_ms_per_frame"] == f"{(0.030 + 0.006 + 0.002) * 1e3:.2f}"
     assert report.cpu_ms()["companion_cpu_ms"] == pytest.approx(38.0)
     assert report.companion_fps == pytest.approx(3 / 1.1)
+
+
+def test_a_new_companion_share_counts_from_the_next_frame(tiny_bundle):
+    pipeline = make(tiny_bundle, max_in_flight=64, companion="2:4", companion_share=0.25)
+    image = random_images(1)[0]
+    for k in range(3):  # three quarters of a companion frame owed, none run yet
+        assert decode_frame(pipeline.process(image, now=0.1 * k).data).config == (3, 8.0)
+    pipeline.reconfigure(companion_share=0.5)
+    configs = [decode_frame(pipeline.process(image, now=1 + 0.1 * k).data).config
+               for k in range(2)]
+    assert configs == [(3, 8.0), (2, 4.0)]  # not the old share's debt at once

@@ -526,7 +526,8 @@ def test_the_server_starts_each_robot_s_control_plane_when_asked():
     guards = [n for n in ast.walk(cloud.functions["cloud_node"]) if isinstance(n, ast.If)
               and any(m is call for m in ast.walk(n))]
     assert [ast.dump(g.test) for g in guards] == [expression(
-        'LaunchConfiguration("control_side").perform(context) == "server"')]
+        'LaunchConfiguration("control_side").perform(context) == "server" and '
+        'LaunchConfiguration("adaptive").perform(context).lower() in ("true", "1")')]
     declared = cloud.declared_arguments()["control_side"]
     assert const_str(keyword(declared, "default_value")) == "robot"
     assert ast.literal_eval(keyword(declared, "choices")) == ["robot", "server"]
@@ -537,8 +538,9 @@ def test_the_server_starts_each_robot_s_control_plane_when_asked():
 def test_the_one_host_graph_passes_the_control_side_to_both_sides():
     graph = launch_file("split_inference.launch.py")
     for name in ("edge.launch.py", "cloud.launch.py"):
-        assert ast.dump(included(graph, name)["control_side"]) == expression(
-            'LaunchConfiguration("control_side")')
+        for argument in ("control_side", "adaptive"):  # adaptive:=false starts no scheduler
+            assert ast.dump(included(graph, name)[argument]) == expression(
+                f'LaunchConfiguration("{argument}")')
 
 
 @pytest.mark.parametrize("launch", launch_files(), ids=lambda f: f.path.name)

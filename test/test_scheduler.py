@@ -1091,3 +1091,27 @@ def test_a_running_mix_ends_by_the_hysteresis_not_by_one_estimate():
     # At 8 Mbit/s the early split alone ties the mix (both at the camera's rate): kept.
     step = apply(loop, 1.0, measured(8.0))
     assert step.target.name == "late+early" and step.decision.scores["late+early"] > 0
+
+
+def test_without_mixing_an_edge_s_companion_is_not_the_scheduler_s():
+    """A companion someone set by hand on an edge whose scheduler does not mix: the loop
+    follows the primary and asks for nothing (no unscored mix to switch away from)."""
+    loop = SchedulingLoop([LATE, EARLY], settings(min_dwell_s=5.0, probe_interval_s=0.0))
+    loop.set_edge_companion(True)
+    assert not loop.mixes
+    assert loop.observe_edge(0.0, 3, 4.0, companion=(2, 1.0), share=0.4) is LATE
+    step = apply(loop, 1.0, measured(2.0))
+    assert step.target is LATE and not step.apply
+
+
+def test_a_mix_is_planned_with_its_parts_as_measured_once_not_twice():
+    from split_infer.planning.mixing import blend
+
+    loop = SchedulingLoop([LATE, EARLY], mixing_settings())
+    loop.set_edge_companion(True)
+    loop.observe_edge(0.0, 3, 4.0)
+    assert loop.observe_frame_bytes(3.0, 20e3) == LATE  # the scene codes twice as large
+    mix = blend(loop._planned(LATE), loop._planned(EARLY), 0.5)
+    assert mix.bytes_per_frame == pytest.approx((20e3 + 50e3) / 2)
+    assert loop.frame_bytes(mix) == pytest.approx(mix.bytes_per_frame)  # not × 2 again
+    assert loop.edge_time_s(mix) == pytest.approx(mix.edge_s)

@@ -61,8 +61,9 @@ What this module adds (all beyond the papers, which assume the bandwidth is simp
   planned at the time per frame it took, 1 / ``metrics/received_fps``
   (:meth:`SchedulingLoop.observe_received`). The runs behind each rule are in bench/README.md
   ("A step up seen sooner", 2026-12-07); all beyond Hu & K, whose robot time is a constant.
-* **A companion.** An edge that can run a second configuration on a share of its frames (its
-  ``companion``; :meth:`SchedulingLoop.set_edge_companion`) is also planned with mixes
+* **A companion** (``settings.mixing``, off by default). An edge that can run a second
+  configuration on a share of its frames (:meth:`SchedulingLoop.set_edge_companion`) is also
+  planned with mixes
   (:func:`~split_infer.planning.mixing.companion_mixes`): each configuration with the companion
   and share that maximise its ν_eff, one more candidate where it beats every configuration
   alone by ``margin`` (it is planned from two configurations' times, each a guess until run),
@@ -363,12 +364,12 @@ class SchedulingLoop:
                      companion: tuple[int, float] | None = None,
                      share: float = 0.0) -> Configuration | None:
         """The edge's parameters changed (or were read): track what it really runs, with its
-        ``companion`` ``(split, ratio)`` on ``share`` of the frames (None or share 0: alone)."""
+        ``companion`` on ``share`` of the frames (a mix only while :attr:`mixes`)."""
         config = self.lookup(split_point, ratio)
         if config is not None:
             self._blocked.pop(config.name, None)  # the edge runs it, so it accepts it
             partner = None if companion is None else self.lookup(*companion)
-            if partner is not None and partner != config and 0.0 < share < 1.0:
+            if self.mixes and partner not in (None, config) and 0.0 < share < 1.0:
                 config = blend(self._planned(config), self._planned(partner), share)
         if config is not None and not same_plan(config, self.active, SHARE_STEP):
             self.active = config
@@ -376,10 +377,14 @@ class SchedulingLoop:
                 self.hysteresis.current, self.hysteresis.since_s = config.name, now_s
         return config
 
+    @property
+    def mixes(self) -> bool:
+        """Whether decisions plan mixes: ``settings.mixing`` and an edge that can run them
+        (without, an edge's companion is not the scheduler's: it follows the primary)."""
+        return self.settings.mixing and self.edge_companion
+
     def set_edge_companion(self, supported: bool) -> None:
-        """Whether the edge can run a companion configuration (it has the ``companion`` and
-        ``companion_share`` parameters): decisions then also plan mixes
-        (:func:`~split_infer.planning.mixing.companion_mixes`) when ``settings.mixing``."""
+        """Whether the edge has the ``companion`` and ``companion_share`` parameters."""
         self.edge_companion = bool(supported)
 
     @property
@@ -483,20 +488,15 @@ class SchedulingLoop:
             self._received = (float(frames_per_s), float(camera_share), now_s)
 
     def set_edge_fallback(self, edge_only: bool) -> None:
-        """Whether the edge classifies on board the frames its link or server cannot take (its
-        ``fallback`` is ``edge_only``): decisions then count those frames
-        (:func:`~split_infer.planning.effective_accuracy.fallback_rates_hz`), when the loop has
-        the edge-only configuration to plan them with."""
+        """Whether the edge's ``fallback`` is ``edge_only``: decisions then count its frames
+        (``fallback_rates_hz``), when the loop has the edge-only configuration."""
         self.edge_fallback = bool(edge_only)
 
     def observe_fallback(self, now_s: float, cpu_s: float) -> Configuration | None:
-        """The edge's CPU time (s) per frame its fallback classified on board over its last
-        period. A robot that fills its spare time loses camera frames by design, which says
-        nothing about the split configuration's own time (:meth:`_with_lost_frames`); and
-        those frames time the whole model on this robot, which otherwise runs only when
-        chosen: a :attr:`cpu_timed` loop credits the edge-only configuration with it (its
-        planned time × cpu_s / its planned CPU time, or without one, cpu_s × the planned time
-        per CPU second of the configurations that have both: the robot's budget). Returns the
+        """The edge's CPU time (s) per frame its fallback classified over its last period: the
+        lost-frames rule is then off (:meth:`_with_lost_frames`), and a :attr:`cpu_timed`
+        loop credits the edge-only configuration with it (its planned time × cpu_s / its
+        planned CPU time, or cpu_s × the plan's wall time per CPU second). Returns the
         configuration credited (None: not CPU-timed, no edge-only configuration, unusable)."""
         if not (math.isfinite(cpu_s) and cpu_s > 0):
             return None
@@ -558,7 +558,8 @@ class SchedulingLoop:
         (a plain wall, a cluttered shelf), by about the same factor at every ratio.
         """
         measured = self._bytes.get(config.name)
-        if measured is not None or config.bytes_per_frame <= 0:
+        if measured is not None or config.bytes_per_frame <= 0 or isinstance(
+                config, MixedConfiguration):  # (a mix is built from its planned parts)
             return config.bytes_per_frame if measured is None else measured
         factors = [self._bytes[c.name] / c.bytes_per_frame for c in self._configs
                    if c.split_point == config.split_point and c.bytes_per_frame > 0
@@ -583,8 +584,8 @@ class SchedulingLoop:
         planned CPU time; else × :attr:`robot_factor`. Factors within [``MIN_ROBOT_FACTOR``,
         ``MAX_ROBOT_FACTOR``]."""
         measured = self._edge_s.get(config.name)
-        if measured is not None:
-            return measured
+        if measured is not None or isinstance(config, MixedConfiguration):
+            return config.edge_s if measured is None else measured
         siblings = [self._edge_s[c.name] / c.edge_s for c in self._configs
                     if c.split_point == config.split_point and c.edge_s > 0
                     and c.name in self._edge_s]
@@ -717,7 +718,7 @@ class SchedulingLoop:
         planned = [self._planned(c) for c in candidates]
         active_name = None if self.active is None else self.active.name
         fallback = self.fallback if s.objective == "effective_accuracy" else None
-        if s.mixing and self.edge_companion and s.objective == "effective_accuracy":
+        if self.mixes and s.objective == "effective_accuracy":
             # A mix joins where it beats every configuration alone by the margin, or runs.
             alone = max(effective_accuracy(c, bandwidth, s.frame_rate_hz, fallback)
                         for c in planned)

@@ -377,6 +377,8 @@ class EdgePipeline:
             self._engine = engine
             if companion is not None:  # the (new) engine's own copy
                 companion = engine.config(companion.split_point, companion.ratio)
+            if "companion" in changes or "companion_share" in changes:
+                self._companion_credit = 0.0  # a new share counts from the next frame
             if "companion" in changes and companion is not self._companion:
                 said.append("companion: none" if companion is None else
                             f"companion: split {companion.split_point}, ratio "
@@ -449,9 +451,13 @@ class EdgePipeline:
                 raise ValueError("the whole model is the fallback's (fallback edge_only), "
                                  "not a companion")
             return self._engine.config(*pair), None
-        except (ValueError, KeyError) as exc:
-            return None, (f"companion {companion!r}: {str(exc).strip(chr(39))}; valid "
-                          f"'split:ratio' entries: {self.valid_pairs()}, or '' for none")
+        except KeyError:
+            problem = "not a preloaded configuration"
+        except ValueError as exc:
+            problem = str(exc)
+        entries = ", ".join(format_config_key(*key) for key in self._engine.available)
+        return None, (f"companion {companion!r}: {problem}; valid 'split:ratio' entries: "
+                      f"{entries}, or '' for none")
 
     def _whole_model_problem(self, what: str) -> str | None:
         """Load the bundle's whole model (once); why it cannot be had, or None."""

@@ -46,7 +46,8 @@ or empty), ``probe_interval_s`` (0 = never), ``probe_gain``, ``retry_backoff_s``
 frames are planned for), ``variation_window_s`` (plan for the capacity estimates of this long,
 restarted at a level change; 0 = the newest estimate only), ``mixing`` (off by default: also
 plan a companion configuration on a share of the frames, set with the pair in the same atomic
-request as the edge's ``companion`` and ``companion_share``, where the edge has them),
+request as the edge's ``companion`` and ``companion_share``, where the edge has them; with
+``mixing`` off the scheduler leaves those two alone and follows the edge's primary),
 ``period_s``,
 ``request_timeout_s``, ``estimate_timeout_s``. All but the read-only ones are live-changeable.
 """
@@ -501,7 +502,7 @@ class Scheduler(Node):
             Parameter("split_point", Parameter.Type.INTEGER, int(target.split_point or 0)),
             Parameter("ratio", Parameter.Type.DOUBLE, float(target.ratio)),
         ]
-        if loop.edge_companion:  # the companion with them, in the same atomic request
+        if loop.mixes:  # the companion with them, in one request (mixing off: not ours to set)
             mixed = isinstance(target, MixedConfiguration)
             parameters += [
                 Parameter("companion", Parameter.Type.STRING, format_config_key(

@@ -84,6 +84,8 @@ class EdgeStrategy:
     fallback: str = "drop"
     companion: str = ""
     companion_share: float = 0.0
+
+
 DEFAULT_TRACES = ("const_100kbps.csv", "const_1mbps.csv", "const_5mbps.csv",
                   "const_20mbps.csv", "step_8_1_4mbps.csv", "outage_5mbps_10s.csv")
 
