@@ -408,10 +408,11 @@ def test_included_files_get_the_arguments_they_declare():
             f"{parent.path.name} does not pass {child.required_arguments() - passed} to {name}"
 
 
-def test_shared_arguments_agree_with_the_included_files():
-    """An argument the parent declares and passes on has the child's default and choices, so
+@pytest.mark.parametrize("parent", [f for f in launch_files() if f.includes()],
+                         ids=lambda f: f.path.name)
+def test_shared_arguments_agree_with_the_included_files(parent):
+    """An argument a parent declares and passes on has the child's default and choices, so
     that ``ros2 launch --show-args`` on either file tells the same story."""
-    parent = launch_file("split_inference.launch.py")
     declared = parent.declared_arguments()
     for name, arguments in parent.includes():
         child = launch_file(name).declared_arguments()
