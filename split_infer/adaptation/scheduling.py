@@ -761,8 +761,7 @@ class SchedulingLoop:
         chosen = next((c for c in self._configs if c.name == chosen_name), None) or next(
             c for c in planned if c.name == chosen_name)
         if same_plan(chosen, self.active, SHARE_STEP):
-            keep = chosen if self.active is None or not isinstance(chosen, MixedConfiguration) \
-                else self.active
+            keep = self.active if isinstance(chosen, MixedConfiguration) else chosen
             return Step(keep, False, "keep", decision, bandwidth, rtt, probing, fallback)
         if probing:
             self.probes += 1

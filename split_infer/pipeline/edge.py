@@ -347,7 +347,8 @@ class EdgePipeline:
                         self._fallback_problem(str(changes["fallback"]))
                         if "fallback" in changes else None]
             companion = self._companion
-            if "companion" in changes or "companion_share" in changes:
+            companion_changed = "companion" in changes or "companion_share" in changes
+            if companion_changed:
                 companion, problem = self._companion_of(
                     str(changes.get("companion", self.settings.companion)),
                     float(changes.get("companion_share",  # type: ignore[arg-type]
@@ -377,7 +378,7 @@ class EdgePipeline:
             self._engine = engine
             if companion is not None:  # the (new) engine's own copy
                 companion = engine.config(companion.split_point, companion.ratio)
-            if "companion" in changes or "companion_share" in changes:
+            if companion_changed:
                 self._companion_credit = 0.0  # a new share counts from the next frame
             if "companion" in changes and companion is not self._companion:
                 said.append("companion: none" if companion is None else

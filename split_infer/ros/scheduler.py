@@ -60,7 +60,7 @@ from pathlib import Path
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import ParameterEvent, ParameterType, SetParametersResult
 from rclpy.node import Node
-from rclpy.parameter import Parameter
+from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import qos_profile_parameter_events
 from rclpy.task import Future
@@ -420,30 +420,26 @@ class Scheduler(Node):
                     self._edge_params.update(split_point=values[0].integer_value,
                                              ratio=values[1].double_value)
                     self._observe_edge()
-                    self._client.get_parameters(["fallback"], fallback_done)
-                    self._client.get_parameters(["companion", "companion_share"],
-                                                companion_done)
+                    for what, names in (("fallback", ["fallback"]),
+                                        ("companion", ["companion", "companion_share"])):
+                        self._client.get_parameters(names, optional_done(what, names))
             except Exception as exc:
                 self._last_error = f"reading the edge's parameters failed: {exc}"
 
-        def fallback_done(future: Future) -> None:
-            try:
-                values = future.result().values
-                if len(values) == 1 and values[0].type == ParameterType.PARAMETER_STRING:
-                    self._edge_params.setdefault("fallback", values[0].string_value)
-                    self._observe_edge()
-            except Exception as exc:
-                self._last_error = f"reading the edge's fallback failed: {exc}"
-
-        def companion_done(future: Future) -> None:
-            try:
-                values = future.result().values
-                if len(values) == 2 and values[0].type == ParameterType.PARAMETER_STRING:
-                    self._edge_params.setdefault("companion", values[0].string_value)
-                    self._edge_params.setdefault("companion_share", values[1].double_value)
-                    self._observe_edge()
-            except Exception as exc:
-                self._last_error = f"reading the edge's companion failed: {exc}"
+        def optional_done(what: str, names: list[str]):
+            """A read of parameters an older edge may not have (string first): kept where the
+            edge has them, unless a parameter event came first."""
+            def read(future: Future) -> None:
+                try:
+                    values = future.result().values
+                    if (len(values) == len(names)
+                            and values[0].type == ParameterType.PARAMETER_STRING):
+                        for name, value in zip(names, values, strict=True):
+                            self._edge_params.setdefault(name, parameter_value_to_python(value))
+                        self._observe_edge()
+                except Exception as exc:
+                    self._last_error = f"reading the edge's {what} failed: {exc}"
+            return read
 
         self._client.get_parameters(["split_point", "ratio"], done)
 
