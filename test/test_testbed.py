@@ -372,6 +372,21 @@ def test_link_is_shaped_and_removed():
     assert not names & set(list_testbed_namespaces())
 
 
+@needs_netns
+def test_an_outage_carries_nothing_sent_before_it():
+    """What the delay holds and the shaper queues when the link goes out is dropped, as on a
+    link that is gone: none of it trickles across at the outage's floor rate."""
+    with NetnsLink() as link:
+        if not link.capabilities["iptables_loss"]:
+            pytest.skip(f"no drop rule, so no outage: {link.capabilities}")
+        link.apply(Shaping(2e6, delay_ms=300.0))
+        assert _udp_rate_bps(link, seconds=1.0) > 0
+        link.apply(Shaping(0))  # at once: 300 ms of packets held, a queue in the shaper
+        assert _udp_rate_bps(link, seconds=1.0) == 0
+        link.apply(Shaping(2e6))
+        assert _udp_rate_bps(link, seconds=1.0) > 1e6  # and back
+
+
 def _udp_rtts_ms(link, count=30):
     """Round trips of small UDP datagrams edge → cloud echo → edge (only the way out is
     shaped), in ms."""

@@ -16,7 +16,8 @@ shaping as a bandwidth trace (``config/traces/*.csv``) advances:
 * **rate** — ``tbf`` with a small bucket (5 ms of traffic, at least 4 KiB) and a byte limit of
   300 ms of traffic (at least 64 KiB, so one large DDS sample always fits);
 * **loss** — an ``iptables`` ``statistic`` rule that drops packets leaving the edge with the
-  trace's probability; a rate of 0 (an outage) drops everything the same way;
+  trace's probability; a rate of 0 (an outage) drops everything the same way, and empties
+  the delayer and the shaper's queue, so nothing sent before it crosses during it;
 * **delay** (and jitter) — ``netem`` under the ``tbf`` when the kernel has ``sch_netem``.
   Where it does not (some VM kernels lack it), an ``NFQUEUE`` rule after the loss rule
   hands every packet to a :class:`~split_infer.tools.testbed.nfqueue.PacketDelayer` process in the
@@ -63,6 +64,12 @@ _MIN_LIMIT_BYTES = 64 * 1024
 #: tbf cannot shape to 0; an outage is a 100 % drop rule instead, over a slow token bucket.
 _OUTAGE_RATE_BPS = 8_000
 
+
+#: Disables IPv6 in a namespace (run there) for the interfaces created after it, where the
+#: kernel has IPv6.
+_NO_IPV6 = ("for f in /proc/sys/net/ipv6/conf/all/disable_ipv6 "
+            "/proc/sys/net/ipv6/conf/default/disable_ipv6; "
+            "do [ -e $f ] && echo 1 > $f; done; true")
 
 #: NFQUEUE number of the delay path (queues are per network namespace).
 _DELAY_QUEUE = 7
@@ -160,6 +167,9 @@ class NetnsLink:
                 _run("ip", "netns", "add", ns)
                 self._created.append(ns)
                 _run("ip", "-n", ns, "link", "set", "lo", "up")
+                # IPv4 only: IPv6's autoconfiguration chatter (router solicitations, multicast
+                # listener reports) would cross the shaped link and count as the robot's bytes.
+                _run("ip", "netns", "exec", ns, "sh", "-c", _NO_IPV6, check=False)
             _run("ip", "link", "add", self.edge_if, "netns", self.edge_ns, "type", "veth",
                  "peer", "name", self.cloud_if, "netns", self.cloud_ns)
             for ns, interface, ip in ((self.edge_ns, self.edge_if, self.edge_ip),
@@ -216,12 +226,7 @@ class NetnsLink:
                              "nfqueue_delay": False, "iptables_loss": iptables}
 
     def _install_qdiscs(self) -> None:
-        tc = ["tc", "-n", self.edge_ns, "qdisc", "add", "dev", self.edge_if]
-        if self._netem:
-            _run(*tc, "root", "handle", "1:", "netem", "delay", "0ms")
-            _run(*tc, "parent", "1:1", "handle", "10:", *self._tbf_args(1e9))
-        else:
-            _run(*tc, "root", "handle", "10:", *self._tbf_args(1e9))
+        self._add_shaper(1e9)
         if self.capabilities["iptables_loss"]:
             self._iptables("-N", "SI_LOSS")
             self._iptables("-A", "OUTPUT", "-o", self.edge_if, "-j", "SI_LOSS")
@@ -260,13 +265,25 @@ class NetnsLink:
         return ["tbf", "rate", f"{rate}bit", "burst", str(burst), "limit", str(limit)]
 
     def apply(self, shaping: Shaping, at_s: float | None = None) -> list[str]:
-        """Shape the edge → cloud direction; returns what could not be applied."""
+        """Shape the edge → cloud direction; returns what could not be applied.
+
+        An outage (rate 0) carries nothing, not even what was sent before it: the drop rule
+        goes in first, then the delayer drops what it holds and the shaper's queue is emptied
+        (a ``tc change`` keeps it, and at the outage's floor rate it trickles through)."""
         skipped = []
         outage = shaping.rate_bps <= 0
+        loss = 1.0 if outage else shaping.loss
         with self._lock:
+            if outage:
+                skipped += self._set_loss(loss)
+            flush = outage and self.capabilities.get("iptables_loss", False)
             parent = ["parent", "1:1"] if self._netem else ["root"]
-            _run("tc", "-n", self.edge_ns, "qdisc", "change", "dev", self.edge_if, *parent,
-                 "handle", "10:", *self._tbf_args(shaping.rate_bps))
+            if flush:
+                self._tell_delayer("DROP")
+                self._reinstall_qdiscs(shaping.rate_bps)
+            else:
+                _run("tc", "-n", self.edge_ns, "qdisc", "change", "dev", self.edge_if, *parent,
+                     "handle", "10:", *self._tbf_args(shaping.rate_bps))
             if self._netem:
                 delay = ["delay", f"{shaping.delay_ms:g}ms"]
                 if shaping.jitter_ms > 0:
@@ -274,26 +291,56 @@ class NetnsLink:
                 _run("tc", "-n", self.edge_ns, "qdisc", "change", "dev", self.edge_if, "root",
                      "handle", "1:", "netem", *delay)
             elif self._delayer is not None:
-                if self._delayer.poll() is not None:
-                    raise RuntimeError("the NFQUEUE delayer exited "
-                                       f"(status {self._delayer.returncode})")
-                self._delayer.stdin.write(f"DELAY {shaping.delay_ms:g} {shaping.jitter_ms:g}\n")
-                self._delayer.stdin.flush()
+                if not flush:
+                    self._tell_delayer(f"DELAY {shaping.delay_ms:g} {shaping.jitter_ms:g}")
             elif shaping.delay_ms > 0 or shaping.jitter_ms > 0:
                 skipped.append("delay")
-            loss = 1.0 if outage else shaping.loss
-            if self.capabilities.get("iptables_loss"):
-                self._iptables("-F", "SI_LOSS")
-                if loss > 0:
-                    rule = ["-A", "SI_LOSS", "-j", "DROP"]
-                    if loss < 1:
-                        rule[2:2] = ["-m", "statistic", "--mode", "random", "--probability",
-                                     f"{loss:.6f}"]
-                    self._iptables(*rule)
-            elif loss > 0:
-                skipped.append("outage" if outage else "loss")
+            if not outage:
+                skipped += self._set_loss(loss)
         self.applied.append((time.monotonic() if at_s is None else at_s, shaping))
         return skipped
+
+    def _set_loss(self, loss: float) -> list[str]:
+        """The drop rule for ``loss`` (1: everything); what could not be applied."""
+        if not self.capabilities.get("iptables_loss"):
+            return ["outage" if loss >= 1 else "loss"] if loss > 0 else []
+        self._iptables("-F", "SI_LOSS")
+        if loss > 0:
+            rule = ["-A", "SI_LOSS", "-j", "DROP"]
+            if loss < 1:
+                rule[2:2] = ["-m", "statistic", "--mode", "random", "--probability",
+                             f"{loss:.6f}"]
+            self._iptables(*rule)
+        return []
+
+    def _tell_delayer(self, command: str) -> None:
+        """Send the delayer one command and wait for its ``OK`` (RuntimeError if it is gone or
+        does not answer)."""
+        delayer = self._delayer
+        if delayer is None:
+            return
+        if delayer.poll() is not None:
+            raise RuntimeError(f"the NFQUEUE delayer exited (status {delayer.returncode})")
+        delayer.stdin.write(command + "\n")
+        delayer.stdin.flush()
+        answer = _read_line(delayer, timeout_s=10.0)
+        if answer != "OK":
+            raise RuntimeError(f"the NFQUEUE delayer answered {answer!r} to {command!r}")
+
+    def _reinstall_qdiscs(self, rate_bps: float) -> None:
+        """The shaper's qdiscs deleted (with every packet they queue) and added again."""
+        _run("tc", "-n", self.edge_ns, "qdisc", "del", "dev", self.edge_if, "root")
+        self._add_shaper(rate_bps)
+
+    def _add_shaper(self, rate_bps: float) -> None:
+        """The qdiscs of the edge's veth: ``tbf`` at ``rate_bps`` (under ``netem`` where the
+        kernel has it)."""
+        tc = ["tc", "-n", self.edge_ns, "qdisc", "add", "dev", self.edge_if]
+        if self._netem:
+            _run(*tc, "root", "handle", "1:", "netem", "delay", "0ms")
+            _run(*tc, "parent", "1:1", "handle", "10:", *self._tbf_args(rate_bps))
+        else:
+            _run(*tc, "root", "handle", "10:", *self._tbf_args(rate_bps))
 
     def interface_bytes(self, side: str = "cloud") -> int:
         """Bytes received so far by the ``side``'s end of the veth (the link's goodput)."""

@@ -23,7 +23,9 @@ dropped.
 
 Run in the namespace (``ip netns exec NS python -m split_infer.tools.testbed.nfqueue --queue Q``);
 it prints ``READY`` once bound, reads ``DELAY <ms> <jitter ms>`` lines on stdin to change the
-delay, and exits when stdin closes. :class:`split_infer.tools.testbed.netns.NetnsLink` manages it.
+delay and ``DROP`` lines for an outage (every packet it holds or is handed is dropped, until the
+next ``DELAY``), answers each with ``OK`` once done, and exits when stdin closes.
+:class:`split_infer.tools.testbed.netns.NetnsLink` manages it.
 Root (CAP_NET_ADMIN) only.
 """
 
@@ -50,7 +52,7 @@ _COPY_META = 1
 _CFG_F_FAIL_OPEN = 1
 _PACKET_HDR = 1
 _VERDICT_HDR = 2
-_NF_ACCEPT = 1
+_NF_DROP, _NF_ACCEPT = 0, 1
 _NLM_F_REQUEST, _NLM_F_ACK = 1, 4
 _NLMSG_ERROR = 2
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
@@ -104,6 +106,8 @@ class PacketDelayer:
         self._last_release = 0.0
         self._seq = 0
         self.released = 0
+        self.dropped = 0
+        self.out = False  # an outage: every packet is dropped (drop_all)
         self._socket = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self._socket.bind((0, 0))
@@ -136,9 +140,41 @@ class PacketDelayer:
             self._socket.settimeout(None)
 
     def set_delay(self, delay_ms: float, jitter_ms: float = 0.0) -> None:
+        """Release packets ``delay_ms`` (± ``jitter_ms``) after they arrive; ends an outage."""
         self.delay_s, self.jitter_s = max(delay_ms, 0.0) / 1e3, max(jitter_ms, 0.0) / 1e3
+        self.out = False
+
+    def drop_all(self) -> None:
+        """An outage: drop every packet held and every one the kernel has queued for us, and
+        the next ones until :meth:`set_delay`. With the link's drop rule already in place
+        nothing new arrives, so nothing sent before the outage crosses it afterwards."""
+        self.out = True
+        self._socket.setblocking(False)
+        try:
+            while True:
+                for packet_id in packet_ids(self._socket.recv(1 << 20)):
+                    self._verdict(_NF_DROP, packet_id)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:  # ENOBUFS: the kernel dropped messages; fail-open passed them
+            pass
+        finally:
+            self._socket.setblocking(True)
+        while self._held:
+            self._verdict(_NF_DROP, self._held.popleft()[1])
+
+    def _verdict(self, verdict: int, packet_id: int) -> None:
+        self._socket.send(_message(_MSG_VERDICT, self.queue, [_attribute(
+            _VERDICT_HDR, struct.pack("!II", verdict, packet_id))], _NLM_F_REQUEST, 0))
+        if verdict == _NF_ACCEPT:
+            self.released += 1
+        else:
+            self.dropped += 1
 
     def _hold(self, packet_id: int, now: float) -> None:
+        if self.out:
+            self._verdict(_NF_DROP, packet_id)
+            return
         wait = self.delay_s
         if self.jitter_s > 0:
             wait = max(0.0, wait + self._random.uniform(-self.jitter_s, self.jitter_s))
@@ -147,14 +183,12 @@ class PacketDelayer:
 
     def _release_due(self, now: float) -> None:
         while self._held and self._held[0][0] <= now:
-            _, packet_id = self._held.popleft()
-            self._socket.send(_message(_MSG_VERDICT, self.queue, [_attribute(
-                _VERDICT_HDR, struct.pack("!II", _NF_ACCEPT, packet_id))], _NLM_F_REQUEST, 0))
-            self.released += 1
+            self._verdict(_NF_ACCEPT, self._held.popleft()[1])
 
     def serve(self, control: int) -> None:
         """Hold and release packets; ``DELAY <ms> <jitter ms>`` lines on ``control`` change the
-        delay. Returns when ``control`` reaches end of file (everything held is released)."""
+        delay, ``DROP`` lines start an outage, each answered ``OK`` on stdout. Returns when
+        ``control`` reaches end of file (everything held is released)."""
         buffer = b""
         while True:
             now = time.monotonic()
@@ -180,6 +214,12 @@ class PacketDelayer:
                     words = line.decode(errors="replace").split()
                     if len(words) == 3 and words[0] == "DELAY":
                         self.set_delay(float(words[1]), float(words[2]))
+                    elif words == ["DROP"]:
+                        self.drop_all()
+                    else:
+                        print(f"ERROR unknown command {line!r}", flush=True)
+                        continue
+                    print("OK", flush=True)
 
     def close(self) -> None:
         self._socket.close()
