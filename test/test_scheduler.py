@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -1115,3 +1116,25 @@ def test_a_mix_is_planned_with_its_parts_as_measured_once_not_twice():
     assert mix.bytes_per_frame == pytest.approx((20e3 + 50e3) / 2)
     assert loop.frame_bytes(mix) == pytest.approx(mix.bytes_per_frame)  # not × 2 again
     assert loop.edge_time_s(mix) == pytest.approx(mix.edge_s)
+
+
+def test_a_switch_is_explained_with_the_planned_scores_bandwidth_and_robot_times():
+    from split_infer.adaptation.explaining import explain_step
+
+    loop = SchedulingLoop([LATE, EARLY], mixing_settings())
+    first = apply(loop, 0.0, measured(2.0))
+    assert explain_step(loop, first, None) == (
+        f"planned effective_accuracy {0.9 / 0.15 / T_GEN:.3f} at 2 Mbit/s; robot 150.0 ms a "
+        "frame")
+    loop.observe_edge_time(3.0, 0.30)  # the late split runs at twice its planned time
+    loop.set_edge_companion(True)
+    step = apply(loop, 4.0, measured(2.0))
+    text = explain_step(loop, step, LATE)
+    # Measured that slow, the late split becomes the companion of the early one, which has not
+    # run and is planned at the robot factor (2 × 50 ms); the late split as measured.
+    assert text.startswith(f"planned effective_accuracy "
+                           f"{step.decision.scores[step.target.name]:.3f} "
+                           f"({step.decision.scores['late']:.3f} for the previous) at 2 Mbit/s")
+    assert step.target.name == "early+late"
+    assert text.endswith("robot 100.0 + 300.0 ms a frame")
+    assert explain_step(loop, replace(step, decision=None), LATE) == ""  # an override

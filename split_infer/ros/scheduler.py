@@ -72,6 +72,7 @@ from split_infer.adaptation.configurations import (
     planned_cpu_times,
     with_edge_timing,
 )
+from split_infer.adaptation.explaining import explain_step
 from split_infer.adaptation.policy import OBJECTIVES
 from split_infer.adaptation.scheduling import LinkState, SchedulerSettings, SchedulingLoop, Step
 from split_infer.bundle import Bundle
@@ -506,6 +507,7 @@ class Scheduler(Node):
                 Parameter("companion_share", Parameter.Type.DOUBLE,
                           float(target.share) if mixed else 0.0)]
         described = describe(target)
+        why = explain_step(loop, step, loop.active)
 
         def done(future: Future) -> None:
             try:
@@ -520,7 +522,8 @@ class Scheduler(Node):
                 result = future.result().result
                 loop.request_done(when, target, bool(result.successful), result.reason)
                 if result.successful:
-                    self.get_logger().info(f"edge now runs {described} ({step.reason})")
+                    self.get_logger().info(f"edge now runs {described} ({step.reason}"
+                                           f"{'; ' + why if why else ''})")
                 else:
                     self.get_logger().warning(
                         f"edge refused {described}: {result.reason or 'no reason given'}; "
