@@ -1138,3 +1138,9 @@ def test_a_switch_is_explained_with_the_planned_scores_bandwidth_and_robot_times
     assert step.target.name == "early+late"
     assert text.endswith("robot 100.0 + 300.0 ms a frame")
     assert explain_step(loop, replace(step, decision=None), LATE) == ""  # an override
+    # The latency objective scores by −latency: the line says the latency planned.
+    fastest = SchedulingLoop([LATE, EARLY], settings(objective="latency", min_dwell_s=0.0))
+    step = apply(fastest, 0.0, measured(2.0))
+    latency_ms = -step.decision.scores[step.target.name] * 1e3
+    assert explain_step(fastest, step, None).startswith(
+        f"planned latency {latency_ms:.0f} ms at 2 Mbit/s")

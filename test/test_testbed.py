@@ -335,6 +335,51 @@ def test_nfqueue_packet_ids_are_read_from_every_message_of_a_datagram():
     assert packet_ids(b"") == [] and packet_ids(b"\x00" * 16) == []
 
 
+def test_the_delayer_drops_everything_while_out_and_answers_each_command():
+    import socket
+    import struct
+
+    from split_infer.tools.testbed.nfqueue import PacketDelayer, _attribute, _message
+
+    def packets(*ids):
+        return b"".join(_message(0, 7, [_attribute(1, struct.pack("!IHB", i, 0x0800, 3))],
+                                 flags=0, seq=0) for i in ids)
+
+    def verdicts():  # (verdict, packet id) of every verdict the delayer sent since
+        out = []
+        kernel.setblocking(False)
+        try:
+            while True:
+                data = kernel.recv(4096)
+                out.append(struct.unpack_from("!II", data, 16 + 4 + 4))
+        except BlockingIOError:
+            return out
+
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with ours, kernel:
+        delayer = PacketDelayer(7, delay_ms=100.0, netlink=ours)
+        kernel.send(packets(1, 2))
+        delayer.receive(now=0.0)
+        delayer._release_due(0.05)
+        assert verdicts() == []  # held for 100 ms
+        kernel.send(packets(3))  # queued for the delayer, not read yet
+        assert delayer.command("DROP") == "OK"
+        assert verdicts() == [(0, 1), (0, 2), (0, 3)]  # NF_DROP, held and queued alike
+        kernel.send(packets(4))
+        delayer.receive(now=1.0)
+        delayer._release_due(10.0)
+        assert verdicts() == [(0, 4)]  # out: dropped on arrival
+        assert delayer.command("DELAY 0 0") == "OK"  # back up
+        kernel.send(packets(5))
+        delayer.receive(now=2.0)
+        delayer._release_due(2.0)
+        assert verdicts() == [(1, 5)]  # NF_ACCEPT
+        assert (delayer.released, delayer.dropped) == (1, 4)
+        assert delayer.command("DELAY x 0").startswith("ERROR not a delay")
+        assert delayer.command("UP").startswith("ERROR unknown command")
+        assert not delayer.out
+
+
 # -- namespaces -----------------------------------------------------------------------------------
 
 
@@ -358,6 +403,11 @@ def test_link_is_shaped_and_removed():
     with NetnsLink() as link:
         names = {link.edge_ns, link.cloud_ns}
         assert names <= set(list_testbed_namespaces())
+        if Path("/proc/sys/net/ipv6").exists():  # a kernel with IPv6: off on the link
+            off = subprocess.run([*link.exec_prefix("cloud"), "cat",
+                                  f"/proc/sys/net/ipv6/conf/{link.cloud_if}/disable_ipv6"],
+                                 capture_output=True, text=True, check=True).stdout
+            assert off.strip() == "1"
         link.apply(Shaping(2e6))
         slow = _udp_rate_bps(link)
         link.apply(Shaping(8e6))

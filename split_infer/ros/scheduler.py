@@ -492,6 +492,10 @@ class Scheduler(Node):
         target = step.target
         assert loop is not None and target is not None
         now = self._now_s()
+        try:
+            why = explain_step(loop, step, loop.active)
+        except Exception as exc:  # only the log line's; the request goes out regardless
+            why = f"no explanation: {exc}"
         loop.request_sent(now, target)
         self._request_ids += 1
         request_id = self._request_ids
@@ -507,7 +511,6 @@ class Scheduler(Node):
                 Parameter("companion_share", Parameter.Type.DOUBLE,
                           float(target.share) if mixed else 0.0)]
         described = describe(target)
-        why = explain_step(loop, step, loop.active)
 
         def done(future: Future) -> None:
             try:

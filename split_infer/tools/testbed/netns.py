@@ -10,14 +10,15 @@
                               (+ loss, delay)
 
 Only the edge → cloud direction is shaped (egress of the edge's veth); receipts and estimates
-travel back unshaped, as on an asymmetric uplink. A :class:`TraceFollower` thread changes the
-shaping as a bandwidth trace (``config/traces/*.csv``) advances:
+travel back unshaped, as on an asymmetric uplink. The namespaces run IPv4 only, so the link
+carries the nodes' traffic and nothing of IPv6's autoconfiguration. A :class:`TraceFollower`
+thread changes the shaping as a bandwidth trace (``config/traces/*.csv``) advances:
 
 * **rate** — ``tbf`` with a small bucket (5 ms of traffic, at least 4 KiB) and a byte limit of
   300 ms of traffic (at least 64 KiB, so one large DDS sample always fits);
 * **loss** — an ``iptables`` ``statistic`` rule that drops packets leaving the edge with the
   trace's probability; a rate of 0 (an outage) drops everything the same way, and empties
-  the delayer and the shaper's queue, so nothing sent before it crosses during it;
+  the delayer and the qdiscs' queues, so nothing sent before it crosses during it;
 * **delay** (and jitter) — ``netem`` under the ``tbf`` when the kernel has ``sch_netem``.
   Where it does not (some VM kernels lack it), an ``NFQUEUE`` rule after the loss rule
   hands every packet to a :class:`~split_infer.tools.testbed.nfqueue.PacketDelayer` process in the
@@ -71,6 +72,8 @@ _NO_IPV6 = ("for f in /proc/sys/net/ipv6/conf/all/disable_ipv6 "
             "/proc/sys/net/ipv6/conf/default/disable_ipv6; "
             "do [ -e $f ] && echo 1 > $f; done; true")
 
+#: Seconds the delayer has to answer a command.
+_DELAYER_ANSWER_S = 10.0
 #: NFQUEUE number of the delay path (queues are per network namespace).
 _DELAY_QUEUE = 7
 
@@ -169,7 +172,9 @@ class NetnsLink:
                 _run("ip", "-n", ns, "link", "set", "lo", "up")
                 # IPv4 only: IPv6's autoconfiguration chatter (router solicitations, multicast
                 # listener reports) would cross the shaped link and count as the robot's bytes.
-                _run("ip", "netns", "exec", ns, "sh", "-c", _NO_IPV6, check=False)
+                ipv6 = _run("ip", "netns", "exec", ns, "sh", "-c", _NO_IPV6, check=False)
+                if ipv6.returncode != 0:
+                    _log.debug("IPv6 left on in %s: %s", ns, ipv6.stderr.strip())
             _run("ip", "link", "add", self.edge_if, "netns", self.edge_ns, "type", "veth",
                  "peer", "name", self.cloud_if, "netns", self.cloud_ns)
             for ns, interface, ip in ((self.edge_ns, self.edge_if, self.edge_ip),
@@ -268,8 +273,9 @@ class NetnsLink:
         """Shape the edge → cloud direction; returns what could not be applied.
 
         An outage (rate 0) carries nothing, not even what was sent before it: the drop rule
-        goes in first, then the delayer drops what it holds and the shaper's queue is emptied
-        (a ``tc change`` keeps it, and at the outage's floor rate it trickles through)."""
+        goes in first, then the delayer drops what it holds and the qdiscs are deleted and
+        added again, which empties their queues (tbf's, and netem's where it delays; a ``tc
+        change`` keeps them, and at the outage's floor rate they trickle through)."""
         skipped = []
         outage = shaping.rate_bps <= 0
         loss = 1.0 if outage else shaping.loss
@@ -279,8 +285,10 @@ class NetnsLink:
             flush = outage and self.capabilities.get("iptables_loss", False)
             parent = ["parent", "1:1"] if self._netem else ["root"]
             if flush:
-                self._tell_delayer("DROP")
-                self._reinstall_qdiscs(shaping.rate_bps)
+                try:
+                    self._tell_delayer("DROP")
+                finally:  # a delayer gone wrong still leaves the shaper's queue emptied
+                    self._reinstall_qdiscs(shaping.rate_bps)
             else:
                 _run("tc", "-n", self.edge_ns, "qdisc", "change", "dev", self.edge_if, *parent,
                      "handle", "10:", *self._tbf_args(shaping.rate_bps))
@@ -323,9 +331,16 @@ class NetnsLink:
             raise RuntimeError(f"the NFQUEUE delayer exited (status {delayer.returncode})")
         delayer.stdin.write(command + "\n")
         delayer.stdin.flush()
-        answer = _read_line(delayer, timeout_s=10.0)
+        answer = _read_line(delayer, timeout_s=_DELAYER_ANSWER_S)
         if answer != "OK":
-            raise RuntimeError(f"the NFQUEUE delayer answered {answer!r} to {command!r}")
+            # Its late answer would be read as the next command's: no delay path from here on.
+            _stop_process(delayer)
+            self._delayer = None
+            self.capabilities["nfqueue_delay"] = False
+            why = (f"answered {answer!r}" if answer else
+                   f"did not answer within {_DELAYER_ANSWER_S:g} s (exit status "
+                   f"{delayer.returncode})")
+            raise RuntimeError(f"the NFQUEUE delayer {why} to {command!r}")
 
     def _reinstall_qdiscs(self, rate_bps: float) -> None:
         """The shaper's qdiscs deleted (with every packet they queue) and added again."""

@@ -9,22 +9,24 @@ but with netfilter queues.
     │ DDS ─▶ OUTPUT: SI_LOSS (drop) ─▶ NFQUEUE q ──▶ tbf (rate) ─▶ veth ─▶ cloud      │
     │                                     │  ▲                                      │
     │                         packet id   ▼  │ ACCEPT verdict, delay (± jitter) later│
+    │                                     (DROP verdicts while the link is out)     │
     │                              PacketDelayer (this module, a process)           │
     └──────────────────────────────────────────────────────────────────────────────┘
 
-The delayer talks netfilter's queue protocol over a ``NETLINK_NETFILTER`` socket directly
-(no C library): it binds queue ``q`` in copy mode META (the kernel sends each packet's id and
+The delayer talks netfilter's queue protocol over a ``NETLINK_NETFILTER`` socket directly (no C
+library): it binds queue ``q`` in copy mode META (the kernel sends each packet's id and
 metadata, never its payload) and answers every packet with an ACCEPT verdict ``delay`` plus a
-uniform ``±jitter`` after it arrived. Release times never go backwards, so packets leave in
-order — a link whose latency varies, not one that reorders (``netem`` reorders when the jitter
-exceeds the packet spacing). The iptables rule uses ``--queue-bypass`` and the queue is bound
-fail-open, so if the delayer is gone or overwhelmed packets pass undelayed instead of being
-dropped.
+uniform ``±jitter`` after it arrived (during an outage, with a DROP verdict at once). Release
+times never go backwards, so packets leave in order — a link whose latency varies, not one that
+reorders (``netem`` reorders when the jitter exceeds the packet spacing). The iptables rule
+uses ``--queue-bypass`` and the queue is bound fail-open, so if the delayer is gone or
+overwhelmed packets pass undelayed instead of being dropped.
 
 Run in the namespace (``ip netns exec NS python -m split_infer.tools.testbed.nfqueue --queue Q``);
 it prints ``READY`` once bound, reads ``DELAY <ms> <jitter ms>`` lines on stdin to change the
 delay and ``DROP`` lines for an outage (every packet it holds or is handed is dropped, until the
-next ``DELAY``), answers each with ``OK`` once done, and exits when stdin closes.
+next ``DELAY``), answers each with ``OK`` once done (``ERROR ...`` for a line it cannot
+read), and exits when stdin closes.
 :class:`split_infer.tools.testbed.netns.NetnsLink` manages it.
 Root (CAP_NET_ADMIN) only.
 """
@@ -95,10 +97,12 @@ def packet_ids(data: bytes) -> list[int]:
 
 class PacketDelayer:
     """Binds NFQUEUE ``queue`` and releases each packet ``delay_ms`` (± ``jitter_ms``) after it
-    arrived, in order. :meth:`serve` runs until ``stop_fd`` (stdin) closes."""
+    arrived, in order. :meth:`serve` runs until ``control`` (stdin) closes. ``netlink``: a
+    socket bound to the queue already (tests pass one end of a socket pair); None binds one."""
 
     def __init__(self, queue: int, delay_ms: float = 0.0, jitter_ms: float = 0.0,
-                 max_held: int = 8192, seed: int | None = None) -> None:
+                 max_held: int = 8192, seed: int | None = None,
+                 netlink: socket.socket | None = None) -> None:
         self.queue = queue
         self.delay_s, self.jitter_s = delay_ms / 1e3, jitter_ms / 1e3
         self._random = random.Random(seed)
@@ -108,6 +112,9 @@ class PacketDelayer:
         self.released = 0
         self.dropped = 0
         self.out = False  # an outage: every packet is dropped (drop_all)
+        if netlink is not None:
+            self._socket = netlink
+            return
         self._socket = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self._socket.bind((0, 0))
@@ -149,6 +156,8 @@ class PacketDelayer:
         the next ones until :meth:`set_delay`. With the link's drop rule already in place
         nothing new arrives, so nothing sent before the outage crosses it afterwards."""
         self.out = True
+        while self._held:  # oldest first
+            self._verdict(_NF_DROP, self._held.popleft()[1])
         self._socket.setblocking(False)
         try:
             while True:
@@ -156,12 +165,10 @@ class PacketDelayer:
                     self._verdict(_NF_DROP, packet_id)
         except (BlockingIOError, InterruptedError):
             pass
-        except OSError:  # ENOBUFS: the kernel dropped messages; fail-open passed them
-            pass
+        except OSError:  # ENOBUFS: messages lost (fail-open passed those packets); any still
+            pass  # queued come later and are dropped by _hold, since ``out`` is set
         finally:
             self._socket.setblocking(True)
-        while self._held:
-            self._verdict(_NF_DROP, self._held.popleft()[1])
 
     def _verdict(self, verdict: int, packet_id: int) -> None:
         self._socket.send(_message(_MSG_VERDICT, self.queue, [_attribute(
@@ -185,24 +192,42 @@ class PacketDelayer:
         while self._held and self._held[0][0] <= now:
             self._verdict(_NF_ACCEPT, self._held.popleft()[1])
 
+    def command(self, line: str) -> str:
+        """One control line applied: ``DELAY <ms> <jitter ms>`` (:meth:`set_delay`) or ``DROP``
+        (:meth:`drop_all`); returns ``OK``, or ``ERROR ...`` for a line it cannot read."""
+        words = line.split()
+        try:
+            if len(words) == 3 and words[0] == "DELAY":
+                self.set_delay(float(words[1]), float(words[2]))
+            elif words == ["DROP"]:
+                self.drop_all()
+            else:
+                return f"ERROR unknown command {line!r}"
+        except ValueError:
+            return f"ERROR not a delay in ms: {line!r}"
+        return "OK"
+
+    def receive(self, now: float) -> None:
+        """Read one datagram of packets from the kernel and hold (or, out, drop) them."""
+        try:
+            data = self._socket.recv(1 << 20)
+        except OSError:  # ENOBUFS: the kernel dropped messages; fail-open passes them
+            return
+        for packet_id in packet_ids(data):
+            self._hold(packet_id, now)
+
     def serve(self, control: int) -> None:
-        """Hold and release packets; ``DELAY <ms> <jitter ms>`` lines on ``control`` change the
-        delay, ``DROP`` lines start an outage, each answered ``OK`` on stdout. Returns when
-        ``control`` reaches end of file (everything held is released)."""
+        """Hold and release packets; each line on ``control`` is a :meth:`command`, answered
+        on stdout. Returns when ``control`` reaches end of file (everything held is
+        released)."""
         buffer = b""
         while True:
             now = time.monotonic()
             self._release_due(now)
             timeout = max(0.0, self._held[0][0] - now) if self._held else None
             readable, _, _ = select.select([self._socket, control], [], [], timeout)
-            now = time.monotonic()
             if self._socket in readable:
-                try:
-                    data = self._socket.recv(1 << 20)
-                except OSError:  # ENOBUFS: the kernel dropped messages; fail-open passes them
-                    data = b""
-                for packet_id in packet_ids(data):
-                    self._hold(packet_id, now)
+                self.receive(time.monotonic())
             if control in readable:
                 chunk = os.read(control, 4096)
                 if not chunk:
@@ -211,15 +236,7 @@ class PacketDelayer:
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    words = line.decode(errors="replace").split()
-                    if len(words) == 3 and words[0] == "DELAY":
-                        self.set_delay(float(words[1]), float(words[2]))
-                    elif words == ["DROP"]:
-                        self.drop_all()
-                    else:
-                        print(f"ERROR unknown command {line!r}", flush=True)
-                        continue
-                    print("OK", flush=True)
+                    print(self.command(line.decode(errors="replace")), flush=True)
 
     def close(self) -> None:
         self._socket.close()
