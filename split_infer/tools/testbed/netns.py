@@ -281,7 +281,7 @@ class NetnsLink:
         loss = 1.0 if outage else shaping.loss
         with self._lock:
             if outage:
-                skipped += self._set_loss(loss)
+                skipped += self._set_loss(loss, outage)
             flush = outage and self.capabilities.get("iptables_loss", False)
             parent = ["parent", "1:1"] if self._netem else ["root"]
             if flush:
@@ -304,14 +304,14 @@ class NetnsLink:
             elif shaping.delay_ms > 0 or shaping.jitter_ms > 0:
                 skipped.append("delay")
             if not outage:
-                skipped += self._set_loss(loss)
+                skipped += self._set_loss(loss, outage)
         self.applied.append((time.monotonic() if at_s is None else at_s, shaping))
         return skipped
 
-    def _set_loss(self, loss: float) -> list[str]:
+    def _set_loss(self, loss: float, outage: bool) -> list[str]:
         """The drop rule for ``loss`` (1: everything); what could not be applied."""
         if not self.capabilities.get("iptables_loss"):
-            return ["outage" if loss >= 1 else "loss"] if loss > 0 else []
+            return ["outage" if outage else "loss"] if loss > 0 else []
         self._iptables("-F", "SI_LOSS")
         if loss > 0:
             rule = ["-A", "SI_LOSS", "-j", "DROP"]
