@@ -1,6 +1,6 @@
-"""Why the scheduler switched, in one line for the log: what the planner expected of the new
-configuration and of the one it replaces, at which bandwidth, and the robot times it planned
-them with (measured where they have run, see
+"""What the scheduler runs (:func:`describe`) and why it switched, in one line for the log:
+what the planner expected of the new configuration and of the one it replaces, at which
+bandwidth, and the robot times it planned them with (measured where they have run, see
 :meth:`~split_infer.adaptation.scheduling.SchedulingLoop.edge_time_s`).
 
 A switch that does not pay off on the robot (a companion that ran slower than planned, say)
@@ -14,7 +14,16 @@ from split_infer.adaptation.scheduling import SchedulingLoop, Step
 from split_infer.planning import Configuration
 from split_infer.planning.mixing import MixedConfiguration
 
-__all__ = ["explain_step"]
+__all__ = ["describe", "explain_step"]
+
+
+def describe(config: Configuration) -> str:
+    """``split 9, ratio 20.8`` (with ``+ split 0, ratio 58.4 on 24% of the frames``)."""
+    text = f"split {config.split_point}, ratio {config.ratio:g}"
+    if isinstance(config, MixedConfiguration):
+        text += (f" + split {config.companion.split_point}, ratio {config.companion.ratio:g} "
+                 f"on {config.share:.0%} of the frames")
+    return text
 
 
 def _robot_ms(loop: SchedulingLoop, config: Configuration) -> str:

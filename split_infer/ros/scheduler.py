@@ -72,12 +72,11 @@ from split_infer.adaptation.configurations import (
     planned_cpu_times,
     with_edge_timing,
 )
-from split_infer.adaptation.explaining import explain_step
+from split_infer.adaptation.explaining import describe, explain_step
 from split_infer.adaptation.policy import OBJECTIVES
 from split_infer.adaptation.scheduling import LinkState, SchedulerSettings, SchedulingLoop, Step
 from split_infer.bundle import Bundle
 from split_infer.config_key import format_config_key, parse_config_key
-from split_infer.planning import Configuration
 from split_infer.planning.mixing import MixedConfiguration
 from split_infer.ros.common import (
     MetricPublishers,
@@ -588,7 +587,7 @@ class Scheduler(Node):
             "robot_factor": round(loop.robot_factor, 3),
             "robot_timed_by": "cpu" if loop.cpu_timed else "wall",
             "edge_fallback_planned": loop.fallback is not None,
-            "edge_companion_planned": loop.edge_companion and self._settings.mixing,
+            "edge_companion_planned": loop.mixes,
         }
         if self._last_error:
             values["last_error"] = self._last_error
@@ -602,15 +601,6 @@ class Scheduler(Node):
             level = DiagnosticStatus.WARN
             message = f"edge refused {loop.last_rejection}"
         return diagnostic_status(self, "scheduler", level, message, values)
-
-
-def describe(config: Configuration) -> str:
-    """``split 9, ratio 20.8`` (with ``+ split 0, ratio 58.4 on 24 % of the frames``)."""
-    text = f"split {config.split_point}, ratio {config.ratio:g}"
-    if isinstance(config, MixedConfiguration):
-        text += (f" + split {config.companion.split_point}, ratio {config.companion.ratio:g} "
-                 f"on {config.share:.0%} of the frames")
-    return text
 
 
 def main(args: list[str] | None = None) -> int:
